@@ -1,0 +1,144 @@
+//! Error types of the in-process ring and channels.
+//!
+//! Push errors hand the rejected value back (like rtrb's `PushError::Full(T)`),
+//! and their `Debug` does not require `T: Debug`.
+
+use std::fmt;
+
+/// A ring capacity that [`RingBuffer::try_new`](crate::RingBuffer::try_new) or a
+/// channel constructor refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CapacityError {
+    /// Capacity zero: a ring must hold at least one item.
+    #[error("ring capacity must be non-zero")]
+    Zero,
+    /// Capacity that is not a power of two (the index is `seq & (capacity - 1)`).
+    #[error("ring capacity must be a power of two, got {0}")]
+    NotPowerOfTwo(usize),
+}
+
+macro_rules! value_error {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$vmeta:meta])* $variant:ident => $msg:literal,)+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        pub enum $name<T> {
+            $($(#[$vmeta])* $variant(T),)+
+        }
+
+        impl<T> $name<T> {
+            /// Returns the value that could not be pushed.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $(Self::$variant(value) => value,)+
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str(concat!(stringify!($name), "::", stringify!($variant), "(..)")),)+
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(_) => f.write_str($msg),)+
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
+value_error! {
+    /// Error of a non-blocking push (`try_push`).
+    TryPushError {
+        /// The ring is full; the value is handed back.
+        Full => "ring is full",
+        /// The consumer is gone; the value is handed back.
+        Disconnected => "consumer is disconnected",
+    }
+}
+
+value_error! {
+    /// Error of a blocking push (`push`).
+    PushError {
+        /// The consumer is gone; the value is handed back.
+        Disconnected => "consumer is disconnected",
+    }
+}
+
+value_error! {
+    /// Error of a push with a deadline (`push_timeout`).
+    PushTimeoutError {
+        /// The ring stayed full until the deadline; the value is handed back.
+        Timeout => "timed out waiting for a free slot",
+        /// The consumer is gone; the value is handed back.
+        Disconnected => "consumer is disconnected",
+    }
+}
+
+/// Error of a non-blocking pop (`try_pop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryPopError {
+    /// Nothing to read right now.
+    #[error("ring is empty")]
+    Empty,
+    /// The ring is empty and every producer is gone: nothing will ever arrive.
+    #[error("ring is empty and the producer is disconnected")]
+    Disconnected,
+}
+
+/// Error of a blocking pop (`pop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PopError {
+    /// The ring is empty and every producer is gone.
+    #[error("ring is empty and the producer is disconnected")]
+    Disconnected,
+}
+
+/// Error of a pop with a deadline (`pop_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PopTimeoutError {
+    /// Nothing arrived before the deadline.
+    #[error("timed out waiting for an item")]
+    Timeout,
+    /// The ring is empty and every producer is gone.
+    #[error("ring is empty and the producer is disconnected")]
+    Disconnected,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NotDebug;
+
+    #[test]
+    fn push_errors_debug_without_t_debug_and_return_value() {
+        let e = TryPushError::Full(NotDebug);
+        assert_eq!(format!("{e:?}"), "TryPushError::Full(..)");
+        assert_eq!(e.to_string(), "ring is full");
+        let e = PushTimeoutError::Timeout(7_u8);
+        assert_eq!(e.into_inner(), 7);
+        let e: Box<dyn std::error::Error> = Box::new(PushError::Disconnected(1_u8));
+        assert_eq!(e.to_string(), "consumer is disconnected");
+    }
+
+    #[test]
+    fn pop_errors_display() {
+        assert_eq!(TryPopError::Empty.to_string(), "ring is empty");
+        assert_eq!(
+            CapacityError::NotPowerOfTwo(3).to_string(),
+            "ring capacity must be a power of two, got 3"
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! The single-producer, single-consumer ring protocol, written once.
+//!
+//! [`ProducerCore`] and [`ConsumerCore`] run over any [`SlotRing`]: a
+//! [`RingBuffer`](crate::RingBuffer) owned by the process (the
+//! [`spsc`](crate::spsc) channel) or a view of a ring inside a shared-memory
+//! segment. Everything the algorithm does is here:
+//!
+//! * each side keeps its own position in a local `u64` (it is the only writer
+//!   of it) and a cached copy of the other side's position;
+//! * the cache is reloaded (Acquire) only when it says the ring is full
+//!   (producer) or empty (consumer), so in steady state each side touches the
+//!   other's cache line once per lap rather than once per item;
+//! * a slot is written (read) before its sequence is published (released) with
+//!   a Release store; a batch costs one store.
+//!
+//! Positions loaded from the ring are checked (`read <= write <= read +
+//! capacity`) before they replace the cache, so a ring whose other side is
+//! corrupt or hostile (shared memory) makes this side see "full" or "empty",
+//! never index outside the slots or read twice.
+
+use std::ops::Deref;
+
+use crate::ring_buffer::SlotRing;
+use crate::sync::Ordering;
+
+/// A run of contiguous slots: first slot and length.
+#[cfg(not(loom))]
+type Run<H> = (*mut <<H as Deref>::Target as SlotRing>::Item, usize);
+
+/// The producing side of the SPSC protocol.
+pub(crate) struct ProducerCore<H> {
+    ring: H,
+    /// Our own position; `write_seq` in the ring equals it between calls.
+    write: u64,
+    /// Last `read_seq` we loaded; the consumer may be further along.
+    cached_read: u64,
+    capacity: u64,
+}
+
+impl<H> ProducerCore<H>
+where
+    H: Deref,
+    H::Target: SlotRing,
+{
+    /// Attaches to `ring`, continuing from its current `write_seq`.
+    pub(crate) fn new(ring: H) -> Self {
+        // Acquire (both): pair with the Release stores of a previous producer
+        // (resume after a restart) and of the consumer.
+        let write = ring.write_seq_atomic().load(Ordering::Acquire);
+        let cached_read = ring.read_seq_atomic().load(Ordering::Acquire);
+        let capacity = ring.capacity() as u64;
+        let cached_read = if cached_read <= write && write - cached_read <= capacity {
+            cached_read
+        } else {
+            // Inconsistent positions: behave as "full" until the consumer's
+            // position makes sense.
+            write.wrapping_sub(capacity)
+        };
+        Self {
+            ring,
+            write,
+            cached_read,
+            capacity,
+        }
+    }
+
+    /// The ring this core runs on.
+    #[inline(always)]
+    pub(crate) fn ring(&self) -> &H::Target {
+        &self.ring
+    }
+
+    /// The handle this core runs on.
+    #[inline(always)]
+    pub(crate) fn handle(&self) -> &H {
+        &self.ring
+    }
+
+    /// Next sequence this producer will write.
+    #[inline(always)]
+    pub(crate) fn write_pos(&self) -> u64 {
+        self.write
+    }
+
+    /// Free slots, reloading `read_seq` only when the cache shows fewer than
+    /// `wanted`.
+    #[inline]
+    pub(crate) fn free(&mut self, wanted: usize) -> usize {
+        let mut free = self.capacity - (self.write - self.cached_read);
+        if free < wanted as u64 {
+            // SYNC POINT read_seq: Acquire pairs with the Release store in
+            // ConsumerCore::release, so the consumer has finished with every
+            // slot below `read` before we overwrite it.
+            let read = self.ring.read_seq_atomic().load(Ordering::Acquire);
+            if read <= self.write && self.write - read <= self.capacity {
+                self.cached_read = read;
+            } else {
+                debug_assert!(
+                    false,
+                    "read_seq {read} inconsistent with write {}",
+                    self.write
+                );
+            }
+            free = self.capacity - (self.write - self.cached_read);
+        }
+        free as usize
+    }
+
+    /// Pushes one value, or hands it back when the ring is full.
+    #[inline]
+    pub(crate) fn try_push(
+        &mut self,
+        value: <H::Target as SlotRing>::Item,
+    ) -> Result<(), <H::Target as SlotRing>::Item> {
+        if self.free(1) == 0 {
+            return Err(value);
+        }
+        // SAFETY: we are the only producer, `write` is unpublished, and
+        // free() >= 1 means the consumer has released the slot's previous item.
+        unsafe { self.ring.write_slot(self.write, value) };
+        self.publish(1);
+        Ok(())
+    }
+
+    /// Pushes items from `iter` while there is room; one publish for all.
+    /// Takes from the iterator only the items it pushes.
+    pub(crate) fn push_iter<I>(&mut self, iter: &mut I) -> usize
+    where
+        I: Iterator<Item = <H::Target as SlotRing>::Item>,
+    {
+        let free = self.free(self.capacity as usize);
+        let mut n = 0;
+        while n < free {
+            let Some(value) = iter.next() else { break };
+            // SAFETY: as in try_push, for each of the `free` unpublished,
+            // released slots from `write` on. (If `next()` panics, the slots
+            // written so far are never published and their values leak.)
+            unsafe { self.ring.write_slot(self.write + n as u64, value) };
+            n += 1;
+        }
+        if n > 0 {
+            self.publish(n);
+        }
+        n
+    }
+
+    /// Makes the next `n` written slots visible to the consumer.
+    #[inline]
+    pub(crate) fn publish(&mut self, n: usize) {
+        debug_assert!(n as u64 <= self.capacity - (self.write - self.cached_read));
+        self.write += n as u64;
+        // SYNC POINT write_seq: Release publishes the slot writes; pairs with
+        // the Acquire load in ConsumerCore::available.
+        self.ring
+            .write_seq_atomic()
+            .store(self.write, Ordering::Release);
+        self.ring.on_publish();
+    }
+
+    /// Raw pointers to up to `max` free slots as (at most) two contiguous
+    /// runs, without publishing anything.
+    #[cfg(not(loom))]
+    pub(crate) fn free_runs(&mut self, max: usize) -> (Run<H>, Run<H>) {
+        let n = self.free(max).min(max);
+        let start = (self.write & (self.capacity - 1)) as usize;
+        let first = n.min(self.capacity as usize - start);
+        // SAFETY: pointer computation only; both sequences are in the free
+        // range, and SlotRing guarantees contiguous slots within one lap.
+        unsafe {
+            (
+                (self.ring.slot_ptr(self.write), first),
+                (self.ring.slot_ptr(self.write + first as u64), n - first),
+            )
+        }
+    }
+}
+
+/// The consuming side of the SPSC protocol.
+pub(crate) struct ConsumerCore<H> {
+    ring: H,
+    /// Our own position; `read_seq` in the ring equals it between calls.
+    read: u64,
+    /// Last `write_seq` we loaded; the producer may be further along.
+    cached_write: u64,
+    capacity: u64,
+}
+
+impl<H> ConsumerCore<H>
+where
+    H: Deref,
+    H::Target: SlotRing,
+{
+    /// Attaches to `ring`, continuing from its current `read_seq`: the first
+    /// item not yet released (at-least-once after a consumer restart).
+    pub(crate) fn new(ring: H) -> Self {
+        // Acquire (both): pair with the Release stores of the producer and of
+        // a previous consumer.
+        let read = ring.read_seq_atomic().load(Ordering::Acquire);
+        let capacity = ring.capacity() as u64;
+        Self {
+            ring,
+            read,
+            cached_write: read,
+            capacity,
+        }
+    }
+
+    /// The ring this core runs on.
+    #[inline(always)]
+    pub(crate) fn ring(&self) -> &H::Target {
+        &self.ring
+    }
+
+    /// The handle this core runs on.
+    #[inline(always)]
+    pub(crate) fn handle(&self) -> &H {
+        &self.ring
+    }
+
+    /// Next sequence this consumer will read.
+    #[inline(always)]
+    pub(crate) fn read_pos(&self) -> u64 {
+        self.read
+    }
+
+    /// Published, unread items, reloading `write_seq` only when the cache
+    /// shows fewer than `wanted`.
+    #[inline]
+    pub(crate) fn available(&mut self, wanted: usize) -> usize {
+        let mut avail = self.cached_write - self.read;
+        if avail < wanted as u64 {
+            // SYNC POINT write_seq: Acquire pairs with the Release store in
+            // ProducerCore::publish, so the slots below `write` are written.
+            let write = self.ring.write_seq_atomic().load(Ordering::Acquire);
+            if write >= self.read && write - self.read <= self.capacity {
+                self.cached_write = write;
+            } else {
+                debug_assert!(
+                    false,
+                    "write_seq {write} inconsistent with read {}",
+                    self.read
+                );
+            }
+            avail = self.cached_write - self.read;
+        }
+        avail as usize
+    }
+
+    /// Pops the oldest item, or `None` when the ring is empty.
+    #[inline]
+    pub(crate) fn try_pop(&mut self) -> Option<<H::Target as SlotRing>::Item> {
+        if self.available(1) == 0 {
+            return None;
+        }
+        // SAFETY: `read < cached_write`, so the slot was published (Acquire in
+        // available) and we, the only consumer, have not read it yet.
+        let value = unsafe { self.ring.read_slot(self.read) };
+        self.release(1);
+        Some(value)
+    }
+
+    /// Moves up to `max` items into `out`; one release for all.
+    pub(crate) fn pop_into(
+        &mut self,
+        out: &mut Vec<<H::Target as SlotRing>::Item>,
+        max: usize,
+    ) -> usize {
+        let n = self.available(max).min(max);
+        // Reserve first: after this, `push` cannot reallocate or panic, so no
+        // item is ever moved out of a slot without being released.
+        out.reserve(n);
+        for i in 0..n as u64 {
+            // SAFETY: as in try_pop, for each of the `n` published slots.
+            out.push(unsafe { self.ring.read_slot(self.read + i) });
+        }
+        if n > 0 {
+            self.release(n);
+        }
+        n
+    }
+
+    /// Copies up to `out.len()` items into `out`; one release for all.
+    pub(crate) fn pop_slice(&mut self, out: &mut [<H::Target as SlotRing>::Item]) -> usize
+    where
+        <H::Target as SlotRing>::Item: Copy,
+    {
+        let n = self.available(out.len()).min(out.len());
+        for (i, dst) in out[..n].iter_mut().enumerate() {
+            // SAFETY: as in try_pop, for each of the `n` published slots.
+            *dst = unsafe { self.ring.read_slot(self.read + i as u64) };
+        }
+        if n > 0 {
+            self.release(n);
+        }
+        n
+    }
+
+    /// Hands the next `n` read slots back to the producer.
+    #[inline]
+    pub(crate) fn release(&mut self, n: usize) {
+        debug_assert!(n as u64 <= self.cached_write - self.read);
+        self.read += n as u64;
+        // SYNC POINT read_seq: Release tells the producer we are done with the
+        // slots below `read`; pairs with the Acquire load in ProducerCore::free.
+        self.ring
+            .read_seq_atomic()
+            .store(self.read, Ordering::Release);
+        self.ring.on_release();
+    }
+
+    /// Raw pointers to up to `max` published items as (at most) two
+    /// contiguous runs, without releasing anything.
+    #[cfg(not(loom))]
+    pub(crate) fn ready_runs(&mut self, max: usize) -> (Run<H>, Run<H>) {
+        let n = self.available(max).min(max);
+        let start = (self.read & (self.capacity - 1)) as usize;
+        let first = n.min(self.capacity as usize - start);
+        // SAFETY: pointer computation only; both sequences are published, and
+        // SlotRing guarantees contiguous slots within one lap.
+        unsafe {
+            (
+                (self.ring.slot_ptr(self.read), first),
+                (self.ring.slot_ptr(self.read + first as u64), n - first),
+            )
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl<H> crate::chunks::CommitWritten for ProducerCore<H>
+where
+    H: Deref,
+    H::Target: SlotRing,
+{
+    fn commit_written(&mut self, n: usize) {
+        self.publish(n);
+    }
+}
+
+#[cfg(not(loom))]
+impl<H> crate::chunks::ReleaseRead for ConsumerCore<H>
+where
+    H: Deref,
+    H::Target: SlotRing,
+{
+    fn release_read(&mut self, n: usize) {
+        self.release(n);
+    }
+}

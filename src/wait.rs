@@ -1,0 +1,297 @@
+//! Wait strategies for the blocking calls (`push`, `pop`, `*_timeout`).
+//!
+//! * [`WaitStrategy::BusySpin`]: spin with a CPU pause hint; lowest latency,
+//!   one core at 100% while waiting.
+//! * [`WaitStrategy::SpinYield`] (default): spin with exponential backoff, then
+//!   `sched_yield` between attempts (crossbeam's `Backoff`). Still polls.
+//! * [`WaitStrategy::Park`]: spin briefly, then sleep in the kernel on a futex
+//!   word until the other side wakes it; uses no CPU while it waits.
+//!
+//! # Waking without a lost wakeup
+//!
+//! A parked waiter announces itself in a [`WaitCell`] and re-checks its
+//! condition; the other side publishes and then looks for waiters. Both sides
+//! put a `SeqCst` fence between their store and their load (the Dekker
+//! pattern), so either the waiter sees the new data or the publisher sees the
+//! waiter. That fence is the price of sleeping: a ring built with `Park` pays
+//! it once per publish (once per batch with the batch calls), rings built with
+//! the spinning strategies never execute it. Every sleep is also bounded
+//! ([`PARK_SLICE`]), so that a waiter re-checks its condition and the peer's
+//! liveness even if a wake were lost.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use crate::sync::{AtomicU32, Ordering, fence, spin_hint, yield_now};
+
+/// How a blocking call waits for the ring to change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Spin on the ring with a pause hint between attempts.
+    BusySpin,
+    /// Spin with exponential backoff, then yield the time slice between attempts.
+    #[default]
+    SpinYield,
+    /// Spin briefly, then sleep on a futex until woken (no CPU while waiting).
+    Park,
+}
+
+/// Longest single sleep of a parked waiter before it re-checks on its own.
+pub const PARK_SLICE: Duration = Duration::from_millis(50);
+
+/// Spins of a parked waiter before it goes to sleep.
+const PARK_SPINS: u32 = 64;
+
+/// A futex word and a waiter count: where one side of a ring sleeps and the
+/// other wakes it. `#[repr(C)]` so that a later layer can place it in shared
+/// memory.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct WaitCell {
+    /// Futex word: bumped by every wake, so a sleeper whose snapshot is stale
+    /// returns from `FUTEX_WAIT` at once.
+    epoch: AtomicU32,
+    /// Number of threads that may be asleep on `epoch`.
+    waiters: AtomicU32,
+}
+
+impl WaitCell {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes every sleeper, if there is any. Call after the store that made
+    /// the waiters' condition true.
+    #[inline]
+    pub(crate) fn notify(&self, shared: bool) {
+        // SYNC POINT wake: SeqCst fence between the caller's publishing store
+        // and the load of `waiters`; pairs with the fence in `wait` between the
+        // waiter's increment of `waiters` and its re-check of the condition.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
+            self.wake(shared);
+        }
+    }
+
+    #[cold]
+    fn wake(&self, shared: bool) {
+        // Release: orders the wake after the publish for a sleeper that reads
+        // the epoch (Acquire in `wait`).
+        self.epoch.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.epoch, shared);
+    }
+
+    /// Sleeps until `ready()` is true, the deadline passes, or [`PARK_SLICE`]
+    /// passes; returns `ready()`'s last answer.
+    fn sleep_until(
+        &self,
+        shared: bool,
+        deadline: Option<Instant>,
+        ready: &mut impl FnMut() -> bool,
+    ) -> bool {
+        // Acquire: pairs with the Release increment in `wake`.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SYNC POINT wake: pairs with the fence in `notify`.
+        fence(Ordering::SeqCst);
+        let done = ready();
+        if !done {
+            let mut slice = PARK_SLICE;
+            if let Some(d) = deadline {
+                slice = slice.min(d.saturating_duration_since(Instant::now()));
+            }
+            if !slice.is_zero() {
+                futex::wait(&self.epoch, epoch, slice, shared);
+            }
+        }
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        done
+    }
+}
+
+/// Runs `attempt` until it returns `Some`, waiting between tries as `strategy`
+/// says. Returns `None` once `deadline` has passed.
+///
+/// `attempt` must perform the whole operation (try to push or pop and report
+/// disconnection), so that a success after a wake is never lost.
+pub(crate) fn block_on<R>(
+    strategy: WaitStrategy,
+    cell: &WaitCell,
+    shared: bool,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Option<R> {
+    if let Some(r) = attempt() {
+        return Some(r);
+    }
+    let expired = |deadline: Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
+    match strategy {
+        WaitStrategy::BusySpin => loop {
+            for _ in 0..128 {
+                spin_hint();
+                if let Some(r) = attempt() {
+                    return Some(r);
+                }
+            }
+            if expired(deadline) {
+                return attempt();
+            }
+        },
+        WaitStrategy::SpinYield => {
+            let backoff = Backoff::new();
+            loop {
+                if backoff.is_completed() {
+                    yield_now();
+                    if expired(deadline) {
+                        return attempt();
+                    }
+                } else {
+                    backoff.snooze();
+                }
+                if let Some(r) = attempt() {
+                    return Some(r);
+                }
+            }
+        }
+        WaitStrategy::Park => {
+            for _ in 0..PARK_SPINS {
+                spin_hint();
+                if let Some(r) = attempt() {
+                    return Some(r);
+                }
+            }
+            let mut result = None;
+            loop {
+                let mut ready = || {
+                    result = attempt();
+                    result.is_some()
+                };
+                if cell.sleep_until(shared, deadline, &mut ready) {
+                    return result;
+                }
+                if expired(deadline) {
+                    return attempt();
+                }
+                if let Some(r) = attempt() {
+                    return Some(r);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", not(loom)))]
+mod futex {
+    //! `FUTEX_WAIT`/`FUTEX_WAKE` on an `AtomicU32`: private for in-process
+    //! rings, shared (keyed by the physical page) for rings in a mapping that
+    //! several processes see.
+
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    fn op(base: libc::c_int, shared: bool) -> libc::c_int {
+        if shared {
+            base
+        } else {
+            base | libc::FUTEX_PRIVATE_FLAG
+        }
+    }
+
+    /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns
+    /// are fine: every caller re-checks its condition.
+    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, shared: bool) {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a live, aligned 4-byte atomic for the duration of
+        // the call, and `ts` outlives it; FUTEX_WAIT only reads both. The
+        // result (woken, EAGAIN, ETIMEDOUT, EINTR) needs no handling because
+        // the caller re-checks its condition.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op(libc::FUTEX_WAIT, shared),
+                expected,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+
+    /// Wakes every thread sleeping on `word`.
+    pub(super) fn wake_all(word: &AtomicU32, shared: bool) {
+        // SAFETY: `word` is a live, aligned 4-byte atomic; FUTEX_WAKE does not
+        // dereference anything else.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                op(libc::FUTEX_WAKE, shared),
+                i32::MAX,
+            );
+        }
+    }
+}
+
+#[cfg(any(not(target_os = "linux"), loom))]
+mod futex {
+    //! Fallback without a futex (and under loom, which cannot model one): a
+    //! bounded yield, so `Park` degrades to polling but stays correct.
+
+    use crate::sync::AtomicU32;
+    use std::time::Duration;
+
+    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _shared: bool) {
+        crate::sync::yield_now();
+    }
+
+    pub(super) fn wake_all(_word: &AtomicU32, _shared: bool) {}
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn every_strategy_times_out_when_nothing_happens() {
+        for s in [
+            WaitStrategy::BusySpin,
+            WaitStrategy::SpinYield,
+            WaitStrategy::Park,
+        ] {
+            let cell = WaitCell::new();
+            let start = Instant::now();
+            let deadline = start + Duration::from_millis(20);
+            let r: Option<()> = block_on(s, &cell, false, Some(deadline), || None);
+            assert!(r.is_none(), "{s:?}");
+            assert!(
+                Instant::now() >= deadline,
+                "{s:?} returned before its deadline"
+            );
+        }
+    }
+
+    #[test]
+    fn park_is_woken_by_notify() {
+        let cell = Arc::new(WaitCell::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (c2, f2) = (cell.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            block_on(WaitStrategy::Park, &c2, false, None, || {
+                f2.load(Ordering::Acquire).then_some(7)
+            })
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        flag.store(true, Ordering::Release);
+        cell.notify(false);
+        assert_eq!(waiter.join().unwrap(), Some(7));
+    }
+}
