@@ -38,6 +38,7 @@ impl<'a, T> WriteChunkUninit<'a, T> {
     /// Both runs are free slots owned by `producer` until it publishes them,
     /// valid for the chunk's lifetime, and together they are the next
     /// `first.1 + second.1` sequences.
+    #[cfg_attr(loom, allow(dead_code))] // chunks are not built under loom
     pub(crate) unsafe fn new(
         first: (*mut T, usize),
         second: (*mut T, usize),
@@ -130,6 +131,7 @@ impl<'a, T> ReadChunk<'a, T> {
     /// Both runs are published, unread items owned by `consumer` until it
     /// releases them, valid for the chunk's lifetime, and together they are
     /// the next `first.1 + second.1` sequences.
+    #[cfg_attr(loom, allow(dead_code))] // chunks are not built under loom
     pub(crate) unsafe fn new(
         first: (*mut T, usize),
         second: (*mut T, usize),

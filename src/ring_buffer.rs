@@ -353,6 +353,7 @@ pub(crate) unsafe trait SlotRing {
     /// # Safety
     ///
     /// As [`RingBuffer::slot_ptr`].
+    #[cfg_attr(loom, allow(dead_code))] // only the chunk API uses it
     unsafe fn slot_ptr(&self, seq: u64) -> *mut Self::Item;
 
     /// Writes a value into the free slot of `seq`.

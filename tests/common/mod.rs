@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Counts how often each of `n` tracked values has been dropped.
+#[derive(Clone)]
+pub struct DropLedger(Arc<Vec<AtomicU32>>);
+
+impl DropLedger {
+    pub fn new(n: usize) -> Self {
+        Self(Arc::new((0..n).map(|_| AtomicU32::new(0)).collect()))
+    }
+
+    pub fn item(&self, id: usize) -> Tracked {
+        Tracked {
+            id,
+            ledger: self.clone(),
+        }
+    }
+
+    pub fn drops(&self, id: usize) -> u32 {
+        self.0[id].load(Ordering::SeqCst)
+    }
+
+    /// Panics unless every value was dropped exactly once.
+    pub fn assert_each_dropped_once(&self) {
+        for (id, c) in self.0.iter().enumerate() {
+            let c = c.load(Ordering::SeqCst);
+            assert_eq!(c, 1, "value {id} dropped {c} times");
+        }
+    }
+}
+
+/// A value that reports its drop to a [`DropLedger`].
+pub struct Tracked {
+    pub id: usize,
+    ledger: DropLedger,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.ledger.0[self.id].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Order-sensitive checksum of a stream of u64 (FNV-1a over the bytes).
+pub fn fnv(mut h: u64, v: u64) -> u64 {
+    if h == 0 {
+        h = 0xcbf2_9ce4_8422_2325;
+    }
+    for b in v.to_le_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}

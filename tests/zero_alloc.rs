@@ -1,0 +1,86 @@
+//! Zero allocation after construction (spec dependency F071): a counting
+//! global allocator sees no allocation during 1,000,000 push/pop pairs.
+
+#![allow(unsafe_code)] // a global allocator is an unsafe trait impl
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use laminar_ring::{WaitStrategy, mpsc, spsc};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const PAIRS: u64 = 1_000_000;
+
+/// The only test in this binary, so no other test thread allocates meanwhile.
+#[test]
+fn push_pop_pairs_allocate_nothing_after_construction() {
+    // The counter itself works: a heap allocation is seen.
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    drop(std::hint::black_box(Vec::<u64>::with_capacity(4)));
+    assert!(
+        ALLOCATIONS.load(Ordering::SeqCst) > before,
+        "counting allocator is live"
+    );
+
+    for wait in [WaitStrategy::SpinYield, WaitStrategy::Park] {
+        let (mut tx, mut rx) = spsc::channel_with::<u64>(1024, wait).unwrap();
+        let mut buf = [0_u64; 16];
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for i in 0..PAIRS {
+            tx.push(i).unwrap();
+            assert_eq!(rx.pop(), Ok(i));
+            if i % 1000 == 0 {
+                tx.push_slice(&[1, 2, 3]);
+                assert_eq!(rx.pop_slice(&mut buf), 3);
+            }
+        }
+        let spsc_allocs = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            spsc_allocs, 0,
+            "spsc ({wait:?}) allocated {spsc_allocs} times"
+        );
+
+        let (mut tx, mut rx) = mpsc::channel_with::<u64>(1024, wait).unwrap();
+        let mut tx2 = tx.clone();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for i in 0..PAIRS {
+            if i % 2 == 0 {
+                tx.push(i).unwrap();
+            } else {
+                tx2.try_push(i).unwrap();
+            }
+            assert_eq!(rx.pop(), Ok(i));
+        }
+        let mpsc_allocs = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            mpsc_allocs, 0,
+            "mpsc ({wait:?}) allocated {mpsc_allocs} times"
+        );
+    }
+}
