@@ -144,6 +144,32 @@ where
         n
     }
 
+    /// Copies as many of `items` as fit, with one publish; returns the count.
+    pub(crate) fn push_slice(&mut self, items: &[<H::Target as SlotRing>::Item]) -> usize
+    where
+        <H::Target as SlotRing>::Item: Copy,
+    {
+        // Under loom the slots are not contiguous memory: go item by item.
+        #[cfg(loom)]
+        return self.push_iter(&mut items.iter().copied());
+        #[cfg(not(loom))]
+        {
+            let ((a, a_len), (b, b_len)) = self.free_runs(items.len());
+            // SAFETY: free_runs gives at most items.len() free, unpublished
+            // slots that only this producer may write, as two valid runs; the
+            // source slice does not overlap the ring.
+            unsafe {
+                std::ptr::copy_nonoverlapping(items.as_ptr(), a, a_len);
+                std::ptr::copy_nonoverlapping(items.as_ptr().add(a_len), b, b_len);
+            }
+            let n = a_len + b_len;
+            if n > 0 {
+                self.publish(n);
+            }
+            n
+        }
+    }
+
     /// Makes the next `n` written slots visible to the consumer.
     #[inline]
     pub(crate) fn publish(&mut self, n: usize) {
@@ -284,11 +310,27 @@ where
     where
         <H::Target as SlotRing>::Item: Copy,
     {
-        let n = self.available(out.len()).min(out.len());
-        for (i, dst) in out[..n].iter_mut().enumerate() {
-            // SAFETY: as in try_pop, for each of the `n` published slots.
-            *dst = unsafe { self.ring.read_slot(self.read + i as u64) };
-        }
+        #[cfg(not(loom))]
+        let n = {
+            let ((a, a_len), (b, b_len)) = self.ready_runs(out.len());
+            // SAFETY: ready_runs gives at most out.len() published, unread
+            // items as two valid runs; `out` does not overlap the ring.
+            unsafe {
+                std::ptr::copy_nonoverlapping(a, out.as_mut_ptr(), a_len);
+                std::ptr::copy_nonoverlapping(b, out.as_mut_ptr().add(a_len), b_len);
+            }
+            a_len + b_len
+        };
+        // Under loom the slots are not contiguous memory: go item by item.
+        #[cfg(loom)]
+        let n = {
+            let n = self.available(out.len()).min(out.len());
+            for (i, dst) in out[..n].iter_mut().enumerate() {
+                // SAFETY: as in try_pop, for each of the `n` published slots.
+                *dst = unsafe { self.ring.read_slot(self.read + i as u64) };
+            }
+            n
+        };
         if n > 0 {
             self.release(n);
         }

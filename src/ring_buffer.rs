@@ -197,9 +197,7 @@ impl<T> RingBuffer<T> {
     /// publish and releasing), and reads need the slot to be initialised.
     #[inline(always)]
     pub unsafe fn slot_ptr(&self, seq: u64) -> *mut T {
-        let index = (seq & self.mask) as usize;
-        // `mask < capacity == slots.len()`, so the index is in bounds.
-        self.slots[index].with_mut(|p| p.cast::<T>())
+        self.slot(seq).with_mut(|p| p.cast::<T>())
     }
 
     /// Writes `value` into the slot of `seq`, without dropping what was there.
@@ -210,8 +208,7 @@ impl<T> RingBuffer<T> {
     /// `read_seq <= seq < read_seq + capacity` and `seq` is not yet published.
     #[inline(always)]
     pub unsafe fn write_slot(&self, seq: u64, value: T) {
-        let index = (seq & self.mask) as usize;
-        self.slots[index].with_mut(|p| {
+        self.slot(seq).with_mut(|p| {
             // SAFETY: the caller owns this free slot until it publishes `seq`;
             // the index is in bounds because `mask < capacity`.
             unsafe { p.cast::<T>().write(value) }
@@ -226,12 +223,20 @@ impl<T> RingBuffer<T> {
     /// published (`read_seq <= seq < write_seq`) and not yet read.
     #[inline(always)]
     pub unsafe fn read_slot(&self, seq: u64) -> T {
-        let index = (seq & self.mask) as usize;
-        self.slots[index].with_mut(|p| {
+        self.slot(seq).with_mut(|p| {
             // SAFETY: the caller observed the publish of `seq` (so the slot is
             // initialised and the write happened-before) and reads it only once.
             unsafe { p.cast::<T>().read() }
         })
+    }
+
+    /// The cell of sequence `seq`.
+    #[inline(always)]
+    fn slot(&self, seq: u64) -> &UnsafeCell<MaybeUninit<T>> {
+        let index = (seq & self.mask) as usize;
+        debug_assert!(index < self.slots.len());
+        // SAFETY: `index <= mask == capacity - 1 == slots.len() - 1`.
+        unsafe { self.slots.get_unchecked(index) }
     }
 
     /// Publishes every slot below `new_seq` to the consumer (Release store).

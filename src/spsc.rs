@@ -302,7 +302,7 @@ impl<T> Producer<T> {
     where
         T: Copy,
     {
-        self.core.push_iter(&mut items.iter().copied())
+        self.core.push_slice(items)
     }
 
     /// Pushes items taken from `iter` while there is room, with one publish;
