@@ -43,6 +43,8 @@ pub mod mpsc;
 mod protocol;
 #[allow(unsafe_code)] // the slot memory and its raw, unsafe API (the spec's)
 mod ring_buffer;
+#[cfg(all(target_os = "linux", not(loom)))]
+pub mod shm;
 #[allow(unsafe_code)] // hands protocol-owned slot runs to chunks
 pub mod spsc;
 mod sync;

@@ -1,0 +1,202 @@
+//! Errors of the shared-memory layer: one enum for attaching to a segment,
+//! small ones for the data path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::header::HeaderError;
+
+/// A side of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The process that writes slots.
+    Producer,
+    /// The process that reads slots.
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// Why a segment could not be created, opened or attached to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The segment name breaks a rule.
+    #[error("bad segment name {name:?}: it {why}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// No such segment.
+    #[error("{}: no such ring", .path.display())]
+    NotFound {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// `create` found a file of that name.
+    #[error("{}: already exists", .path.display())]
+    AlreadyExists {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// The file's permissions do not let this process open it.
+    #[error("{}: permission denied", .path.display())]
+    PermissionDenied {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// The creator never marked the segment ready (still initialising, or it
+    /// died while doing so: remove the file and create it again).
+    #[error("{}: not ready after {waited:?} (creator still initialising, or died doing so)", .path.display())]
+    NotReady {
+        /// The segment file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The header is invalid or contradicts the file.
+    #[error("{}: {source}", .path.display())]
+    BadHeader {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: HeaderError,
+    },
+    /// The segment holds another kind of ring or another slot type.
+    #[error("{}: {what}", .path.display())]
+    Mismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// What differs, with both values.
+        what: String,
+    },
+    /// Another live process holds this role.
+    #[error("{}: the {role} role is taken by another live process", .path.display())]
+    RoleTaken {
+        /// The segment file.
+        path: PathBuf,
+        /// The role asked for.
+        role: Role,
+    },
+    /// A size that does not fit this machine's address space.
+    #[error("{}: {len} bytes is too large to map", .path.display())]
+    TooLarge {
+        /// The segment file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// Invalid geometry asked of `create`.
+    #[error("invalid ring geometry: {0}")]
+    Geometry(String),
+    /// Any other I/O error.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OpenError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Maps the errors of opening a file to their own variants.
+    pub(crate) fn from_open(path: &Path, e: std::io::Error) -> Self {
+        let path = path.to_owned();
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Self::NotFound { path },
+            std::io::ErrorKind::AlreadyExists => Self::AlreadyExists { path },
+            std::io::ErrorKind::PermissionDenied => Self::PermissionDenied { path },
+            _ => Self::Io { path, source: e },
+        }
+    }
+}
+
+/// Why a non-blocking pop returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShmTryPopError {
+    /// Nothing to read now; a producer is attached, or none has attached yet.
+    #[error("ring is empty")]
+    Empty,
+    /// The ring is drained and the producer closed the stream. A new producer
+    /// may attach later and continue.
+    #[error("end of stream: the producer closed the ring")]
+    EndOfStream,
+    /// The ring is drained and the producer died without closing. Every item
+    /// it committed has been delivered; a new producer may attach.
+    #[error("the producer died; every committed item was delivered")]
+    PeerGone,
+}
+
+/// Why a blocking pop returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShmPopError {
+    /// Nothing arrived before the deadline.
+    #[error("timed out waiting for an item")]
+    Timeout,
+    /// See [`ShmTryPopError::EndOfStream`].
+    #[error("end of stream: the producer closed the ring")]
+    EndOfStream,
+    /// See [`ShmTryPopError::PeerGone`].
+    #[error("the producer died; every committed item was delivered")]
+    PeerGone,
+}
+
+/// Why a push did not happen; the value is handed back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ShmPushError<T> {
+    /// The ring is full (`try_push`), or stayed full until the deadline.
+    Full(T),
+    /// The ring is full and the consumer that had attached is gone (died or
+    /// detached). Items stay in the ring; a restarted consumer resumes at the
+    /// first one it had not released.
+    ConsumerGone(T),
+}
+
+impl<T> ShmPushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(v) | Self::ConsumerGone(v) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ShmPushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "ShmPushError::Full(..)",
+            Self::ConsumerGone(_) => "ShmPushError::ConsumerGone(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for ShmPushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "ring is full",
+            Self::ConsumerGone(_) => "ring is full and its consumer is gone",
+        })
+    }
+}
+
+impl<T> std::error::Error for ShmPushError<T> {}

@@ -1,0 +1,592 @@
+//! The segment's `#[repr(C)]` header (layout version 1) and its validation.
+//!
+//! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
+//! the compile-time assertions at the bottom pin every offset given there.
+//!
+//! Everything in a segment is input from another process. [`validate`] takes
+//! a copy of the header's fields (read once from the mapping) and the file's
+//! length, and returns either a [`Layout`] whose every offset and length has
+//! been checked to lie inside the file, or a [`HeaderError`] that says what is
+//! wrong. It never panics, whatever the bytes.
+
+use std::mem::{offset_of, size_of};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::sync::{AtomicU32, AtomicU64};
+use crate::wait::WaitCell;
+
+/// First 8 bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"LAMRING\0";
+/// The layout this build writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Alignment and size of one header line: two 64-byte cache lines, because
+/// adjacent-line prefetch pairs them (see `RingBuffer`).
+pub const LINE: usize = 128;
+/// Largest capacity accepted at open (2^32 slots).
+pub const MAX_CAPACITY: u64 = 1 << 32;
+/// Largest slot alignment accepted.
+pub const MAX_SLOT_ALIGN: u32 = 4096;
+
+/// `state` before the creator has finished initialising the segment.
+pub const STATE_INITIALIZING: u32 = 0;
+/// `state` once every field of the header is final (stored with Release).
+pub const STATE_READY: u32 = 0x5245_4459; // "READY" in spirit, unlikely by chance
+
+/// What the slots hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RingKind {
+    /// Fixed-size plain-data (`bytemuck::Pod`) values.
+    Typed = 1,
+    /// Descriptors of Arrow IPC messages in the arena.
+    Arrow = 2,
+}
+
+impl RingKind {
+    fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Typed),
+            2 => Some(Self::Arrow),
+            _ => None,
+        }
+    }
+}
+
+/// Role states in `producer_state` / `consumer_state`.
+pub(crate) const ROLE_NEVER: u32 = 0;
+/// A process attached in this role (it may since have died: see the lock).
+pub(crate) const ROLE_ATTACHED: u32 = 1;
+/// The last process in this role detached cleanly (producer: end of stream).
+pub(crate) const ROLE_CLOSED: u32 = 2;
+
+/// The immutable part of line 0, written by the creator before `state`
+/// becomes [`STATE_READY`] and never after.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct HeaderFields {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`LAYOUT_VERSION`].
+    pub layout_version: u32,
+    /// Size of the header in bytes ([`HEADER_LEN`]).
+    pub header_len: u32,
+    /// [`RingKind`] as a `u32`.
+    pub kind: u32,
+    /// Alignment of one slot in bytes (a power of two).
+    pub slot_align: u32,
+    /// Number of slots (a power of two).
+    pub capacity: u64,
+    /// Size of one slot in bytes (a multiple of `slot_align`).
+    pub slot_size: u64,
+    /// Fingerprint of the slot type (typed rings), or of the descriptor.
+    pub type_fingerprint: u64,
+    /// Offset of slot 0 from the start of the segment.
+    pub slots_offset: u64,
+    /// Offset of the arena (Arrow rings), 0 for typed rings.
+    pub arena_offset: u64,
+    /// Length of the arena in bytes, 0 for typed rings.
+    pub arena_len: u64,
+    /// Length of the segment as created; the file must be at least this long.
+    pub total_len: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+}
+
+/// Line 0: the immutable fields and the `state` word.
+#[repr(C, align(128))]
+pub(crate) struct InfoLine {
+    pub(crate) fields: HeaderFields,
+    /// [`STATE_INITIALIZING`] or [`STATE_READY`].
+    pub(crate) state: AtomicU32,
+}
+
+/// Line 1: written by the producer.
+#[repr(C, align(128))]
+pub(crate) struct ProducerLine {
+    /// Slots below it are written and published (Release by the producer).
+    pub(crate) write_seq: AtomicU64,
+    /// `ROLE_*`: whether a producer attached and whether it closed.
+    pub(crate) producer_state: AtomicU32,
+    _pad: u32,
+    /// Number of producer attachments so far.
+    pub(crate) producer_sessions: AtomicU64,
+}
+
+/// Line 2: written by the consumer.
+#[repr(C, align(128))]
+pub(crate) struct ConsumerLine {
+    /// Slots below it are released (Release by the consumer).
+    pub(crate) read_seq: AtomicU64,
+    /// `ROLE_*` of the consumer.
+    pub(crate) consumer_state: AtomicU32,
+    _pad: u32,
+    /// Arena bytes released so far (Arrow rings).
+    pub(crate) arena_released: AtomicU64,
+}
+
+/// Lines 3 and 4: where a side sleeps.
+#[repr(C, align(128))]
+pub(crate) struct WaitLine {
+    pub(crate) cell: WaitCell,
+}
+
+/// The whole header: five 128-byte lines.
+#[repr(C)]
+pub(crate) struct SegmentHeader {
+    pub(crate) info: InfoLine,
+    pub(crate) producer: ProducerLine,
+    pub(crate) consumer: ConsumerLine,
+    /// The consumer sleeps here when the ring is empty.
+    pub(crate) not_empty: WaitLine,
+    /// The producer sleeps here when the ring is full.
+    pub(crate) not_full: WaitLine,
+}
+
+/// Size of [`SegmentHeader`].
+pub const HEADER_LEN: usize = size_of::<SegmentHeader>();
+
+const _: () = {
+    assert!(size_of::<HeaderFields>() == 88);
+    assert!(offset_of!(HeaderFields, magic) == 0);
+    assert!(offset_of!(HeaderFields, layout_version) == 8);
+    assert!(offset_of!(HeaderFields, header_len) == 12);
+    assert!(offset_of!(HeaderFields, kind) == 16);
+    assert!(offset_of!(HeaderFields, slot_align) == 20);
+    assert!(offset_of!(HeaderFields, capacity) == 24);
+    assert!(offset_of!(HeaderFields, slot_size) == 32);
+    assert!(offset_of!(HeaderFields, type_fingerprint) == 40);
+    assert!(offset_of!(HeaderFields, slots_offset) == 48);
+    assert!(offset_of!(HeaderFields, arena_offset) == 56);
+    assert!(offset_of!(HeaderFields, arena_len) == 64);
+    assert!(offset_of!(HeaderFields, total_len) == 72);
+    assert!(offset_of!(HeaderFields, created_unix_ns) == 80);
+    assert!(offset_of!(InfoLine, state) == 88);
+    assert!(offset_of!(SegmentHeader, info) == 0);
+    assert!(offset_of!(SegmentHeader, producer) == LINE);
+    assert!(offset_of!(SegmentHeader, consumer) == 2 * LINE);
+    assert!(offset_of!(SegmentHeader, not_empty) == 3 * LINE);
+    assert!(offset_of!(SegmentHeader, not_full) == 4 * LINE);
+    assert!(offset_of!(ProducerLine, write_seq) == 0);
+    assert!(offset_of!(ProducerLine, producer_state) == 8);
+    assert!(offset_of!(ProducerLine, producer_sessions) == 16);
+    assert!(offset_of!(ConsumerLine, read_seq) == 0);
+    assert!(offset_of!(ConsumerLine, consumer_state) == 8);
+    assert!(offset_of!(ConsumerLine, arena_released) == 16);
+    assert!(size_of::<WaitCell>() == 8);
+    assert!(HEADER_LEN == 5 * LINE);
+};
+
+/// Offsets of everything in a segment, each one checked against the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// What the slots hold.
+    pub kind: RingKind,
+    /// Number of slots, a power of two.
+    pub capacity: u64,
+    /// Bytes per slot.
+    pub slot_size: u64,
+    /// Alignment of a slot.
+    pub slot_align: u32,
+    /// Fingerprint of the slot type.
+    pub type_fingerprint: u64,
+    /// Offset of slot 0.
+    pub slots_offset: u64,
+    /// Offset of the arena (0 when none).
+    pub arena_offset: u64,
+    /// Length of the arena (0 when none).
+    pub arena_len: u64,
+    /// Length of the segment as created.
+    pub total_len: u64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: u64,
+}
+
+impl Layout {
+    /// The layout of a new segment, or `None` if the sizes overflow.
+    pub(crate) fn plan(
+        kind: RingKind,
+        capacity: u64,
+        slot_size: u64,
+        slot_align: u32,
+        type_fingerprint: u64,
+        arena_len: u64,
+    ) -> Option<Self> {
+        let slots_offset = align_up(HEADER_LEN as u64, (slot_align as u64).max(LINE as u64))?;
+        let slots_end = slots_offset.checked_add(capacity.checked_mul(slot_size)?)?;
+        let (arena_offset, total_len) = if arena_len == 0 {
+            (0, slots_end)
+        } else {
+            let off = align_up(slots_end, 4096)?;
+            (off, off.checked_add(arena_len)?)
+        };
+        Some(Self {
+            kind,
+            capacity,
+            slot_size,
+            slot_align,
+            type_fingerprint,
+            slots_offset,
+            arena_offset,
+            arena_len,
+            total_len,
+            created_unix_ns: 0,
+        })
+    }
+
+    /// The header fields that describe this layout.
+    pub(crate) fn fields(&self) -> HeaderFields {
+        HeaderFields {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            header_len: HEADER_LEN as u32,
+            kind: self.kind as u32,
+            slot_align: self.slot_align,
+            capacity: self.capacity,
+            slot_size: self.slot_size,
+            type_fingerprint: self.type_fingerprint,
+            slots_offset: self.slots_offset,
+            arena_offset: self.arena_offset,
+            arena_len: self.arena_len,
+            total_len: self.total_len,
+            created_unix_ns: self.created_unix_ns,
+        }
+    }
+}
+
+fn align_up(v: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    Some(v.checked_add(align - 1)? & !(align - 1))
+}
+
+/// What is wrong with a segment's header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The file is shorter than a header.
+    #[error("file is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    TooShort {
+        /// The file's length.
+        len: u64,
+    },
+    /// Wrong magic bytes.
+    #[error("not a laminar-ring segment (magic {found:02x?})")]
+    BadMagic {
+        /// The first 8 bytes.
+        found: [u8; 8],
+    },
+    /// A layout version this build does not read.
+    #[error("layout version {found}, this build reads {supported}")]
+    VersionMismatch {
+        /// Version in the file.
+        found: u32,
+        /// [`LAYOUT_VERSION`].
+        supported: u32,
+    },
+    /// A field has a value no valid segment has.
+    #[error("bad header field {field}: {value} ({why})")]
+    BadField {
+        /// Name of the field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it should be.
+        why: &'static str,
+    },
+    /// The header describes more bytes than the file has.
+    #[error("file is {file_len} bytes but its header describes {needed}: truncated?")]
+    Truncated {
+        /// The file's length.
+        file_len: u64,
+        /// Bytes the header says the segment spans.
+        needed: u64,
+    },
+    /// `read_seq` and `write_seq` contradict each other.
+    #[error(
+        "inconsistent sequences: read_seq {read_seq}, write_seq {write_seq}, capacity {capacity}"
+    )]
+    InconsistentSequences {
+        /// The consumer's position.
+        read_seq: u64,
+        /// The producer's position.
+        write_seq: u64,
+        /// Slots in the ring.
+        capacity: u64,
+    },
+}
+
+fn bad(field: &'static str, value: u64, why: &'static str) -> HeaderError {
+    HeaderError::BadField { field, value, why }
+}
+
+/// Checks a copy of a header against the file's length; never panics.
+///
+/// # Errors
+///
+/// The first problem found, as a [`HeaderError`].
+pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> {
+    if file_len < HEADER_LEN as u64 {
+        return Err(HeaderError::TooShort { len: file_len });
+    }
+    if h.magic != MAGIC {
+        return Err(HeaderError::BadMagic { found: h.magic });
+    }
+    if h.layout_version != LAYOUT_VERSION {
+        return Err(HeaderError::VersionMismatch {
+            found: h.layout_version,
+            supported: LAYOUT_VERSION,
+        });
+    }
+    if h.header_len as usize != HEADER_LEN {
+        return Err(bad("header_len", h.header_len.into(), "must be 640"));
+    }
+    let kind = RingKind::from_u32(h.kind).ok_or(bad("kind", h.kind.into(), "1 or 2"))?;
+    if h.capacity == 0 || !h.capacity.is_power_of_two() || h.capacity > MAX_CAPACITY {
+        return Err(bad("capacity", h.capacity, "a power of two up to 2^32"));
+    }
+    if !h.slot_align.is_power_of_two() || h.slot_align > MAX_SLOT_ALIGN {
+        return Err(bad(
+            "slot_align",
+            h.slot_align.into(),
+            "a power of two up to 4096",
+        ));
+    }
+    if h.slot_size == 0 || h.slot_size % u64::from(h.slot_align) != 0 {
+        return Err(bad(
+            "slot_size",
+            h.slot_size,
+            "non-zero multiple of slot_align",
+        ));
+    }
+    let line_align = u64::from(h.slot_align).max(LINE as u64);
+    if h.slots_offset < HEADER_LEN as u64 || h.slots_offset % line_align != 0 {
+        return Err(bad(
+            "slots_offset",
+            h.slots_offset,
+            "aligned, after the header",
+        ));
+    }
+    let slots_end = h
+        .capacity
+        .checked_mul(h.slot_size)
+        .and_then(|b| b.checked_add(h.slots_offset))
+        .ok_or(bad(
+            "slot_size",
+            h.slot_size,
+            "capacity * slot_size overflows",
+        ))?;
+    match kind {
+        RingKind::Typed if h.arena_len != 0 || h.arena_offset != 0 => {
+            return Err(bad("arena_len", h.arena_len, "0 for a typed ring"));
+        }
+        RingKind::Arrow => {
+            if h.arena_offset < slots_end || h.arena_offset % 64 != 0 {
+                return Err(bad(
+                    "arena_offset",
+                    h.arena_offset,
+                    "64-aligned, after the slots",
+                ));
+            }
+            if h.arena_len == 0 {
+                return Err(bad("arena_len", 0, "non-zero for an Arrow ring"));
+            }
+        }
+        RingKind::Typed => {}
+    }
+    let end = if h.arena_len == 0 {
+        slots_end
+    } else {
+        h.arena_offset.checked_add(h.arena_len).ok_or(bad(
+            "arena_len",
+            h.arena_len,
+            "arena end overflows",
+        ))?
+    };
+    if h.total_len < end {
+        return Err(bad("total_len", h.total_len, "covers slots and arena"));
+    }
+    if h.total_len > file_len {
+        return Err(HeaderError::Truncated {
+            file_len,
+            needed: h.total_len,
+        });
+    }
+    Ok(Layout {
+        kind,
+        capacity: h.capacity,
+        slot_size: h.slot_size,
+        slot_align: h.slot_align,
+        type_fingerprint: h.type_fingerprint,
+        slots_offset: h.slots_offset,
+        arena_offset: h.arena_offset,
+        arena_len: h.arena_len,
+        total_len: h.total_len,
+        created_unix_ns: h.created_unix_ns,
+    })
+}
+
+/// Checks that two positions read from a segment can belong to one ring.
+///
+/// # Errors
+///
+/// [`HeaderError::InconsistentSequences`] when `read_seq > write_seq` or
+/// they are more than `capacity` apart.
+pub fn check_sequences(read_seq: u64, write_seq: u64, capacity: u64) -> Result<(), HeaderError> {
+    if read_seq > write_seq || write_seq - read_seq > capacity {
+        return Err(HeaderError::InconsistentSequences {
+            read_seq,
+            write_seq,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+/// Fingerprint of a slot type: its size, alignment and name, hashed (FNV-1a).
+/// Two programs that agree on the fingerprint agree on the type's layout as
+/// far as this check can tell; `#[repr(C)]` on the type does the rest.
+pub fn fingerprint<T>() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    eat(&(size_of::<T>() as u64).to_le_bytes());
+    eat(&(std::mem::align_of::<T>() as u64).to_le_bytes());
+    eat(std::any::type_name::<T>().as_bytes());
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(kind: RingKind) -> (HeaderFields, u64) {
+        let arena = if kind == RingKind::Arrow { 1 << 16 } else { 0 };
+        let l = Layout::plan(kind, 1024, 24, 8, 42, arena).unwrap();
+        (l.fields(), l.total_len)
+    }
+
+    #[test]
+    fn valid_headers_pass() {
+        for kind in [RingKind::Typed, RingKind::Arrow] {
+            let (h, len) = valid(kind);
+            let l = validate(&h, len).unwrap();
+            assert_eq!(l.capacity, 1024);
+            assert_eq!(l.slots_offset, HEADER_LEN as u64);
+            assert!(validate(&h, len + 10).is_ok(), "longer file is fine");
+        }
+    }
+
+    #[test]
+    fn each_defect_has_its_error() {
+        let (h, len) = valid(RingKind::Typed);
+        let with = |f: &dyn Fn(&mut HeaderFields)| {
+            let mut h = h;
+            f(&mut h);
+            validate(&h, len)
+        };
+        assert!(matches!(
+            with(&|h| h.magic[0] = b'X'),
+            Err(HeaderError::BadMagic { .. })
+        ));
+        assert!(matches!(
+            with(&|h| h.layout_version = 9),
+            Err(HeaderError::VersionMismatch { found: 9, .. })
+        ));
+        assert!(matches!(
+            with(&|h| h.capacity = 1000),
+            Err(HeaderError::BadField {
+                field: "capacity",
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(&|h| h.slot_size = 12),
+            Err(HeaderError::BadField {
+                field: "slot_size",
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(&|h| h.capacity = 1 << 31),
+            Err(HeaderError::BadField {
+                field: "total_len",
+                ..
+            })
+        ));
+        assert_eq!(
+            validate(&h, len - 1),
+            Err(HeaderError::Truncated {
+                file_len: len - 1,
+                needed: len
+            })
+        );
+        assert_eq!(validate(&h, 100), Err(HeaderError::TooShort { len: 100 }));
+        assert!(check_sequences(5, 4, 8).is_err());
+        assert!(check_sequences(0, 9, 8).is_err());
+        assert!(check_sequences(3, 11, 8).is_ok());
+        let msg = with(&|h| h.layout_version = 2).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 2, this build reads 1");
+    }
+
+    /// 100,000 random and mutated headers through validation: never a
+    /// panic, and every accepted layout lies inside the file.
+    #[test]
+    fn random_and_mutated_headers_never_panic() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut accepted = 0;
+        for i in 0..100_000 {
+            let (mut h, len) = valid(if i % 2 == 0 {
+                RingKind::Typed
+            } else {
+                RingKind::Arrow
+            });
+            let bytes: &mut [u8] = bytemuck::bytes_of_mut(&mut h);
+            if i % 10 == 0 {
+                // Entirely random bytes.
+                for b in bytes.iter_mut() {
+                    *b = next() as u8;
+                }
+            } else {
+                // A few random byte or bit mutations of a valid header.
+                for _ in 0..(1 + next() % 3) {
+                    let at = (next() % bytes.len() as u64) as usize;
+                    if next() % 2 == 0 {
+                        bytes[at] = next() as u8;
+                    } else {
+                        bytes[at] ^= 1 << (next() % 8);
+                    }
+                }
+            }
+            let file_len = match next() % 4 {
+                0 => next() % (2 * len),
+                _ => len,
+            };
+            if let Ok(l) = validate(&h, file_len) {
+                accepted += 1;
+                let slots_end = l.slots_offset + l.capacity * l.slot_size;
+                assert!(slots_end <= file_len && l.total_len <= file_len);
+                assert!(l.arena_offset + l.arena_len <= file_len);
+                assert!(l.capacity.is_power_of_two());
+            }
+        }
+        // Mutations of unchecked bytes (fingerprint, time) are accepted.
+        assert!(accepted > 0);
+    }
+
+    #[test]
+    fn fingerprints_tell_types_apart() {
+        assert_ne!(fingerprint::<u64>(), fingerprint::<i64>());
+        assert_ne!(fingerprint::<[u8; 8]>(), fingerprint::<u64>());
+        assert_eq!(fingerprint::<u64>(), fingerprint::<u64>());
+    }
+}

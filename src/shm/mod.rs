@@ -1,0 +1,109 @@
+//! The ring in a shared-memory segment, so that separate processes exchange
+//! slots with no lock and no system call on the hot path.
+//!
+//! A segment is a file (in `/dev/shm` unless told otherwise) holding a
+//! `#[repr(C)]` [header](header) of five 128-byte lines, then the slots. The
+//! producer and consumer halves run the same SPSC protocol as
+//! [`spsc`](crate::spsc), pointed at the mapping. `docs/FORMAT.md` gives the
+//! byte layout and the protocol precisely enough to write a reader in C.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use laminar_ring::shm::{ShmConsumer, ShmPopError, ShmProducer};
+//!
+//! // Process A
+//! let mut tx = ShmProducer::<u64>::create("prices", 1 << 16)?;
+//! tx.push(42)?;
+//! tx.close(); // end of stream
+//!
+//! // Process B
+//! let mut rx = ShmConsumer::<u64>::open("prices")?;
+//! loop {
+//!     match rx.pop() {
+//!         Ok(v) => println!("{v}"),
+//!         Err(ShmPopError::EndOfStream) => break,
+//!         Err(e) => return Err(e.into()),
+//!     }
+//! }
+//! laminar_ring::shm::remove("prices")?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Roles
+//!
+//! One producer and one consumer may be attached at a time; a second gets
+//! [`OpenError::RoleTaken`]. A role is a kernel lock on the segment file, which
+//! the kernel releases when the holder's process dies, so a crashed peer never
+//! keeps its role. Either side may create the segment, and either may start
+//! first; opening a segment whose creator has not finished initialising it
+//! waits up to [`SegmentOptions::ready_timeout`], then fails with
+//! [`OpenError::NotReady`].
+//!
+//! # Shutdown
+//!
+//! [`ShmProducer::close`] (or dropping the producer) ends the stream: the
+//! consumer drains what is left, then gets `EndOfStream`. A new producer may
+//! attach later and continue at `write_seq`.
+//!
+//! # Crash and restart
+//!
+//! * Producer killed: everything it committed (written and published) is
+//!   delivered, exactly once and in order; then the consumer gets `PeerGone`
+//!   (within about 60 ms of draining: an idle consumer asks the kernel about
+//!   the producer's lock every 10 ms and sleeps at most 50 ms). A half-written
+//!   slot was never published, so it does not exist. A new producer may
+//!   attach and continue at `write_seq`.
+//! * Consumer killed: `read_seq` lives in the segment and advances only when
+//!   the consumer releases items, so a restarted consumer resumes at the first
+//!   item it had not released. Delivery is **at-least-once**: items read but
+//!   not released before the crash are delivered again. Use
+//!   [`ShmConsumer::read_chunk`] and commit after processing to make
+//!   "processed" and "released" coincide; `try_pop`/`pop` release at once.
+//!
+//! # Blocking
+//!
+//! Blocking calls spin briefly, then sleep on a futex word in the segment
+//! (a shared futex, keyed by the page, so it works across processes). The
+//! other side wakes it only when the word's waiter count says someone sleeps.
+//! An idle consumer uses no CPU; every sleep is bounded so that it re-checks
+//! its peer's lock. See [`wait`](crate::wait) for the fence this costs.
+//!
+//! # Untrusted segments
+//!
+//! Everything in the mapping is input from another process. The header is
+//! copied once at open and validated ([`header::validate`]); positions loaded
+//! later are checked before use; slots are masked into the validated region,
+//! and only `bytemuck::Pod` types may be slots, for which any bytes are a
+//! valid value. A segment can make this side see a full or empty ring, never
+//! read outside the mapping.
+
+mod error;
+pub mod header;
+#[allow(unsafe_code)] // the mapping, raw header access, fcntl locks
+mod segment;
+#[allow(unsafe_code)] // slots in the mapping
+mod typed;
+
+pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
+pub use header::{HeaderError, Layout, RingKind};
+pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
+pub use typed::{ShmConsumer, ShmProducer};
+
+/// Removes the segment `name` from `/dev/shm`. Processes attached to it keep
+/// their mapping until they detach.
+///
+/// # Errors
+///
+/// [`OpenError::NotFound`], `PermissionDenied`, `BadName`, I/O.
+pub fn remove(name: &str) -> Result<(), OpenError> {
+    segment::Segment::remove(name, std::path::Path::new(DEFAULT_DIR))
+}
+
+/// Removes the segment `name` from directory `dir`.
+///
+/// # Errors
+///
+/// As [`remove`].
+pub fn remove_in(name: &str, dir: &std::path::Path) -> Result<(), OpenError> {
+    segment::Segment::remove(name, dir)
+}

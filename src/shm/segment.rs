@@ -1,0 +1,318 @@
+//! Segment files: create, open, remove; the mapping; role locks.
+//!
+//! A segment is a file, by default in `/dev/shm` (which is what `shm_open`
+//! uses on Linux: opening `/dev/shm/NAME` directly is the same call, and lets
+//! one code path serve any directory, such as a hugetlbfs mount or a disk).
+//! It is created with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode 0600 unless
+//! asked otherwise, sized with `ftruncate` (so it starts zeroed, with `state`
+//! = initialising), initialised, and only then marked ready with a Release
+//! store.
+//!
+//! Roles are open-file-description (OFD) write locks on single bytes of the
+//! file: byte 0 for the producer, byte 1 for the consumer. The kernel drops a
+//! lock when its holder's descriptor closes, including when the process dies,
+//! so a peer's death is seen without trusting PIDs: `F_OFD_GETLK` on the
+//! peer's byte reports whether anyone holds it.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::{FcntlArg, fcntl};
+
+use super::error::{OpenError, Role};
+use super::header::{
+    HEADER_LEN, HeaderFields, Layout, STATE_READY, SegmentHeader, check_sequences, validate,
+};
+use crate::sync::Ordering;
+
+/// Default directory of segments.
+pub const DEFAULT_DIR: &str = "/dev/shm";
+/// Longest segment name (Linux allows 255; macOS's POSIX shm only 31).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Where a segment lives and how it is opened.
+#[derive(Debug, Clone)]
+pub struct SegmentOptions {
+    /// Directory of the segment file (default [`DEFAULT_DIR`]).
+    pub dir: PathBuf,
+    /// Permission bits for a new segment (default 0o600).
+    pub mode: u32,
+    /// How long `open` waits for a segment whose creator is still
+    /// initialising it (default 2 s).
+    pub ready_timeout: Duration,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(DEFAULT_DIR),
+            mode: 0o600,
+            ready_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Checks a segment name: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/`,
+/// no NUL, not `.` or `..`.
+///
+/// # Errors
+///
+/// [`OpenError::BadName`] saying which rule the name breaks.
+pub fn validate_name(name: &str) -> Result<(), OpenError> {
+    let why = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "is longer than 255 bytes (keep it under 32 for macOS)"
+    } else if name.contains('/') {
+        "contains '/'"
+    } else if name.contains('\0') {
+        "contains a NUL byte"
+    } else if name == "." || name == ".." {
+        "is '.' or '..'"
+    } else {
+        return Ok(());
+    };
+    Err(OpenError::BadName {
+        name: name.to_owned(),
+        why,
+    })
+}
+
+/// An open, mapped, validated segment. Holds the file descriptor (and so any
+/// role lock taken through it) for as long as it lives.
+pub(crate) struct Segment {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    layout: Layout,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics and the
+// ring protocol; the raw pointer inside MmapRaw is what makes it !Send.
+unsafe impl Send for Segment {}
+// SAFETY: as above; every shared access goes through atomics.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a new segment with `layout`, initialised and marked ready.
+    pub(crate) fn create(
+        name: &str,
+        layout: Layout,
+        opts: &SegmentOptions,
+    ) -> Result<Self, OpenError> {
+        validate_name(name)?;
+        let path = opts.dir.join(name);
+        let io = |source| OpenError::io(&path, source);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(opts.mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| OpenError::from_open(&path, e))?;
+        // From here on, a failure must not leave a half-made file behind.
+        let result = (|| {
+            file.set_len(layout.total_len).map_err(io)?;
+            // A raw mapping: every access goes through pointers we check.
+            let map = MmapOptions::new()
+                .len(layout.total_len as usize)
+                .map_raw(&file)
+                .map_err(io)?;
+            let mut layout = layout;
+            layout.created_unix_ns = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let seg = Self {
+                path: path.clone(),
+                file,
+                map,
+                layout,
+            };
+            // SAFETY: the mapping is at least HEADER_LEN bytes (total_len >
+            // slots_offset >= HEADER_LEN), page-aligned, and zero-filled, so
+            // every atomic in the header is a valid zero. Openers do not read
+            // the fields until `state` is READY (below).
+            unsafe {
+                std::ptr::write_volatile(
+                    seg.map.as_mut_ptr().cast::<HeaderFields>(),
+                    layout.fields(),
+                );
+            }
+            // SYNC POINT ready: Release publishes every header field; pairs
+            // with the Acquire load in wait_ready.
+            seg.header()
+                .info
+                .state
+                .store(STATE_READY, Ordering::Release);
+            Ok(seg)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
+    /// Opens an existing segment: waits for it to be ready, validates the
+    /// header against the file, and maps it.
+    pub(crate) fn open(name: &str, opts: &SegmentOptions) -> Result<Self, OpenError> {
+        validate_name(name)?;
+        let path = opts.dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| OpenError::from_open(&path, e))?;
+        let deadline = Instant::now() + opts.ready_timeout;
+        // The creator may be between open and ftruncate: wait for the size.
+        let file_len = loop {
+            let len = file.metadata().map_err(|e| OpenError::io(&path, e))?.len();
+            if len >= HEADER_LEN as u64 {
+                break len;
+            }
+            if Instant::now() >= deadline {
+                return Err(OpenError::NotReady {
+                    path,
+                    waited: opts.ready_timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let map_len = usize::try_from(file_len).map_err(|_| OpenError::TooLarge {
+            path: path.clone(),
+            len: file_len,
+        })?;
+        // A raw shared mapping of the file's current length. Another process
+        // shrinking the file later would make accesses fault (SIGBUS);
+        // docs/FORMAT.md documents that hazard.
+        let map = MmapOptions::new()
+            .len(map_len)
+            .map_raw(&file)
+            .map_err(|e| OpenError::io(&path, e))?;
+        let state = {
+            // SAFETY: the mapping is at least HEADER_LEN bytes (checked above)
+            // and page-aligned, so the header's atomics are in bounds and
+            // aligned.
+            let header = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
+            &header.info.state as *const crate::sync::AtomicU32
+        };
+        loop {
+            // SAFETY: `state` points into the live mapping (above).
+            // SYNC POINT ready: Acquire pairs with the Release in create.
+            if unsafe { (*state).load(Ordering::Acquire) } == STATE_READY {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(OpenError::NotReady {
+                    path,
+                    waited: opts.ready_timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SAFETY: in bounds and aligned (above); read once into a local copy,
+        // which is what gets validated and used from now on.
+        let fields = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<HeaderFields>()) };
+        let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
+            path: path.clone(),
+            source,
+        })?;
+        let seg = Self {
+            path,
+            file,
+            map,
+            layout,
+        };
+        let h = seg.header();
+        let read = h.consumer.read_seq.load(Ordering::Acquire);
+        let write = h.producer.write_seq.load(Ordering::Acquire);
+        check_sequences(read, write, layout.capacity).map_err(|source| OpenError::BadHeader {
+            path: seg.path.clone(),
+            source,
+        })?;
+        Ok(seg)
+    }
+
+    /// Removes the segment file `name` (the mapping of anyone attached stays
+    /// valid until they detach).
+    pub(crate) fn remove(name: &str, dir: &Path) -> Result<(), OpenError> {
+        validate_name(name)?;
+        let path = dir.join(name);
+        std::fs::remove_file(&path).map_err(|e| OpenError::from_open(&path, e))
+    }
+
+    /// The validated layout.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Path of the segment file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header, for its atomics (the immutable fields were copied into
+    /// `layout` at open and are not read from the mapping again).
+    pub(crate) fn header(&self) -> &SegmentHeader {
+        // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned
+        // (checked at create/open), and lives as long as `self`.
+        unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
+    }
+
+    /// Pointer to byte `offset` of the mapping.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must be within the validated layout (`<= total_len`).
+    pub(crate) unsafe fn ptr_at(&self, offset: u64) -> *mut u8 {
+        debug_assert!(offset <= self.layout.total_len);
+        // SAFETY: the caller keeps offset within total_len, which validate()
+        // checked is within the mapped file length.
+        unsafe { self.map.as_mut_ptr().add(offset as usize) }
+    }
+
+    /// Takes `role`'s lock; fails with `RoleTaken` if another holds it.
+    pub(crate) fn lock_role(&self, role: Role) -> Result<(), OpenError> {
+        let fl = flock_for(role, libc::F_WRLCK);
+        match fcntl(self.file.as_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
+            Ok(_) => Ok(()),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                Err(OpenError::RoleTaken {
+                    path: self.path.clone(),
+                    role,
+                })
+            }
+            Err(e) => Err(OpenError::io(&self.path, std::io::Error::from(e))),
+        }
+    }
+
+    /// Whether some other open file description holds `role`'s lock: the
+    /// process in that role is attached and alive.
+    pub(crate) fn role_alive(&self, role: Role) -> bool {
+        let mut fl = flock_for(role, libc::F_WRLCK);
+        match fcntl(self.file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl)) {
+            Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
+            // Cannot tell: assume alive rather than report a false death.
+            Err(_) => true,
+        }
+    }
+}
+
+fn flock_for(role: Role, kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = match role {
+        Role::Producer => 0,
+        Role::Consumer => 1,
+    };
+    fl.l_len = 1;
+    fl.l_pid = 0; // required for OFD locks
+    fl
+}

@@ -1,0 +1,582 @@
+//! Typed rings across processes: [`ShmProducer<T>`] and [`ShmConsumer<T>`]
+//! for plain-data `T`, running the in-process SPSC protocol
+//! ([`ProducerCore`]/[`ConsumerCore`]) over the mapped segment.
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+#[cfg(not(loom))]
+use crate::chunks::{ReadChunk, WriteChunkUninit};
+use crate::protocol::{ConsumerCore, ProducerCore};
+use crate::ring_buffer::SlotRing;
+use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::wait::{WaitStrategy, block_on};
+
+use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
+use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint};
+use super::segment::{Segment, SegmentOptions};
+
+/// How often an idle side asks the kernel whether its peer still holds its
+/// role lock (one `fcntl` each time).
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A typed ring inside a mapped segment: the [`SlotRing`] the protocol runs on.
+pub(crate) struct MappedRing<T> {
+    seg: Segment,
+    slots: *mut T,
+    mask: u64,
+    capacity: usize,
+    _slots: PhantomData<T>,
+}
+
+// SAFETY: `T: Pod` values are plain bytes, and the segment is shared memory
+// accessed through the SPSC protocol; the raw pointer is what makes it !Send.
+unsafe impl<T: Pod> Send for MappedRing<T> {}
+// SAFETY: as above.
+unsafe impl<T: Pod> Sync for MappedRing<T> {}
+
+impl<T: Pod> MappedRing<T> {
+    /// Checks that `seg` is a typed ring of `T` and wraps it.
+    fn new(seg: Segment) -> Result<Self, OpenError> {
+        let l = *seg.layout();
+        let mismatch = |what: String| OpenError::Mismatch {
+            path: seg.path().to_owned(),
+            what,
+        };
+        if l.kind != RingKind::Typed {
+            return Err(mismatch(format!("an {:?} ring, not a typed one", l.kind)));
+        }
+        let (size, align) = (size_of::<T>() as u64, align_of::<T>() as u32);
+        if l.slot_size != size || l.slot_align != align {
+            return Err(mismatch(format!(
+                "slots are {} bytes aligned to {}, {} is {size} aligned to {align}",
+                l.slot_size,
+                l.slot_align,
+                std::any::type_name::<T>()
+            )));
+        }
+        if l.type_fingerprint != fingerprint::<T>() {
+            return Err(mismatch(format!(
+                "slot type fingerprint {:#x} is not {}'s {:#x}",
+                l.type_fingerprint,
+                std::any::type_name::<T>(),
+                fingerprint::<T>()
+            )));
+        }
+        let capacity = usize::try_from(l.capacity).map_err(|_| mismatch("capacity".into()))?;
+        // SAFETY: validate() checked slots_offset + capacity * slot_size <=
+        // total_len <= the mapped length; slots_offset is a multiple of
+        // max(align, 128) and the mapping is page-aligned, so slots are
+        // aligned for T.
+        let slots = unsafe { seg.ptr_at(l.slots_offset) }.cast::<T>();
+        Ok(Self {
+            seg,
+            slots,
+            mask: l.capacity - 1,
+            capacity,
+            _slots: PhantomData,
+        })
+    }
+}
+
+// SAFETY: capacity is a validated power of two; slot_ptr masks the sequence
+// into the validated slots region, contiguous and aligned for T; the atomics
+// are the header's, shared by every process attached to the segment.
+unsafe impl<T: Pod> SlotRing for MappedRing<T> {
+    type Item = T;
+
+    #[inline(always)]
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    #[inline(always)]
+    fn write_seq_atomic(&self) -> &AtomicU64 {
+        &self.seg.header().producer.write_seq
+    }
+
+    #[inline(always)]
+    fn read_seq_atomic(&self) -> &AtomicU64 {
+        &self.seg.header().consumer.read_seq
+    }
+
+    #[inline(always)]
+    unsafe fn slot_ptr(&self, seq: u64) -> *mut T {
+        // SAFETY: (seq & mask) < capacity, inside the validated slots region.
+        unsafe { self.slots.add((seq & self.mask) as usize) }
+    }
+
+    #[inline(always)]
+    unsafe fn write_slot(&self, seq: u64, value: T) {
+        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot.
+        unsafe { self.slot_ptr(seq).write(value) }
+    }
+
+    #[inline(always)]
+    unsafe fn read_slot(&self, seq: u64) -> T {
+        // SAFETY: in bounds and aligned (slot_ptr); any bytes are a valid T
+        // (Pod), so even a hostile producer cannot make this read unsound.
+        unsafe { self.slot_ptr(seq).read() }
+    }
+
+    #[inline(always)]
+    fn on_publish(&self) {
+        self.seg.header().not_empty.cell.notify(true);
+    }
+
+    #[inline(always)]
+    fn on_release(&self) {
+        self.seg.header().not_full.cell.notify(true);
+    }
+}
+
+/// Geometry of a new typed ring.
+fn typed_layout<T>(capacity: usize) -> Result<Layout, OpenError> {
+    if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
+    {
+        return Err(OpenError::Geometry(format!(
+            "capacity {capacity} is not a power of two between 1 and 2^32"
+        )));
+    }
+    if size_of::<T>() == 0 {
+        return Err(OpenError::Geometry("zero-sized slot type".into()));
+    }
+    Layout::plan(
+        RingKind::Typed,
+        capacity as u64,
+        size_of::<T>() as u64,
+        align_of::<T>() as u32,
+        fingerprint::<T>(),
+        0,
+    )
+    .ok_or_else(|| OpenError::Geometry(format!("{capacity} slots overflow the address space")))
+}
+
+/// Rate-limited check of a peer's role lock.
+struct PeerProbe {
+    last: Option<Instant>,
+}
+
+impl PeerProbe {
+    /// `Some(alive)` when it is time to ask the kernel again, else `None`.
+    fn probe(&mut self, seg: &Segment, role: Role) -> Option<bool> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(seg.role_alive(role))
+    }
+}
+
+/// The producing process's end of a typed shared-memory ring.
+pub struct ShmProducer<T: Pod> {
+    core: ProducerCore<Arc<MappedRing<T>>>,
+    wait: WaitStrategy,
+    probe: PeerProbe,
+}
+
+impl<T: Pod> ShmProducer<T> {
+    /// Creates the segment `name` in `/dev/shm` with `capacity` slots of `T`
+    /// and attaches as its producer.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: bad name or capacity, `AlreadyExists`, I/O.
+    pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+        Self::create_with(name, capacity, &SegmentOptions::default())
+    }
+
+    /// [`create`](Self::create) with explicit options (directory, mode).
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create).
+    pub fn create_with(
+        name: &str,
+        capacity: usize,
+        opts: &SegmentOptions,
+    ) -> Result<Self, OpenError> {
+        let seg = Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+        Self::attach(seg)
+    }
+
+    /// Attaches as the producer of the existing segment `name` in `/dev/shm`,
+    /// continuing at its `write_seq`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: not found, not ready, bad header, another slot type,
+    /// `RoleTaken` when a live producer is attached.
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &SegmentOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit options.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(name: &str, opts: &SegmentOptions) -> Result<Self, OpenError> {
+        Self::attach(Segment::open(name, opts)?)
+    }
+
+    fn attach(seg: Segment) -> Result<Self, OpenError> {
+        let ring = MappedRing::<T>::new(seg)?;
+        ring.seg.lock_role(Role::Producer)?;
+        let line = &ring.seg.header().producer;
+        line.producer_sessions.fetch_add(1, Ordering::Relaxed);
+        // Release: pairs with the Acquire load of producer_state in
+        // ShmConsumer::producer_gone.
+        line.producer_state.store(ROLE_ATTACHED, Ordering::Release);
+        Ok(Self {
+            core: ProducerCore::new(Arc::new(ring)),
+            wait: WaitStrategy::Park,
+            probe: PeerProbe { last: None },
+        })
+    }
+
+    /// Sets how blocking calls wait (default [`WaitStrategy::Park`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Pushes `value` if there is a free slot. No system call.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmPushError::Full`] with the value.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), ShmPushError<T>> {
+        self.core.try_push(value).map_err(ShmPushError::Full)
+    }
+
+    /// Pushes `value`, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmPushError::ConsumerGone`] when the ring is full and the consumer
+    /// that had attached is gone.
+    pub fn push(&mut self, value: T) -> Result<(), ShmPushError<T>> {
+        self.push_until(value, None)
+    }
+
+    /// Pushes `value`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmPushError::Full`] at the deadline, or `ConsumerGone`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), ShmPushError<T>> {
+        self.push_until(value, Instant::now().checked_add(timeout))
+    }
+
+    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), ShmPushError<T>> {
+        let ring = self.core.handle().clone();
+        let cell = &ring.seg.header().not_full.cell;
+        let mut value = Some(value);
+        let outcome = block_on(self.wait, cell, true, deadline, || {
+            let v = value.take().expect("value present until pushed");
+            match self.core.try_push(v) {
+                Ok(()) => Some(Ok(())),
+                Err(v) => {
+                    if self.consumer_gone() {
+                        return Some(Err(ShmPushError::ConsumerGone(v)));
+                    }
+                    value = Some(v);
+                    None
+                }
+            }
+        });
+        outcome.unwrap_or_else(|| Err(ShmPushError::Full(value.expect("not pushed"))))
+    }
+
+    /// Whether a consumer had attached and is no longer there (rate-limited).
+    fn consumer_gone(&mut self) -> bool {
+        let seg = &self.core.ring().seg;
+        // Acquire: pairs with the Release stores of consumer_state.
+        let state = seg.header().consumer.consumer_state.load(Ordering::Acquire);
+        state != ROLE_NEVER && self.probe.probe(seg, Role::Consumer) == Some(false)
+    }
+
+    /// Copies as many of `items` as fit, with one publish; returns the count.
+    pub fn push_slice(&mut self, items: &[T]) -> usize {
+        self.core.push_slice(items)
+    }
+
+    /// Pushes items from `iter` while there is room, with one publish.
+    pub fn push_iter<I: Iterator<Item = T>>(&mut self, iter: &mut I) -> usize {
+        self.core.push_iter(iter)
+    }
+
+    /// Up to `max` free slots, written in place and published by `commit`.
+    #[cfg(not(loom))]
+    pub fn write_chunk_uninit(&mut self, max: usize) -> WriteChunkUninit<'_, T> {
+        let (first, second) = self.core.free_runs(max);
+        // SAFETY: free_runs returns free, unpublished slots of this producer,
+        // the next sequences in order; the chunk borrows the producer mutably.
+        unsafe { WriteChunkUninit::new(first, second, &mut self.core) }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.core.ring().capacity
+    }
+
+    /// Free slots right now.
+    pub fn slots(&mut self) -> usize {
+        self.core.free(self.capacity())
+    }
+
+    /// The next sequence this producer writes (= items ever committed).
+    pub fn write_seq(&self) -> u64 {
+        self.core.write_pos()
+    }
+
+    /// Whether a consumer process is attached and alive right now.
+    pub fn consumer_alive(&self) -> bool {
+        self.core.ring().seg.role_alive(Role::Consumer)
+    }
+
+    /// Ends the stream: the consumer drains what is left, then gets
+    /// end-of-stream. Dropping the producer does the same.
+    pub fn close(self) {}
+}
+
+impl<T: Pod> Drop for ShmProducer<T> {
+    fn drop(&mut self) {
+        let h = self.core.ring().seg.header();
+        // Release: orders every publish before the close; pairs with the
+        // Acquire load in ShmConsumer::producer_gone.
+        h.producer
+            .producer_state
+            .store(ROLE_CLOSED, Ordering::Release);
+        h.not_empty.cell.notify(true);
+        // The role lock goes with the file descriptor, after this.
+    }
+}
+
+/// The consuming process's end of a typed shared-memory ring.
+pub struct ShmConsumer<T: Pod> {
+    core: ConsumerCore<Arc<MappedRing<T>>>,
+    wait: WaitStrategy,
+    probe: PeerProbe,
+}
+
+impl<T: Pod> ShmConsumer<T> {
+    /// Creates the segment `name` in `/dev/shm` and attaches as its consumer.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmProducer::create`].
+    pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
+        Self::create_with(name, capacity, &SegmentOptions::default())
+    }
+
+    /// [`create`](Self::create) with explicit options.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmProducer::create`].
+    pub fn create_with(
+        name: &str,
+        capacity: usize,
+        opts: &SegmentOptions,
+    ) -> Result<Self, OpenError> {
+        let seg = Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+        Self::attach(seg)
+    }
+
+    /// Attaches as the consumer of the existing segment `name`, resuming at
+    /// the first item not yet released.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmProducer::open`].
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &SegmentOptions::default())
+    }
+
+    /// [`open`](Self::open) with explicit options.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmProducer::open`].
+    pub fn open_with(name: &str, opts: &SegmentOptions) -> Result<Self, OpenError> {
+        Self::attach(Segment::open(name, opts)?)
+    }
+
+    fn attach(seg: Segment) -> Result<Self, OpenError> {
+        let ring = MappedRing::<T>::new(seg)?;
+        ring.seg.lock_role(Role::Consumer)?;
+        // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
+        ring.seg
+            .header()
+            .consumer
+            .consumer_state
+            .store(ROLE_ATTACHED, Ordering::Release);
+        Ok(Self {
+            core: ConsumerCore::new(Arc::new(ring)),
+            wait: WaitStrategy::Park,
+            probe: PeerProbe { last: None },
+        })
+    }
+
+    /// Sets how blocking calls wait (default [`WaitStrategy::Park`]).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
+    /// Pops the oldest item. No system call while items are ready.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmTryPopError::Empty`], or once drained `EndOfStream` (producer
+    /// closed) or `PeerGone` (producer died).
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, ShmTryPopError> {
+        if let Some(v) = self.core.try_pop() {
+            return Ok(v);
+        }
+        match self.producer_gone() {
+            None => Err(ShmTryPopError::Empty),
+            // The producer's last publish happened before its close store
+            // (Release/Acquire), or before its death released the lock (the
+            // kernel orders both): one more look finds anything committed.
+            Some(gone) => self.core.try_pop().ok_or(gone),
+        }
+    }
+
+    /// `EndOfStream` or `PeerGone` when the producer closed or died; `None`
+    /// while one is attached and alive, or none has attached yet.
+    #[cold]
+    fn producer_gone(&mut self) -> Option<ShmTryPopError> {
+        let seg = &self.core.ring().seg;
+        // Acquire: pairs with the Release stores in ShmProducer::attach/drop.
+        let state = seg.header().producer.producer_state.load(Ordering::Acquire);
+        match state {
+            ROLE_CLOSED => Some(ShmTryPopError::EndOfStream),
+            ROLE_ATTACHED => match self.probe.probe(seg, Role::Producer) {
+                Some(false) => {
+                    // Re-read: it may have closed cleanly just before exiting.
+                    let s = seg.header().producer.producer_state.load(Ordering::Acquire);
+                    Some(if s == ROLE_CLOSED {
+                        ShmTryPopError::EndOfStream
+                    } else {
+                        ShmTryPopError::PeerGone
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Pops the oldest item, waiting while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmPopError::EndOfStream`] or [`ShmPopError::PeerGone`] once drained.
+    pub fn pop(&mut self) -> Result<T, ShmPopError> {
+        self.pop_until(None)
+    }
+
+    /// Pops the oldest item, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShmPopError::Timeout`], `EndOfStream` or `PeerGone`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, ShmPopError> {
+        self.pop_until(Instant::now().checked_add(timeout))
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, ShmPopError> {
+        let ring = self.core.handle().clone();
+        let cell = &ring.seg.header().not_empty.cell;
+        let outcome = block_on(self.wait, cell, true, deadline, || match self.try_pop() {
+            Ok(v) => Some(Ok(v)),
+            Err(ShmTryPopError::Empty) => None,
+            Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
+            Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
+        });
+        outcome.unwrap_or(Err(ShmPopError::Timeout))
+    }
+
+    /// Copies up to `out.len()` ready items with one release; returns the count.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        self.core.pop_slice(out)
+    }
+
+    /// Moves up to `max` ready items to the end of `out`; returns the count.
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.core.pop_into(out, max)
+    }
+
+    /// Up to `max` ready items, read in place; released only by `commit`.
+    /// This is the at-least-once path: process, then commit, and a consumer
+    /// killed in between sees the same items again after a restart.
+    #[cfg(not(loom))]
+    pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_, T> {
+        let (first, second) = self.core.ready_runs(max);
+        // SAFETY: ready_runs returns published, unread items of this consumer,
+        // the next sequences in order; the chunk borrows the consumer mutably.
+        unsafe { ReadChunk::new(first, second, &mut self.core) }
+    }
+
+    /// Why the ring is empty right now, if it is: `Ok(())` when items are
+    /// ready, else the `try_pop` error a caller would get.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_pop`](Self::try_pop).
+    pub fn status(&mut self) -> Result<(), ShmTryPopError> {
+        if self.core.available(1) > 0 {
+            return Ok(());
+        }
+        match self.producer_gone() {
+            None => Err(ShmTryPopError::Empty),
+            Some(_) if self.core.available(1) > 0 => Ok(()),
+            Some(gone) => Err(gone),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.core.ring().capacity
+    }
+
+    /// The next sequence this consumer reads.
+    pub fn read_seq(&self) -> u64 {
+        self.core.read_pos()
+    }
+
+    /// Items ready right now.
+    pub fn len(&mut self) -> usize {
+        self.core.available(self.capacity())
+    }
+
+    /// `true` when nothing is ready right now.
+    pub fn is_empty(&mut self) -> bool {
+        self.core.available(1) == 0
+    }
+
+    /// Whether a producer process is attached and alive right now.
+    pub fn producer_alive(&self) -> bool {
+        self.core.ring().seg.role_alive(Role::Producer)
+    }
+}
+
+impl<T: Pod> Drop for ShmConsumer<T> {
+    fn drop(&mut self) {
+        let h = self.core.ring().seg.header();
+        // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
+        h.consumer
+            .consumer_state
+            .store(ROLE_CLOSED, Ordering::Release);
+        h.not_full.cell.notify(true);
+    }
+}

@@ -1,0 +1,638 @@
+//! Cross-process tests of the shared-memory ring: real processes (this test
+//! binary re-executed in a helper role), real `SIGKILL`s.
+//!
+//! The `helper` test is the entry point of those child processes: it does
+//! nothing unless `LAMINAR_HELPER` names a role.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use laminar_ring::shm::{
+    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError,
+    ShmTryPopError,
+};
+
+/// A plain-data record with several fields and a self-check.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+struct Record {
+    seq: u64,
+    check: u64,
+    tag: [u8; 8],
+    small: u32,
+    flags: u16,
+    kind: u16,
+}
+
+impl Record {
+    fn new(seq: u64) -> Self {
+        Self {
+            seq,
+            check: mix(seq),
+            tag: seq.to_le_bytes().map(|b| b ^ 0x5a),
+            small: seq as u32 ^ 0xdead_beef,
+            flags: (seq % 65_521) as u16,
+            kind: 7,
+        }
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// A segment name unique to this process and test; unlinked on drop.
+struct Ring {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Ring {
+    fn new(test: &str) -> Self {
+        let name = format!("lr-test-{}-{test}", std::process::id());
+        let dir = PathBuf::from(laminar_ring::shm::DEFAULT_DIR);
+        let _ = std::fs::remove_file(dir.join(&name));
+        Self { name, dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+    }
+}
+
+/// Starts this test binary as a helper process in `role`.
+fn spawn_helper(role: &str, ring: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([
+        "helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads",
+        "1",
+        "-q",
+    ])
+    .env("LAMINAR_HELPER", role)
+    .env("LAMINAR_RING", ring)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn helper process")
+}
+
+/// Waits for a child with a timeout; kills it if it overruns.
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("helper did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Tiny xorshift generator; the seed is printed so a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn from_time() -> Self {
+        let seed = std::env::var("LAMINAR_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    | 1
+            });
+        eprintln!("rng seed {seed} (set LAMINAR_SEED to replay)");
+        Self(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn env_u64(key: &str) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Exit codes of helpers.
+const EXIT_OK: i32 = 0;
+const EXIT_PEER_GONE: i32 = 3;
+const EXIT_ROLE_TAKEN: i32 = 4;
+const EXIT_PERMISSION: i32 = 5;
+const EXIT_OTHER: i32 = 9;
+
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var("LAMINAR_HELPER") else {
+        return; // an ordinary test run: nothing to do
+    };
+    let ring = std::env::var("LAMINAR_RING").expect("LAMINAR_RING");
+    let code = match role.as_str() {
+        "u64-producer" => u64_producer(&ring),
+        "record-producer" => record_producer(&ring),
+        "record-consumer" => record_consumer(&ring),
+        "open-consumer" => match ShmConsumer::<u64>::open(&ring) {
+            Ok(_) => EXIT_OK,
+            Err(OpenError::RoleTaken { .. }) => EXIT_ROLE_TAKEN,
+            Err(OpenError::PermissionDenied { .. }) => EXIT_PERMISSION,
+            Err(e) => {
+                eprintln!("open-consumer: {e}");
+                EXIT_OTHER
+            }
+        },
+        other => panic!("unknown helper role {other}"),
+    };
+    std::process::exit(code);
+}
+
+/// Pushes u64 sequence numbers 0..COUNT in batches, then closes.
+fn u64_producer(ring: &str) -> i32 {
+    let count = env_u64("COUNT");
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    let mut next = tx.write_seq();
+    let mut batch = Vec::with_capacity(256);
+    while next < count {
+        batch.clear();
+        batch.extend(next..(next + 256).min(count));
+        let mut done = 0;
+        while done < batch.len() {
+            let n = tx.push_slice(&batch[done..]);
+            if n == 0 {
+                // Wait for room without spinning a core.
+                match tx.push_timeout(batch[done], Duration::from_millis(100)) {
+                    Ok(()) => done += 1,
+                    Err(ShmPushError::Full(_)) => {}
+                    Err(ShmPushError::ConsumerGone(_)) => return EXIT_PEER_GONE,
+                }
+            }
+            done += n;
+        }
+        next += batch.len() as u64;
+    }
+    tx.close();
+    EXIT_OK
+}
+
+/// Pushes Records continuing from the ring's write_seq until COUNT (or
+/// forever when COUNT is 0), one at a time; closes unless NO_CLOSE is set.
+fn record_producer(ring: &str) -> i32 {
+    let count = match env_u64("COUNT") {
+        0 => u64::MAX,
+        n => n,
+    };
+    let pace = env_u64("PACE_EVERY");
+    let mut tx = ShmProducer::<Record>::open(ring).expect("open producer");
+    let mut seq = tx.write_seq();
+    while seq < count {
+        if pace > 0 && seq % pace == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match tx.push_timeout(Record::new(seq), Duration::from_millis(100)) {
+            Ok(()) => seq += 1,
+            // Consumer dead or slow: it will be restarted; keep trying.
+            Err(ShmPushError::Full(_) | ShmPushError::ConsumerGone(_)) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    if std::env::var("NO_CLOSE").is_ok() {
+        std::mem::forget(tx); // leave without closing, like a crash
+    }
+    EXIT_OK
+}
+
+/// Reads Records in place and writes `seq, check` to the file OUT (one file
+/// per consumer session) before committing them: at-least-once.
+fn record_consumer(ring: &str) -> i32 {
+    let out = std::env::var("OUT").expect("OUT");
+    let mut file = std::fs::File::create(out).expect("create OUT");
+    let mut rx = ShmConsumer::<Record>::open(ring).expect("open consumer");
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = rx.read_chunk(256);
+        if chunk.is_empty() {
+            match rx.status() {
+                Ok(()) | Err(ShmTryPopError::Empty) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                Err(ShmTryPopError::EndOfStream) => return EXIT_OK,
+                Err(ShmTryPopError::PeerGone) => return EXIT_PEER_GONE,
+            }
+        }
+        bytes.clear();
+        let (a, b) = chunk.as_slices();
+        for r in a.iter().chain(b) {
+            bytes.extend_from_slice(&r.seq.to_le_bytes());
+            bytes.extend_from_slice(&r.check.to_le_bytes());
+        }
+        file.write_all(&bytes).expect("write");
+        chunk.commit_all();
+    }
+}
+
+const MANY: u64 = if cfg!(debug_assertions) {
+    1_000_000
+} else {
+    10_000_000
+};
+
+#[test]
+fn ten_million_u64_across_processes_in_order() {
+    let ring = Ring::new("u64");
+    // The consumer creates the ring and is attached before the producer starts.
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 4096).unwrap();
+    let mut producer = spawn_helper("u64-producer", &ring.name, &[("COUNT", MANY.to_string())]);
+    let mut expected = 0_u64;
+    let mut buf = vec![0_u64; 1024];
+    loop {
+        let n = rx.pop_slice(&mut buf);
+        for &v in &buf[..n] {
+            assert_eq!(v, expected, "lost, duplicated or reordered item");
+            expected += 1;
+        }
+        if n == 0 {
+            match rx.pop_timeout(Duration::from_secs(30)) {
+                Ok(v) => {
+                    assert_eq!(v, expected);
+                    expected += 1;
+                }
+                Err(ShmPopError::EndOfStream) => break,
+                Err(e) => panic!("after {expected} items: {e}"),
+            }
+        }
+    }
+    assert_eq!(expected, MANY);
+    assert_eq!(wait_exit(&mut producer, Duration::from_secs(60)), EXIT_OK);
+}
+
+#[test]
+fn pod_records_producer_first_then_consumer() {
+    let ring = Ring::new("records");
+    let count = 200_000;
+    // The producer's process creates nothing: make the ring as a producer
+    // here, detach, and let the helper attach and continue at write_seq 0.
+    drop(ShmProducer::<Record>::create(&ring.name, 256).unwrap());
+    let mut producer = spawn_helper(
+        "record-producer",
+        &ring.name,
+        &[("COUNT", count.to_string())],
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let mut rx = ShmConsumer::<Record>::open(&ring.name).unwrap();
+    let mut expected = 0;
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(r) => {
+                assert_eq!(r, Record::new(expected), "corrupt or out-of-order record");
+                expected += 1;
+            }
+            // The first producer (this process) closed before the helper
+            // attached; EndOfStream before `count` is only that moment.
+            Err(ShmPopError::EndOfStream) if expected < count => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(ShmPopError::EndOfStream) => break,
+            Err(e) => panic!("after {expected}: {e}"),
+        }
+    }
+    assert_eq!(expected, count);
+    assert_eq!(wait_exit(&mut producer, Duration::from_secs(60)), EXIT_OK);
+}
+
+#[test]
+fn producer_sigkill_trials_lose_nothing_and_report_peer_gone() {
+    let ring = Ring::new("pkill");
+    let mut rng = Rng::from_time();
+    let mut rx = ShmConsumer::<Record>::create(&ring.name, 1024).unwrap();
+    let mut expected = 0_u64;
+    let mut worst_gone = Duration::ZERO;
+    for trial in 0..50 {
+        let mut child = spawn_helper("record-producer", &ring.name, &[("COUNT", "0".into())]);
+        // Wait until this producer has attached, so its death is the one seen.
+        let attach_deadline = Instant::now() + Duration::from_secs(10);
+        while !rx.producer_alive() {
+            assert!(
+                Instant::now() < attach_deadline,
+                "trial {trial}: producer never attached"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Consume for a random while, then SIGKILL the producer mid-stream.
+        let run_until = Instant::now() + Duration::from_micros(rng.below(20_000));
+        while Instant::now() < run_until {
+            if let Ok(r) = rx.try_pop() {
+                assert_eq!(r, Record::new(expected), "trial {trial}");
+                expected += 1;
+            }
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        // Drain everything it committed, exactly once, then PeerGone.
+        let mut drained_at = Instant::now();
+        loop {
+            match rx.pop_timeout(Duration::from_secs(10)) {
+                Ok(r) => {
+                    assert_eq!(r, Record::new(expected), "trial {trial}: after the kill");
+                    expected += 1;
+                    drained_at = Instant::now();
+                }
+                Err(ShmPopError::PeerGone) => break,
+                Err(e) => panic!("trial {trial}: expected PeerGone, got {e}"),
+            }
+        }
+        worst_gone = worst_gone.max(drained_at.elapsed());
+    }
+    assert!(expected > 0, "producers committed nothing in 50 trials");
+    eprintln!(
+        "{expected} records over 50 producer kills; slowest PeerGone after drain: {worst_gone:?}"
+    );
+}
+
+#[test]
+fn consumer_sigkill_trials_are_at_least_once() {
+    let ring = Ring::new("ckill");
+    let out = std::env::temp_dir().join(format!("{}.sessions", ring.name));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let count: u64 = 1_000_000;
+    let mut rng = Rng::from_time();
+    drop(ShmProducer::<Record>::create(&ring.name, 1024).unwrap());
+    // About a million records a second, so the kills land mid-stream.
+    let mut producer = spawn_helper(
+        "record-producer",
+        &ring.name,
+        &[("COUNT", count.to_string()), ("PACE_EVERY", "1024".into())],
+    );
+    let session = |i: usize| ("OUT", out.join(format!("{i:03}")).display().to_string());
+    for trial in 0..50 {
+        let mut consumer = spawn_helper("record-consumer", &ring.name, &[session(trial)]);
+        std::thread::sleep(Duration::from_micros(2_000 + rng.below(8_000)));
+        if consumer.try_wait().expect("wait").is_some() {
+            eprintln!("trial {trial}: consumer finished before the kill");
+        }
+        consumer.kill().expect("SIGKILL");
+        consumer.wait().expect("reap");
+    }
+    // A last consumer drains to the end of the stream.
+    let mut last = spawn_helper("record-consumer", &ring.name, &[session(50)]);
+    assert_eq!(wait_exit(&mut last, Duration::from_secs(120)), EXIT_OK);
+    assert_eq!(wait_exit(&mut producer, Duration::from_secs(60)), EXIT_OK);
+    check_at_least_once(&out, 51, count);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Within a session records are consecutive; a session starts at or before
+/// where the previous ones got to (a replay), never after (a loss); every
+/// record's check matches. A killed session's file may end in a torn record
+/// (the kernel cuts a write short for a fatal signal): that record was never
+/// committed, so it is dropped here and must come again in a later session.
+fn check_at_least_once(dir: &Path, sessions: usize, count: u64) {
+    let (mut next_new, mut replayed, mut torn) = (0_u64, 0_u64, 0);
+    for i in 0..sessions {
+        let Ok(bytes) = std::fs::read(dir.join(format!("{i:03}"))) else {
+            continue; // killed before it created its file
+        };
+        torn += usize::from(bytes.len() % 16 != 0);
+        let mut prev: Option<u64> = None;
+        for rec in bytes.chunks_exact(16) {
+            let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+            let check = u64::from_le_bytes(rec[8..].try_into().expect("8 bytes"));
+            assert_eq!(check, mix(seq), "session {i}: corrupt record {seq}");
+            match prev {
+                Some(p) => assert_eq!(seq, p + 1, "session {i}: gap or reorder"),
+                None => assert!(
+                    seq <= next_new,
+                    "session {i} starts at {seq}, after {next_new}: lost"
+                ),
+            }
+            if seq < next_new {
+                replayed += 1;
+            } else {
+                next_new = seq + 1;
+            }
+            prev = Some(seq);
+        }
+    }
+    assert_eq!(next_new, count, "not every record was delivered");
+    eprintln!(
+        "{count} records, {replayed} delivered again after a kill, {torn} torn session tails"
+    );
+}
+
+#[test]
+fn roles_are_exclusive_across_processes() {
+    let ring = Ring::new("roles");
+    let _rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    // In this process: a second consumer is refused.
+    match ShmConsumer::<u64>::open(&ring.name) {
+        Err(OpenError::RoleTaken {
+            role: Role::Consumer,
+            ..
+        }) => {}
+        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
+    }
+    // In another process too.
+    let mut child = spawn_helper("open-consumer", &ring.name, &[]);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)),
+        EXIT_ROLE_TAKEN
+    );
+    // Producer role is free, then taken.
+    let _tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    assert!(matches!(
+        ShmProducer::<u64>::open(&ring.name),
+        Err(OpenError::RoleTaken {
+            role: Role::Producer,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_killed_role_holder_frees_its_role() {
+    let ring = Ring::new("rolefree");
+    drop(ShmProducer::<Record>::create(&ring.name, 64).unwrap());
+    let mut child = spawn_helper("record-producer", &ring.name, &[("COUNT", "0".into())]);
+    let rx = ShmConsumer::<Record>::open(&ring.name).unwrap();
+    while !rx.producer_alive() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(
+        ShmProducer::<Record>::open(&ring.name),
+        Err(OpenError::RoleTaken { .. })
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let tx = ShmProducer::<Record>::open(&ring.name).expect("role free after SIGKILL");
+    drop(tx);
+}
+
+#[test]
+fn segments_are_private_to_their_owner() {
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("skipped: not root, so cannot start a process as another user");
+        return;
+    }
+    let ring = Ring::new("perm");
+    let _tx = ShmProducer::<u64>::create(&ring.name, 64).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(ring.path()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads",
+        "1",
+        "-q",
+    ])
+    .env("LAMINAR_HELPER", "open-consumer")
+    .env("LAMINAR_RING", &ring.name)
+    .stdout(Stdio::null());
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    let status = cmd.status().expect("spawn as nobody");
+    assert_eq!(
+        status.code(),
+        Some(EXIT_PERMISSION),
+        "uid 65534 opened a 0600 segment"
+    );
+}
+
+#[test]
+fn bad_segments_are_refused_with_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("lr-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = SegmentOptions {
+        dir: dir.clone(),
+        ready_timeout: Duration::from_millis(50),
+        ..SegmentOptions::default()
+    };
+    // Never-initialised segment (creator died before marking it ready).
+    std::fs::write(dir.join("zeros"), vec![0_u8; 4096]).unwrap();
+    let e = ShmConsumer::<u64>::open_with("zeros", &opts).err().unwrap();
+    assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
+    assert!(e.to_string().contains("not ready"), "{e}");
+    // Too short to hold a header.
+    std::fs::write(dir.join("short"), b"LAMRING").unwrap();
+    assert!(matches!(
+        ShmConsumer::<u64>::open_with("short", &opts),
+        Err(OpenError::NotReady { .. })
+    ));
+    // Truncated after creation.
+    drop(ShmProducer::<u64>::create_with("trunc", 1024, &opts).unwrap());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("trunc"))
+        .unwrap();
+    f.set_len(4096).unwrap();
+    let e = ShmConsumer::<u64>::open_with("trunc", &opts).err().unwrap();
+    assert!(e.to_string().contains("truncated"), "{e}");
+    // Wrong magic.
+    let mut bytes = std::fs::read(dir.join("trunc")).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(dir.join("magic"), &bytes).unwrap();
+    let e = ShmConsumer::<u64>::open_with("magic", &opts).err().unwrap();
+    assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
+    // Another slot type.
+    drop(ShmProducer::<u64>::create_with("typed", 64, &opts).unwrap());
+    let e = ShmConsumer::<u32>::open_with("typed", &opts).err().unwrap();
+    assert!(matches!(e, OpenError::Mismatch { .. }), "{e}");
+    let e = ShmConsumer::<i64>::open_with("typed", &opts).err().unwrap();
+    assert!(e.to_string().contains("fingerprint"), "{e}");
+    // Names.
+    for bad in ["", "a/b", "..", "x\0y"] {
+        assert!(
+            matches!(
+                ShmConsumer::<u64>::open(bad),
+                Err(OpenError::BadName { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        ShmConsumer::<u64>::open("lr-does-not-exist"),
+        Err(OpenError::NotFound { .. })
+    ));
+    // Existing name on create.
+    let e = ShmProducer::<u64>::create_with("typed", 64, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, OpenError::AlreadyExists { .. }), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn a_blocked_consumer_uses_no_cpu_and_wakes_on_push() {
+    let ring = Ring::new("idle");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let cpu = thread_cpu_time();
+    let wall = Instant::now();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(500)),
+        Err(ShmPopError::Timeout)
+    );
+    let (cpu, wall) = (thread_cpu_time() - cpu, wall.elapsed());
+    eprintln!("blocked {wall:?}, CPU {cpu:?}");
+    assert!(wall >= Duration::from_millis(500));
+    // Sleeping on the futex: a few slices of bookkeeping, not a spinning core.
+    assert!(
+        cpu < wall / 20,
+        "blocked consumer used {cpu:?} CPU in {wall:?}"
+    );
+    // And a push from another thread wakes it.
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        tx.push(5).unwrap();
+        tx
+    });
+    assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(5));
+    drop(t.join().unwrap());
+    assert_eq!(rx.pop(), Err(ShmPopError::EndOfStream));
+}
