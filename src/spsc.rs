@@ -267,6 +267,11 @@ impl<T> Producer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), TryPushError<T>> {
+        // Fast path first: the handle clone below touches the shared refcount.
+        let value = match self.try_push(value) {
+            Err(TryPushError::Full(v)) => v,
+            done => return done,
+        };
         let shared = self.core.handle().clone();
         let mut value = Some(value);
         let outcome = block_on(self.wait, &shared.not_full, false, deadline, || {
@@ -427,6 +432,11 @@ impl<T> Consumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, TryPopError> {
+        // Fast path first: the handle clone below touches the shared refcount.
+        match self.try_pop() {
+            Err(TryPopError::Empty) => {}
+            done => return done,
+        }
         let shared = self.core.handle().clone();
         let outcome = block_on(self.wait, &shared.not_empty, false, deadline, || match self
             .try_pop()

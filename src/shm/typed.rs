@@ -276,6 +276,10 @@ impl<T: Pod> ShmProducer<T> {
     }
 
     fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), ShmPushError<T>> {
+        let value = match self.core.try_push(value) {
+            Ok(()) => return Ok(()),
+            Err(v) => v,
+        };
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_full.cell;
         let mut value = Some(value);
@@ -495,6 +499,9 @@ impl<T: Pod> ShmConsumer<T> {
     }
 
     fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, ShmPopError> {
+        if let Some(v) = self.core.try_pop() {
+            return Ok(v);
+        }
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_empty.cell;
         let outcome = block_on(self.wait, cell, true, deadline, || match self.try_pop() {
