@@ -2,7 +2,7 @@
 //!
 //! [`channel`] returns a [`Producer`] and a [`Consumer`]; each may move to
 //! its own thread. The protocol (cached positions, one Release store per item
-//! or per batch) lives in [`protocol`](crate::protocol) and is the same code
+//! or per batch) lives in the crate-private `protocol` module and is the same code
 //! that runs over a shared-memory segment.
 //!
 //! # Examples

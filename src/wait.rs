@@ -9,7 +9,7 @@
 //!
 //! # Waking without a lost wakeup
 //!
-//! A parked waiter announces itself in a [`WaitCell`] and re-checks its
+//! A parked waiter announces itself in a wait cell (a futex word and a waiter count) and re-checks its
 //! condition; the other side publishes and then looks for waiters. Both sides
 //! put a `SeqCst` fence between their store and their load (the Dekker
 //! pattern), so either the waiter sees the new data or the publisher sees the

@@ -566,6 +566,14 @@ fn bad_segments_are_refused_with_clear_errors() {
     std::fs::write(dir.join("magic"), &bytes).unwrap();
     let e = ShmConsumer::<u64>::open_with("magic", &opts).err().unwrap();
     assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
+    // Sequences that contradict each other (write_seq at byte 128 far ahead
+    // of read_seq at byte 256).
+    let mut bytes = std::fs::read(dir.join("trunc")).unwrap();
+    bytes.resize(640 + 1024 * 8, 0);
+    bytes[128..136].copy_from_slice(&5000_u64.to_le_bytes());
+    std::fs::write(dir.join("seqs"), &bytes).unwrap();
+    let e = ShmConsumer::<u64>::open_with("seqs", &opts).err().unwrap();
+    assert!(e.to_string().contains("inconsistent sequences"), "{e}");
     // Another slot type.
     drop(ShmProducer::<u64>::create_with("typed", 64, &opts).unwrap());
     let e = ShmConsumer::<u32>::open_with("typed", &opts).err().unwrap();

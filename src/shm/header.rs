@@ -143,7 +143,7 @@ pub(crate) struct SegmentHeader {
     pub(crate) not_full: WaitLine,
 }
 
-/// Size of [`SegmentHeader`].
+/// Size of the whole header: five 128-byte lines.
 pub const HEADER_LEN: usize = size_of::<SegmentHeader>();
 
 const _: () = {

@@ -2,7 +2,7 @@
 //! slots with no lock and no system call on the hot path.
 //!
 //! A segment is a file (in `/dev/shm` unless told otherwise) holding a
-//! `#[repr(C)]` [header](header) of five 128-byte lines, then the slots. The
+//! `#[repr(C)]` [`header`] of five 128-byte lines, then the slots. The
 //! producer and consumer halves run the same SPSC protocol as
 //! [`spsc`](crate::spsc), pointed at the mapping. `docs/FORMAT.md` gives the
 //! byte layout and the protocol precisely enough to write a reader in C.
