@@ -209,10 +209,10 @@ mod futex {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
-        // SAFETY: `word` is a live, aligned 4-byte atomic for the duration of
-        // the call, and `ts` outlives it; FUTEX_WAIT only reads both. The
-        // result (woken, EAGAIN, ETIMEDOUT, EINTR) needs no handling because
+        // The result (woken, EAGAIN, ETIMEDOUT, EINTR) needs no handling:
         // the caller re-checks its condition.
+        // SAFETY: `word` is a live, aligned 4-byte atomic for the duration of
+        // the call, and `ts` outlives it; FUTEX_WAIT only reads both.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,

@@ -91,12 +91,6 @@ pub(crate) struct Segment {
     layout: Layout,
 }
 
-// SAFETY: the mapping is shared memory accessed only through atomics and the
-// ring protocol; the raw pointer inside MmapRaw is what makes it !Send.
-unsafe impl Send for Segment {}
-// SAFETY: as above; every shared access goes through atomics.
-unsafe impl Sync for Segment {}
-
 impl Segment {
     /// Creates a new segment with `layout`, initialised and marked ready.
     pub(crate) fn create(
@@ -133,10 +127,11 @@ impl Segment {
                 map,
                 layout,
             };
-            // SAFETY: the mapping is at least HEADER_LEN bytes (total_len >
-            // slots_offset >= HEADER_LEN), page-aligned, and zero-filled, so
-            // every atomic in the header is a valid zero. Openers do not read
-            // the fields until `state` is READY (below).
+            // The mapping is at least HEADER_LEN bytes (total_len >
+            // slots_offset >= HEADER_LEN), page-aligned and zero-filled, so
+            // every atomic in the header is a valid zero.
+            // SAFETY: in bounds and aligned; openers do not read these fields
+            // until `state` is READY (below).
             unsafe {
                 std::ptr::write_volatile(
                     seg.map.as_mut_ptr().cast::<HeaderFields>(),

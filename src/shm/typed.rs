@@ -66,10 +66,10 @@ impl<T: Pod> MappedRing<T> {
             )));
         }
         let capacity = usize::try_from(l.capacity).map_err(|_| mismatch("capacity".into()))?;
-        // SAFETY: validate() checked slots_offset + capacity * slot_size <=
-        // total_len <= the mapped length; slots_offset is a multiple of
-        // max(align, 128) and the mapping is page-aligned, so slots are
-        // aligned for T.
+        // validate() checked slots_offset + capacity * slot_size <= total_len
+        // <= the mapped length; slots_offset is a multiple of max(align, 128)
+        // and the mapping is page-aligned.
+        // SAFETY: so the slots region is in bounds and aligned for T.
         let slots = unsafe { seg.ptr_at(l.slots_offset) }.cast::<T>();
         Ok(Self {
             seg,
