@@ -34,6 +34,9 @@
 //! * [crossbeam-queue](https://docs.rs/crossbeam-queue)'s `ArrayQueue`: the
 //!   Vyukov MPMC queue that [`mpsc`] restricts to one consumer.
 
+#[cfg(all(feature = "arrow", target_os = "linux", not(loom)))]
+#[allow(unsafe_code)] // arena writes and leased buffers over the mapping
+pub mod arrow;
 #[allow(unsafe_code)] // slices over slots that a chunk owns until commit
 mod chunks;
 mod error;

@@ -111,6 +111,10 @@ pub(crate) struct ProducerLine {
     _pad: u32,
     /// Number of producer attachments so far.
     pub(crate) producer_sessions: AtomicU64,
+    /// Arrow rings: arena position after the last message the producer has
+    /// written (stored before that message is published), where a new
+    /// producer resumes.
+    pub(crate) arena_head: AtomicU64,
 }
 
 /// Line 2: written by the consumer.
@@ -170,6 +174,7 @@ const _: () = {
     assert!(offset_of!(ProducerLine, write_seq) == 0);
     assert!(offset_of!(ProducerLine, producer_state) == 8);
     assert!(offset_of!(ProducerLine, producer_sessions) == 16);
+    assert!(offset_of!(ProducerLine, arena_head) == 24);
     assert!(offset_of!(ConsumerLine, read_seq) == 0);
     assert!(offset_of!(ConsumerLine, consumer_state) == 8);
     assert!(offset_of!(ConsumerLine, arena_released) == 16);

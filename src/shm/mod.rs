@@ -86,7 +86,9 @@ mod typed;
 
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{HeaderError, Layout, RingKind};
+pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
+pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer};
 
 /// Removes the segment `name` from `/dev/shm`. Processes attached to it keep

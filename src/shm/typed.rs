@@ -24,7 +24,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A typed ring inside a mapped segment: the [`SlotRing`] the protocol runs on.
 pub(crate) struct MappedRing<T> {
-    seg: Segment,
+    pub(crate) seg: Segment,
     slots: *mut T,
     mask: u64,
     capacity: usize,
@@ -38,15 +38,15 @@ unsafe impl<T: Pod> Send for MappedRing<T> {}
 unsafe impl<T: Pod> Sync for MappedRing<T> {}
 
 impl<T: Pod> MappedRing<T> {
-    /// Checks that `seg` is a typed ring of `T` and wraps it.
-    fn new(seg: Segment) -> Result<Self, OpenError> {
+    /// Checks that `seg` is a ring of `kind` whose slots are `T`, and wraps it.
+    fn new(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let l = *seg.layout();
         let mismatch = |what: String| OpenError::Mismatch {
             path: seg.path().to_owned(),
             what,
         };
-        if l.kind != RingKind::Typed {
-            return Err(mismatch(format!("an {:?} ring, not a typed one", l.kind)));
+        if l.kind != kind {
+            return Err(mismatch(format!("a {:?} ring, not a {kind:?} one", l.kind)));
         }
         let (size, align) = (size_of::<T>() as u64, align_of::<T>() as u32);
         if l.slot_size != size || l.slot_align != align {
@@ -227,7 +227,13 @@ impl<T: Pod> ShmProducer<T> {
     }
 
     fn attach(seg: Segment) -> Result<Self, OpenError> {
-        let ring = MappedRing::<T>::new(seg)?;
+        Self::attach_as(seg, RingKind::Typed)
+    }
+
+    /// Attaches to a ring of `kind` whose slots are `T` (the Arrow layer's
+    /// descriptor rings use this).
+    pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
+        let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Producer)?;
         let line = &ring.seg.header().producer;
         line.producer_sessions.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +303,33 @@ impl<T: Pod> ShmProducer<T> {
             }
         });
         outcome.unwrap_or_else(|| Err(ShmPushError::Full(value.expect("not pushed"))))
+    }
+
+    /// The segment this producer is attached to.
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.core.ring().seg
+    }
+
+    /// Waits, with this producer's strategy, until `ready(self)` is true.
+    /// `Err(ShmPushError::Full(()))` at the deadline, `ConsumerGone(())`
+    /// when the consumer is gone.
+    pub(crate) fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut Self) -> bool,
+    ) -> Result<(), ShmPushError<()>> {
+        let ring = self.core.handle().clone();
+        let cell = &ring.seg.header().not_full.cell;
+        block_on(self.wait, cell, true, deadline, || {
+            if ready(self) {
+                Some(Ok(()))
+            } else if self.consumer_gone() {
+                Some(Err(ShmPushError::ConsumerGone(())))
+            } else {
+                None
+            }
+        })
+        .unwrap_or(Err(ShmPushError::Full(())))
     }
 
     /// Whether a consumer had attached and is no longer there (rate-limited).
@@ -415,7 +448,12 @@ impl<T: Pod> ShmConsumer<T> {
     }
 
     fn attach(seg: Segment) -> Result<Self, OpenError> {
-        let ring = MappedRing::<T>::new(seg)?;
+        Self::attach_as(seg, RingKind::Typed)
+    }
+
+    /// Attaches to a ring of `kind` whose slots are `T`.
+    pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
+        let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Consumer)?;
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         ring.seg
@@ -453,6 +491,39 @@ impl<T: Pod> ShmConsumer<T> {
             // kernel orders both): one more look finds anything committed.
             Some(gone) => self.core.try_pop().ok_or(gone),
         }
+    }
+
+    /// The segment this consumer is attached to.
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.core.ring().seg
+    }
+
+    /// A handle that keeps the mapping alive (for leases of its memory).
+    pub(crate) fn ring_handle(&self) -> Arc<MappedRing<T>> {
+        self.core.handle().clone()
+    }
+
+    /// Waits, with this consumer's strategy, until `ready(self)` is true;
+    /// `ready` is called again after the producer is seen gone, so it sees
+    /// everything committed. Errors: `Timeout`, `EndOfStream`, `PeerGone`.
+    pub(crate) fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut Self) -> bool,
+    ) -> Result<(), ShmPopError> {
+        let ring = self.core.handle().clone();
+        let cell = &ring.seg.header().not_empty.cell;
+        block_on(self.wait, cell, true, deadline, || {
+            if ready(self) {
+                return Some(Ok(()));
+            }
+            match self.producer_gone()? {
+                _ if ready(self) => Some(Ok(())),
+                ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
+                _ => Some(Err(ShmPopError::PeerGone)),
+            }
+        })
+        .unwrap_or(Err(ShmPopError::Timeout))
     }
 
     /// `EndOfStream` or `PeerGone` when the producer closed or died; `None`

@@ -1,0 +1,529 @@
+//! The consuming side: IPC messages in the arena -> `RecordBatch`es, copied
+//! or leased in place.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::ops::{Deref, Range};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::{RecordBatch, make_array};
+use arrow_buffer::Buffer;
+use arrow_data::transform::MutableArrayData;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_schema::{ArrowError, SchemaRef};
+
+use super::{
+    ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
+    MSG_SCHEMA,
+};
+use crate::shm::header::RingKind;
+use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
+use crate::sync::Ordering;
+
+/// What leases share with their consumer: which sequences are done.
+struct LeaseBook {
+    done: Mutex<BTreeSet<u64>>,
+    /// Keeps the mapping alive while any leased buffer points into it, and
+    /// lets a lease wake a consumer that sleeps waiting for room.
+    ring: Arc<MappedRing<Descriptor>>,
+}
+
+/// Owner of a leased message's memory: dropped when the last Arrow buffer
+/// of the batch is dropped.
+struct Lease {
+    seq: u64,
+    book: Arc<LeaseBook>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.insert(self.seq);
+        drop(done);
+        // The consumer releases in FIFO order on its next call; wake it in
+        // case it sleeps while a producer waits for this space.
+        self.book.ring.seg.header().not_empty.cell.notify(true);
+    }
+}
+
+/// A `RecordBatch` whose buffers point into the shared mapping. Its slot and
+/// arena space are released when the last of its buffers is dropped (in
+/// FIFO order with the other leases). Derefs to [`RecordBatch`].
+pub struct LeasedBatch {
+    batch: RecordBatch,
+}
+
+impl Deref for LeasedBatch {
+    type Target = RecordBatch;
+    fn deref(&self) -> &RecordBatch {
+        &self.batch
+    }
+}
+
+impl LeasedBatch {
+    /// The batch, still leased: its buffers keep the lease alive.
+    pub fn into_inner(self) -> RecordBatch {
+        self.batch
+    }
+
+    /// A deep copy into process memory; the lease is dropped with `self`.
+    ///
+    /// # Errors
+    ///
+    /// Only if the copied arrays fail to form a batch (they cannot, short of
+    /// a bug in arrow).
+    pub fn to_owned_batch(&self) -> Result<RecordBatch, ArrowError> {
+        let columns = self
+            .batch
+            .columns()
+            .iter()
+            .map(|c| {
+                let data = c.to_data();
+                let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+                copy.try_extend(0, 0, data.len())?;
+                Ok(make_array(copy.freeze()))
+            })
+            .collect::<Result<_, ArrowError>>()?;
+        RecordBatch::try_new(self.batch.schema(), columns)
+    }
+}
+
+/// Receives `RecordBatch`es from an Arrow ring.
+pub struct BatchConsumer {
+    inner: ShmConsumer<Descriptor>,
+    arena: *const u8,
+    arena_len: u64,
+    map: Range<usize>,
+    decoder: StreamDecoder,
+    schema: Option<SchemaRef>,
+    expected: Option<SchemaRef>,
+    book: Arc<LeaseBook>,
+    /// Arena end of each message read but not yet released, oldest first;
+    /// the oldest has sequence `inner.read_seq()`.
+    outstanding: VecDeque<u64>,
+    /// End of the last message read (descriptors must not go backwards).
+    last_end: u64,
+    max_leases: usize,
+}
+
+// SAFETY: `arena` points into the mapping owned by `inner`, which moves with it.
+unsafe impl Send for BatchConsumer {}
+
+impl BatchConsumer {
+    /// Creates the Arrow ring `name` and attaches as its consumer.
+    ///
+    /// # Errors
+    ///
+    /// [`ArrowRingError::Open`].
+    pub fn create(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        let seg = Segment::create(name, super::encode::arrow_layout(opts)?, &opts.segment)?;
+        Self::attach(seg, opts)
+    }
+
+    /// Attaches as the consumer of the existing Arrow ring `name`, resuming
+    /// at the first message not yet released.
+    ///
+    /// # Errors
+    ///
+    /// [`ArrowRingError::Open`].
+    pub fn open(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        Self::attach(Segment::open(name, &opts.segment)?, opts)
+    }
+
+    fn attach(seg: Segment, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        let inner = ShmConsumer::<Descriptor>::attach_as(seg, RingKind::Arrow)?;
+        let seg = inner.segment();
+        let layout = *seg.layout();
+        // SAFETY: validate() checked the arena lies within the mapping.
+        let arena = unsafe { seg.ptr_at(layout.arena_offset) }.cast_const();
+        // SAFETY: as above; one past the end of the validated segment.
+        let map_end = unsafe { seg.ptr_at(layout.total_len) } as usize;
+        // SAFETY: offset 0 is the start of the mapping.
+        let map_start = unsafe { seg.ptr_at(0) } as usize;
+        // Acquire: pairs with the consumer's own earlier Release (restart).
+        let released = seg.header().consumer.arena_released.load(Ordering::Acquire);
+        let book = Arc::new(LeaseBook {
+            done: Mutex::new(BTreeSet::new()),
+            ring: inner.ring_handle(),
+        });
+        Ok(Self {
+            inner,
+            arena,
+            arena_len: layout.arena_len,
+            map: map_start..map_end,
+            decoder: StreamDecoder::new().with_require_alignment(true),
+            schema: None,
+            expected: None,
+            book,
+            outstanding: VecDeque::new(),
+            last_end: released,
+            max_leases: opts.max_leases.max(1),
+        })
+    }
+
+    /// Requires the stream's schema to equal `schema`: a schema message
+    /// that differs makes `recv` fail with `SchemaMismatch`.
+    pub fn expect_schema(&mut self, schema: SchemaRef) {
+        self.expected = Some(schema);
+    }
+
+    /// The stream's schema, once its schema message has been received.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.schema.as_ref()
+    }
+
+    /// Addresses of the mapping, to check that a leased batch's buffers lie
+    /// inside it.
+    pub fn mapped_range(&self) -> Range<usize> {
+        self.map.clone()
+    }
+
+    /// Receives the next batch, decoded into process memory; its slot is
+    /// released at once. `Ok(None)` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// `PeerGone` once drained after the producer died; `CorruptDescriptor`
+    /// or `CorruptMessage` (naming the slot); `SchemaMismatch`.
+    pub fn recv(&mut self) -> Result<Option<RecordBatch>, ArrowRingError> {
+        self.recv_until(None, false).map(|b| b.map(|b| b.batch))
+    }
+
+    /// [`recv`](Self::recv) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), and `Timeout`.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<RecordBatch>, ArrowRingError> {
+        self.recv_until(Instant::now().checked_add(timeout), false)
+            .map(|b| b.map(|b| b.batch))
+    }
+
+    /// Receives the next batch without copying: its buffers point into the
+    /// mapping. `Ok(None)` at the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv), and `TooManyLeases` when `max_leases` leased
+    /// batches are alive.
+    pub fn recv_zero_copy(&mut self) -> Result<Option<LeasedBatch>, ArrowRingError> {
+        self.recv_until(None, true)
+    }
+
+    /// [`recv_zero_copy`](Self::recv_zero_copy) with a deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_zero_copy`](Self::recv_zero_copy), and `Timeout`.
+    pub fn recv_zero_copy_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<LeasedBatch>, ArrowRingError> {
+        self.recv_until(Instant::now().checked_add(timeout), true)
+    }
+
+    fn recv_until(
+        &mut self,
+        deadline: Option<Instant>,
+        zero_copy: bool,
+    ) -> Result<Option<LeasedBatch>, ArrowRingError> {
+        loop {
+            self.release_done();
+            if zero_copy && self.outstanding.len() >= self.max_leases {
+                return Err(ArrowRingError::TooManyLeases {
+                    max: self.max_leases,
+                });
+            }
+            let (book, outstanding) = (&self.book, &mut self.outstanding);
+            let waited = self.inner.wait_until(deadline, |rx| {
+                release_done_in(rx, book, outstanding);
+                rx.len() > outstanding.len()
+            });
+            match waited {
+                Ok(()) => {}
+                Err(ShmPopError::EndOfStream) => return Ok(None),
+                Err(ShmPopError::PeerGone) => return Err(ArrowRingError::PeerGone),
+                Err(ShmPopError::Timeout) => {
+                    return Err(ArrowRingError::Timeout(Duration::ZERO));
+                }
+            }
+            if let Some(batch) = self.next_message(zero_copy)? {
+                return Ok(Some(batch));
+            }
+        }
+    }
+
+    /// Reads, validates and decodes the next unread descriptor's message.
+    fn next_message(&mut self, zero_copy: bool) -> Result<Option<LeasedBatch>, ArrowRingError> {
+        let index = self.outstanding.len();
+        let seq = self.inner.read_seq() + index as u64;
+        let desc = {
+            let chunk = self.inner.read_chunk(index + 1);
+            let (a, b) = chunk.as_slices();
+            *a.iter()
+                .chain(b)
+                .nth(index)
+                .expect("wait_until saw it ready")
+        };
+        let start = self.check(seq, &desc)?;
+        self.last_end = desc.end;
+        self.outstanding.push_back(desc.end);
+        let len = desc.len as usize;
+        let lease_it = zero_copy && desc.kind == MSG_RECORD_BATCH;
+        let mut buffer = if lease_it {
+            let lease = Arc::new(Lease {
+                seq,
+                book: self.book.clone(),
+            });
+            // SAFETY: check() proved start..start+len lies inside the arena,
+            // which lies inside the mapping; `lease` keeps the mapping alive
+            // (through `book.ring`) for as long as any buffer refers to it,
+            // and the slot is not released, so the producer does not
+            // overwrite these bytes, until the lease is dropped.
+            unsafe {
+                let ptr = NonNull::new_unchecked(self.arena.add(start).cast_mut());
+                Buffer::from_custom_allocation(ptr, len, lease)
+            }
+        } else {
+            // SAFETY: as above for the range; copied out at once.
+            let bytes = unsafe { std::slice::from_raw_parts(self.arena.add(start), len) };
+            Buffer::from_vec(bytes.to_vec())
+        };
+        let decoded = self.decode(seq, desc.kind, &mut buffer);
+        drop(buffer);
+        if !lease_it {
+            self.mark_done(seq);
+        }
+        let batch = decoded?;
+        Ok(batch.map(|batch| LeasedBatch { batch }))
+    }
+
+    /// Checks a descriptor against the arena; returns the byte offset.
+    fn check(&self, seq: u64, d: &Descriptor) -> Result<usize, ArrowRingError> {
+        let bad = |why: String| ArrowRingError::CorruptDescriptor { seq, why };
+        if !matches!(d.kind, MSG_SCHEMA | MSG_DICTIONARY | MSG_RECORD_BATCH) {
+            return Err(bad(format!("unknown message kind {}", d.kind)));
+        }
+        if d.len < 8 {
+            return Err(bad(format!(
+                "message length {} is shorter than a prefix",
+                d.len
+            )));
+        }
+        if d.pos % ARENA_ALIGN != 0 {
+            return Err(bad(format!("position {} is not 64-byte aligned", d.pos)));
+        }
+        if d.pos < self.last_end {
+            return Err(bad(format!(
+                "position {} is before the previous message's end {}",
+                d.pos, self.last_end
+            )));
+        }
+        let start = d.pos % self.arena_len;
+        let fits = start
+            .checked_add(d.len)
+            .is_some_and(|e| e <= self.arena_len);
+        if !fits {
+            return Err(bad(format!(
+                "bytes {start}..+{} outside the {}-byte arena",
+                d.len, self.arena_len
+            )));
+        }
+        let end_ok = d.pos.checked_add(d.len).is_some_and(|e| e <= d.end);
+        let released = self
+            .outstanding
+            .front()
+            .map_or(self.last_end, |_| self.last_end);
+        let span_ok = d
+            .end
+            .checked_sub(released.min(d.pos))
+            .is_some_and(|s| s <= self.arena_len);
+        if !end_ok || !span_ok {
+            return Err(bad(format!(
+                "end {} inconsistent with position {} and length {}",
+                d.end, d.pos, d.len
+            )));
+        }
+        Ok(start as usize)
+    }
+
+    fn decode(
+        &mut self,
+        seq: u64,
+        kind: u32,
+        buffer: &mut Buffer,
+    ) -> Result<Option<RecordBatch>, ArrowRingError> {
+        let corrupt = |source| ArrowRingError::CorruptMessage { seq, source };
+        if kind == MSG_SCHEMA {
+            // A schema starts a stream (a new producer session): check it,
+            // then give it to a new decoder. (The decoder applies a schema
+            // message only when it sees the next message's bytes.)
+            let bytes = buffer.as_slice();
+            let found = std::panic::catch_unwind(|| parse_schema(bytes))
+                .unwrap_or_else(|_| Err(ArrowError::IpcError("schema decoder panicked".into())))
+                .map_err(corrupt)?;
+            let expected = self.expected.as_ref().or(self.schema.as_ref());
+            if let Some(expected) = expected
+                && expected != &found
+            {
+                return Err(ArrowRingError::SchemaMismatch {
+                    expected: expected.clone(),
+                    found,
+                });
+            }
+            self.schema = Some(found);
+            self.decoder = StreamDecoder::new().with_require_alignment(true);
+        } else if self.schema.is_none() {
+            return Err(corrupt(ArrowError::IpcError(
+                "a data message before any schema message".into(),
+            )));
+        } else {
+            // arrow-ipc slices body buffers with asserting slices: check every
+            // buffer's range against the body first.
+            check_body_buffers(buffer.as_slice()).map_err(corrupt)?;
+        }
+        let decoder = &mut self.decoder;
+        // arrow-ipc validates what it decodes; a panic inside it on hostile
+        // bytes would still be a bug there, so turn one into an error too.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let batch = decoder.decode(buffer)?;
+            if !buffer.is_empty() {
+                return Err(ArrowError::IpcError(format!(
+                    "{} bytes left over after one message",
+                    buffer.len()
+                )));
+            }
+            Ok(batch)
+        }))
+        .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
+        let batch = result.map_err(corrupt)?;
+        match (kind, &batch) {
+            (MSG_RECORD_BATCH, None) | (MSG_SCHEMA | MSG_DICTIONARY, Some(_)) => Err(corrupt(
+                ArrowError::IpcError(format!("message content does not match its kind {kind}")),
+            )),
+            _ => Ok(batch),
+        }
+    }
+
+    fn mark_done(&self, seq: u64) {
+        let mut done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.insert(seq);
+    }
+
+    fn release_done(&mut self) {
+        release_done_in(&mut self.inner, &self.book, &mut self.outstanding);
+    }
+
+    /// Leased batches (and messages) read but not yet released.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+}
+
+/// Releases, oldest first, every read message whose lease is done; stops at
+/// the first one still leased (FIFO).
+fn release_done_in(
+    rx: &mut ShmConsumer<Descriptor>,
+    book: &LeaseBook,
+    outstanding: &mut VecDeque<u64>,
+) {
+    let mut done = book.done.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seq = rx.read_seq();
+    let mut n = 0;
+    let mut end = None;
+    while let Some(&e) = outstanding.front() {
+        if !done.remove(&seq) {
+            break;
+        }
+        outstanding.pop_front();
+        end = Some(e);
+        seq += 1;
+        n += 1;
+    }
+    drop(done);
+    if let Some(end) = end {
+        // SYNC POINT arena: Release pairs with the Acquire load in
+        // BatchProducer::reserve: we are done with the arena below `end`.
+        rx.segment()
+            .header()
+            .consumer
+            .arena_released
+            .store(end, Ordering::Release);
+        rx.read_chunk(n).commit(n);
+    }
+}
+
+impl Drop for BatchConsumer {
+    fn drop(&mut self) {
+        self.release_done();
+    }
+}
+
+/// The schema in a schema message (prefix, metadata), verified flatbuffer.
+fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
+    let err = |m: &str| ArrowError::IpcError(m.to_owned());
+    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
+        return Err(err("schema message without its prefix"));
+    }
+    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    let meta = bytes
+        .get(8..8usize.saturating_add(meta_len))
+        .ok_or_else(|| err("schema metadata longer than its message"))?;
+    let message = arrow_ipc::root_as_message(meta)
+        .map_err(|e| ArrowError::IpcError(format!("schema metadata: {e}")))?;
+    let schema = message
+        .header_as_schema()
+        .ok_or_else(|| err("a schema slot that holds no schema"))?;
+    Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
+}
+
+/// Checks that every buffer a record batch or dictionary message declares
+/// lies inside the message's body.
+fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
+    let err = |m: String| ArrowError::IpcError(m);
+    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
+        return Err(err("message without its prefix".into()));
+    }
+    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    let body_start = 8usize.saturating_add(meta_len);
+    let meta = bytes
+        .get(8..body_start)
+        .ok_or_else(|| err("metadata longer than its message".into()))?;
+    let message =
+        arrow_ipc::root_as_message(meta).map_err(|e| err(format!("message metadata: {e}")))?;
+    let body_len =
+        u64::try_from(message.bodyLength()).map_err(|_| err("negative body length".into()))?;
+    if body_len > (bytes.len() - body_start) as u64 {
+        return Err(err(format!(
+            "body of {body_len} bytes, but only {} follow the metadata",
+            bytes.len() - body_start
+        )));
+    }
+    let batch = match message.header_type() {
+        arrow_ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
+        arrow_ipc::MessageHeader::DictionaryBatch => {
+            message.header_as_dictionary_batch().and_then(|d| d.data())
+        }
+        other => return Err(err(format!("unexpected message type {other:?}"))),
+    }
+    .ok_or_else(|| err("message header missing".into()))?;
+    for (i, b) in batch.buffers().into_iter().flatten().enumerate() {
+        let ok = u64::try_from(b.offset())
+            .ok()
+            .zip(u64::try_from(b.length()).ok())
+            .and_then(|(o, l)| o.checked_add(l))
+            .is_some_and(|end| end <= body_len);
+        if !ok {
+            return Err(err(format!(
+                "buffer {i} at {}+{} outside the {body_len}-byte body",
+                b.offset(),
+                b.length()
+            )));
+        }
+    }
+    Ok(())
+}

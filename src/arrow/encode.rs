@@ -1,0 +1,391 @@
+//! The producing side: `RecordBatch` -> IPC messages in the arena.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
+use arrow_ipc::{MessageHeader, MetadataVersion};
+use arrow_schema::SchemaRef;
+
+use super::{
+    ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
+    MSG_SCHEMA, align_up,
+};
+use crate::shm::header::{Layout, RingKind, fingerprint};
+use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
+use crate::sync::Ordering;
+
+/// One encoded IPC message: the buffers arrow-ipc produced for it, whose
+/// body parts still point at the batch's own memory.
+struct Message {
+    kind: u32,
+    parts: Vec<Buffer>,
+    len: u64,
+}
+
+/// Sends `RecordBatch`es through an Arrow ring.
+pub struct BatchProducer {
+    inner: ShmProducer<Descriptor>,
+    arena: *mut u8,
+    arena_len: u64,
+    /// Arena position where the next message goes (monotonic).
+    head: u64,
+    schema: Option<SchemaRef>,
+    encoder: Option<StreamEncoder>,
+    /// Messages encoded but not yet in the ring (a timed-out send).
+    pending: VecDeque<Message>,
+}
+
+// SAFETY: `arena` points into the mapping owned by `inner`, which moves with
+// it; only this producer writes the free part of the arena.
+unsafe impl Send for BatchProducer {}
+
+pub(crate) fn arrow_layout(opts: &ArrowRingOptions) -> Result<Layout, OpenError> {
+    if opts.slots == 0 || !opts.slots.is_power_of_two() {
+        return Err(OpenError::Geometry(format!(
+            "{} slots: must be a power of two",
+            opts.slots
+        )));
+    }
+    if opts.arena_bytes < 4096 || opts.arena_bytes % ARENA_ALIGN != 0 {
+        return Err(OpenError::Geometry(format!(
+            "arena of {} bytes: must be at least 4096 and a multiple of 64",
+            opts.arena_bytes
+        )));
+    }
+    Layout::plan(
+        RingKind::Arrow,
+        opts.slots as u64,
+        size_of::<Descriptor>() as u64,
+        align_of::<Descriptor>() as u32,
+        fingerprint::<Descriptor>(),
+        opts.arena_bytes,
+    )
+    .ok_or_else(|| OpenError::Geometry("ring size overflows".into()))
+}
+
+impl BatchProducer {
+    /// Creates the Arrow ring `name` and attaches as its producer.
+    ///
+    /// # Errors
+    ///
+    /// [`ArrowRingError::Open`].
+    pub fn create(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        let seg = Segment::create(name, arrow_layout(opts)?, &opts.segment)?;
+        Self::attach(seg)
+    }
+
+    /// Attaches as the producer of the existing Arrow ring `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ArrowRingError::Open`] (`RoleTaken` when a live producer is attached).
+    pub fn open(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        Self::attach(Segment::open(name, &opts.segment)?)
+    }
+
+    fn attach(seg: Segment) -> Result<Self, ArrowRingError> {
+        let inner = ShmProducer::<Descriptor>::attach_as(seg, RingKind::Arrow)?;
+        let seg = inner.segment();
+        let layout = *seg.layout();
+        // SAFETY: validate() checked arena_offset + arena_len <= total_len,
+        // which lies within the mapping.
+        let arena = unsafe { seg.ptr_at(layout.arena_offset) };
+        let h = seg.header();
+        // Resume after whatever a previous producer wrote, or was consumed.
+        // Acquire: pairs with the Release stores of arena_head/arena_released.
+        let head = h
+            .producer
+            .arena_head
+            .load(Ordering::Acquire)
+            .max(h.consumer.arena_released.load(Ordering::Acquire));
+        Ok(Self {
+            inner,
+            arena,
+            arena_len: layout.arena_len,
+            head,
+            schema: None,
+            encoder: None,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Sends `batch`, waiting while the arena or the slots are full.
+    ///
+    /// # Errors
+    ///
+    /// `SchemaMismatch` (another schema than the stream's first batch),
+    /// `BatchTooLarge`, `ConsumerGone`, `Encode`.
+    pub fn send(&mut self, batch: &RecordBatch) -> Result<(), ArrowRingError> {
+        self.send_until(batch, None)
+    }
+
+    /// Sends `batch` if its messages fit now, without waiting. Messages that
+    /// do not fit stay in this producer and go first on the next call (or at
+    /// `close`).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), and `Timeout` when earlier messages are still
+    /// pending (the batch is then not taken).
+    pub fn try_send(&mut self, batch: &RecordBatch) -> Result<(), ArrowRingError> {
+        self.send_until(batch, Some(Instant::now()))
+    }
+
+    /// Sends `batch`, waiting at most `timeout` for room. On `Timeout` the
+    /// batch was not taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_send`](Self::try_send).
+    pub fn send_timeout(
+        &mut self,
+        batch: &RecordBatch,
+        timeout: Duration,
+    ) -> Result<(), ArrowRingError> {
+        self.send_until(batch, Instant::now().checked_add(timeout))
+    }
+
+    /// The schema of the stream, once the first batch has been sent.
+    pub fn schema(&self) -> Option<&SchemaRef> {
+        self.schema.as_ref()
+    }
+
+    fn send_until(
+        &mut self,
+        batch: &RecordBatch,
+        deadline: Option<Instant>,
+    ) -> Result<(), ArrowRingError> {
+        if !self.flush_until(deadline)? {
+            return Err(ArrowRingError::Timeout(Duration::ZERO));
+        }
+        let messages = self.encode(batch)?;
+        self.pending.extend(messages);
+        self.flush_until(deadline)?;
+        Ok(())
+    }
+
+    /// Encodes `batch` into its messages, checking schema and sizes first.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowRingError> {
+        match &self.schema {
+            Some(s) if s != &batch.schema() => {
+                return Err(ArrowRingError::SchemaMismatch {
+                    expected: s.clone(),
+                    found: batch.schema(),
+                });
+            }
+            Some(_) => {}
+            None => self.schema = Some(batch.schema()),
+        }
+        let schema = self.schema.clone().expect("set above");
+        if self.encoder.is_none() {
+            // Alignment 64: every buffer in a body starts 64-aligned relative
+            // to the message, and messages start 64-aligned in the arena.
+            let opts = IpcWriteOptions::try_new(64, false, MetadataVersion::V5)
+                .map_err(ArrowRingError::Encode)?;
+            self.encoder = Some(
+                StreamEncoder::try_new_with_options(&schema, opts)
+                    .map_err(ArrowRingError::Encode)?,
+            );
+        }
+        let encoder = self.encoder.as_mut().expect("set above");
+        let parts = encoder.encode(batch).map_err(ArrowRingError::Encode)?;
+        let messages = split_messages(parts).map_err(ArrowRingError::Encode)?;
+        if let Some(big) = messages.iter().map(|m| m.len).max() {
+            let needed = align_up(big).unwrap_or(u64::MAX);
+            if needed > self.arena_len {
+                // The encoder believes these dictionaries were sent: start a
+                // fresh stream state (the consumer accepts a repeated schema).
+                self.encoder = None;
+                return Err(ArrowRingError::BatchTooLarge {
+                    needed,
+                    arena: self.arena_len,
+                });
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Writes pending messages until none is left (`true`) or the deadline
+    /// passes (`false`).
+    fn flush_until(&mut self, deadline: Option<Instant>) -> Result<bool, ArrowRingError> {
+        while let Some(msg) = self.pending.front() {
+            let size = align_up(msg.len).expect("checked against the arena");
+            let Some(pos) = self.reserve(size, deadline)? else {
+                return Ok(false);
+            };
+            let msg = self.pending.pop_front().expect("front exists");
+            self.write_message(pos, size, &msg);
+        }
+        Ok(true)
+    }
+
+    /// Arena position for `size` bytes plus a free slot, waiting as needed;
+    /// `None` at the deadline.
+    fn reserve(
+        &mut self,
+        size: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>, ArrowRingError> {
+        let (head, len) = (self.head, self.arena_len);
+        // Skip the arena's tail if the message would wrap.
+        let pos = if head % len + size > len {
+            head + (len - head % len)
+        } else {
+            head
+        };
+        let fits = |p: &mut ShmProducer<Descriptor>| {
+            // SYNC POINT arena: Acquire pairs with the Release store of
+            // arena_released in BatchConsumer: the consumer is done with the
+            // bytes below it.
+            let released = p
+                .segment()
+                .header()
+                .consumer
+                .arena_released
+                .load(Ordering::Acquire);
+            pos + size - released.min(pos + size) <= len && p.slots() > 0
+        };
+        if fits(&mut self.inner) {
+            return Ok(Some(pos));
+        }
+        match self.inner.wait_until(deadline, fits) {
+            Ok(()) => Ok(Some(pos)),
+            Err(ShmPushError::Full(())) => Ok(None),
+            Err(ShmPushError::ConsumerGone(())) => Err(ArrowRingError::ConsumerGone),
+        }
+    }
+
+    fn write_message(&mut self, pos: u64, size: u64, msg: &Message) {
+        let start = pos % self.arena_len;
+        let mut at = start as usize;
+        for part in &msg.parts {
+            // SAFETY: reserve() made pos..pos+size free (the consumer released
+            // it) and contiguous (start + size <= arena_len); the parts sum to
+            // msg.len <= size, and the source buffers do not overlap the arena.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.arena.add(at), part.len());
+            }
+            at += part.len();
+        }
+        let end = pos + size;
+        let desc = Descriptor {
+            pos,
+            len: msg.len,
+            end,
+            kind: msg.kind,
+            reserved: 0,
+        };
+        // Release: a new producer that reads arena_head (Acquire in attach)
+        // resumes after this message; stored before the publish so that a
+        // crash in between only wastes the space.
+        self.inner
+            .segment()
+            .header()
+            .producer
+            .arena_head
+            .store(end, Ordering::Release);
+        self.head = end;
+        // The slot is free (reserve checked, and we are the only producer):
+        // this publishes the descriptor, and with it the arena bytes.
+        let pushed = self.inner.try_push(desc);
+        debug_assert!(pushed.is_ok());
+    }
+
+    /// Sends what is pending and ends the stream: the consumer drains what
+    /// is left, then sees the end of the stream.
+    ///
+    /// # Errors
+    ///
+    /// `ConsumerGone` if pending messages cannot be delivered.
+    pub fn close(mut self) -> Result<(), ArrowRingError> {
+        self.flush_until(None)?;
+        Ok(())
+    }
+}
+
+/// A cursor over arrow-ipc's output buffers, handing out byte ranges as
+/// zero-copy slices of them.
+struct Parts {
+    parts: VecDeque<Buffer>,
+}
+
+impl Parts {
+    fn remaining(&self) -> usize {
+        self.parts.iter().map(Buffer::len).sum()
+    }
+
+    /// The next `n` bytes, as slices of the underlying buffers.
+    fn take(&mut self, mut n: usize, out: &mut Vec<Buffer>) -> bool {
+        while n > 0 {
+            let Some(front) = self.parts.pop_front() else {
+                return false;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                out.push(front);
+            } else {
+                out.push(front.slice_with_length(0, n));
+                self.parts.push_front(front.slice(n));
+                n = 0;
+            }
+        }
+        true
+    }
+}
+
+fn concat(parts: &[Buffer]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| p.as_slice().iter().copied())
+        .collect()
+}
+
+/// Splits arrow-ipc's output for one batch into its IPC messages: each is an
+/// 8-byte prefix (continuation marker, metadata length), the metadata, then
+/// `bodyLength` bytes of body.
+fn split_messages(parts: Vec<Buffer>) -> Result<Vec<Message>, arrow_schema::ArrowError> {
+    let bad = |m: &str| arrow_schema::ArrowError::IpcError(format!("encoder output: {m}"));
+    let mut cursor = Parts {
+        parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+    };
+    let mut out = Vec::new();
+    while cursor.remaining() > 0 {
+        let mut msg_parts = Vec::new();
+        if !cursor.take(8, &mut msg_parts) {
+            return Err(bad("message prefix cut short"));
+        }
+        let prefix = concat(&msg_parts);
+        if prefix[..4] != [0xff; 4] {
+            return Err(bad("expected a continuation marker"));
+        }
+        let meta_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes")) as usize;
+        let mut meta_parts = Vec::new();
+        if !cursor.take(meta_len, &mut meta_parts) {
+            return Err(bad("metadata cut short"));
+        }
+        let meta = concat(&meta_parts);
+        msg_parts.extend(meta_parts);
+        let message =
+            arrow_ipc::root_as_message(&meta).map_err(|e| bad(&format!("metadata: {e}")))?;
+        let kind = match message.header_type() {
+            MessageHeader::Schema => MSG_SCHEMA,
+            MessageHeader::DictionaryBatch => MSG_DICTIONARY,
+            MessageHeader::RecordBatch => MSG_RECORD_BATCH,
+            _ => return Err(bad("unexpected message type")),
+        };
+        let body_len = usize::try_from(message.bodyLength()).map_err(|_| bad("body length"))?;
+        if !cursor.take(body_len, &mut msg_parts) {
+            return Err(bad("body cut short"));
+        }
+        let len = msg_parts.iter().map(|p| p.len() as u64).sum();
+        out.push(Message {
+            kind,
+            parts: msg_parts,
+            len,
+        });
+    }
+    Ok(out)
+}

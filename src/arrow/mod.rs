@@ -1,0 +1,190 @@
+//! Arrow `RecordBatch`es through the shared ring, as Arrow IPC messages in an
+//! arena inside the segment.
+//!
+//! An Arrow ring is a shared-memory segment of kind
+//! [`RingKind::Arrow`](crate::shm::RingKind): its slots hold [`Descriptor`]s
+//! and beside them lies an arena, a FIFO byte ring. The producer encodes each
+//! batch with arrow-ipc's `StreamEncoder` (the schema first, dictionary
+//! batches when they appear or change, then the record batch), copies each
+//! message into the arena with its body 64-byte aligned, and publishes one
+//! descriptor per message. The consumer decodes either into owned memory
+//! ([`BatchConsumer::recv`]) or in place ([`BatchConsumer::recv_zero_copy`]):
+//! then the batch's buffers point into the mapping, and its slot and arena
+//! space are released when the last of them is dropped.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use arrow_array::{Int64Array, RecordBatch};
+//! use arrow_schema::{DataType, Field, Schema};
+//! use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
+//!
+//! let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+//! let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))])?;
+//!
+//! // Process A
+//! let mut tx = BatchProducer::create("batches", &ArrowRingOptions::default())?;
+//! tx.send(&batch)?;
+//! tx.close()?;
+//!
+//! // Process B
+//! let mut rx = BatchConsumer::open("batches", &ArrowRingOptions::default())?;
+//! while let Some(leased) = rx.recv_zero_copy()? {
+//!     println!("{} rows, buffers in shared memory", leased.num_rows());
+//! } // end of stream
+//! # Ok(()) }
+//! ```
+//!
+//! # Leases
+//!
+//! A [`LeasedBatch`] pins its message's slot and arena bytes. Releases are
+//! FIFO: a lease dropped early is held until every older one is dropped too.
+//! A consumer holds at most [`ArrowRingOptions::max_leases`] leases;
+//! `recv_zero_copy` past that returns [`ArrowRingError::TooManyLeases`]
+//! (it does not block, since only the caller can drop a lease).
+//!
+//! **Pinning hazard.** Any column, or slice of one, kept from a leased batch
+//! keeps the whole message's arena space, and with FIFO release everything
+//! after it (arrow-rs #10392 describes the same effect for IPC buffers). Keep
+//! leases short, or copy out what you keep with
+//! [`LeasedBatch::to_owned_batch`], or use [`BatchConsumer::recv`].
+//!
+//! # A hostile or broken producer
+//!
+//! Every descriptor is checked against the arena before any byte is read,
+//! and messages are decoded with arrow's validation on and alignment
+//! required, so a corrupt descriptor or message is an error naming its
+//! sequence number, never a panic or an out-of-bounds read. `recv` decodes a
+//! private copy. `recv_zero_copy` validates the bytes in place and then hands
+//! out arrays over shared memory: a producer that *rewrites* a message after
+//! publishing it could break the arrays' invariants behind the consumer's
+//! back. Use `recv` when the producer is not trusted.
+
+mod decode;
+mod encode;
+
+use std::time::Duration;
+
+use arrow_schema::{ArrowError, SchemaRef};
+use bytemuck::{Pod, Zeroable};
+
+pub use decode::{BatchConsumer, LeasedBatch};
+pub use encode::BatchProducer;
+
+use crate::shm::{OpenError, SegmentOptions};
+
+/// One IPC message in the arena, as a slot holds it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct Descriptor {
+    /// Arena position of the message's first byte (monotonic; the byte
+    /// offset in the arena is `pos % arena_len`).
+    pub pos: u64,
+    /// Length of the message in bytes.
+    pub len: u64,
+    /// Arena position after the message and its padding: the arena is free
+    /// up to here once this slot is released.
+    pub end: u64,
+    /// [`MSG_SCHEMA`], [`MSG_DICTIONARY`] or [`MSG_RECORD_BATCH`].
+    pub kind: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// A schema message.
+pub const MSG_SCHEMA: u32 = 1;
+/// A dictionary batch message.
+pub const MSG_DICTIONARY: u32 = 2;
+/// A record batch message.
+pub const MSG_RECORD_BATCH: u32 = 3;
+/// Alignment of every message (and so of every message body) in the arena.
+pub const ARENA_ALIGN: u64 = 64;
+
+/// Geometry and behaviour of an Arrow ring.
+#[derive(Debug, Clone)]
+pub struct ArrowRingOptions {
+    /// Descriptor slots (a power of two). Default 1024.
+    pub slots: usize,
+    /// Arena bytes. Default 64 MiB.
+    pub arena_bytes: u64,
+    /// Directory, mode and open timeout of the segment.
+    pub segment: SegmentOptions,
+    /// Most leased batches a consumer may hold at once. Default 64.
+    pub max_leases: usize,
+}
+
+impl Default for ArrowRingOptions {
+    fn default() -> Self {
+        Self {
+            slots: 1024,
+            arena_bytes: 64 << 20,
+            segment: SegmentOptions::default(),
+            max_leases: 64,
+        }
+    }
+}
+
+/// Errors of the Arrow layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArrowRingError {
+    /// Creating or attaching to the segment failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Encoding a batch failed.
+    #[error("encoding a batch: {0}")]
+    Encode(#[source] ArrowError),
+    /// One message of the batch needs more than the whole arena.
+    #[error("batch needs {needed} bytes of arena in one message, the arena has {arena}")]
+    BatchTooLarge {
+        /// Bytes of the largest message, with alignment.
+        needed: u64,
+        /// Size of the arena.
+        arena: u64,
+    },
+    /// A batch or stream with another schema than expected.
+    #[error("schema mismatch: expected {expected}, got {found}")]
+    SchemaMismatch {
+        /// The schema of the stream (or the one the consumer requires).
+        expected: SchemaRef,
+        /// The other one.
+        found: SchemaRef,
+    },
+    /// A descriptor that does not describe a message inside the arena.
+    #[error("slot {seq}: corrupt descriptor: {why}")]
+    CorruptDescriptor {
+        /// Sequence number of the slot.
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A message that does not decode.
+    #[error("slot {seq}: corrupt message: {source}")]
+    CorruptMessage {
+        /// Sequence number of the slot.
+        seq: u64,
+        /// The decoder's error.
+        #[source]
+        source: ArrowError,
+    },
+    /// The deadline passed.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The ring is full of unreleased data and its consumer is gone.
+    #[error("the consumer is gone and the ring is full")]
+    ConsumerGone,
+    /// The producer died; every batch it committed was delivered.
+    #[error("the producer died; every committed batch was delivered")]
+    PeerGone,
+    /// `recv_zero_copy` with `max_leases` leases outstanding.
+    #[error("{max} leased batches are outstanding; drop some (or copy them out) first")]
+    TooManyLeases {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Rounds `n` up to [`ARENA_ALIGN`].
+fn align_up(n: u64) -> Option<u64> {
+    Some(n.checked_add(ARENA_ALIGN - 1)? & !(ARENA_ALIGN - 1))
+}
