@@ -1,0 +1,185 @@
+//! Arrow batches between real processes: a gigabyte through a small arena
+//! (copy and zero-copy receive), and a producer killed mid-stream.
+#![cfg(feature = "arrow")]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
+
+const WORDS: [&str; 8] = [
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+];
+
+/// Batch `i` of a stream: every value derives from (i, row).
+fn batch(i: u64, rows: usize) -> RecordBatch {
+    let base = i as i64 * rows as i64;
+    let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        (0..rows as i64).map(|j| base + j),
+    ));
+    let px: ArrayRef = Arc::new(Float64Array::from_iter_values(
+        (0..rows).map(|j| (base + j as i64) as f64 * 0.5),
+    ));
+    let tag: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..rows).map(|j| WORDS[(i as usize + j) % 8]),
+    ));
+    RecordBatch::try_from_iter([("id", ids), ("px", px), ("tag", tag)]).unwrap()
+}
+
+fn ring_opts() -> ArrowRingOptions {
+    ArrowRingOptions {
+        slots: 256,
+        arena_bytes: 16 << 20,
+        max_leases: 8,
+        ..ArrowRingOptions::default()
+    }
+}
+
+struct Ring(String);
+impl Ring {
+    fn new(test: &str) -> Self {
+        let name = format!("lr-arrowp-{}-{test}", std::process::id());
+        let _ = laminar_ring::shm::remove(&name);
+        Self(name)
+    }
+}
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let _ = laminar_ring::shm::remove(&self.0);
+    }
+}
+
+fn spawn_helper(ring: &str, batches: u64, rows: usize) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+            "-q",
+        ])
+        .env("LAMINAR_HELPER", "arrow-producer")
+        .env("LAMINAR_RING", ring)
+        .env("BATCHES", batches.to_string())
+        .env("ROWS", rows.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn helper() {
+    if std::env::var("LAMINAR_HELPER").as_deref() != Ok("arrow-producer") {
+        return; // an ordinary test run: nothing to do
+    }
+    let ring = std::env::var("LAMINAR_RING").unwrap();
+    let batches: u64 = std::env::var("BATCHES").unwrap().parse().unwrap();
+    let rows: usize = std::env::var("ROWS").unwrap().parse().unwrap();
+    let mut tx = BatchProducer::open(&ring, &ring_opts()).expect("open producer");
+    for i in 0..batches {
+        tx.send(&batch(i, rows)).expect("send");
+    }
+    tx.close().expect("close");
+    std::process::exit(0);
+}
+
+/// Receives until the end of the stream, checking every batch; returns
+/// (batches, bytes of Arrow data).
+fn receive_all(rx: &mut BatchConsumer, rows: usize, zero_copy: bool) -> (u64, u64) {
+    let map = rx.mapped_range();
+    let (mut i, mut bytes) = (0_u64, 0_u64);
+    loop {
+        let got = if zero_copy {
+            rx.recv_zero_copy().unwrap().map(|leased| {
+                let ids = leased.column(0).to_data();
+                let p = ids.buffers()[0].as_ptr() as usize;
+                assert!(
+                    map.contains(&p),
+                    "batch {i}: zero-copy buffer outside the mapping"
+                );
+                leased.into_inner()
+            })
+        } else {
+            rx.recv().unwrap()
+        };
+        let Some(b) = got else { break };
+        assert_eq!(b, batch(i, rows), "batch {i} differs");
+        bytes += b
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap() as u64)
+            .sum::<u64>();
+        i += 1;
+    }
+    (i, bytes)
+}
+
+#[test]
+fn a_gigabyte_of_batches_through_a_16_mib_arena_copy_and_zero_copy() {
+    let rows = 65_536;
+    // ~1.3 MiB of Arrow data per batch: 800 batches is over 1 GiB.
+    let batches = if cfg!(debug_assertions) { 40 } else { 800 };
+    for zero_copy in [false, true] {
+        let ring = Ring::new(if zero_copy { "gib-zc" } else { "gib-copy" });
+        let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
+        let mut child = spawn_helper(&ring.0, batches, rows);
+        let start = Instant::now();
+        let (n, bytes) = receive_all(&mut rx, rows, zero_copy);
+        let secs = start.elapsed().as_secs_f64();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(n, batches);
+        if !cfg!(debug_assertions) {
+            assert!(bytes >= 1 << 30, "only {bytes} bytes moved");
+        }
+        eprintln!(
+            "{} path: {n} batches, {:.2} GiB checked in {secs:.2} s",
+            if zero_copy { "zero-copy" } else { "copy" },
+            bytes as f64 / (1u64 << 30) as f64
+        );
+    }
+}
+
+#[test]
+fn a_killed_producer_leaves_only_whole_batches() {
+    let rows = 4096;
+    for (trial, zero_copy) in [false, true, false, true].into_iter().enumerate() {
+        let ring = Ring::new(&format!("kill{trial}"));
+        let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
+        let mut child = spawn_helper(&ring.0, u64::MAX, rows);
+        let kill_at = Instant::now() + Duration::from_millis(30 + 20 * trial as u64);
+        let mut i = 0_u64;
+        let mut killed = false;
+        loop {
+            if !killed && Instant::now() >= kill_at {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                killed = true;
+            }
+            let got = if zero_copy {
+                rx.recv_zero_copy_timeout(Duration::from_secs(10))
+                    .map(|b| b.map(|b| b.into_inner()))
+            } else {
+                rx.recv_timeout(Duration::from_secs(10))
+            };
+            match got {
+                Ok(Some(b)) => {
+                    assert_eq!(b, batch(i, rows), "trial {trial}: batch {i}");
+                    i += 1;
+                }
+                Err(ArrowRingError::PeerGone) => {
+                    assert!(killed, "PeerGone before the kill");
+                    break;
+                }
+                other => panic!("trial {trial}: after {i} batches: {other:?}"),
+            }
+        }
+        assert!(
+            i > 0,
+            "trial {trial}: nothing was committed before the kill"
+        );
+        eprintln!("trial {trial}: {i} whole batches, then PeerGone");
+    }
+}
