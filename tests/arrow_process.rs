@@ -148,6 +148,7 @@ fn a_killed_producer_leaves_only_whole_batches() {
     for (trial, zero_copy) in [false, true, false, true].into_iter().enumerate() {
         let ring = Ring::new(&format!("kill{trial}"));
         let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
+        #[allow(clippy::zombie_processes)] // killed and reaped inside the loop, before PeerGone
         let mut child = spawn_helper(&ring.0, u64::MAX, rows);
         let kill_at = Instant::now() + Duration::from_millis(30 + 20 * trial as u64);
         let mut i = 0_u64;
