@@ -474,3 +474,24 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn batches_with_an_empty_body_come_through() {
+    // Zero rows of fixed-width columns: the IPC body is empty.
+    let ring = Ring::new("emptybody");
+    let mut tx = BatchProducer::create(&ring.name, &opts(16, 64 << 10)).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &opts(16, 64 << 10)).unwrap();
+    let empty = RecordBatch::try_from_iter([(
+        "x",
+        Arc::new(Int32Array::from(Vec::<i32>::new())) as ArrayRef,
+    )])
+    .unwrap();
+    let one = RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![7])) as ArrayRef)])
+        .unwrap();
+    for b in [&empty, &one, &empty] {
+        tx.send(b).unwrap();
+    }
+    assert_eq!(rx.recv().unwrap().unwrap(), empty);
+    assert_eq!(&*rx.recv_zero_copy().unwrap().unwrap(), &one);
+    assert_eq!(&*rx.recv_zero_copy().unwrap().unwrap(), &empty);
+}

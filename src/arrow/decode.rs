@@ -390,7 +390,14 @@ impl BatchConsumer {
         // arrow-ipc validates what it decodes; a panic inside it on hostile
         // bytes would still be a bug there, so turn one into an error too.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let batch = decoder.decode(buffer)?;
+            let mut batch = decoder.decode(buffer)?;
+            if batch.is_none() && kind == MSG_RECORD_BATCH && buffer.is_empty() {
+                // A batch with an empty body: arrow-ipc's decoder finishes a
+                // message only when it sees more bytes. Show it an
+                // end-of-stream marker; it returns the batch before reading it.
+                let mut eos = Buffer::from(&[0xff_u8, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
+                batch = decoder.decode(&mut eos)?;
+            }
             if !buffer.is_empty() {
                 return Err(ArrowError::IpcError(format!(
                     "{} bytes left over after one message",

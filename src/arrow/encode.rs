@@ -304,6 +304,12 @@ impl BatchProducer {
         self.flush_until(None)?;
         Ok(())
     }
+
+    /// Messages encoded but not yet in the ring (after a `try_send` or
+    /// `send_timeout` that found no room for all of them).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 /// A cursor over arrow-ipc's output buffers, handing out byte ranges as
@@ -341,6 +347,17 @@ fn concat(parts: &[Buffer]) -> Vec<u8> {
         .iter()
         .flat_map(|p| p.as_slice().iter().copied())
         .collect()
+}
+
+impl Drop for BatchProducer {
+    /// Delivers messages still pending (after a `try_send`), waiting at most
+    /// one second; `close` waits as long as it takes. The stream is then
+    /// closed by the inner producer's drop.
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.flush_until(Instant::now().checked_add(Duration::from_secs(1)));
+        }
+    }
 }
 
 /// Splits arrow-ipc's output for one batch into its IPC messages: each is an
