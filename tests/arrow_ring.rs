@@ -495,3 +495,37 @@ fn batches_with_an_empty_body_come_through() {
     assert_eq!(&*rx.recv_zero_copy().unwrap().unwrap(), &one);
     assert_eq!(&*rx.recv_zero_copy().unwrap().unwrap(), &empty);
 }
+
+#[test]
+fn replaced_dictionaries_come_through_on_both_paths() {
+    let ring = Ring::new("dictrepl");
+    let mut tx = BatchProducer::create(&ring.name, &opts(32, 1 << 20)).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &opts(32, 1 << 20)).unwrap();
+    let dict_batch = |words: &[&str]| {
+        let mut b = StringDictionaryBuilder::<Int32Type>::new();
+        for (i, w) in words.iter().cycle().take(50).enumerate() {
+            if i % 7 == 6 {
+                b.append_null();
+            } else {
+                b.append_value(w);
+            }
+        }
+        RecordBatch::try_from_iter([("d", Arc::new(b.finish()) as ArrayRef)]).unwrap()
+    };
+    // Same dictionary twice, then a different one, then back.
+    let batches = [
+        dict_batch(&["a", "b"]),
+        dict_batch(&["a", "b"]),
+        dict_batch(&["x", "y", "z"]),
+        dict_batch(&["a", "b"]),
+    ];
+    for (i, b) in batches.iter().enumerate() {
+        tx.send(b).unwrap();
+        let got = if i % 2 == 0 {
+            rx.recv().unwrap().unwrap()
+        } else {
+            rx.recv_zero_copy().unwrap().unwrap().into_inner()
+        };
+        assert_eq!(&got, b, "batch {i}");
+    }
+}
