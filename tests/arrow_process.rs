@@ -70,10 +70,52 @@ fn spawn_helper(ring: &str, batches: u64, rows: usize) -> Child {
         .unwrap()
 }
 
+/// Batch `i` of a stream whose dictionary changes every fourth batch.
+fn dict_batch(i: u64) -> RecordBatch {
+    use arrow_array::builder::StringDictionaryBuilder;
+    use arrow_array::types::Int32Type;
+    let mut d = StringDictionaryBuilder::<Int32Type>::new();
+    for j in 0..64 {
+        d.append_value(WORDS[((i / 4) as usize + j % 3) % 8]);
+    }
+    let n: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        (0..64).map(|j| i as i64 * 64 + j),
+    ));
+    RecordBatch::try_from_iter([("d", Arc::new(d.finish()) as ArrayRef), ("n", n)]).unwrap()
+}
+
+/// Receives dict batches with zero-copy leases, writing each index to OUT
+/// before dropping its lease (so it is released only once recorded).
+fn arrow_consumer(ring: &str) {
+    use std::io::Write;
+    let mut out = std::fs::File::create(std::env::var("OUT").unwrap()).unwrap();
+    let mut rx = BatchConsumer::open(ring, &ring_opts()).expect("open consumer");
+    let mut expected: Option<u64> = None;
+    while let Some(leased) = rx.recv_zero_copy().expect("recv") {
+        let n = leased
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0) as u64
+            / 64;
+        if let Some(e) = expected {
+            assert_eq!(n, e, "consecutive within a session");
+        }
+        assert_eq!(&*leased, &dict_batch(n), "batch {n} decodes right");
+        out.write_all(&n.to_le_bytes()).unwrap();
+        expected = Some(n + 1);
+        drop(leased);
+    }
+    std::process::exit(0);
+}
+
 #[test]
 fn helper() {
-    if std::env::var("LAMINAR_HELPER").as_deref() != Ok("arrow-producer") {
-        return; // an ordinary test run: nothing to do
+    match std::env::var("LAMINAR_HELPER").as_deref() {
+        Ok("arrow-producer") => {}
+        Ok("arrow-consumer") => arrow_consumer(&std::env::var("LAMINAR_RING").unwrap()),
+        _ => return, // an ordinary test run: nothing to do
     }
     let ring = std::env::var("LAMINAR_RING").unwrap();
     let batches: u64 = std::env::var("BATCHES").unwrap().parse().unwrap();
@@ -183,4 +225,111 @@ fn a_killed_producer_leaves_only_whole_batches() {
         );
         eprintln!("trial {trial}: {i} whole batches, then PeerGone");
     }
+}
+
+#[test]
+fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
+    let ring = Ring::new("ckill");
+    let dir = std::env::temp_dir().join(format!("{}.sessions", ring.0));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let total: u64 = 12_000;
+    let opts = ArrowRingOptions {
+        slots: 64,
+        arena_bytes: 1 << 20,
+        ..ring_opts()
+    };
+    let mut tx = BatchProducer::create(&ring.0, &opts).unwrap();
+    // The producer runs in this process; it retries while no consumer is there.
+    let producer = std::thread::spawn(move || {
+        for i in 0..total {
+            let b = dict_batch(i);
+            loop {
+                match tx.send_timeout(&b, Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(ArrowRingError::ConsumerGone | ArrowRingError::Timeout(_)) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("send {i}: {e}"),
+                }
+            }
+        }
+        while !matches!(tx.flush(Duration::from_millis(50)), Ok(true)) {}
+        tx.close().unwrap();
+    });
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    for session in 0..10 {
+        let out = dir.join(format!("{session:02}"));
+        let mut c = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "helper",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+                "-q",
+            ])
+            .env("LAMINAR_HELPER", "arrow-consumer")
+            .env("LAMINAR_RING", &ring.0)
+            .env("OUT", &out)
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(5 + seed % 25));
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    // The last consumer, in this process, takes the rest.
+    let mut rx = BatchConsumer::open(&ring.0, &opts).unwrap();
+    let mut last = Vec::new();
+    while let Some(b) = rx.recv().unwrap() {
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0) as u64
+            / 64;
+        assert_eq!(b, dict_batch(n));
+        last.push(n);
+    }
+    producer.join().unwrap();
+    // Every index arrives; sessions are consecutive; none starts past the
+    // previous ones' progress (a replay is fine, a gap is a loss).
+    let mut next_new = 0;
+    let mut sessions: Vec<Vec<u64>> = (0..10)
+        .map(|s| {
+            std::fs::read(dir.join(format!("{s:02}")))
+                .unwrap_or_default()
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        })
+        .collect();
+    sessions.push(last);
+    for (s, got) in sessions.iter().enumerate() {
+        if let Some(&first) = got.first() {
+            assert!(
+                first <= next_new,
+                "session {s} starts at {first}, after {next_new}: lost"
+            );
+        }
+        for w in got.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "session {s}: gap");
+        }
+        if let Some(&l) = got.last() {
+            next_new = next_new.max(l + 1);
+        }
+    }
+    assert_eq!(next_new, total);
+    let lens: Vec<usize> = sessions.iter().map(Vec::len).collect();
+    eprintln!("batches per consumer session (last = after 10 kills): {lens:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

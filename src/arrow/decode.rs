@@ -89,6 +89,14 @@ impl LeasedBatch {
     }
 }
 
+/// Messages a resuming consumer needs: the schema, and per dictionary id
+/// the last replacement and any deltas after it.
+#[derive(Default)]
+struct SavedState {
+    schema: Vec<u8>,
+    dictionaries: std::collections::BTreeMap<i64, Vec<Vec<u8>>>,
+}
+
 /// Receives `RecordBatch`es from an Arrow ring.
 pub struct BatchConsumer {
     inner: ShmConsumer<Descriptor>,
@@ -104,6 +112,11 @@ pub struct BatchConsumer {
     outstanding: VecDeque<u64>,
     /// End of the last message read (descriptors must not go backwards).
     last_end: u64,
+    /// The save area (after the message ring) and its size.
+    save: *mut u8,
+    save_len: u64,
+    /// The decoder state as saved there.
+    saved: SavedState,
     max_leases: usize,
 }
 
@@ -147,10 +160,17 @@ impl BatchConsumer {
             done: Mutex::new(BTreeSet::new()),
             ring: inner.ring_handle(),
         });
-        Ok(Self {
+        let (arena_len, save_len) = super::split_arena(layout.arena_len);
+        // SAFETY: the save area is the arena's last `save_len` bytes, inside
+        // the validated arena.
+        let save = unsafe { arena.add(arena_len as usize) }.cast_mut();
+        let mut me = Self {
             inner,
             arena,
-            arena_len: layout.arena_len,
+            arena_len,
+            save,
+            save_len,
+            saved: SavedState::default(),
             map: map_start..map_end,
             decoder: StreamDecoder::new().with_require_alignment(true),
             schema: None,
@@ -159,7 +179,108 @@ impl BatchConsumer {
             outstanding: VecDeque::new(),
             last_end: released,
             max_leases: opts.max_leases.max(1),
-        })
+        };
+        me.restore_saved_state()?;
+        Ok(me)
+    }
+
+    /// The saved-state word: bit 63 overflow, bit 62 half, low bits length.
+    fn saved_word(&self) -> u64 {
+        // Acquire: pairs with the Release in save_message (possibly by a
+        // previous consumer process).
+        (self.inner.segment().header().consumer)
+            .saved_state
+            .load(Ordering::Acquire)
+    }
+
+    /// Keeps a copy of the decoder state (the schema message and, per
+    /// dictionary id, the messages since its last replacement) in the save
+    /// area, before the message that changed it is released. The new state
+    /// is written to the half not in use and then switched to, so a crash at
+    /// any point leaves one complete state.
+    fn save_message(&mut self, kind: u32, bytes: &[u8]) {
+        const OVERFLOW: u64 = 1 << 63;
+        const HALF: u64 = 1 << 62;
+        if kind == MSG_SCHEMA {
+            self.saved.schema = bytes.to_vec();
+            self.saved.dictionaries.clear();
+        } else {
+            let Some((id, delta)) = dictionary_id(bytes) else {
+                return;
+            };
+            let entry = self.saved.dictionaries.entry(id).or_default();
+            if !delta {
+                entry.clear();
+            }
+            entry.push(bytes.to_vec());
+        }
+        let word = self.saved_word();
+        let half = (word & HALF) ^ HALF;
+        let half_len = (self.save_len / 2) & !(ARENA_ALIGN - 1);
+        let parts =
+            std::iter::once(&self.saved.schema).chain(self.saved.dictionaries.values().flatten());
+        let total: u64 = parts.clone().map(|p| p.len() as u64).sum();
+        let new_word = if total > half_len {
+            OVERFLOW
+        } else {
+            let mut at = if half != 0 { half_len } else { 0 };
+            for p in parts {
+                // SAFETY: at + p.len() <= base + total <= 2 * half_len <=
+                // save_len: inside the save area, which only the consumer
+                // writes, in the half that the saved word does not name.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p.as_ptr(), self.save.add(at as usize), p.len());
+                }
+                at += p.len() as u64;
+            }
+            half | total
+        };
+        // Release: publishes the saved bytes to a restarted consumer's Acquire.
+        (self.inner.segment().header().consumer)
+            .saved_state
+            .store(new_word, Ordering::Release);
+    }
+
+    /// A consumer that resumes a stream replays the schema and dictionaries
+    /// its predecessor saved, so that it can decode the messages that follow.
+    fn restore_saved_state(&mut self) -> Result<(), ArrowRingError> {
+        const OVERFLOW: u64 = 1 << 63;
+        const HALF: u64 = 1 << 62;
+        let word = self.saved_word();
+        let seq = self.inner.read_seq();
+        let corrupt = |why: String| ArrowRingError::CorruptMessage {
+            seq,
+            source: ArrowError::IpcError(format!("saved decoder state: {why}")),
+        };
+        if word & OVERFLOW != 0 {
+            // Too many dictionaries to save: resuming works only if the next
+            // message starts a stream; decode() reports it otherwise.
+            return Ok(());
+        }
+        let half_len = (self.save_len / 2) & !(ARENA_ALIGN - 1);
+        let len = word & (HALF - 1);
+        if len == 0 {
+            return Ok(());
+        }
+        if len > half_len {
+            return Err(corrupt(format!("{len} bytes in a {half_len}-byte area")));
+        }
+        let base = if word & HALF != 0 { half_len } else { 0 };
+        // SAFETY: base + len <= 2 * half_len <= save_len, inside the arena;
+        // copied out at once.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.save.add(base as usize), len as usize) }
+                .to_vec();
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let msg_len = message_len(rest).map_err(|e| corrupt(e.to_string()))?;
+            let kind = if at == 0 { MSG_SCHEMA } else { MSG_DICTIONARY };
+            let mut buffer = Buffer::from(&rest[..msg_len]);
+            self.decode(seq, kind, &mut buffer)?;
+            at += msg_len;
+        }
+        Ok(())
     }
 
     /// Requires the stream's schema to equal `schema`: a schema message
@@ -358,6 +479,9 @@ impl BatchConsumer {
         buffer: &mut Buffer,
     ) -> Result<Option<RecordBatch>, ArrowRingError> {
         let corrupt = |source| ArrowRingError::CorruptMessage { seq, source };
+        // Schema and dictionary messages are small: keep their bytes to save.
+        let mut buffer_bytes_for_save =
+            (kind != MSG_RECORD_BATCH).then(|| buffer.as_slice().to_vec());
         if kind == MSG_SCHEMA {
             // A schema starts a stream (a new producer session): check it,
             // then give it to a new decoder. (The decoder applies a schema
@@ -408,6 +532,10 @@ impl BatchConsumer {
         }))
         .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
         let batch = result.map_err(corrupt)?;
+        if kind != MSG_RECORD_BATCH && batch.is_none() {
+            let bytes = buffer_bytes_for_save.take().unwrap_or_default();
+            self.save_message(kind, &bytes);
+        }
         match (kind, &batch) {
             (MSG_RECORD_BATCH, None) | (MSG_SCHEMA | MSG_DICTIONARY, Some(_)) => Err(corrupt(
                 ArrowError::IpcError(format!("message content does not match its kind {kind}")),
@@ -533,4 +661,35 @@ fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
         }
     }
     Ok(())
+}
+
+/// Length of the IPC message at the start of `bytes`: prefix, metadata and
+/// body, all within `bytes`.
+fn message_len(bytes: &[u8]) -> Result<usize, ArrowError> {
+    let err = |m: String| ArrowError::IpcError(m);
+    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
+        return Err(err("message without its prefix".into()));
+    }
+    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    let body_start = 8usize.saturating_add(meta_len);
+    let meta = bytes
+        .get(8..body_start)
+        .ok_or_else(|| err("metadata longer than the saved bytes".into()))?;
+    let message =
+        arrow_ipc::root_as_message(meta).map_err(|e| err(format!("message metadata: {e}")))?;
+    let body = usize::try_from(message.bodyLength()).map_err(|_| err("body length".into()))?;
+    let end = body_start
+        .checked_add(body)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| err("body longer than the saved bytes".into()))?;
+    Ok(end)
+}
+
+/// Id and delta flag of a dictionary batch message.
+fn dictionary_id(bytes: &[u8]) -> Option<(i64, bool)> {
+    let meta_len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
+    let meta = bytes.get(8..8usize.checked_add(meta_len)?)?;
+    let message = arrow_ipc::root_as_message(meta).ok()?;
+    let d = message.header_as_dictionary_batch()?;
+    Some((d.id(), d.isDelta()))
 }

@@ -104,7 +104,7 @@ impl BatchProducer {
         Ok(Self {
             inner,
             arena,
-            arena_len: layout.arena_len,
+            arena_len: super::split_arena(layout.arena_len).0,
             head,
             schema: None,
             encoder: None,
@@ -113,6 +113,11 @@ impl BatchProducer {
     }
 
     /// Sends `batch`, waiting while the arena or the slots are full.
+    ///
+    /// `Ok` means the batch was taken: its messages are in the ring, or (if
+    /// the consumer went away meanwhile) pending in this producer, which
+    /// delivers them first on the next call; see [`pending`](Self::pending).
+    /// An error means the batch was not taken.
     ///
     /// # Errors
     ///
@@ -158,13 +163,18 @@ impl BatchProducer {
         batch: &RecordBatch,
         deadline: Option<Instant>,
     ) -> Result<(), ArrowRingError> {
+        // An error from here on means the batch was not taken.
         if !self.flush_until(deadline)? {
             return Err(ArrowRingError::Timeout(Duration::ZERO));
         }
         let messages = self.encode(batch)?;
         self.pending.extend(messages);
-        self.flush_until(deadline)?;
-        Ok(())
+        // Taken: what does not fit (or cannot go while the consumer is gone)
+        // stays pending, and the next call reports any problem.
+        match self.flush_until(deadline) {
+            Ok(_) | Err(ArrowRingError::ConsumerGone) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Encodes `batch` into its messages, checking schema and sizes first.
@@ -303,6 +313,16 @@ impl BatchProducer {
     pub fn close(mut self) -> Result<(), ArrowRingError> {
         self.flush_until(None)?;
         Ok(())
+    }
+
+    /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when
+    /// none is left.
+    ///
+    /// # Errors
+    ///
+    /// `ConsumerGone` when the ring is full and its consumer is gone.
+    pub fn flush(&mut self, timeout: Duration) -> Result<bool, ArrowRingError> {
+        self.flush_until(Instant::now().checked_add(timeout))
     }
 
     /// Messages encoded but not yet in the ring (after a `try_send` or

@@ -184,6 +184,15 @@ pub enum ArrowRingError {
     },
 }
 
+/// Splits an arena of `arena_len` bytes into the message ring (first) and
+/// the consumer's save area (the last eighth, rounded down to 64 bytes),
+/// where the consumer keeps the schema and dictionary messages it has
+/// applied, so that a restarted consumer can decode what follows.
+pub(crate) fn split_arena(arena_len: u64) -> (u64, u64) {
+    let save = (arena_len / 8) & !(ARENA_ALIGN - 1);
+    (arena_len - save, save)
+}
+
 /// Rounds `n` up to [`ARENA_ALIGN`].
 fn align_up(n: u64) -> Option<u64> {
     Some(n.checked_add(ARENA_ALIGN - 1)? & !(ARENA_ALIGN - 1))

@@ -127,6 +127,9 @@ pub(crate) struct ConsumerLine {
     _pad: u32,
     /// Arena bytes released so far (Arrow rings).
     pub(crate) arena_released: AtomicU64,
+    /// Arrow rings: what the consumer saved of its decoder state (see the
+    /// arrow module): bit 63 overflow, bit 62 which half, low bits length.
+    pub(crate) saved_state: AtomicU64,
 }
 
 /// Lines 3 and 4: where a side sleeps.
@@ -178,6 +181,7 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, read_seq) == 0);
     assert!(offset_of!(ConsumerLine, consumer_state) == 8);
     assert!(offset_of!(ConsumerLine, arena_released) == 16);
+    assert!(offset_of!(ConsumerLine, saved_state) == 24);
     assert!(size_of::<WaitCell>() == 8);
     assert!(HEADER_LEN == 5 * LINE);
 };
