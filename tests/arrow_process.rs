@@ -247,7 +247,7 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
             loop {
                 match tx.send_timeout(&b, Duration::from_millis(50)) {
                     Ok(()) => break,
-                    Err(ArrowRingError::ConsumerGone | ArrowRingError::Timeout(_)) => {
+                    Err(ArrowRingError::ConsumerGone | ArrowRingError::Timeout) => {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(e) => panic!("send {i}: {e}"),

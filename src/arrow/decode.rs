@@ -369,7 +369,7 @@ impl BatchConsumer {
                 Err(ShmPopError::EndOfStream) => return Ok(None),
                 Err(ShmPopError::PeerGone) => return Err(ArrowRingError::PeerGone),
                 Err(ShmPopError::Timeout) => {
-                    return Err(ArrowRingError::Timeout(Duration::ZERO));
+                    return Err(ArrowRingError::Timeout);
                 }
             }
             if let Some(batch) = self.next_message(zero_copy)? {

@@ -165,7 +165,7 @@ impl BatchProducer {
     ) -> Result<(), ArrowRingError> {
         // An error from here on means the batch was not taken.
         if !self.flush_until(deadline)? {
-            return Err(ArrowRingError::Timeout(Duration::ZERO));
+            return Err(ArrowRingError::Timeout);
         }
         let messages = self.encode(batch)?;
         self.pending.extend(messages);

@@ -63,8 +63,6 @@
 mod decode;
 mod encode;
 
-use std::time::Duration;
-
 use arrow_schema::{ArrowError, SchemaRef};
 use bytemuck::{Pod, Zeroable};
 
@@ -167,9 +165,10 @@ pub enum ArrowRingError {
         #[source]
         source: ArrowError,
     },
-    /// The deadline passed.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    /// The deadline passed (for `try_send`/`send_timeout`: earlier messages
+    /// are still pending and the batch was not taken).
+    #[error("timed out")]
+    Timeout,
     /// The ring is full of unreleased data and its consumer is gone.
     #[error("the consumer is gone and the ring is full")]
     ConsumerGone,
