@@ -400,11 +400,11 @@ impl BatchConsumer {
                 seq,
                 book: self.book.clone(),
             });
-            // SAFETY: check() proved start..start+len lies inside the arena,
-            // which lies inside the mapping; `lease` keeps the mapping alive
-            // (through `book.ring`) for as long as any buffer refers to it,
-            // and the slot is not released, so the producer does not
-            // overwrite these bytes, until the lease is dropped.
+            // check() proved start..start+len lies inside the arena, which
+            // lies inside the mapping; `lease` keeps the mapping alive (through
+            // `book.ring`) for as long as any buffer refers to it.
+            // SAFETY: in bounds and alive; the slot stays unreleased, so the
+            // producer does not overwrite these bytes, until the lease drops.
             unsafe {
                 let ptr = NonNull::new_unchecked(self.arena.add(start).cast_mut());
                 Buffer::from_custom_allocation(ptr, len, lease)
