@@ -198,21 +198,21 @@ impl BatchConsumer {
     /// area, before the message that changed it is released. The new state
     /// is written to the half not in use and then switched to, so a crash at
     /// any point leaves one complete state.
-    fn save_message(&mut self, kind: u32, bytes: &[u8]) {
+    fn save_message(&mut self, kind: u32, bytes: Vec<u8>) {
         const OVERFLOW: u64 = 1 << 63;
         const HALF: u64 = 1 << 62;
         if kind == MSG_SCHEMA {
-            self.saved.schema = bytes.to_vec();
+            self.saved.schema = bytes;
             self.saved.dictionaries.clear();
         } else {
-            let Some((id, delta)) = dictionary_id(bytes) else {
+            let Some((id, delta)) = dictionary_id(&bytes) else {
                 return;
             };
             let entry = self.saved.dictionaries.entry(id).or_default();
             if !delta {
                 entry.clear();
             }
-            entry.push(bytes.to_vec());
+            entry.push(bytes);
         }
         let word = self.saved_word();
         let half = (word & HALF) ^ HALF;
@@ -534,7 +534,7 @@ impl BatchConsumer {
         let batch = result.map_err(corrupt)?;
         if kind != MSG_RECORD_BATCH && batch.is_none() {
             let bytes = buffer_bytes_for_save.take().unwrap_or_default();
-            self.save_message(kind, &bytes);
+            self.save_message(kind, bytes);
         }
         match (kind, &batch) {
             (MSG_RECORD_BATCH, None) | (MSG_SCHEMA | MSG_DICTIONARY, Some(_)) => Err(corrupt(
@@ -598,27 +598,9 @@ impl Drop for BatchConsumer {
     }
 }
 
-/// The schema in a schema message (prefix, metadata), verified flatbuffer.
-fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
-    let err = |m: &str| ArrowError::IpcError(m.to_owned());
-    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
-        return Err(err("schema message without its prefix"));
-    }
-    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    let meta = bytes
-        .get(8..8usize.saturating_add(meta_len))
-        .ok_or_else(|| err("schema metadata longer than its message"))?;
-    let message = arrow_ipc::root_as_message(meta)
-        .map_err(|e| ArrowError::IpcError(format!("schema metadata: {e}")))?;
-    let schema = message
-        .header_as_schema()
-        .ok_or_else(|| err("a schema slot that holds no schema"))?;
-    Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
-}
-
-/// Checks that every buffer a record batch or dictionary message declares
-/// lies inside the message's body.
-fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
+/// The verified metadata of the IPC message at the start of `bytes`, and
+/// the offset where its body starts; the body itself lies within `bytes`.
+fn message_metadata(bytes: &[u8]) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
     let err = |m: String| ArrowError::IpcError(m);
     if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
         return Err(err("message without its prefix".into()));
@@ -631,13 +613,31 @@ fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
     let message =
         arrow_ipc::root_as_message(meta).map_err(|e| err(format!("message metadata: {e}")))?;
     let body_len =
-        u64::try_from(message.bodyLength()).map_err(|_| err("negative body length".into()))?;
-    if body_len > (bytes.len() - body_start) as u64 {
+        usize::try_from(message.bodyLength()).map_err(|_| err("negative body length".into()))?;
+    if body_len > bytes.len() - body_start {
         return Err(err(format!(
             "body of {body_len} bytes, but only {} follow the metadata",
             bytes.len() - body_start
         )));
     }
+    Ok((message, body_start))
+}
+
+/// The schema in a schema message.
+fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
+    let (message, _) = message_metadata(bytes)?;
+    let schema = message
+        .header_as_schema()
+        .ok_or_else(|| ArrowError::IpcError("a schema slot that holds no schema".into()))?;
+    Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
+}
+
+/// Checks that every buffer a record batch or dictionary message declares
+/// lies inside the message's body.
+fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
+    let err = |m: String| ArrowError::IpcError(m);
+    let (message, _) = message_metadata(bytes)?;
+    let body_len = message.bodyLength() as u64; // non-negative: checked above
     let batch = match message.header_type() {
         arrow_ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
         arrow_ipc::MessageHeader::DictionaryBatch => {
@@ -664,32 +664,15 @@ fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
 }
 
 /// Length of the IPC message at the start of `bytes`: prefix, metadata and
-/// body, all within `bytes`.
+/// body.
 fn message_len(bytes: &[u8]) -> Result<usize, ArrowError> {
-    let err = |m: String| ArrowError::IpcError(m);
-    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
-        return Err(err("message without its prefix".into()));
-    }
-    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    let body_start = 8usize.saturating_add(meta_len);
-    let meta = bytes
-        .get(8..body_start)
-        .ok_or_else(|| err("metadata longer than the saved bytes".into()))?;
-    let message =
-        arrow_ipc::root_as_message(meta).map_err(|e| err(format!("message metadata: {e}")))?;
-    let body = usize::try_from(message.bodyLength()).map_err(|_| err("body length".into()))?;
-    let end = body_start
-        .checked_add(body)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| err("body longer than the saved bytes".into()))?;
-    Ok(end)
+    let (message, body_start) = message_metadata(bytes)?;
+    Ok(body_start + message.bodyLength() as usize)
 }
 
 /// Id and delta flag of a dictionary batch message.
 fn dictionary_id(bytes: &[u8]) -> Option<(i64, bool)> {
-    let meta_len = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
-    let meta = bytes.get(8..8usize.checked_add(meta_len)?)?;
-    let message = arrow_ipc::root_as_message(meta).ok()?;
+    let (message, _) = message_metadata(bytes).ok()?;
     let d = message.header_as_dictionary_batch()?;
     Some((d.id(), d.isDelta()))
 }
