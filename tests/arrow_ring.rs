@@ -371,6 +371,49 @@ fn oversized_batches_and_schema_changes_are_errors_not_hangs() {
     assert!(saw_mismatch, "the required schema was not enforced");
 }
 
+/// Without a required schema, each producer session may bring its own; a
+/// consumer that requires one refuses another stream's schema message
+/// without consuming it, so a consumer that accepts it still gets it.
+#[test]
+fn a_new_producer_session_may_change_the_schema_unless_one_is_required() {
+    let ring = Ring::new("sessions");
+    let o = opts(16, 64 << 10);
+    let a =
+        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef)])
+            .unwrap();
+    let b = RecordBatch::try_from_iter([("y", Arc::new(Int32Array::from(vec![7])) as ArrayRef)])
+        .unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.close().unwrap();
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&b).unwrap();
+    tx.close().unwrap();
+
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    rx.expect_schema(a.schema());
+    assert_eq!(rx.recv().unwrap().unwrap(), a);
+    for _ in 0..2 {
+        match rx.recv() {
+            Err(ArrowRingError::SchemaMismatch { expected, found }) => {
+                assert_eq!(expected, a.schema());
+                assert_eq!(found, b.schema());
+            }
+            other => panic!("expected SchemaMismatch, got {other:?}"),
+        }
+    }
+    drop(rx);
+
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    assert_eq!(
+        rx.recv().unwrap().unwrap(),
+        b,
+        "the refused stream was lost"
+    );
+    assert_eq!(rx.schema(), Some(&b.schema()));
+    assert!(rx.recv().unwrap().is_none());
+}
+
 /// 10,000 corruptions of descriptors and message bytes written by a real
 /// producer: every receive either succeeds or fails with an error naming
 /// the slot; none panics, none reads outside the arena.

@@ -545,12 +545,18 @@ fn bad_segments_are_refused_with_clear_errors() {
     let e = ShmConsumer::<u64>::open_with("zeros", &opts).err().unwrap();
     assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
     assert!(e.to_string().contains("not ready"), "{e}");
-    // Too short to hold a header.
+    // Too short to hold a header, and not empty: no creator makes such a
+    // file (it sizes it in one ftruncate), so it is refused at once.
     std::fs::write(dir.join("short"), b"LAMRING").unwrap();
-    assert!(matches!(
-        ShmConsumer::<u64>::open_with("short", &opts),
-        Err(OpenError::NotReady { .. })
-    ));
+    let e = ShmConsumer::<u64>::open_with("short", &opts).err().unwrap();
+    assert!(
+        e.to_string().contains("shorter than the 640-byte header"),
+        "{e}"
+    );
+    // Junk of header size with non-zero bytes where the magic goes.
+    std::fs::write(dir.join("junk"), vec![b'#'; 4096]).unwrap();
+    let e = ShmConsumer::<u64>::open_with("junk", &opts).err().unwrap();
+    assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
     // Truncated after creation.
     drop(ShmProducer::<u64>::create_with("trunc", 1024, &opts).unwrap());
     let f = std::fs::OpenOptions::new()

@@ -283,10 +283,19 @@ impl BatchConsumer {
         Ok(())
     }
 
-    /// Requires the stream's schema to equal `schema`: a schema message
-    /// that differs makes `recv` fail with `SchemaMismatch`.
+    /// Requires every stream's schema to equal `schema`: a schema message
+    /// that differs makes `recv` fail with `SchemaMismatch` and stays in
+    /// the ring, unconsumed, for a consumer that accepts it. Without this,
+    /// each producer session may bring its own schema, and
+    /// [`schema`](Self::schema) follows it.
     pub fn expect_schema(&mut self, schema: SchemaRef) {
         self.expected = Some(schema);
+    }
+
+    /// Sets how blocking calls wait (default [`WaitStrategy::Park`](crate::WaitStrategy::Park):
+    /// spin briefly, then sleep on a futex in the segment).
+    pub fn set_wait_strategy(&mut self, wait: crate::WaitStrategy) {
+        self.inner.set_wait_strategy(wait);
     }
 
     /// The stream's schema, once its schema message has been received.
@@ -391,6 +400,7 @@ impl BatchConsumer {
                 .expect("wait_until saw it ready")
         };
         let start = self.check(seq, &desc)?;
+        let last_end = self.last_end;
         self.last_end = desc.end;
         self.outstanding.push_back(desc.end);
         let len = desc.len as usize;
@@ -416,6 +426,13 @@ impl BatchConsumer {
         };
         let decoded = self.decode(seq, desc.kind, &mut buffer);
         drop(buffer);
+        if let Err(ArrowRingError::SchemaMismatch { .. }) = decoded {
+            // Refused, not consumed: the message stays in the ring for a
+            // consumer that accepts its schema (decode changed no state).
+            self.outstanding.pop_back();
+            self.last_end = last_end;
+            return decoded.map(|_| None);
+        }
         if !lease_it {
             self.mark_done(seq);
         }
@@ -490,8 +507,7 @@ impl BatchConsumer {
             let found = std::panic::catch_unwind(|| parse_schema(bytes))
                 .unwrap_or_else(|_| Err(ArrowError::IpcError("schema decoder panicked".into())))
                 .map_err(corrupt)?;
-            let expected = self.expected.as_ref().or(self.schema.as_ref());
-            if let Some(expected) = expected
+            if let Some(expected) = &self.expected
                 && expected != &found
             {
                 return Err(ArrowRingError::SchemaMismatch {

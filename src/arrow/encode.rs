@@ -153,6 +153,12 @@ impl BatchProducer {
         self.send_until(batch, Instant::now().checked_add(timeout))
     }
 
+    /// Sets how blocking calls wait (default [`WaitStrategy::Park`](crate::WaitStrategy::Park):
+    /// spin briefly, then sleep on a futex in the segment).
+    pub fn set_wait_strategy(&mut self, wait: crate::WaitStrategy) {
+        self.inner.set_wait_strategy(wait);
+    }
+
     /// The schema of the stream, once the first batch has been sent.
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()

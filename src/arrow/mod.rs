@@ -196,3 +196,15 @@ pub(crate) fn split_arena(arena_len: u64) -> (u64, u64) {
 fn align_up(n: u64) -> Option<u64> {
     Some(n.checked_add(ARENA_ALIGN - 1)? & !(ARENA_ALIGN - 1))
 }
+
+/// Creates the Arrow ring `name`, ready and empty, without attaching to it
+/// (what `laminar-ring create` does): a producer and a consumer attach
+/// later with `open`.
+///
+/// # Errors
+///
+/// [`ArrowRingError::Open`]: `AlreadyExists`, `Geometry`, I/O.
+pub fn create(name: &str, opts: &ArrowRingOptions) -> Result<(), ArrowRingError> {
+    crate::shm::Segment::create(name, encode::arrow_layout(opts)?, &opts.segment)?;
+    Ok(())
+}

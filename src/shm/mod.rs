@@ -79,6 +79,7 @@
 
 mod error;
 pub mod header;
+mod inspect;
 #[allow(unsafe_code)] // the mapping, raw header access, fcntl locks
 mod segment;
 #[allow(unsafe_code)] // slots in the mapping
@@ -86,10 +87,11 @@ mod typed;
 
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{HeaderError, Layout, RingKind};
+pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
 pub(crate) use typed::MappedRing;
-pub use typed::{ShmConsumer, ShmProducer};
+pub use typed::{ShmConsumer, ShmProducer, create};
 
 /// Removes the segment `name` from `/dev/shm`. Processes attached to it keep
 /// their mapping until they detach.

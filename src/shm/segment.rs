@@ -25,7 +25,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    HEADER_LEN, HeaderFields, Layout, STATE_READY, SegmentHeader, check_sequences, validate,
+    HEADER_LEN, HeaderError, HeaderFields, Layout, MAGIC, STATE_READY, SegmentHeader,
+    check_sequences, validate,
 };
 use crate::sync::Ordering;
 
@@ -155,20 +156,47 @@ impl Segment {
     /// Opens an existing segment: waits for it to be ready, validates the
     /// header against the file, and maps it.
     pub(crate) fn open(name: &str, opts: &SegmentOptions) -> Result<Self, OpenError> {
+        Self::open_as(name, opts, true)
+    }
+
+    /// Opens an existing segment to read its header only (no role can be
+    /// taken through it, and nothing in it may be written).
+    pub(crate) fn open_read_only(name: &str, opts: &SegmentOptions) -> Result<Self, OpenError> {
+        Self::open_as(name, opts, false)
+    }
+
+    fn open_as(name: &str, opts: &SegmentOptions, writable: bool) -> Result<Self, OpenError> {
         validate_name(name)?;
         let path = opts.dir.join(name);
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .write(writable)
+            // O_NONBLOCK: opening a FIFO by mistake must not hang; it has no
+            // effect on the regular files that segments are.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| OpenError::from_open(&path, e))?;
+        let meta = file.metadata().map_err(|e| OpenError::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(OpenError::Mismatch {
+                path,
+                what: "not a regular file, so not a ring".into(),
+            });
+        }
         let deadline = Instant::now() + opts.ready_timeout;
         // The creator may be between open and ftruncate: wait for the size.
         let file_len = loop {
             let len = file.metadata().map_err(|e| OpenError::io(&path, e))?.len();
             if len >= HEADER_LEN as u64 {
                 break len;
+            }
+            // A creator sizes the file in one ftruncate, from 0 to its full
+            // length: a non-empty file shorter than a header is no ring.
+            if len > 0 {
+                return Err(OpenError::BadHeader {
+                    path,
+                    source: HeaderError::TooShort { len },
+                });
             }
             if Instant::now() >= deadline {
                 return Err(OpenError::NotReady {
@@ -185,10 +213,12 @@ impl Segment {
         // A raw shared mapping of the file's current length. Another process
         // shrinking the file later would make accesses fault (SIGBUS);
         // docs/FORMAT.md documents that hazard.
-        let map = MmapOptions::new()
-            .len(map_len)
-            .map_raw(&file)
-            .map_err(|e| OpenError::io(&path, e))?;
+        let map = if writable {
+            MmapOptions::new().len(map_len).map_raw(&file)
+        } else {
+            MmapOptions::new().len(map_len).map_raw_read_only(&file)
+        }
+        .map_err(|e| OpenError::io(&path, e))?;
         let state = {
             // SAFETY: the mapping is at least HEADER_LEN bytes (checked above)
             // and page-aligned, so the header's atomics are in bounds and
@@ -196,6 +226,18 @@ impl Segment {
             let header = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
             &header.info.state as *const crate::sync::AtomicU32
         };
+        // The creator writes the magic before marking the segment ready: a
+        // file with other non-zero bytes there is not a ring being made (a
+        // byte still zero may be one the creator has not written yet).
+        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above);
+        // a byte read, racing at worst with the creator's write of it.
+        let magic = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<[u8; 8]>()) };
+        if magic.iter().zip(MAGIC).any(|(&b, m)| b != 0 && b != m) {
+            return Err(OpenError::BadHeader {
+                path,
+                source: HeaderError::BadMagic { found: magic },
+            });
+        }
         loop {
             // SAFETY: `state` points into the live mapping (above).
             // SYNC POINT ready: Acquire pairs with the Release in create.

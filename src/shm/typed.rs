@@ -658,3 +658,15 @@ impl<T: Pod> Drop for ShmConsumer<T> {
         h.not_full.cell.notify(true);
     }
 }
+
+/// Creates the typed ring `name` of `capacity` slots of `T`, ready and
+/// empty, without attaching to it: a producer and a consumer attach later
+/// with `open_with`, in either order.
+///
+/// # Errors
+///
+/// [`OpenError`]: already exists, bad name, capacity, I/O.
+pub fn create<T: Pod>(name: &str, capacity: usize, opts: &SegmentOptions) -> Result<(), OpenError> {
+    Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Data files in and out: Arrow IPC (stream and file), CSV and Parquet.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Cursor, Read, Seek, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_ipc::reader::{FileReader, StreamReader};
+use arrow_ipc::writer::{FileWriter, StreamWriter};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use clap::ValueEnum;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::failure::{Failure, fail, file_failure};
+
+/// Formats `produce` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// From the file name's extension, else from its first bytes.
+    Auto,
+    /// Arrow IPC, stream or file (told apart by their first bytes).
+    Arrow,
+    /// CSV with a header row; the schema is inferred unless --schema gives it.
+    Csv,
+    /// Parquet.
+    Parquet,
+}
+
+/// Formats `consume` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Arrow IPC stream (`.arrows`).
+    Arrow,
+    /// Arrow IPC file (`.arrow`, with a footer).
+    ArrowFile,
+    /// Parquet (snappy-compressed).
+    Parquet,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// How CSV input is read.
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    /// `name:type,...`; inferred when absent.
+    pub schema: Option<String>,
+    /// The first line is data, not names.
+    pub no_header: bool,
+    /// Field separator; `,` (or tab for `.tsv`) when absent.
+    pub delimiter: Option<u8>,
+}
+
+/// Rows read to infer a CSV schema.
+const INFER_RECORDS: usize = 10_000;
+
+/// An open input: its schema and its batches.
+pub struct Input {
+    pub schema: SchemaRef,
+    pub batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
+    /// The format actually read, for messages.
+    pub format: &'static str,
+}
+
+fn ext(path: &str) -> String {
+    Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default()
+}
+
+/// Opens `path` (`-`: stdin) as `format`, in batches of at most
+/// `batch_rows` rows.
+pub fn open_input(
+    path: &str,
+    format: InputFormat,
+    batch_rows: usize,
+    csv: &CsvOptions,
+) -> Result<Input, Failure> {
+    let bad = |e: &dyn std::fmt::Display| file_failure("cannot read", path, e);
+    if path == "-" {
+        let stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
+        return match format {
+            InputFormat::Auto | InputFormat::Arrow => {
+                let r = StreamReader::try_new(stdin, None)
+                    .map_err(|e| fail!("cannot read standard input as an Arrow IPC stream: {e}"))?;
+                Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
+            }
+            InputFormat::Csv => open_csv(stdin, batch_rows, csv, "-"),
+            InputFormat::Parquet => Err(fail!(
+                "Parquet needs a seekable file; standard input is read as an Arrow IPC \
+                 stream or, with --format csv, as CSV"
+            )),
+        };
+    }
+    let mut file = File::open(path).map_err(|e| bad(&e))?;
+    let format = match format {
+        InputFormat::Auto => match ext(path).as_str() {
+            "csv" | "tsv" => InputFormat::Csv,
+            "parquet" | "pq" => InputFormat::Parquet,
+            "arrow" | "arrows" | "ipc" | "feather" => InputFormat::Arrow,
+            _ => sniff(&mut file).map_err(|e| bad(&e))?.ok_or_else(|| {
+                fail!("cannot tell the format of {path}; pass --format arrow, csv or parquet")
+            })?,
+        },
+        f => f,
+    };
+    match format {
+        InputFormat::Arrow => {
+            let mut magic = [0_u8; 6];
+            let n = read_prefix(&mut file, &mut magic).map_err(|e| bad(&e))?;
+            if &magic[..n] == b"ARROW1" {
+                let r = FileReader::try_new(file, None)
+                    .map_err(|e| bad(&format!("not a valid Arrow IPC file: {e}")))?;
+                Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow file"))
+            } else {
+                let r = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+                    .map_err(|e| bad(&format!("not a valid Arrow IPC stream: {e}")))?;
+                Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
+            }
+        }
+        InputFormat::Parquet => {
+            let r = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| bad(&format!("not a valid Parquet file: {e}")))?
+                .with_batch_size(batch_rows)
+                .build()
+                .map_err(|e| bad(&e))?;
+            let schema = r.schema();
+            Ok(Input {
+                schema,
+                batches: Box::new(r),
+                format: "parquet",
+            })
+        }
+        InputFormat::Csv => {
+            let mut csv = csv.clone();
+            if csv.delimiter.is_none() && ext(path) == "tsv" {
+                csv.delimiter = Some(b'\t');
+            }
+            open_csv(
+                BufReader::with_capacity(1 << 20, file),
+                batch_rows,
+                &csv,
+                path,
+            )
+        }
+        InputFormat::Auto => unreachable!("resolved above"),
+    }
+}
+
+/// Reads up to `buf.len()` bytes from the start of `file` and rewinds it.
+fn read_prefix(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    file.rewind()?;
+    Ok(n)
+}
+
+/// The format told by a file's first bytes.
+fn sniff(file: &mut File) -> std::io::Result<Option<InputFormat>> {
+    let mut head = [0_u8; 8];
+    let n = read_prefix(file, &mut head)?;
+    let head = &head[..n];
+    Ok(if head.starts_with(b"PAR1") {
+        Some(InputFormat::Parquet)
+    } else if head.starts_with(b"ARROW1") || head.starts_with(&[0xff, 0xff, 0xff, 0xff]) {
+        Some(InputFormat::Arrow)
+    } else {
+        None
+    })
+}
+
+/// Cuts batches longer than `max_rows` into slices (zero-copy).
+fn rebatch(
+    schema: SchemaRef,
+    batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
+    max_rows: usize,
+    format: &'static str,
+) -> Input {
+    let max_rows = max_rows.max(1);
+    let iter = batches.flat_map(move |b| -> Vec<Result<RecordBatch, ArrowError>> {
+        match b {
+            Ok(b) if b.num_rows() > max_rows => (0..b.num_rows())
+                .step_by(max_rows)
+                .map(|at| Ok(b.slice(at, max_rows.min(b.num_rows() - at))))
+                .collect(),
+            other => vec![other],
+        }
+    });
+    Input {
+        schema,
+        batches: Box::new(iter),
+        format,
+    }
+}
+
+fn open_csv<R: BufRead + 'static>(
+    mut reader: R,
+    batch_rows: usize,
+    csv: &CsvOptions,
+    path: &str,
+) -> Result<Input, Failure> {
+    let delimiter = csv.delimiter.unwrap_or(b',');
+    let format = arrow_csv::reader::Format::default()
+        .with_header(!csv.no_header)
+        .with_delimiter(delimiter);
+    let bad = |e: &dyn std::fmt::Display| file_failure("cannot read", path, e);
+    let (schema, reader): (SchemaRef, Box<dyn Read>) = match &csv.schema {
+        Some(spec) => (Arc::new(parse_schema(spec)?), Box::new(reader)),
+        None => {
+            // Infer from the first records, then read them again: a file
+            // from its start, stdin from a copy of what inference read.
+            let mut head = Vec::new();
+            let mut lines = 0;
+            while lines <= INFER_RECORDS {
+                let n = reader.read_until(b'\n', &mut head).map_err(|e| bad(&e))?;
+                if n == 0 {
+                    break;
+                }
+                lines += 1;
+            }
+            let (schema, _) = format
+                .infer_schema(Cursor::new(&head), Some(INFER_RECORDS))
+                .map_err(|e| bad(&format!("cannot infer the CSV schema: {e}")))?;
+            (Arc::new(schema), Box::new(Cursor::new(head).chain(reader)))
+        }
+    };
+    let r = arrow_csv::ReaderBuilder::new(schema.clone())
+        .with_format(format)
+        .with_batch_size(batch_rows.max(1))
+        .build(reader)
+        .map_err(|e| bad(&e))?;
+    Ok(Input {
+        schema,
+        batches: Box::new(r),
+        format: "csv",
+    })
+}
+
+/// Parses `name:type,name:type`: the types are bool, int8..int64,
+/// uint8..uint64, float32, float64, utf8 (or string), large_utf8, binary,
+/// date32 (or date), timestamp (µs) and timestamp_ms/timestamp_ns. Every
+/// column is nullable.
+pub fn parse_schema(spec: &str) -> Result<Schema, Failure> {
+    let mut fields = Vec::new();
+    for part in spec.split(',') {
+        let (name, ty) = part
+            .split_once(':')
+            .ok_or_else(|| fail!("--schema: '{part}' is not name:type"))?;
+        let ty = match ty.trim().to_ascii_lowercase().as_str() {
+            "bool" | "boolean" => DataType::Boolean,
+            "int8" => DataType::Int8,
+            "int16" => DataType::Int16,
+            "int32" => DataType::Int32,
+            "int64" => DataType::Int64,
+            "uint8" => DataType::UInt8,
+            "uint16" => DataType::UInt16,
+            "uint32" => DataType::UInt32,
+            "uint64" => DataType::UInt64,
+            "float32" => DataType::Float32,
+            "float64" | "double" => DataType::Float64,
+            "utf8" | "string" => DataType::Utf8,
+            "large_utf8" => DataType::LargeUtf8,
+            "binary" => DataType::Binary,
+            "date32" | "date" => DataType::Date32,
+            "timestamp" | "timestamp_us" => DataType::Timestamp(TimeUnit::Microsecond, None),
+            "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, None),
+            "timestamp_ns" => DataType::Timestamp(TimeUnit::Nanosecond, None),
+            other => {
+                return Err(fail!(
+                    "--schema: unknown type '{other}' for column '{name}'"
+                ));
+            }
+        };
+        fields.push(Field::new(name.trim(), ty, true));
+    }
+    Ok(Schema::new(fields))
+}
+
+/// Where `consume` writes: a file or stdout.
+pub type Out = BufWriter<Box<dyn Write + Send>>;
+
+/// Opens `path` (`-`: stdout) for writing, truncating it.
+pub fn create_output(path: &str) -> Result<Out, Failure> {
+    let w: Box<dyn Write + Send> = if path == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(File::create(path).map_err(|e| file_failure("cannot create", path, e))?)
+    };
+    Ok(BufWriter::with_capacity(1 << 20, w))
+}
+
+/// A writer of one output format.
+pub enum Sink {
+    Stream(StreamWriter<Out>),
+    File(FileWriter<Out>),
+    Parquet(Box<ArrowWriter<Out>>),
+    Csv { out: Out, header_done: bool },
+}
+
+impl Sink {
+    pub fn new(out: Out, format: OutputFormat, schema: &Schema) -> Result<Self, ArrowError> {
+        Ok(match format {
+            OutputFormat::Arrow => Self::Stream(StreamWriter::try_new(out, schema)?),
+            OutputFormat::ArrowFile => Self::File(FileWriter::try_new(out, schema)?),
+            OutputFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .build();
+                Self::Parquet(Box::new(
+                    ArrowWriter::try_new(out, Arc::new(schema.clone()), Some(props))
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?,
+                ))
+            }
+            OutputFormat::Csv => Self::Csv {
+                out,
+                header_done: false,
+            },
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
+        match self {
+            Self::Stream(w) => w.write(batch),
+            Self::File(w) => w.write(batch),
+            Self::Parquet(w) => w
+                .write(batch)
+                .map_err(|e| ArrowError::ExternalError(Box::new(e))),
+            Self::Csv { out, header_done } => {
+                let mut w = arrow_csv::WriterBuilder::new()
+                    .with_header(!*header_done)
+                    .build(&mut *out);
+                *header_done = true;
+                w.write(batch)
+            }
+        }
+    }
+
+    /// Pushes what was written to the file (stream formats only: a file
+    /// format is complete only once finished).
+    pub fn flush(&mut self) -> Result<(), ArrowError> {
+        match self {
+            Self::Stream(w) => w.flush(),
+            Self::Csv { out, .. } => Ok(out.flush()?),
+            Self::File(_) | Self::Parquet(_) => Ok(()),
+        }
+    }
+
+    /// Completes the output (end-of-stream marker, footer) and flushes it.
+    pub fn finish(self) -> Result<(), ArrowError> {
+        let mut out = match self {
+            Self::Stream(mut w) => {
+                w.finish()?;
+                w.into_inner()?
+            }
+            Self::File(mut w) => {
+                w.finish()?;
+                w.into_inner()?
+            }
+            Self::Parquet(w) => w
+                .into_inner()
+                .map_err(|e| ArrowError::ExternalError(Box::new(e)))?,
+            Self::Csv { out, .. } => out,
+        };
+        out.flush()?;
+        Ok(())
+    }
+}

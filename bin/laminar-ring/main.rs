@@ -1,0 +1,156 @@
+//! The `laminar-ring` command: create and inspect Arrow rings, pipe data
+//! files from a producer process to a sidecar consumer daemon, and benchmark
+//! the ring against Arrow IPC over a Unix domain socket.
+//!
+//! Exit codes: 0 success; 1 an error (one line on stderr naming the ring or
+//! file and what is wrong); 2 a usage error; 3 `consume` saw its producer
+//! die (its output holds every batch the producer committed).
+
+mod bench;
+mod failure;
+mod formats;
+mod pipe;
+mod progress;
+mod rings;
+mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::failure::Failure;
+
+/// Lock-free rings between processes: Arrow batches through shared memory.
+#[derive(Debug, Parser)]
+#[command(name = "laminar-ring", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, \
+3 consume: the producer died (the output holds every batch it committed).")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Where rings live.
+#[derive(Debug, Clone, Args)]
+pub struct Location {
+    /// Directory of the ring files (a tmpfs such as /dev/shm, or a hugetlbfs
+    /// mount).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/dev/shm",
+        env = "LAMINAR_RING_DIR"
+    )]
+    pub dir: PathBuf,
+}
+
+/// The shape of a new ring. Used only when the ring is created; an existing
+/// ring keeps its own.
+#[derive(Debug, Clone, Args)]
+pub struct Geometry {
+    /// Descriptor slots, a power of two; one slot per IPC message (schema,
+    /// dictionary batch or record batch).
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = units::parse_slots)]
+    pub slots: usize,
+    /// Arena bytes for message bytes, e.g. 64MiB, 1GiB, 512KiB (binary), 100MB
+    /// (decimal) or plain bytes; a multiple of 64, at least 4KiB. The last
+    /// eighth is kept for the consumer's saved decoder state. A batch must
+    /// fit in the rest.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_arena)]
+    pub arena: u64,
+    /// Permission bits of a new ring file, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = units::parse_mode)]
+    pub mode: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create an Arrow ring.
+    Create {
+        /// Name of the ring (a file name in --dir).
+        name: String,
+        #[command(flatten)]
+        geometry: Geometry,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Send the batches of a data file (or of stdin) into a ring, then close
+    /// the stream. Creates the ring if it does not exist.
+    Produce(pipe::ProduceArgs),
+    /// The sidecar: write the batches a ring receives to a file (or stdout)
+    /// until the end of the stream, or forever with --follow. Creates the
+    /// ring if it does not exist. SIGINT/SIGTERM: finish the batch in hand,
+    /// complete the output, exit 0.
+    Consume(pipe::ConsumeArgs),
+    /// Show a ring's layout, sequences, use and peers.
+    Info {
+        /// Name of the ring.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// List the rings in a directory (other files are skipped).
+    Ls {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Remove rings (processes attached keep their mapping until they
+    /// detach).
+    Rm {
+        /// Names of the rings.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Measure a producer process and a consumer process through a ring, and
+    /// optionally the same workload through a Unix domain socket.
+    Bench(bench::BenchArgs),
+    /// Move a few million rows between two processes as Arrow batches,
+    /// verify every row, and compare with a Unix domain socket.
+    Demo(bench::DemoArgs),
+    /// A process of `bench` or `demo` (internal).
+    #[command(name = "__worker", hide = true)]
+    Worker(bench::WorkerArgs),
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.cmd {
+        Cmd::Create {
+            name,
+            geometry,
+            location,
+        } => rings::create(&name, &geometry, &location),
+        Cmd::Produce(args) => pipe::produce(&args),
+        Cmd::Consume(args) => pipe::consume(&args),
+        Cmd::Info {
+            name,
+            json,
+            location,
+        } => rings::info(&name, json, &location),
+        Cmd::Ls { json, location } => rings::ls(json, &location),
+        Cmd::Rm { names, location } => rings::rm(&names, &location),
+        Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Demo(args) => bench::demo(&args),
+        Cmd::Worker(args) => bench::worker(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors print clap's message and exit with 2.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("laminar-ring: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `create`, `info`, `ls`, `rm`, and attaching to a ring that may not exist
+//! yet.
+
+use std::time::{Duration, SystemTime};
+
+use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
+use laminar_ring::shm::{
+    self, HeaderError, OpenError, RingInfo, RingKind, RoleState, SegmentOptions,
+};
+use serde_json::json;
+
+use crate::failure::{Failure, fail, ring_failure};
+use crate::units::{fmt_bytes, fmt_count, fmt_utc};
+use crate::{Geometry, Location};
+
+/// The ring options for `geometry` in `location`.
+pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOptions {
+    ArrowRingOptions {
+        slots: geometry.slots,
+        arena_bytes: geometry.arena,
+        segment: SegmentOptions {
+            dir: location.dir.clone(),
+            mode: geometry.mode,
+            ..SegmentOptions::default()
+        },
+        ..ArrowRingOptions::default()
+    }
+}
+
+/// Attaches with `open`, or creates the ring with `create` when it does not
+/// exist; a creation race lost to another process falls back to `open`.
+pub fn open_or_create<T>(
+    name: &str,
+    opts: &ArrowRingOptions,
+    open: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
+    create: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
+) -> Result<T, Failure> {
+    let r = match open(name, opts) {
+        Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
+            Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
+            r => r,
+        },
+        r => r,
+    };
+    r.map_err(|e| ring_failure(name, e))
+}
+
+/// Attaches as the producer of `name`, creating it if needed.
+pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, Failure> {
+    open_or_create(name, opts, BatchProducer::open, BatchProducer::create)
+}
+
+/// Attaches as the consumer of `name`, creating it if needed.
+pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, Failure> {
+    open_or_create(name, opts, BatchConsumer::open, BatchConsumer::create)
+}
+
+pub fn create(name: &str, geometry: &Geometry, location: &Location) -> Result<(), Failure> {
+    let opts = ring_options(geometry, location);
+    laminar_ring::arrow::create(name, &opts).map_err(|e| ring_failure(name, e))?;
+    println!(
+        "created ring '{name}' in {}: {} slots, {} arena",
+        location.dir.display(),
+        geometry.slots,
+        fmt_bytes(geometry.arena)
+    );
+    Ok(())
+}
+
+fn inspect(name: &str, location: &Location, ready: Duration) -> Result<RingInfo, OpenError> {
+    let opts = SegmentOptions {
+        dir: location.dir.clone(),
+        ready_timeout: ready,
+        ..SegmentOptions::default()
+    };
+    shm::inspect(name, &opts)
+}
+
+fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Typed => "typed",
+        RingKind::Arrow => "arrow",
+    }
+}
+
+fn state_name(s: RoleState) -> String {
+    match s {
+        RoleState::Never => "never".into(),
+        RoleState::Attached => "attached".into(),
+        RoleState::Closed => "closed".into(),
+        RoleState::Unknown(v) => format!("unknown ({v})"),
+    }
+}
+
+fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
+    let l = &i.layout;
+    let created_unix_s = l.created_unix_ns / 1_000_000_000;
+    json!({
+        "name": name,
+        "path": i.path.display().to_string(),
+        "layout_version": shm::header::LAYOUT_VERSION,
+        "kind": kind_name(l.kind),
+        "capacity": l.capacity,
+        "slot_size": l.slot_size,
+        "slots_used": i.lag(),
+        "arena_bytes": l.arena_len,
+        "arena_used": i.arena_used(),
+        "write_seq": i.write_seq,
+        "read_seq": i.read_seq,
+        "lag": i.lag(),
+        "producer": {
+            "state": state_name(i.producer.state),
+            "alive": i.producer.alive,
+            "sessions": i.producer_sessions,
+        },
+        "consumer": {
+            "state": state_name(i.consumer.state),
+            "alive": i.consumer.alive,
+        },
+        "created_unix_s": created_unix_s,
+        "created": fmt_utc(i.created()),
+        "total_bytes": l.total_len,
+    })
+}
+
+pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> {
+    let i = inspect(name, location, Duration::from_secs(2)).map_err(|e| fail!("{e}"))?;
+    if json {
+        println!("{}", info_json(name, &i));
+        return Ok(());
+    }
+    let l = &i.layout;
+    let age = SystemTime::now().duration_since(i.created()).map_or_else(
+        |_| "in the future".into(),
+        |d| format!("{} s ago", d.as_secs()),
+    );
+    println!("ring       {name} ({})", i.path.display());
+    println!(
+        "layout     version {}, {} ring, {} in all",
+        shm::header::LAYOUT_VERSION,
+        kind_name(l.kind),
+        fmt_bytes(l.total_len)
+    );
+    println!("created    {} ({age})", fmt_utc(i.created()));
+    println!(
+        "slots      {} in use of {} ({} B each)",
+        fmt_count(i.lag()),
+        fmt_count(l.capacity),
+        l.slot_size
+    );
+    if l.kind == RingKind::Arrow {
+        println!(
+            "arena      {} in use of {}",
+            fmt_bytes(i.arena_used()),
+            fmt_bytes(l.arena_len)
+        );
+    }
+    println!("write_seq  {}", fmt_count(i.write_seq));
+    println!("read_seq   {}", fmt_count(i.read_seq));
+    println!("lag        {} slots", fmt_count(i.lag()));
+    println!(
+        "producer   {} ({} session{})",
+        i.producer.describe(),
+        i.producer_sessions,
+        if i.producer_sessions == 1 { "" } else { "s" }
+    );
+    println!("consumer   {}", i.consumer.describe());
+    Ok(())
+}
+
+pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
+    let names = shm::list_candidates(&location.dir)
+        .map_err(|e| fail!("cannot list {}: {e}", location.dir.display()))?;
+    let mut rings = Vec::new();
+    for name in names {
+        match inspect(&name, location, Duration::ZERO) {
+            Ok(i) => rings.push((name, Ok(i))),
+            // A file that carries the magic but is damaged is worth showing.
+            Err(OpenError::BadHeader { source, .. })
+                if !matches!(
+                    source,
+                    HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }
+                ) =>
+            {
+                rings.push((name, Err(source.to_string())));
+            }
+            // Not a ring, not readable by us, or still being created.
+            Err(_) => {}
+        }
+    }
+    if json {
+        let list: Vec<_> = rings
+            .iter()
+            .map(|(name, r)| match r {
+                Ok(i) => info_json(name, i),
+                Err(why) => json!({ "name": name, "damaged": why }),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    if rings.is_empty() {
+        eprintln!("no rings in {}", location.dir.display());
+        return Ok(());
+    }
+    let width = rings.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+        "NAME", "KIND", "SLOTS USED", "ARENA USED", "PRODUCER", "CONSUMER"
+    );
+    for (name, r) in &rings {
+        match r {
+            Ok(i) => println!(
+                "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+                kind_name(i.layout.kind),
+                format!("{}/{}", i.lag(), i.layout.capacity),
+                if i.layout.kind == RingKind::Arrow {
+                    format!(
+                        "{}/{}",
+                        fmt_bytes(i.arena_used()),
+                        fmt_bytes(i.layout.arena_len)
+                    )
+                } else {
+                    "-".into()
+                },
+                i.producer.describe(),
+                i.consumer.describe()
+            ),
+            Err(why) => println!("{name:width$}  damaged: {why}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn rm(names: &[String], location: &Location) -> Result<(), Failure> {
+    for name in names {
+        // Only rings: refuse to unlink a file that is not one.
+        match inspect(name, location, Duration::from_millis(200)) {
+            Ok(_) | Err(OpenError::NotReady { .. }) => {}
+            Err(OpenError::BadHeader {
+                path,
+                source: source @ (HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }),
+            }) => {
+                return Err(fail!("{}: {source}; not removed", path.display()));
+            }
+            // A damaged ring may be removed; other errors say why not.
+            Err(OpenError::BadHeader { .. }) => {}
+            Err(e) => return Err(fail!("{e}")),
+        }
+        shm::remove_in(name, &location.dir).map_err(|e| fail!("{e}"))?;
+    }
+    Ok(())
+}

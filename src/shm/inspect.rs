@@ -1,0 +1,169 @@
+//! Reading a segment's header from outside: what `laminar-ring info` and
+//! `ls` print. Inspection opens the file read-only and takes no role, so it
+//! works beside a live producer and consumer and never disturbs them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::error::{OpenError, Role};
+use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER};
+use super::segment::{Segment, SegmentOptions};
+use crate::sync::Ordering;
+
+/// What the header says of one side of the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleState {
+    /// No process ever attached in this role.
+    Never,
+    /// A process attached and has not detached; see
+    /// [`RoleInfo::alive`] for whether it still lives.
+    Attached,
+    /// The last process in this role detached cleanly (for the producer:
+    /// the stream is closed).
+    Closed,
+    /// A value no version of the layout writes.
+    Unknown(u32),
+}
+
+impl RoleState {
+    fn from_word(w: u32) -> Self {
+        match w {
+            ROLE_NEVER => Self::Never,
+            ROLE_ATTACHED => Self::Attached,
+            ROLE_CLOSED => Self::Closed,
+            other => Self::Unknown(other),
+        }
+    }
+}
+
+/// One side of the ring, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleInfo {
+    /// The state word in the header.
+    pub state: RoleState,
+    /// Whether a live process holds the role's lock right now.
+    pub alive: bool,
+}
+
+impl RoleInfo {
+    /// One word for humans: `alive`, `dead` (attached, lock gone: it
+    /// crashed), `closed` or `never`.
+    pub fn describe(&self) -> &'static str {
+        match (self.alive, self.state) {
+            (true, _) => "alive",
+            (false, RoleState::Attached) => "dead",
+            (false, RoleState::Closed) => "closed",
+            (false, RoleState::Never) => "never attached",
+            (false, RoleState::Unknown(_)) => "unknown",
+        }
+    }
+}
+
+/// A snapshot of a ring's header. The sequences are read one after the
+/// other while both sides may run, so they are each exact but not taken at
+/// the same instant.
+#[derive(Debug, Clone)]
+pub struct RingInfo {
+    /// The segment file.
+    pub path: PathBuf,
+    /// The validated geometry.
+    pub layout: Layout,
+    /// Slots published by producers so far.
+    pub write_seq: u64,
+    /// Slots released by consumers so far.
+    pub read_seq: u64,
+    /// The producer side.
+    pub producer: RoleInfo,
+    /// The consumer side.
+    pub consumer: RoleInfo,
+    /// Producer attachments so far.
+    pub producer_sessions: u64,
+    /// Arrow rings: arena position after the last message written.
+    pub arena_head: u64,
+    /// Arrow rings: arena bytes released so far.
+    pub arena_released: u64,
+}
+
+impl RingInfo {
+    /// Published slots not yet released (clamped to the capacity).
+    pub fn lag(&self) -> u64 {
+        self.write_seq
+            .saturating_sub(self.read_seq)
+            .min(self.layout.capacity)
+    }
+
+    /// Arrow rings: arena bytes written and not yet released, including the
+    /// padding and skipped tails between messages (clamped to the arena).
+    pub fn arena_used(&self) -> u64 {
+        self.arena_head
+            .saturating_sub(self.arena_released)
+            .min(self.layout.arena_len)
+    }
+
+    /// When the segment was created.
+    pub fn created(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.layout.created_unix_ns)
+    }
+}
+
+/// Reads the header of segment `name` in `opts.dir` without attaching.
+///
+/// # Errors
+///
+/// As opening a segment: `NotFound`, `PermissionDenied` (read permission is
+/// enough), `NotReady`, `BadHeader` for a file that is not a valid ring, I/O.
+pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError> {
+    let seg = Segment::open_read_only(name, opts)?;
+    let h = seg.header();
+    // Acquire loads: each pairs with the Release store of its writer
+    // (ProducerCore's publish, ConsumerCore's release, the role-state
+    // stores at attach/detach); nothing is read through them but numbers.
+    let read_seq = h.consumer.read_seq.load(Ordering::Acquire);
+    let write_seq = h.producer.write_seq.load(Ordering::Acquire);
+    let producer_state = h.producer.producer_state.load(Ordering::Acquire);
+    let consumer_state = h.consumer.consumer_state.load(Ordering::Acquire);
+    let arena_released = h.consumer.arena_released.load(Ordering::Acquire);
+    let arena_head = h.producer.arena_head.load(Ordering::Acquire);
+    // Relaxed: a counter, ordered with nothing.
+    let producer_sessions = h.producer.producer_sessions.load(Ordering::Relaxed);
+    Ok(RingInfo {
+        path: seg.path().to_owned(),
+        layout: *seg.layout(),
+        write_seq,
+        read_seq,
+        producer: RoleInfo {
+            state: RoleState::from_word(producer_state),
+            alive: seg.role_alive(Role::Producer),
+        },
+        consumer: RoleInfo {
+            state: RoleState::from_word(consumer_state),
+            alive: seg.role_alive(Role::Consumer),
+        },
+        producer_sessions,
+        arena_head,
+        arena_released,
+    })
+}
+
+/// Names of the regular files in `dir`, sorted: the candidates for
+/// [`inspect`]. Anything else (directories, FIFOs, sockets, symlinks) is
+/// left out, since opening a FIFO would block.
+///
+/// # Errors
+///
+/// Reading the directory failed.
+pub fn list_candidates(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(ty) = entry.file_type() else { continue };
+        if !ty.is_file() {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
