@@ -414,6 +414,31 @@ fn a_new_producer_session_may_change_the_schema_unless_one_is_required() {
     assert!(rx.recv().unwrap().is_none());
 }
 
+/// A producer that gives up half-way does not end the stream: the consumer
+/// gets what was committed, then `PeerGone`, never a clean end of stream.
+#[test]
+fn an_abandoned_stream_ends_in_peer_gone_not_end_of_stream() {
+    let ring = Ring::new("abandon");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.abandon();
+    assert_eq!(rx.recv().unwrap().unwrap(), a);
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(ArrowRingError::PeerGone) => {}
+        other => panic!("expected PeerGone, got {other:?}"),
+    }
+    // A closed stream, by contrast, ends cleanly.
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.close().unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), a);
+    assert!(rx.recv().unwrap().is_none());
+}
+
 /// 10,000 corruptions of descriptors and message bytes written by a real
 /// producer: every receive either succeeds or fails with an error naming
 /// the slot; none panics, none reads outside the arena.

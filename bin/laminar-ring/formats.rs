@@ -239,11 +239,35 @@ fn open_csv<R: BufRead + 'static>(
         .with_batch_size(batch_rows.max(1))
         .build(reader)
         .map_err(|e| bad(&e))?;
+    // arrow-csv numbers data rows from 1; a user wants the file's line.
+    let header_lines = usize::from(!csv.no_header);
+    let batches = r.map(move |b| {
+        b.map_err(|e| match e {
+            ArrowError::ParseError(m) => ArrowError::ParseError(shift_line(&m, header_lines)),
+            e => e,
+        })
+    });
     Ok(Input {
         schema,
-        batches: Box::new(r),
+        batches: Box::new(batches),
         format: "csv",
     })
+}
+
+/// Adds `by` to the number after "at line " in an arrow-csv message.
+fn shift_line(msg: &str, by: usize) -> String {
+    const AT: &str = " at line ";
+    let Some(i) = msg.find(AT) else {
+        return msg.to_owned();
+    };
+    let start = i + AT.len();
+    let digits = msg[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(msg.len(), |n| start + n);
+    match msg[start..digits].parse::<usize>() {
+        Ok(n) => format!("{}{}{}", &msg[..start], n + by, &msg[digits..]),
+        Err(_) => msg.to_owned(),
+    }
 }
 
 /// Parses `name:type,name:type`: the types are bool, int8..int64,
@@ -373,5 +397,34 @@ impl Sink {
         };
         out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_line_numbers_count_the_header() {
+        assert_eq!(
+            shift_line("value 'x' for column 0 at line 3. Row data: '[x]'", 1),
+            "value 'x' for column 0 at line 4. Row data: '[x]'"
+        );
+        assert_eq!(shift_line("at line 9", 1), "at line 9", "no leading space");
+        assert_eq!(shift_line("no number", 1), "no number");
+        assert_eq!(shift_line("x at line 12", 1), "x at line 13");
+    }
+
+    #[test]
+    fn schema_specs() {
+        let s = parse_schema("id:int64, name:utf8,when:timestamp").unwrap();
+        assert_eq!(s.fields().len(), 3);
+        assert_eq!(s.field(1).name(), "name");
+        assert_eq!(
+            s.field(2).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
+        assert!(parse_schema("id").is_err());
+        assert!(parse_schema("id:decimal").is_err());
     }
 }

@@ -97,15 +97,25 @@ pub fn produce(args: &ProduceArgs) -> Result<(), Failure> {
     let mut tx = rings::producer(&args.name, &opts)?;
     let mut progress = Progress::new(&format!("produce -> {}", args.name));
     let mut waiting = false;
-    for batch in input.batches.by_ref() {
-        let batch = batch.map_err(|e| file_failure("cannot read", &args.input, e))?;
-        send(&mut tx, &batch, &args.name, &progress, &mut waiting)?;
-        progress.add(batch.num_rows() as u64, data_bytes(&batch));
-    }
-    if progress.batches() == 0 {
-        // An empty input still tells the consumer its schema.
-        let empty = RecordBatch::new_empty(input.schema.clone());
-        send(&mut tx, &empty, &args.name, &progress, &mut waiting)?;
+    let mut sent = || -> Result<(), Failure> {
+        for batch in input.batches.by_ref() {
+            let batch = batch.map_err(|e| file_failure("cannot read", &args.input, e))?;
+            send(&mut tx, &batch, &args.name, &progress, &mut waiting)?;
+            progress.add(batch.num_rows() as u64, data_bytes(&batch));
+        }
+        if progress.batches() == 0 {
+            // An empty input still tells the consumer its schema.
+            let empty = RecordBatch::new_empty(input.schema.clone());
+            send(&mut tx, &empty, &args.name, &progress, &mut waiting)?;
+        }
+        Ok(())
+    };
+    if let Err(f) = sent() {
+        // A partial stream must not look whole: the consumer gets what was
+        // sent, then learns that its producer failed.
+        progress.finish();
+        tx.abandon();
+        return Err(f);
     }
     tx.close().map_err(|e| ring_failure(&args.name, e))?;
     progress.finish();

@@ -321,6 +321,17 @@ impl BatchProducer {
         Ok(())
     }
 
+    /// Detaches *without* ending the stream, dropping pending messages: for
+    /// a producer that failed half-way (its input broke), so that the
+    /// consumer does not take a partial stream for a whole one. The
+    /// consumer drains what was committed, then gets
+    /// [`PeerGone`](ArrowRingError::PeerGone), as if this process had
+    /// crashed.
+    pub fn abandon(mut self) {
+        self.pending.clear();
+        self.inner.abandoned = true;
+    }
+
     /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when
     /// none is left.
     ///

@@ -179,6 +179,8 @@ pub struct ShmProducer<T: Pod> {
     core: ProducerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
+    /// Detach without ending the stream (see `abandon`).
+    pub(crate) abandoned: bool,
 }
 
 impl<T: Pod> ShmProducer<T> {
@@ -244,6 +246,7 @@ impl<T: Pod> ShmProducer<T> {
             core: ProducerCore::new(Arc::new(ring)),
             wait: WaitStrategy::Park,
             probe: PeerProbe { last: None },
+            abandoned: false,
         })
     }
 
@@ -382,16 +385,28 @@ impl<T: Pod> ShmProducer<T> {
     /// Ends the stream: the consumer drains what is left, then gets
     /// end-of-stream. Dropping the producer does the same.
     pub fn close(self) {}
+
+    /// Detaches *without* ending the stream, for a producer that failed
+    /// half-way: the consumer drains what was committed, then gets
+    /// `PeerGone`, as if this process had crashed. A new producer may
+    /// attach and continue.
+    pub fn abandon(mut self) {
+        self.abandoned = true;
+    }
 }
 
 impl<T: Pod> Drop for ShmProducer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
-        // Release: orders every publish before the close; pairs with the
-        // Acquire load in ShmConsumer::producer_gone.
-        h.producer
-            .producer_state
-            .store(ROLE_CLOSED, Ordering::Release);
+        if !self.abandoned {
+            // Release: orders every publish before the close; pairs with the
+            // Acquire load in ShmConsumer::producer_gone.
+            h.producer
+                .producer_state
+                .store(ROLE_CLOSED, Ordering::Release);
+        }
+        // Either way, a sleeping consumer re-checks: it sees the close, or
+        // (abandoned) the role lock gone once the descriptor closes below.
         h.not_empty.cell.notify(true);
         // The role lock goes with the file descriptor, after this.
     }

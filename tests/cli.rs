@@ -1,0 +1,853 @@
+//! The `laminar-ring` command, driven as users drive it: the real binary in
+//! separate processes, real files, real signals.
+#![cfg(feature = "cli")]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_ipc::reader::{FileReader, StreamReader};
+use arrow_ipc::writer::{FileWriter, StreamWriter};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+/// A directory of rings and files for one test, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("lr-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// The command, with its rings in this directory.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_laminar-ring"));
+        c.args(args).env("LAMINAR_RING_DIR", &self.0);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `info --json`, or `None` while the ring does not exist yet.
+    fn try_info(&self, ring: &str) -> Option<Value> {
+        let out = self.run(&["info", ring, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// A sequence of `info --json`, 0 while the ring does not exist yet.
+    fn seq(&self, ring: &str, k: &str) -> u64 {
+        self.try_info(ring).map_or(0, |i| i[k].as_u64().unwrap())
+    }
+
+    fn info(&self, ring: &str) -> Value {
+        let out = self.run(&["info", ring, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Succeeds, or shows what the command said.
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
+/// Fails with `code` and one line on stderr containing `needle`, without a
+/// panic or backtrace.
+fn fails(o: Output, code: i32, needle: &str) {
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    if code == 1 {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_with_timeout(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            signal(pid, "KILL");
+            panic!("process {pid} did not exit within {timeout:?}");
+        }
+    }
+}
+
+/// The lines a child writes to `stream`, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("x", DataType::Float64, true),
+        Field::new("name", DataType::Utf8, false),
+    ]))
+}
+
+/// Rows `base..base + rows`; `x` is null on every 7th row when `nulls`.
+fn batch(base: i64, rows: usize, nulls: bool) -> RecordBatch {
+    let ids = Int64Array::from_iter_values(base..base + rows as i64);
+    let x = Float64Array::from_iter((base..base + rows as i64).map(|g| {
+        if nulls && g % 7 == 3 {
+            None
+        } else {
+            Some(g as f64 * 0.5)
+        }
+    }));
+    let name = StringArray::from_iter_values((base..base + rows as i64).map(|g| format!("n{g}")));
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(ids) as ArrayRef,
+            Arc::new(x) as ArrayRef,
+            Arc::new(name) as ArrayRef,
+        ],
+    )
+    .unwrap()
+}
+
+fn batches(n: usize, rows: usize, nulls: bool) -> Vec<RecordBatch> {
+    (0..n)
+        .map(|k| batch((k * rows) as i64, rows, nulls))
+        .collect()
+}
+
+type Row = (i64, Option<f64>, String);
+
+/// Every row of `bs`, whatever the column types' nullability.
+fn rows(bs: &[RecordBatch]) -> Vec<Row> {
+    let mut out = Vec::new();
+    for b in bs {
+        let id = b.column(0).as_primitive::<Int64Type>();
+        let x = b.column(1).as_primitive::<Float64Type>();
+        let name = b.column(2).as_string::<i32>();
+        for j in 0..b.num_rows() {
+            out.push((
+                id.value(j),
+                x.is_valid(j).then(|| x.value(j)),
+                name.value(j).to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn write_stream(path: &Path, bs: &[RecordBatch]) {
+    let mut w = StreamWriter::try_new(File::create(path).unwrap(), &schema()).unwrap();
+    for b in bs {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn write_file(path: &Path, bs: &[RecordBatch]) {
+    let mut w = FileWriter::try_new(File::create(path).unwrap(), &schema()).unwrap();
+    for b in bs {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn write_parquet(path: &Path, bs: &[RecordBatch]) {
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema(), None).unwrap();
+    for b in bs {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+fn write_csv(path: &Path, bs: &[RecordBatch]) {
+    let mut w = arrow_csv::Writer::new(File::create(path).unwrap());
+    for b in bs {
+        w.write(b).unwrap();
+    }
+}
+
+fn read_stream(path: &Path) -> Vec<RecordBatch> {
+    StreamReader::try_new(File::open(path).unwrap(), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn read_file(path: &Path) -> Vec<RecordBatch> {
+    FileReader::try_new(File::open(path).unwrap(), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn read_csv(path: &Path) -> Vec<RecordBatch> {
+    arrow_csv::ReaderBuilder::new(schema())
+        .with_header(true)
+        .build(File::open(path).unwrap())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn create_info_ls_and_rm() {
+    let d = Dir::new("admin");
+    let out = ok(d.run(&[
+        "create", "r1", "--slots", "64", "--arena", "1MiB", "--mode", "640",
+    ]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("64 slots"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path("r1"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+    ok(d.run(&["create", "r2"]));
+
+    let i = d.info("r1");
+    assert_eq!(i["kind"], "arrow");
+    assert_eq!(i["layout_version"], 1);
+    assert_eq!(i["capacity"], 64);
+    assert_eq!(i["arena_bytes"], 1 << 20);
+    assert_eq!(i["write_seq"], 0);
+    assert_eq!(i["lag"], 0);
+    assert_eq!(i["producer"]["state"], "never");
+    assert_eq!(i["producer"]["alive"], false);
+    assert_eq!(i["consumer"]["alive"], false);
+    let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
+    for want in [
+        "version 1, arrow ring",
+        "0 in use of 64",
+        "never attached",
+        "created",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+
+    // Files that are not rings are skipped by ls, and rm refuses them.
+    std::fs::write(d.path("notes.txt"), "hello, not a ring").unwrap();
+    std::fs::write(d.path("empty"), "").unwrap();
+    std::fs::create_dir(d.path("subdir")).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.path("fifo"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ls: Value = serde_json::from_slice(&ok(d.run(&["ls", "--json"])).stdout).unwrap();
+    let names: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["r1", "r2"]);
+    let text = String::from_utf8_lossy(&ok(d.run(&["ls"])).stdout).into_owned();
+    assert!(text.contains("r1") && text.contains("r2") && !text.contains("notes"));
+    fails(d.run(&["rm", "notes.txt"]), 1, "not removed");
+    assert!(d.path("notes.txt").exists());
+
+    ok(d.run(&["rm", "r1", "r2"]));
+    assert!(!d.path("r1").exists() && !d.path("r2").exists());
+    fails(d.run(&["info", "r1"]), 1, "no such ring");
+    fails(d.run(&["rm", "r1"]), 1, "no such ring");
+}
+
+#[test]
+fn every_input_format_goes_through() {
+    let d = Dir::new("inputs");
+    let data = batches(6, 500, true);
+    let want = rows(&data);
+    write_stream(&d.path("in.arrows"), &data);
+    write_file(&d.path("in.arrow"), &data);
+    write_parquet(&d.path("in.parquet"), &data);
+    write_stream(&d.path("stream-without-extension"), &data);
+    write_file(&d.path("file-without-extension"), &data);
+    write_parquet(&d.path("parquet-without-extension"), &data);
+    let inputs = [
+        "in.arrows",
+        "in.arrow",
+        "in.parquet",
+        "stream-without-extension",
+        "file-without-extension",
+        "parquet-without-extension",
+    ];
+    for (k, input) in inputs.iter().enumerate() {
+        let ring = format!("in{k}");
+        ok(d.run(&["produce", &ring, "-i", &d.s(input)]));
+        let out = d.s(&format!("{ring}.out"));
+        ok(d.run(&["consume", &ring, "-o", &out]));
+        assert_eq!(rows(&read_stream(Path::new(&out))), want, "{input}");
+    }
+
+    // CSV: no nulls (an empty CSV field is an empty string), schema inferred
+    // or given, and --batch-rows.
+    let data = batches(4, 250, false);
+    write_csv(&d.path("in.csv"), &data);
+    ok(d.run(&[
+        "produce",
+        "csv",
+        "-i",
+        &d.s("in.csv"),
+        "--batch-rows",
+        "100",
+    ]));
+    ok(d.run(&["consume", "csv", "-o", &d.s("csv.out")]));
+    let got = read_stream(&d.path("csv.out"));
+    assert_eq!(got.len(), 10, "1,000 rows in batches of 100");
+    assert_eq!(got[0].schema().field(0).data_type(), &DataType::Int64);
+    assert_eq!(rows(&got), rows(&data));
+    ok(d.run(&[
+        "produce",
+        "csv2",
+        "-i",
+        &d.s("in.csv"),
+        "--schema",
+        "id:int64,x:float64,name:utf8",
+    ]));
+    ok(d.run(&["consume", "csv2", "-o", &d.s("csv2.out")]));
+    assert_eq!(rows(&read_stream(&d.path("csv2.out"))), rows(&data));
+
+    // stdin: an Arrow IPC stream; longer batches are sliced by --batch-rows.
+    let data = batches(2, 1000, true);
+    write_stream(&d.path("stdin.arrows"), &data);
+    let st = d
+        .cmd(&["produce", "stdin", "-i", "-", "--batch-rows", "300"])
+        .stdin(File::open(d.path("stdin.arrows")).unwrap())
+        .output()
+        .unwrap();
+    ok(st);
+    ok(d.run(&["consume", "stdin", "-o", &d.s("stdin.out")]));
+    let got = read_stream(&d.path("stdin.out"));
+    assert_eq!(
+        got.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(),
+        [300, 300, 300, 100, 300, 300, 300, 100]
+    );
+    assert_eq!(rows(&got), rows(&data));
+}
+
+#[test]
+fn every_output_format_is_readable_by_arrow_readers() {
+    let d = Dir::new("outputs");
+    let data = batches(5, 400, true);
+    write_stream(&d.path("in.arrows"), &data);
+    let check = |format: &str, read: &dyn Fn(&Path) -> Vec<RecordBatch>| {
+        let ring = format!("out-{format}");
+        ok(d.run(&["produce", &ring, "-i", &d.s("in.arrows")]));
+        let out = d.path(&format!("out.{format}"));
+        ok(d.run(&[
+            "consume",
+            &ring,
+            "-o",
+            &out.display().to_string(),
+            "--format",
+            format,
+        ]));
+        let got = read(&out);
+        assert_eq!(rows(&got), rows(&data), "{format}");
+        if format != "csv" {
+            assert_eq!(got[0].schema(), schema(), "{format}");
+        }
+    };
+    check("arrow", &read_stream);
+    check("arrow-file", &read_file);
+    check("parquet", &read_parquet);
+    check("csv", &read_csv);
+
+    // stdout
+    ok(d.run(&["produce", "so", "-i", &d.s("in.arrows")]));
+    let out = ok(d.run(&["consume", "so", "-o", "-"]));
+    let got: Vec<RecordBatch> = StreamReader::try_new(&out.stdout[..], None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows(&got), rows(&data));
+}
+
+/// Either side may start first; the ring is created by whichever does.
+#[test]
+fn either_side_may_start_first() {
+    let d = Dir::new("order");
+    let data = batches(40, 2000, true);
+    write_stream(&d.path("in.arrows"), &data);
+
+    // Consumer first: it creates the ring and waits for a producer.
+    let rx = d.spawn(&["consume", "c-first", "-o", &d.s("c.out")]);
+    wait_until("the consumer's ring", Duration::from_secs(10), || {
+        d.path("c-first").exists()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    ok(d.run(&["produce", "c-first", "-i", &d.s("in.arrows")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("c.out"))), rows(&data));
+
+    // Producer first, into a ring much smaller than the input: it blocks
+    // until a consumer comes and drains it.
+    let tx = d.spawn(&[
+        "produce",
+        "p-first",
+        "-i",
+        &d.s("in.arrows"),
+        "--slots",
+        "4",
+        "--arena",
+        "256KiB",
+    ]);
+    wait_until("the producer's ring", Duration::from_secs(10), || {
+        d.path("p-first").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let i = d.info("p-first");
+    assert_eq!(i["producer"]["alive"], true);
+    assert_eq!(i["capacity"], 4);
+    ok(d.run(&["consume", "p-first", "-o", &d.s("p.out")]));
+    ok(wait_with_timeout(tx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("p.out"))), rows(&data));
+}
+
+/// Writes an Arrow IPC stream to a producer's stdin, a batch at a time.
+struct Feeder {
+    child: Child,
+    writer: Option<StreamWriter<std::process::ChildStdin>>,
+    sent: usize,
+}
+
+impl Feeder {
+    fn start(d: &Dir, ring: &str) -> Self {
+        let mut child = d
+            .cmd(&["produce", ring, "-i", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let writer = StreamWriter::try_new(stdin, &schema()).unwrap();
+        Self {
+            child,
+            writer: Some(writer),
+            sent: 0,
+        }
+    }
+
+    fn send(&mut self, b: &RecordBatch) {
+        let w = self.writer.as_mut().unwrap();
+        w.write(b).unwrap();
+        w.flush().unwrap();
+        self.sent += 1;
+    }
+
+    fn end(mut self) -> Output {
+        let mut w = self.writer.take().unwrap();
+        w.finish().unwrap();
+        drop(w);
+        wait_with_timeout(self.child, Duration::from_secs(30))
+    }
+}
+
+/// SIGTERM mid-stream: the consumer finishes the batch in hand, writes a
+/// complete file (footer included) and exits 0; what it did not consume
+/// stays in the ring for the next consumer: nothing lost, nothing twice.
+#[test]
+fn sigterm_leaves_a_complete_output_and_the_rest_in_the_ring() {
+    let d = Dir::new("sigterm");
+    let data = batches(9, 300, true);
+    let mut feeder = Feeder::start(&d, "t");
+    let rx = d.spawn(&[
+        "consume",
+        "t",
+        "-o",
+        &d.s("first.arrow"),
+        "--format",
+        "arrow-file",
+    ]);
+    for b in &data[..5] {
+        feeder.send(b);
+    }
+    // Five batches written and released by the consumer (plus the schema).
+    wait_until("5 batches consumed", Duration::from_secs(10), || {
+        d.seq("t", "read_seq") >= 6
+    });
+    signal(rx.id(), "TERM");
+    let out = ok(wait_with_timeout(rx, Duration::from_secs(10)));
+    assert!(
+        stderr(&out).contains("stopped by signal"),
+        "{}",
+        stderr(&out)
+    );
+    let first = read_file(&d.path("first.arrow"));
+    assert_eq!(rows(&first), rows(&data[..5]));
+
+    for b in &data[5..] {
+        feeder.send(b);
+    }
+    ok(feeder.end());
+    ok(d.run(&[
+        "consume",
+        "t",
+        "-o",
+        &d.s("rest.parquet"),
+        "--format",
+        "parquet",
+    ]));
+    assert_eq!(
+        rows(&read_parquet(&d.path("rest.parquet"))),
+        rows(&data[5..])
+    );
+}
+
+/// SIGKILL of the producer: the consumer writes every committed batch, a
+/// valid output, says the producer died and exits non-zero (3).
+#[test]
+fn a_killed_producer_leaves_every_committed_batch_and_a_nonzero_exit() {
+    let d = Dir::new("sigkill");
+    let data = batches(4, 500, true);
+    let mut feeder = Feeder::start(&d, "k");
+    let rx = d.spawn(&["consume", "k", "-o", &d.s("k.arrows")]);
+    for b in &data {
+        feeder.send(b);
+    }
+    // Schema and four batches committed to the ring.
+    wait_until("4 batches committed", Duration::from_secs(10), || {
+        d.seq("k", "write_seq") >= 5
+    });
+    signal(feeder.child.id(), "KILL");
+    let out = wait_with_timeout(rx, Duration::from_secs(10));
+    fails(out, 3, "producer of ring 'k' died");
+    assert_eq!(rows(&read_stream(&d.path("k.arrows"))), rows(&data));
+    let _ = feeder.child.wait();
+    assert_eq!(d.info("k")["producer"]["state"], "attached");
+    assert_eq!(d.info("k")["producer"]["alive"], false);
+}
+
+/// A broken input does not look like a whole stream: the consumer gets the
+/// batches before the bad row and exit code 3, not a clean end.
+#[test]
+fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_unclean() {
+    let d = Dir::new("badcsv");
+    let mut csv = String::from("id,x,name\n");
+    for i in 0..10 {
+        csv.push_str(&format!("{i},{}.5,n{i}\n", i));
+    }
+    csv.push_str("eleven,1.0,bad\n");
+    std::fs::write(d.path("bad.csv"), csv).unwrap();
+    let rx = d.spawn(&["consume", "b", "-o", &d.s("b.arrows")]);
+    let out = d.run(&[
+        "produce",
+        "b",
+        "-i",
+        &d.s("bad.csv"),
+        "--schema",
+        "id:int64,x:float64,name:utf8",
+        "--batch-rows",
+        "4",
+    ]);
+    fails(out, 1, "at line 12");
+    let out = wait_with_timeout(rx, Duration::from_secs(10));
+    fails(out, 3, "died");
+    let got = read_stream(&d.path("b.arrows"));
+    assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 8);
+}
+
+/// `--follow` keeps the sidecar up across producers that finish, crash and
+/// come back, until SIGTERM; a producer with another schema is refused.
+#[test]
+fn follow_survives_producers_that_come_and_go() {
+    let d = Dir::new("follow");
+    let data = batches(9, 100, true);
+    write_stream(&d.path("a.arrows"), &data[..3]);
+    write_stream(&d.path("c.arrows"), &data[6..]);
+    let mut rx = d.spawn(&["consume", "f", "-o", &d.s("f.arrows"), "--follow"]);
+    let said = lines_of(rx.stderr.take().unwrap());
+    ok(d.run(&["produce", "f", "-i", &d.s("a.arrows")]));
+    let mut feeder = Feeder::start(&d, "f");
+    for b in &data[3..6] {
+        feeder.send(b);
+    }
+    wait_until(
+        "the second session's batches",
+        Duration::from_secs(10),
+        || d.seq("f", "read_seq") >= 8,
+    );
+    signal(feeder.child.id(), "KILL");
+    let _ = feeder.child.wait();
+    let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(line.contains("producer of ring 'f' died"), "{line}");
+    assert!(line.contains("waiting for the next producer"), "{line}");
+    ok(d.run(&["produce", "f", "-i", &d.s("c.arrows")]));
+    wait_until(
+        "the third session's batches",
+        Duration::from_secs(10),
+        || {
+            let i = d.info("f");
+            i["read_seq"] == i["write_seq"]
+        },
+    );
+    signal(rx.id(), "TERM");
+    ok(wait_with_timeout(rx, Duration::from_secs(10)));
+    let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(line.contains("wrote 900 rows in 9 batches"), "{line}");
+    assert_eq!(rows(&read_stream(&d.path("f.arrows"))), rows(&data));
+
+    // Another schema: the sidecar stops with a clear error and a valid file.
+    let rx = d.spawn(&["consume", "g", "-o", &d.s("g.arrows"), "--follow"]);
+    ok(d.run(&["produce", "g", "-i", &d.s("a.arrows")]));
+    std::fs::write(d.path("other.csv"), "k\n1\n2\n").unwrap();
+    ok(d.run(&["produce", "g", "-i", &d.s("other.csv")]));
+    fails(
+        wait_with_timeout(rx, Duration::from_secs(10)),
+        1,
+        "schema mismatch",
+    );
+    assert_eq!(rows(&read_stream(&d.path("g.arrows"))), rows(&data[..3]));
+}
+
+#[test]
+fn errors_are_one_clear_line_with_exit_codes() {
+    let d = Dir::new("errors");
+    fails(d.run(&["info", "missing"]), 1, "missing: no such ring");
+    std::fs::write(d.path("junk"), vec![b'#'; 4096]).unwrap();
+    fails(d.run(&["info", "junk"]), 1, "not a laminar-ring segment");
+    fails(
+        d.run(&["produce", "r", "-i", &d.s("nope.arrows")]),
+        1,
+        "nope.arrows: No such file",
+    );
+    std::fs::write(d.path("garbage.bin"), b"\x00\x01\x02 not data").unwrap();
+    fails(
+        d.run(&["produce", "r", "-i", &d.s("garbage.bin")]),
+        1,
+        "cannot tell the format",
+    );
+    std::fs::write(d.path("bad.parquet"), b"PAR1 but not really").unwrap();
+    fails(
+        d.run(&["produce", "r", "-i", &d.s("bad.parquet")]),
+        1,
+        "not a valid Parquet file",
+    );
+    assert!(!d.path("r").exists(), "bad input must not create the ring");
+    ok(d.run(&["create", "dup"]));
+    fails(d.run(&["create", "dup"]), 1, "already exists");
+    fails(d.run(&["create", "a/b"]), 1, "bad segment name");
+
+    // Disk full on output.
+    write_stream(&d.path("in.arrows"), &batches(3, 1000, true));
+    ok(d.run(&["produce", "full", "-i", &d.s("in.arrows")]));
+    fails(
+        d.run(&["consume", "full", "-o", "/dev/full"]),
+        1,
+        "No space left on device",
+    );
+
+    // Usage errors: exit 2.
+    for args in [
+        &["create", "x", "--slots", "3"][..],
+        &["create", "x", "--arena", "12 parsecs"],
+        &["create", "x", "--mode", "999"],
+        &["produce", "x"],
+        &["consume", "x", "-o", "o", "--format", "xml"],
+        &["frobnicate"],
+    ] {
+        let o = d.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}
+
+#[test]
+fn permission_denied_is_reported() {
+    if !nix_is_root() {
+        eprintln!("skipped: needs root to run a process as another user");
+        return;
+    }
+    let d = Dir::new("perm");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(d.run(&["create", "private", "--mode", "600"]));
+    use std::os::unix::process::CommandExt;
+    let out = d
+        .cmd(&["info", "private"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    fails(out, 1, "permission denied");
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn no_progress_output_when_stderr_is_not_a_terminal() {
+    let d = Dir::new("quiet");
+    write_stream(&d.path("in.arrows"), &batches(20, 100, true));
+    let p = ok(d.run(&["produce", "q", "-i", &d.s("in.arrows")]));
+    let c = ok(d.run(&["consume", "q", "-o", &d.s("q.out")]));
+    for o in [&p, &c] {
+        let err = stderr(o);
+        assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+        assert_eq!(err.lines().count(), 1, "a one-line summary: {err}");
+    }
+}
+
+#[test]
+fn bench_and_demo_measure_and_verify() {
+    let d = Dir::new("bench");
+    let out = ok(d.run(&[
+        "bench",
+        "--payload",
+        "u64",
+        "--messages",
+        "200000",
+        "--samples",
+        "2000",
+        "--rounds",
+        "1",
+        "--compare",
+        "uds",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ring"]["messages"], 200_000);
+    assert_eq!(v["uds"]["messages"], 200_000);
+    assert_eq!(v["ring"]["bytes"], 1_600_000);
+    for t in ["ring", "uds"] {
+        let rtt = &v[t]["rtt_ns"];
+        assert!(rtt["p50"].as_u64().unwrap() > 0);
+        assert!(rtt["p50"].as_u64() <= rtt["p99"].as_u64());
+        assert!(rtt["p99"].as_u64() <= rtt["max"].as_u64());
+        assert!(v[t]["gb_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["ratio"]["throughput"].as_f64().unwrap() > 0.0);
+
+    let out = ok(d.run(&[
+        "bench",
+        "--messages",
+        "30",
+        "--rows",
+        "4096",
+        "--samples",
+        "50",
+        "--rounds",
+        "2",
+        "--compare",
+        "uds",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "shared-memory ring",
+        "unix socket",
+        "ring / socket",
+        "rtt p99.9",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+
+    let out = ok(d.run(&["demo", "--rows", "300000", "--batch-rows", "7000"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("300,000"), "{text}");
+    assert!(text.contains("every row verified"), "{text}");
+    // Nothing left behind.
+    let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
