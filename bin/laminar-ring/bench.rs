@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// blocks in the kernel).
     #[arg(long, value_enum, default_value_t = Wait::Park)]
     pub wait: Wait,
+    /// Arena of the Arrow ring (see `create --help`); a batch must fit in
+    /// seven eighths of it.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::units::parse_arena)]
+    pub arena: u64,
     /// Runs of each transport; the figures are medians.
     #[arg(long, value_name = "N", default_value = "3", value_parser = parse_count)]
     pub rounds: u64,
@@ -180,6 +184,8 @@ struct Workload {
     /// Check every row (else a batch's length and first and last id).
     verify: bool,
     wait: Wait,
+    /// Arena bytes of the Arrow ring (the parent creates it).
+    arena: u64,
 }
 
 impl Workload {
@@ -193,6 +199,7 @@ impl Workload {
             samples: a.samples,
             verify: a.verify,
             wait: a.wait,
+            arena: DEFAULT_ARENA,
         }
     }
 
@@ -260,6 +267,9 @@ fn medians(runs: &[Figures]) -> Figures {
     }
 }
 
+/// Arena of the Arrow ring (`open` takes the ring's own; this is for
+/// `create`).
+const DEFAULT_ARENA: u64 = 64 << 20;
 const COLUMNS: &str = "id Int64, x Float64, tag Utf8";
 const TAGS: [&str; 7] = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"];
 /// Acknowledgement values on the way back.
@@ -335,10 +345,10 @@ fn record(h: &mut Histogram<u64>, since: Instant) {
 
 // ---------------------------------------------------------------- workers
 
-fn ring_options(dir: &Path) -> ArrowRingOptions {
+fn ring_options(dir: &Path, arena: u64) -> ArrowRingOptions {
     ArrowRingOptions {
         slots: 1024,
-        arena_bytes: 64 << 20,
+        arena_bytes: arena,
         segment: seg_options(dir),
         max_leases: 16,
     }
@@ -423,7 +433,8 @@ fn ring_tx(w: &Workload, ring: &str, dir: &Path) -> Result<Value, Failure> {
     let start;
     match w.payload {
         Payload::Arrow => {
-            let mut tx = BatchProducer::open(ring, &ring_options(dir)).map_err(|x| e(&x))?;
+            let mut tx =
+                BatchProducer::open(ring, &ring_options(dir, DEFAULT_ARENA)).map_err(|x| e(&x))?;
             tx.set_wait_strategy(w.wait.strategy());
             wait_ack(Some(READY))?;
             start = now_ns()?;
@@ -489,7 +500,8 @@ fn ring_rx(w: &Workload, ring: &str, dir: &Path) -> Result<Value, Failure> {
     let end;
     match w.payload {
         Payload::Arrow => {
-            let mut rx = BatchConsumer::open(ring, &ring_options(dir)).map_err(|x| e(&x))?;
+            let mut rx =
+                BatchConsumer::open(ring, &ring_options(dir, DEFAULT_ARENA)).map_err(|x| e(&x))?;
             rx.set_wait_strategy(w.wait.strategy());
             ack.push(READY).map_err(|x| e(&x))?;
             for k in 0..w.messages {
@@ -812,9 +824,8 @@ fn run_once(transport: Transport, w: &Workload, dir: &Path, tag: &str) -> Result
     if transport == Transport::Ring {
         let seg = seg_options(dir);
         let made = match w.payload {
-            Payload::Arrow => {
-                laminar_ring::arrow::create(&ring, &ring_options(dir)).map_err(|e| fail!("{e}"))
-            }
+            Payload::Arrow => laminar_ring::arrow::create(&ring, &ring_options(dir, w.arena))
+                .map_err(|e| fail!("{e}")),
             Payload::U64 => shm::create::<u64>(&ring, 1 << 16, &seg).map_err(|e| fail!("{e}")),
         };
         made?;
@@ -933,6 +944,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         samples,
         verify: false,
         wait: a.wait,
+        arena: a.arena,
     };
     let progress = Progress::new("bench");
     let uds = a.compare == Some(Compare::Uds);
@@ -949,6 +961,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
             "rows_per_message": rows,
             "latency_samples": samples,
             "rounds": a.rounds,
+            "arena_bytes": a.arena,
             "wait": a.wait.to_possible_value().expect("no skipped variants").get_name(),
             "ring": ring.json(),
         });
@@ -1011,6 +1024,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
         samples: 1_000,
         verify: true,
         wait: Wait::Park,
+        arena: DEFAULT_ARENA,
     };
     let rounds = 3;
     println!(
