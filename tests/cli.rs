@@ -851,3 +851,69 @@ fn bench_and_demo_measure_and_verify() {
     let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Dictionaries that change from batch to batch (as Parquet readers
+/// produce them) come through; an Arrow IPC file, which allows one
+/// dictionary per column, gets the column decoded.
+#[test]
+fn changing_dictionaries_reach_every_output_format() {
+    use arrow_array::DictionaryArray;
+    use arrow_array::types::Int32Type;
+    let d = Dir::new("dicts");
+    let dict_schema = Arc::new(Schema::new(vec![Field::new(
+        "tag",
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        true,
+    )]));
+    let data: Vec<RecordBatch> = (0..4)
+        .map(|k| {
+            let words: Vec<Option<String>> = (0..50)
+                .map(|j| (j % 9 != 4).then(|| format!("w{}-{}", k, j % 5)))
+                .collect();
+            let a: DictionaryArray<Int32Type> = words.iter().map(|w| w.as_deref()).collect();
+            RecordBatch::try_new(dict_schema.clone(), vec![Arc::new(a) as ArrayRef]).unwrap()
+        })
+        .collect();
+    let strings = |bs: &[RecordBatch]| -> Vec<Option<String>> {
+        bs.iter()
+            .flat_map(|b| {
+                let c = arrow_cast::cast(b.column(0), &DataType::Utf8).unwrap();
+                let s = c.as_string::<i32>().clone();
+                (0..s.len())
+                    .map(move |j| s.is_valid(j).then(|| s.value(j).to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut w =
+        StreamWriter::try_new(File::create(d.path("in.arrows")).unwrap(), &dict_schema).unwrap();
+    for b in &data {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    for (format, read) in [
+        ("arrow", &read_stream as &dyn Fn(&Path) -> Vec<RecordBatch>),
+        ("arrow-file", &read_file),
+        ("parquet", &read_parquet),
+    ] {
+        let ring = format!("d-{format}");
+        ok(d.run(&["produce", &ring, "-i", &d.s("in.arrows")]));
+        let out = d.path(&format!("out.{format}"));
+        ok(d.run(&[
+            "consume",
+            &ring,
+            "-o",
+            &out.display().to_string(),
+            "--format",
+            format,
+        ]));
+        let got = read(&out);
+        assert_eq!(strings(&got), strings(&data), "{format}");
+        let ty = got[0].schema().field(0).data_type().clone();
+        if format == "arrow-file" {
+            assert_eq!(ty, DataType::Utf8, "decoded in a file");
+        } else {
+            assert!(matches!(ty, DataType::Dictionary(..)), "{format}: {ty}");
+        }
+    }
+}

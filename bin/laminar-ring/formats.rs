@@ -35,7 +35,8 @@ pub enum InputFormat {
 pub enum OutputFormat {
     /// Arrow IPC stream (`.arrows`).
     Arrow,
-    /// Arrow IPC file (`.arrow`, with a footer).
+    /// Arrow IPC file (`.arrow`, with a footer). A file allows one
+    /// dictionary per column, so dictionary columns are written decoded.
     ArrowFile,
     /// Parquet (snappy-compressed).
     Parquet,
@@ -326,16 +327,35 @@ pub fn create_output(path: &str) -> Result<Out, Failure> {
 /// A writer of one output format.
 pub enum Sink {
     Stream(StreamWriter<Out>),
-    File(FileWriter<Out>),
+    /// With the schema's dictionary columns decoded.
+    File(FileWriter<Out>, SchemaRef),
     Parquet(Box<ArrowWriter<Out>>),
-    Csv { out: Out, header_done: bool },
+    Csv {
+        out: Out,
+        header_done: bool,
+    },
 }
 
 impl Sink {
     pub fn new(out: Out, format: OutputFormat, schema: &Schema) -> Result<Self, ArrowError> {
         Ok(match format {
             OutputFormat::Arrow => Self::Stream(StreamWriter::try_new(out, schema)?),
-            OutputFormat::ArrowFile => Self::File(FileWriter::try_new(out, schema)?),
+            OutputFormat::ArrowFile => {
+                let plain = Arc::new(Schema::new_with_metadata(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| match f.data_type() {
+                            DataType::Dictionary(_, v) => {
+                                f.as_ref().clone().with_data_type(*v.clone())
+                            }
+                            _ => f.as_ref().clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                    schema.metadata().clone(),
+                ));
+                Self::File(FileWriter::try_new(out, &plain)?, plain)
+            }
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
@@ -355,7 +375,18 @@ impl Sink {
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         match self {
             Self::Stream(w) => w.write(batch),
-            Self::File(w) => w.write(batch),
+            Self::File(w, plain) => {
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(plain.fields())
+                    .map(|(c, f)| match c.data_type() {
+                        DataType::Dictionary(..) => arrow_cast::cast(c, f.data_type()),
+                        _ => Ok(c.clone()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                w.write(&RecordBatch::try_new(plain.clone(), columns)?)
+            }
             Self::Parquet(w) => w
                 .write(batch)
                 .map_err(|e| ArrowError::ExternalError(Box::new(e))),
@@ -375,7 +406,7 @@ impl Sink {
         match self {
             Self::Stream(w) => w.flush(),
             Self::Csv { out, .. } => Ok(out.flush()?),
-            Self::File(_) | Self::Parquet(_) => Ok(()),
+            Self::File(..) | Self::Parquet(_) => Ok(()),
         }
     }
 
@@ -386,7 +417,7 @@ impl Sink {
                 w.finish()?;
                 w.into_inner()?
             }
-            Self::File(mut w) => {
+            Self::File(mut w, _) => {
                 w.finish()?;
                 w.into_inner()?
             }
