@@ -49,17 +49,17 @@ pub struct Location {
 /// ring keeps its own.
 #[derive(Debug, Clone, Args)]
 pub struct Geometry {
-    /// Descriptor slots, a power of two; one slot per IPC message (schema,
-    /// dictionary batch or record batch).
+    /// Descriptor slots of a new ring, a power of two; one slot per IPC
+    /// message (schema, dictionary batch or record batch).
     #[arg(long, value_name = "N", default_value = "1024", value_parser = units::parse_slots)]
     pub slots: usize,
-    /// Arena bytes for message bytes, e.g. 64MiB, 1GiB, 512KiB (binary), 100MB
-    /// (decimal) or plain bytes; a multiple of 64, at least 4KiB. The last
-    /// eighth is kept for the consumer's saved decoder state. A batch must
-    /// fit in the rest.
+    /// Arena of a new ring for message bytes: 64MiB, 1GiB, 512KiB (binary),
+    /// 100MB (decimal) or bytes; a multiple of 64, at least 4KiB. The last
+    /// eighth holds the consumer's saved decoder state; a batch must fit in
+    /// the rest (produce splits larger ones).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::parse_arena)]
     pub arena: u64,
-    /// Permission bits of a new ring file, in octal.
+    /// Permission bits of a new ring's file, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = units::parse_mode)]
     pub mode: u32,
 }
@@ -75,13 +75,22 @@ enum Cmd {
         #[command(flatten)]
         location: Location,
     },
-    /// Send the batches of a data file (or of stdin) into a ring, then close
-    /// the stream. Creates the ring if it does not exist.
+    /// Send a data file (or stdin) into a ring, then end the stream.
+    ///
+    /// Reads Arrow IPC (stream or file), CSV or Parquet. Creates the ring if
+    /// it does not exist. If the input breaks half-way (a bad CSV row), the
+    /// stream is left unended, so the consumer sees its producer fail
+    /// (consume exits 3) instead of a complete-looking stream.
     Produce(pipe::ProduceArgs),
-    /// The sidecar: write the batches a ring receives to a file (or stdout)
-    /// until the end of the stream, or forever with --follow. Creates the
-    /// ring if it does not exist. SIGINT/SIGTERM: finish the batch in hand,
-    /// complete the output, exit 0.
+    /// The sidecar: write what a ring receives to a file or stdout.
+    ///
+    /// Runs until the end of the stream, or with --follow until a signal.
+    /// Creates the ring if it does not exist. Each batch is written through
+    /// to the output before its slot is released. On SIGINT or SIGTERM it
+    /// finishes the batch in hand, completes the output (footer included)
+    /// and exits 0; unconsumed batches stay in the ring for the next
+    /// consumer. If the producer dies, it writes every batch the producer
+    /// committed, completes the output and exits 3.
     Consume(pipe::ConsumeArgs),
     /// Show a ring's layout, sequences, use and peers.
     Info {
@@ -110,11 +119,17 @@ enum Cmd {
         #[command(flatten)]
         location: Location,
     },
-    /// Measure a producer process and a consumer process through a ring, and
-    /// optionally the same workload through a Unix domain socket.
+    /// Measure a producer process and a consumer process through a ring.
+    ///
+    /// Throughput (messages/s, rows/s, GB/s) and round-trip latency
+    /// percentiles; with --compare uds the same workload through a Unix
+    /// domain socket, interleaved, and the ratios.
     Bench(bench::BenchArgs),
-    /// Move a few million rows between two processes as Arrow batches,
-    /// verify every row, and compare with a Unix domain socket.
+    /// Move millions of rows between two processes, verify every row.
+    ///
+    /// A producer process and a consumer process exchange Arrow batches
+    /// through a temporary ring and, to compare, through a Unix domain
+    /// socket; prints rows, batches, GB/s and round-trip latency.
     Demo(bench::DemoArgs),
     /// A process of `bench` or `demo` (internal).
     #[command(name = "__worker", hide = true)]
