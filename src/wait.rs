@@ -4,8 +4,11 @@
 //!   one core at 100% while waiting.
 //! * [`WaitStrategy::SpinYield`] (default): spin with exponential backoff, then
 //!   `sched_yield` between attempts (crossbeam's `Backoff`). Still polls.
-//! * [`WaitStrategy::Park`]: spin briefly, then sleep in the kernel on a futex
-//!   word until the other side wakes it; uses no CPU while it waits.
+//! * [`WaitStrategy::Park`]: spin up to [`PARK_SPIN_TIME`] (50 µs), then
+//!   sleep in the kernel on a futex word until the other side wakes it; no
+//!   CPU while asleep. The spin catches a peer that answers quickly without
+//!   paying a wake-up, which on a virtual machine costs tens of
+//!   microseconds (BENCHMARKS.md measures both).
 //!
 //! # Waking without a lost wakeup
 //!
@@ -34,15 +37,21 @@ pub enum WaitStrategy {
     /// Spin with exponential backoff, then yield the time slice between attempts.
     #[default]
     SpinYield,
-    /// Spin briefly, then sleep on a futex until woken (no CPU while waiting).
+    /// Spin up to [`PARK_SPIN_TIME`] (50 µs), then sleep on a futex until
+    /// woken (no CPU while asleep).
     Park,
 }
 
 /// Longest single sleep of a parked waiter before it re-checks on its own.
 pub const PARK_SLICE: Duration = Duration::from_millis(50);
 
-/// Spins of a parked waiter before it goes to sleep.
+/// Spins of a parked waiter between looks at the clock.
 const PARK_SPINS: u32 = 64;
+
+/// How long a parked waiter spins before it goes to sleep: about the cost of
+/// a futex wake-up on a virtual machine, so that a peer that answers within
+/// it is caught without one, while a long wait costs at most this much CPU.
+pub const PARK_SPIN_TIME: Duration = Duration::from_micros(50);
 
 /// A futex word and a waiter count: where one side of a ring sleeps and the
 /// other wakes it. `#[repr(C)]` so that a later layer can place it in shared
@@ -159,10 +168,17 @@ pub(crate) fn block_on<R>(
             }
         }
         WaitStrategy::Park => {
-            for _ in 0..PARK_SPINS {
-                spin_hint();
-                if let Some(r) = attempt() {
-                    return Some(r);
+            // Under loom time does not pass: one round of spins.
+            let spin_until = (!cfg!(loom)).then(|| Instant::now() + PARK_SPIN_TIME);
+            loop {
+                for _ in 0..PARK_SPINS {
+                    spin_hint();
+                    if let Some(r) = attempt() {
+                        return Some(r);
+                    }
+                }
+                if spin_until.is_none_or(|t| Instant::now() >= t) || expired(deadline) {
+                    break;
                 }
             }
             let mut result = None;

@@ -56,7 +56,7 @@ pub enum Compare {
 /// How the ring's blocking calls wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Wait {
-    /// Spin briefly, then sleep on a futex (the library's default).
+    /// Spin up to 50 µs, then sleep on a futex (the library's default).
     Park,
     /// Spin without sleeping: lowest latency, two busy cores.
     Spin,

@@ -154,7 +154,7 @@ impl BatchProducer {
     }
 
     /// Sets how blocking calls wait (default [`WaitStrategy::Park`](crate::WaitStrategy::Park):
-    /// spin briefly, then sleep on a futex in the segment).
+    /// spin up to 50 µs, then sleep on a futex in the segment).
     pub fn set_wait_strategy(&mut self, wait: crate::WaitStrategy) {
         self.inner.set_wait_strategy(wait);
     }

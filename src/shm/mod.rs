@@ -62,7 +62,7 @@
 //!
 //! # Blocking
 //!
-//! Blocking calls spin briefly, then sleep on a futex word in the segment
+//! Blocking calls spin (up to 50 µs), then sleep on a futex word in the segment
 //! (a shared futex, keyed by the page, so it works across processes). The
 //! other side wakes it only when the word's waiter count says someone sleeps.
 //! An idle consumer uses no CPU; every sleep is bounded so that it re-checks
