@@ -50,6 +50,13 @@ impl Drop for Lease {
 /// A `RecordBatch` whose buffers point into the shared mapping. Its slot and
 /// arena space are released when the last of its buffers is dropped (in
 /// FIFO order with the other leases). Derefs to [`RecordBatch`].
+///
+/// A lease keeps the mapping, and with it the segment's file descriptor and
+/// so the consumer role, alive: after the [`BatchConsumer`] is dropped, a
+/// new consumer cannot attach (`RoleTaken`) until every lease is dropped
+/// too, and a lease dropped after its consumer is never released, so the
+/// next consumer receives that batch again (at-least-once). Drop leases (or
+/// copy them out) before the consumer.
 pub struct LeasedBatch {
     batch: RecordBatch,
 }
