@@ -418,23 +418,23 @@ fn every_input_format_goes_through() {
     assert_eq!(rows(&got), rows(&data));
 }
 
+/// `produce` the file `input` into the new ring `ring`, then `consume` it
+/// as `format`; returns the output's path.
+fn through_ring(d: &Dir, ring: &str, input: &str, format: &str) -> PathBuf {
+    ok(d.run(&["produce", ring, "-i", &d.s(input)]));
+    let out = d.path(&format!("{ring}.{format}"));
+    let out_s = out.display().to_string();
+    ok(d.run(&["consume", ring, "-o", &out_s, "--format", format]));
+    out
+}
+
 #[test]
 fn every_output_format_is_readable_by_arrow_readers() {
     let d = Dir::new("outputs");
     let data = batches(5, 400, true);
     write_stream(&d.path("in.arrows"), &data);
     let check = |format: &str, read: &dyn Fn(&Path) -> Vec<RecordBatch>| {
-        let ring = format!("out-{format}");
-        ok(d.run(&["produce", &ring, "-i", &d.s("in.arrows")]));
-        let out = d.path(&format!("out.{format}"));
-        ok(d.run(&[
-            "consume",
-            &ring,
-            "-o",
-            &out.display().to_string(),
-            "--format",
-            format,
-        ]));
+        let out = through_ring(&d, &format!("out-{format}"), "in.arrows", format);
         let got = read(&out);
         assert_eq!(rows(&got), rows(&data), "{format}");
         if format != "csv" {
@@ -896,17 +896,7 @@ fn changing_dictionaries_reach_every_output_format() {
         ("arrow-file", &read_file),
         ("parquet", &read_parquet),
     ] {
-        let ring = format!("d-{format}");
-        ok(d.run(&["produce", &ring, "-i", &d.s("in.arrows")]));
-        let out = d.path(&format!("out.{format}"));
-        ok(d.run(&[
-            "consume",
-            &ring,
-            "-o",
-            &out.display().to_string(),
-            "--format",
-            format,
-        ]));
+        let out = through_ring(&d, &format!("d-{format}"), "in.arrows", format);
         let got = read(&out);
         assert_eq!(strings(&got), strings(&data), "{format}");
         let ty = got[0].schema().field(0).data_type().clone();

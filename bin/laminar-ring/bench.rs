@@ -544,12 +544,7 @@ fn ring_rx(w: &Workload, ring: &str, dir: &Path) -> Result<Value, Failure> {
                 } else {
                     &buf[..n]
                 };
-                for &v in got {
-                    if v != k {
-                        return Err(e(&format!("item {k} is {v}")));
-                    }
-                    k += 1;
-                }
+                check_sequence(got.iter().copied(), &mut k).map_err(|x| e(&x))?;
             }
             end = now_ns()?;
             rows = w.messages;
@@ -569,6 +564,17 @@ fn ring_rx(w: &Workload, ring: &str, dir: &Path) -> Result<Value, Failure> {
         }
     }
     Ok(rx_report(end, w.messages, rows, bytes))
+}
+
+/// Checks that `values` continue the sequence at `*next`, advancing it.
+fn check_sequence(values: impl Iterator<Item = u64>, next: &mut u64) -> Result<(), String> {
+    for v in values {
+        if v != *next {
+            return Err(format!("item {next} is {v}"));
+        }
+        *next += 1;
+    }
+    Ok(())
 }
 
 fn read_u64(r: &mut impl Read) -> std::io::Result<u64> {
@@ -705,13 +711,10 @@ fn uds_rx(w: &Workload, sock: &Path) -> Result<Value, Failure> {
             while k < w.messages {
                 let n = (w.messages - k).min(4096) as usize;
                 input.read_exact(&mut buf[..8 * n]).map_err(|x| e(&x))?;
-                for c in buf[..8 * n].chunks_exact(8) {
-                    let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-                    if v != k {
-                        return Err(e(&format!("item {k} is {v}")));
-                    }
-                    k += 1;
-                }
+                let values = buf[..8 * n]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
+                check_sequence(values, &mut k).map_err(|x| e(&x))?;
             }
             end = now_ns()?;
             rows = w.messages;
