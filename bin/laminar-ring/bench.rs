@@ -881,6 +881,8 @@ fn run_rounds(
 ) -> Result<(Figures, Option<Figures>), Failure> {
     let mut ring = Vec::new();
     let mut sock = Vec::new();
+    let mut moved = (0, 0);
+    let mut last = None;
     for r in 0..rounds {
         let mut order = vec![Transport::Ring];
         if uds {
@@ -890,8 +892,22 @@ fn run_rounds(
             }
         }
         for t in order {
-            progress.status(&format!("round {}/{rounds}: {t:?}", r + 1));
+            let label = match t {
+                Transport::Ring => "ring",
+                Transport::Uds => "socket",
+            };
+            progress.status(&format!(
+                "round {}/{rounds}: {label}; so far {} rows, {}{}",
+                r + 1,
+                fmt_count(moved.0),
+                fmt_bytes(moved.1),
+                last.map_or(String::new(), |(l, g)| format!(
+                    "; last run {l} {g:.2} GB/s"
+                )),
+            ));
             let f = run_once(t, w, dir, &format!("{r}"))?;
+            moved = (moved.0 + f.rows, moved.1 + f.bytes);
+            last = Some((label, f.gb_per_s()));
             match t {
                 Transport::Ring => ring.push(f),
                 Transport::Uds => sock.push(f),
