@@ -152,13 +152,19 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Rec
     rx
 }
 
+/// Sends `TERM` or `KILL` to `pid` (without relying on a `kill` binary).
 fn signal(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let sig = match sig {
+        "TERM" => libc::SIGTERM,
+        "KILL" => libc::SIGKILL,
+        other => panic!("no signal {other}"),
+    };
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: kill(2) takes plain integers; `pid` is a child of this test
+    // that has not been reaped yet, so the number names that process.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
 }
 
 fn schema() -> Arc<Schema> {
