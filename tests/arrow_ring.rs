@@ -547,6 +547,225 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A batch of every flat column type (what the consumer checks with its own
+/// fast path rather than arrow's validation), with nulls, non-ASCII strings
+/// and one non-nullable column.
+fn flat_batch(rows: usize) -> RecordBatch {
+    let words = ["", "a", "ñu", "日本語", "x€y", "z"];
+    let word = |i: usize| words[i % words.len()];
+    let null_every = |k: usize| move |i: usize| i % k == k - 1;
+    let cols: Vec<(&str, ArrayRef, bool)> = vec![
+        (
+            "i8",
+            Arc::new(Int8Array::from_iter(
+                (0..rows).map(|i| (!null_every(3)(i)).then_some(i as i8)),
+            )),
+            true,
+        ),
+        (
+            "i64",
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows as i64).map(|i| i * 1_000_003),
+            )),
+            false,
+        ),
+        (
+            "u16",
+            Arc::new(UInt16Array::from_iter_values(
+                (0..rows).map(|i| i as u16 * 7),
+            )),
+            true,
+        ),
+        (
+            "f32",
+            Arc::new(Float32Array::from_iter_values(
+                (0..rows).map(|i| i as f32 / 4.0),
+            )),
+            true,
+        ),
+        (
+            "bool",
+            Arc::new(BooleanArray::from_iter(
+                (0..rows).map(|i| (!null_every(4)(i)).then_some(i % 3 == 0)),
+            )),
+            true,
+        ),
+        (
+            "utf8",
+            Arc::new(StringArray::from_iter(
+                (0..rows).map(|i| (!null_every(5)(i)).then(|| word(i))),
+            )),
+            true,
+        ),
+        (
+            "large_utf8",
+            Arc::new(LargeStringArray::from_iter_values(
+                (0..rows).map(|i| word(i + 1)),
+            )),
+            true,
+        ),
+        (
+            "binary",
+            Arc::new(BinaryArray::from_iter(
+                (0..rows).map(|i| (!null_every(6)(i)).then(|| word(i + 2).as_bytes())),
+            )),
+            true,
+        ),
+        (
+            "large_binary",
+            Arc::new(LargeBinaryArray::from_iter_values(
+                (0..rows).map(|i| word(i + 3).as_bytes()),
+            )),
+            true,
+        ),
+        (
+            "decimal",
+            Arc::new(
+                Decimal128Array::from_iter_values((0..rows as i128).map(|i| i * 12_345))
+                    .with_precision_and_scale(20, 3)
+                    .unwrap(),
+            ),
+            true,
+        ),
+        (
+            "ts",
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values((0..rows as i64).map(|i| i << 20))
+                    .with_timezone("+01:00"),
+            ),
+            true,
+        ),
+        (
+            "date",
+            Arc::new(Date32Array::from_iter_values(0..rows as i32)),
+            true,
+        ),
+    ];
+    RecordBatch::try_from_iter_with_nullable(cols).unwrap()
+}
+
+#[test]
+fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
+    // Differential: flip bytes of a flat batch's message (its metadata or its
+    // body) and compare the consumer's verdict with arrow-ipc's own
+    // validating StreamReader on the same bytes. Whatever the consumer
+    // accepts, arrow must accept too and decode to the same batch.
+    let dir = std::env::temp_dir().join(format!("lr-arrow-flatfuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = ArrowRingOptions {
+        slots: 16,
+        arena_bytes: 256 << 10,
+        segment: SegmentOptions {
+            dir: dir.clone(),
+            ..SegmentOptions::default()
+        },
+        max_leases: 16,
+    };
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let from_arrow = info.location().is_some_and(|l| l.file().contains("arrow-"));
+        if !from_arrow {
+            default_hook(info);
+        }
+    }));
+    let sent = flat_batch(37);
+    let mut tx = BatchProducer::create("flatfuzz", &o).unwrap();
+    tx.send(&sent).unwrap();
+    tx.close().unwrap();
+    let path = dir.join("flatfuzz");
+    let pristine = std::fs::read(&path).unwrap();
+    // Slots after the 640-byte header (32-byte descriptors: pos, len, ...),
+    // the arena 4096-aligned after them; slot 1 holds the batch (0 the schema).
+    let slots_at: usize = 640;
+    let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
+    let word = |at: usize| u64::from_le_bytes(pristine[at..at + 8].try_into().unwrap()) as usize;
+    let message = |slot: usize| {
+        let (pos, len) = (word(slots_at + slot * 32), word(slots_at + slot * 32 + 8));
+        arena_at + pos..arena_at + pos + len
+    };
+    let batch_msg = message(1);
+    let meta_end = batch_msg.start
+        + 8
+        + u32::from_le_bytes(
+            pristine[batch_msg.start + 4..batch_msg.start + 8]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+    // arrow-ipc's FileDecoder with its validation on (and realigning what is
+    // misaligned, where the consumer refuses), on the batch message alone.
+    // (Its StreamReader would allocate whatever a corrupt length says.)
+    let schema = sent.schema();
+    let arrow_decodes = |bytes: &[u8]| {
+        let msg = &bytes[batch_msg.clone()];
+        let meta_len = u32::from_le_bytes(msg[4..8].try_into().unwrap()) as usize;
+        let meta_end = i32::try_from(8 + meta_len)
+            .ok()
+            .filter(|&m| m as usize <= msg.len())?;
+        let block = arrow_ipc::Block::new(0, meta_end, (msg.len() - meta_end as usize) as i64);
+        let decoder =
+            arrow_ipc::reader::FileDecoder::new(schema.clone(), arrow_ipc::MetadataVersion::V5);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.read_record_batch(&block, &Buffer::from(msg))
+        }))
+        .ok()?
+        .ok()?
+    };
+    assert_eq!(arrow_decodes(&pristine).as_ref(), Some(&sent));
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng as usize
+    };
+    let (mut same, mut both_refused, mut stricter) = (0, 0, 0);
+    for case in 0..10_000 {
+        let mut bytes = pristine.clone();
+        for _ in 0..1 + next() % 2 {
+            let at = if case % 2 == 0 {
+                batch_msg.start + next() % (meta_end - batch_msg.start)
+            } else {
+                meta_end + next() % (batch_msg.end - meta_end)
+            };
+            if next() % 2 == 0 {
+                bytes[at] = next() as u8;
+            } else {
+                bytes[at] ^= 1 << (next() % 8);
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut rx = BatchConsumer::open("flatfuzz", &o).unwrap();
+        let ours = if case % 3 == 0 {
+            rx.recv_zero_copy()
+                .map(|b| b.map(|b| b.to_owned_batch().unwrap()))
+        } else {
+            rx.recv()
+        };
+        let theirs = arrow_decodes(&bytes);
+        match ours {
+            Ok(Some(b)) => {
+                assert_eq!(
+                    Some(&b),
+                    theirs.as_ref(),
+                    "case {case}: accepted what arrow decodes differently or refuses"
+                );
+                same += 1;
+            }
+            Err(ArrowRingError::CorruptMessage { seq: 1, .. }) if theirs.is_none() => {
+                both_refused += 1
+            }
+            Err(ArrowRingError::CorruptMessage { seq: 1, .. }) => stricter += 1,
+            other => panic!("case {case}: {:?}", other.map(|b| b.map(|b| b.num_rows()))),
+        }
+    }
+    eprintln!(
+        "10000 corrupted flat batches: {same} accepted (as arrow decodes them), \
+         {both_refused} refused (as by arrow), {stricter} refused that arrow accepts"
+    );
+    assert!(same > 500 && both_refused > 1000, "both outcomes exercised");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn batches_with_an_empty_body_come_through() {
     // Zero rows of fixed-width columns: the IPC body is empty.

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use arrow_array::{RecordBatch, make_array};
 use arrow_buffer::Buffer;
 use arrow_data::transform::MutableArrayData;
-use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::reader::FileDecoder;
+use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
+use super::check::FlatSchema;
 use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
     MSG_SCHEMA,
@@ -110,7 +112,8 @@ pub struct BatchConsumer {
     arena: *const u8,
     arena_len: u64,
     map: Range<usize>,
-    decoder: StreamDecoder,
+    /// Decodes the current stream's messages: set by its schema message.
+    decoder: Option<SessionDecoder>,
     schema: Option<SchemaRef>,
     expected: Option<SchemaRef>,
     book: Arc<LeaseBook>,
@@ -179,7 +182,7 @@ impl BatchConsumer {
             save_len,
             saved: SavedState::default(),
             map: map_start..map_end,
-            decoder: StreamDecoder::new().with_require_alignment(true),
+            decoder: None,
             schema: None,
             expected: None,
             book,
@@ -283,8 +286,8 @@ impl BatchConsumer {
             let rest = &bytes[at..];
             let msg_len = message_len(rest).map_err(|e| corrupt(e.to_string()))?;
             let kind = if at == 0 { MSG_SCHEMA } else { MSG_DICTIONARY };
-            let mut buffer = Buffer::from(&rest[..msg_len]);
-            self.decode(seq, kind, &mut buffer)?;
+            let buffer = Buffer::from(&rest[..msg_len]);
+            self.decode(seq, kind, &buffer)?;
             at += msg_len;
         }
         Ok(())
@@ -412,7 +415,7 @@ impl BatchConsumer {
         self.outstanding.push_back(desc.end);
         let len = desc.len as usize;
         let lease_it = zero_copy && desc.kind == MSG_RECORD_BATCH;
-        let mut buffer = if lease_it {
+        let buffer = if lease_it {
             let lease = Arc::new(Lease {
                 seq,
                 book: self.book.clone(),
@@ -431,7 +434,7 @@ impl BatchConsumer {
             let bytes = unsafe { std::slice::from_raw_parts(self.arena.add(start), len) };
             Buffer::from_vec(bytes.to_vec())
         };
-        let decoded = self.decode(seq, desc.kind, &mut buffer);
+        let decoded = self.decode(seq, desc.kind, &buffer);
         drop(buffer);
         if let Err(ArrowRingError::SchemaMismatch { .. }) = decoded {
             // Refused, not consumed: the message stays in the ring for a
@@ -500,17 +503,13 @@ impl BatchConsumer {
         &mut self,
         seq: u64,
         kind: u32,
-        buffer: &mut Buffer,
+        buffer: &Buffer,
     ) -> Result<Option<RecordBatch>, ArrowRingError> {
         let corrupt = |source| ArrowRingError::CorruptMessage { seq, source };
-        // Schema and dictionary messages are small: keep their bytes to save.
-        let mut buffer_bytes_for_save =
-            (kind != MSG_RECORD_BATCH).then(|| buffer.as_slice().to_vec());
+        let bytes = buffer.as_slice();
         if kind == MSG_SCHEMA {
             // A schema starts a stream (a new producer session): check it,
-            // then give it to a new decoder. (The decoder applies a schema
-            // message only when it sees the next message's bytes.)
-            let bytes = buffer.as_slice();
+            // then give it a new decoder.
             let found = std::panic::catch_unwind(|| parse_schema(bytes))
                 .unwrap_or_else(|_| Err(ArrowError::IpcError("schema decoder panicked".into())))
                 .map_err(corrupt)?;
@@ -522,49 +521,42 @@ impl BatchConsumer {
                     found,
                 });
             }
+            self.decoder = Some(SessionDecoder::new(found.clone()));
             self.schema = Some(found);
-            self.decoder = StreamDecoder::new().with_require_alignment(true);
-        } else if self.schema.is_none() {
+            self.save_message(kind, bytes.to_vec());
+            return Ok(None);
+        }
+        let Some(decoder) = &mut self.decoder else {
             return Err(corrupt(ArrowError::IpcError(
                 "a data message before any schema message".into(),
             )));
-        } else {
-            // arrow-ipc slices body buffers with asserting slices: check every
-            // buffer's range against the body first.
-            check_body_buffers(buffer.as_slice()).map_err(corrupt)?;
-        }
-        let decoder = &mut self.decoder;
-        // arrow-ipc validates what it decodes; a panic inside it on hostile
-        // bytes would still be a bug there, so turn one into an error too.
+        };
+        // arrow-ipc slices body buffers with asserting slices: check the
+        // message's framing and every buffer's range against the body first.
+        let (message, body_start) = data_message(bytes, kind).map_err(corrupt)?;
+        let block = i32::try_from(body_start)
+            .map(|meta| Block::new(0, meta, (bytes.len() - body_start) as i64))
+            .map_err(|_| corrupt(ArrowError::IpcError("metadata too long".into())))?;
+        let body = &bytes[body_start..];
+        // arrow-ipc validates what it decodes, or check.rs does; a panic
+        // inside it on hostile bytes would still be a bug there, so turn one
+        // into an error too.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut batch = decoder.decode(buffer)?;
-            if batch.is_none() && kind == MSG_RECORD_BATCH && buffer.is_empty() {
-                // A batch with an empty body: arrow-ipc's decoder finishes a
-                // message only when it sees more bytes. Show it an
-                // end-of-stream marker; it returns the batch before reading it.
-                let mut eos = Buffer::from(&[0xff_u8, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
-                batch = decoder.decode(&mut eos)?;
+            if kind == MSG_DICTIONARY {
+                decoder
+                    .checked
+                    .read_dictionary(&block, buffer)
+                    .map(|()| None)
+            } else {
+                decoder.record_batch(&message, body, &block, buffer)
             }
-            if !buffer.is_empty() {
-                return Err(ArrowError::IpcError(format!(
-                    "{} bytes left over after one message",
-                    buffer.len()
-                )));
-            }
-            Ok(batch)
         }))
         .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
         let batch = result.map_err(corrupt)?;
-        if kind != MSG_RECORD_BATCH && batch.is_none() {
-            let bytes = buffer_bytes_for_save.take().unwrap_or_default();
-            self.save_message(kind, bytes);
+        if kind == MSG_DICTIONARY {
+            self.save_message(kind, bytes.to_vec());
         }
-        match (kind, &batch) {
-            (MSG_RECORD_BATCH, None) | (MSG_SCHEMA | MSG_DICTIONARY, Some(_)) => Err(corrupt(
-                ArrowError::IpcError(format!("message content does not match its kind {kind}")),
-            )),
-            _ => Ok(batch),
-        }
+        Ok(batch)
     }
 
     fn mark_done(&self, seq: u64) {
@@ -655,18 +647,30 @@ fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
     Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
 }
 
-/// Checks that every buffer a record batch or dictionary message declares
-/// lies inside the message's body.
-fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
+/// The metadata of the dictionary or record batch message that is all of
+/// `bytes`, and the offset of its body, after checking that the message is
+/// of `kind`, ends where `bytes` ends, and declares every buffer inside its
+/// body.
+fn data_message(bytes: &[u8], kind: u32) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
     let err = |m: String| ArrowError::IpcError(m);
-    let (message, _) = message_metadata(bytes)?;
-    let body_len = message.bodyLength() as u64; // non-negative: checked above
-    let batch = match message.header_type() {
-        arrow_ipc::MessageHeader::RecordBatch => message.header_as_record_batch(),
-        arrow_ipc::MessageHeader::DictionaryBatch => {
+    let (message, body_start) = message_metadata(bytes)?;
+    let body_len = message.bodyLength() as u64; // non-negative: checked there
+    let left_over = (bytes.len() - body_start) as u64 - body_len;
+    if left_over != 0 {
+        return Err(err(format!(
+            "{left_over} bytes left over after one message"
+        )));
+    }
+    let batch = match (kind, message.header_type()) {
+        (MSG_RECORD_BATCH, arrow_ipc::MessageHeader::RecordBatch) => {
+            message.header_as_record_batch()
+        }
+        (MSG_DICTIONARY, arrow_ipc::MessageHeader::DictionaryBatch) => {
             message.header_as_dictionary_batch().and_then(|d| d.data())
         }
-        other => return Err(err(format!("unexpected message type {other:?}"))),
+        (_, other) => {
+            return Err(err(format!("a {other:?} message in a slot of kind {kind}")));
+        }
     }
     .ok_or_else(|| err("message header missing".into()))?;
     for (i, b) in batch.buffers().into_iter().flatten().enumerate() {
@@ -683,7 +687,59 @@ fn check_body_buffers(bytes: &[u8]) -> Result<(), ArrowError> {
             )));
         }
     }
-    Ok(())
+    Ok((message, body_start))
+}
+
+/// Decodes the dictionary and record batch messages of one stream (one
+/// producer session, one schema).
+struct SessionDecoder {
+    /// arrow-ipc with its validation on: all dictionaries, and every batch
+    /// that `fast` does not take.
+    checked: FileDecoder,
+    /// For flat schemas: arrow-ipc with its validation off, for the batches
+    /// that [`FlatSchema::admits`], each checked by [`FlatSchema::validate`]
+    /// before it is returned.
+    fast: Option<(FileDecoder, FlatSchema)>,
+}
+
+impl SessionDecoder {
+    fn new(schema: SchemaRef) -> Self {
+        // Alignment required: a misaligned buffer is an error, never a
+        // silent copy out of the mapping.
+        let checked =
+            FileDecoder::new(schema.clone(), MetadataVersion::V5).with_require_alignment(true);
+        let fast = FlatSchema::new(&schema).map(|flat| {
+            let decoder =
+                FileDecoder::new(schema, MetadataVersion::V5).with_require_alignment(true);
+            // SAFETY: `record_batch` gives this decoder only messages that
+            // `flat.admits` (every buffer long enough and aligned for what
+            // arrow's constructors slice from it, so that building the arrays
+            // reads no byte and cannot panic), and returns a batch only after
+            // `flat.validate` ran arrow's checks on it (check.rs); a batch
+            // that fails them is dropped unread.
+            (unsafe { decoder.with_skip_validation(true) }, flat)
+        });
+        Self { checked, fast }
+    }
+
+    fn record_batch(
+        &self,
+        message: &arrow_ipc::Message<'_>,
+        body: &[u8],
+        block: &Block,
+        buffer: &Buffer,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        if let Some((fast, flat)) = &self.fast
+            && flat.admits(message, body)
+        {
+            let batch = fast.read_record_batch(block, buffer)?;
+            if let Some(batch) = &batch {
+                flat.validate(batch)?;
+            }
+            return Ok(batch);
+        }
+        self.checked.read_record_batch(block, buffer)
+    }
 }
 
 /// Length of the IPC message at the start of `bytes`: prefix, metadata and
