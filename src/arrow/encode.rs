@@ -277,14 +277,21 @@ impl BatchProducer {
     fn write_message(&mut self, pos: u64, size: u64, msg: &Message) {
         let start = pos % self.arena_len;
         let mut at = start as usize;
+        let mut streamed = false;
         for part in &msg.parts {
             // SAFETY: reserve() made pos..pos+size free (the consumer released
             // it) and contiguous (start + size <= arena_len); the parts sum to
             // msg.len <= size, and the source buffers do not overlap the arena.
-            unsafe {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), self.arena.add(at), part.len());
-            }
+            streamed |= unsafe { copy_to_arena(self.arena.add(at), part) };
             at += part.len();
+        }
+        if streamed {
+            // SYNC POINT arena: streaming stores are weakly ordered even on
+            // x86, and a Release store does not order them; the fence makes
+            // them visible before the Release stores below (arena_head, and
+            // write_seq in try_push, whose Acquire load by the consumer
+            // publishes these bytes).
+            store_fence();
         }
         let end = pos + size;
         let desc = Descriptor {
@@ -346,6 +353,73 @@ impl BatchProducer {
     /// `send_timeout` that found no room for all of them).
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// Parts at least this long are copied into the arena with streaming
+/// (non-temporal) stores, on x86_64: a large batch would only evict the
+/// producer's caches, and the stores skip reading each arena line before
+/// overwriting it. Smaller parts (and all parts elsewhere) use `memcpy`,
+/// which leaves them in cache for a consumer on a nearby core.
+const STREAM_MIN: usize = 64 << 10;
+
+/// Copies `src` to `dst`; `true` if it used streaming stores, which must be
+/// fenced with [`store_fence`] before the bytes are published.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of `src.len()` bytes that do not overlap `src`.
+unsafe fn copy_to_arena(dst: *mut u8, src: &[u8]) -> bool {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    if src.len() >= STREAM_MIN {
+        // SAFETY: forwarded from the caller.
+        unsafe { stream_copy(dst, src) };
+        return true;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+    false
+}
+
+/// `memcpy` with SSE2 streaming stores (SSE2 is part of x86_64).
+///
+/// # Safety
+///
+/// As [`copy_to_arena`].
+#[cfg(all(target_arch = "x86_64", not(loom)))]
+unsafe fn stream_copy(dst: *mut u8, src: &[u8]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+    let len = src.len();
+    let head = dst.align_offset(16).min(len);
+    let body_end = head + (len - head) / 64 * 64;
+    // SAFETY: every access below is within dst..dst+len and src (the
+    // caller's contract); the streamed stores go to 16-aligned addresses
+    // (dst + head is aligned, and steps are multiples of 16).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst, head);
+        let mut i = head;
+        while i < body_end {
+            for k in [0, 16, 32, 48] {
+                let v = _mm_loadu_si128(src.as_ptr().add(i + k).cast::<__m128i>());
+                _mm_stream_si128(dst.add(i + k).cast::<__m128i>(), v);
+            }
+            i += 64;
+        }
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr().add(body_end),
+            dst.add(body_end),
+            len - body_end,
+        );
+    }
+}
+
+/// Orders earlier streaming stores before later stores (`sfence`).
+fn store_fence() {
+    // SAFETY: sfence needs SSE, which every x86_64 CPU has; it touches no
+    // memory.
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    unsafe {
+        std::arch::x86_64::_mm_sfence();
     }
 }
 
