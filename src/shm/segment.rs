@@ -5,8 +5,8 @@
 //! one code path serve any directory, such as a hugetlbfs mount or a disk).
 //! It is created with `O_CREAT | O_EXCL | O_NOFOLLOW` and mode 0600 unless
 //! asked otherwise, sized with `ftruncate` (so it starts zeroed, with `state`
-//! = initialising), initialised, and only then marked ready with a Release
-//! store.
+//! = initialising), its memory committed with `posix_fallocate`,
+//! initialised, and only then marked ready with a Release store.
 //!
 //! Roles are open-file-description (OFD) write locks on single bytes of the
 //! file: byte 0 for the producer, byte 1 for the consumer. The kernel drops a
@@ -113,9 +113,17 @@ impl Segment {
         // From here on, a failure must not leave a half-made file behind.
         let result = (|| {
             file.set_len(layout.total_len).map_err(io)?;
+            // Commit the memory now. tmpfs allocates a page on its first
+            // write, and if /dev/shm is full by then the writer dies of
+            // SIGBUS mid-stream; allocating here makes that ENOSPC at create
+            // and takes page allocation and zeroing off the data path.
+            let len = libc::off_t::try_from(layout.total_len)
+                .map_err(|_| io(std::io::Error::other("segment too large")))?;
+            nix::fcntl::posix_fallocate(&file, 0, len).map_err(|e| io(e.into()))?;
             // A raw mapping: every access goes through pointers we check.
             let map = MmapOptions::new()
                 .len(layout.total_len as usize)
+                .populate()
                 .map_raw(&file)
                 .map_err(io)?;
             let mut layout = layout;
@@ -214,7 +222,7 @@ impl Segment {
         // shrinking the file later would make accesses fault (SIGBUS);
         // docs/FORMAT.md documents that hazard.
         let map = if writable {
-            MmapOptions::new().len(map_len).map_raw(&file)
+            MmapOptions::new().len(map_len).populate().map_raw(&file)
         } else {
             MmapOptions::new().len(map_len).map_raw_read_only(&file)
         }
