@@ -772,6 +772,35 @@ fn permission_denied_is_reported() {
     fails(out, 1, "permission denied");
 }
 
+#[test]
+fn a_ring_that_does_not_fit_its_filesystem_is_refused_at_create() {
+    // A 1 MiB tmpfs: a 4 MiB ring must fail with ENOSPC when created, not
+    // kill its producer with SIGBUS at the first write past what fits.
+    let d = Dir::new("full");
+    let mnt = d.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)");
+        return;
+    }
+    let dir = mnt.display().to_string();
+    let out = d.run(&["create", "big", "--dir", &dir, "--arena", "4MiB"]);
+    let small = d.run(&["create", "small", "--dir", &dir, "--arena", "256KiB"]);
+    let left: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&mnt).status();
+    fails(out, 1, "No space left on device");
+    ok(small);
+    assert_eq!(left, ["small"], "the failed create leaves no file behind");
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
