@@ -598,6 +598,13 @@ fn flat_batch(rows: usize) -> RecordBatch {
             true,
         ),
         (
+            "ascii",
+            Arc::new(StringArray::from_iter(
+                (0..rows).map(|i| (!null_every(7)(i)).then(|| format!("row {i}"))),
+            )),
+            true,
+        ),
+        (
             "large_utf8",
             Arc::new(LargeStringArray::from_iter_values(
                 (0..rows).map(|i| word(i + 1)),

@@ -20,7 +20,8 @@
 //! 3. runs [`FlatSchema::validate`] on the batch before anyone sees it: for
 //!    every column arrow's own `ArrayData::validate` and `validate_nulls`,
 //!    then `validate_values` or, for Utf8/Binary columns, [`offsets_ok`]: one
-//!    pass for order and bounds, one UTF-8 pass over the values and one
+//!    pass for order and bounds, then for strings one ASCII pass over the
+//!    values or, if they are not all ASCII, a UTF-8 pass and one
 //!    char-boundary test per offset. Where `offsets_ok` says no, arrow's
 //!    `validate_values` decides (and words the error), so the fast path
 //!    accepts exactly what arrow accepts. Last, the nullability check that
@@ -244,7 +245,9 @@ pub(super) fn offsets_ok<O: OffsetSizeTrait>(offsets: &[O], values: &[u8], utf8:
     if !(ordered && in_bounds) {
         return false;
     }
-    if !utf8 {
+    // ASCII is UTF-8 with a char boundary at every byte: the common case
+    // needs one pass over the values and no look at them per offset.
+    if !utf8 || values.is_ascii() {
         return true;
     }
     // Every offset now lies in 0..=values.len(). In valid UTF-8 a char
