@@ -849,6 +849,58 @@ fn dict_stream_batch(i: usize) -> RecordBatch {
 }
 
 #[test]
+fn a_consumer_that_cannot_resume_says_why() {
+    // A 64 KiB arena keeps 8 KiB to save the decoder state, 4 KiB per half:
+    // a dictionary of ~6 KiB does not fit, so a consumer that detaches
+    // mid-stream leaves nothing to resume from. The next one must say why
+    // it cannot decode, and must not skip anything silently.
+    let ring = Ring::new("noresume");
+    let o = opts(16, 64 << 10);
+    let big = |i: i64| {
+        let mut d = StringDictionaryBuilder::<Int32Type>::new();
+        for j in 0..200 {
+            d.append_value(format!("word number {j:04} of a large dictionary"));
+        }
+        RecordBatch::try_from_iter([
+            ("d", Arc::new(d.finish()) as ArrayRef),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(i * 200..i * 200 + 200)) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    };
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    for i in 0..3 {
+        tx.send(&big(i)).unwrap();
+    }
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), big(0));
+    drop(rx);
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    match rx.recv() {
+        Err(ArrowRingError::CorruptMessage { seq, source }) => {
+            let text = source.to_string();
+            assert!(text.contains("cannot resume mid-stream"), "{text}");
+            assert_eq!(seq, 3, "schema, dictionary and batch 0 were released");
+        }
+        other => panic!("{:?}", other.map(|b| b.map(|b| b.num_rows()))),
+    }
+    // Nothing is skipped silently: each message it cannot decode is an
+    // error naming it (and is then passed, like any corrupt message).
+    match rx.recv() {
+        Err(ArrowRingError::CorruptMessage { seq: 4, source }) => {
+            assert!(source.to_string().contains("cannot resume"), "{source}");
+        }
+        other => panic!("{:?}", other.map(|b| b.map(|b| b.num_rows()))),
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(ArrowRingError::Timeout)
+    ));
+}
+
+#[test]
 fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
     let ring = Ring::new("resume");
     let o = opts(64, 1 << 20);

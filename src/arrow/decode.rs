@@ -128,6 +128,10 @@ pub struct BatchConsumer {
     /// The decoder state as saved there.
     saved: SavedState,
     max_leases: usize,
+    /// Resuming a stream whose saved state had overflowed the save area:
+    /// its size then, to explain why the next data message cannot be
+    /// decoded.
+    unsaved_state: Option<u64>,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with it.
@@ -189,6 +193,7 @@ impl BatchConsumer {
             outstanding: VecDeque::new(),
             last_end: released,
             max_leases: opts.max_leases.max(1),
+            unsaved_state: None,
         };
         me.restore_saved_state()?;
         Ok(me)
@@ -265,6 +270,7 @@ impl BatchConsumer {
         if word & OVERFLOW != 0 {
             // Too many dictionaries to save: resuming works only if the next
             // message starts a stream; decode() reports it otherwise.
+            self.unsaved_state = Some(self.save_len / 2);
             return Ok(());
         }
         let half_len = (self.save_len / 2) & !(ARENA_ALIGN - 1);
@@ -527,9 +533,15 @@ impl BatchConsumer {
             return Ok(None);
         }
         let Some(decoder) = &mut self.decoder else {
-            return Err(corrupt(ArrowError::IpcError(
-                "a data message before any schema message".into(),
-            )));
+            let why = match self.unsaved_state {
+                Some(half) => format!(
+                    "cannot resume mid-stream: the previous consumer's schema and dictionaries \
+                     did not fit the ring's save area ({half} bytes), so the messages it left \
+                     cannot be decoded (a larger arena has a larger save area)"
+                ),
+                None => "a data message before any schema message".into(),
+            };
+            return Err(corrupt(ArrowError::IpcError(why)));
         };
         // arrow-ipc slices body buffers with asserting slices: check the
         // message's framing and every buffer's range against the body first.
