@@ -439,12 +439,12 @@ fn an_abandoned_stream_ends_in_peer_gone_not_end_of_stream() {
     assert!(rx.recv().unwrap().is_none());
 }
 
-/// 10,000 corruptions of descriptors and message bytes written by a real
-/// producer: every receive either succeeds or fails with an error naming
-/// the slot; none panics, none reads outside the arena.
-#[test]
-fn corrupted_descriptors_and_messages_are_errors_never_panics() {
-    let dir = std::env::temp_dir().join(format!("lr-arrow-fuzz-{}", std::process::id()));
+/// A private directory and a 16-slot, 256 KiB ring's options in it, for
+/// tests that rewrite the segment file. arrow-ipc 59 panics on some
+/// malformed metadata (caught and turned into errors by the consumer); the
+/// panic hook keeps those expected panics out of the log.
+fn fuzz_setup(test: &str) -> (std::path::PathBuf, ArrowRingOptions) {
+    let dir = std::env::temp_dir().join(format!("lr-arrow-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let o = ArrowRingOptions {
         slots: 16,
@@ -455,8 +455,6 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
         },
         max_leases: 16,
     };
-    // arrow-ipc 59 panics on some malformed metadata (caught and turned into
-    // errors by the consumer); keep those expected panics out of the log.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let from_arrow = info.location().is_some_and(|l| l.file().contains("arrow-"));
@@ -464,6 +462,34 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
             default_hook(info);
         }
     }));
+    (dir, o)
+}
+
+/// A xorshift64 generator: reproducible cases without a dependency.
+fn xorshift(mut state: u64) -> impl FnMut() -> usize {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    }
+}
+
+/// Overwrites `byte` with a random value, or flips one of its bits.
+fn corrupt_byte(byte: &mut u8, next: &mut impl FnMut() -> usize) {
+    if next() % 2 == 0 {
+        *byte = next() as u8;
+    } else {
+        *byte ^= 1 << (next() % 8);
+    }
+}
+
+/// 10,000 corruptions of descriptors and message bytes written by a real
+/// producer: every receive either succeeds or fails with an error naming
+/// the slot; none panics, none reads outside the arena.
+#[test]
+fn corrupted_descriptors_and_messages_are_errors_never_panics() {
+    let (dir, o) = fuzz_setup("fuzz");
     let mut tx = BatchProducer::create("fuzz", &o).unwrap();
     for (i, rows) in [5, 40, 0, 13].into_iter().enumerate() {
         tx.send(&everything_batch(rows, i as i64)).unwrap();
@@ -484,27 +510,17 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
         messages >= 6,
         "schema, dictionary, batches: {messages} messages"
     );
-    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let (mut ok, mut errors) = (0, 0);
     for case in 0..10_000 {
         let mut bytes = pristine.clone();
         for _ in 0..1 + next() % 3 {
             let at = if case % 2 == 0 {
-                slots_at + (next() as usize % messages) * 32 + (next() as usize % 32)
+                slots_at + (next() % messages) * 32 + (next() % 32)
             } else {
-                arena_at + next() as usize % written
+                arena_at + next() % written
             };
-            if next() % 2 == 0 {
-                bytes[at] = next() as u8;
-            } else {
-                bytes[at] ^= 1 << (next() % 8);
-            }
+            corrupt_byte(&mut bytes[at], &mut next);
         }
         std::fs::write(&path, &bytes).unwrap();
         let mut rx = BatchConsumer::open("fuzz", &o).unwrap();
@@ -655,26 +671,9 @@ fn flat_batch(rows: usize) -> RecordBatch {
 fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
     // Differential: flip bytes of a flat batch's message (its metadata or its
     // body) and compare the consumer's verdict with arrow-ipc's own
-    // validating StreamReader on the same bytes. Whatever the consumer
+    // validating decoder on the same bytes. Whatever the consumer
     // accepts, arrow must accept too and decode to the same batch.
-    let dir = std::env::temp_dir().join(format!("lr-arrow-flatfuzz-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let o = ArrowRingOptions {
-        slots: 16,
-        arena_bytes: 256 << 10,
-        segment: SegmentOptions {
-            dir: dir.clone(),
-            ..SegmentOptions::default()
-        },
-        max_leases: 16,
-    };
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let from_arrow = info.location().is_some_and(|l| l.file().contains("arrow-"));
-        if !from_arrow {
-            default_hook(info);
-        }
-    }));
+    let (dir, o) = fuzz_setup("flatfuzz");
     let sent = flat_batch(37);
     let mut tx = BatchProducer::create("flatfuzz", &o).unwrap();
     tx.send(&sent).unwrap();
@@ -718,13 +717,7 @@ fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
         .ok()?
     };
     assert_eq!(arrow_decodes(&pristine).as_ref(), Some(&sent));
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng as usize
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let (mut same, mut both_refused, mut stricter) = (0, 0, 0);
     for case in 0..10_000 {
         let mut bytes = pristine.clone();
@@ -734,11 +727,7 @@ fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
             } else {
                 meta_end + next() % (batch_msg.end - meta_end)
             };
-            if next() % 2 == 0 {
-                bytes[at] = next() as u8;
-            } else {
-                bytes[at] ^= 1 << (next() % 8);
-            }
+            corrupt_byte(&mut bytes[at], &mut next);
         }
         std::fs::write(&path, &bytes).unwrap();
         let mut rx = BatchConsumer::open("flatfuzz", &o).unwrap();
