@@ -128,9 +128,9 @@ pub struct BatchConsumer {
     /// The decoder state as saved there.
     saved: SavedState,
     max_leases: usize,
-    /// Resuming a stream whose saved state had overflowed the save area:
-    /// its size then, to explain why the next data message cannot be
-    /// decoded.
+    /// Set when resuming a stream whose saved state had overflowed the save
+    /// area: the size of one half of that area, for the error that explains
+    /// why the next data message cannot be decoded.
     unsaved_state: Option<u64>,
 }
 
