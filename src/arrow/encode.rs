@@ -454,10 +454,11 @@ impl Parts {
 }
 
 fn concat(parts: &[Buffer]) -> Vec<u8> {
-    parts
-        .iter()
-        .flat_map(|p| p.as_slice().iter().copied())
-        .collect()
+    let mut out = Vec::with_capacity(parts.iter().map(Buffer::len).sum());
+    for p in parts {
+        out.extend_from_slice(p.as_slice());
+    }
+    out
 }
 
 impl Drop for BatchProducer {
