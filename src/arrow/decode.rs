@@ -723,13 +723,14 @@ impl SessionDecoder {
         let fast = FlatSchema::new(&schema).map(|flat| {
             let decoder =
                 FileDecoder::new(schema, MetadataVersion::V5).with_require_alignment(true);
-            // SAFETY: `record_batch` gives this decoder only messages that
-            // `flat.admits` (every buffer long enough and aligned for what
+            // `record_batch` gives this decoder only messages that
+            // `flat.admits`: every buffer long enough and aligned for what
             // arrow's constructors slice from it, so that building the arrays
-            // reads no byte and cannot panic), and returns a batch only after
-            // `flat.validate` ran arrow's checks on it (check.rs); a batch
-            // that fails them is dropped unread.
-            (unsafe { decoder.with_skip_validation(true) }, flat)
+            // reads no byte and cannot panic.
+            // SAFETY: and it returns a batch only after `flat.validate` ran
+            // arrow's checks on it (check.rs); one that fails is dropped unread.
+            let decoder = unsafe { decoder.with_skip_validation(true) };
+            (decoder, flat)
         });
         Self { checked, fast }
     }
