@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::builder::{Int32Builder, ListBuilder};
 use arrow_array::*;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
 use proptest::prelude::*;
 
@@ -87,6 +87,16 @@ fn batch_strategy() -> impl Strategy<Value = RecordBatch> {
 
 static CASE: AtomicUsize = AtomicUsize::new(0);
 
+/// A ring name whose segment is removed when the case ends, also when it
+/// fails (proptest then runs many more cases while shrinking).
+struct RemovedOnDrop(String);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = laminar_ring::shm::remove(&self.0);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -96,10 +106,11 @@ proptest! {
         zero_copy in any::<bool>(),
         slices in 1_usize..4,
     ) {
-        let name = format!("lr-prop-arrow-{}-{}", std::process::id(), CASE.fetch_add(1, Ordering::Relaxed));
+        let ring = RemovedOnDrop(format!("lr-prop-arrow-{}-{}", std::process::id(), CASE.fetch_add(1, Ordering::Relaxed)));
+        let name = &ring.0;
         let opts = ArrowRingOptions { slots: 16, arena_bytes: 1 << 20, ..ArrowRingOptions::default() };
-        let mut tx = BatchProducer::create(&name, &opts).unwrap();
-        let mut rx = BatchConsumer::open(&name, &opts).unwrap();
+        let mut tx = BatchProducer::create(name, &opts).unwrap();
+        let mut rx = BatchConsumer::open(name, &opts).unwrap();
         // Send the batch and some slices of it (slices exercise offsets).
         let rows = batch.num_rows();
         let sent: Vec<RecordBatch> = (0..slices)
@@ -116,8 +127,5 @@ proptest! {
             };
             prop_assert_eq!(got.as_ref(), Some(b), "batch {} of {:?}", k, b.schema());
         }
-        drop((tx, rx));
-        let _ = laminar_ring::shm::remove(&name);
-        let _: DataType = DataType::Null;
     }
 }
