@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
-use arrow_ipc::reader::{FileReader, StreamReader};
 use arrow_ipc::writer::{FileWriter, StreamWriter};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use clap::ValueEnum;
@@ -16,6 +15,9 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::failure::{Failure, fail, file_failure};
+use crate::guard::{Guarded, guarded};
+use crate::ipc_input::{IpcFile, IpcStream};
+use crate::parquet_io::BoundedFile;
 
 /// Formats `produce` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,7 +89,7 @@ pub fn open_input(
         let stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
         return match format {
             InputFormat::Auto | InputFormat::Arrow => {
-                let r = StreamReader::try_new(stdin, None)
+                let r = IpcStream::try_new(stdin, None)
                     .map_err(|e| fail!("cannot read standard input as an Arrow IPC stream: {e}"))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
             }
@@ -115,25 +117,27 @@ pub fn open_input(
             let mut magic = [0_u8; 6];
             let n = read_prefix(&mut file, &mut magic).map_err(|e| bad(&e))?;
             if &magic[..n] == b"ARROW1" {
-                let r = FileReader::try_new(file, None)
+                let r = IpcFile::try_new(file)
                     .map_err(|e| bad(&format!("not a valid Arrow IPC file: {e}")))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow file"))
             } else {
-                let r = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+                let size = file.metadata().map_err(|e| bad(&e))?.len();
+                let r = IpcStream::try_new(BufReader::with_capacity(1 << 20, file), Some(size))
                     .map_err(|e| bad(&format!("not a valid Arrow IPC stream: {e}")))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
             }
         }
         InputFormat::Parquet => {
-            let r = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| bad(&format!("not a valid Parquet file: {e}")))?
-                .with_batch_size(batch_rows)
-                .build()
-                .map_err(|e| bad(&e))?;
-            let schema = r.schema();
+            let file = BoundedFile::new(file).map_err(|e| bad(&e))?;
+            let r = guarded("the Parquet decoder", || {
+                ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.with_batch_size(batch_rows).build())
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            })
+            .map_err(|e| bad(&format!("not a valid Parquet file: {e}")))?;
             Ok(Input {
-                schema,
-                batches: Box::new(r),
+                schema: r.schema(),
+                batches: Box::new(Guarded::new(r, "the Parquet decoder")),
                 format: "parquet",
             })
         }
@@ -250,7 +254,7 @@ fn open_csv<R: BufRead + 'static>(
     });
     Ok(Input {
         schema,
-        batches: Box::new(batches),
+        batches: Box::new(Guarded::new(batches, "the CSV reader")),
         format: "csv",
     })
 }

@@ -9,6 +9,9 @@
 mod bench;
 mod failure;
 mod formats;
+mod guard;
+mod ipc_input;
+mod parquet_io;
 mod pipe;
 mod progress;
 mod rings;
@@ -159,12 +162,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    guard::install_quiet_hook();
     // Usage errors print clap's message and exit with 2.
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("laminar-ring: {}", f.message);
+            // One line, even when a library's message has several.
+            let message = f
+                .message
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("laminar-ring: {message}");
             ExitCode::from(f.code)
         }
     }
