@@ -99,3 +99,132 @@ fn a_small_file_that_claims_huge_blocks_costs_memory_bounded_by_its_real_size() 
         );
     }
 }
+
+/// A schema message declaring one non-nullable int64 column `v`, in
+/// `order`: arrow-rs writes no byte order (little-endian by default), so
+/// it is built here.
+fn schema_in_order<'a>(
+    fbb: &mut flatbuffers::FlatBufferBuilder<'a>,
+    order: arrow_ipc::Endianness,
+) -> flatbuffers::WIPOffset<arrow_ipc::Schema<'a>> {
+    let name = fbb.create_string("v");
+    let int = {
+        let mut b = arrow_ipc::IntBuilder::new(fbb);
+        b.add_bitWidth(64);
+        b.add_is_signed(true);
+        b.finish()
+    };
+    let children = fbb.create_vector::<flatbuffers::WIPOffset<arrow_ipc::Field>>(&[]);
+    let field = {
+        let mut b = arrow_ipc::FieldBuilder::new(fbb);
+        b.add_name(name);
+        b.add_nullable(false);
+        b.add_type_type(arrow_ipc::Type::Int);
+        b.add_type_(int.as_union_value());
+        b.add_children(children);
+        b.finish()
+    };
+    let fields = fbb.create_vector(&[field]);
+    let mut b = arrow_ipc::SchemaBuilder::new(fbb);
+    b.add_endianness(order);
+    b.add_fields(fields);
+    b.finish()
+}
+
+/// `meta` framed as an encapsulated IPC message without a body.
+fn framed(meta: &[u8]) -> Vec<u8> {
+    let mut meta = meta.to_vec();
+    meta.resize(meta.len().next_multiple_of(8), 0);
+    let mut out = vec![0xff; 4];
+    out.extend_from_slice(&(meta.len() as i32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out
+}
+
+/// An IPC stream and an IPC file holding the int64 values `values` in
+/// big-endian byte order, as a big-endian machine writes them.
+fn big_endian_files(values: &[i64]) -> (Vec<u8>, Vec<u8>) {
+    use arrow_ipc::{MessageBuilder, MessageHeader, MetadataVersion};
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let schema = schema_in_order(&mut fbb, arrow_ipc::Endianness::Big);
+    let msg = {
+        let mut b = MessageBuilder::new(&mut fbb);
+        b.add_version(MetadataVersion::V5);
+        b.add_header_type(MessageHeader::Schema);
+        b.add_header(schema.as_union_value());
+        b.finish()
+    };
+    fbb.finish(msg, None);
+    let schema_msg = framed(fbb.finished_data());
+    // The record batch as arrow-rs writes it, its values then byte-swapped.
+    let batch = arrow_array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "v",
+            arrow_schema::DataType::Int64,
+            false,
+        )])),
+        vec![std::sync::Arc::new(arrow_array::Int64Array::from(
+            values.to_vec(),
+        ))],
+    )
+    .unwrap();
+    let le = ipc_stream(&[batch]);
+    let (start, meta, body) = ipc_messages(&le, 0)[1].clone();
+    let mut batch_msg = le[start..body.end].to_vec();
+    let data = {
+        let m = arrow_ipc::root_as_message(&le[meta.clone()]).unwrap();
+        let bufs = m.header_as_record_batch().unwrap().buffers().unwrap();
+        let data = bufs.get(1);
+        let at = body.start - start + data.offset() as usize;
+        at..at + data.length() as usize
+    };
+    for v in batch_msg[data].chunks_exact_mut(8) {
+        v.reverse();
+    }
+    let eos = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+    let stream = [schema_msg.as_slice(), &batch_msg, &eos].concat();
+
+    // The file: magic, the stream, a footer naming the schema and the batch.
+    let mut file = b"ARROW1\0\0".to_vec();
+    file.extend_from_slice(&stream);
+    let batch_at = 8 + schema_msg.len();
+    let meta_len = (meta.end - start) as i32;
+    let body_len = (body.end - meta.end) as i64;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let schema = schema_in_order(&mut fbb, arrow_ipc::Endianness::Big);
+    let blocks = fbb.create_vector(&[arrow_ipc::Block::new(batch_at as i64, meta_len, body_len)]);
+    let footer = {
+        let mut b = arrow_ipc::FooterBuilder::new(&mut fbb);
+        b.add_version(MetadataVersion::V5);
+        b.add_schema(schema);
+        b.add_recordBatches(blocks);
+        b.finish()
+    };
+    fbb.finish(footer, None);
+    let footer = fbb.finished_data();
+    file.extend_from_slice(footer);
+    file.extend_from_slice(&(footer.len() as i32).to_le_bytes());
+    file.extend_from_slice(b"ARROW1");
+    (stream, file)
+}
+
+#[test]
+fn big_endian_arrow_input_is_refused_rather_than_read_byte_swapped() {
+    let d = Dir::new("big-endian");
+    let (stream, file) = big_endian_files(&[1, 2, 258, -7]);
+    std::fs::write(d.path("be.arrows"), &stream).unwrap();
+    std::fs::write(d.path("be.arrow"), &file).unwrap();
+    for name in ["be.arrows", "be.arrow"] {
+        d.run(&["produce", "r", "-i", &d.s(name), "--arena", "1MiB"])
+            .assert_fails(1, "big-endian");
+    }
+    let stdin = d.cmd(&[
+        "produce", "r", "-i", "-", "--format", "arrow", "--arena", "1MiB",
+    ]);
+    run_limited(stdin, Some(&d.path("be.arrows")), Duration::from_secs(60))
+        .assert_fails(1, "big-endian");
+    // Nothing reached the ring (it may not even exist).
+    if d.path("r").exists() {
+        assert_eq!(d.info("r")["write_seq"], 0);
+    }
+}

@@ -43,6 +43,29 @@ fn flatbuffer_err(what: &str, e: &dyn std::fmt::Display) -> ArrowError {
     ipc_err(format!("{what}: {}", e.lines().next().unwrap_or_default()))
 }
 
+/// Refuses data in the other byte order: arrow-rs would read its numbers
+/// byte-swapped (and panic on its decimals).
+fn check_byte_order(schema: arrow_ipc::Schema<'_>) -> Result<(), ArrowError> {
+    let order = schema.endianness();
+    if order.equals_to_target_endianness() {
+        return Ok(());
+    }
+    let order = match order {
+        arrow_ipc::Endianness::Big => "big-endian".to_string(),
+        arrow_ipc::Endianness::Little => "little-endian".to_string(),
+        other => format!("byte order {}", other.0),
+    };
+    Err(ipc_err(format!(
+        "the data is {order}, which this build does not convert; rewrite it in this \
+         machine's byte order (pyarrow on a {} machine reads it and writes it back)",
+        if cfg!(target_endian = "little") {
+            "little-endian"
+        } else {
+            "big-endian"
+        }
+    )))
+}
+
 /// Reads into `buf` until it is full or the input ends; returns the count.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -156,6 +179,9 @@ impl<R: Read> IpcStream<R> {
                 .map_err(|e| flatbuffer_err("message metadata", &e))?;
             let body_len = u64::try_from(message.bodyLength())
                 .map_err(|_| ipc_err(format!("negative body length {}", message.bodyLength())))?;
+            if let Some(schema) = message.header_as_schema() {
+                check_byte_order(schema)?;
+            }
             (body_len, message.header_type())
         };
         self.take_left(body_len, "a message body")?;
@@ -245,6 +271,7 @@ impl IpcFile {
         let ipc_schema = footer
             .schema()
             .ok_or_else(|| ipc_err("a file footer without a schema"))?;
+        check_byte_order(ipc_schema)?;
         let schema = Arc::new(guarded("the Arrow IPC schema decoder", || {
             Ok(arrow_ipc::convert::fb_to_schema(ipc_schema))
         })?);

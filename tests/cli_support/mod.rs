@@ -466,3 +466,26 @@ pub fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
     assert!(off + inner.len() <= outer.len());
     off
 }
+
+/// Sends `input` through ring `ring` with `produce` (plus `args`), then
+/// reads it back with `consume` as an Arrow IPC stream.
+pub fn through(d: &Dir, ring: &str, input: &str, args: &[&str]) -> Vec<RecordBatch> {
+    let mut produce = vec!["produce", ring, "-i", input];
+    produce.extend_from_slice(args);
+    d.run(&produce).assert_ok();
+    let out = d.s(&format!("{ring}.out.arrows"));
+    d.run(&["consume", ring, "-o", &out]).assert_ok();
+    arrow_ipc::reader::StreamReader::try_new(File::open(&out).unwrap(), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Each row of `batches` as a one-row batch, to compare inputs and outputs
+/// whatever their batch boundaries.
+pub fn rows(batches: &[RecordBatch]) -> Vec<RecordBatch> {
+    batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| b.slice(i, 1)))
+        .collect()
+}
