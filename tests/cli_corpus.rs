@@ -32,6 +32,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// KB): the binary itself needs a few MiB.
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
 
+/// The name of the case that is a source file as written.
+const UNCHANGED: &str = "unchanged source";
+
 /// A mutation, named for the report.
 type Case = (String, Vec<u8>);
 
@@ -244,7 +247,8 @@ fn corpus() -> Vec<(String, &'static str, Case)> {
     let mut rng = Rng::new(0x001a_3d11);
     let mut all = Vec::new();
     for (name, ext, src) in &sources {
-        let mut cases = Vec::new();
+        // First the source itself, which must be read whole.
+        let mut cases = vec![(UNCHANGED.to_string(), src.clone())];
         let third = CASES_PER_SOURCE / 3;
         generic(&mut rng, src, &mut cases, third);
         match *name {
@@ -297,6 +301,9 @@ fn malformed_inputs_never_panic_hang_or_balloon_in_produce() {
             Some(format!("peak RSS {} KiB", run.max_rss_kib))
         } else {
             match run.code {
+                _ if what == UNCHANGED && run.code != Some(0) => {
+                    Some(format!("a valid source was refused: {err}"))
+                }
                 Some(0) => {
                     read += 1;
                     None

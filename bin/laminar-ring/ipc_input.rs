@@ -7,8 +7,8 @@
 //! read first: a file's blocks must lie inside the file, a stream's
 //! message inside what is left of it, and from standard input (size
 //! unknown) a message's buffer grows only as its bytes arrive. The
-//! messages are then decoded by arrow-ipc's `StreamDecoder` and
-//! `FileDecoder`, with validation on and under [`guarded`].
+//! messages are then decoded by arrow-ipc's `FileDecoder`, with validation
+//! on and under [`guarded`].
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::{FileDecoder, StreamDecoder, read_footer_length};
-use arrow_ipc::{Block, MessageHeader};
+use arrow_ipc::reader::{FileDecoder, read_footer_length};
+use arrow_ipc::{Block, MessageHeader, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::guard::guarded;
@@ -93,12 +93,70 @@ fn read_onto(r: &mut impl Read, buf: &mut Vec<u8>, len: u64, what: &str) -> Resu
     Ok(())
 }
 
+fn take_left(left: &mut Option<u64>, n: u64, what: &str) -> Result<(), ArrowError> {
+    if let Some(left) = left {
+        if n > *left {
+            return Err(ipc_err(format!(
+                "{what} of {n} bytes, but only {left} bytes follow"
+            )));
+        }
+        *left -= n;
+    }
+    Ok(())
+}
+
+/// The next message, whole (continuation marker, metadata length,
+/// metadata, body), and its kind; `None` at the end of the stream.
+fn next_message(
+    reader: &mut impl Read,
+    left: &mut Option<u64>,
+) -> Result<Option<(Vec<u8>, MessageHeader)>, ArrowError> {
+    let mut word = [0_u8; 4];
+    match read_full(reader, &mut word)? {
+        // The end of the input without an end-of-stream marker is an
+        // end too, as for arrow's readers.
+        0 => return Ok(None),
+        4 => take_left(left, 4, "a message prefix")?,
+        n => return Err(ipc_err(format!("truncated: {n} bytes of a message prefix"))),
+    }
+    if word == CONTINUATION {
+        if read_full(reader, &mut word)? != 4 {
+            return Err(ipc_err("truncated: a message prefix without its length"));
+        }
+        take_left(left, 4, "a message prefix")?;
+    }
+    let meta_len = i32::from_le_bytes(word);
+    if meta_len == 0 {
+        return Ok(None); // the end-of-stream marker
+    }
+    let meta_len = u64::try_from(meta_len)
+        .map_err(|_| ipc_err(format!("negative metadata length {meta_len}")))?;
+    take_left(left, meta_len, "message metadata")?;
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&CONTINUATION);
+    msg.extend_from_slice(&word);
+    read_onto(reader, &mut msg, meta_len, "message metadata")?;
+    let (body_len, header) = {
+        let message = arrow_ipc::root_as_message(&msg[8..])
+            .map_err(|e| flatbuffer_err("message metadata", &e))?;
+        let body_len = u64::try_from(message.bodyLength())
+            .map_err(|_| ipc_err(format!("negative body length {}", message.bodyLength())))?;
+        if let Some(schema) = message.header_as_schema() {
+            check_byte_order(schema)?;
+        }
+        (body_len, message.header_type())
+    };
+    take_left(left, body_len, "a message body")?;
+    read_onto(reader, &mut msg, body_len, "a message body")?;
+    Ok(Some((msg, header)))
+}
+
 /// An Arrow IPC stream, read message by message.
 pub struct IpcStream<R> {
     reader: R,
     /// Bytes left in the input, when its size is known (a file).
     left: Option<u64>,
-    decoder: StreamDecoder,
+    decoder: FileDecoder,
     schema: SchemaRef,
     done: bool,
 }
@@ -106,15 +164,9 @@ pub struct IpcStream<R> {
 impl<R: Read> IpcStream<R> {
     /// Reads the stream's schema message. `size`: the input's length in
     /// bytes, when known.
-    pub fn try_new(reader: R, size: Option<u64>) -> Result<Self, ArrowError> {
-        let mut me = Self {
-            reader,
-            left: size,
-            decoder: StreamDecoder::new(),
-            schema: Arc::new(arrow_schema::Schema::empty()),
-            done: false,
-        };
-        let Some((msg, header)) = me.next_message()? else {
+    pub fn try_new(mut reader: R, size: Option<u64>) -> Result<Self, ArrowError> {
+        let mut left = size;
+        let Some((msg, header)) = next_message(&mut reader, &mut left)? else {
             return Err(ipc_err("empty stream: no schema message"));
         };
         if header != MessageHeader::Schema {
@@ -122,95 +174,64 @@ impl<R: Read> IpcStream<R> {
                 "the first message is a {header:?}, not a schema"
             )));
         }
-        me.decode(msg)?;
-        me.schema = me
-            .decoder
-            .schema()
-            .ok_or_else(|| ipc_err("the schema message did not decode"))?;
-        Ok(me)
+        let schema = Arc::new(guarded("the Arrow IPC schema decoder", || {
+            let message = arrow_ipc::root_as_message(&msg[8..])
+                .map_err(|e| flatbuffer_err("message metadata", &e))?;
+            let schema = message
+                .header_as_schema()
+                .ok_or_else(|| ipc_err("a schema message without its schema"))?;
+            Ok(arrow_ipc::convert::fb_to_schema(schema))
+        })?);
+        // V1: no check that each message has the schema's metadata version,
+        // as arrow's StreamReader does not check it either.
+        let decoder = FileDecoder::new(schema.clone(), MetadataVersion::V1);
+        Ok(Self {
+            reader,
+            left,
+            decoder,
+            schema,
+            done: false,
+        })
     }
 
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn take_left(&mut self, n: u64, what: &str) -> Result<(), ArrowError> {
-        if let Some(left) = &mut self.left {
-            if n > *left {
-                return Err(ipc_err(format!(
-                    "{what} of {n} bytes, but only {left} bytes follow"
-                )));
-            }
-            *left -= n;
-        }
-        Ok(())
-    }
-
-    /// The next message, whole (continuation marker, metadata length,
-    /// metadata, body), and its kind; `None` at the end of the stream.
-    fn next_message(&mut self) -> Result<Option<(Vec<u8>, MessageHeader)>, ArrowError> {
-        let mut word = [0_u8; 4];
-        match read_full(&mut self.reader, &mut word)? {
-            // The end of the input without an end-of-stream marker is an
-            // end too, as for arrow's readers.
-            0 => return Ok(None),
-            4 => self.take_left(4, "a message prefix")?,
-            n => return Err(ipc_err(format!("truncated: {n} bytes of a message prefix"))),
-        }
-        if word == CONTINUATION {
-            if read_full(&mut self.reader, &mut word)? != 4 {
-                return Err(ipc_err("truncated: a message prefix without its length"));
-            }
-            self.take_left(4, "a message prefix")?;
-        }
-        let meta_len = i32::from_le_bytes(word);
-        if meta_len == 0 {
-            return Ok(None); // the end-of-stream marker
-        }
-        let meta_len = u64::try_from(meta_len)
-            .map_err(|_| ipc_err(format!("negative metadata length {meta_len}")))?;
-        self.take_left(meta_len, "message metadata")?;
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&CONTINUATION);
-        msg.extend_from_slice(&word);
-        read_onto(&mut self.reader, &mut msg, meta_len, "message metadata")?;
-        let (body_len, header) = {
-            let message = arrow_ipc::root_as_message(&msg[8..])
-                .map_err(|e| flatbuffer_err("message metadata", &e))?;
-            let body_len = u64::try_from(message.bodyLength())
-                .map_err(|_| ipc_err(format!("negative body length {}", message.bodyLength())))?;
-            if let Some(schema) = message.header_as_schema() {
-                check_byte_order(schema)?;
-            }
-            (body_len, message.header_type())
-        };
-        self.take_left(body_len, "a message body")?;
-        read_onto(&mut self.reader, &mut msg, body_len, "a message body")?;
-        Ok(Some((msg, header)))
-    }
-
-    fn decode(&mut self, msg: Vec<u8>) -> Result<Option<RecordBatch>, ArrowError> {
-        let mut buf = Buffer::from_vec(msg);
+    /// Decodes a dictionary or record batch message.
+    fn decode(
+        &mut self,
+        msg: Vec<u8>,
+        header: MessageHeader,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let meta_len = i32::from_le_bytes(msg[4..8].try_into().expect("4 bytes"));
+        let body_len = msg.len() - 8 - meta_len as usize;
+        let meta_len = meta_len
+            .checked_add(8)
+            .ok_or_else(|| ipc_err("metadata too long"))?;
+        let block = Block::new(0, meta_len, body_len as i64);
+        let buf = Buffer::from_vec(msg);
         let decoder = &mut self.decoder;
-        let batch = guarded("the Arrow IPC decoder", || decoder.decode(&mut buf))?;
-        if !buf.is_empty() {
-            return Err(ipc_err(format!(
-                "{} bytes of a message left undecoded",
-                buf.len()
-            )));
-        }
-        Ok(batch)
+        guarded("the Arrow IPC decoder", || match header {
+            MessageHeader::DictionaryBatch => decoder.read_dictionary(&block, &buf).map(|()| None),
+            MessageHeader::RecordBatch | MessageHeader::NONE => {
+                decoder.read_record_batch(&block, &buf)
+            }
+            other => Err(ipc_err(format!(
+                "a {other:?} message in a stream of record batches"
+            ))),
+        })
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         loop {
-            let Some((msg, header)) = self.next_message()? else {
+            let Some((msg, header)) = next_message(&mut self.reader, &mut self.left)? else {
                 return Ok(None);
             };
             if header == MessageHeader::Schema {
                 return Err(ipc_err("a second schema message in one stream"));
             }
-            if let Some(batch) = self.decode(msg)? {
+            if let Some(batch) = self.decode(msg, header)? {
                 return Ok(Some(batch));
             }
         }
