@@ -6,7 +6,9 @@ mod cli_support;
 
 use std::time::Duration;
 
-use cli_support::{Dir, ipc_file, ipc_messages, ipc_stream, offset_in, rich_batches, run_limited};
+use cli_support::{
+    Dir, ipc_file, ipc_messages, ipc_stream, offset_in, rich_batches, rows, run_limited, through,
+};
 
 /// Peak memory allowed to `produce` on an input of a few tens of KB,
 /// whatever it claims: the binary itself takes a few MiB, and a reader
@@ -226,5 +228,43 @@ fn big_endian_arrow_input_is_refused_rather_than_read_byte_swapped() {
     // Nothing reached the ring (it may not even exist).
     if d.path("r").exists() {
         assert_eq!(d.info("r")["write_seq"], 0);
+    }
+}
+
+#[test]
+fn lz4_and_zstd_compressed_arrow_streams_and_files_are_read() {
+    use arrow_ipc::CompressionType;
+    use arrow_ipc::writer::{FileWriter, IpcWriteOptions, StreamWriter};
+    let d = Dir::new("ipc-compressed");
+    let batches = rich_batches(3, 40, true);
+    let schema = batches[0].schema();
+    for (codec, kind) in [
+        (CompressionType::LZ4_FRAME, "lz4"),
+        (CompressionType::ZSTD, "zstd"),
+    ] {
+        let opts = IpcWriteOptions::default()
+            .try_with_compression(Some(codec))
+            .unwrap();
+        let stream = d.path(&format!("{kind}.arrows"));
+        let mut w = StreamWriter::try_new_with_options(
+            std::fs::File::create(&stream).unwrap(),
+            &schema,
+            opts.clone(),
+        )
+        .unwrap();
+        let file = d.path(&format!("{kind}.arrow"));
+        let mut f =
+            FileWriter::try_new_with_options(std::fs::File::create(&file).unwrap(), &schema, opts)
+                .unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+            f.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        f.finish().unwrap();
+        for (ring, path) in [(format!("{kind}-s"), stream), (format!("{kind}-f"), file)] {
+            let out = through(&d, &ring, &path.display().to_string(), &[]);
+            assert_eq!(rows(&out), rows(&batches), "{ring}: every row, every type");
+        }
     }
 }
