@@ -584,6 +584,22 @@ impl BatchConsumer {
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }
+
+    /// Releases every message read whose lease is already dropped (oldest
+    /// first, up to the first one still leased), then detaches without
+    /// releasing anything more: every live lease's message, and every
+    /// message read after the oldest of them, stays in the ring for the
+    /// next consumer, even after those leases are dropped.
+    ///
+    /// For a consumer that could not write a batch where it goes: keep the
+    /// batch's lease alive, `detach`, and the next consumer receives the
+    /// batch again, where dropping the consumer would have released it.
+    pub fn detach(mut self) {
+        self.release_done();
+        // Drop releases only what `outstanding` lists; leases dropped from
+        // now on mark themselves done in a book that nobody reads.
+        self.outstanding.clear();
+    }
 }
 
 /// Releases, oldest first, every read message whose lease is done; stops at
