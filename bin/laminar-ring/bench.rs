@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::Location;
 use crate::failure::{Failure, fail};
 use crate::pipe::data_bytes;
+use crate::print::outln;
 use crate::progress::Progress;
 use crate::units::{fmt_bytes, fmt_count, fmt_ns, parse_count};
 
@@ -386,7 +387,7 @@ pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
             }
         }
     };
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 
@@ -1001,10 +1002,10 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
                 "rtt_p50": s.p50 as f64 / ring.p50 as f64,
             });
         }
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!(
+    outln!(
         "{} messages of {payload}, {} ({} per run); {} round trips of one {}; medians of {} round{}",
         fmt_count(messages),
         fmt_bytes(ring.bytes),
@@ -1022,11 +1023,11 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         a.rounds,
         if a.rounds == 1 { "" } else { "s" },
     );
-    println!("{}", header());
-    println!("{}", row("shared-memory ring", &ring));
+    outln!("{}", header());
+    outln!("{}", row("shared-memory ring", &ring));
     if let Some(s) = &sock {
-        println!("{}", row("unix socket", s));
-        println!(
+        outln!("{}", row("unix socket", s));
+        outln!(
             "ring / socket: {:.2}x the throughput, {} p50 round trip",
             ring.gb_per_s() / s.gb_per_s(),
             compare_latency(ring.p50, s.p50)
@@ -1056,7 +1057,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
         arena: DEFAULT_ARENA,
     };
     let rounds = 3;
-    println!(
+    outln!(
         "laminar-ring demo: {} rows ({COLUMNS}) in {} batches, from a producer process to a \
          consumer process that checks every row; then 1,000 round trips of a one-row batch. \
          The same through a Unix socket (Arrow IPC stream), interleaved; medians of {rounds} rounds.",
@@ -1078,13 +1079,18 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
             ));
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<20} {:>12} {:>9} {:>10} {:>14} {:>14}",
-        "", "rows", "batches", "GB/s", "rtt p50", "rtt p99"
+        "",
+        "rows",
+        "batches",
+        "GB/s",
+        "rtt p50",
+        "rtt p99"
     );
     for (label, f) in [("shared-memory ring", &ring), ("unix socket", &sock)] {
-        println!(
+        outln!(
             "{label:<20} {:>12} {:>9} {:>10.2} {:>14} {:>14}",
             fmt_count(f.rows),
             fmt_count(f.messages),
@@ -1093,7 +1099,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
             fmt_ns(f.p99)
         );
     }
-    println!(
+    outln!(
         "\nevery row verified on both paths; the ring moved {:.2}x the socket's bytes per second, \
          with a {} median round trip",
         ring.gb_per_s() / sock.gb_per_s(),

@@ -24,6 +24,15 @@ impl Failure {
         }
     }
 
+    /// Standard output was closed by its reader: a normal, quiet end
+    /// (exit 0, nothing printed).
+    pub fn closed_pipe() -> Self {
+        Self {
+            message: String::new(),
+            code: 0,
+        }
+    }
+
     pub fn with_code(mut self, code: u8) -> Self {
         self.code = code;
         self

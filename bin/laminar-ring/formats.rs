@@ -318,14 +318,52 @@ pub fn parse_schema(spec: &str) -> Result<Schema, Failure> {
 /// Where `consume` writes: a file or stdout.
 pub type Out = BufWriter<Box<dyn Write + Send>>;
 
-/// Opens `path` (`-`: stdout) for writing, truncating it.
-pub fn create_output(path: &str) -> Result<Out, Failure> {
-    let w: Box<dyn Write + Send> = if path == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(File::create(path).map_err(|e| file_failure("cannot create", path, e))?)
-    };
-    Ok(BufWriter::with_capacity(1 << 20, w))
+/// The output of `consume`, opened (or created) but not yet truncated: a
+/// consumer that is then refused (its role taken, a schema its format
+/// cannot hold) leaves an existing file as it was.
+pub enum Output {
+    Stdout,
+    File { file: File, path: String },
+}
+
+impl Output {
+    /// Opens `path` (`-`: stdout) for writing, creating it if needed,
+    /// without truncating it.
+    pub fn open(path: &str) -> Result<Self, Failure> {
+        if path == "-" {
+            return Ok(Self::Stdout);
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| file_failure("cannot create", path, e))?;
+        Ok(Self::File {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The writer, once the output is to be written: a regular file is
+    /// truncated first (a pipe or a device such as /dev/null is not).
+    pub fn start(self) -> Result<Out, Failure> {
+        let w: Box<dyn Write + Send> = match self {
+            Self::Stdout => Box::new(std::io::stdout()),
+            Self::File { file, path } => {
+                let regular = file
+                    .metadata()
+                    .map_err(|e| file_failure("cannot write", &path, e))?
+                    .is_file();
+                if regular {
+                    file.set_len(0)
+                        .map_err(|e| file_failure("cannot truncate", &path, e))?;
+                }
+                Box::new(file)
+            }
+        };
+        Ok(BufWriter::with_capacity(1 << 20, w))
+    }
 }
 
 /// A writer of one output format.
@@ -333,11 +371,131 @@ pub enum Sink {
     Stream(StreamWriter<Out>),
     /// With the schema's dictionary columns decoded.
     File(FileWriter<Out>, SchemaRef),
-    Parquet(Box<ArrowWriter<Out>>),
+    /// With the schema as stored (see [`parquet_type`]).
+    Parquet(Box<ArrowWriter<Out>>, SchemaRef),
     Csv {
         out: Out,
         header_done: bool,
     },
+}
+
+/// The type that Parquet output stores for `t`, so that pyarrow, DuckDB
+/// and polars read what was meant: Parquet has no logical type for
+/// seconds (timestamp[s] and time32[s] become milliseconds, losslessly),
+/// and arrow-rs's writer cannot write dictionaries of view types (polars'
+/// Categorical), whose values become plain strings and binaries. Date64
+/// is stored as a date by the writer's own coercion.
+pub fn parquet_type(t: &DataType) -> DataType {
+    let field = |f: &Field| Arc::new(f.clone().with_data_type(parquet_type(f.data_type())));
+    match t {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
+        }
+        DataType::Time32(TimeUnit::Second) => DataType::Time32(TimeUnit::Millisecond),
+        DataType::Dictionary(k, v) => {
+            let v = match v.as_ref() {
+                DataType::Utf8View => DataType::Utf8,
+                DataType::BinaryView => DataType::Binary,
+                other => parquet_type(other),
+            };
+            DataType::Dictionary(k.clone(), Box::new(v))
+        }
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| field(f)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `schema` with each type as [`parquet_type`] stores it.
+fn parquet_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(parquet_type(f.data_type()))
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// The name of the first column of `fields` (by path) whose type contains
+/// a union.
+fn union_column(fields: &arrow_schema::Fields) -> Option<String> {
+    fields.iter().find_map(|f| {
+        let inner =
+            |fs: &arrow_schema::Fields| union_column(fs).map(|c| format!("{}.{c}", f.name()));
+        match f.data_type() {
+            DataType::Union(..) => Some(f.name().clone()),
+            DataType::Struct(fs) => inner(fs),
+            DataType::List(c)
+            | DataType::LargeList(c)
+            | DataType::FixedSizeList(c, _)
+            | DataType::Map(c, _) => inner(&vec![c.clone()].into()),
+            DataType::Dictionary(_, v) if matches!(v.as_ref(), DataType::Union(..)) => {
+                Some(f.name().clone())
+            }
+            _ => None,
+        }
+    })
+}
+
+/// Whether `format` can hold a stream of `schema`: checked when the
+/// stream's first batch arrives, before anything is written, by running
+/// the format's writer on an empty batch. `Err` says why not.
+pub fn check_schema(format: OutputFormat, schema: &SchemaRef) -> Result<(), String> {
+    if format == OutputFormat::Parquet
+        && let Some(column) = union_column(schema.fields())
+    {
+        return Err(format!(
+            "column '{column}' is a union, which Parquet cannot hold; use --format arrow \
+             or arrow-file"
+        ));
+    }
+    let what = match format {
+        OutputFormat::Arrow | OutputFormat::ArrowFile => "the Arrow IPC writer",
+        OutputFormat::Parquet => "the Parquet writer",
+        OutputFormat::Csv => "the CSV writer",
+    };
+    let probe = || {
+        let out: Out = BufWriter::new(Box::new(std::io::sink()));
+        let mut sink = Sink::new(out, format, schema)?;
+        sink.write(&RecordBatch::new_empty(schema.clone()))?;
+        sink.finish()
+    };
+    crate::guard::guarded(what, probe).map_err(|e| format!("{what} cannot hold it: {e}"))
+}
+
+/// `batch` with its columns cast to `schema`'s types where they differ;
+/// a value that does not fit is an error, never a null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let strict = arrow_cast::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match c.data_type() == f.data_type() {
+            true => Ok(c.clone()),
+            false => arrow_cast::cast_with_options(c, f.data_type(), &strict),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+fn parquet_error(e: parquet::errors::ParquetError) -> ArrowError {
+    ArrowError::ExternalError(Box::new(e))
 }
 
 impl Sink {
@@ -363,11 +521,12 @@ impl Sink {
             OutputFormat::Parquet => {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::SNAPPY)
+                    .set_coerce_types(true)
                     .build();
-                Self::Parquet(Box::new(
-                    ArrowWriter::try_new(out, Arc::new(schema.clone()), Some(props))
-                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?,
-                ))
+                let stored = parquet_schema(schema);
+                let w = ArrowWriter::try_new(out, stored.clone(), Some(props))
+                    .map_err(parquet_error)?;
+                Self::Parquet(Box::new(w), stored)
             }
             OutputFormat::Csv => Self::Csv {
                 out,
@@ -391,9 +550,7 @@ impl Sink {
                     .collect::<Result<Vec<_>, _>>()?;
                 w.write(&RecordBatch::try_new(plain.clone(), columns)?)
             }
-            Self::Parquet(w) => w
-                .write(batch)
-                .map_err(|e| ArrowError::ExternalError(Box::new(e))),
+            Self::Parquet(w, stored) => w.write(&conform(batch, stored)?).map_err(parquet_error),
             Self::Csv { out, header_done } => {
                 let mut w = arrow_csv::WriterBuilder::new()
                     .with_header(!*header_done)
@@ -404,13 +561,26 @@ impl Sink {
         }
     }
 
-    /// Pushes what was written to the file (stream formats only: a file
-    /// format is complete only once finished).
+    /// Whether batches written may still be in the writer's buffers after
+    /// [`flush`](Self::flush) is not called: Parquet keeps a row group in
+    /// memory until it is flushed.
+    pub fn holds_batches(&self) -> bool {
+        matches!(self, Self::Parquet(..))
+    }
+
+    /// Puts every batch written so far into the output (handed to the
+    /// operating system): a Parquet row group is closed and written, a
+    /// file format's bytes so far reach the file (it is complete only once
+    /// finished).
     pub fn flush(&mut self) -> Result<(), ArrowError> {
         match self {
             Self::Stream(w) => w.flush(),
+            Self::File(w, _) => w.flush(),
+            Self::Parquet(w, _) => {
+                w.flush().map_err(parquet_error)?;
+                Ok(w.inner_mut().flush()?)
+            }
             Self::Csv { out, .. } => Ok(out.flush()?),
-            Self::File(..) | Self::Parquet(_) => Ok(()),
         }
     }
 
@@ -425,9 +595,7 @@ impl Sink {
                 w.finish()?;
                 w.into_inner()?
             }
-            Self::Parquet(w) => w
-                .into_inner()
-                .map_err(|e| ArrowError::ExternalError(Box::new(e)))?,
+            Self::Parquet(w, _) => w.into_inner().map_err(parquet_error)?,
             Self::Csv { out, .. } => out,
         };
         out.flush()?;

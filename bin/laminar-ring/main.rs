@@ -13,6 +13,7 @@ mod guard;
 mod ipc_input;
 mod parquet_io;
 mod pipe;
+mod print;
 mod progress;
 mod rings;
 mod units;
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::failure::Failure;
+use crate::print::errln;
 
 /// Lock-free rings between processes: Arrow batches through shared memory.
 #[derive(Debug, Parser)]
@@ -167,6 +169,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => {
             // One line, even when a library's message has several.
             let message = f
@@ -176,7 +179,7 @@ fn main() -> ExitCode {
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join(" ");
-            eprintln!("laminar-ring: {message}");
+            errln!("laminar-ring: {message}");
             ExitCode::from(f.code)
         }
     }

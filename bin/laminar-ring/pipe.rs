@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_schema::Schema;
-use laminar_ring::arrow::{ArrowRingError, BatchProducer};
+use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
+use laminar_ring::arrow::{ArrowRingError, BatchConsumer, BatchProducer, LeasedBatch};
 
 use crate::failure::{EXIT_PRODUCER_DIED, Failure, fail, file_failure, ring_failure};
 use crate::formats::{self, CsvOptions, InputFormat, OutputFormat, Sink};
+use crate::print::{errln, is_broken_pipe};
 use crate::progress::Progress;
 use crate::units::{fmt_bytes, fmt_count, parse_count};
 use crate::{Geometry, Location, rings};
@@ -119,7 +120,7 @@ pub fn produce(args: &ProduceArgs) -> Result<(), Failure> {
     }
     tx.close().map_err(|e| ring_failure(&args.name, e))?;
     progress.finish();
-    eprintln!(
+    errln!(
         "laminar-ring: sent {} rows in {} batches ({}, {}) to ring '{}'; stream closed",
         fmt_count(progress.rows()),
         fmt_count(progress.batches()),
@@ -178,6 +179,156 @@ enum Ending {
     ProducerDied,
 }
 
+/// When `consume` must put the Parquet row group it holds into the output,
+/// so that it can release the batches in it: before the ring runs short
+/// of lease room, slots or arena for the producer, or the row group grows
+/// past the writer's usual size.
+struct HoldLimits {
+    leases: usize,
+    slots: u64,
+    arena: u64,
+    rows: u64,
+}
+
+impl HoldLimits {
+    fn of(name: &str, opts: &laminar_ring::arrow::ArrowRingOptions) -> Self {
+        // The ring's own geometry (an existing ring keeps its own).
+        let (slots, arena) = laminar_ring::shm::inspect(name, &opts.segment)
+            .map_or((opts.slots as u64, opts.arena_bytes), |i| {
+                (i.layout.capacity, i.layout.arena_len)
+            });
+        Self {
+            leases: opts.max_leases.saturating_sub(1).max(1),
+            slots: (slots / 4).max(1),
+            arena: arena / 4,
+            rows: 1 << 20,
+        }
+    }
+
+    fn reached(&self, held: &[LeasedBatch], outstanding: usize) -> bool {
+        let rows: u64 = held.iter().map(|b| b.num_rows() as u64).sum();
+        let bytes: u64 = held.iter().map(|b| data_bytes(b)).sum();
+        outstanding >= self.leases
+            || outstanding as u64 >= self.slots
+            || bytes >= self.arena
+            || rows >= self.rows
+    }
+}
+
+/// What `consume` holds: the output, the writer once the stream's schema
+/// is known, and the batches written to the writer but not yet in the
+/// output (a Parquet row group), whose leases keep them in the ring.
+struct Drain<'a> {
+    args: &'a ConsumeArgs,
+    out: Option<formats::Output>,
+    sink: Option<Sink>,
+    held: Vec<LeasedBatch>,
+    /// Write a private copy of each batch: an Arrow stream writer keeps
+    /// the dictionaries it wrote, and a kept dictionary would keep its
+    /// batch's lease, and with it every later slot, from being released.
+    copy_out: bool,
+}
+
+impl Drain<'_> {
+    fn write_failure(&self, e: &ArrowError) -> Failure {
+        if is_broken_pipe(e) {
+            // `consume -o - | head`: the reader is done; so are we.
+            Failure::closed_pipe()
+        } else {
+            file_failure("cannot write", &self.args.output, e)
+        }
+    }
+
+    /// Writes `batch` (the first one also starts the output), and passes
+    /// the batches held so far into the output when `flush_now` says so.
+    fn write(
+        &mut self,
+        rx: &mut BatchConsumer,
+        batch: LeasedBatch,
+        limits: &HoldLimits,
+    ) -> Result<(), Failure> {
+        if self.sink.is_none() {
+            let schema = batch.schema();
+            if let Err(why) = formats::check_schema(self.args.format, &schema) {
+                self.held.push(batch);
+                return Err(fail!(
+                    "ring '{}': {why}; nothing written, the ring left as it was",
+                    self.args.name
+                ));
+            }
+            // Later producers must send the same schema.
+            rx.expect_schema(schema.clone());
+            self.copy_out = self.args.format == OutputFormat::Arrow && has_dictionary(&schema);
+            let out = self
+                .out
+                .take()
+                .expect("the output is started once")
+                .start()?;
+            let sink = Sink::new(out, self.args.format, &schema);
+            self.sink = Some(sink.map_err(|e| self.write_failure(&e))?);
+        }
+        let sink = self.sink.as_mut().expect("made above");
+        let written = match self.copy_out {
+            true => batch.to_owned_batch().and_then(|b| sink.write(&b)),
+            false => sink.write(&batch),
+        };
+        let holds = sink.holds_batches();
+        self.held.push(batch);
+        written.map_err(|e| self.write_failure(&e))?;
+        if !holds || limits.reached(&self.held, rx.outstanding()) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Puts what was written into the output, then lets the held batches
+    /// go: their slots are released on the next receive.
+    fn flush(&mut self) -> Result<(), Failure> {
+        if let Some(sink) = &mut self.sink {
+            sink.flush().map_err(|e| self.write_failure(&e))?;
+        }
+        self.held.clear();
+        Ok(())
+    }
+
+    /// Completes the output: the writer if the stream started, or else an
+    /// empty output with the stream's schema (or none).
+    fn finish(&mut self, schema: Option<SchemaRef>) -> Result<(), Failure> {
+        let sink = match (self.sink.take(), self.out.take()) {
+            (Some(sink), _) => sink,
+            (None, Some(out)) => {
+                let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+                let out = out.start()?;
+                Sink::new(out, self.args.format, &schema).map_err(|e| self.write_failure(&e))?
+            }
+            (None, None) => return Ok(()),
+        };
+        // The held batches are in the output now; their leases go with
+        // `self`, before the consumer releases them.
+        sink.finish().map_err(|e| self.write_failure(&e))
+    }
+}
+
+/// Whether a dictionary type occurs anywhere in `schema`.
+fn has_dictionary(schema: &Schema) -> bool {
+    fn in_type(t: &DataType) -> bool {
+        match t {
+            DataType::Dictionary(..) => true,
+            DataType::Struct(fs) => fs.iter().any(|f| in_type(f.data_type())),
+            DataType::Union(fs, _) => fs.iter().any(|(_, f)| in_type(f.data_type())),
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => in_type(f.data_type()),
+            DataType::RunEndEncoded(_, v) => in_type(v.data_type()),
+            _ => false,
+        }
+    }
+    schema.fields().iter().any(|f| in_type(f.data_type()))
+}
+
 pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -187,37 +338,44 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
             .map_err(|e| fail!("cannot handle signals: {e}"))?;
     }
     let name = &args.name;
-    let mut out = Some(formats::create_output(&args.output)?);
     let opts = rings::ring_options(&args.geometry, &args.location);
     let mut rx = rings::consumer(name, &opts)?;
-    let mut sink: Option<Sink> = None;
+    // Opened only now that the consumer role is ours, and truncated only
+    // when the first batch is accepted: a refused consumer leaves the
+    // file that a running one writes as it was.
+    let out = formats::Output::open(&args.output)?;
+    let limits = HoldLimits::of(name, &opts);
+    let mut drain = Drain {
+        args,
+        out: Some(out),
+        sink: None,
+        held: Vec::new(),
+        copy_out: false,
+    };
     let mut progress = Progress::new(&format!("consume <- {name}"));
-    let write_failure = |e: arrow_schema::ArrowError| file_failure("cannot write", &args.output, e);
     let mut told_dead = false;
-    let ending = loop {
+    let ended = loop {
         if stop.load(Ordering::Relaxed) {
-            break Ending::Signalled;
+            break Ok(Ending::Signalled);
         }
-        match rx.recv_zero_copy_timeout(Duration::from_millis(100)) {
+        let step = match rx.recv_zero_copy_timeout(Duration::from_millis(100)) {
             Ok(Some(batch)) => {
                 told_dead = false;
-                if sink.is_none() {
-                    let schema = batch.schema();
-                    // Later producers must send the same schema.
-                    rx.expect_schema(schema.clone());
-                    let out = out.take().expect("the output is taken once");
-                    sink = Some(Sink::new(out, args.format, &schema).map_err(write_failure)?);
+                let (rows, bytes) = (batch.num_rows() as u64, data_bytes(&batch));
+                let r = drain.write(&mut rx, batch, &limits);
+                if r.is_ok() {
+                    progress.add(rows, bytes);
                 }
-                let s = sink.as_mut().expect("made above");
-                s.write(&batch).map_err(write_failure)?;
-                // Written through to the file before its slot is released.
-                s.flush().map_err(write_failure)?;
-                progress.add(batch.num_rows() as u64, data_bytes(&batch));
-                drop(batch);
+                r
             }
-            Ok(None) if args.follow => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => break Ending::EndOfStream,
-            Err(ArrowRingError::Timeout) => {}
+            Ok(None) if args.follow => {
+                std::thread::sleep(Duration::from_millis(50));
+                drain.flush()
+            }
+            Ok(None) => break Ok(Ending::EndOfStream),
+            // Idle, or out of lease room: pass on the row group held.
+            Err(ArrowRingError::Timeout) => drain.flush(),
+            Err(ArrowRingError::TooManyLeases { .. }) if !drain.held.is_empty() => drain.flush(),
             Err(ArrowRingError::PeerGone) if args.follow => {
                 if !told_dead {
                     progress.note(&format!(
@@ -227,18 +385,33 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
                     told_dead = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
+                drain.flush()
             }
-            Err(ArrowRingError::PeerGone) => break Ending::ProducerDied,
-            Err(e) => {
-                // Leave a valid output of what was written, then report.
-                let _ = finish(sink, out, args.format, rx.schema().cloned());
-                return Err(ring_failure(name, e));
-            }
+            Err(ArrowRingError::PeerGone) => break Ok(Ending::ProducerDied),
+            Err(e) => break Err(ring_failure(name, e)),
+        };
+        if let Err(f) = step {
+            break Err(f);
         }
     };
-    finish(sink, out, args.format, rx.schema().cloned()).map_err(write_failure)?;
-    drop(rx);
+    // A valid output of what was written, whatever the ending.
+    let finished = match &ended {
+        Err(f) if f.code == 0 || drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
+        _ => drain.finish(rx.schema().cloned()),
+    };
     progress.finish();
+    let ending = match (ended, finished) {
+        (Ok(ending), Ok(())) => ending,
+        (Err(f), _) | (Ok(_), Err(f)) => {
+            // Whatever is not in the output stays in the ring: the batches
+            // still held keep their leases through the detach.
+            rx.detach();
+            drop(drain);
+            return Err(f);
+        }
+    };
+    drop(drain);
+    drop(rx);
     let summary = format!(
         "wrote {} rows in {} batches ({}) from ring '{name}' to {}",
         fmt_count(progress.rows()),
@@ -252,11 +425,11 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
     );
     match ending {
         Ending::EndOfStream => {
-            eprintln!("laminar-ring: {summary}; end of stream");
+            errln!("laminar-ring: {summary}; end of stream");
             Ok(())
         }
         Ending::Signalled => {
-            eprintln!("laminar-ring: {summary}; stopped by signal");
+            errln!("laminar-ring: {summary}; stopped by signal");
             Ok(())
         }
         Ending::ProducerDied => Err(fail!(
@@ -264,23 +437,4 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
         )
         .with_code(EXIT_PRODUCER_DIED)),
     }
-}
-
-/// Completes the output: the sink if one was opened, or else an empty
-/// output with the stream's schema (or none).
-fn finish(
-    sink: Option<Sink>,
-    out: Option<formats::Out>,
-    format: OutputFormat,
-    schema: Option<arrow_schema::SchemaRef>,
-) -> Result<(), arrow_schema::ArrowError> {
-    let sink = match (sink, out) {
-        (Some(sink), _) => sink,
-        (None, Some(out)) => {
-            let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
-            Sink::new(out, format, &schema)?
-        }
-        (None, None) => return Ok(()),
-    };
-    sink.finish()
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::print::errln;
 use crate::units::{fmt_bytes, fmt_count};
 
 /// A spinner line counting rows and bytes.
@@ -59,7 +60,7 @@ impl Progress {
     pub fn note(&self, msg: &str) {
         match &self.bar {
             Some(bar) => bar.println(msg),
-            None => eprintln!("laminar-ring: {msg}"),
+            None => errln!("laminar-ring: {msg}"),
         }
     }
 

@@ -10,6 +10,7 @@ use laminar_ring::shm::{
 use serde_json::json;
 
 use crate::failure::{Failure, fail, ring_failure};
+use crate::print::{errln, outln};
 use crate::units::{fmt_bytes, fmt_count, fmt_utc};
 use crate::{Geometry, Location};
 
@@ -58,7 +59,7 @@ pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, Fa
 pub fn create(name: &str, geometry: &Geometry, location: &Location) -> Result<(), Failure> {
     let opts = ring_options(geometry, location);
     laminar_ring::arrow::create(name, &opts).map_err(|e| ring_failure(name, e))?;
-    println!(
+    outln!(
         "created ring '{name}' in {}: {} slots, {} arena",
         location.dir.display(),
         geometry.slots,
@@ -126,7 +127,7 @@ fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
 pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> {
     let i = inspect(name, location, Duration::from_secs(2)).map_err(|e| fail!("{e}"))?;
     if json {
-        println!("{}", info_json(name, &i));
+        outln!("{}", info_json(name, &i));
         return Ok(());
     }
     let l = &i.layout;
@@ -134,37 +135,37 @@ pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> 
         |_| "in the future".into(),
         |d| format!("{} s ago", d.as_secs()),
     );
-    println!("ring       {name} ({})", i.path.display());
-    println!(
+    outln!("ring       {name} ({})", i.path.display());
+    outln!(
         "layout     version {}, {} ring, {} in all",
         shm::header::LAYOUT_VERSION,
         kind_name(l.kind),
         fmt_bytes(l.total_len)
     );
-    println!("created    {} ({age})", fmt_utc(i.created()));
-    println!(
+    outln!("created    {} ({age})", fmt_utc(i.created()));
+    outln!(
         "slots      {} in use of {} ({} B each)",
         fmt_count(i.lag()),
         fmt_count(l.capacity),
         l.slot_size
     );
     if l.kind == RingKind::Arrow {
-        println!(
+        outln!(
             "arena      {} in use of {}",
             fmt_bytes(i.arena_used()),
             fmt_bytes(l.arena_len)
         );
     }
-    println!("write_seq  {}", fmt_count(i.write_seq));
-    println!("read_seq   {}", fmt_count(i.read_seq));
-    println!("lag        {} slots", fmt_count(i.lag()));
-    println!(
+    outln!("write_seq  {}", fmt_count(i.write_seq));
+    outln!("read_seq   {}", fmt_count(i.read_seq));
+    outln!("lag        {} slots", fmt_count(i.lag()));
+    outln!(
         "producer   {} ({} session{})",
         i.producer.describe(),
         i.producer_sessions,
         if i.producer_sessions == 1 { "" } else { "s" }
     );
-    println!("consumer   {}", i.consumer.describe());
+    outln!("consumer   {}", i.consumer.describe());
     Ok(())
 }
 
@@ -196,21 +197,26 @@ pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
                 Err(why) => json!({ "name": name, "damaged": why }),
             })
             .collect();
-        println!("{}", serde_json::Value::Array(list));
+        outln!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
     if rings.is_empty() {
-        eprintln!("no rings in {}", location.dir.display());
+        errln!("no rings in {}", location.dir.display());
         return Ok(());
     }
     let width = rings.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
-    println!(
+    outln!(
         "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
-        "NAME", "KIND", "SLOTS USED", "ARENA USED", "PRODUCER", "CONSUMER"
+        "NAME",
+        "KIND",
+        "SLOTS USED",
+        "ARENA USED",
+        "PRODUCER",
+        "CONSUMER"
     );
     for (name, r) in &rings {
         match r {
-            Ok(i) => println!(
+            Ok(i) => outln!(
                 "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
                 kind_name(i.layout.kind),
                 format!("{}/{}", i.lag(), i.layout.capacity),
@@ -226,7 +232,7 @@ pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
                 i.producer.describe(),
                 i.consumer.describe()
             ),
-            Err(why) => println!("{name:width$}  damaged: {why}"),
+            Err(why) => outln!("{name:width$}  damaged: {why}"),
         }
     }
     Ok(())
