@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, BufWriter, Cursor, Read, Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_array::RecordBatch;
 use arrow_ipc::writer::{FileWriter, StreamWriter};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use clap::ValueEnum;
@@ -17,7 +17,7 @@ use parquet::file::properties::WriterProperties;
 use crate::failure::{Failure, fail, file_failure};
 use crate::guard::{Guarded, guarded};
 use crate::ipc_input::{IpcFile, IpcStream};
-use crate::parquet_io::BoundedFile;
+use crate::parquet_io::{BoundedFile, relabel, with_stored_zones};
 
 /// Formats `produce` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,15 +129,23 @@ pub fn open_input(
         }
         InputFormat::Parquet => {
             let file = BoundedFile::new(file).map_err(|e| bad(&e))?;
-            let r = guarded("the Parquet decoder", || {
-                ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| b.with_batch_size(batch_rows).build())
-                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            let (r, schema) = guarded("the Parquet decoder", || {
+                let b = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                let schema = with_stored_zones(b.schema(), b.metadata().file_metadata());
+                let r = b
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                Ok((r, schema))
             })
             .map_err(|e| bad(&format!("not a valid Parquet file: {e}")))?;
+            let zoned = schema.clone();
+            let batches = Guarded::new(r, "the Parquet decoder")
+                .map(move |b| b.and_then(|b| relabel(b, &zoned)));
             Ok(Input {
-                schema: r.schema(),
-                batches: Box::new(Guarded::new(r, "the Parquet decoder")),
+                schema,
+                batches: Box::new(batches),
                 format: "parquet",
             })
         }
