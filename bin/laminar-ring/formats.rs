@@ -40,7 +40,9 @@ pub enum OutputFormat {
     /// Arrow IPC file (`.arrow`, with a footer). A file allows one
     /// dictionary per column, so dictionary columns are written decoded.
     ArrowFile,
-    /// Parquet (snappy-compressed).
+    /// Parquet (snappy-compressed; timestamp[s] and time32[s] stored as
+    /// milliseconds, date64 as a date; unions refused). A row group is
+    /// written before its batches are released.
     Parquet,
     /// CSV with a header row.
     Csv,
