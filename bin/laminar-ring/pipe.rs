@@ -247,10 +247,13 @@ impl Drain<'_> {
         batch: LeasedBatch,
         limits: &HoldLimits,
     ) -> Result<(), Failure> {
+        // Held from here on: whatever fails below, its lease is alive
+        // when the caller detaches, so it is not released.
+        self.held.push(batch);
+        let batch = self.held.last().expect("pushed above");
         if self.sink.is_none() {
             let schema = batch.schema();
             if let Err(why) = formats::check_schema(self.args.format, &schema) {
-                self.held.push(batch);
                 return Err(fail!(
                     "ring '{}': {why}; nothing written, the ring left as it was",
                     self.args.name
@@ -268,12 +271,12 @@ impl Drain<'_> {
             self.sink = Some(sink.map_err(|e| self.write_failure(&e))?);
         }
         let sink = self.sink.as_mut().expect("made above");
+        let batch = self.held.last().expect("pushed above");
         let written = match self.copy_out {
             true => batch.to_owned_batch().and_then(|b| sink.write(&b)),
-            false => sink.write(&batch),
+            false => sink.write(batch),
         };
         let holds = sink.holds_batches();
-        self.held.push(batch);
         written.map_err(|e| self.write_failure(&e))?;
         if !holds || limits.reached(&self.held, rx.outstanding()) {
             self.flush()?;
@@ -396,6 +399,8 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
     };
     // A valid output of what was written, whatever the ending.
     let finished = match &ended {
+        // A closed stdout takes no more; a refused stream leaves the
+        // output untouched.
         Err(f) if f.code == 0 || drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
         _ => drain.finish(rx.schema().cloned()),
     };
