@@ -608,6 +608,58 @@ fn bad_segments_are_refused_with_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A segment aligns slots to at most a page (4096 bytes): a slot type that
+/// needs more is refused with its own error both by `create` (before any
+/// file is made) and by `open`; a page-aligned type gets page-aligned slots.
+#[test]
+fn slot_types_aligned_beyond_a_page_are_refused_at_create_and_open() {
+    #[repr(C, align(8192))]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct TwoPages([[u8; 4096]; 2]);
+    #[repr(C, align(4096))]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct OnePage([u8; 4096]);
+    let refused = |r: Result<(), OpenError>, what: &str| match r {
+        Err(OpenError::SlotAlignment {
+            align: 8192,
+            max: 4096,
+            ..
+        }) => {}
+        other => panic!("{what}: expected SlotAlignment, got {other:?}"),
+    };
+    let ring = Ring::new("align");
+    refused(
+        ShmProducer::<TwoPages>::create(&ring.name, 4).map(drop),
+        "producer create",
+    );
+    refused(
+        ShmConsumer::<TwoPages>::create(&ring.name, 4).map(drop),
+        "consumer create",
+    );
+    assert!(!ring.path().exists(), "a refused create left a file");
+    let mut tx = ShmProducer::<OnePage>::create(&ring.name, 4).unwrap();
+    refused(
+        ShmConsumer::<TwoPages>::open(&ring.name).map(drop),
+        "consumer open",
+    );
+    let mut rx = ShmConsumer::<OnePage>::open(&ring.name).unwrap();
+    for round in 0..3_u8 {
+        let mut chunk = tx.write_chunk_uninit(4);
+        let (a, b) = chunk.as_mut_slices();
+        for slot in a.iter().chain(b.iter()) {
+            assert_eq!(slot.as_ptr() as usize % 4096, 0, "slot not page-aligned");
+        }
+        assert_eq!(
+            chunk.fill_from_iter((0..3).map(|i| OnePage([round * 3 + i; 4096]))),
+            3
+        );
+        for i in 0..3 {
+            let page = rx.try_pop().unwrap();
+            assert!(page.0.iter().all(|&b| b == round * 3 + i), "round {round}");
+        }
+    }
+}
+
 /// CPU time of the calling thread.
 fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {

@@ -97,6 +97,19 @@ pub enum OpenError {
         /// Its length.
         len: u64,
     },
+    /// The slot type needs a stricter alignment than a segment can give its
+    /// slots (they are aligned to at most a page: `MAX_SLOT_ALIGN`).
+    #[error(
+        "slot type {type_name} is aligned to {align} bytes; a ring's slots are aligned to at most {max}"
+    )]
+    SlotAlignment {
+        /// The slot type.
+        type_name: &'static str,
+        /// Its alignment.
+        align: usize,
+        /// The largest slot alignment a segment guarantees.
+        max: u32,
+    },
     /// Invalid geometry asked of `create`.
     #[error("invalid ring geometry: {0}")]
     Geometry(String),

@@ -15,7 +15,9 @@ use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::wait::{WaitStrategy, block_on};
 
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint};
+use super::header::{
+    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint,
+};
 use super::segment::{Segment, SegmentOptions};
 
 /// How often an idle side asks the kernel whether its peer still holds its
@@ -40,6 +42,7 @@ unsafe impl<T: Pod> Sync for MappedRing<T> {}
 impl<T: Pod> MappedRing<T> {
     /// Checks that `seg` is a ring of `kind` whose slots are `T`, and wraps it.
     fn new(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
+        check_slot_align::<T>()?;
         let l = *seg.layout();
         let mismatch = |what: String| OpenError::Mismatch {
             path: seg.path().to_owned(),
@@ -132,8 +135,23 @@ unsafe impl<T: Pod> SlotRing for MappedRing<T> {
     }
 }
 
+/// Refuses a slot type aligned beyond [`MAX_SLOT_ALIGN`]: the mapping is
+/// page-aligned and slot 0 sits at a multiple of `max(align, 128)`, which
+/// aligns slots for `T` only up to a page. Create and open both ask.
+fn check_slot_align<T>() -> Result<(), OpenError> {
+    if align_of::<T>() > MAX_SLOT_ALIGN as usize {
+        return Err(OpenError::SlotAlignment {
+            type_name: std::any::type_name::<T>(),
+            align: align_of::<T>(),
+            max: MAX_SLOT_ALIGN,
+        });
+    }
+    Ok(())
+}
+
 /// Geometry of a new typed ring.
 fn typed_layout<T>(capacity: usize) -> Result<Layout, OpenError> {
+    check_slot_align::<T>()?;
     if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
     {
         return Err(OpenError::Geometry(format!(
@@ -189,7 +207,9 @@ impl<T: Pod> ShmProducer<T> {
     ///
     /// # Errors
     ///
-    /// [`OpenError`]: bad name or capacity, `AlreadyExists`, I/O.
+    /// [`OpenError`]: bad name or capacity, `AlreadyExists`, I/O;
+    /// [`OpenError::SlotAlignment`] when `T` is aligned beyond a page (4096
+    /// bytes), which slots in a segment cannot be.
     pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
         Self::create_with(name, capacity, &SegmentOptions::default())
     }
@@ -214,7 +234,8 @@ impl<T: Pod> ShmProducer<T> {
     /// # Errors
     ///
     /// [`OpenError`]: not found, not ready, bad header, another slot type,
-    /// `RoleTaken` when a live producer is attached.
+    /// `SlotAlignment` as for [`create`](Self::create), `RoleTaken` when a
+    /// live producer is attached.
     pub fn open(name: &str) -> Result<Self, OpenError> {
         Self::open_with(name, &SegmentOptions::default())
     }
