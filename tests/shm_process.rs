@@ -157,6 +157,7 @@ fn helper() {
         "u64-producer" => u64_producer(&ring),
         "record-producer" => record_producer(&ring),
         "record-consumer" => record_consumer(&ring),
+        "panicking-producer" => panicking_producer(&ring),
         "open-consumer" => match ShmConsumer::<u64>::open(&ring) {
             Ok(_) => EXIT_OK,
             Err(OpenError::RoleTaken { .. }) => EXIT_ROLE_TAKEN,
@@ -225,6 +226,17 @@ fn record_producer(ring: &str) -> i32 {
         std::mem::forget(tx); // leave without closing, like a crash
     }
     EXIT_OK
+}
+
+/// Pushes u64s 0..COUNT, then panics with the producer still in scope: its
+/// drop runs during the unwinding.
+fn panicking_producer(ring: &str) -> i32 {
+    let count = env_u64("COUNT");
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    for i in 0..count {
+        tx.push(i).expect("push");
+    }
+    panic!("the producer fails after {count} items (this panic is the test)");
 }
 
 /// Reads Records in place and writes `seq, check` to the file OUT (one file
@@ -443,6 +455,25 @@ fn check_at_least_once(dir: &Path, sessions: usize, count: u64) {
     assert_eq!(next_new, count, "not every record was delivered");
     eprintln!(
         "{count} records, {replayed} delivered again after a kill, {torn} torn session tails"
+    );
+}
+
+/// A producer process that panics with its `ShmProducer` alive failed: the
+/// consumer gets everything it pushed, then `PeerGone`, never a clean
+/// `EndOfStream` (the producer's drop runs while the thread unwinds).
+#[test]
+fn a_producer_dropped_by_a_panic_ends_the_stream_as_peer_gone() {
+    let ring = Ring::new("panic");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    let mut child = spawn_helper("panicking-producer", &ring.name, &[("COUNT", "40".into())]);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    assert_ne!(code, EXIT_OK, "the helper was meant to panic");
+    for i in 0..40 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(ShmPopError::PeerGone)
     );
 }
 

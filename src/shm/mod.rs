@@ -43,7 +43,10 @@
 //!
 //! [`ShmProducer::close`] (or dropping the producer) ends the stream: the
 //! consumer drains what is left, then gets `EndOfStream`. A new producer may
-//! attach later and continue at `write_seq`.
+//! attach later and continue at `write_seq`. A producer that fails half-way
+//! must not look finished: [`ShmProducer::abandon`] detaches without ending
+//! the stream, and a producer dropped while its thread unwinds from a panic
+//! does the same; the consumer then gets `PeerGone`, as after a crash.
 //!
 //! # Crash and restart
 //!

@@ -404,7 +404,12 @@ impl<T: Pod> ShmProducer<T> {
     }
 
     /// Ends the stream: the consumer drains what is left, then gets
-    /// end-of-stream. Dropping the producer does the same.
+    /// end-of-stream. Dropping the producer does the same, except while its
+    /// thread unwinds from a panic: then it detaches as
+    /// [`abandon`](Self::abandon) does, and the consumer gets `PeerGone`.
+    ///
+    /// Closing cannot lose an item: every push that returned `Ok` has
+    /// already published its item, and a push that failed handed it back.
     pub fn close(self) {}
 
     /// Detaches *without* ending the stream, for a producer that failed
@@ -419,7 +424,9 @@ impl<T: Pod> ShmProducer<T> {
 impl<T: Pod> Drop for ShmProducer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
-        if !self.abandoned {
+        // A producer dropped by a panic's unwinding failed half-way: its
+        // stream must not look finished, so it ends as abandoned.
+        if !self.abandoned && !std::thread::panicking() {
             // Release: orders every publish before the close; pairs with the
             // Acquire load in ShmConsumer::producer_gone.
             h.producer
