@@ -158,6 +158,16 @@ fn helper() {
         "record-producer" => record_producer(&ring),
         "record-consumer" => record_consumer(&ring),
         "panicking-producer" => panicking_producer(&ring),
+        // Block for ever on an empty ring (no producer ever attached) or a
+        // full one (no consumer ever attached), asleep on the futex.
+        "parked-consumer" => {
+            let mut rx = ShmConsumer::<u64>::open(&ring).expect("open consumer");
+            panic!("pop returned {:?}", rx.pop());
+        }
+        "parked-producer" => {
+            let mut tx = ShmProducer::<u64>::open(&ring).expect("open producer");
+            panic!("push returned {:?}", tx.push(0));
+        }
         "open-consumer" => match ShmConsumer::<u64>::open(&ring) {
             Ok(_) => EXIT_OK,
             Err(OpenError::RoleTaken { .. }) => EXIT_ROLE_TAKEN,
@@ -475,6 +485,68 @@ fn a_producer_dropped_by_a_panic_ends_the_stream_as_peer_gone() {
         rx.pop_timeout(Duration::from_secs(10)),
         Err(ShmPopError::PeerGone)
     );
+}
+
+/// The waiter count of the wait cell at `offset` (docs/FORMAT.md: 388 is
+/// `not_empty.waiters`, 516 `not_full.waiters`), read from the file, which
+/// on tmpfs is the same memory the processes map.
+fn waiters_at(path: &Path, offset: u64) -> u32 {
+    let mut word = [0_u8; 4];
+    let file = std::fs::File::open(path).expect("open the ring file");
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut word, offset).expect("read");
+    u32::from_ne_bytes(word)
+}
+
+/// Starts `role`, waits until it sleeps on the cell at `offset`, and
+/// SIGKILLs it there. A sleeper wakes every 50 ms and re-counts itself, so
+/// the kill can land in that instant between; then it tries again.
+fn kill_while_parked(role: &str, ring: &Ring, offset: u64) {
+    for _attempt in 0..20 {
+        let mut child = spawn_helper(role, &ring.name, &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while waiters_at(&ring.path(), offset) == 0 {
+            assert!(Instant::now() < deadline, "{role} never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        if waiters_at(&ring.path(), offset) == 1 {
+            return;
+        }
+    }
+    panic!("{role}: 20 kills all landed between two sleeps");
+}
+
+/// A process SIGKILLed while asleep on its cell leaves the cell's waiter
+/// count at 1; the next process to take the role clears it, so publishes
+/// and releases stop making wake-up system calls for a dead sleeper.
+#[test]
+fn a_role_taken_over_from_a_process_killed_while_parked_has_no_waiters_left() {
+    const NOT_EMPTY_WAITERS: u64 = 388;
+    const NOT_FULL_WAITERS: u64 = 516;
+    // Consumer side: parked on an empty ring no producer ever attached to,
+    // killed, replaced.
+    let ring = Ring::new("parked-c");
+    drop(ShmConsumer::<u64>::create(&ring.name, 4).unwrap());
+    kill_while_parked("parked-consumer", &ring, NOT_EMPTY_WAITERS);
+    let rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(waiters_at(&ring.path(), NOT_EMPTY_WAITERS), 0);
+    drop(rx);
+    // Producer side: parked on a full ring no consumer ever attached to,
+    // killed, replaced.
+    let ring = Ring::new("parked-p");
+    let mut tx = ShmProducer::<u64>::create(&ring.name, 4).unwrap();
+    assert_eq!(tx.push_slice(&[1, 2, 3, 4]), 4);
+    tx.abandon();
+    kill_while_parked("parked-producer", &ring, NOT_FULL_WAITERS);
+    let tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(waiters_at(&ring.path(), NOT_FULL_WAITERS), 0);
+    drop(tx);
+    // The items survived all of it.
+    let mut rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    let mut out = [0; 4];
+    assert_eq!(rx.pop_slice(&mut out), 4);
+    assert_eq!(out, [1, 2, 3, 4]);
 }
 
 #[test]

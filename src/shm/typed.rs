@@ -258,6 +258,10 @@ impl<T: Pod> ShmProducer<T> {
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Producer)?;
+        // The producer is the only sleeper on not_full, and the role lock
+        // says no other producer is attached: a count left there is from a
+        // predecessor killed while asleep.
+        ring.seg.header().not_full.cell.reset_waiters();
         let line = &ring.seg.header().producer;
         line.producer_sessions.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the Acquire load of producer_state in
@@ -498,6 +502,8 @@ impl<T: Pod> ShmConsumer<T> {
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Consumer)?;
+        // The consumer is the only sleeper on not_empty (see the producer's).
+        ring.seg.header().not_empty.cell.reset_waiters();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         ring.seg
             .header()
