@@ -801,6 +801,20 @@ fn a_ring_that_does_not_fit_its_filesystem_is_refused_at_create() {
     assert_eq!(left, ["small"], "the failed create leaves no file behind");
 }
 
+/// A ring its group may write (`create --mode 660`, here with the umask
+/// undone by chmod) is refused by default and opened with `--shared`.
+#[test]
+fn a_group_writable_ring_is_opened_only_with_shared() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new("shared");
+    ok(d.run(&["create", "team", "--mode", "660"]));
+    std::fs::set_permissions(d.path("team"), std::fs::Permissions::from_mode(0o660)).unwrap();
+    fails(d.run(&["info", "team"]), 1, "lets its group");
+    let out = ok(d.run(&["info", "team", "--shared", "--json"]));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["kind"], "arrow");
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -634,6 +634,77 @@ fn segments_are_private_to_their_owner() {
     );
 }
 
+/// In a world-writable directory such as /dev/shm another user can plant a
+/// file under a ring's name before its owner creates it. `open` (and the
+/// read-only `inspect`) refuse a ring that anyone but this user may write,
+/// unless told to trust the ring's group (`allow_shared`); a ring that every
+/// user may write is refused either way. An owner other than this user can
+/// only be arranged by root (chown): that part runs when the tests run as
+/// root and is skipped, saying so, otherwise; the rule itself is also
+/// unit-tested on synthetic owners in `src/shm/segment.rs`.
+#[test]
+fn rings_that_others_may_write_are_refused_unless_shared_is_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let ring = Ring::new("trust");
+    let chmod = |mode| {
+        std::fs::set_permissions(ring.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let own = SegmentOptions::default();
+    let shared = SegmentOptions {
+        allow_shared: true,
+        ..SegmentOptions::default()
+    };
+    let opens = |opts: &SegmentOptions| ShmConsumer::<u64>::open_with(&ring.name, opts).map(drop);
+    let refused = |r: Result<(), OpenError>, needle: &str| match r {
+        Err(e @ OpenError::Untrusted { .. }) => {
+            assert!(e.to_string().contains(needle), "{needle:?} not in: {e}")
+        }
+        other => panic!("expected Untrusted ({needle}), got {other:?}"),
+    };
+    drop(ShmProducer::<u64>::create(&ring.name, 64).unwrap());
+    opens(&own).expect("a 0600 ring of our own");
+
+    chmod(0o666);
+    refused(opens(&own), "lets every user write it");
+    refused(opens(&shared), "lets every user write it");
+    refused(
+        laminar_ring::shm::inspect(&ring.name, &own).map(drop),
+        "lets every user write it",
+    );
+
+    chmod(0o660);
+    refused(opens(&own), "lets its group");
+    refused(
+        ShmProducer::<u64>::open_with(&ring.name, &own).map(drop),
+        "lets its group",
+    );
+    opens(&shared).expect("a 0660 ring with allow_shared");
+    laminar_ring::shm::inspect(&ring.name, &shared).expect("inspect with allow_shared");
+
+    chmod(0o640);
+    opens(&own).expect("a 0640 ring: only we may write it");
+
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("owner check skipped: only root can give a file to another user");
+        return;
+    }
+    // Planted by uid 65534 in its own group: refused with or without the
+    // option (root is not in group 65534).
+    chmod(0o600);
+    std::os::unix::fs::chown(ring.path(), Some(65534), Some(65534)).unwrap();
+    refused(opens(&own), "owned by uid 65534");
+    refused(opens(&shared), "owned by uid 65534 and gid 65534");
+    // Another user's ring shared with a group of ours: trusted only when
+    // shared rings are allowed.
+    chmod(0o660);
+    std::os::unix::fs::chown(ring.path(), Some(65534), Some(0)).unwrap();
+    refused(opens(&own), "owned by uid 65534");
+    opens(&shared).expect("another user's ring in our group, allow_shared");
+}
+
 #[test]
 fn bad_segments_are_refused_with_clear_errors() {
     let dir = std::env::temp_dir().join(format!("lr-bad-{}", std::process::id()));

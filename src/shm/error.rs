@@ -73,6 +73,15 @@ pub enum OpenError {
         #[source]
         source: HeaderError,
     },
+    /// The segment's owner or permissions let a process this one does not
+    /// trust write it (see [`SegmentOptions::allow_shared`](super::SegmentOptions::allow_shared)).
+    #[error("{}: refusing to trust this ring: {why}", .path.display())]
+    Untrusted {
+        /// The segment file.
+        path: PathBuf,
+        /// Who may write it, and what would allow it.
+        why: String,
+    },
     /// The segment holds another kind of ring or another slot type.
     #[error("{}: {what}", .path.display())]
     Mismatch {

@@ -73,6 +73,11 @@
 //!
 //! # Untrusted segments
 //!
+//! `open` refuses a segment that another user owns or that others may write
+//! ([`OpenError::Untrusted`]), unless [`SegmentOptions::allow_shared`] says
+//! to trust its group: `/dev/shm` is world-writable, so anyone may create a
+//! file under a ring's name first.
+//!
 //! Everything in the mapping is input from another process. The header is
 //! copied once at open and validated ([`header::validate`]); positions loaded
 //! later are checked before use; slots are masked into the validated region,

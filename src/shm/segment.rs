@@ -45,6 +45,18 @@ pub struct SegmentOptions {
     /// How long `open` waits for a segment whose creator is still
     /// initialising it (default 2 s).
     pub ready_timeout: Duration,
+    /// Also open a segment that its group may write (such as one created
+    /// with `mode: 0o660`), or that another user owns with a group this
+    /// process is in (default `false`).
+    ///
+    /// By default `open` refuses a segment that is not owned by this
+    /// process's effective user or that anyone else may write: in a
+    /// world-writable directory such as `/dev/shm`, another local user can
+    /// create a file under a ring's name first, then feed this process data,
+    /// rewrite zero-copy buffers under it, or shrink the file (SIGBUS). Set
+    /// this only when every member of the segment's group is trusted. A
+    /// segment that every user may write is refused either way.
+    pub allow_shared: bool,
 }
 
 impl Default for SegmentOptions {
@@ -53,8 +65,71 @@ impl Default for SegmentOptions {
             dir: PathBuf::from(DEFAULT_DIR),
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
+            allow_shared: false,
         }
     }
+}
+
+/// The owner, group and permission bits of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileOwner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+/// Whether a segment file may be trusted by a process of effective uid
+/// `euid`, which is a member of the groups for which `in_group` is true;
+/// `Err` says why not (see [`SegmentOptions::allow_shared`]).
+pub(crate) fn check_owner(
+    file: FileOwner,
+    euid: u32,
+    in_group: impl Fn(u32) -> bool,
+    allow_shared: bool,
+) -> Result<(), String> {
+    let FileOwner { uid, gid, mode } = file;
+    let mode = mode & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(format!("mode {mode:04o} lets every user write it"));
+    }
+    if allow_shared {
+        if uid == euid || in_group(gid) {
+            return Ok(());
+        }
+        return Err(format!(
+            "it is owned by uid {uid} and gid {gid}, neither of them this process's"
+        ));
+    }
+    if uid != euid {
+        return Err(format!(
+            "it is owned by uid {uid}, not by this process's effective uid {euid} \
+             (allow a shared ring, `allow_shared` or `--shared`, to trust a ring \
+             of a group this process is in)"
+        ));
+    }
+    if mode & 0o020 != 0 {
+        return Err(format!(
+            "mode {mode:04o} lets its group (gid {gid}) write it (allow a shared \
+             ring, `allow_shared` or `--shared`, if that group is trusted)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_owner`] for this process.
+fn check_owner_of(meta: &std::fs::Metadata, allow_shared: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = FileOwner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode(),
+    };
+    use nix::unistd::{getegid, geteuid, getgroups};
+    let in_group = |gid: u32| {
+        gid == getegid().as_raw()
+            || getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+    };
+    check_owner(file, geteuid().as_raw(), in_group, allow_shared)
 }
 
 /// Checks a segment name: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/`,
@@ -190,6 +265,10 @@ impl Segment {
                 path,
                 what: "not a regular file, so not a ring".into(),
             });
+        }
+        // The descriptor's own metadata: the file checked is the file mapped.
+        if let Err(why) = check_owner_of(&meta, opts.allow_shared) {
+            return Err(OpenError::Untrusted { path, why });
         }
         let deadline = Instant::now() + opts.ready_timeout;
         // The creator may be between open and ftruncate: wait for the size.
@@ -360,4 +439,48 @@ fn flock_for(role: Role, kind: libc::c_int) -> libc::flock {
     fl.l_len = 1;
     fl.l_pid = 0; // required for OFD locks
     fl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: u32, gid: u32, mode: u32) -> FileOwner {
+        FileOwner { uid, gid, mode }
+    }
+
+    /// The trust rule on synthetic owners and modes, including owners that
+    /// only root could arrange with chown: by default only a file of this
+    /// user that no one else may write; with `allow_shared`, also one its
+    /// group may write and one of another owner in a group of ours; never
+    /// one that every user may write.
+    #[test]
+    fn only_segments_no_untrusted_user_may_write_are_trusted() {
+        const ME: u32 = 1000;
+        let my_groups = |gid: u32| gid == 1000 || gid == 50;
+        let check = |f: FileOwner, shared| check_owner(f, ME, my_groups, shared);
+        // Default: mine, and no one else may write.
+        assert_eq!(check(owner(ME, 1000, 0o100600), false), Ok(()));
+        assert_eq!(check(owner(ME, 1000, 0o100640), false), Ok(()));
+        assert_eq!(check(owner(ME, 1000, 0o100644), false), Ok(()));
+        let e = check(owner(ME, 50, 0o100660), false).unwrap_err();
+        assert!(e.contains("0660 lets its group (gid 50) write it"), "{e}");
+        let e = check(owner(ME, 1000, 0o100666), false).unwrap_err();
+        assert!(e.contains("every user"), "{e}");
+        let e = check(owner(0, 0, 0o100600), false).unwrap_err();
+        assert!(
+            e.contains("owned by uid 0, not by this process's effective uid 1000"),
+            "{e}"
+        );
+        let e = check(owner(2000, 50, 0o100660), false).unwrap_err();
+        assert!(e.contains("owned by uid 2000"), "{e}");
+        // Shared: a group of ours may write it, or it is ours.
+        assert_eq!(check(owner(ME, 50, 0o100660), true), Ok(()));
+        assert_eq!(check(owner(2000, 50, 0o100660), true), Ok(()));
+        assert_eq!(check(owner(ME, 7, 0o100660), true), Ok(()));
+        let e = check(owner(2000, 7, 0o100660), true).unwrap_err();
+        assert!(e.contains("owned by uid 2000 and gid 7"), "{e}");
+        let e = check(owner(ME, 50, 0o100662), true).unwrap_err();
+        assert!(e.contains("0662 lets every user write it"), "{e}");
+    }
 }
