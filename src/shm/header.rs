@@ -451,6 +451,40 @@ pub fn check_sequences(read_seq: u64, write_seq: u64, capacity: u64) -> Result<(
     Ok(())
 }
 
+/// Loads `read_seq`, then `write_seq`, then `read_seq` again, and checks
+/// them as the positions of a ring whose producer and consumer may both be
+/// running; returns the first `read_seq` and the `write_seq`.
+///
+/// No order of two loads gives a pair that can be checked exactly: loaded
+/// read first, the producer may lap the old `read_seq` before `write_seq` is
+/// loaded (`write - read > capacity`); loaded write first, the consumer may
+/// pass the old `write_seq` (`read > write`). With `read_seq` loaded on
+/// both sides of `write_seq`, a ring whose two sides keep the protocol
+/// always has `read_before <= write <= read_after + capacity`: the consumer
+/// releases only what it saw published, and the producer overwrites only
+/// what it saw released. The loads must be Acquire, so that each one sees
+/// at least what the store it reads from had seen.
+///
+/// # Errors
+///
+/// [`HeaderError::InconsistentSequences`] when the positions break that.
+pub(crate) fn snapshot_sequences(
+    mut load_read: impl FnMut() -> u64,
+    load_write: impl FnOnce() -> u64,
+    capacity: u64,
+) -> Result<(u64, u64), HeaderError> {
+    let read_before = load_read();
+    let write = load_write();
+    let read_after = load_read();
+    if read_before > write {
+        check_sequences(read_before, write, capacity)?;
+    }
+    if write > read_after.saturating_add(capacity) {
+        check_sequences(read_after, write, capacity)?;
+    }
+    Ok((read_before, write))
+}
+
 /// Fingerprint of a slot type: its size, alignment and name, hashed (FNV-1a).
 /// Two programs that agree on the fingerprint agree on the type's layout as
 /// far as this check can tell; `#[repr(C)]` on the type does the rest.
@@ -590,6 +624,49 @@ mod tests {
         }
         // Mutations of unchecked bytes (fingerprint, time) are accepted.
         assert!(accepted > 0);
+    }
+
+    /// Scripted loads of a running ring (each load returns what the
+    /// producer and consumer had reached by then): a snapshot taken while
+    /// both move is accepted, whichever of them moves between the loads;
+    /// positions no running ring can have are refused.
+    #[test]
+    fn sequences_of_a_running_ring_are_never_reported_inconsistent() {
+        let snapshot = |reads: [u64; 2], write: u64, capacity: u64| {
+            let mut reads = reads.into_iter();
+            let mut log = Vec::new();
+            let r = snapshot_sequences(
+                || {
+                    log.push("read");
+                    reads.next().expect("read_seq loaded at most twice")
+                },
+                || write,
+                capacity,
+            );
+            (r, log.len())
+        };
+        // Quiet ring.
+        assert_eq!(snapshot([3, 3], 7, 4).0, Ok((3, 7)));
+        // The consumer released 0..4 and the producer published up to 6
+        // between the first read_seq load and the write_seq load: two
+        // loads, read first, would see read 0 and write 6 on a 4-slot ring.
+        assert_eq!(snapshot([0, 4], 6, 4).0, Ok((0, 6)));
+        // The consumer passed the write_seq we loaded: read after > write.
+        assert_eq!(snapshot([5, 9], 6, 4).0, Ok((5, 6)));
+        assert_eq!(snapshot([0, 0], 0, 1), (Ok((0, 0)), 2));
+        // Impossible for a running ring.
+        assert!(matches!(
+            snapshot([7, 7], 6, 4).0,
+            Err(HeaderError::InconsistentSequences { read_seq: 7, .. })
+        ));
+        assert!(matches!(
+            snapshot([0, 1], 6, 4).0,
+            Err(HeaderError::InconsistentSequences {
+                read_seq: 1,
+                write_seq: 6,
+                capacity: 4
+            })
+        ));
     }
 
     #[test]

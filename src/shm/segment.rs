@@ -26,7 +26,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use super::error::{OpenError, Role};
 use super::header::{
     HEADER_LEN, HeaderError, HeaderFields, Layout, MAGIC, STATE_READY, SegmentHeader,
-    check_sequences, validate,
+    snapshot_sequences, validate,
 };
 use crate::sync::Ordering;
 
@@ -352,14 +352,25 @@ impl Segment {
             map,
             layout,
         };
-        let h = seg.header();
-        let read = h.consumer.read_seq.load(Ordering::Acquire);
-        let write = h.producer.write_seq.load(Ordering::Acquire);
-        check_sequences(read, write, layout.capacity).map_err(|source| OpenError::BadHeader {
+        seg.sequences().map_err(|source| OpenError::BadHeader {
             path: seg.path.clone(),
             source,
         })?;
         Ok(seg)
+    }
+
+    /// A snapshot of `(read_seq, write_seq)`, checked against each other
+    /// while a producer and a consumer may both be running
+    /// ([`snapshot_sequences`]).
+    pub(crate) fn sequences(&self) -> Result<(u64, u64), HeaderError> {
+        let h = self.header();
+        // Acquire (all three loads): see snapshot_sequences for what each
+        // pairs with.
+        snapshot_sequences(
+            || h.consumer.read_seq.load(Ordering::Acquire),
+            || h.producer.write_seq.load(Ordering::Acquire),
+            self.layout.capacity,
+        )
     }
 
     /// Removes the segment file `name` (the mapping of anyone attached stays
