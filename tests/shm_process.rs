@@ -705,6 +705,71 @@ fn rings_that_others_may_write_are_refused_unless_shared_is_allowed() {
     opens(&shared).expect("another user's ring in our group, allow_shared");
 }
 
+/// `open` maps only the header until it has validated it, and then only
+/// the `total_len` bytes the ring spans: a file far longer than its ring (a
+/// large sparse file in tmpfs) is never materialised in memory, whether its
+/// header is refused or valid.
+#[test]
+fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    const LONG: u64 = 64 << 20;
+    let ring = Ring::new("sparse");
+    let opts = SegmentOptions {
+        ready_timeout: Duration::from_millis(50),
+        ..SegmentOptions::default()
+    };
+    let allocated = || std::fs::metadata(ring.path()).unwrap().blocks() * 512;
+    let lengthen = || {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(ring.path())
+            .unwrap();
+        f.set_len(LONG).unwrap();
+    };
+    // Never marked ready: 64 MiB of zeros.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(ring.path())
+        .unwrap()
+        .set_len(LONG)
+        .unwrap();
+    let e = ShmConsumer::<u64>::open_with(&ring.name, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
+    assert!(allocated() < 1 << 20, "{} bytes allocated", allocated());
+    std::fs::remove_file(ring.path()).unwrap();
+
+    // A valid 64-slot ring at the start of a 64 MiB file.
+    drop(ShmProducer::<u64>::create(&ring.name, 64).unwrap());
+    lengthen();
+    let before = allocated();
+    let mut rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(rx.try_pop(), Err(ShmTryPopError::EndOfStream));
+    drop(rx);
+    assert!(
+        allocated() - before < 1 << 20,
+        "{} bytes allocated",
+        allocated()
+    );
+
+    // The same, with a layout version this build does not read.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ring.path())
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &99_u32.to_ne_bytes(), 8).unwrap();
+    let e = ShmConsumer::<u64>::open(&ring.name).err().unwrap();
+    assert!(e.to_string().contains("layout version 99"), "{e}");
+    assert!(
+        allocated() - before < 1 << 20,
+        "{} bytes allocated",
+        allocated()
+    );
+}
+
 #[test]
 fn bad_segments_are_refused_with_clear_errors() {
     let dir = std::env::temp_dir().join(format!("lr-bad-{}", std::process::id()));

@@ -15,6 +15,7 @@
 //! peer's byte reports whether anyone holds it.
 
 use std::fs::{File, OpenOptions};
+use std::mem::offset_of;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,10 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    HEADER_LEN, HeaderError, HeaderFields, Layout, MAGIC, STATE_READY, SegmentHeader,
+    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, STATE_READY, SegmentHeader,
     snapshot_sequences, validate,
 };
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, Ordering};
 
 /// Default directory of segments.
 pub const DEFAULT_DIR: &str = "/dev/shm";
@@ -293,32 +294,30 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(2));
         };
-        let map_len = usize::try_from(file_len).map_err(|_| OpenError::TooLarge {
-            path: path.clone(),
-            len: file_len,
-        })?;
-        // A raw shared mapping of the file's current length. Another process
-        // shrinking the file later would make accesses fault (SIGBUS);
-        // docs/FORMAT.md documents that hazard.
-        let map = if writable {
-            MmapOptions::new().len(map_len).populate().map_raw(&file)
-        } else {
-            MmapOptions::new().len(map_len).map_raw_read_only(&file)
-        }
-        .map_err(|e| OpenError::io(&path, e))?;
-        let state = {
-            // SAFETY: the mapping is at least HEADER_LEN bytes (checked above)
-            // and page-aligned, so the header's atomics are in bounds and
-            // aligned.
-            let header = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
-            &header.info.state as *const crate::sync::AtomicU32
+        // Only the header is mapped until it has been validated: the file may
+        // be far longer than the ring it claims to be (a large sparse file),
+        // and mapping it whole, let alone populating it, would materialise
+        // all of it in memory before we know whether it is a ring at all.
+        let head = MmapOptions::new()
+            .len(HEADER_LEN)
+            .map_raw_read_only(&file)
+            .map_err(|e| OpenError::io(&path, e))?;
+        // SAFETY: the header mapping is HEADER_LEN bytes and page-aligned,
+        // so `state` (at a 4-aligned offset inside it) is in bounds and
+        // aligned; the reference covers only that atomic word, and the
+        // mapping outlives every use of it below.
+        let state = unsafe {
+            &*head
+                .as_ptr()
+                .add(offset_of!(SegmentHeader, info) + offset_of!(InfoLine, state))
+                .cast::<AtomicU32>()
         };
         // The creator writes the magic before marking the segment ready: a
         // file with other non-zero bytes there is not a ring being made (a
         // byte still zero may be one the creator has not written yet).
         // SAFETY: the mapping is at least HEADER_LEN bytes (checked above);
         // a byte read, racing at worst with the creator's write of it.
-        let magic = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<[u8; 8]>()) };
+        let magic = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<[u8; 8]>()) };
         if magic.iter().zip(MAGIC).any(|(&b, m)| b != 0 && b != m) {
             return Err(OpenError::BadHeader {
                 path,
@@ -326,9 +325,8 @@ impl Segment {
             });
         }
         loop {
-            // SAFETY: `state` points into the live mapping (above).
             // SYNC POINT ready: Acquire pairs with the Release in create.
-            if unsafe { (*state).load(Ordering::Acquire) } == STATE_READY {
+            if state.load(Ordering::Acquire) == STATE_READY {
                 break;
             }
             if Instant::now() >= deadline {
@@ -341,11 +339,26 @@ impl Segment {
         }
         // SAFETY: in bounds and aligned (above); read once into a local copy,
         // which is what gets validated and used from now on.
-        let fields = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<HeaderFields>()) };
+        let fields = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<HeaderFields>()) };
         let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
             path: path.clone(),
             source,
         })?;
+        drop(head);
+        let map_len = usize::try_from(layout.total_len).map_err(|_| OpenError::TooLarge {
+            path: path.clone(),
+            len: layout.total_len,
+        })?;
+        // A raw shared mapping of the validated length (`total_len <= file
+        // length`), populated only now. Another process shrinking the file
+        // later would make accesses fault (SIGBUS); docs/FORMAT.md documents
+        // that hazard.
+        let map = if writable {
+            MmapOptions::new().len(map_len).populate().map_raw(&file)
+        } else {
+            MmapOptions::new().len(map_len).map_raw_read_only(&file)
+        }
+        .map_err(|e| OpenError::io(&path, e))?;
         let seg = Self {
             path,
             file,
