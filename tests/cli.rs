@@ -303,7 +303,7 @@ fn create_info_ls_and_rm() {
 
     let i = d.info("r1");
     assert_eq!(i["kind"], "arrow");
-    assert_eq!(i["layout_version"], 1);
+    assert_eq!(i["layout_version"], 2);
     assert_eq!(i["capacity"], 64);
     assert_eq!(i["arena_bytes"], 1 << 20);
     assert_eq!(i["write_seq"], 0);
@@ -313,7 +313,7 @@ fn create_info_ls_and_rm() {
     assert_eq!(i["consumer"]["alive"], false);
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
     for want in [
-        "version 1, arrow ring",
+        "version 2, arrow ring",
         "0 in use of 64",
         "never attached",
         "created",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use laminar_ring::shm::{
-    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError,
+    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, ShmSlot,
     ShmTryPopError,
 };
 
@@ -25,6 +25,10 @@ struct Record {
     small: u32,
     flags: u16,
     kind: u16,
+}
+
+impl ShmSlot for Record {
+    const TYPE_NAME: &'static str = "shm_process.Record";
 }
 
 impl Record {
@@ -858,6 +862,12 @@ fn slot_types_aligned_beyond_a_page_are_refused_at_create_and_open() {
     #[repr(C, align(4096))]
     #[derive(Clone, Copy, Pod, Zeroable)]
     struct OnePage([u8; 4096]);
+    impl ShmSlot for TwoPages {
+        const TYPE_NAME: &'static str = "TwoPages";
+    }
+    impl ShmSlot for OnePage {
+        const TYPE_NAME: &'static str = "OnePage";
+    }
     let refused = |r: Result<(), OpenError>, what: &str| match r {
         Err(OpenError::SlotAlignment {
             align: 8192,
@@ -897,6 +907,83 @@ fn slot_types_aligned_beyond_a_page_are_refused_at_create_and_open() {
             assert!(page.0.iter().all(|&b| b == round * 3 + i), "round {round}");
         }
     }
+}
+
+/// The same tick, as two programs (or two versions of one, or builds by two
+/// compilers) declare it in different modules; and another type of the same
+/// layout.
+mod first_program {
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Tick {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Tick {
+        const TYPE_NAME: &'static str = "example.Tick";
+    }
+}
+mod second_program {
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Tick {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Tick {
+        const TYPE_NAME: &'static str = "example.Tick";
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Quote {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Quote {
+        const TYPE_NAME: &'static str = "example.Quote";
+    }
+}
+
+/// A slot type is identified by the name it declares, its size and its
+/// alignment, not by the compiler's name for it (which is not stable across
+/// compilers and changes with the module path): the header holds FNV-1a 64
+/// of (16, 8, "example.Tick"); a type of that name in another module
+/// attaches, and one of the same layout under another name is refused.
+#[test]
+fn a_slot_type_is_identified_by_the_name_it_declares() {
+    fn fnv1a(parts: &[&[u8]]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in parts.iter().copied().flatten() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+    let expected = fnv1a(&[&16_u64.to_le_bytes(), &8_u64.to_le_bytes(), b"example.Tick"]);
+    let ring = Ring::new("identity");
+    let mut tx = ShmProducer::<first_program::Tick>::create(&ring.name, 8).unwrap();
+    let bytes = std::fs::read(ring.path()).unwrap();
+    assert_eq!(
+        u64::from_ne_bytes(bytes[40..48].try_into().unwrap()),
+        expected,
+        "type_fingerprint at offset 40"
+    );
+    let tick = first_program::Tick {
+        seq: 7,
+        price: 101.25,
+    };
+    tx.push(tick).unwrap();
+    let e = ShmConsumer::<second_program::Quote>::open(&ring.name)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("fingerprint"), "{e}");
+    let mut rx = ShmConsumer::<second_program::Tick>::open(&ring.name).unwrap();
+    assert_eq!(
+        rx.try_pop(),
+        Ok(second_program::Tick {
+            seq: 7,
+            price: 101.25
+        })
+    );
 }
 
 /// CPU time of the calling thread.

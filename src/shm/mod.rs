@@ -81,8 +81,8 @@
 //! Everything in the mapping is input from another process. The header is
 //! copied once at open and validated ([`header::validate`]); positions loaded
 //! later are checked before use; slots are masked into the validated region,
-//! and only `bytemuck::Pod` types may be slots, for which any bytes are a
-//! valid value. A segment can make this side see a full or empty ring, never
+//! and only [`ShmSlot`] types (plain data, `bytemuck::Pod`, with a declared
+//! name) may be slots, for which any bytes are a valid value. A segment can make this side see a full or empty ring, never
 //! read outside the mapping.
 
 mod error;
@@ -90,6 +90,7 @@ pub mod header;
 mod inspect;
 #[allow(unsafe_code)] // the mapping, raw header access, fcntl locks
 mod segment;
+mod slot;
 #[allow(unsafe_code)] // slots in the mapping
 mod typed;
 
@@ -98,6 +99,7 @@ pub use header::{HeaderError, Layout, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
+pub use slot::{ShmSlot, fingerprint};
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};
 

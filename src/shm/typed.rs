@@ -5,8 +5,6 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
-
 #[cfg(not(loom))]
 use crate::chunks::{ReadChunk, WriteChunkUninit};
 use crate::protocol::{ConsumerCore, ProducerCore};
@@ -19,6 +17,7 @@ use super::header::{
     Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
+use super::slot::ShmSlot;
 
 /// How often an idle side asks the kernel whether its peer still holds its
 /// role lock (one `fcntl` each time).
@@ -33,13 +32,13 @@ pub(crate) struct MappedRing<T> {
     _slots: PhantomData<T>,
 }
 
-// SAFETY: `T: Pod` values are plain bytes, and the segment is shared memory
+// SAFETY: `T: ShmSlot` values are plain bytes, and the segment is shared memory
 // accessed through the SPSC protocol; the raw pointer is what makes it !Send.
-unsafe impl<T: Pod> Send for MappedRing<T> {}
+unsafe impl<T: ShmSlot> Send for MappedRing<T> {}
 // SAFETY: as above.
-unsafe impl<T: Pod> Sync for MappedRing<T> {}
+unsafe impl<T: ShmSlot> Sync for MappedRing<T> {}
 
-impl<T: Pod> MappedRing<T> {
+impl<T: ShmSlot> MappedRing<T> {
     /// Checks that `seg` is a ring of `kind` whose slots are `T`, and wraps it.
     fn new(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         check_slot_align::<T>()?;
@@ -57,14 +56,15 @@ impl<T: Pod> MappedRing<T> {
                 "slots are {} bytes aligned to {}, {} is {size} aligned to {align}",
                 l.slot_size,
                 l.slot_align,
-                std::any::type_name::<T>()
+                T::TYPE_NAME
             )));
         }
         if l.type_fingerprint != fingerprint::<T>() {
             return Err(mismatch(format!(
-                "slot type fingerprint {:#x} is not {}'s {:#x}",
+                "slot type fingerprint {:#x} is not {}'s {:#x} (another type, or another \
+                 version of it: ShmSlot::TYPE_NAME differs)",
                 l.type_fingerprint,
-                std::any::type_name::<T>(),
+                T::TYPE_NAME,
                 fingerprint::<T>()
             )));
         }
@@ -87,7 +87,7 @@ impl<T: Pod> MappedRing<T> {
 // SAFETY: capacity is a validated power of two; slot_ptr masks the sequence
 // into the validated slots region, contiguous and aligned for T; the atomics
 // are the header's, shared by every process attached to the segment.
-unsafe impl<T: Pod> SlotRing for MappedRing<T> {
+unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     type Item = T;
 
     #[inline(always)]
@@ -150,7 +150,7 @@ fn check_slot_align<T>() -> Result<(), OpenError> {
 }
 
 /// Geometry of a new typed ring.
-fn typed_layout<T>(capacity: usize) -> Result<Layout, OpenError> {
+fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
     check_slot_align::<T>()?;
     if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
     {
@@ -193,7 +193,7 @@ impl PeerProbe {
 }
 
 /// The producing process's end of a typed shared-memory ring.
-pub struct ShmProducer<T: Pod> {
+pub struct ShmProducer<T: ShmSlot> {
     core: ProducerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
@@ -201,7 +201,7 @@ pub struct ShmProducer<T: Pod> {
     pub(crate) abandoned: bool,
 }
 
-impl<T: Pod> ShmProducer<T> {
+impl<T: ShmSlot> ShmProducer<T> {
     /// Creates the segment `name` in `/dev/shm` with `capacity` slots of `T`
     /// and attaches as its producer.
     ///
@@ -425,7 +425,7 @@ impl<T: Pod> ShmProducer<T> {
     }
 }
 
-impl<T: Pod> Drop for ShmProducer<T> {
+impl<T: ShmSlot> Drop for ShmProducer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
         // A producer dropped by a panic's unwinding failed half-way: its
@@ -445,13 +445,13 @@ impl<T: Pod> Drop for ShmProducer<T> {
 }
 
 /// The consuming process's end of a typed shared-memory ring.
-pub struct ShmConsumer<T: Pod> {
+pub struct ShmConsumer<T: ShmSlot> {
     core: ConsumerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
 }
 
-impl<T: Pod> ShmConsumer<T> {
+impl<T: ShmSlot> ShmConsumer<T> {
     /// Creates the segment `name` in `/dev/shm` and attaches as its consumer.
     ///
     /// # Errors
@@ -697,7 +697,7 @@ impl<T: Pod> ShmConsumer<T> {
     }
 }
 
-impl<T: Pod> Drop for ShmConsumer<T> {
+impl<T: ShmSlot> Drop for ShmConsumer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
@@ -715,7 +715,11 @@ impl<T: Pod> Drop for ShmConsumer<T> {
 /// # Errors
 ///
 /// [`OpenError`]: already exists, bad name, capacity, I/O.
-pub fn create<T: Pod>(name: &str, capacity: usize, opts: &SegmentOptions) -> Result<(), OpenError> {
+pub fn create<T: ShmSlot>(
+    name: &str,
+    capacity: usize,
+    opts: &SegmentOptions,
+) -> Result<(), OpenError> {
     Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
     Ok(())
 }
