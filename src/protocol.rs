@@ -159,8 +159,9 @@ where
             // slots that only this producer may write, as two valid runs; the
             // source slice does not overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(items.as_ptr(), a, a_len);
-                std::ptr::copy_nonoverlapping(items.as_ptr().add(a_len), b, b_len);
+                self.ring.copy_into_slots(items.as_ptr(), a, a_len);
+                self.ring
+                    .copy_into_slots(items.as_ptr().add(a_len), b, b_len);
             }
             let n = a_len + b_len;
             if n > 0 {
@@ -312,8 +313,9 @@ where
             // SAFETY: ready_runs gives at most out.len() published, unread
             // items as two valid runs; `out` does not overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(a, out.as_mut_ptr(), a_len);
-                std::ptr::copy_nonoverlapping(b, out.as_mut_ptr().add(a_len), b_len);
+                self.ring.copy_from_slots(a, out.as_mut_ptr(), a_len);
+                self.ring
+                    .copy_from_slots(b, out.as_mut_ptr().add(a_len), b_len);
             }
             a_len + b_len
         };

@@ -397,6 +397,35 @@ pub(crate) unsafe trait SlotRing {
     /// As [`RingBuffer::read_slot`].
     unsafe fn read_slot(&self, seq: u64) -> Self::Item;
 
+    /// Copies `n` values from `src`, outside the ring, into the ring's slots
+    /// at `dst` (what `push_slice` does with a free run).
+    ///
+    /// # Safety
+    ///
+    /// `dst..dst+n` are free slots of this ring that the caller owns (as
+    /// from `slot_ptr`), and `src..src+n` are valid values that do not
+    /// overlap them.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn copy_into_slots(&self, src: *const Self::Item, dst: *mut Self::Item, n: usize) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
+
+    /// Copies `n` published values out of the ring's slots at `src` into
+    /// `dst`, outside the ring (what `pop_slice` does with a ready run).
+    ///
+    /// # Safety
+    ///
+    /// `src..src+n` are published, unread slots of this ring (as from
+    /// `slot_ptr`), and `dst..dst+n` is writable and does not overlap them.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn copy_from_slots(&self, src: *const Self::Item, dst: *mut Self::Item, n: usize) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
+
     /// Called by the producer right after each Release store of `write_seq`:
     /// the hook where a home that supports sleeping consumers wakes them.
     #[inline(always)]

@@ -273,8 +273,7 @@ fn record_consumer(ring: &str) -> i32 {
             }
         }
         bytes.clear();
-        let (a, b) = chunk.as_slices();
-        for r in a.iter().chain(b) {
+        for r in chunk.iter() {
             bytes.extend_from_slice(&r.seq.to_le_bytes());
             bytes.extend_from_slice(&r.check.to_le_bytes());
         }

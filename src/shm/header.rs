@@ -95,12 +95,26 @@ pub struct HeaderFields {
     pub created_unix_ns: u64,
 }
 
+/// Bytes of the header that this process never reads through a reference:
+/// the immutable fields (copied out once, with a volatile read, at open),
+/// reserved words and the rest of each line.
+///
+/// Another process may write them at any time (the creator while it
+/// initialises the header, a misbehaving peer whenever it likes), so a
+/// `&SegmentHeader` must not claim they stay unchanged: an `UnsafeCell`
+/// makes the reference claim nothing about them.
+#[repr(transparent)]
+pub(crate) struct Opaque<T>(std::cell::UnsafeCell<T>);
+
 /// Line 0: the immutable fields and the `state` word.
 #[repr(C, align(128))]
 pub(crate) struct InfoLine {
-    pub(crate) fields: HeaderFields,
+    /// Written by the creator before `state` is READY; read only by copying
+    /// through a raw pointer (`Segment::open`).
+    pub(crate) fields: Opaque<HeaderFields>,
     /// [`STATE_INITIALIZING`] or [`STATE_READY`].
     pub(crate) state: AtomicU32,
+    _reserved: Opaque<[u8; 36]>,
 }
 
 /// Line 1: written by the producer.
@@ -110,13 +124,14 @@ pub(crate) struct ProducerLine {
     pub(crate) write_seq: AtomicU64,
     /// `ROLE_*`: whether a producer attached and whether it closed.
     pub(crate) producer_state: AtomicU32,
-    _pad: u32,
+    _pad: Opaque<u32>,
     /// Number of producer attachments so far.
     pub(crate) producer_sessions: AtomicU64,
     /// Arrow rings: arena position after the last message the producer has
     /// written (stored before that message is published), where a new
     /// producer resumes.
     pub(crate) arena_head: AtomicU64,
+    _reserved: Opaque<[u8; 96]>,
 }
 
 /// Line 2: written by the consumer.
@@ -126,21 +141,30 @@ pub(crate) struct ConsumerLine {
     pub(crate) read_seq: AtomicU64,
     /// `ROLE_*` of the consumer.
     pub(crate) consumer_state: AtomicU32,
-    _pad: u32,
+    _pad: Opaque<u32>,
     /// Arena bytes released so far (Arrow rings).
     pub(crate) arena_released: AtomicU64,
     /// Arrow rings: what the consumer saved of its decoder state (see the
     /// arrow module): bit 63 overflow, bit 62 which half, low bits length.
     pub(crate) saved_state: AtomicU64,
+    _reserved: Opaque<[u8; 96]>,
 }
 
 /// Lines 3 and 4: where a side sleeps.
 #[repr(C, align(128))]
 pub(crate) struct WaitLine {
     pub(crate) cell: WaitCell,
+    _reserved: Opaque<[u8; 120]>,
 }
 
 /// The whole header: five 128-byte lines.
+///
+/// Every byte of it is inside an atomic or an [`Opaque`] (the compile-time
+/// assertions below check that the fields fill each line), so a shared
+/// reference to it, which another process's writes may race with at any
+/// time, claims nothing that those writes could break: the atomics are
+/// read and written as atomics, and the opaque bytes are never read
+/// through it.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
     pub(crate) info: InfoLine,
@@ -186,6 +210,11 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, saved_state) == 24);
     assert!(size_of::<WaitCell>() == 8);
     assert!(HEADER_LEN == 5 * LINE);
+    // No padding anywhere: every byte belongs to a field, atomic or opaque.
+    assert!(offset_of!(InfoLine, _reserved) + 36 == LINE);
+    assert!(offset_of!(ProducerLine, _reserved) + 96 == LINE);
+    assert!(offset_of!(ConsumerLine, _reserved) + 96 == LINE);
+    assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
 };
 
 /// Offsets of everything in a segment, each one checked against the file.

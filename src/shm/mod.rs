@@ -85,6 +85,8 @@
 //! name) may be slots, for which any bytes are a valid value. A segment can make this side see a full or empty ring, never
 //! read outside the mapping.
 
+#[allow(unsafe_code)] // copies out of slots in the mapping
+mod chunk;
 mod error;
 pub mod header;
 mod inspect;
@@ -94,6 +96,7 @@ mod slot;
 #[allow(unsafe_code)] // slots in the mapping
 mod typed;
 
+pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{HeaderError, Layout, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};

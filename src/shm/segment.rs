@@ -215,8 +215,9 @@ impl Segment {
             // The mapping is at least HEADER_LEN bytes (total_len >
             // slots_offset >= HEADER_LEN), page-aligned and zero-filled, so
             // every atomic in the header is a valid zero.
-            // SAFETY: in bounds and aligned; openers do not read these fields
-            // until `state` is READY (below).
+            // SAFETY: in bounds and aligned; openers copy these fields only
+            // after they see `state` READY (below), except the magic, which
+            // they only compare (see open_as).
             unsafe {
                 std::ptr::write_volatile(
                     seg.map.as_mut_ptr().cast::<HeaderFields>(),
@@ -315,8 +316,12 @@ impl Segment {
         // The creator writes the magic before marking the segment ready: a
         // file with other non-zero bytes there is not a ring being made (a
         // byte still zero may be one the creator has not written yet).
-        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above);
-        // a byte read, racing at worst with the creator's write of it.
+        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above).
+        // The creator may be writing these bytes right now: in Rust's model
+        // that race is a data race even for a volatile read, the standard
+        // practice for memory another process writes (as the kernel's
+        // READ_ONCE); in practice it yields some bytes, and any 8 bytes are
+        // a valid [u8; 8], compared and never trusted.
         let magic = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<[u8; 8]>()) };
         if magic.iter().zip(MAGIC).any(|(&b, m)| b != 0 && b != m) {
             return Err(OpenError::BadHeader {
@@ -337,8 +342,12 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // SAFETY: in bounds and aligned (above); read once into a local copy,
-        // which is what gets validated and used from now on.
+        // SAFETY: in bounds and aligned (above), and `state` READY (Acquire)
+        // says the creator has finished writing these bytes. Only a process
+        // breaking the format could still write them, racing with this
+        // volatile read as with the magic's above; HeaderFields is Pod, and
+        // the copy is what gets validated and used from now on, so such a
+        // race can at worst make validation refuse the segment.
         let fields = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<HeaderFields>()) };
         let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
             path: path.clone(),
@@ -408,7 +417,10 @@ impl Segment {
     /// `layout` at open and are not read from the mapping again).
     pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned
-        // (checked at create/open), and lives as long as `self`.
+        // (checked at create/open), and lives as long as `self`. Other
+        // processes write the header at any time; every byte of
+        // SegmentHeader is an atomic or opaque (UnsafeCell), so the shared
+        // reference claims nothing those writes break.
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
 

@@ -1,17 +1,38 @@
 //! Typed rings across processes: [`ShmProducer<T>`] and [`ShmConsumer<T>`]
 //! for plain-data `T`, running the in-process SPSC protocol
 //! ([`ProducerCore`]/[`ConsumerCore`]) over the mapped segment.
+//!
+//! # Memory another process writes
+//!
+//! The slots are memory that another process maps. A peer that keeps the
+//! protocol never writes a slot while this side reads it, nor reads one this
+//! side writes; a peer that does not (a bug, or a process of a user the
+//! segment trusts, see `SegmentOptions::allow_shared`) can race with us.
+//! Rust's memory model does not know other processes: a racing non-atomic
+//! access is a data race, undefined behaviour, volatile or not (the
+//! standard library says so of `read_volatile`). What is standard for
+//! shared memory, and what this module does, is to touch slots only with
+//! volatile reads and writes of whole `T: Pod` values into and out of
+//! locals, and never to hand out a reference to a slot from safe code. The
+//! compiler then can neither assume a slot's bytes stay the same nor read
+//! them twice, and any bytes are a valid `T`: a racing peer can make this
+//! side see wrong values, never read outside the mapping. That is the
+//! guarantee the kernel's `READ_ONCE`/`WRITE_ONCE` give, not one Rust's
+//! abstract machine gives. The calls that do hand out references over slots
+//! ([`ShmReadChunk::as_slices`], [`ShmProducer::write_chunk_uninit`]) say
+//! that the peer must be trusted.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
-use crate::chunks::{ReadChunk, WriteChunkUninit};
+use crate::chunks::WriteChunkUninit;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::wait::{WaitStrategy, block_on};
 
+use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
     Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint,
@@ -113,15 +134,41 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     unsafe fn write_slot(&self, seq: u64, value: T) {
-        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot.
-        unsafe { self.slot_ptr(seq).write(value) }
+        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot,
+        // so a consumer keeping the protocol does not touch it now. A
+        // volatile write, not a reference: see "Memory another process
+        // writes" above for what that does and does not promise.
+        unsafe { self.slot_ptr(seq).write_volatile(value) }
     }
 
     #[inline(always)]
     unsafe fn read_slot(&self, seq: u64) -> T {
-        // SAFETY: in bounds and aligned (slot_ptr); any bytes are a valid T
-        // (Pod), so even a hostile producer cannot make this read unsound.
-        unsafe { self.slot_ptr(seq).read() }
+        // SAFETY: in bounds and aligned (slot_ptr), and published, so a
+        // producer keeping the protocol does not write it now. One that
+        // does not can race with this read: in Rust's model that is a data
+        // race even when volatile; in practice a volatile read of a Pod
+        // value into a local can only yield some bytes, and any bytes are a
+        // valid T (see "Memory another process writes" above).
+        unsafe { self.slot_ptr(seq).read_volatile() }
+    }
+
+    #[inline(always)]
+    unsafe fn copy_into_slots(&self, src: *const T, dst: *mut T, n: usize) {
+        for i in 0..n {
+            // SAFETY: the caller gives n valid values at src and n owned free
+            // slots at dst; each is written once, volatile (as write_slot).
+            unsafe { dst.add(i).write_volatile(src.add(i).read()) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn copy_from_slots(&self, src: *const T, dst: *mut T, n: usize) {
+        for i in 0..n {
+            // SAFETY: the caller gives n published slots at src and n
+            // writable places at dst; each slot is read once, volatile, into
+            // a value (as read_slot).
+            unsafe { dst.add(i).write(src.add(i).read_volatile()) }
+        }
     }
 
     #[inline(always)]
@@ -379,6 +426,14 @@ impl<T: ShmSlot> ShmProducer<T> {
     }
 
     /// Up to `max` free slots, written in place and published by `commit`.
+    ///
+    /// The chunk lends `&mut [MaybeUninit<T>]` over slots of the shared
+    /// mapping. A consumer that keeps the protocol never touches a free
+    /// slot, but another process that maps the segment could write it while
+    /// it is borrowed, which Rust's model does not allow for a `&mut`: use
+    /// this only with a consumer you trust (one of your own programs), and
+    /// [`push_slice`](Self::push_slice) or [`push_iter`](Self::push_iter),
+    /// which write through volatile stores and lend nothing, otherwise.
     #[cfg(not(loom))]
     pub fn write_chunk_uninit(&mut self, max: usize) -> WriteChunkUninit<'_, T> {
         let (first, second) = self.core.free_runs(max);
@@ -643,15 +698,21 @@ impl<T: ShmSlot> ShmConsumer<T> {
         self.core.pop_into(out, max)
     }
 
-    /// Up to `max` ready items, read in place; released only by `commit`.
-    /// This is the at-least-once path: process, then commit, and a consumer
-    /// killed in between sees the same items again after a restart.
+    /// Up to `max` ready items, to be read (copied out) and then released by
+    /// `commit`. This is the at-least-once path: process, then commit, and a
+    /// consumer killed in between sees the same items again after a restart.
+    ///
+    /// The chunk copies each item out with a volatile read
+    /// ([`get`](ShmReadChunk::get), [`iter`](ShmReadChunk::iter)) rather
+    /// than lending `&[T]` over memory the producer's process maps: see
+    /// [`ShmReadChunk::as_slices`] for reading in place from a trusted
+    /// producer.
     #[cfg(not(loom))]
-    pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_, T> {
+    pub fn read_chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
         let (first, second) = self.core.ready_runs(max);
         // SAFETY: ready_runs returns published, unread items of this consumer,
         // the next sequences in order; the chunk borrows the consumer mutably.
-        unsafe { ReadChunk::new(first, second, &mut self.core) }
+        unsafe { ShmReadChunk::new(first, second, &mut self.core) }
     }
 
     /// Why the ring is empty right now, if it is: `Ok(())` when items are
