@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
-use laminar_ring::shm::{OpenError, ShmConsumer, ShmPopError, ShmProducer};
+use laminar_ring::shm::{OpenError, ShmConsumer, ShmPopError, ShmProducer, ShmSlot};
 
 /// One record on the wire: only plain data can cross a process boundary.
 #[repr(C)]
@@ -24,6 +24,11 @@ struct Tick {
     price: f64,
     qty: u32,
     venue: u32,
+}
+
+// The name both processes agree on; a new field would make it "Tick.v2".
+impl ShmSlot for Tick {
+    const TYPE_NAME: &'static str = "laminar-example.Tick";
 }
 
 const TICKS: u64 = 5_000_000;

@@ -155,7 +155,10 @@ impl<T> Producer<T> {
             let stamp = shared.stamp(seq).load(Ordering::Acquire);
             let diff = stamp.wrapping_sub(seq) as i64;
             if diff == 0 {
-                match ring.cas_write_seq(seq, seq + 1) {
+                // SAFETY: the stamp of `seq` says its slot is free for this
+                // lap (so `seq + 1 - read_seq <= capacity`), and on success we
+                // write it at once and publish it by its stamp.
+                match unsafe { ring.cas_write_seq(seq, seq + 1) } {
                     Ok(_) => {
                         // SAFETY: the CAS made us the only owner of `seq`, and
                         // its stamp says the slot is free for this lap.
@@ -272,7 +275,10 @@ impl<T> Producer<T> {
             while k < want && shared.stamp(seq + k).load(Ordering::Acquire) == seq + k {
                 k += 1;
             }
-            match ring.cas_write_seq(seq, seq + k) {
+            // SAFETY: each of the k stamps from `seq` says its slot is free
+            // for this lap, and on success every claimed slot is written and
+            // then published by its stamp, below.
+            match unsafe { ring.cas_write_seq(seq, seq + k) } {
                 Ok(_) => {
                     for (i, item) in items[..k as usize].iter().enumerate() {
                         let s = seq + i as u64;

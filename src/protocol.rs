@@ -53,7 +53,9 @@ where
             cached_read
         } else {
             // Inconsistent positions: behave as "full" until the consumer's
-            // position makes sense.
+            // position makes sense. (When `write < capacity` this wraps; the
+            // distance `write - cached_read` is therefore always taken with
+            // wrapping_sub, and is exactly `capacity`.)
             write.wrapping_sub(capacity)
         };
         Self {
@@ -86,22 +88,20 @@ where
     /// `wanted`.
     #[inline]
     pub(crate) fn free(&mut self, wanted: usize) -> usize {
-        let mut free = self.capacity - (self.write - self.cached_read);
+        let mut free = self.capacity - self.write.wrapping_sub(self.cached_read);
         if free < wanted as u64 {
             // SYNC POINT read_seq: Acquire pairs with the Release store in
             // ConsumerCore::release, so the consumer has finished with every
             // slot below `read` before we overwrite it.
             let read = self.ring.read_seq_atomic().load(Ordering::Acquire);
+            // A position that contradicts ours is the other side's bug or
+            // malice (shared memory), not ours: keep the cache, so the ring
+            // looks full, and reload next time. Never a panic, not even a
+            // debug assertion, on what another process wrote.
             if read <= self.write && self.write - read <= self.capacity {
                 self.cached_read = read;
-            } else {
-                debug_assert!(
-                    false,
-                    "read_seq {read} inconsistent with write {}",
-                    self.write
-                );
             }
-            free = self.capacity - (self.write - self.cached_read);
+            free = self.capacity - self.write.wrapping_sub(self.cached_read);
         }
         free as usize
     }
@@ -159,8 +159,9 @@ where
             // slots that only this producer may write, as two valid runs; the
             // source slice does not overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(items.as_ptr(), a, a_len);
-                std::ptr::copy_nonoverlapping(items.as_ptr().add(a_len), b, b_len);
+                self.ring.copy_into_slots(items.as_ptr(), a, a_len);
+                self.ring
+                    .copy_into_slots(items.as_ptr().add(a_len), b, b_len);
             }
             let n = a_len + b_len;
             if n > 0 {
@@ -173,7 +174,7 @@ where
     /// Makes the next `n` written slots visible to the consumer.
     #[inline]
     pub(crate) fn publish(&mut self, n: usize) {
-        debug_assert!(n as u64 <= self.capacity - (self.write - self.cached_read));
+        debug_assert!(n as u64 <= self.capacity - self.write.wrapping_sub(self.cached_read));
         self.write += n as u64;
         // SYNC POINT write_seq: Release publishes the slot writes; pairs with
         // the Acquire load in ConsumerCore::available.
@@ -258,14 +259,10 @@ where
             // SYNC POINT write_seq: Acquire pairs with the Release store in
             // ProducerCore::publish, so the slots below `write` are written.
             let write = self.ring.write_seq_atomic().load(Ordering::Acquire);
+            // As in ProducerCore::free: ignore a contradicting position (the
+            // ring looks empty) and reload next time; never panic on it.
             if write >= self.read && write - self.read <= self.capacity {
                 self.cached_write = write;
-            } else {
-                debug_assert!(
-                    false,
-                    "write_seq {write} inconsistent with read {}",
-                    self.read
-                );
             }
             avail = self.cached_write - self.read;
         }
@@ -316,8 +313,9 @@ where
             // SAFETY: ready_runs gives at most out.len() published, unread
             // items as two valid runs; `out` does not overlap the ring.
             unsafe {
-                std::ptr::copy_nonoverlapping(a, out.as_mut_ptr(), a_len);
-                std::ptr::copy_nonoverlapping(b, out.as_mut_ptr().add(a_len), b_len);
+                self.ring.copy_from_slots(a, out.as_mut_ptr(), a_len);
+                self.ring
+                    .copy_from_slots(b, out.as_mut_ptr().add(a_len), b_len);
             }
             a_len + b_len
         };
@@ -387,5 +385,53 @@ where
 {
     fn release_read(&mut self, n: usize) {
         self.release(n);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::RingBuffer;
+
+    /// Positions the other side stores are input (in shared memory, from
+    /// another process): a contradicting one makes this side see a full or
+    /// empty ring, and a later consistent one is picked up. Neither side
+    /// panics, in a debug build either (`cargo test`): before, a debug
+    /// assertion let the peer panic it.
+    #[test]
+    fn positions_that_contradict_ours_are_ignored_without_panicking() {
+        let ring = RingBuffer::<u64>::new(4);
+        let mut tx = ProducerCore::new(&ring);
+        let mut rx = ConsumerCore::new(&ring);
+        assert_eq!(tx.push_slice(&[1, 2]), 2);
+        // The "consumer" claims to be past the producer.
+        ring.read_seq_atomic().store(100, Ordering::Relaxed);
+        assert_eq!(tx.free(4), 2, "keeps its cached read_seq 0");
+        // The "producer" claims more than a ring's worth ahead.
+        ring.write_seq_atomic().store(100, Ordering::Relaxed);
+        assert_eq!(rx.available(4), 0, "keeps its cached write_seq 0");
+        // Consistent again: both sides pick the positions up.
+        ring.write_seq_atomic().store(2, Ordering::Relaxed);
+        ring.read_seq_atomic().store(0, Ordering::Relaxed);
+        let mut out = [0; 4];
+        assert_eq!(rx.pop_slice(&mut out), 2);
+        assert_eq!(out[..2], [1, 2]);
+        assert_eq!(tx.free(4), 4);
+    }
+
+    /// A producer that attaches while `read_seq` is ahead of `write_seq`
+    /// sees a full ring, also when `write_seq < capacity` (the "full" cache
+    /// wraps below zero), and recovers once the positions agree.
+    #[test]
+    fn a_producer_attaching_to_contradicting_positions_sees_a_full_ring() {
+        let ring = RingBuffer::<u64>::new(4);
+        ring.write_seq_atomic().store(2, Ordering::Relaxed);
+        ring.read_seq_atomic().store(10, Ordering::Relaxed);
+        let mut tx = ProducerCore::new(&ring);
+        assert_eq!(tx.free(1), 0);
+        assert_eq!(tx.try_push(7), Err(7));
+        ring.read_seq_atomic().store(2, Ordering::Relaxed);
+        assert_eq!(tx.free(1), 4);
+        assert_eq!(tx.try_push(7), Ok(()));
     }
 }

@@ -270,8 +270,28 @@ impl<T> RingBuffer<T> {
     /// for producers that claim slots concurrently.
     ///
     /// Returns the previous value on success and the current one on failure.
+    ///
+    /// # Safety
+    ///
+    /// `write_seq` says which slots hold values: [`Drop`] drops every slot in
+    /// `read_seq..write_seq`. So the caller, on success:
+    ///
+    /// * claims only free slots: `expected <= new` and
+    ///   `new - read_seq <= capacity`;
+    /// * writes every claimed slot (`expected..new`) before the ring is
+    ///   dropped or any of them is read, and has them read only after that
+    ///   write is published to the reader (in [`mpsc`](crate::mpsc), by the
+    ///   slot's stamp).
+    ///
+    /// A safe call such as `cas_write_seq(0, 100)` on a 2-slot ring would make
+    /// `Drop` run on 100 never-written slots, which is why this is `unsafe`:
+    ///
+    /// ```compile_fail,E0133
+    /// let ring: laminar_ring::RingBuffer<String> = laminar_ring::RingBuffer::new(2);
+    /// let _ = ring.cas_write_seq(0, 100);
+    /// ```
     #[inline(always)]
-    pub fn cas_write_seq(&self, expected: u64, new: u64) -> Result<u64, u64> {
+    pub unsafe fn cas_write_seq(&self, expected: u64, new: u64) -> Result<u64, u64> {
         // AcqRel/Acquire: the claim orders after what the claimer saw of the
         // slot (its stamp) and is seen by the next claimer; the slot contents
         // themselves are published by a separate Release (see mpsc).
@@ -299,6 +319,8 @@ impl<T> Drop for RingBuffer<T> {
         // last handle's drop synchronised with every other handle's (Arc).
         let write = self.write_seq.load(Ordering::Acquire);
         let read = self.read_seq.load(Ordering::Acquire);
+        // Every method that moves a sequence is `unsafe`, and its contract
+        // keeps `read <= write <= read + capacity`.
         for seq in read..write {
             let index = (seq & self.mask) as usize;
             self.slots[index].with_mut(|p| {
@@ -374,6 +396,35 @@ pub(crate) unsafe trait SlotRing {
     ///
     /// As [`RingBuffer::read_slot`].
     unsafe fn read_slot(&self, seq: u64) -> Self::Item;
+
+    /// Copies `n` values from `src`, outside the ring, into the ring's slots
+    /// at `dst` (what `push_slice` does with a free run).
+    ///
+    /// # Safety
+    ///
+    /// `dst..dst+n` are free slots of this ring that the caller owns (as
+    /// from `slot_ptr`), and `src..src+n` are valid values that do not
+    /// overlap them.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn copy_into_slots(&self, src: *const Self::Item, dst: *mut Self::Item, n: usize) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
+
+    /// Copies `n` published values out of the ring's slots at `src` into
+    /// `dst`, outside the ring (what `pop_slice` does with a ready run).
+    ///
+    /// # Safety
+    ///
+    /// `src..src+n` are published, unread slots of this ring (as from
+    /// `slot_ptr`), and `dst..dst+n` is writable and does not overlap them.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn copy_from_slots(&self, src: *const Self::Item, dst: *mut Self::Item, n: usize) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
+    }
 
     /// Called by the producer right after each Release store of `write_seq`:
     /// the hook where a home that supports sleeping consumers wakes them.
@@ -582,6 +633,46 @@ mod tests {
             11,
             "5 unread items dropped once each"
         );
+    }
+
+    /// The claim path that `mpsc` uses (`cas_write_seq`, then write): every
+    /// value it put in the ring is dropped exactly once, by a reader or by
+    /// `Drop`, across a wrap, and no slot it did not write is dropped.
+    #[test]
+    fn drop_runs_once_for_each_value_claimed_by_cas_and_written() {
+        static DROPPED: [AtomicUsize; 16] = [const { AtomicUsize::new(0) }; 16];
+        struct Tracked(usize);
+        impl Drop for Tracked {
+            fn drop(&mut self) {
+                DROPPED[self.0].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let ring: RingBuffer<Tracked> = RingBuffer::new(4);
+        let mut next = 0;
+        let mut claim = |ring: &RingBuffer<Tracked>, k: u64| {
+            let w = ring.write_seq();
+            // SAFETY: single thread; `w..w+k` are free (the caller keeps
+            // k <= free slots) and each is written right after the claim.
+            unsafe {
+                assert_eq!(ring.cas_write_seq(w, w + k), Ok(w));
+                for s in w..w + k {
+                    ring.write_slot(s, Tracked(next));
+                    next += 1;
+                }
+            }
+        };
+        claim(&ring, 3); // values 0, 1, 2
+        assert_eq!(pop(&ring).map(|t| t.0), Some(0));
+        assert_eq!(pop(&ring).map(|t| t.0), Some(1));
+        claim(&ring, 3); // values 3, 4, 5: wraps past the end
+        // A CAS with a stale expectation claims nothing.
+        // SAFETY: it fails (write_seq is 6), so nothing is claimed.
+        assert_eq!(unsafe { ring.cas_write_seq(0, 100) }, Err(6));
+        drop(ring);
+        for (value, count) in DROPPED.iter().enumerate() {
+            let expected = usize::from(value < 6);
+            assert_eq!(count.load(Ordering::Relaxed), expected, "value {value}");
+        }
     }
 
     #[test]

@@ -74,6 +74,18 @@ impl WaitCell {
         }
     }
 
+    /// Forgets every sleeper. Only for a cell that one party alone sleeps on
+    /// (a ring's role holder), when that party takes over from a
+    /// predecessor: one killed while asleep never decrements the count, and
+    /// every later `notify` would then make a wake-up system call for it.
+    #[cfg_attr(loom, allow(dead_code))] // only the shared-memory layer resets
+    pub(crate) fn reset_waiters(&self) {
+        // Relaxed: no sleeper can be on the cell while its only party is the
+        // caller, so there is no sleep to order against; a `notify` racing
+        // with this at worst makes one needless wake-up call.
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
     /// Wakes every sleeper, if there is any. Call after the store that made
     /// the waiters' condition true.
     #[inline]

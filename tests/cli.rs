@@ -303,7 +303,7 @@ fn create_info_ls_and_rm() {
 
     let i = d.info("r1");
     assert_eq!(i["kind"], "arrow");
-    assert_eq!(i["layout_version"], 1);
+    assert_eq!(i["layout_version"], 2);
     assert_eq!(i["capacity"], 64);
     assert_eq!(i["arena_bytes"], 1 << 20);
     assert_eq!(i["write_seq"], 0);
@@ -313,7 +313,7 @@ fn create_info_ls_and_rm() {
     assert_eq!(i["consumer"]["alive"], false);
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
     for want in [
-        "version 1, arrow ring",
+        "version 2, arrow ring",
         "0 in use of 64",
         "never attached",
         "created",
@@ -799,6 +799,20 @@ fn a_ring_that_does_not_fit_its_filesystem_is_refused_at_create() {
     fails(out, 1, "No space left on device");
     ok(small);
     assert_eq!(left, ["small"], "the failed create leaves no file behind");
+}
+
+/// A ring its group may write (`create --mode 660`, here with the umask
+/// undone by chmod) is refused by default and opened with `--shared`.
+#[test]
+fn a_group_writable_ring_is_opened_only_with_shared() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new("shared");
+    ok(d.run(&["create", "team", "--mode", "660"]));
+    std::fs::set_permissions(d.path("team"), std::fs::Permissions::from_mode(0o660)).unwrap();
+    fails(d.run(&["info", "team"]), 1, "lets its group");
+    let out = ok(d.run(&["info", "team", "--shared", "--json"]));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["kind"], "arrow");
 }
 
 fn nix_is_root() -> bool {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use laminar_ring::shm::{
-    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError,
+    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, ShmSlot,
     ShmTryPopError,
 };
 
@@ -25,6 +25,10 @@ struct Record {
     small: u32,
     flags: u16,
     kind: u16,
+}
+
+impl ShmSlot for Record {
+    const TYPE_NAME: &'static str = "shm_process.Record";
 }
 
 impl Record {
@@ -157,6 +161,17 @@ fn helper() {
         "u64-producer" => u64_producer(&ring),
         "record-producer" => record_producer(&ring),
         "record-consumer" => record_consumer(&ring),
+        "panicking-producer" => panicking_producer(&ring),
+        // Block for ever on an empty ring (no producer ever attached) or a
+        // full one (no consumer ever attached), asleep on the futex.
+        "parked-consumer" => {
+            let mut rx = ShmConsumer::<u64>::open(&ring).expect("open consumer");
+            panic!("pop returned {:?}", rx.pop());
+        }
+        "parked-producer" => {
+            let mut tx = ShmProducer::<u64>::open(&ring).expect("open producer");
+            panic!("push returned {:?}", tx.push(0));
+        }
         "open-consumer" => match ShmConsumer::<u64>::open(&ring) {
             Ok(_) => EXIT_OK,
             Err(OpenError::RoleTaken { .. }) => EXIT_ROLE_TAKEN,
@@ -227,6 +242,17 @@ fn record_producer(ring: &str) -> i32 {
     EXIT_OK
 }
 
+/// Pushes u64s 0..COUNT, then panics with the producer still in scope: its
+/// drop runs during the unwinding.
+fn panicking_producer(ring: &str) -> i32 {
+    let count = env_u64("COUNT");
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    for i in 0..count {
+        tx.push(i).expect("push");
+    }
+    panic!("the producer fails after {count} items (this panic is the test)");
+}
+
 /// Reads Records in place and writes `seq, check` to the file OUT (one file
 /// per consumer session) before committing them: at-least-once.
 fn record_consumer(ring: &str) -> i32 {
@@ -247,8 +273,7 @@ fn record_consumer(ring: &str) -> i32 {
             }
         }
         bytes.clear();
-        let (a, b) = chunk.as_slices();
-        for r in a.iter().chain(b) {
+        for r in chunk.iter() {
             bytes.extend_from_slice(&r.seq.to_le_bytes());
             bytes.extend_from_slice(&r.check.to_le_bytes());
         }
@@ -446,6 +471,87 @@ fn check_at_least_once(dir: &Path, sessions: usize, count: u64) {
     );
 }
 
+/// A producer process that panics with its `ShmProducer` alive failed: the
+/// consumer gets everything it pushed, then `PeerGone`, never a clean
+/// `EndOfStream` (the producer's drop runs while the thread unwinds).
+#[test]
+fn a_producer_dropped_by_a_panic_ends_the_stream_as_peer_gone() {
+    let ring = Ring::new("panic");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    let mut child = spawn_helper("panicking-producer", &ring.name, &[("COUNT", "40".into())]);
+    let code = wait_exit(&mut child, Duration::from_secs(60));
+    assert_ne!(code, EXIT_OK, "the helper was meant to panic");
+    for i in 0..40 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(ShmPopError::PeerGone)
+    );
+}
+
+/// The waiter count of the wait cell at `offset` (docs/FORMAT.md: 388 is
+/// `not_empty.waiters`, 516 `not_full.waiters`), read from the file, which
+/// on tmpfs is the same memory the processes map.
+fn waiters_at(path: &Path, offset: u64) -> u32 {
+    let mut word = [0_u8; 4];
+    let file = std::fs::File::open(path).expect("open the ring file");
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut word, offset).expect("read");
+    u32::from_ne_bytes(word)
+}
+
+/// Starts `role`, waits until it sleeps on the cell at `offset`, and
+/// SIGKILLs it there. A sleeper wakes every 50 ms and re-counts itself, so
+/// the kill can land in that instant between; then it tries again.
+fn kill_while_parked(role: &str, ring: &Ring, offset: u64) {
+    for _attempt in 0..20 {
+        let mut child = spawn_helper(role, &ring.name, &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while waiters_at(&ring.path(), offset) == 0 {
+            assert!(Instant::now() < deadline, "{role} never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        if waiters_at(&ring.path(), offset) == 1 {
+            return;
+        }
+    }
+    panic!("{role}: 20 kills all landed between two sleeps");
+}
+
+/// A process SIGKILLed while asleep on its cell leaves the cell's waiter
+/// count at 1; the next process to take the role clears it, so publishes
+/// and releases stop making wake-up system calls for a dead sleeper.
+#[test]
+fn a_role_taken_over_from_a_process_killed_while_parked_has_no_waiters_left() {
+    const NOT_EMPTY_WAITERS: u64 = 388;
+    const NOT_FULL_WAITERS: u64 = 516;
+    // Consumer side: parked on an empty ring no producer ever attached to,
+    // killed, replaced.
+    let ring = Ring::new("parked-c");
+    drop(ShmConsumer::<u64>::create(&ring.name, 4).unwrap());
+    kill_while_parked("parked-consumer", &ring, NOT_EMPTY_WAITERS);
+    let rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(waiters_at(&ring.path(), NOT_EMPTY_WAITERS), 0);
+    drop(rx);
+    // Producer side: parked on a full ring no consumer ever attached to,
+    // killed, replaced.
+    let ring = Ring::new("parked-p");
+    let mut tx = ShmProducer::<u64>::create(&ring.name, 4).unwrap();
+    assert_eq!(tx.push_slice(&[1, 2, 3, 4]), 4);
+    tx.abandon();
+    kill_while_parked("parked-producer", &ring, NOT_FULL_WAITERS);
+    let tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(waiters_at(&ring.path(), NOT_FULL_WAITERS), 0);
+    drop(tx);
+    // The items survived all of it.
+    let mut rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    let mut out = [0; 4];
+    assert_eq!(rx.pop_slice(&mut out), 4);
+    assert_eq!(out, [1, 2, 3, 4]);
+}
+
 #[test]
 fn roles_are_exclusive_across_processes() {
     let ring = Ring::new("roles");
@@ -531,6 +637,142 @@ fn segments_are_private_to_their_owner() {
     );
 }
 
+/// In a world-writable directory such as /dev/shm another user can plant a
+/// file under a ring's name before its owner creates it. `open` (and the
+/// read-only `inspect`) refuse a ring that anyone but this user may write,
+/// unless told to trust the ring's group (`allow_shared`); a ring that every
+/// user may write is refused either way. An owner other than this user can
+/// only be arranged by root (chown): that part runs when the tests run as
+/// root and is skipped, saying so, otherwise; the rule itself is also
+/// unit-tested on synthetic owners in `src/shm/segment.rs`.
+#[test]
+fn rings_that_others_may_write_are_refused_unless_shared_is_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let ring = Ring::new("trust");
+    let chmod = |mode| {
+        std::fs::set_permissions(ring.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let own = SegmentOptions::default();
+    let shared = SegmentOptions {
+        allow_shared: true,
+        ..SegmentOptions::default()
+    };
+    let opens = |opts: &SegmentOptions| ShmConsumer::<u64>::open_with(&ring.name, opts).map(drop);
+    let refused = |r: Result<(), OpenError>, needle: &str| match r {
+        Err(e @ OpenError::Untrusted { .. }) => {
+            assert!(e.to_string().contains(needle), "{needle:?} not in: {e}")
+        }
+        other => panic!("expected Untrusted ({needle}), got {other:?}"),
+    };
+    drop(ShmProducer::<u64>::create(&ring.name, 64).unwrap());
+    opens(&own).expect("a 0600 ring of our own");
+
+    chmod(0o666);
+    refused(opens(&own), "lets every user write it");
+    refused(opens(&shared), "lets every user write it");
+    refused(
+        laminar_ring::shm::inspect(&ring.name, &own).map(drop),
+        "lets every user write it",
+    );
+
+    chmod(0o660);
+    refused(opens(&own), "lets its group");
+    refused(
+        ShmProducer::<u64>::open_with(&ring.name, &own).map(drop),
+        "lets its group",
+    );
+    opens(&shared).expect("a 0660 ring with allow_shared");
+    laminar_ring::shm::inspect(&ring.name, &shared).expect("inspect with allow_shared");
+
+    chmod(0o640);
+    opens(&own).expect("a 0640 ring: only we may write it");
+
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        eprintln!("owner check skipped: only root can give a file to another user");
+        return;
+    }
+    // Planted by uid 65534 in its own group: refused with or without the
+    // option (root is not in group 65534).
+    chmod(0o600);
+    std::os::unix::fs::chown(ring.path(), Some(65534), Some(65534)).unwrap();
+    refused(opens(&own), "owned by uid 65534");
+    refused(opens(&shared), "owned by uid 65534 and gid 65534");
+    // Another user's ring shared with a group of ours: trusted only when
+    // shared rings are allowed.
+    chmod(0o660);
+    std::os::unix::fs::chown(ring.path(), Some(65534), Some(0)).unwrap();
+    refused(opens(&own), "owned by uid 65534");
+    opens(&shared).expect("another user's ring in our group, allow_shared");
+}
+
+/// `open` maps only the header until it has validated it, and then only
+/// the `total_len` bytes the ring spans: a file far longer than its ring (a
+/// large sparse file in tmpfs) is never materialised in memory, whether its
+/// header is refused or valid.
+#[test]
+fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    const LONG: u64 = 64 << 20;
+    let ring = Ring::new("sparse");
+    let opts = SegmentOptions {
+        ready_timeout: Duration::from_millis(50),
+        ..SegmentOptions::default()
+    };
+    let allocated = || std::fs::metadata(ring.path()).unwrap().blocks() * 512;
+    let lengthen = || {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(ring.path())
+            .unwrap();
+        f.set_len(LONG).unwrap();
+    };
+    // Never marked ready: 64 MiB of zeros.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(ring.path())
+        .unwrap()
+        .set_len(LONG)
+        .unwrap();
+    let e = ShmConsumer::<u64>::open_with(&ring.name, &opts)
+        .err()
+        .unwrap();
+    assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
+    assert!(allocated() < 1 << 20, "{} bytes allocated", allocated());
+    std::fs::remove_file(ring.path()).unwrap();
+
+    // A valid 64-slot ring at the start of a 64 MiB file.
+    drop(ShmProducer::<u64>::create(&ring.name, 64).unwrap());
+    lengthen();
+    let before = allocated();
+    let mut rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+    assert_eq!(rx.try_pop(), Err(ShmTryPopError::EndOfStream));
+    drop(rx);
+    assert!(
+        allocated() - before < 1 << 20,
+        "{} bytes allocated",
+        allocated()
+    );
+
+    // The same, with a layout version this build does not read.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(ring.path())
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &99_u32.to_ne_bytes(), 8).unwrap();
+    let e = ShmConsumer::<u64>::open(&ring.name).err().unwrap();
+    assert!(e.to_string().contains("layout version 99"), "{e}");
+    assert!(
+        allocated() - before < 1 << 20,
+        "{} bytes allocated",
+        allocated()
+    );
+}
+
 #[test]
 fn bad_segments_are_refused_with_clear_errors() {
     let dir = std::env::temp_dir().join(format!("lr-bad-{}", std::process::id()));
@@ -606,6 +848,141 @@ fn bad_segments_are_refused_with_clear_errors() {
         .unwrap();
     assert!(matches!(e, OpenError::AlreadyExists { .. }), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A segment aligns slots to at most a page (4096 bytes): a slot type that
+/// needs more is refused with its own error both by `create` (before any
+/// file is made) and by `open`; a page-aligned type gets page-aligned slots.
+#[test]
+fn slot_types_aligned_beyond_a_page_are_refused_at_create_and_open() {
+    #[repr(C, align(8192))]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct TwoPages([[u8; 4096]; 2]);
+    #[repr(C, align(4096))]
+    #[derive(Clone, Copy, Pod, Zeroable)]
+    struct OnePage([u8; 4096]);
+    impl ShmSlot for TwoPages {
+        const TYPE_NAME: &'static str = "TwoPages";
+    }
+    impl ShmSlot for OnePage {
+        const TYPE_NAME: &'static str = "OnePage";
+    }
+    let refused = |r: Result<(), OpenError>, what: &str| match r {
+        Err(OpenError::SlotAlignment {
+            align: 8192,
+            max: 4096,
+            ..
+        }) => {}
+        other => panic!("{what}: expected SlotAlignment, got {other:?}"),
+    };
+    let ring = Ring::new("align");
+    refused(
+        ShmProducer::<TwoPages>::create(&ring.name, 4).map(drop),
+        "producer create",
+    );
+    refused(
+        ShmConsumer::<TwoPages>::create(&ring.name, 4).map(drop),
+        "consumer create",
+    );
+    assert!(!ring.path().exists(), "a refused create left a file");
+    let mut tx = ShmProducer::<OnePage>::create(&ring.name, 4).unwrap();
+    refused(
+        ShmConsumer::<TwoPages>::open(&ring.name).map(drop),
+        "consumer open",
+    );
+    let mut rx = ShmConsumer::<OnePage>::open(&ring.name).unwrap();
+    for round in 0..3_u8 {
+        let mut chunk = tx.write_chunk_uninit(4);
+        let (a, b) = chunk.as_mut_slices();
+        for slot in a.iter().chain(b.iter()) {
+            assert_eq!(slot.as_ptr() as usize % 4096, 0, "slot not page-aligned");
+        }
+        assert_eq!(
+            chunk.fill_from_iter((0..3).map(|i| OnePage([round * 3 + i; 4096]))),
+            3
+        );
+        for i in 0..3 {
+            let page = rx.try_pop().unwrap();
+            assert!(page.0.iter().all(|&b| b == round * 3 + i), "round {round}");
+        }
+    }
+}
+
+/// The same tick, as two programs (or two versions of one, or builds by two
+/// compilers) declare it in different modules; and another type of the same
+/// layout.
+mod first_program {
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Tick {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Tick {
+        const TYPE_NAME: &'static str = "example.Tick";
+    }
+}
+mod second_program {
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Tick {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Tick {
+        const TYPE_NAME: &'static str = "example.Tick";
+    }
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+    pub struct Quote {
+        pub seq: u64,
+        pub price: f64,
+    }
+    impl laminar_ring::shm::ShmSlot for Quote {
+        const TYPE_NAME: &'static str = "example.Quote";
+    }
+}
+
+/// A slot type is identified by the name it declares, its size and its
+/// alignment, not by the compiler's name for it (which is not stable across
+/// compilers and changes with the module path): the header holds FNV-1a 64
+/// of (16, 8, "example.Tick"); a type of that name in another module
+/// attaches, and one of the same layout under another name is refused.
+#[test]
+fn a_slot_type_is_identified_by_the_name_it_declares() {
+    fn fnv1a(parts: &[&[u8]]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in parts.iter().copied().flatten() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h
+    }
+    let expected = fnv1a(&[&16_u64.to_le_bytes(), &8_u64.to_le_bytes(), b"example.Tick"]);
+    let ring = Ring::new("identity");
+    let mut tx = ShmProducer::<first_program::Tick>::create(&ring.name, 8).unwrap();
+    let bytes = std::fs::read(ring.path()).unwrap();
+    assert_eq!(
+        u64::from_ne_bytes(bytes[40..48].try_into().unwrap()),
+        expected,
+        "type_fingerprint at offset 40"
+    );
+    let tick = first_program::Tick {
+        seq: 7,
+        price: 101.25,
+    };
+    tx.push(tick).unwrap();
+    let e = ShmConsumer::<second_program::Quote>::open(&ring.name)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("fingerprint"), "{e}");
+    let mut rx = ShmConsumer::<second_program::Tick>::open(&ring.name).unwrap();
+    assert_eq!(
+        rx.try_pop(),
+        Ok(second_program::Tick {
+            seq: 7,
+            price: 101.25
+        })
+    );
 }
 
 /// CPU time of the calling thread.

@@ -48,6 +48,11 @@ pub struct Location {
         env = "LAMINAR_RING_DIR"
     )]
     pub dir: PathBuf,
+    /// Trust rings that their group may write (such as those made with
+    /// `create --mode 660`), and other users' rings of a group you are in.
+    /// Without it a ring must be yours and writable by no one else.
+    #[arg(long)]
+    pub shared: bool,
 }
 
 /// The shape of a new ring. Used only when the ring is created; an existing

@@ -22,6 +22,7 @@ pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOption
         segment: SegmentOptions {
             dir: location.dir.clone(),
             mode: geometry.mode,
+            allow_shared: location.shared,
             ..SegmentOptions::default()
         },
         ..ArrowRingOptions::default()
@@ -72,6 +73,7 @@ fn inspect(name: &str, location: &Location, ready: Duration) -> Result<RingInfo,
     let opts = SegmentOptions {
         dir: location.dir.clone(),
         ready_timeout: ready,
+        allow_shared: location.shared,
         ..SegmentOptions::default()
     };
     shm::inspect(name, &opts)

@@ -407,14 +407,11 @@ impl BatchConsumer {
     fn next_message(&mut self, zero_copy: bool) -> Result<Option<LeasedBatch>, ArrowRingError> {
         let index = self.outstanding.len();
         let seq = self.inner.read_seq() + index as u64;
-        let desc = {
-            let chunk = self.inner.read_chunk(index + 1);
-            let (a, b) = chunk.as_slices();
-            *a.iter()
-                .chain(b)
-                .nth(index)
-                .expect("wait_until saw it ready")
-        };
+        let desc = self
+            .inner
+            .read_chunk(index + 1)
+            .get(index)
+            .expect("wait_until saw it ready");
         let start = self.check(seq, &desc)?;
         let last_end = self.last_end;
         self.last_end = desc.end;

@@ -92,6 +92,10 @@ pub struct Descriptor {
     pub reserved: u32,
 }
 
+impl crate::shm::ShmSlot for Descriptor {
+    const TYPE_NAME: &'static str = "laminar_ring::arrow::Descriptor";
+}
+
 /// A schema message.
 pub const MSG_SCHEMA: u32 = 1;
 /// A dictionary batch message.

@@ -73,6 +73,15 @@ pub enum OpenError {
         #[source]
         source: HeaderError,
     },
+    /// The segment's owner or permissions let a process this one does not
+    /// trust write it (see [`SegmentOptions::allow_shared`](super::SegmentOptions::allow_shared)).
+    #[error("{}: refusing to trust this ring: {why}", .path.display())]
+    Untrusted {
+        /// The segment file.
+        path: PathBuf,
+        /// Who may write it, and what would allow it.
+        why: String,
+    },
     /// The segment holds another kind of ring or another slot type.
     #[error("{}: {what}", .path.display())]
     Mismatch {
@@ -96,6 +105,19 @@ pub enum OpenError {
         path: PathBuf,
         /// Its length.
         len: u64,
+    },
+    /// The slot type needs a stricter alignment than a segment can give its
+    /// slots (they are aligned to at most a page: `MAX_SLOT_ALIGN`).
+    #[error(
+        "slot type {type_name} is aligned to {align} bytes; a ring's slots are aligned to at most {max}"
+    )]
+    SlotAlignment {
+        /// The slot type.
+        type_name: &'static str,
+        /// Its alignment.
+        align: usize,
+        /// The largest slot alignment a segment guarantees.
+        max: u32,
     },
     /// Invalid geometry asked of `create`.
     #[error("invalid ring geometry: {0}")]

@@ -1,4 +1,4 @@
-//! The segment's `#[repr(C)]` header (layout version 1) and its validation.
+//! The segment's `#[repr(C)]` header (layout version 2) and its validation.
 //!
 //! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
 //! the compile-time assertions at the bottom pin every offset given there.
@@ -16,10 +16,12 @@ use bytemuck::{Pod, Zeroable};
 use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::WaitCell;
 
+pub use super::slot::fingerprint;
+
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LAMRING\0";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Alignment and size of one header line: two 64-byte cache lines, because
 /// adjacent-line prefetch pairs them (see `RingBuffer`).
 pub const LINE: usize = 128;
@@ -93,12 +95,26 @@ pub struct HeaderFields {
     pub created_unix_ns: u64,
 }
 
+/// Bytes of the header that this process never reads through a reference:
+/// the immutable fields (copied out once, with a volatile read, at open),
+/// reserved words and the rest of each line.
+///
+/// Another process may write them at any time (the creator while it
+/// initialises the header, a misbehaving peer whenever it likes), so a
+/// `&SegmentHeader` must not claim they stay unchanged: an `UnsafeCell`
+/// makes the reference claim nothing about them.
+#[repr(transparent)]
+pub(crate) struct Opaque<T>(std::cell::UnsafeCell<T>);
+
 /// Line 0: the immutable fields and the `state` word.
 #[repr(C, align(128))]
 pub(crate) struct InfoLine {
-    pub(crate) fields: HeaderFields,
+    /// Written by the creator before `state` is READY; read only by copying
+    /// through a raw pointer (`Segment::open`).
+    pub(crate) fields: Opaque<HeaderFields>,
     /// [`STATE_INITIALIZING`] or [`STATE_READY`].
     pub(crate) state: AtomicU32,
+    _reserved: Opaque<[u8; 36]>,
 }
 
 /// Line 1: written by the producer.
@@ -108,13 +124,14 @@ pub(crate) struct ProducerLine {
     pub(crate) write_seq: AtomicU64,
     /// `ROLE_*`: whether a producer attached and whether it closed.
     pub(crate) producer_state: AtomicU32,
-    _pad: u32,
+    _pad: Opaque<u32>,
     /// Number of producer attachments so far.
     pub(crate) producer_sessions: AtomicU64,
     /// Arrow rings: arena position after the last message the producer has
     /// written (stored before that message is published), where a new
     /// producer resumes.
     pub(crate) arena_head: AtomicU64,
+    _reserved: Opaque<[u8; 96]>,
 }
 
 /// Line 2: written by the consumer.
@@ -124,21 +141,30 @@ pub(crate) struct ConsumerLine {
     pub(crate) read_seq: AtomicU64,
     /// `ROLE_*` of the consumer.
     pub(crate) consumer_state: AtomicU32,
-    _pad: u32,
+    _pad: Opaque<u32>,
     /// Arena bytes released so far (Arrow rings).
     pub(crate) arena_released: AtomicU64,
     /// Arrow rings: what the consumer saved of its decoder state (see the
     /// arrow module): bit 63 overflow, bit 62 which half, low bits length.
     pub(crate) saved_state: AtomicU64,
+    _reserved: Opaque<[u8; 96]>,
 }
 
 /// Lines 3 and 4: where a side sleeps.
 #[repr(C, align(128))]
 pub(crate) struct WaitLine {
     pub(crate) cell: WaitCell,
+    _reserved: Opaque<[u8; 120]>,
 }
 
 /// The whole header: five 128-byte lines.
+///
+/// Every byte of it is inside an atomic or an [`Opaque`] (the compile-time
+/// assertions below check that the fields fill each line), so a shared
+/// reference to it, which another process's writes may race with at any
+/// time, claims nothing that those writes could break: the atomics are
+/// read and written as atomics, and the opaque bytes are never read
+/// through it.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
     pub(crate) info: InfoLine,
@@ -184,6 +210,11 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, saved_state) == 24);
     assert!(size_of::<WaitCell>() == 8);
     assert!(HEADER_LEN == 5 * LINE);
+    // No padding anywhere: every byte belongs to a field, atomic or opaque.
+    assert!(offset_of!(InfoLine, _reserved) + 36 == LINE);
+    assert!(offset_of!(ProducerLine, _reserved) + 96 == LINE);
+    assert!(offset_of!(ConsumerLine, _reserved) + 96 == LINE);
+    assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
 };
 
 /// Offsets of everything in a segment, each one checked against the file.
@@ -451,21 +482,38 @@ pub fn check_sequences(read_seq: u64, write_seq: u64, capacity: u64) -> Result<(
     Ok(())
 }
 
-/// Fingerprint of a slot type: its size, alignment and name, hashed (FNV-1a).
-/// Two programs that agree on the fingerprint agree on the type's layout as
-/// far as this check can tell; `#[repr(C)]` on the type does the rest.
-pub fn fingerprint<T>() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    eat(&(size_of::<T>() as u64).to_le_bytes());
-    eat(&(std::mem::align_of::<T>() as u64).to_le_bytes());
-    eat(std::any::type_name::<T>().as_bytes());
-    h
+/// Loads `read_seq`, then `write_seq`, then `read_seq` again, and checks
+/// them as the positions of a ring whose producer and consumer may both be
+/// running; returns the first `read_seq` and the `write_seq`.
+///
+/// No order of two loads gives a pair that can be checked exactly: loaded
+/// read first, the producer may lap the old `read_seq` before `write_seq` is
+/// loaded (`write - read > capacity`); loaded write first, the consumer may
+/// pass the old `write_seq` (`read > write`). With `read_seq` loaded on
+/// both sides of `write_seq`, a ring whose two sides keep the protocol
+/// always has `read_before <= write <= read_after + capacity`: the consumer
+/// releases only what it saw published, and the producer overwrites only
+/// what it saw released. The loads must be Acquire, so that each one sees
+/// at least what the store it reads from had seen.
+///
+/// # Errors
+///
+/// [`HeaderError::InconsistentSequences`] when the positions break that.
+pub(crate) fn snapshot_sequences(
+    mut load_read: impl FnMut() -> u64,
+    load_write: impl FnOnce() -> u64,
+    capacity: u64,
+) -> Result<(u64, u64), HeaderError> {
+    let read_before = load_read();
+    let write = load_write();
+    let read_after = load_read();
+    if read_before > write {
+        check_sequences(read_before, write, capacity)?;
+    }
+    if write > read_after.saturating_add(capacity) {
+        check_sequences(read_after, write, capacity)?;
+    }
+    Ok((read_before, write))
 }
 
 #[cfg(test)]
@@ -537,8 +585,8 @@ mod tests {
         assert!(check_sequences(5, 4, 8).is_err());
         assert!(check_sequences(0, 9, 8).is_err());
         assert!(check_sequences(3, 11, 8).is_ok());
-        let msg = with(&|h| h.layout_version = 2).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 2, this build reads 1");
+        let msg = with(&|h| h.layout_version = 1).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 1, this build reads 2");
     }
 
     /// 100,000 random and mutated headers through validation: never a
@@ -592,10 +640,46 @@ mod tests {
         assert!(accepted > 0);
     }
 
+    /// Scripted loads of a running ring (each load returns what the
+    /// producer and consumer had reached by then): a snapshot taken while
+    /// both move is accepted, whichever of them moves between the loads;
+    /// positions no running ring can have are refused.
     #[test]
-    fn fingerprints_tell_types_apart() {
-        assert_ne!(fingerprint::<u64>(), fingerprint::<i64>());
-        assert_ne!(fingerprint::<[u8; 8]>(), fingerprint::<u64>());
-        assert_eq!(fingerprint::<u64>(), fingerprint::<u64>());
+    fn sequences_of_a_running_ring_are_never_reported_inconsistent() {
+        let snapshot = |reads: [u64; 2], write: u64, capacity: u64| {
+            let mut reads = reads.into_iter();
+            let mut log = Vec::new();
+            let r = snapshot_sequences(
+                || {
+                    log.push("read");
+                    reads.next().expect("read_seq loaded at most twice")
+                },
+                || write,
+                capacity,
+            );
+            (r, log.len())
+        };
+        // Quiet ring.
+        assert_eq!(snapshot([3, 3], 7, 4).0, Ok((3, 7)));
+        // The consumer released 0..4 and the producer published up to 6
+        // between the first read_seq load and the write_seq load: two
+        // loads, read first, would see read 0 and write 6 on a 4-slot ring.
+        assert_eq!(snapshot([0, 4], 6, 4).0, Ok((0, 6)));
+        // The consumer passed the write_seq we loaded: read after > write.
+        assert_eq!(snapshot([5, 9], 6, 4).0, Ok((5, 6)));
+        assert_eq!(snapshot([0, 0], 0, 1), (Ok((0, 0)), 2));
+        // Impossible for a running ring.
+        assert!(matches!(
+            snapshot([7, 7], 6, 4).0,
+            Err(HeaderError::InconsistentSequences { read_seq: 7, .. })
+        ));
+        assert!(matches!(
+            snapshot([0, 1], 6, 4).0,
+            Err(HeaderError::InconsistentSequences {
+                read_seq: 1,
+                write_seq: 6,
+                capacity: 4
+            })
+        ));
     }
 }

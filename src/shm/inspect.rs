@@ -114,12 +114,14 @@ impl RingInfo {
 /// enough), `NotReady`, `BadHeader` for a file that is not a valid ring, I/O.
 pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError> {
     let seg = Segment::open_read_only(name, opts)?;
+    let (read_seq, write_seq) = seg.sequences().map_err(|source| OpenError::BadHeader {
+        path: seg.path().to_owned(),
+        source,
+    })?;
     let h = seg.header();
     // Acquire loads: each pairs with the Release store of its writer
-    // (ProducerCore's publish, ConsumerCore's release, the role-state
-    // stores at attach/detach); nothing is read through them but numbers.
-    let read_seq = h.consumer.read_seq.load(Ordering::Acquire);
-    let write_seq = h.producer.write_seq.load(Ordering::Acquire);
+    // (the role-state stores at attach/detach, the arena positions' stores);
+    // nothing is read through them but numbers.
     let producer_state = h.producer.producer_state.load(Ordering::Acquire);
     let consumer_state = h.consumer.consumer_state.load(Ordering::Acquire);
     let arena_released = h.consumer.arena_released.load(Ordering::Acquire);

@@ -43,7 +43,10 @@
 //!
 //! [`ShmProducer::close`] (or dropping the producer) ends the stream: the
 //! consumer drains what is left, then gets `EndOfStream`. A new producer may
-//! attach later and continue at `write_seq`.
+//! attach later and continue at `write_seq`. A producer that fails half-way
+//! must not look finished: [`ShmProducer::abandon`] detaches without ending
+//! the stream, and a producer dropped while its thread unwinds from a panic
+//! does the same; the consumer then gets `PeerGone`, as after a crash.
 //!
 //! # Crash and restart
 //!
@@ -70,26 +73,36 @@
 //!
 //! # Untrusted segments
 //!
+//! `open` refuses a segment that another user owns or that others may write
+//! ([`OpenError::Untrusted`]), unless [`SegmentOptions::allow_shared`] says
+//! to trust its group: `/dev/shm` is world-writable, so anyone may create a
+//! file under a ring's name first.
+//!
 //! Everything in the mapping is input from another process. The header is
 //! copied once at open and validated ([`header::validate`]); positions loaded
 //! later are checked before use; slots are masked into the validated region,
-//! and only `bytemuck::Pod` types may be slots, for which any bytes are a
-//! valid value. A segment can make this side see a full or empty ring, never
+//! and only [`ShmSlot`] types (plain data, `bytemuck::Pod`, with a declared
+//! name) may be slots, for which any bytes are a valid value. A segment can make this side see a full or empty ring, never
 //! read outside the mapping.
 
+#[allow(unsafe_code)] // copies out of slots in the mapping
+mod chunk;
 mod error;
 pub mod header;
 mod inspect;
 #[allow(unsafe_code)] // the mapping, raw header access, fcntl locks
 mod segment;
+mod slot;
 #[allow(unsafe_code)] // slots in the mapping
 mod typed;
 
+pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{HeaderError, Layout, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
+pub use slot::{ShmSlot, fingerprint};
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};
 

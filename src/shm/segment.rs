@@ -15,6 +15,7 @@
 //! peer's byte reports whether anyone holds it.
 
 use std::fs::{File, OpenOptions};
+use std::mem::offset_of;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,10 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    HEADER_LEN, HeaderError, HeaderFields, Layout, MAGIC, STATE_READY, SegmentHeader,
-    check_sequences, validate,
+    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, STATE_READY, SegmentHeader,
+    snapshot_sequences, validate,
 };
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, Ordering};
 
 /// Default directory of segments.
 pub const DEFAULT_DIR: &str = "/dev/shm";
@@ -45,6 +46,18 @@ pub struct SegmentOptions {
     /// How long `open` waits for a segment whose creator is still
     /// initialising it (default 2 s).
     pub ready_timeout: Duration,
+    /// Also open a segment that its group may write (such as one created
+    /// with `mode: 0o660`), or that another user owns with a group this
+    /// process is in (default `false`).
+    ///
+    /// By default `open` refuses a segment that is not owned by this
+    /// process's effective user or that anyone else may write: in a
+    /// world-writable directory such as `/dev/shm`, another local user can
+    /// create a file under a ring's name first, then feed this process data,
+    /// rewrite zero-copy buffers under it, or shrink the file (SIGBUS). Set
+    /// this only when every member of the segment's group is trusted. A
+    /// segment that every user may write is refused either way.
+    pub allow_shared: bool,
 }
 
 impl Default for SegmentOptions {
@@ -53,8 +66,71 @@ impl Default for SegmentOptions {
             dir: PathBuf::from(DEFAULT_DIR),
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
+            allow_shared: false,
         }
     }
+}
+
+/// The owner, group and permission bits of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileOwner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+/// Whether a segment file may be trusted by a process of effective uid
+/// `euid`, which is a member of the groups for which `in_group` is true;
+/// `Err` says why not (see [`SegmentOptions::allow_shared`]).
+pub(crate) fn check_owner(
+    file: FileOwner,
+    euid: u32,
+    in_group: impl Fn(u32) -> bool,
+    allow_shared: bool,
+) -> Result<(), String> {
+    let FileOwner { uid, gid, mode } = file;
+    let mode = mode & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(format!("mode {mode:04o} lets every user write it"));
+    }
+    if allow_shared {
+        if uid == euid || in_group(gid) {
+            return Ok(());
+        }
+        return Err(format!(
+            "it is owned by uid {uid} and gid {gid}, neither of them this process's"
+        ));
+    }
+    if uid != euid {
+        return Err(format!(
+            "it is owned by uid {uid}, not by this process's effective uid {euid} \
+             (allow a shared ring, `allow_shared` or `--shared`, to trust a ring \
+             of a group this process is in)"
+        ));
+    }
+    if mode & 0o020 != 0 {
+        return Err(format!(
+            "mode {mode:04o} lets its group (gid {gid}) write it (allow a shared \
+             ring, `allow_shared` or `--shared`, if that group is trusted)"
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_owner`] for this process.
+fn check_owner_of(meta: &std::fs::Metadata, allow_shared: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let file = FileOwner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode(),
+    };
+    use nix::unistd::{getegid, geteuid, getgroups};
+    let in_group = |gid: u32| {
+        gid == getegid().as_raw()
+            || getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+    };
+    check_owner(file, geteuid().as_raw(), in_group, allow_shared)
 }
 
 /// Checks a segment name: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/`,
@@ -139,8 +215,9 @@ impl Segment {
             // The mapping is at least HEADER_LEN bytes (total_len >
             // slots_offset >= HEADER_LEN), page-aligned and zero-filled, so
             // every atomic in the header is a valid zero.
-            // SAFETY: in bounds and aligned; openers do not read these fields
-            // until `state` is READY (below).
+            // SAFETY: in bounds and aligned; openers copy these fields only
+            // after they see `state` READY (below), except the magic, which
+            // they only compare (see open_as).
             unsafe {
                 std::ptr::write_volatile(
                     seg.map.as_mut_ptr().cast::<HeaderFields>(),
@@ -191,6 +268,10 @@ impl Segment {
                 what: "not a regular file, so not a ring".into(),
             });
         }
+        // The descriptor's own metadata: the file checked is the file mapped.
+        if let Err(why) = check_owner_of(&meta, opts.allow_shared) {
+            return Err(OpenError::Untrusted { path, why });
+        }
         let deadline = Instant::now() + opts.ready_timeout;
         // The creator may be between open and ftruncate: wait for the size.
         let file_len = loop {
@@ -214,32 +295,34 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(2));
         };
-        let map_len = usize::try_from(file_len).map_err(|_| OpenError::TooLarge {
-            path: path.clone(),
-            len: file_len,
-        })?;
-        // A raw shared mapping of the file's current length. Another process
-        // shrinking the file later would make accesses fault (SIGBUS);
-        // docs/FORMAT.md documents that hazard.
-        let map = if writable {
-            MmapOptions::new().len(map_len).populate().map_raw(&file)
-        } else {
-            MmapOptions::new().len(map_len).map_raw_read_only(&file)
-        }
-        .map_err(|e| OpenError::io(&path, e))?;
-        let state = {
-            // SAFETY: the mapping is at least HEADER_LEN bytes (checked above)
-            // and page-aligned, so the header's atomics are in bounds and
-            // aligned.
-            let header = unsafe { &*map.as_ptr().cast::<SegmentHeader>() };
-            &header.info.state as *const crate::sync::AtomicU32
+        // Only the header is mapped until it has been validated: the file may
+        // be far longer than the ring it claims to be (a large sparse file),
+        // and mapping it whole, let alone populating it, would materialise
+        // all of it in memory before we know whether it is a ring at all.
+        let head = MmapOptions::new()
+            .len(HEADER_LEN)
+            .map_raw_read_only(&file)
+            .map_err(|e| OpenError::io(&path, e))?;
+        // SAFETY: the header mapping is HEADER_LEN bytes and page-aligned,
+        // so `state` (at a 4-aligned offset inside it) is in bounds and
+        // aligned; the reference covers only that atomic word, and the
+        // mapping outlives every use of it below.
+        let state = unsafe {
+            &*head
+                .as_ptr()
+                .add(offset_of!(SegmentHeader, info) + offset_of!(InfoLine, state))
+                .cast::<AtomicU32>()
         };
         // The creator writes the magic before marking the segment ready: a
         // file with other non-zero bytes there is not a ring being made (a
         // byte still zero may be one the creator has not written yet).
-        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above);
-        // a byte read, racing at worst with the creator's write of it.
-        let magic = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<[u8; 8]>()) };
+        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above).
+        // The creator may be writing these bytes right now: in Rust's model
+        // that race is a data race even for a volatile read, the standard
+        // practice for memory another process writes (as the kernel's
+        // READ_ONCE); in practice it yields some bytes, and any 8 bytes are
+        // a valid [u8; 8], compared and never trusted.
+        let magic = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<[u8; 8]>()) };
         if magic.iter().zip(MAGIC).any(|(&b, m)| b != 0 && b != m) {
             return Err(OpenError::BadHeader {
                 path,
@@ -247,9 +330,8 @@ impl Segment {
             });
         }
         loop {
-            // SAFETY: `state` points into the live mapping (above).
             // SYNC POINT ready: Acquire pairs with the Release in create.
-            if unsafe { (*state).load(Ordering::Acquire) } == STATE_READY {
+            if state.load(Ordering::Acquire) == STATE_READY {
                 break;
             }
             if Instant::now() >= deadline {
@@ -260,27 +342,57 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // SAFETY: in bounds and aligned (above); read once into a local copy,
-        // which is what gets validated and used from now on.
-        let fields = unsafe { std::ptr::read_volatile(map.as_ptr().cast::<HeaderFields>()) };
+        // SAFETY: in bounds and aligned (above), and `state` READY (Acquire)
+        // says the creator has finished writing these bytes. Only a process
+        // breaking the format could still write them, racing with this
+        // volatile read as with the magic's above; HeaderFields is Pod, and
+        // the copy is what gets validated and used from now on, so such a
+        // race can at worst make validation refuse the segment.
+        let fields = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<HeaderFields>()) };
         let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
             path: path.clone(),
             source,
         })?;
+        drop(head);
+        let map_len = usize::try_from(layout.total_len).map_err(|_| OpenError::TooLarge {
+            path: path.clone(),
+            len: layout.total_len,
+        })?;
+        // A raw shared mapping of the validated length (`total_len <= file
+        // length`), populated only now. Another process shrinking the file
+        // later would make accesses fault (SIGBUS); docs/FORMAT.md documents
+        // that hazard.
+        let map = if writable {
+            MmapOptions::new().len(map_len).populate().map_raw(&file)
+        } else {
+            MmapOptions::new().len(map_len).map_raw_read_only(&file)
+        }
+        .map_err(|e| OpenError::io(&path, e))?;
         let seg = Self {
             path,
             file,
             map,
             layout,
         };
-        let h = seg.header();
-        let read = h.consumer.read_seq.load(Ordering::Acquire);
-        let write = h.producer.write_seq.load(Ordering::Acquire);
-        check_sequences(read, write, layout.capacity).map_err(|source| OpenError::BadHeader {
+        seg.sequences().map_err(|source| OpenError::BadHeader {
             path: seg.path.clone(),
             source,
         })?;
         Ok(seg)
+    }
+
+    /// A snapshot of `(read_seq, write_seq)`, checked against each other
+    /// while a producer and a consumer may both be running
+    /// ([`snapshot_sequences`]).
+    pub(crate) fn sequences(&self) -> Result<(u64, u64), HeaderError> {
+        let h = self.header();
+        // Acquire (all three loads): see snapshot_sequences for what each
+        // pairs with.
+        snapshot_sequences(
+            || h.consumer.read_seq.load(Ordering::Acquire),
+            || h.producer.write_seq.load(Ordering::Acquire),
+            self.layout.capacity,
+        )
     }
 
     /// Removes the segment file `name` (the mapping of anyone attached stays
@@ -305,7 +417,10 @@ impl Segment {
     /// `layout` at open and are not read from the mapping again).
     pub(crate) fn header(&self) -> &SegmentHeader {
         // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned
-        // (checked at create/open), and lives as long as `self`.
+        // (checked at create/open), and lives as long as `self`. Other
+        // processes write the header at any time; every byte of
+        // SegmentHeader is an atomic or opaque (UnsafeCell), so the shared
+        // reference claims nothing those writes break.
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
 
@@ -360,4 +475,48 @@ fn flock_for(role: Role, kind: libc::c_int) -> libc::flock {
     fl.l_len = 1;
     fl.l_pid = 0; // required for OFD locks
     fl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: u32, gid: u32, mode: u32) -> FileOwner {
+        FileOwner { uid, gid, mode }
+    }
+
+    /// The trust rule on synthetic owners and modes, including owners that
+    /// only root could arrange with chown: by default only a file of this
+    /// user that no one else may write; with `allow_shared`, also one its
+    /// group may write and one of another owner in a group of ours; never
+    /// one that every user may write.
+    #[test]
+    fn only_segments_no_untrusted_user_may_write_are_trusted() {
+        const ME: u32 = 1000;
+        let my_groups = |gid: u32| gid == 1000 || gid == 50;
+        let check = |f: FileOwner, shared| check_owner(f, ME, my_groups, shared);
+        // Default: mine, and no one else may write.
+        assert_eq!(check(owner(ME, 1000, 0o100600), false), Ok(()));
+        assert_eq!(check(owner(ME, 1000, 0o100640), false), Ok(()));
+        assert_eq!(check(owner(ME, 1000, 0o100644), false), Ok(()));
+        let e = check(owner(ME, 50, 0o100660), false).unwrap_err();
+        assert!(e.contains("0660 lets its group (gid 50) write it"), "{e}");
+        let e = check(owner(ME, 1000, 0o100666), false).unwrap_err();
+        assert!(e.contains("every user"), "{e}");
+        let e = check(owner(0, 0, 0o100600), false).unwrap_err();
+        assert!(
+            e.contains("owned by uid 0, not by this process's effective uid 1000"),
+            "{e}"
+        );
+        let e = check(owner(2000, 50, 0o100660), false).unwrap_err();
+        assert!(e.contains("owned by uid 2000"), "{e}");
+        // Shared: a group of ours may write it, or it is ours.
+        assert_eq!(check(owner(ME, 50, 0o100660), true), Ok(()));
+        assert_eq!(check(owner(2000, 50, 0o100660), true), Ok(()));
+        assert_eq!(check(owner(ME, 7, 0o100660), true), Ok(()));
+        let e = check(owner(2000, 7, 0o100660), true).unwrap_err();
+        assert!(e.contains("owned by uid 2000 and gid 7"), "{e}");
+        let e = check(owner(ME, 50, 0o100662), true).unwrap_err();
+        assert!(e.contains("0662 lets every user write it"), "{e}");
+    }
 }

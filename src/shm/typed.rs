@@ -1,22 +1,44 @@
 //! Typed rings across processes: [`ShmProducer<T>`] and [`ShmConsumer<T>`]
 //! for plain-data `T`, running the in-process SPSC protocol
 //! ([`ProducerCore`]/[`ConsumerCore`]) over the mapped segment.
+//!
+//! # Memory another process writes
+//!
+//! The slots are memory that another process maps. A peer that keeps the
+//! protocol never writes a slot while this side reads it, nor reads one this
+//! side writes; a peer that does not (a bug, or a process of a user the
+//! segment trusts, see `SegmentOptions::allow_shared`) can race with us.
+//! Rust's memory model does not know other processes: a racing non-atomic
+//! access is a data race, undefined behaviour, volatile or not (the
+//! standard library says so of `read_volatile`). What is standard for
+//! shared memory, and what this module does, is to touch slots only with
+//! volatile reads and writes of whole `T: Pod` values into and out of
+//! locals, and never to hand out a reference to a slot from safe code. The
+//! compiler then can neither assume a slot's bytes stay the same nor read
+//! them twice, and any bytes are a valid `T`: a racing peer can make this
+//! side see wrong values, never read outside the mapping. That is the
+//! guarantee the kernel's `READ_ONCE`/`WRITE_ONCE` give, not one Rust's
+//! abstract machine gives. The calls that do hand out references over slots
+//! ([`ShmReadChunk::as_slices`], [`ShmProducer::write_chunk_uninit`]) say
+//! that the peer must be trusted.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use bytemuck::Pod;
-
 #[cfg(not(loom))]
-use crate::chunks::{ReadChunk, WriteChunkUninit};
+use crate::chunks::WriteChunkUninit;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::wait::{WaitStrategy, block_on};
 
+use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint};
+use super::header::{
+    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint,
+};
 use super::segment::{Segment, SegmentOptions};
+use super::slot::ShmSlot;
 
 /// How often an idle side asks the kernel whether its peer still holds its
 /// role lock (one `fcntl` each time).
@@ -31,15 +53,16 @@ pub(crate) struct MappedRing<T> {
     _slots: PhantomData<T>,
 }
 
-// SAFETY: `T: Pod` values are plain bytes, and the segment is shared memory
+// SAFETY: `T: ShmSlot` values are plain bytes, and the segment is shared memory
 // accessed through the SPSC protocol; the raw pointer is what makes it !Send.
-unsafe impl<T: Pod> Send for MappedRing<T> {}
+unsafe impl<T: ShmSlot> Send for MappedRing<T> {}
 // SAFETY: as above.
-unsafe impl<T: Pod> Sync for MappedRing<T> {}
+unsafe impl<T: ShmSlot> Sync for MappedRing<T> {}
 
-impl<T: Pod> MappedRing<T> {
+impl<T: ShmSlot> MappedRing<T> {
     /// Checks that `seg` is a ring of `kind` whose slots are `T`, and wraps it.
     fn new(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
+        check_slot_align::<T>()?;
         let l = *seg.layout();
         let mismatch = |what: String| OpenError::Mismatch {
             path: seg.path().to_owned(),
@@ -54,14 +77,15 @@ impl<T: Pod> MappedRing<T> {
                 "slots are {} bytes aligned to {}, {} is {size} aligned to {align}",
                 l.slot_size,
                 l.slot_align,
-                std::any::type_name::<T>()
+                T::TYPE_NAME
             )));
         }
         if l.type_fingerprint != fingerprint::<T>() {
             return Err(mismatch(format!(
-                "slot type fingerprint {:#x} is not {}'s {:#x}",
+                "slot type fingerprint {:#x} is not {}'s {:#x} (another type, or another \
+                 version of it: ShmSlot::TYPE_NAME differs)",
                 l.type_fingerprint,
-                std::any::type_name::<T>(),
+                T::TYPE_NAME,
                 fingerprint::<T>()
             )));
         }
@@ -84,7 +108,7 @@ impl<T: Pod> MappedRing<T> {
 // SAFETY: capacity is a validated power of two; slot_ptr masks the sequence
 // into the validated slots region, contiguous and aligned for T; the atomics
 // are the header's, shared by every process attached to the segment.
-unsafe impl<T: Pod> SlotRing for MappedRing<T> {
+unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     type Item = T;
 
     #[inline(always)]
@@ -110,15 +134,41 @@ unsafe impl<T: Pod> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     unsafe fn write_slot(&self, seq: u64, value: T) {
-        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot.
-        unsafe { self.slot_ptr(seq).write(value) }
+        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot,
+        // so a consumer keeping the protocol does not touch it now. A
+        // volatile write, not a reference: see "Memory another process
+        // writes" above for what that does and does not promise.
+        unsafe { self.slot_ptr(seq).write_volatile(value) }
     }
 
     #[inline(always)]
     unsafe fn read_slot(&self, seq: u64) -> T {
-        // SAFETY: in bounds and aligned (slot_ptr); any bytes are a valid T
-        // (Pod), so even a hostile producer cannot make this read unsound.
-        unsafe { self.slot_ptr(seq).read() }
+        // SAFETY: in bounds and aligned (slot_ptr), and published, so a
+        // producer keeping the protocol does not write it now. One that
+        // does not can race with this read: in Rust's model that is a data
+        // race even when volatile; in practice a volatile read of a Pod
+        // value into a local can only yield some bytes, and any bytes are a
+        // valid T (see "Memory another process writes" above).
+        unsafe { self.slot_ptr(seq).read_volatile() }
+    }
+
+    #[inline(always)]
+    unsafe fn copy_into_slots(&self, src: *const T, dst: *mut T, n: usize) {
+        for i in 0..n {
+            // SAFETY: the caller gives n valid values at src and n owned free
+            // slots at dst; each is written once, volatile (as write_slot).
+            unsafe { dst.add(i).write_volatile(src.add(i).read()) }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn copy_from_slots(&self, src: *const T, dst: *mut T, n: usize) {
+        for i in 0..n {
+            // SAFETY: the caller gives n published slots at src and n
+            // writable places at dst; each slot is read once, volatile, into
+            // a value (as read_slot).
+            unsafe { dst.add(i).write(src.add(i).read_volatile()) }
+        }
     }
 
     #[inline(always)]
@@ -132,8 +182,23 @@ unsafe impl<T: Pod> SlotRing for MappedRing<T> {
     }
 }
 
+/// Refuses a slot type aligned beyond [`MAX_SLOT_ALIGN`]: the mapping is
+/// page-aligned and slot 0 sits at a multiple of `max(align, 128)`, which
+/// aligns slots for `T` only up to a page. Create and open both ask.
+fn check_slot_align<T>() -> Result<(), OpenError> {
+    if align_of::<T>() > MAX_SLOT_ALIGN as usize {
+        return Err(OpenError::SlotAlignment {
+            type_name: std::any::type_name::<T>(),
+            align: align_of::<T>(),
+            max: MAX_SLOT_ALIGN,
+        });
+    }
+    Ok(())
+}
+
 /// Geometry of a new typed ring.
-fn typed_layout<T>(capacity: usize) -> Result<Layout, OpenError> {
+fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
+    check_slot_align::<T>()?;
     if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
     {
         return Err(OpenError::Geometry(format!(
@@ -175,7 +240,7 @@ impl PeerProbe {
 }
 
 /// The producing process's end of a typed shared-memory ring.
-pub struct ShmProducer<T: Pod> {
+pub struct ShmProducer<T: ShmSlot> {
     core: ProducerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
@@ -183,13 +248,15 @@ pub struct ShmProducer<T: Pod> {
     pub(crate) abandoned: bool,
 }
 
-impl<T: Pod> ShmProducer<T> {
+impl<T: ShmSlot> ShmProducer<T> {
     /// Creates the segment `name` in `/dev/shm` with `capacity` slots of `T`
     /// and attaches as its producer.
     ///
     /// # Errors
     ///
-    /// [`OpenError`]: bad name or capacity, `AlreadyExists`, I/O.
+    /// [`OpenError`]: bad name or capacity, `AlreadyExists`, I/O;
+    /// [`OpenError::SlotAlignment`] when `T` is aligned beyond a page (4096
+    /// bytes), which slots in a segment cannot be.
     pub fn create(name: &str, capacity: usize) -> Result<Self, OpenError> {
         Self::create_with(name, capacity, &SegmentOptions::default())
     }
@@ -214,7 +281,8 @@ impl<T: Pod> ShmProducer<T> {
     /// # Errors
     ///
     /// [`OpenError`]: not found, not ready, bad header, another slot type,
-    /// `RoleTaken` when a live producer is attached.
+    /// `SlotAlignment` as for [`create`](Self::create), `RoleTaken` when a
+    /// live producer is attached.
     pub fn open(name: &str) -> Result<Self, OpenError> {
         Self::open_with(name, &SegmentOptions::default())
     }
@@ -237,6 +305,10 @@ impl<T: Pod> ShmProducer<T> {
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Producer)?;
+        // The producer is the only sleeper on not_full, and the role lock
+        // says no other producer is attached: a count left there is from a
+        // predecessor killed while asleep.
+        ring.seg.header().not_full.cell.reset_waiters();
         let line = &ring.seg.header().producer;
         line.producer_sessions.fetch_add(1, Ordering::Relaxed);
         // Release: pairs with the Acquire load of producer_state in
@@ -354,6 +426,14 @@ impl<T: Pod> ShmProducer<T> {
     }
 
     /// Up to `max` free slots, written in place and published by `commit`.
+    ///
+    /// The chunk lends `&mut [MaybeUninit<T>]` over slots of the shared
+    /// mapping. A consumer that keeps the protocol never touches a free
+    /// slot, but another process that maps the segment could write it while
+    /// it is borrowed, which Rust's model does not allow for a `&mut`: use
+    /// this only with a consumer you trust (one of your own programs), and
+    /// [`push_slice`](Self::push_slice) or [`push_iter`](Self::push_iter),
+    /// which write through volatile stores and lend nothing, otherwise.
     #[cfg(not(loom))]
     pub fn write_chunk_uninit(&mut self, max: usize) -> WriteChunkUninit<'_, T> {
         let (first, second) = self.core.free_runs(max);
@@ -383,7 +463,12 @@ impl<T: Pod> ShmProducer<T> {
     }
 
     /// Ends the stream: the consumer drains what is left, then gets
-    /// end-of-stream. Dropping the producer does the same.
+    /// end-of-stream. Dropping the producer does the same, except while its
+    /// thread unwinds from a panic: then it detaches as
+    /// [`abandon`](Self::abandon) does, and the consumer gets `PeerGone`.
+    ///
+    /// Closing cannot lose an item: every push that returned `Ok` has
+    /// already published its item, and a push that failed handed it back.
     pub fn close(self) {}
 
     /// Detaches *without* ending the stream, for a producer that failed
@@ -395,10 +480,12 @@ impl<T: Pod> ShmProducer<T> {
     }
 }
 
-impl<T: Pod> Drop for ShmProducer<T> {
+impl<T: ShmSlot> Drop for ShmProducer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
-        if !self.abandoned {
+        // A producer dropped by a panic's unwinding failed half-way: its
+        // stream must not look finished, so it ends as abandoned.
+        if !self.abandoned && !std::thread::panicking() {
             // Release: orders every publish before the close; pairs with the
             // Acquire load in ShmConsumer::producer_gone.
             h.producer
@@ -413,13 +500,13 @@ impl<T: Pod> Drop for ShmProducer<T> {
 }
 
 /// The consuming process's end of a typed shared-memory ring.
-pub struct ShmConsumer<T: Pod> {
+pub struct ShmConsumer<T: ShmSlot> {
     core: ConsumerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
 }
 
-impl<T: Pod> ShmConsumer<T> {
+impl<T: ShmSlot> ShmConsumer<T> {
     /// Creates the segment `name` in `/dev/shm` and attaches as its consumer.
     ///
     /// # Errors
@@ -470,6 +557,8 @@ impl<T: Pod> ShmConsumer<T> {
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Consumer)?;
+        // The consumer is the only sleeper on not_empty (see the producer's).
+        ring.seg.header().not_empty.cell.reset_waiters();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         ring.seg
             .header()
@@ -609,15 +698,21 @@ impl<T: Pod> ShmConsumer<T> {
         self.core.pop_into(out, max)
     }
 
-    /// Up to `max` ready items, read in place; released only by `commit`.
-    /// This is the at-least-once path: process, then commit, and a consumer
-    /// killed in between sees the same items again after a restart.
+    /// Up to `max` ready items, to be read (copied out) and then released by
+    /// `commit`. This is the at-least-once path: process, then commit, and a
+    /// consumer killed in between sees the same items again after a restart.
+    ///
+    /// The chunk copies each item out with a volatile read
+    /// ([`get`](ShmReadChunk::get), [`iter`](ShmReadChunk::iter)) rather
+    /// than lending `&[T]` over memory the producer's process maps: see
+    /// [`ShmReadChunk::as_slices`] for reading in place from a trusted
+    /// producer.
     #[cfg(not(loom))]
-    pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_, T> {
+    pub fn read_chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
         let (first, second) = self.core.ready_runs(max);
         // SAFETY: ready_runs returns published, unread items of this consumer,
         // the next sequences in order; the chunk borrows the consumer mutably.
-        unsafe { ReadChunk::new(first, second, &mut self.core) }
+        unsafe { ShmReadChunk::new(first, second, &mut self.core) }
     }
 
     /// Why the ring is empty right now, if it is: `Ok(())` when items are
@@ -663,7 +758,7 @@ impl<T: Pod> ShmConsumer<T> {
     }
 }
 
-impl<T: Pod> Drop for ShmConsumer<T> {
+impl<T: ShmSlot> Drop for ShmConsumer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
@@ -681,7 +776,11 @@ impl<T: Pod> Drop for ShmConsumer<T> {
 /// # Errors
 ///
 /// [`OpenError`]: already exists, bad name, capacity, I/O.
-pub fn create<T: Pod>(name: &str, capacity: usize, opts: &SegmentOptions) -> Result<(), OpenError> {
+pub fn create<T: ShmSlot>(
+    name: &str,
+    capacity: usize,
+    opts: &SegmentOptions,
+) -> Result<(), OpenError> {
     Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
     Ok(())
 }
