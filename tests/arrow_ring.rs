@@ -915,3 +915,61 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
     );
     assert_eq!(next, 12);
 }
+
+/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 640-byte
+/// header, 32 bytes each: pos, len, end, kind).
+fn descriptor_at(bytes: &[u8], seq: usize) -> [u64; 3] {
+    let at = 640 + (seq % 16) * 32;
+    let word = |k: usize| u64::from_ne_bytes(bytes[at + 8 * k..at + 8 * k + 8].try_into().unwrap());
+    [word(0), word(1), word(2)]
+}
+
+/// Writes `bytes` at `offset` of the file at `path` in place: the file stays
+/// as long as it is, so the mappings of attached processes stay valid.
+fn write_in_place(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// A descriptor whose bytes lie over a message the consumer still leases
+/// (the same arena offset one lap later) is refused, even though it starts
+/// after the last message read: the check spans from the oldest unreleased
+/// message, as FORMAT.md states.
+#[test]
+fn a_descriptor_overlapping_unreleased_bytes_is_refused() {
+    let (dir, o) = fuzz_setup("overlap");
+    let (messages, _) = laminar_ring_split(o.arena_bytes);
+    let b = everything_batch(20, 3).project(&[0, 1, 2]).unwrap();
+    let mut tx = BatchProducer::create("overlap", &o).unwrap();
+    tx.send(&b).unwrap();
+    tx.send(&b).unwrap();
+    let mut rx = BatchConsumer::open("overlap", &o).unwrap();
+    let held = rx.recv_zero_copy().unwrap().unwrap(); // slot 1, leased
+    let path = dir.join("overlap");
+    let bytes = std::fs::read(&path).unwrap();
+    let [pos, len, end] = descriptor_at(&bytes, 1);
+    // Slot 2 claims the arena bytes of slot 1, one lap on.
+    let forged = [pos + messages, len, end + messages];
+    let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    write_in_place(&path, 640 + 2 * 32, &raw);
+    match rx.recv_zero_copy() {
+        Err(ArrowRingError::CorruptDescriptor { seq: 2, .. }) => {}
+        other => panic!(
+            "expected CorruptDescriptor for slot 2, got {:?}",
+            other.map(|b| b.map(|b| b.num_rows()))
+        ),
+    }
+    assert_eq!(&*held, &b, "the leased batch is intact");
+    drop(held);
+    drop(rx);
+    drop(tx);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The message part of an arena of `arena` bytes and its save area (the
+/// last eighth, rounded down to 64 bytes), as FORMAT.md gives them.
+fn laminar_ring_split(arena: u64) -> (u64, u64) {
+    let save = (arena / 8) & !63;
+    (arena - save, save)
+}

@@ -98,6 +98,12 @@ impl LeasedBatch {
     }
 }
 
+/// Where a message read but not yet released lies in the arena.
+struct Unreleased {
+    pos: u64,
+    end: u64,
+}
+
 /// Messages a resuming consumer needs: the schema, and per dictionary id
 /// the last replacement and any deltas after it.
 #[derive(Default)]
@@ -117,9 +123,9 @@ pub struct BatchConsumer {
     schema: Option<SchemaRef>,
     expected: Option<SchemaRef>,
     book: Arc<LeaseBook>,
-    /// Arena end of each message read but not yet released, oldest first;
-    /// the oldest has sequence `inner.read_seq()`.
-    outstanding: VecDeque<u64>,
+    /// Each message read but not yet released, oldest first; the oldest has
+    /// sequence `inner.read_seq()`.
+    outstanding: VecDeque<Unreleased>,
     /// End of the last message read (descriptors must not go backwards).
     last_end: u64,
     /// The save area (after the message ring) and its size.
@@ -418,7 +424,10 @@ impl BatchConsumer {
         let start = self.check(seq, &desc)?;
         let last_end = self.last_end;
         self.last_end = desc.end;
-        self.outstanding.push_back(desc.end);
+        self.outstanding.push_back(Unreleased {
+            pos: desc.pos,
+            end: desc.end,
+        });
         let len = desc.len as usize;
         let lease_it = zero_copy && desc.kind == MSG_RECORD_BATCH;
         let buffer = if lease_it {
@@ -488,13 +497,13 @@ impl BatchConsumer {
             )));
         }
         let end_ok = d.pos.checked_add(d.len).is_some_and(|e| e <= d.end);
-        let released = self
-            .outstanding
-            .front()
-            .map_or(self.last_end, |_| self.last_end);
+        // The bytes from the oldest message still unreleased (this one, if
+        // none is) up to this one's end must fit in the arena, or this
+        // message would overlap bytes that are still in use.
+        let oldest = self.outstanding.front().map_or(d.pos, |u| u.pos);
         let span_ok = d
             .end
-            .checked_sub(released.min(d.pos))
+            .checked_sub(oldest.min(d.pos))
             .is_some_and(|s| s <= self.arena_len);
         if !end_ok || !span_ok {
             return Err(bad(format!(
@@ -591,18 +600,18 @@ impl BatchConsumer {
 fn release_done_in(
     rx: &mut ShmConsumer<Descriptor>,
     book: &LeaseBook,
-    outstanding: &mut VecDeque<u64>,
+    outstanding: &mut VecDeque<Unreleased>,
 ) {
     let mut done = book.done.lock().unwrap_or_else(|p| p.into_inner());
     let mut seq = rx.read_seq();
     let mut n = 0;
     let mut end = None;
-    while let Some(&e) = outstanding.front() {
+    while let Some(u) = outstanding.front() {
         if !done.remove(&seq) {
             break;
         }
+        end = Some(u.end);
         outstanding.pop_front();
-        end = Some(e);
         seq += 1;
         n += 1;
     }
