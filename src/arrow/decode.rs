@@ -174,8 +174,6 @@ impl BatchConsumer {
         let map_end = unsafe { seg.ptr_at(layout.total_len) } as usize;
         // SAFETY: offset 0 is the start of the mapping.
         let map_start = unsafe { seg.ptr_at(0) } as usize;
-        // Acquire: pairs with the consumer's own earlier Release (restart).
-        let released = seg.header().consumer.arena_released.load(Ordering::Acquire);
         let book = Arc::new(LeaseBook {
             done: Mutex::new(BTreeSet::new()),
             ring: inner.ring_handle(),
@@ -197,7 +195,10 @@ impl BatchConsumer {
             expected: None,
             book,
             outstanding: VecDeque::new(),
-            last_end: released,
+            // Nothing read yet: the first message may start anywhere. (Not
+            // arena_released: it is information, and a consumer killed
+            // between its release stores leaves it behind read_seq.)
+            last_end: 0,
             max_leases: opts.max_leases.max(1),
             unsaved_state: None,
         };
@@ -617,14 +618,19 @@ fn release_done_in(
     }
     drop(done);
     if let Some(end) = end {
-        // SYNC POINT arena: Release pairs with the Acquire load in
-        // BatchProducer::reserve: we are done with the arena below `end`.
+        // read_seq first (Release, in ConsumerCore::release): the one store
+        // that releases, for the producer derives the free arena from the
+        // descriptor at read_seq (encode::release_point). We read every byte
+        // of these messages before it (copies, and leases once dropped).
+        rx.read_chunk(n).commit(n);
+        // Then arena_released, for `laminar-ring info` only: a kill between
+        // the two stores leaves it behind, which misleads no one. Release:
+        // pairs with the Acquire load in shm::inspect.
         rx.segment()
             .header()
             .consumer
             .arena_released
             .store(end, Ordering::Release);
-        rx.read_chunk(n).commit(n);
     }
 }
 

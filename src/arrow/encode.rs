@@ -32,6 +32,9 @@ pub struct BatchProducer {
     arena_len: u64,
     /// Arena position where the next message goes (monotonic).
     head: u64,
+    /// A position below which the consumer has released every byte: the
+    /// start of the oldest unreleased message, as last seen (it only grows).
+    floor: u64,
     schema: Option<SchemaRef>,
     encoder: Option<StreamEncoder>,
     /// Messages encoded but not yet in the ring (a timed-out send).
@@ -93,19 +96,17 @@ impl BatchProducer {
         // SAFETY: validate() checked arena_offset + arena_len <= total_len,
         // which lies within the mapping.
         let arena = unsafe { seg.ptr_at(layout.arena_offset) };
-        let h = seg.header();
-        // Resume after whatever a previous producer wrote, or was consumed.
-        // Acquire: pairs with the Release stores of arena_head/arena_released.
-        let head = h
-            .producer
-            .arena_head
-            .load(Ordering::Acquire)
-            .max(h.consumer.arena_released.load(Ordering::Acquire));
+        // Resume after whatever a previous producer wrote: arena_head is
+        // stored before each publish, so it is at or past the end of every
+        // published message. Acquire: pairs with its Release store in
+        // write_message (by an earlier producer of this ring).
+        let head = seg.header().producer.arena_head.load(Ordering::Acquire);
         Ok(Self {
             inner,
             arena,
             arena_len: super::split_arena(layout.arena_len).0,
             head,
+            floor: 0,
             schema: None,
             encoder: None,
             pending: VecDeque::new(),
@@ -252,17 +253,12 @@ impl BatchProducer {
         } else {
             head
         };
-        let fits = |p: &mut ShmProducer<Descriptor>| {
-            // SYNC POINT arena: Acquire pairs with the Release store of
-            // arena_released in BatchConsumer: the consumer is done with the
-            // bytes below it.
-            let released = p
-                .segment()
-                .header()
-                .consumer
-                .arena_released
-                .load(Ordering::Acquire);
-            pos + size - released.min(pos + size) <= len && p.slots() > 0
+        let floor = &mut self.floor;
+        let mut fits = |p: &mut ShmProducer<Descriptor>| {
+            if pos + size - (*floor).min(pos) > len || p.slots() == 0 {
+                *floor = release_point(p, head).max(*floor);
+            }
+            pos + size - (*floor).min(pos) <= len && p.slots() > 0
         };
         if fits(&mut self.inner) {
             return Ok(Some(pos));
@@ -353,6 +349,26 @@ impl BatchProducer {
     /// `send_timeout` that found no room for all of them).
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// The consumer's release point: the arena position below which it has
+/// released every message. It is derived from `read_seq`, never from
+/// `arena_released`, which is information only (a consumer killed between
+/// its release stores leaves it behind `read_seq`): the start of the descriptor at
+/// `read_seq`, or `head` when every published message is released. A
+/// `read_seq` that does not fit this producer's position gives 0 (no room
+/// is assumed free).
+fn release_point(p: &ShmProducer<Descriptor>, head: u64) -> u64 {
+    match p.oldest_unreleased() {
+        // Every message below `head` is released.
+        Some(None) => head,
+        // Messages lie in the arena in sequence order: everything before
+        // the oldest unreleased one is free. (A descriptor is this
+        // producer's own, or an earlier producer's of this ring; the min
+        // keeps a broken one from freeing more than was written.)
+        Some(Some(d)) => d.pos.min(head),
+        None => 0,
     }
 }
 
