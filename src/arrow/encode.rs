@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
+use arrow_ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamEncoder};
 use arrow_ipc::{MessageHeader, MetadataVersion};
 use arrow_schema::SchemaRef;
 
@@ -39,6 +39,8 @@ pub struct BatchProducer {
     encoder: Option<StreamEncoder>,
     /// Messages encoded but not yet in the ring (a timed-out send).
     pending: VecDeque<Message>,
+    /// Send a dictionary that only grew as a delta.
+    deltas: bool,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with
@@ -110,6 +112,7 @@ impl BatchProducer {
             schema: None,
             encoder: None,
             pending: VecDeque::new(),
+            deltas: false,
         })
     }
 
@@ -160,6 +163,29 @@ impl BatchProducer {
         self.inner.set_wait_strategy(wait);
     }
 
+    /// Sends a dictionary that grew by appending values as a *delta* (a
+    /// dictionary batch of the new values only) instead of sending it whole
+    /// again, which is the default. Consumers apply deltas, and a consumer
+    /// that resumes after a restart gets the merged dictionary from the
+    /// save area. Takes effect at the next batch, which starts a new stream
+    /// state (its schema message is sent again) if one had begun.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use laminar_ring::arrow::{ArrowRingOptions, BatchProducer};
+    /// let mut tx = BatchProducer::create("categories", &ArrowRingOptions::default())?;
+    /// tx.set_dictionary_deltas(true);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_dictionary_deltas(&mut self, deltas: bool) {
+        if self.deltas != deltas {
+            self.deltas = deltas;
+            self.encoder = None;
+        }
+    }
+
     /// The schema of the stream, once the first batch has been sent.
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
@@ -200,8 +226,14 @@ impl BatchProducer {
         if self.encoder.is_none() {
             // Alignment 64: every buffer in a body starts 64-aligned relative
             // to the message, and messages start 64-aligned in the arena.
+            let handling = if self.deltas {
+                DictionaryHandling::Delta
+            } else {
+                DictionaryHandling::Resend
+            };
             let opts = IpcWriteOptions::try_new(64, false, MetadataVersion::V5)
-                .map_err(ArrowRingError::Encode)?;
+                .map_err(ArrowRingError::Encode)?
+                .with_dictionary_handling(handling);
             self.encoder = Some(
                 StreamEncoder::try_new_with_options(&schema, opts)
                     .map_err(ArrowRingError::Encode)?,

@@ -49,6 +49,18 @@
 //! leases short, or copy out what you keep with
 //! [`LeasedBatch::to_owned_batch`], or use [`BatchConsumer::recv`].
 //!
+//! # Crash and restart
+//!
+//! A consumer that goes away (dropped, or killed) leaves every message it
+//! had not released in the ring; the next one resumes at the first of them
+//! (at-least-once). To decode them it replays the schema and dictionaries
+//! they were sent with, which its predecessor saved in the segment as it
+//! released messages (not as it read them: a zero-copy consumer reads ahead
+//! of what it releases). Delta dictionaries are saved merged, so nothing is
+//! applied twice. A consumer killed between any two of its stores, or a
+//! producer killed between its own, leaves a state the next one resumes
+//! from; `docs/FORMAT.md` lists them.
+//!
 //! # A hostile or broken producer
 //!
 //! Every descriptor is checked against the arena before any byte is read,
@@ -65,6 +77,8 @@
 mod check;
 mod decode;
 mod encode;
+mod framing;
+mod resume;
 
 use arrow_schema::{ArrowError, SchemaRef};
 use bytemuck::{Pod, Zeroable};

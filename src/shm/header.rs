@@ -1,4 +1,4 @@
-//! The segment's `#[repr(C)]` header (layout version 1) and its validation.
+//! The segment's `#[repr(C)]` header (layout version 2) and its validation.
 //!
 //! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
 //! the compile-time assertions at the bottom pin every offset given there.
@@ -19,7 +19,7 @@ use crate::wait::WaitCell;
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LAMRING\0";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Alignment and size of one header line: two 64-byte cache lines, because
 /// adjacent-line prefetch pairs them (see `RingBuffer`).
 pub const LINE: usize = 128;
@@ -125,10 +125,12 @@ pub(crate) struct ConsumerLine {
     /// `ROLE_*` of the consumer.
     pub(crate) consumer_state: AtomicU32,
     _pad: u32,
-    /// Arena bytes released so far (Arrow rings).
+    /// Arrow rings: end of the last message released, stored after
+    /// `read_seq`; information only (`info`), never used to decide anything.
     pub(crate) arena_released: AtomicU64,
-    /// Arrow rings: what the consumer saved of its decoder state (see the
-    /// arrow module): bit 63 overflow, bit 62 which half, low bits length.
+    /// Arrow rings: which half of the save area holds the consumer's last
+    /// saved decoder state: 0 none, 1 the first, 2 the second (see
+    /// `arrow/resume.rs`).
     pub(crate) saved_state: AtomicU64,
 }
 
@@ -537,8 +539,8 @@ mod tests {
         assert!(check_sequences(5, 4, 8).is_err());
         assert!(check_sequences(0, 9, 8).is_err());
         assert!(check_sequences(3, 11, 8).is_ok());
-        let msg = with(&|h| h.layout_version = 2).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 2, this build reads 1");
+        let msg = with(&|h| h.layout_version = 3).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 3, this build reads 2");
     }
 
     /// 100,000 random and mutated headers through validation: never a
