@@ -973,3 +973,84 @@ fn laminar_ring_split(arena: u64) -> (u64, u64) {
     let save = (arena / 8) & !63;
     (arena - save, save)
 }
+
+/// A batch of one binary value of `n` bytes.
+fn blob(n: usize) -> RecordBatch {
+    let v = BinaryArray::from_iter_values([vec![0x5a_u8; n]]);
+    RecordBatch::try_from_iter([("b", Arc::new(v) as ArrayRef)]).unwrap()
+}
+
+/// On a drained ring, any message that fits the message area goes in at
+/// once, wherever the arena's head is: the tail skipped to place it in one
+/// piece counts as free when nothing is in use. (Before, only messages that
+/// fitted the larger piece around the head ever went in, and the producer
+/// waited forever on an empty ring.) With the consumer gone, the drained
+/// ring still takes it: `ConsumerGone` is only for a ring held by
+/// unreleased messages.
+#[test]
+fn a_drained_ring_takes_any_message_that_fits_its_message_area_at_every_head_position() {
+    for arena in [4096_u64, 16 << 10] {
+        let test = format!("bigmsg-{arena}");
+        let (dir, mut o) = fuzz_setup(&test);
+        o.arena_bytes = arena;
+        let (area, _) = laminar_ring_split(arena);
+        // The largest one-value binary batch whose message fits the area;
+        // any larger one is refused at once, naming the area. (Found on a
+        // ring of its own: a refusal restarts the producer's stream.)
+        let mut probe = BatchProducer::create(&format!("{test}-probe"), &o).unwrap();
+        let mut n = area as usize;
+        let big = loop {
+            match probe.try_send(&blob(n)) {
+                Err(ArrowRingError::BatchTooLarge { needed, arena }) => {
+                    assert_eq!(arena, area, "the limit named is the message area");
+                    assert!(needed > area);
+                    n -= 64;
+                }
+                Ok(()) => break blob(n),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        drop(probe);
+        let mut tx = BatchProducer::create(&test, &o).unwrap();
+        let mut rx = BatchConsumer::open(&test, &o).unwrap();
+        tx.send(&blob(1)).unwrap(); // the schema, and a first batch
+        assert_eq!(rx.recv().unwrap().unwrap(), blob(1));
+        let path = dir.join(&test);
+        let head = || {
+            let bytes = std::fs::read(&path).unwrap();
+            u64::from_ne_bytes(bytes[152..160].try_into().unwrap()) % area
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..30 * (area / 64) as usize {
+            seen.insert(head());
+            tx.try_send(&big).unwrap();
+            assert_eq!(tx.pending(), 0, "round {round}: the big message waits");
+            assert_eq!(rx.recv().unwrap().unwrap(), big);
+            // One to three fillers of random sizes move the head.
+            for _ in 0..1 + next() % 3 {
+                let filler = blob(next() % (area as usize / 2));
+                tx.try_send(&filler).unwrap();
+                assert_eq!(tx.pending(), 0, "round {round}: a filler waits");
+                assert_eq!(rx.recv().unwrap().unwrap(), filler);
+            }
+        }
+        // A head is never inside the smallest message's length past an
+        // arena boundary (a message never spans one): every other position
+        // was tried.
+        let lo = *seen.iter().find(|&&p| p > 0).unwrap();
+        assert!(lo <= 512, "the smallest message is {lo} bytes");
+        let reachable = (lo..area).step_by(64).chain([0]);
+        let missed: Vec<_> = reachable.filter(|p| !seen.contains(p)).collect();
+        assert!(missed.is_empty(), "head positions never tried: {missed:?}");
+        // The consumer goes; the ring is drained: still no waiting.
+        drop(rx);
+        tx.send_timeout(&big, Duration::from_secs(10)).unwrap();
+        assert_eq!(tx.pending(), 0, "a drained ring waits for a consumer");
+        tx.close().unwrap();
+        let mut rx = BatchConsumer::open(&test, &o).unwrap();
+        assert_eq!(rx.recv().unwrap().unwrap(), big);
+        drop(rx);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

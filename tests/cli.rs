@@ -942,3 +942,36 @@ fn changing_dictionaries_reach_every_output_format() {
         }
     }
 }
+
+// ---- Arrow ring trust: arena room, lease accounting, sessions ----
+
+/// A small arena and batches far larger than it: `produce` splits each
+/// batch until its parts fit the ring's message area, and every part goes
+/// in once the consumer has drained the ring, wherever the arena's head
+/// stands; nothing waits forever, and every row arrives once.
+#[test]
+fn produce_with_a_small_arena_and_huge_batches_delivers_every_row() {
+    let d = Dir::new("smallarena");
+    let data = batches(4, 50_000, true);
+    write_stream(&d.path("in.arrows"), &data);
+    // The producer first: it creates the ring with its small arena.
+    let tx = d.spawn(&[
+        "produce",
+        "s",
+        "-i",
+        &d.s("in.arrows"),
+        "--batch-rows",
+        "10000000",
+        "--arena",
+        "64KiB",
+        "--slots",
+        "16",
+    ]);
+    wait_until("the producer's ring", Duration::from_secs(10), || {
+        d.path("s").exists()
+    });
+    let rx = d.spawn(&["consume", "s", "-o", &d.s("out.arrows")]);
+    ok(wait_with_timeout(tx, Duration::from_secs(120)));
+    ok(wait_with_timeout(rx, Duration::from_secs(120)));
+    assert_eq!(rows(&read_stream(&d.path("out.arrows"))), rows(&data));
+}

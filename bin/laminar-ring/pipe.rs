@@ -159,8 +159,8 @@ fn send(
             Err(ArrowRingError::ConsumerGone) => {
                 if !*waiting {
                     progress.note(&format!(
-                        "the consumer of ring '{name}' is gone and the ring is full; \
-                         waiting for a new consumer"
+                        "the consumer of ring '{name}' is gone and the batches it did not \
+                         release leave no room for the next; waiting for a new consumer"
                     ));
                     *waiting = true;
                 }

@@ -340,6 +340,11 @@ impl BatchConsumer {
                 }
             }
             if let Some(batch) = self.next_message(zero_copy)? {
+                if !zero_copy {
+                    // A copy is done with its message: release it now, as
+                    // `recv` promises, rather than at the next call.
+                    self.release_done();
+                }
                 return Ok(Some(batch));
             }
         }

@@ -288,7 +288,7 @@ impl BatchProducer {
         let floor = &mut self.floor;
         let mut fits = |p: &mut ShmProducer<Descriptor>| {
             if pos + size - (*floor).min(pos) > len || p.slots() == 0 {
-                *floor = release_point(p, head).max(*floor);
+                *floor = release_point(p, head, pos).max(*floor);
             }
             pos + size - (*floor).min(pos) <= len && p.slots() > 0
         };
@@ -384,17 +384,20 @@ impl BatchProducer {
     }
 }
 
-/// The consumer's release point: the arena position below which it has
-/// released every message. It is derived from `read_seq`, never from
-/// `arena_released`, which is information only (a consumer killed between
-/// its release stores leaves it behind `read_seq`): the start of the descriptor at
-/// `read_seq`, or `head` when every published message is released. A
-/// `read_seq` that does not fit this producer's position gives 0 (no room
-/// is assumed free).
-fn release_point(p: &ShmProducer<Descriptor>, head: u64) -> u64 {
+/// The consumer's release point for a message to be placed at `pos`: the
+/// arena position below which no byte is in use. It is derived from
+/// `read_seq`, never from `arena_released`, which is information only (a
+/// consumer killed between its release stores leaves it behind
+/// `read_seq`): the start of the descriptor at `read_seq`, or, when every
+/// published message is released, `pos` itself. Then the whole message
+/// area is free, the tail skipped before `pos` included, so every message
+/// that fits the area fits a drained ring, wherever `head` is. A `read_seq`
+/// that does not fit this producer's position gives 0 (no room is assumed
+/// free).
+fn release_point(p: &ShmProducer<Descriptor>, head: u64, pos: u64) -> u64 {
     match p.oldest_unreleased() {
-        // Every message below `head` is released.
-        Some(None) => head,
+        // Nothing is in use: `pos` is at or after every byte written.
+        Some(None) => pos,
         // Messages lie in the arena in sequence order: everything before
         // the oldest unreleased one is free. (A descriptor is this
         // producer's own, or an earlier producer's of this ring; the min

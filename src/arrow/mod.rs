@@ -149,12 +149,17 @@ pub enum ArrowRingError {
     /// Encoding a batch failed.
     #[error("encoding a batch: {0}")]
     Encode(#[source] ArrowError),
-    /// One message of the batch needs more than the whole arena.
-    #[error("batch needs {needed} bytes of arena in one message, the arena has {arena}")]
+    /// One message of the batch needs more than the ring's message area
+    /// (the arena less the consumer's save area). Any message up to that
+    /// size goes in once the consumer has drained the ring.
+    #[error(
+        "a message of this batch needs {needed} bytes, more than the {arena} bytes of the \
+         ring's message area (its arena less the save area)"
+    )]
     BatchTooLarge {
         /// Bytes of the largest message, with alignment.
         needed: u64,
-        /// Size of the arena.
+        /// Bytes of the message area: the largest message that fits.
         arena: u64,
     },
     /// A batch or stream with another schema than expected.
@@ -186,8 +191,10 @@ pub enum ArrowRingError {
     /// are still pending and the batch was not taken).
     #[error("timed out")]
     Timeout,
-    /// The ring is full of unreleased data and its consumer is gone.
-    #[error("the consumer is gone and the ring is full")]
+    /// The consumer is gone, and messages it did not release leave no room
+    /// for the next one (a drained ring always has room for any message
+    /// that fits its message area).
+    #[error("the consumer is gone and the messages it did not release leave no room for the next")]
     ConsumerGone,
     /// The producer died; every batch it committed was delivered.
     #[error("the producer died; every committed batch was delivered")]
