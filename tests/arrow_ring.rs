@@ -1054,3 +1054,78 @@ fn a_drained_ring_takes_any_message_that_fits_its_message_area_at_every_head_pos
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// Receives until the stream ends; returns the batches and how it ended.
+fn receive_to_end(rx: &mut BatchConsumer) -> (Vec<RecordBatch>, Result<(), ArrowRingError>) {
+    let mut got = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(b)) => got.push(b),
+            Ok(None) => return (got, Ok(())),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// A producer dropped while batches it took (`try_send`) are still pending
+/// and cannot be delivered: the stream ends abandoned, so the consumer
+/// learns it is incomplete (`PeerGone` after every delivered batch), never
+/// a clean end of stream after fewer batches than were accepted.
+#[test]
+fn a_producer_dropped_with_undelivered_batches_ends_the_stream_abandoned() {
+    let ring = Ring::new("droppending");
+    let o = opts(4, 64 << 10);
+    let b = everything_batch(20, 7).project(&[0, 1]).unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let mut accepted = 0;
+    loop {
+        match tx.try_send(&b) {
+            Ok(()) => accepted += 1,
+            Err(ArrowRingError::Timeout) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(tx.pending() > 0, "the last accepted batch waits for room");
+    drop(tx); // nobody drains the ring meanwhile
+    let (got, end) = receive_to_end(&mut rx);
+    assert!(
+        got.len() < accepted,
+        "{} of {accepted} delivered",
+        got.len()
+    );
+    assert!(got.iter().all(|g| g == &b));
+    assert!(
+        matches!(end, Err(ArrowRingError::PeerGone)),
+        "after {} of {accepted} accepted batches: {end:?}",
+        got.len()
+    );
+}
+
+/// A `close` that fails (the consumer is gone and the ring holds what it
+/// did not release) reports the error and does not end the stream as
+/// closed: the next consumer gets what was delivered, then `PeerGone`.
+#[test]
+fn a_failed_close_does_not_end_the_stream_cleanly() {
+    let ring = Ring::new("failclose");
+    let o = opts(4, 64 << 10);
+    let b = everything_batch(20, 8).project(&[0, 1]).unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    drop(BatchConsumer::open(&ring.name, &o).unwrap()); // attached, gone
+    let mut accepted = 0;
+    while tx.pending() == 0 {
+        tx.send(&b).unwrap(); // taken, pending once the ring is full
+        accepted += 1;
+    }
+    match tx.close() {
+        Err(ArrowRingError::ConsumerGone) => {}
+        other => panic!("expected ConsumerGone, got {other:?}"),
+    }
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let (got, end) = receive_to_end(&mut rx);
+    assert_eq!(got.len(), accepted - 1, "all but the pending batch");
+    assert!(
+        matches!(end, Err(ArrowRingError::PeerGone)),
+        "a failed close ended the stream as {end:?}"
+    );
+}

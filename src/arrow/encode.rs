@@ -350,10 +350,25 @@ impl BatchProducer {
     ///
     /// # Errors
     ///
-    /// `ConsumerGone` if pending messages cannot be delivered.
+    /// `ConsumerGone` if pending messages cannot be delivered. The stream
+    /// then ends as [`abandon`](Self::abandon) ends it (the consumer gets
+    /// `PeerGone` after what was delivered), never cleanly: a clean end
+    /// says that every batch this producer took is in the ring.
     pub fn close(mut self) -> Result<(), ArrowRingError> {
-        self.flush_until(None)?;
-        Ok(())
+        match self.flush_until(None) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.give_up();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the stream as abandoned: pending messages will never be
+    /// delivered, so the stream must not end cleanly.
+    fn give_up(&mut self) {
+        self.pending.clear();
+        self.inner.abandoned = true;
     }
 
     /// Detaches *without* ending the stream, dropping pending messages: for
@@ -363,8 +378,7 @@ impl BatchProducer {
     /// [`PeerGone`](ArrowRingError::PeerGone), as if this process had
     /// crashed.
     pub fn abandon(mut self) {
-        self.pending.clear();
-        self.inner.abandoned = true;
+        self.give_up();
     }
 
     /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when
@@ -513,12 +527,18 @@ fn concat(parts: &[Buffer]) -> Vec<u8> {
 }
 
 impl Drop for BatchProducer {
-    /// Delivers messages still pending (after a `try_send`), waiting at most
-    /// one second; `close` waits as long as it takes. The stream is then
-    /// closed by the inner producer's drop.
+    /// Delivers messages still pending (after a `try_send` or
+    /// `send_timeout`), waiting at most one second; `close` waits as long as
+    /// it takes. If all are delivered, the inner producer's drop ends the
+    /// stream cleanly; if not, it ends abandoned (the consumer gets
+    /// `PeerGone` after what was delivered), since batches this producer
+    /// took never reached the ring.
     fn drop(&mut self) {
         if !self.pending.is_empty() {
-            let _ = self.flush_until(Instant::now().checked_add(Duration::from_secs(1)));
+            let deadline = Instant::now().checked_add(Duration::from_secs(1));
+            if !matches!(self.flush_until(deadline), Ok(true)) {
+                self.give_up();
+            }
         }
     }
 }
