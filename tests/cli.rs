@@ -975,3 +975,77 @@ fn produce_with_a_small_arena_and_huge_batches_delivers_every_row() {
     ok(wait_with_timeout(rx, Duration::from_secs(120)));
     assert_eq!(rows(&read_stream(&d.path("out.arrows"))), rows(&data));
 }
+
+/// Batch `k` of 100 rows: `id`, and `tag`, a dictionary column whose
+/// dictionary is the same in every batch (so it is sent once).
+fn tagged(k: usize) -> RecordBatch {
+    use arrow_array::{DictionaryArray, Int32Array};
+    let tags = Arc::new(StringArray::from(vec!["red", "green", "blue"])) as ArrayRef;
+    let keys = Int32Array::from_iter_values((0..100).map(|j| ((k + j) % 3) as i32));
+    let tag = DictionaryArray::<arrow_array::types::Int32Type>::try_new(keys, tags).unwrap();
+    let id = Int64Array::from_iter_values((0..100).map(|j| (k * 100 + j) as i64));
+    RecordBatch::try_from_iter([
+        ("id", Arc::new(id) as ArrayRef),
+        ("tag", Arc::new(tag) as ArrayRef),
+    ])
+    .unwrap()
+}
+
+/// The rows of `tagged` batches, with the tags decoded.
+fn tagged_rows(bs: &[RecordBatch]) -> Vec<(i64, String)> {
+    bs.iter()
+        .flat_map(|b| {
+            let id = b.column(0).as_primitive::<Int64Type>().clone();
+            let tag = arrow_cast::cast(b.column(1), &DataType::Utf8).unwrap();
+            let tag = tag.as_string::<i32>().clone();
+            (0..b.num_rows()).map(move |j| (id.value(j), tag.value(j).to_owned()))
+        })
+        .collect()
+}
+
+/// A sidecar killed while a producer streams into its ring, then started
+/// again with a backlog of unreleased batches larger than the lease limit
+/// (64), all with one dictionary: it writes every batch it had not
+/// released and exits 0. (The Arrow stream writer keeps the last dictionary
+/// column it wrote; a leased one kept its batch, and so every later batch,
+/// from being released, and `consume` failed with "64 leased batches are
+/// outstanding" while holding one at a time.)
+#[test]
+fn a_restarted_consume_drains_a_dictionary_backlog_beyond_the_lease_limit() {
+    let d = Dir::new("backlog");
+    let data: Vec<_> = (0..160).map(tagged).collect();
+    let mut rx = d.spawn(&["consume", "b", "-o", &d.s("a.arrows")]);
+    wait_until("the consumer's ring", Duration::from_secs(10), || {
+        d.path("b").exists()
+    });
+    let mut tx = d
+        .cmd(&["produce", "b", "-i", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = StreamWriter::try_new(tx.stdin.take().unwrap(), &data[0].schema()).unwrap();
+    for b in &data[..5] {
+        w.write(b).unwrap();
+        w.flush().unwrap();
+    }
+    // Slots: the schema, the dictionary, then one per batch.
+    wait_until("a batch released", Duration::from_secs(10), || {
+        d.seq("b", "read_seq") >= 3
+    });
+    signal(rx.id(), "KILL");
+    let _ = rx.wait();
+    for b in &data[5..] {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    drop(w);
+    ok(wait_with_timeout(tx, Duration::from_secs(30)));
+    let rx = d.spawn(&["consume", "b", "-o", &d.s("b.arrows")]);
+    ok(wait_with_timeout(rx, Duration::from_secs(60)));
+    let got = read_stream(&d.path("b.arrows"));
+    let skipped = data.len() - got.len();
+    assert!(skipped <= 5, "the restart skipped {skipped} batches");
+    assert_eq!(tagged_rows(&got), tagged_rows(&data[skipped..]));
+}
