@@ -291,19 +291,23 @@ fn leases_release_in_fifo_order_and_are_bounded() {
         rx.recv_zero_copy(),
         Err(ArrowRingError::TooManyLeases { max: 3 })
     ));
-    // Dropping a newer lease frees nothing: the oldest still holds the line.
+    // Dropping a newer lease frees nothing: the oldest still holds the line,
+    // and the error says so (slot 0 is the schema, released).
     drop(l3);
     drop(l2);
     assert!(matches!(
         rx.recv_zero_copy(),
-        Err(ArrowRingError::TooManyLeases { max: 3 })
+        Err(ArrowRingError::OldestLeaseHeld {
+            seq: 1,
+            held_back: 2
+        })
     ));
     // A column kept from l1 keeps its lease (the pinning hazard).
     let kept = l1.column(0).clone();
     drop(l1);
     assert!(matches!(
         rx.recv_zero_copy(),
-        Err(ArrowRingError::TooManyLeases { max: 3 })
+        Err(ArrowRingError::OldestLeaseHeld { seq: 1, .. })
     ));
     drop(kept);
     // Now all three release at once, in order.

@@ -296,8 +296,11 @@ impl BatchConsumer {
     ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv), and `TooManyLeases` when `max_leases` leased
-    /// batches are alive.
+    /// As [`recv`](Self::recv), and, when `max_leases` messages are read and
+    /// not yet released: `TooManyLeases` if that many leased batches are
+    /// alive, or `OldestLeaseHeld` if fewer are and the oldest one (or an
+    /// array or slice kept from it) holds back the release of the later
+    /// ones, which were dropped.
     pub fn recv_zero_copy(&mut self) -> Result<Option<LeasedBatch>, ArrowRingError> {
         self.recv_until(None, true)
     }
@@ -322,9 +325,7 @@ impl BatchConsumer {
         loop {
             self.release_done();
             if zero_copy && self.rel.outstanding.len() >= self.max_leases {
-                return Err(ArrowRingError::TooManyLeases {
-                    max: self.max_leases,
-                });
+                return Err(self.lease_limit());
             }
             let (book, rel) = (&self.book, &mut self.rel);
             let waited = self.inner.wait_until(deadline, |rx| {
@@ -525,6 +526,26 @@ impl BatchConsumer {
         }))
         .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
         result.map_err(corrupt)
+    }
+
+    /// Why `max_leases` messages are read and not released: as many leases
+    /// alive, or the oldest one alive and the rest dropped but held back
+    /// (releases are in order).
+    fn lease_limit(&self) -> ArrowRingError {
+        let done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
+        let first = self.inner.read_seq();
+        let read = self.rel.outstanding.len() as u64;
+        let alive = (first..first + read).filter(|s| !done.contains(s)).count();
+        if alive >= self.max_leases {
+            ArrowRingError::TooManyLeases {
+                max: self.max_leases,
+            }
+        } else {
+            ArrowRingError::OldestLeaseHeld {
+                seq: first,
+                held_back: read as usize - alive,
+            }
+        }
     }
 
     fn mark_done(&self, seq: u64) {

@@ -39,13 +39,18 @@
 //!
 //! A [`LeasedBatch`] pins its message's slot and arena bytes. Releases are
 //! FIFO: a lease dropped early is held until every older one is dropped too.
-//! A consumer holds at most [`ArrowRingOptions::max_leases`] leases;
-//! `recv_zero_copy` past that returns [`ArrowRingError::TooManyLeases`]
-//! (it does not block, since only the caller can drop a lease).
+//! A consumer reads at most [`ArrowRingOptions::max_leases`] messages ahead
+//! of what it has released; `recv_zero_copy` past that returns
+//! [`ArrowRingError::TooManyLeases`] when that many leases are alive, or
+//! [`ArrowRingError::OldestLeaseHeld`] when the oldest lease holds back
+//! later ones that were dropped (it does not block, since only the caller
+//! can drop a lease).
 //!
 //! **Pinning hazard.** Any column, or slice of one, kept from a leased batch
 //! keeps the whole message's arena space, and with FIFO release everything
-//! after it (arrow-rs #10392 describes the same effect for IPC buffers). Keep
+//! after it (arrow-rs #10392 describes the same effect for IPC buffers).
+//! Code you hand a batch to may keep a column too: arrow-ipc's stream
+//! writer keeps the last dictionary column it wrote, keys included. Keep
 //! leases short, or copy out what you keep with
 //! [`LeasedBatch::to_owned_batch`], or use [`BatchConsumer::recv`].
 //!
@@ -199,11 +204,26 @@ pub enum ArrowRingError {
     /// The producer died; every batch it committed was delivered.
     #[error("the producer died; every committed batch was delivered")]
     PeerGone,
-    /// `recv_zero_copy` with `max_leases` leases outstanding.
-    #[error("{max} leased batches are outstanding; drop some (or copy them out) first")]
+    /// `recv_zero_copy` with `max_leases` leased batches alive.
+    #[error("{max} leased batches are alive; drop some (or copy them out) first")]
     TooManyLeases {
         /// The limit.
         max: usize,
+    },
+    /// `recv_zero_copy` with `max_leases` messages read and not released,
+    /// fewer of them leases still alive: the oldest leased batch is alive
+    /// (or an array or slice kept from it is), and since messages are
+    /// released in order it holds back the ones after it, dropped or not.
+    #[error(
+        "the leased batch in slot {seq} (or an array or slice of it kept somewhere) is still \
+         alive and holds back the release of {held_back} later messages already dropped; \
+         drop it (or copy out what you keep)"
+    )]
+    OldestLeaseHeld {
+        /// Sequence number of the oldest unreleased message.
+        seq: u64,
+        /// Messages read after it, done with, and waiting for it.
+        held_back: usize,
     },
 }
 
