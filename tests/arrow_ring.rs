@@ -911,12 +911,13 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
             assert_eq!(got, dict_stream_batch(next), "batch {next} after a resume");
             next += 1;
         }
+        if next == 12 {
+            assert!(
+                rx.recv().unwrap().is_none(),
+                "end of stream after batch {next}"
+            );
+        }
     }
-    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
-    assert!(
-        rx.recv().unwrap().is_none(),
-        "end of stream after batch {next}"
-    );
     assert_eq!(next, 12);
 }
 
@@ -1132,4 +1133,57 @@ fn a_failed_close_does_not_end_the_stream_cleanly() {
         matches!(end, Err(ArrowRingError::PeerGone)),
         "a failed close ended the stream as {end:?}"
     );
+}
+
+/// "Either may start first" on a ring that already carried a stream: a
+/// consumer reports the end of a producer session only if it was reading
+/// that session (a producer was alive when it attached, or it received a
+/// message of it), and only once; otherwise it waits for the next session.
+#[test]
+fn a_consumer_reports_only_the_end_of_a_session_it_was_reading() {
+    let ring = Ring::new("sessions-end");
+    let o = opts(16, 64 << 10);
+    let batch = |v: i64| {
+        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![v])) as ArrayRef)])
+            .unwrap()
+    };
+    let quiet = Duration::from_millis(300);
+    let waits = |rx: &mut BatchConsumer, what: &str| match rx.recv_timeout(quiet) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("{what}: expected to wait, got {other:?}"),
+    };
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    tx.send(&batch(1)).unwrap();
+    tx.close().unwrap();
+    // Attached after the producer closed: it still gets the stream and its end.
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(1));
+    assert!(rx.recv().unwrap().is_none());
+    waits(&mut rx, "an end already reported");
+    drop(rx);
+    // A new consumer of the finished, drained ring waits for the next session.
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    waits(&mut rx, "a consumer that never saw the session");
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&batch(2)).unwrap();
+    tx.close().unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(2));
+    assert!(rx.recv().unwrap().is_none());
+    // A session that sends nothing, while the consumer waits: its end too.
+    let tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.close().unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none());
+    // A producer that dies: PeerGone for the consumer reading it, once.
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&batch(3)).unwrap();
+    tx.abandon();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(3));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(ArrowRingError::PeerGone)
+    ));
+    waits(&mut rx, "a death already reported");
+    drop(rx);
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    waits(&mut rx, "a death before it attached, everything delivered");
 }

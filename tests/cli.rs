@@ -1049,3 +1049,27 @@ fn a_restarted_consume_drains_a_dictionary_backlog_beyond_the_lease_limit() {
     assert!(skipped <= 5, "the restart skipped {skipped} batches");
     assert_eq!(tagged_rows(&got), tagged_rows(&data[skipped..]));
 }
+
+/// Running a pipe again on a ring that carried a finished stream: the new
+/// `consume` waits for the next producer and writes its rows, instead of
+/// ending at once with an empty output.
+#[test]
+fn consume_on_a_ring_that_carried_a_finished_stream_waits_for_the_next_producer() {
+    let d = Dir::new("rerun");
+    let first = batches(3, 100, true);
+    let second: Vec<_> = (0..4)
+        .map(|k| batch(10_000 + k * 100, 100, false))
+        .collect();
+    write_stream(&d.path("1.arrows"), &first);
+    write_stream(&d.path("2.arrows"), &second);
+    ok(d.run(&["produce", "p", "-i", &d.s("1.arrows")]));
+    ok(d.run(&["consume", "p", "-o", &d.s("1.out")]));
+    assert_eq!(rows(&read_stream(&d.path("1.out"))), rows(&first));
+    let rx = d.spawn(&["consume", "p", "-o", &d.s("2.out")]);
+    wait_until("the second consumer", Duration::from_secs(10), || {
+        d.info("p")["consumer"]["alive"] == true
+    });
+    ok(d.run(&["produce", "p", "-i", &d.s("2.arrows")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("2.out"))), rows(&second));
+}

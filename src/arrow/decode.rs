@@ -24,6 +24,22 @@ use super::{
 use crate::shm::header::RingKind;
 use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
 use crate::sync::Ordering;
+use crate::wait::WaitStrategy;
+
+/// Which end of a producer session a consumer reports (`EndOfStream` or
+/// `PeerGone`): only that of a session it was reading, once. A ring that
+/// already carried a finished stream then serves the next session to a new
+/// consumer, rather than ending it at once.
+#[derive(Default)]
+struct SessionWatch {
+    /// `producer_sessions` when this consumer attached or last reported an
+    /// end: a later session is one it was there for.
+    baseline: u64,
+    /// It was reading the session at `baseline`: a producer was alive when
+    /// it attached, or it has consumed a message since (attached or last
+    /// reported an end).
+    reading: bool,
+}
 
 /// What leases share with their consumer: which sequences are done.
 struct LeaseBook {
@@ -134,6 +150,10 @@ pub struct BatchConsumer {
     /// End of the last message read (descriptors must not go backwards).
     last_end: u64,
     max_leases: usize,
+    /// The wait strategy of `inner`, for waits of this layer's own.
+    wait: WaitStrategy,
+    /// Which producer session's end this consumer may report.
+    session: SessionWatch,
     /// Set when resuming a stream whose saved state had overflowed the save
     /// area: the size of one half of that area, for the error that explains
     /// why the next data message cannot be decoded.
@@ -203,9 +223,15 @@ impl BatchConsumer {
             // between its release stores leaves it behind read_seq.)
             last_end: 0,
             max_leases: opts.max_leases.max(1),
+            wait: WaitStrategy::Park,
+            session: SessionWatch::default(),
             unsaved_state: None,
         };
         me.restore_saved_state()?;
+        // The session counter first, then the producer's lock: a producer
+        // that attaches in between moves the counter, so it is not missed.
+        me.session.baseline = me.producer_sessions();
+        me.session.reading = me.inner.producer_alive();
         Ok(me)
     }
 
@@ -254,6 +280,7 @@ impl BatchConsumer {
     /// spin up to 50 µs, then sleep on a futex in the segment).
     pub fn set_wait_strategy(&mut self, wait: crate::WaitStrategy) {
         self.inner.set_wait_strategy(wait);
+        self.wait = wait;
     }
 
     /// The stream's schema, once its schema message has been received.
@@ -332,13 +359,29 @@ impl BatchConsumer {
                 release_done_in(rx, book, rel);
                 rx.len() > rel.outstanding.len()
             });
-            match waited {
-                Ok(()) => {}
-                Err(ShmPopError::EndOfStream) => return Ok(None),
-                Err(ShmPopError::PeerGone) => return Err(ArrowRingError::PeerGone),
-                Err(ShmPopError::Timeout) => {
+            let ended = match waited {
+                Ok(()) => None,
+                Err(ShmPopError::EndOfStream) => Some(Ok(None)),
+                Err(ShmPopError::PeerGone) => Some(Err(ArrowRingError::PeerGone)),
+                Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
+            };
+            if let Some(end) = ended {
+                // Drained, and the producer closed or died: report the end of
+                // a session this consumer was reading, once; for any other
+                // (reported already, or over before it attached), wait for
+                // the next session.
+                let sessions = self.producer_sessions();
+                if self.session.reading || sessions != self.session.baseline {
+                    self.session = SessionWatch {
+                        baseline: sessions,
+                        reading: false,
+                    };
+                    return end;
+                }
+                if !self.wait_for_next_session(deadline) {
                     return Err(ArrowRingError::Timeout);
                 }
+                continue;
             }
             if let Some(batch) = self.next_message(zero_copy)? {
                 if !zero_copy {
@@ -400,6 +443,8 @@ impl BatchConsumer {
             self.last_end = last_end;
             return decoded.map(|_| None);
         }
+        // Consumed (decoded or not): this consumer is reading a session.
+        self.session.reading = true;
         if !lease_it {
             self.mark_done(seq);
         }
@@ -526,6 +571,39 @@ impl BatchConsumer {
         }))
         .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
         result.map_err(corrupt)
+    }
+
+    /// Producer attachments so far (line 1 of the header).
+    fn producer_sessions(&self) -> u64 {
+        // Relaxed: a counter (incremented Relaxed at a producer's attach).
+        // It only tells whether a session began since `baseline`; the ends
+        // themselves are observed through producer_state (Acquire, in
+        // ShmConsumer) and the data through write_seq.
+        (self.inner.segment().header().producer)
+            .producer_sessions
+            .load(Ordering::Relaxed)
+    }
+
+    /// Waits until a message is ready or another producer session has
+    /// started; `false` at the deadline.
+    fn wait_for_next_session(&mut self, deadline: Option<Instant>) -> bool {
+        let ring = self.book.ring.clone();
+        let cell = &ring.seg.header().not_empty.cell;
+        let baseline = self.session.baseline;
+        let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
+        crate::wait::block_on(self.wait, cell, true, deadline, || {
+            release_done_in(inner, book, rel);
+            // Relaxed: a changed counter only sends us back to the ordinary
+            // wait, whose loads order what follows.
+            let sessions = ring
+                .seg
+                .header()
+                .producer
+                .producer_sessions
+                .load(Ordering::Relaxed);
+            (inner.len() > rel.outstanding.len() || sessions != baseline).then_some(())
+        })
+        .is_some()
     }
 
     /// Why `max_leases` messages are read and not released: as many leases

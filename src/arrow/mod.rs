@@ -54,6 +54,26 @@
 //! leases short, or copy out what you keep with
 //! [`LeasedBatch::to_owned_batch`], or use [`BatchConsumer::recv`].
 //!
+//! # End of a stream
+//!
+//! Each producer attachment is a *session*; its stream is its messages.
+//! [`BatchProducer::close`] (or dropping it with nothing pending) ends the
+//! session cleanly: the consumer receives everything, then `Ok(None)`. A
+//! producer that dies, [`BatchProducer::abandon`]s, fails to `close`, or is
+//! dropped with batches it cannot deliver ends it abandoned: the consumer
+//! receives everything committed, then [`ArrowRingError::PeerGone`]. A clean
+//! end always means that every batch the producer took is in the ring.
+//!
+//! A consumer reports the end of a session it was reading, once: one whose
+//! producer was alive when the consumer attached, began later, or sent a
+//! message the consumer received. So either side may start first, on a new
+//! ring or on one that already carried streams: a consumer that attaches to
+//! a ring whose last stream was closed (or died) and fully consumed waits
+//! for the next producer instead of ending at once, and a consumer that
+//! attaches after a producer wrote everything and closed still receives
+//! that stream and its end. After reporting an end, the next receive waits
+//! for the next session.
+//!
 //! # Crash and restart
 //!
 //! A consumer that goes away (dropped, or killed) leaves every message it
