@@ -314,11 +314,11 @@ impl BatchProducer {
             at += part.len();
         }
         if streamed {
-            // SYNC POINT arena: streaming stores are weakly ordered even on
-            // x86, and a Release store does not order them; the fence makes
-            // them visible before the Release stores below (arena_head, and
-            // write_seq in try_push, whose Acquire load by the consumer
-            // publishes these bytes).
+            // Streaming stores are weakly ordered even on x86, and a Release
+            // store does not order them; the fence makes them visible before
+            // the Release stores below: arena_head, and write_seq in try_push
+            // (SYNC POINT write_seq), whose Acquire load by the consumer
+            // publishes these bytes.
             store_fence();
         }
         let end = pos + size;
