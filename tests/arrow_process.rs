@@ -240,7 +240,11 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
         ..ring_opts()
     };
     let mut tx = BatchProducer::create(&ring.0, &opts).unwrap();
-    // The producer runs in this process; it retries while no consumer is there.
+    // The producer runs in this process; it retries while no consumer is
+    // there. It closes only once the last consumer is attached: a consumer
+    // reports the end of a session it was reading, and one that attached to
+    // a closed and drained ring would wait for the next producer instead.
+    let (last_attached, wait_last) = std::sync::mpsc::channel::<()>();
     let producer = std::thread::spawn(move || {
         for i in 0..total {
             let b = dict_batch(i);
@@ -255,6 +259,7 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
             }
         }
         while !matches!(tx.flush(Duration::from_millis(50)), Ok(true)) {}
+        wait_last.recv().unwrap();
         tx.close().unwrap();
     });
     let mut seed = std::time::SystemTime::now()
@@ -288,6 +293,7 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
     }
     // The last consumer, in this process, takes the rest.
     let mut rx = BatchConsumer::open(&ring.0, &opts).unwrap();
+    last_attached.send(()).unwrap();
     let mut last = Vec::new();
     while let Some(b) = rx.recv().unwrap() {
         let n = b

@@ -291,19 +291,23 @@ fn leases_release_in_fifo_order_and_are_bounded() {
         rx.recv_zero_copy(),
         Err(ArrowRingError::TooManyLeases { max: 3 })
     ));
-    // Dropping a newer lease frees nothing: the oldest still holds the line.
+    // Dropping a newer lease frees nothing: the oldest still holds the line,
+    // and the error says so (slot 0 is the schema, released).
     drop(l3);
     drop(l2);
     assert!(matches!(
         rx.recv_zero_copy(),
-        Err(ArrowRingError::TooManyLeases { max: 3 })
+        Err(ArrowRingError::OldestLeaseHeld {
+            seq: 1,
+            held_back: 2
+        })
     ));
     // A column kept from l1 keeps its lease (the pinning hazard).
     let kept = l1.column(0).clone();
     drop(l1);
     assert!(matches!(
         rx.recv_zero_copy(),
-        Err(ArrowRingError::TooManyLeases { max: 3 })
+        Err(ArrowRingError::OldestLeaseHeld { seq: 1, .. })
     ));
     drop(kept);
     // Now all three release at once, in order.
@@ -907,11 +911,279 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
             assert_eq!(got, dict_stream_batch(next), "batch {next} after a resume");
             next += 1;
         }
+        if next == 12 {
+            assert!(
+                rx.recv().unwrap().is_none(),
+                "end of stream after batch {next}"
+            );
+        }
+    }
+    assert_eq!(next, 12);
+}
+
+/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 640-byte
+/// header, 32 bytes each: pos, len, end, kind).
+fn descriptor_at(bytes: &[u8], seq: usize) -> [u64; 3] {
+    let at = 640 + (seq % 16) * 32;
+    let word = |k: usize| u64::from_ne_bytes(bytes[at + 8 * k..at + 8 * k + 8].try_into().unwrap());
+    [word(0), word(1), word(2)]
+}
+
+/// Writes `bytes` at `offset` of the file at `path` in place: the file stays
+/// as long as it is, so the mappings of attached processes stay valid.
+fn write_in_place(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// A descriptor whose bytes lie over a message the consumer still leases
+/// (the same arena offset one lap later) is refused, even though it starts
+/// after the last message read: the check spans from the oldest unreleased
+/// message, as FORMAT.md states.
+#[test]
+fn a_descriptor_overlapping_unreleased_bytes_is_refused() {
+    let (dir, o) = fuzz_setup("overlap");
+    let (messages, _) = laminar_ring_split(o.arena_bytes);
+    let b = everything_batch(20, 3).project(&[0, 1, 2]).unwrap();
+    let mut tx = BatchProducer::create("overlap", &o).unwrap();
+    tx.send(&b).unwrap();
+    tx.send(&b).unwrap();
+    let mut rx = BatchConsumer::open("overlap", &o).unwrap();
+    let held = rx.recv_zero_copy().unwrap().unwrap(); // slot 1, leased
+    let path = dir.join("overlap");
+    let bytes = std::fs::read(&path).unwrap();
+    let [pos, len, end] = descriptor_at(&bytes, 1);
+    // Slot 2 claims the arena bytes of slot 1, one lap on.
+    let forged = [pos + messages, len, end + messages];
+    let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    write_in_place(&path, 640 + 2 * 32, &raw);
+    match rx.recv_zero_copy() {
+        Err(ArrowRingError::CorruptDescriptor { seq: 2, .. }) => {}
+        other => panic!(
+            "expected CorruptDescriptor for slot 2, got {:?}",
+            other.map(|b| b.map(|b| b.num_rows()))
+        ),
+    }
+    assert_eq!(&*held, &b, "the leased batch is intact");
+    drop(held);
+    drop(rx);
+    drop(tx);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The message part of an arena of `arena` bytes and its save area (the
+/// last eighth, rounded down to 64 bytes), as FORMAT.md gives them.
+fn laminar_ring_split(arena: u64) -> (u64, u64) {
+    let save = (arena / 8) & !63;
+    (arena - save, save)
+}
+
+/// A batch of one binary value of `n` bytes.
+fn blob(n: usize) -> RecordBatch {
+    let v = BinaryArray::from_iter_values([vec![0x5a_u8; n]]);
+    RecordBatch::try_from_iter([("b", Arc::new(v) as ArrayRef)]).unwrap()
+}
+
+/// On a drained ring, any message that fits the message area goes in at
+/// once, wherever the arena's head is: the tail skipped to place it in one
+/// piece counts as free when nothing is in use. (Before, only messages that
+/// fitted the larger piece around the head ever went in, and the producer
+/// waited forever on an empty ring.) With the consumer gone, the drained
+/// ring still takes it: `ConsumerGone` is only for a ring held by
+/// unreleased messages.
+#[test]
+fn a_drained_ring_takes_any_message_that_fits_its_message_area_at_every_head_position() {
+    for arena in [4096_u64, 16 << 10] {
+        let test = format!("bigmsg-{arena}");
+        let (dir, mut o) = fuzz_setup(&test);
+        o.arena_bytes = arena;
+        let (area, _) = laminar_ring_split(arena);
+        // The largest one-value binary batch whose message fits the area;
+        // any larger one is refused at once, naming the area. (Found on a
+        // ring of its own: a refusal restarts the producer's stream.)
+        let mut probe = BatchProducer::create(&format!("{test}-probe"), &o).unwrap();
+        let mut n = area as usize;
+        let big = loop {
+            match probe.try_send(&blob(n)) {
+                Err(ArrowRingError::BatchTooLarge { needed, arena }) => {
+                    assert_eq!(arena, area, "the limit named is the message area");
+                    assert!(needed > area);
+                    n -= 64;
+                }
+                Ok(()) => break blob(n),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        drop(probe);
+        let mut tx = BatchProducer::create(&test, &o).unwrap();
+        let mut rx = BatchConsumer::open(&test, &o).unwrap();
+        tx.send(&blob(1)).unwrap(); // the schema, and a first batch
+        assert_eq!(rx.recv().unwrap().unwrap(), blob(1));
+        let path = dir.join(&test);
+        let head = || {
+            let bytes = std::fs::read(&path).unwrap();
+            u64::from_ne_bytes(bytes[152..160].try_into().unwrap()) % area
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+        for round in 0..30 * (area / 64) as usize {
+            seen.insert(head());
+            tx.try_send(&big).unwrap();
+            assert_eq!(tx.pending(), 0, "round {round}: the big message waits");
+            assert_eq!(rx.recv().unwrap().unwrap(), big);
+            // One to three fillers of random sizes move the head.
+            for _ in 0..1 + next() % 3 {
+                let filler = blob(next() % (area as usize / 2));
+                tx.try_send(&filler).unwrap();
+                assert_eq!(tx.pending(), 0, "round {round}: a filler waits");
+                assert_eq!(rx.recv().unwrap().unwrap(), filler);
+            }
+        }
+        // A head is never inside the smallest message's length past an
+        // arena boundary (a message never spans one): every other position
+        // was tried.
+        let lo = *seen.iter().find(|&&p| p > 0).unwrap();
+        assert!(lo <= 512, "the smallest message is {lo} bytes");
+        let reachable = (lo..area).step_by(64).chain([0]);
+        let missed: Vec<_> = reachable.filter(|p| !seen.contains(p)).collect();
+        assert!(missed.is_empty(), "head positions never tried: {missed:?}");
+        // The consumer goes; the ring is drained: still no waiting.
+        drop(rx);
+        tx.send_timeout(&big, Duration::from_secs(10)).unwrap();
+        assert_eq!(tx.pending(), 0, "a drained ring waits for a consumer");
+        tx.close().unwrap();
+        let mut rx = BatchConsumer::open(&test, &o).unwrap();
+        assert_eq!(rx.recv().unwrap().unwrap(), big);
+        drop(rx);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Receives until the stream ends; returns the batches and how it ended.
+fn receive_to_end(rx: &mut BatchConsumer) -> (Vec<RecordBatch>, Result<(), ArrowRingError>) {
+    let mut got = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(b)) => got.push(b),
+            Ok(None) => return (got, Ok(())),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// A producer dropped while batches it took (`try_send`) are still pending
+/// and cannot be delivered: the stream ends abandoned, so the consumer
+/// learns it is incomplete (`PeerGone` after every delivered batch), never
+/// a clean end of stream after fewer batches than were accepted.
+#[test]
+fn a_producer_dropped_with_undelivered_batches_ends_the_stream_abandoned() {
+    let ring = Ring::new("droppending");
+    let o = opts(4, 64 << 10);
+    let b = everything_batch(20, 7).project(&[0, 1]).unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let mut accepted = 0;
+    loop {
+        match tx.try_send(&b) {
+            Ok(()) => accepted += 1,
+            Err(ArrowRingError::Timeout) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(tx.pending() > 0, "the last accepted batch waits for room");
+    drop(tx); // nobody drains the ring meanwhile
+    let (got, end) = receive_to_end(&mut rx);
+    assert!(
+        got.len() < accepted,
+        "{} of {accepted} delivered",
+        got.len()
+    );
+    assert!(got.iter().all(|g| g == &b));
+    assert!(
+        matches!(end, Err(ArrowRingError::PeerGone)),
+        "after {} of {accepted} accepted batches: {end:?}",
+        got.len()
+    );
+}
+
+/// A `close` that fails (the consumer is gone and the ring holds what it
+/// did not release) reports the error and does not end the stream as
+/// closed: the next consumer gets what was delivered, then `PeerGone`.
+#[test]
+fn a_failed_close_does_not_end_the_stream_cleanly() {
+    let ring = Ring::new("failclose");
+    let o = opts(4, 64 << 10);
+    let b = everything_batch(20, 8).project(&[0, 1]).unwrap();
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    drop(BatchConsumer::open(&ring.name, &o).unwrap()); // attached, gone
+    let mut accepted = 0;
+    while tx.pending() == 0 {
+        tx.send(&b).unwrap(); // taken, pending once the ring is full
+        accepted += 1;
+    }
+    match tx.close() {
+        Err(ArrowRingError::ConsumerGone) => {}
+        other => panic!("expected ConsumerGone, got {other:?}"),
     }
     let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let (got, end) = receive_to_end(&mut rx);
+    assert_eq!(got.len(), accepted - 1, "all but the pending batch");
     assert!(
-        rx.recv().unwrap().is_none(),
-        "end of stream after batch {next}"
+        matches!(end, Err(ArrowRingError::PeerGone)),
+        "a failed close ended the stream as {end:?}"
     );
-    assert_eq!(next, 12);
+}
+
+/// "Either may start first" on a ring that already carried a stream: a
+/// consumer reports the end of a producer session only if it was reading
+/// that session (a producer was alive when it attached, or it received a
+/// message of it), and only once; otherwise it waits for the next session.
+#[test]
+fn a_consumer_reports_only_the_end_of_a_session_it_was_reading() {
+    let ring = Ring::new("sessions-end");
+    let o = opts(16, 64 << 10);
+    let batch = |v: i64| {
+        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![v])) as ArrayRef)])
+            .unwrap()
+    };
+    let quiet = Duration::from_millis(300);
+    let waits = |rx: &mut BatchConsumer, what: &str| match rx.recv_timeout(quiet) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("{what}: expected to wait, got {other:?}"),
+    };
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    tx.send(&batch(1)).unwrap();
+    tx.close().unwrap();
+    // Attached after the producer closed: it still gets the stream and its end.
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(1));
+    assert!(rx.recv().unwrap().is_none());
+    waits(&mut rx, "an end already reported");
+    drop(rx);
+    // A new consumer of the finished, drained ring waits for the next session.
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    waits(&mut rx, "a consumer that never saw the session");
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&batch(2)).unwrap();
+    tx.close().unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(2));
+    assert!(rx.recv().unwrap().is_none());
+    // A session that sends nothing, while the consumer waits: its end too.
+    let tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.close().unwrap();
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none());
+    // A producer that dies: PeerGone for the consumer reading it, once.
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&batch(3)).unwrap();
+    tx.abandon();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch(3));
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Err(ArrowRingError::PeerGone)
+    ));
+    waits(&mut rx, "a death already reported");
+    drop(rx);
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    waits(&mut rx, "a death before it attached, everything delivered");
 }

@@ -956,3 +956,134 @@ fn changing_dictionaries_reach_every_output_format() {
         }
     }
 }
+
+// ---- Arrow ring trust: arena room, lease accounting, sessions ----
+
+/// A small arena and batches far larger than it: `produce` splits each
+/// batch until its parts fit the ring's message area, and every part goes
+/// in once the consumer has drained the ring, wherever the arena's head
+/// stands; nothing waits forever, and every row arrives once.
+#[test]
+fn produce_with_a_small_arena_and_huge_batches_delivers_every_row() {
+    let d = Dir::new("smallarena");
+    let data = batches(4, 50_000, true);
+    write_stream(&d.path("in.arrows"), &data);
+    // The producer first: it creates the ring with its small arena.
+    let tx = d.spawn(&[
+        "produce",
+        "s",
+        "-i",
+        &d.s("in.arrows"),
+        "--batch-rows",
+        "10000000",
+        "--arena",
+        "64KiB",
+        "--slots",
+        "16",
+    ]);
+    wait_until("the producer's ring", Duration::from_secs(10), || {
+        d.path("s").exists()
+    });
+    let rx = d.spawn(&["consume", "s", "-o", &d.s("out.arrows")]);
+    ok(wait_with_timeout(tx, Duration::from_secs(120)));
+    ok(wait_with_timeout(rx, Duration::from_secs(120)));
+    assert_eq!(rows(&read_stream(&d.path("out.arrows"))), rows(&data));
+}
+
+/// Batch `k` of 100 rows: `id`, and `tag`, a dictionary column whose
+/// dictionary is the same in every batch (so it is sent once).
+fn tagged(k: usize) -> RecordBatch {
+    use arrow_array::{DictionaryArray, Int32Array};
+    let tags = Arc::new(StringArray::from(vec!["red", "green", "blue"])) as ArrayRef;
+    let keys = Int32Array::from_iter_values((0..100).map(|j| ((k + j) % 3) as i32));
+    let tag = DictionaryArray::<arrow_array::types::Int32Type>::try_new(keys, tags).unwrap();
+    let id = Int64Array::from_iter_values((0..100).map(|j| (k * 100 + j) as i64));
+    RecordBatch::try_from_iter([
+        ("id", Arc::new(id) as ArrayRef),
+        ("tag", Arc::new(tag) as ArrayRef),
+    ])
+    .unwrap()
+}
+
+/// The rows of `tagged` batches, with the tags decoded.
+fn tagged_rows(bs: &[RecordBatch]) -> Vec<(i64, String)> {
+    bs.iter()
+        .flat_map(|b| {
+            let id = b.column(0).as_primitive::<Int64Type>().clone();
+            let tag = arrow_cast::cast(b.column(1), &DataType::Utf8).unwrap();
+            let tag = tag.as_string::<i32>().clone();
+            (0..b.num_rows()).map(move |j| (id.value(j), tag.value(j).to_owned()))
+        })
+        .collect()
+}
+
+/// A sidecar killed while a producer streams into its ring, then started
+/// again with a backlog of unreleased batches larger than the lease limit
+/// (64), all with one dictionary: it writes every batch it had not
+/// released and exits 0. (The Arrow stream writer keeps the last dictionary
+/// column it wrote; a leased one kept its batch, and so every later batch,
+/// from being released, and `consume` failed with "64 leased batches are
+/// outstanding" while holding one at a time.)
+#[test]
+fn a_restarted_consume_drains_a_dictionary_backlog_beyond_the_lease_limit() {
+    let d = Dir::new("backlog");
+    let data: Vec<_> = (0..160).map(tagged).collect();
+    let mut rx = d.spawn(&["consume", "b", "-o", &d.s("a.arrows")]);
+    wait_until("the consumer's ring", Duration::from_secs(10), || {
+        d.path("b").exists()
+    });
+    let mut tx = d
+        .cmd(&["produce", "b", "-i", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = StreamWriter::try_new(tx.stdin.take().unwrap(), &data[0].schema()).unwrap();
+    for b in &data[..5] {
+        w.write(b).unwrap();
+        w.flush().unwrap();
+    }
+    // Slots: the schema, the dictionary, then one per batch.
+    wait_until("a batch released", Duration::from_secs(10), || {
+        d.seq("b", "read_seq") >= 3
+    });
+    signal(rx.id(), "KILL");
+    let _ = rx.wait();
+    for b in &data[5..] {
+        w.write(b).unwrap();
+    }
+    w.finish().unwrap();
+    drop(w);
+    ok(wait_with_timeout(tx, Duration::from_secs(30)));
+    let rx = d.spawn(&["consume", "b", "-o", &d.s("b.arrows")]);
+    ok(wait_with_timeout(rx, Duration::from_secs(60)));
+    let got = read_stream(&d.path("b.arrows"));
+    let skipped = data.len() - got.len();
+    assert!(skipped <= 5, "the restart skipped {skipped} batches");
+    assert_eq!(tagged_rows(&got), tagged_rows(&data[skipped..]));
+}
+
+/// Running a pipe again on a ring that carried a finished stream: the new
+/// `consume` waits for the next producer and writes its rows, instead of
+/// ending at once with an empty output.
+#[test]
+fn consume_on_a_ring_that_carried_a_finished_stream_waits_for_the_next_producer() {
+    let d = Dir::new("rerun");
+    let first = batches(3, 100, true);
+    let second: Vec<_> = (0..4)
+        .map(|k| batch(10_000 + k * 100, 100, false))
+        .collect();
+    write_stream(&d.path("1.arrows"), &first);
+    write_stream(&d.path("2.arrows"), &second);
+    ok(d.run(&["produce", "p", "-i", &d.s("1.arrows")]));
+    ok(d.run(&["consume", "p", "-o", &d.s("1.out")]));
+    assert_eq!(rows(&read_stream(&d.path("1.out"))), rows(&first));
+    let rx = d.spawn(&["consume", "p", "-o", &d.s("2.out")]);
+    wait_until("the second consumer", Duration::from_secs(10), || {
+        d.info("p")["consumer"]["alive"] == true
+    });
+    ok(d.run(&["produce", "p", "-i", &d.s("2.arrows")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("2.out"))), rows(&second));
+}

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader, BufWriter, Cursor, Read, Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, RecordBatchOptions, make_array};
+use arrow_data::transform::MutableArrayData;
 use arrow_ipc::writer::{FileWriter, StreamWriter};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use clap::ValueEnum;
@@ -376,6 +377,64 @@ impl Output {
     }
 }
 
+/// `batch`, with each column that holds a dictionary copied into process
+/// memory (the dictionary's values are shared, only the rest is copied).
+///
+/// arrow-ipc's stream writer keeps the last dictionary column it wrote for
+/// each dictionary id, keys included, to tell whether the next one changed.
+/// A column of a batch leased from the ring would keep that batch's lease,
+/// and with it (the ring releases in order) every batch after it, until
+/// `consume` failed with "64 leased batches are outstanding" while holding
+/// one batch at a time.
+fn detach_dictionaries(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let holds_dictionary = |t: &DataType| {
+        let mut found = false;
+        let mut stack = vec![t];
+        while let Some(t) = stack.pop() {
+            match t {
+                DataType::Dictionary(..) => found = true,
+                DataType::List(f)
+                | DataType::LargeList(f)
+                | DataType::ListView(f)
+                | DataType::LargeListView(f)
+                | DataType::FixedSizeList(f, _)
+                | DataType::Map(f, _) => stack.push(f.data_type()),
+                DataType::Struct(fs) => stack.extend(fs.iter().map(|f| f.data_type())),
+                DataType::Union(fs, _) => stack.extend(fs.iter().map(|(_, f)| f.data_type())),
+                DataType::RunEndEncoded(a, b) => stack.extend([a.data_type(), b.data_type()]),
+                _ => {}
+            }
+        }
+        found
+    };
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| holds_dictionary(f.data_type()))
+    {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            if !holds_dictionary(c.data_type()) {
+                return Ok(c.clone());
+            }
+            let data = c.to_data();
+            let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+            copy.try_extend(0, 0, data.len())?;
+            Ok(make_array(copy.freeze()))
+        })
+        .collect::<Result<_, ArrowError>>()?;
+    RecordBatch::try_new_with_options(
+        batch.schema(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}
+
 /// A writer of one output format.
 pub enum Sink {
     Stream(StreamWriter<Out>),
@@ -547,7 +606,7 @@ impl Sink {
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArrowError> {
         match self {
-            Self::Stream(w) => w.write(batch),
+            Self::Stream(w) => w.write(&detach_dictionaries(batch)?),
             Self::File(w, plain) => {
                 let columns = batch
                     .columns()

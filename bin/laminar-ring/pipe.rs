@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
+use arrow_schema::{ArrowError, Schema, SchemaRef};
 use laminar_ring::arrow::{ArrowRingError, BatchConsumer, BatchProducer, LeasedBatch};
 
 use crate::failure::{EXIT_PRODUCER_DIED, Failure, fail, file_failure, ring_failure};
@@ -160,8 +160,8 @@ fn send(
             Err(ArrowRingError::ConsumerGone) => {
                 if !*waiting {
                     progress.note(&format!(
-                        "the consumer of ring '{name}' is gone and the ring is full; \
-                         waiting for a new consumer"
+                        "the consumer of ring '{name}' is gone and the batches it did not \
+                         release leave no room for the next; waiting for a new consumer"
                     ));
                     *waiting = true;
                 }
@@ -223,10 +223,6 @@ struct Drain<'a> {
     out: Option<formats::Output>,
     sink: Option<Sink>,
     held: Vec<LeasedBatch>,
-    /// Write a private copy of each batch: an Arrow stream writer keeps
-    /// the dictionaries it wrote, and a kept dictionary would keep its
-    /// batch's lease, and with it every later slot, from being released.
-    copy_out: bool,
 }
 
 impl Drain<'_> {
@@ -261,7 +257,6 @@ impl Drain<'_> {
             }
             // Later producers must send the same schema.
             rx.expect_schema(schema.clone());
-            self.copy_out = self.args.format == OutputFormat::Arrow && has_dictionary(&schema);
             let out = self
                 .out
                 .take()
@@ -272,10 +267,9 @@ impl Drain<'_> {
         }
         let sink = self.sink.as_mut().expect("made above");
         let batch = self.held.last().expect("pushed above");
-        let written = match self.copy_out {
-            true => batch.to_owned_batch().and_then(|b| sink.write(&b)),
-            false => sink.write(batch),
-        };
+        // The Arrow stream writer copies dictionary columns itself
+        // (`formats::detach_dictionaries`), so it keeps no lease.
+        let written = sink.write(batch);
         let holds = sink.holds_batches();
         written.map_err(|e| self.write_failure(&e))?;
         if !holds || limits.reached(&self.held, rx.outstanding()) {
@@ -312,26 +306,6 @@ impl Drain<'_> {
     }
 }
 
-/// Whether a dictionary type occurs anywhere in `schema`.
-fn has_dictionary(schema: &Schema) -> bool {
-    fn in_type(t: &DataType) -> bool {
-        match t {
-            DataType::Dictionary(..) => true,
-            DataType::Struct(fs) => fs.iter().any(|f| in_type(f.data_type())),
-            DataType::Union(fs, _) => fs.iter().any(|(_, f)| in_type(f.data_type())),
-            DataType::List(f)
-            | DataType::LargeList(f)
-            | DataType::ListView(f)
-            | DataType::LargeListView(f)
-            | DataType::FixedSizeList(f, _)
-            | DataType::Map(f, _) => in_type(f.data_type()),
-            DataType::RunEndEncoded(_, v) => in_type(v.data_type()),
-            _ => false,
-        }
-    }
-    schema.fields().iter().any(|f| in_type(f.data_type()))
-}
-
 pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -353,7 +327,6 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
         out: Some(out),
         sink: None,
         held: Vec::new(),
-        copy_out: false,
     };
     let mut progress = Progress::new(&format!("consume <- {name}"));
     let mut told_dead = false;

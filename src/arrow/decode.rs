@@ -15,6 +15,8 @@ use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::check::FlatSchema;
+use super::framing::{data_message, parse_schema};
+use super::resume::{Change, ReleasedState, Restored, SaveArea};
 use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
     MSG_SCHEMA,
@@ -22,6 +24,22 @@ use super::{
 use crate::shm::header::RingKind;
 use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
 use crate::sync::Ordering;
+use crate::wait::WaitStrategy;
+
+/// Which end of a producer session a consumer reports (`EndOfStream` or
+/// `PeerGone`): only that of a session it was reading, once. A ring that
+/// already carried a finished stream then serves the next session to a new
+/// consumer, rather than ending it at once.
+#[derive(Default)]
+struct SessionWatch {
+    /// `producer_sessions` when this consumer attached or last reported an
+    /// end: a later session is one it was there for.
+    baseline: u64,
+    /// It was reading the session at `baseline`: a producer was alive when
+    /// it attached, or it has consumed a message since (attached or last
+    /// reported an end).
+    reading: bool,
+}
 
 /// What leases share with their consumer: which sequences are done.
 struct LeaseBook {
@@ -98,12 +116,22 @@ impl LeasedBatch {
     }
 }
 
-/// Messages a resuming consumer needs: the schema, and per dictionary id
-/// the last replacement and any deltas after it.
-#[derive(Default)]
-struct SavedState {
-    schema: Vec<u8>,
-    dictionaries: std::collections::BTreeMap<i64, Vec<Vec<u8>>>,
+/// A message read but not yet released: where it lies in the arena, and
+/// the change of decoder state its release makes (schema and dictionary
+/// messages).
+struct Unreleased {
+    pos: u64,
+    end: u64,
+    change: Option<Change>,
+}
+
+/// The release side of a consumer: what it has read and not released, the
+/// decoder state as of `read_seq`, and where that state is saved.
+struct Releaser {
+    /// Oldest first; the oldest has sequence `read_seq`.
+    outstanding: VecDeque<Unreleased>,
+    state: ReleasedState,
+    save: SaveArea,
 }
 
 /// Receives `RecordBatch`es from an Arrow ring.
@@ -117,17 +145,15 @@ pub struct BatchConsumer {
     schema: Option<SchemaRef>,
     expected: Option<SchemaRef>,
     book: Arc<LeaseBook>,
-    /// Arena end of each message read but not yet released, oldest first;
-    /// the oldest has sequence `inner.read_seq()`.
-    outstanding: VecDeque<u64>,
+    /// Messages read and not yet released, and the released state.
+    rel: Releaser,
     /// End of the last message read (descriptors must not go backwards).
     last_end: u64,
-    /// The save area (after the message ring) and its size.
-    save: *mut u8,
-    save_len: u64,
-    /// The decoder state as saved there.
-    saved: SavedState,
     max_leases: usize,
+    /// The wait strategy of `inner`, for waits of this layer's own.
+    wait: WaitStrategy,
+    /// Which producer session's end this consumer may report.
+    session: SessionWatch,
     /// Set when resuming a stream whose saved state had overflowed the save
     /// area: the size of one half of that area, for the error that explains
     /// why the next data message cannot be decoded.
@@ -168,133 +194,75 @@ impl BatchConsumer {
         let map_end = unsafe { seg.ptr_at(layout.total_len) } as usize;
         // SAFETY: offset 0 is the start of the mapping.
         let map_start = unsafe { seg.ptr_at(0) } as usize;
-        // Acquire: pairs with the consumer's own earlier Release (restart).
-        let released = seg.header().consumer.arena_released.load(Ordering::Acquire);
         let book = Arc::new(LeaseBook {
             done: Mutex::new(BTreeSet::new()),
             ring: inner.ring_handle(),
         });
         let (arena_len, save_len) = super::split_arena(layout.arena_len);
         // SAFETY: the save area is the arena's last `save_len` bytes, inside
-        // the validated arena.
-        let save = unsafe { arena.add(arena_len as usize) }.cast_mut();
+        // the validated arena; the mapping lives as long as `inner`, which
+        // moves with it; only the consumer writes it, and this process holds
+        // the consumer role.
+        let save = unsafe { SaveArea::new(arena.add(arena_len as usize).cast_mut(), save_len) };
         let mut me = Self {
             inner,
             arena,
             arena_len,
-            save,
-            save_len,
-            saved: SavedState::default(),
+            rel: Releaser {
+                outstanding: VecDeque::new(),
+                state: ReleasedState::default(),
+                save,
+            },
             map: map_start..map_end,
             decoder: None,
             schema: None,
             expected: None,
             book,
-            outstanding: VecDeque::new(),
-            last_end: released,
+            // Nothing read yet: the first message may start anywhere. (Not
+            // arena_released: it is information, and a consumer killed
+            // between its release stores leaves it behind read_seq.)
+            last_end: 0,
             max_leases: opts.max_leases.max(1),
+            wait: WaitStrategy::Park,
+            session: SessionWatch::default(),
             unsaved_state: None,
         };
         me.restore_saved_state()?;
+        // The session counter first, then the producer's lock: a producer
+        // that attaches in between moves the counter, so it is not missed.
+        me.session.baseline = me.producer_sessions();
+        me.session.reading = me.inner.producer_alive();
         Ok(me)
     }
 
-    /// The saved-state word: bit 63 overflow, bit 62 half, low bits length.
-    fn saved_word(&self) -> u64 {
-        // Acquire: pairs with the Release in save_message (possibly by a
-        // previous consumer process).
-        (self.inner.segment().header().consumer)
-            .saved_state
-            .load(Ordering::Acquire)
-    }
-
-    /// Keeps a copy of the decoder state (the schema message and, per
-    /// dictionary id, the messages since its last replacement) in the save
-    /// area, before the message that changed it is released. The new state
-    /// is written to the half not in use and then switched to, so a crash at
-    /// any point leaves one complete state.
-    fn save_message(&mut self, kind: u32, bytes: Vec<u8>) {
-        const OVERFLOW: u64 = 1 << 63;
-        const HALF: u64 = 1 << 62;
-        if kind == MSG_SCHEMA {
-            self.saved.schema = bytes;
-            self.saved.dictionaries.clear();
-        } else {
-            let Some((id, delta)) = dictionary_id(&bytes) else {
-                return;
-            };
-            let entry = self.saved.dictionaries.entry(id).or_default();
-            if !delta {
-                entry.clear();
-            }
-            entry.push(bytes);
-        }
-        let word = self.saved_word();
-        let half = (word & HALF) ^ HALF;
-        let half_len = (self.save_len / 2) & !(ARENA_ALIGN - 1);
-        let parts =
-            std::iter::once(&self.saved.schema).chain(self.saved.dictionaries.values().flatten());
-        let total: u64 = parts.clone().map(|p| p.len() as u64).sum();
-        let new_word = if total > half_len {
-            OVERFLOW
-        } else {
-            let mut at = if half != 0 { half_len } else { 0 };
-            for p in parts {
-                // SAFETY: at + p.len() <= base + total <= 2 * half_len <=
-                // save_len: inside the save area, which only the consumer
-                // writes, in the half that the saved word does not name.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(p.as_ptr(), self.save.add(at as usize), p.len());
-                }
-                at += p.len() as u64;
-            }
-            half | total
-        };
-        // Release: publishes the saved bytes to a restarted consumer's Acquire.
-        (self.inner.segment().header().consumer)
-            .saved_state
-            .store(new_word, Ordering::Release);
-    }
-
-    /// A consumer that resumes a stream replays the schema and dictionaries
-    /// its predecessor saved, so that it can decode the messages that follow.
+    /// A consumer that resumes a stream replays the state saved for its
+    /// `read_seq` (see `resume.rs`), so that it can decode the messages that
+    /// follow, and starts its released state from it.
     fn restore_saved_state(&mut self) -> Result<(), ArrowRingError> {
-        const OVERFLOW: u64 = 1 << 63;
-        const HALF: u64 = 1 << 62;
-        let word = self.saved_word();
         let seq = self.inner.read_seq();
         let corrupt = |why: String| ArrowRingError::CorruptMessage {
             seq,
             source: ArrowError::IpcError(format!("saved decoder state: {why}")),
         };
-        if word & OVERFLOW != 0 {
-            // Too many dictionaries to save: resuming works only if the next
-            // message starts a stream; decode() reports it otherwise.
-            self.unsaved_state = Some(self.save_len / 2);
-            return Ok(());
-        }
-        let half_len = (self.save_len / 2) & !(ARENA_ALIGN - 1);
-        let len = word & (HALF - 1);
-        if len == 0 {
-            return Ok(());
-        }
-        if len > half_len {
-            return Err(corrupt(format!("{len} bytes in a {half_len}-byte area")));
-        }
-        let base = if word & HALF != 0 { half_len } else { 0 };
-        // SAFETY: base + len <= 2 * half_len <= save_len, inside the arena;
-        // copied out at once.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(self.save.add(base as usize), len as usize) }
-                .to_vec();
-        let mut at = 0;
-        while at < bytes.len() {
-            let rest = &bytes[at..];
-            let msg_len = message_len(rest).map_err(|e| corrupt(e.to_string()))?;
-            let kind = if at == 0 { MSG_SCHEMA } else { MSG_DICTIONARY };
-            let buffer = Buffer::from(&rest[..msg_len]);
-            self.decode(seq, kind, &buffer)?;
-            at += msg_len;
+        let word = &self.inner.segment().header().consumer.saved_state;
+        match self.rel.save.restore(seq, word).map_err(corrupt)? {
+            Restored::Nothing => {}
+            Restored::Overflowed { half } => {
+                // Too many dictionaries to save: resuming works only if the
+                // next message starts a stream; decode() reports it otherwise.
+                self.unsaved_state = Some(half);
+            }
+            Restored::Messages(messages) => {
+                for (i, m) in messages.into_iter().enumerate() {
+                    let kind = if i == 0 { MSG_SCHEMA } else { MSG_DICTIONARY };
+                    self.decode(seq, kind, &m)?;
+                    let change = match self.schema.clone() {
+                        Some(schema) if kind == MSG_SCHEMA => Change::Schema(m, schema),
+                        _ => Change::Dictionary(m),
+                    };
+                    self.rel.state.apply(change);
+                }
+            }
         }
         Ok(())
     }
@@ -312,6 +280,7 @@ impl BatchConsumer {
     /// spin up to 50 µs, then sleep on a futex in the segment).
     pub fn set_wait_strategy(&mut self, wait: crate::WaitStrategy) {
         self.inner.set_wait_strategy(wait);
+        self.wait = wait;
     }
 
     /// The stream's schema, once its schema message has been received.
@@ -354,8 +323,11 @@ impl BatchConsumer {
     ///
     /// # Errors
     ///
-    /// As [`recv`](Self::recv), and `TooManyLeases` when `max_leases` leased
-    /// batches are alive.
+    /// As [`recv`](Self::recv), and, when `max_leases` messages are read and
+    /// not yet released: `TooManyLeases` if that many leased batches are
+    /// alive, or `OldestLeaseHeld` if fewer are and the oldest one (or an
+    /// array or slice kept from it) holds back the release of the later
+    /// ones, which were dropped.
     pub fn recv_zero_copy(&mut self) -> Result<Option<LeasedBatch>, ArrowRingError> {
         self.recv_until(None, true)
     }
@@ -379,25 +351,44 @@ impl BatchConsumer {
     ) -> Result<Option<LeasedBatch>, ArrowRingError> {
         loop {
             self.release_done();
-            if zero_copy && self.outstanding.len() >= self.max_leases {
-                return Err(ArrowRingError::TooManyLeases {
-                    max: self.max_leases,
-                });
+            if zero_copy && self.rel.outstanding.len() >= self.max_leases {
+                return Err(self.lease_limit());
             }
-            let (book, outstanding) = (&self.book, &mut self.outstanding);
+            let (book, rel) = (&self.book, &mut self.rel);
             let waited = self.inner.wait_until(deadline, |rx| {
-                release_done_in(rx, book, outstanding);
-                rx.len() > outstanding.len()
+                release_done_in(rx, book, rel);
+                rx.len() > rel.outstanding.len()
             });
-            match waited {
-                Ok(()) => {}
-                Err(ShmPopError::EndOfStream) => return Ok(None),
-                Err(ShmPopError::PeerGone) => return Err(ArrowRingError::PeerGone),
-                Err(ShmPopError::Timeout) => {
+            let ended = match waited {
+                Ok(()) => None,
+                Err(ShmPopError::EndOfStream) => Some(Ok(None)),
+                Err(ShmPopError::PeerGone) => Some(Err(ArrowRingError::PeerGone)),
+                Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
+            };
+            if let Some(end) = ended {
+                // Drained, and the producer closed or died: report the end of
+                // a session this consumer was reading, once; for any other
+                // (reported already, or over before it attached), wait for
+                // the next session.
+                let sessions = self.producer_sessions();
+                if self.session.reading || sessions != self.session.baseline {
+                    self.session = SessionWatch {
+                        baseline: sessions,
+                        reading: false,
+                    };
+                    return end;
+                }
+                if !self.wait_for_next_session(deadline) {
                     return Err(ArrowRingError::Timeout);
                 }
+                continue;
             }
             if let Some(batch) = self.next_message(zero_copy)? {
+                if !zero_copy {
+                    // A copy is done with its message: release it now, as
+                    // `recv` promises, rather than at the next call.
+                    self.release_done();
+                }
                 return Ok(Some(batch));
             }
         }
@@ -405,7 +396,7 @@ impl BatchConsumer {
 
     /// Reads, validates and decodes the next unread descriptor's message.
     fn next_message(&mut self, zero_copy: bool) -> Result<Option<LeasedBatch>, ArrowRingError> {
-        let index = self.outstanding.len();
+        let index = self.rel.outstanding.len();
         let seq = self.inner.read_seq() + index as u64;
         let desc = self
             .inner
@@ -415,7 +406,11 @@ impl BatchConsumer {
         let start = self.check(seq, &desc)?;
         let last_end = self.last_end;
         self.last_end = desc.end;
-        self.outstanding.push_back(desc.end);
+        self.rel.outstanding.push_back(Unreleased {
+            pos: desc.pos,
+            end: desc.end,
+            change: None,
+        });
         let len = desc.len as usize;
         let lease_it = zero_copy && desc.kind == MSG_RECORD_BATCH;
         let buffer = if lease_it {
@@ -438,18 +433,30 @@ impl BatchConsumer {
             Buffer::from_vec(bytes.to_vec())
         };
         let decoded = self.decode(seq, desc.kind, &buffer);
-        drop(buffer);
         if let Err(ArrowRingError::SchemaMismatch { .. }) = decoded {
             // Refused, not consumed: the message stays in the ring for a
             // consumer that accepts its schema (decode changed no state).
-            self.outstanding.pop_back();
+            self.rel.outstanding.pop_back();
             self.last_end = last_end;
             return decoded.map(|_| None);
         }
+        // Consumed (decoded or not): this consumer is reading a session.
+        self.session.reading = true;
         if !lease_it {
             self.mark_done(seq);
         }
         let batch = decoded?;
+        // A schema or dictionary the decoder took changes the saved state
+        // when this message is released (not now: older batches may still
+        // be leased, and a consumer that resumes decodes them again).
+        let change = match desc.kind {
+            MSG_SCHEMA => self.schema.clone().map(|s| Change::Schema(buffer, s)),
+            MSG_DICTIONARY => Some(Change::Dictionary(buffer)),
+            _ => None,
+        };
+        if let Some(u) = self.rel.outstanding.back_mut() {
+            u.change = change;
+        }
         Ok(batch.map(|batch| LeasedBatch { batch }))
     }
 
@@ -485,13 +492,13 @@ impl BatchConsumer {
             )));
         }
         let end_ok = d.pos.checked_add(d.len).is_some_and(|e| e <= d.end);
-        let released = self
-            .outstanding
-            .front()
-            .map_or(self.last_end, |_| self.last_end);
+        // The bytes from the oldest message still unreleased (this one, if
+        // none is) up to this one's end must fit in the arena, or this
+        // message would overlap bytes that are still in use.
+        let oldest = self.rel.outstanding.front().map_or(d.pos, |u| u.pos);
         let span_ok = d
             .end
-            .checked_sub(released.min(d.pos))
+            .checked_sub(oldest.min(d.pos))
             .is_some_and(|s| s <= self.arena_len);
         if !end_ok || !span_ok {
             return Err(bad(format!(
@@ -526,7 +533,6 @@ impl BatchConsumer {
             }
             self.decoder = Some(SessionDecoder::new(found.clone()));
             self.schema = Some(found);
-            self.save_message(kind, bytes.to_vec());
             return Ok(None);
         }
         let Some(decoder) = &mut self.decoder else {
@@ -561,11 +567,60 @@ impl BatchConsumer {
             }
         }))
         .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())));
-        let batch = result.map_err(corrupt)?;
-        if kind == MSG_DICTIONARY {
-            self.save_message(kind, bytes.to_vec());
+        result.map_err(corrupt)
+    }
+
+    /// Producer attachments so far (line 1 of the header).
+    fn producer_sessions(&self) -> u64 {
+        // Relaxed: a counter (incremented Relaxed at a producer's attach).
+        // It only tells whether a session began since `baseline`; the ends
+        // themselves are observed through producer_state (Acquire, in
+        // ShmConsumer) and the data through write_seq.
+        (self.inner.segment().header().producer)
+            .producer_sessions
+            .load(Ordering::Relaxed)
+    }
+
+    /// Waits until a message is ready or another producer session has
+    /// started; `false` at the deadline.
+    fn wait_for_next_session(&mut self, deadline: Option<Instant>) -> bool {
+        let ring = self.book.ring.clone();
+        let cell = &ring.seg.header().not_empty.cell;
+        let baseline = self.session.baseline;
+        let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
+        crate::wait::block_on(self.wait, cell, true, deadline, || {
+            release_done_in(inner, book, rel);
+            // Relaxed: a changed counter only sends us back to the ordinary
+            // wait, whose loads order what follows.
+            let sessions = ring
+                .seg
+                .header()
+                .producer
+                .producer_sessions
+                .load(Ordering::Relaxed);
+            (inner.len() > rel.outstanding.len() || sessions != baseline).then_some(())
+        })
+        .is_some()
+    }
+
+    /// Why `max_leases` messages are read and not released: as many leases
+    /// alive, or the oldest one alive and the rest dropped but held back
+    /// (releases are in order).
+    fn lease_limit(&self) -> ArrowRingError {
+        let done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
+        let first = self.inner.read_seq();
+        let read = self.rel.outstanding.len() as u64;
+        let alive = (first..first + read).filter(|s| !done.contains(s)).count();
+        if alive >= self.max_leases {
+            ArrowRingError::TooManyLeases {
+                max: self.max_leases,
+            }
+        } else {
+            ArrowRingError::OldestLeaseHeld {
+                seq: first,
+                held_back: read as usize - alive,
+            }
         }
-        Ok(batch)
     }
 
     fn mark_done(&self, seq: u64) {
@@ -574,12 +629,12 @@ impl BatchConsumer {
     }
 
     fn release_done(&mut self) {
-        release_done_in(&mut self.inner, &self.book, &mut self.outstanding);
+        release_done_in(&mut self.inner, &self.book, &mut self.rel);
     }
 
     /// Leased batches (and messages) read but not yet released.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.len()
+        self.rel.outstanding.len()
     }
 
     /// Releases every message read whose lease is already dropped (oldest
@@ -595,124 +650,59 @@ impl BatchConsumer {
         self.release_done();
         // Drop releases only what `outstanding` lists; leases dropped from
         // now on mark themselves done in a book that nobody reads.
-        self.outstanding.clear();
+        self.rel.outstanding.clear();
     }
 }
 
 /// Releases, oldest first, every read message whose lease is done; stops at
-/// the first one still leased (FIFO).
-fn release_done_in(
-    rx: &mut ShmConsumer<Descriptor>,
-    book: &LeaseBook,
-    outstanding: &mut VecDeque<u64>,
-) {
+/// the first one still leased (FIFO). Stores, in this order (FORMAT.md,
+/// "Intermediate states"): the released state, if a schema or dictionary
+/// message is among them (save area, then `saved_state`); `read_seq`;
+/// `arena_released`.
+fn release_done_in(rx: &mut ShmConsumer<Descriptor>, book: &LeaseBook, rel: &mut Releaser) {
     let mut done = book.done.lock().unwrap_or_else(|p| p.into_inner());
     let mut seq = rx.read_seq();
     let mut n = 0;
     let mut end = None;
-    while let Some(&e) = outstanding.front() {
-        if !done.remove(&seq) {
-            break;
-        }
-        outstanding.pop_front();
-        end = Some(e);
+    let mut changes = Vec::new();
+    while rel.outstanding.front().is_some() && done.remove(&seq) {
+        let u = rel.outstanding.pop_front().expect("front exists");
+        end = Some(u.end);
+        changes.extend(u.change);
         seq += 1;
         n += 1;
     }
     drop(done);
-    if let Some(end) = end {
-        // SYNC POINT arena: Release pairs with the Acquire load in
-        // BatchProducer::reserve: we are done with the arena below `end`.
-        rx.segment()
-            .header()
-            .consumer
-            .arena_released
-            .store(end, Ordering::Release);
-        rx.read_chunk(n).commit(n);
+    let Some(end) = end else { return };
+    if !changes.is_empty() {
+        for change in changes {
+            rel.state.apply(change);
+        }
+        // The state as of the new read_seq, saved before read_seq moves: a
+        // consumer killed in between resumes at the old read_seq with the
+        // old state (resume.rs).
+        let word = &rx.segment().header().consumer.saved_state;
+        rel.save.save(&mut rel.state, seq, word);
     }
+    // read_seq (Release, in ConsumerCore::release): the one store that
+    // releases, for the producer derives the free arena from the descriptor
+    // at read_seq (encode::release_point). We read every byte of these
+    // messages before it (copies, and leases once dropped).
+    rx.read_chunk(n).commit(n);
+    // Then arena_released, for `laminar-ring info` only: a kill between the
+    // two stores leaves it behind, which misleads no one. Release: pairs
+    // with the Acquire load in shm::inspect.
+    rx.segment()
+        .header()
+        .consumer
+        .arena_released
+        .store(end, Ordering::Release);
 }
 
 impl Drop for BatchConsumer {
     fn drop(&mut self) {
         self.release_done();
     }
-}
-
-/// The verified metadata of the IPC message at the start of `bytes`, and
-/// the offset where its body starts; the body itself lies within `bytes`.
-fn message_metadata(bytes: &[u8]) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
-    let err = |m: String| ArrowError::IpcError(m);
-    if bytes.len() < 8 || bytes[..4] != [0xff; 4] {
-        return Err(err("message without its prefix".into()));
-    }
-    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    let body_start = 8usize.saturating_add(meta_len);
-    let meta = bytes
-        .get(8..body_start)
-        .ok_or_else(|| err("metadata longer than its message".into()))?;
-    let message =
-        arrow_ipc::root_as_message(meta).map_err(|e| err(format!("message metadata: {e}")))?;
-    let body_len =
-        usize::try_from(message.bodyLength()).map_err(|_| err("negative body length".into()))?;
-    if body_len > bytes.len() - body_start {
-        return Err(err(format!(
-            "body of {body_len} bytes, but only {} follow the metadata",
-            bytes.len() - body_start
-        )));
-    }
-    Ok((message, body_start))
-}
-
-/// The schema in a schema message.
-fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
-    let (message, _) = message_metadata(bytes)?;
-    let schema = message
-        .header_as_schema()
-        .ok_or_else(|| ArrowError::IpcError("a schema slot that holds no schema".into()))?;
-    Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
-}
-
-/// The metadata of the dictionary or record batch message that is all of
-/// `bytes`, and the offset of its body, after checking that the message is
-/// of `kind`, ends where `bytes` ends, and declares every buffer inside its
-/// body.
-fn data_message(bytes: &[u8], kind: u32) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
-    let err = |m: String| ArrowError::IpcError(m);
-    let (message, body_start) = message_metadata(bytes)?;
-    let body_len = message.bodyLength() as u64; // non-negative: checked there
-    let left_over = (bytes.len() - body_start) as u64 - body_len;
-    if left_over != 0 {
-        return Err(err(format!(
-            "{left_over} bytes left over after one message"
-        )));
-    }
-    let batch = match (kind, message.header_type()) {
-        (MSG_RECORD_BATCH, arrow_ipc::MessageHeader::RecordBatch) => {
-            message.header_as_record_batch()
-        }
-        (MSG_DICTIONARY, arrow_ipc::MessageHeader::DictionaryBatch) => {
-            message.header_as_dictionary_batch().and_then(|d| d.data())
-        }
-        (_, other) => {
-            return Err(err(format!("a {other:?} message in a slot of kind {kind}")));
-        }
-    }
-    .ok_or_else(|| err("message header missing".into()))?;
-    for (i, b) in batch.buffers().into_iter().flatten().enumerate() {
-        let ok = u64::try_from(b.offset())
-            .ok()
-            .zip(u64::try_from(b.length()).ok())
-            .and_then(|(o, l)| o.checked_add(l))
-            .is_some_and(|end| end <= body_len);
-        if !ok {
-            return Err(err(format!(
-                "buffer {i} at {}+{} outside the {body_len}-byte body",
-                b.offset(),
-                b.length()
-            )));
-        }
-    }
-    Ok((message, body_start))
 }
 
 /// Decodes the dictionary and record batch messages of one stream (one
@@ -766,18 +756,4 @@ impl SessionDecoder {
         }
         self.checked.read_record_batch(block, buffer)
     }
-}
-
-/// Length of the IPC message at the start of `bytes`: prefix, metadata and
-/// body.
-fn message_len(bytes: &[u8]) -> Result<usize, ArrowError> {
-    let (message, body_start) = message_metadata(bytes)?;
-    Ok(body_start + message.bodyLength() as usize)
-}
-
-/// Id and delta flag of a dictionary batch message.
-fn dictionary_id(bytes: &[u8]) -> Option<(i64, bool)> {
-    let (message, _) = message_metadata(bytes).ok()?;
-    let d = message.header_as_dictionary_batch()?;
-    Some((d.id(), d.isDelta()))
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
+use arrow_ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamEncoder};
 use arrow_ipc::{MessageHeader, MetadataVersion};
 use arrow_schema::SchemaRef;
 
@@ -32,10 +32,15 @@ pub struct BatchProducer {
     arena_len: u64,
     /// Arena position where the next message goes (monotonic).
     head: u64,
+    /// A position below which the consumer has released every byte: the
+    /// start of the oldest unreleased message, as last seen (it only grows).
+    floor: u64,
     schema: Option<SchemaRef>,
     encoder: Option<StreamEncoder>,
     /// Messages encoded but not yet in the ring (a timed-out send).
     pending: VecDeque<Message>,
+    /// Send a dictionary that only grew as a delta.
+    deltas: bool,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with
@@ -93,22 +98,21 @@ impl BatchProducer {
         // SAFETY: validate() checked arena_offset + arena_len <= total_len,
         // which lies within the mapping.
         let arena = unsafe { seg.ptr_at(layout.arena_offset) };
-        let h = seg.header();
-        // Resume after whatever a previous producer wrote, or was consumed.
-        // Acquire: pairs with the Release stores of arena_head/arena_released.
-        let head = h
-            .producer
-            .arena_head
-            .load(Ordering::Acquire)
-            .max(h.consumer.arena_released.load(Ordering::Acquire));
+        // Resume after whatever a previous producer wrote: arena_head is
+        // stored before each publish, so it is at or past the end of every
+        // published message. Acquire: pairs with its Release store in
+        // write_message (by an earlier producer of this ring).
+        let head = seg.header().producer.arena_head.load(Ordering::Acquire);
         Ok(Self {
             inner,
             arena,
             arena_len: super::split_arena(layout.arena_len).0,
             head,
+            floor: 0,
             schema: None,
             encoder: None,
             pending: VecDeque::new(),
+            deltas: false,
         })
     }
 
@@ -159,6 +163,29 @@ impl BatchProducer {
         self.inner.set_wait_strategy(wait);
     }
 
+    /// Sends a dictionary that grew by appending values as a *delta* (a
+    /// dictionary batch of the new values only) instead of sending it whole
+    /// again, which is the default. Consumers apply deltas, and a consumer
+    /// that resumes after a restart gets the merged dictionary from the
+    /// save area. Takes effect at the next batch, which starts a new stream
+    /// state (its schema message is sent again) if one had begun.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use laminar_ring::arrow::{ArrowRingOptions, BatchProducer};
+    /// let mut tx = BatchProducer::create("categories", &ArrowRingOptions::default())?;
+    /// tx.set_dictionary_deltas(true);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_dictionary_deltas(&mut self, deltas: bool) {
+        if self.deltas != deltas {
+            self.deltas = deltas;
+            self.encoder = None;
+        }
+    }
+
     /// The schema of the stream, once the first batch has been sent.
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
@@ -199,8 +226,14 @@ impl BatchProducer {
         if self.encoder.is_none() {
             // Alignment 64: every buffer in a body starts 64-aligned relative
             // to the message, and messages start 64-aligned in the arena.
+            let handling = if self.deltas {
+                DictionaryHandling::Delta
+            } else {
+                DictionaryHandling::Resend
+            };
             let opts = IpcWriteOptions::try_new(64, false, MetadataVersion::V5)
-                .map_err(ArrowRingError::Encode)?;
+                .map_err(ArrowRingError::Encode)?
+                .with_dictionary_handling(handling);
             self.encoder = Some(
                 StreamEncoder::try_new_with_options(&schema, opts)
                     .map_err(ArrowRingError::Encode)?,
@@ -252,17 +285,12 @@ impl BatchProducer {
         } else {
             head
         };
-        let fits = |p: &mut ShmProducer<Descriptor>| {
-            // SYNC POINT arena: Acquire pairs with the Release store of
-            // arena_released in BatchConsumer: the consumer is done with the
-            // bytes below it.
-            let released = p
-                .segment()
-                .header()
-                .consumer
-                .arena_released
-                .load(Ordering::Acquire);
-            pos + size - released.min(pos + size) <= len && p.slots() > 0
+        let floor = &mut self.floor;
+        let mut fits = |p: &mut ShmProducer<Descriptor>| {
+            if pos + size - (*floor).min(pos) > len || p.slots() == 0 {
+                *floor = release_point(p, head, pos).max(*floor);
+            }
+            pos + size - (*floor).min(pos) <= len && p.slots() > 0
         };
         if fits(&mut self.inner) {
             return Ok(Some(pos));
@@ -286,11 +314,11 @@ impl BatchProducer {
             at += part.len();
         }
         if streamed {
-            // SYNC POINT arena: streaming stores are weakly ordered even on
-            // x86, and a Release store does not order them; the fence makes
-            // them visible before the Release stores below (arena_head, and
-            // write_seq in try_push, whose Acquire load by the consumer
-            // publishes these bytes).
+            // Streaming stores are weakly ordered even on x86, and a Release
+            // store does not order them; the fence makes them visible before
+            // the Release stores below: arena_head, and write_seq in try_push
+            // (SYNC POINT write_seq), whose Acquire load by the consumer
+            // publishes these bytes.
             store_fence();
         }
         let end = pos + size;
@@ -322,10 +350,25 @@ impl BatchProducer {
     ///
     /// # Errors
     ///
-    /// `ConsumerGone` if pending messages cannot be delivered.
+    /// `ConsumerGone` if pending messages cannot be delivered. The stream
+    /// then ends as [`abandon`](Self::abandon) ends it (the consumer gets
+    /// `PeerGone` after what was delivered), never cleanly: a clean end
+    /// says that every batch this producer took is in the ring.
     pub fn close(mut self) -> Result<(), ArrowRingError> {
-        self.flush_until(None)?;
-        Ok(())
+        match self.flush_until(None) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.give_up();
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the stream as abandoned: pending messages will never be
+    /// delivered, so the stream must not end cleanly.
+    fn give_up(&mut self) {
+        self.pending.clear();
+        self.inner.abandoned = true;
     }
 
     /// Detaches *without* ending the stream, dropping pending messages: for
@@ -335,8 +378,7 @@ impl BatchProducer {
     /// [`PeerGone`](ArrowRingError::PeerGone), as if this process had
     /// crashed.
     pub fn abandon(mut self) {
-        self.pending.clear();
-        self.inner.abandoned = true;
+        self.give_up();
     }
 
     /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when
@@ -353,6 +395,29 @@ impl BatchProducer {
     /// `send_timeout` that found no room for all of them).
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// The consumer's release point for a message to be placed at `pos`: the
+/// arena position below which no byte is in use. It is derived from
+/// `read_seq`, never from `arena_released`, which is information only (a
+/// consumer killed between its release stores leaves it behind
+/// `read_seq`): the start of the descriptor at `read_seq`, or, when every
+/// published message is released, `pos` itself. Then the whole message
+/// area is free, the tail skipped before `pos` included, so every message
+/// that fits the area fits a drained ring, wherever `head` is. A `read_seq`
+/// that does not fit this producer's position gives 0 (no room is assumed
+/// free).
+fn release_point(p: &ShmProducer<Descriptor>, head: u64, pos: u64) -> u64 {
+    match p.oldest_unreleased() {
+        // Nothing is in use: `pos` is at or after every byte written.
+        Some(None) => pos,
+        // Messages lie in the arena in sequence order: everything before
+        // the oldest unreleased one is free. (A descriptor is this
+        // producer's own, or an earlier producer's of this ring; the min
+        // keeps a broken one from freeing more than was written.)
+        Some(Some(d)) => d.pos.min(head),
+        None => 0,
     }
 }
 
@@ -462,12 +527,18 @@ fn concat(parts: &[Buffer]) -> Vec<u8> {
 }
 
 impl Drop for BatchProducer {
-    /// Delivers messages still pending (after a `try_send`), waiting at most
-    /// one second; `close` waits as long as it takes. The stream is then
-    /// closed by the inner producer's drop.
+    /// Delivers messages still pending (after a `try_send` or
+    /// `send_timeout`), waiting at most one second; `close` waits as long as
+    /// it takes. If all are delivered, the inner producer's drop ends the
+    /// stream cleanly; if not, it ends abandoned (the consumer gets
+    /// `PeerGone` after what was delivered), since batches this producer
+    /// took never reached the ring.
     fn drop(&mut self) {
         if !self.pending.is_empty() {
-            let _ = self.flush_until(Instant::now().checked_add(Duration::from_secs(1)));
+            let deadline = Instant::now().checked_add(Duration::from_secs(1));
+            if !matches!(self.flush_until(deadline), Ok(true)) {
+                self.give_up();
+            }
         }
     }
 }

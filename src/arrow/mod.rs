@@ -39,15 +39,52 @@
 //!
 //! A [`LeasedBatch`] pins its message's slot and arena bytes. Releases are
 //! FIFO: a lease dropped early is held until every older one is dropped too.
-//! A consumer holds at most [`ArrowRingOptions::max_leases`] leases;
-//! `recv_zero_copy` past that returns [`ArrowRingError::TooManyLeases`]
-//! (it does not block, since only the caller can drop a lease).
+//! A consumer reads at most [`ArrowRingOptions::max_leases`] messages ahead
+//! of what it has released; `recv_zero_copy` past that returns
+//! [`ArrowRingError::TooManyLeases`] when that many leases are alive, or
+//! [`ArrowRingError::OldestLeaseHeld`] when the oldest lease holds back
+//! later ones that were dropped (it does not block, since only the caller
+//! can drop a lease).
 //!
 //! **Pinning hazard.** Any column, or slice of one, kept from a leased batch
 //! keeps the whole message's arena space, and with FIFO release everything
-//! after it (arrow-rs #10392 describes the same effect for IPC buffers). Keep
+//! after it (arrow-rs #10392 describes the same effect for IPC buffers).
+//! Code you hand a batch to may keep a column too: arrow-ipc's stream
+//! writer keeps the last dictionary column it wrote, keys included. Keep
 //! leases short, or copy out what you keep with
 //! [`LeasedBatch::to_owned_batch`], or use [`BatchConsumer::recv`].
+//!
+//! # End of a stream
+//!
+//! Each producer attachment is a *session*; its stream is its messages.
+//! [`BatchProducer::close`] (or dropping it with nothing pending) ends the
+//! session cleanly: the consumer receives everything, then `Ok(None)`. A
+//! producer that dies, [`BatchProducer::abandon`]s, fails to `close`, or is
+//! dropped with batches it cannot deliver ends it abandoned: the consumer
+//! receives everything committed, then [`ArrowRingError::PeerGone`]. A clean
+//! end always means that every batch the producer took is in the ring.
+//!
+//! A consumer reports the end of a session it was reading, once: one whose
+//! producer was alive when the consumer attached, began later, or sent a
+//! message the consumer received. So either side may start first, on a new
+//! ring or on one that already carried streams: a consumer that attaches to
+//! a ring whose last stream was closed (or died) and fully consumed waits
+//! for the next producer instead of ending at once, and a consumer that
+//! attaches after a producer wrote everything and closed still receives
+//! that stream and its end. After reporting an end, the next receive waits
+//! for the next session.
+//!
+//! # Crash and restart
+//!
+//! A consumer that goes away (dropped, or killed) leaves every message it
+//! had not released in the ring; the next one resumes at the first of them
+//! (at-least-once). To decode them it replays the schema and dictionaries
+//! they were sent with, which its predecessor saved in the segment as it
+//! released messages (not as it read them: a zero-copy consumer reads ahead
+//! of what it releases). Delta dictionaries are saved merged, so nothing is
+//! applied twice. A consumer killed between any two of its stores, or a
+//! producer killed between its own, leaves a state the next one resumes
+//! from; `docs/FORMAT.md` lists them.
 //!
 //! # A hostile or broken producer
 //!
@@ -65,6 +102,8 @@
 mod check;
 mod decode;
 mod encode;
+mod framing;
+mod resume;
 
 use arrow_schema::{ArrowError, SchemaRef};
 use bytemuck::{Pod, Zeroable};
@@ -139,12 +178,17 @@ pub enum ArrowRingError {
     /// Encoding a batch failed.
     #[error("encoding a batch: {0}")]
     Encode(#[source] ArrowError),
-    /// One message of the batch needs more than the whole arena.
-    #[error("batch needs {needed} bytes of arena in one message, the arena has {arena}")]
+    /// One message of the batch needs more than the ring's message area
+    /// (the arena less the consumer's save area). Any message up to that
+    /// size goes in once the consumer has drained the ring.
+    #[error(
+        "a message of this batch needs {needed} bytes, more than the {arena} bytes of the \
+         ring's message area (its arena less the save area)"
+    )]
     BatchTooLarge {
         /// Bytes of the largest message, with alignment.
         needed: u64,
-        /// Size of the arena.
+        /// Bytes of the message area: the largest message that fits.
         arena: u64,
     },
     /// A batch or stream with another schema than expected.
@@ -176,17 +220,34 @@ pub enum ArrowRingError {
     /// are still pending and the batch was not taken).
     #[error("timed out")]
     Timeout,
-    /// The ring is full of unreleased data and its consumer is gone.
-    #[error("the consumer is gone and the ring is full")]
+    /// The consumer is gone, and messages it did not release leave no room
+    /// for the next one (a drained ring always has room for any message
+    /// that fits its message area).
+    #[error("the consumer is gone and the messages it did not release leave no room for the next")]
     ConsumerGone,
     /// The producer died; every batch it committed was delivered.
     #[error("the producer died; every committed batch was delivered")]
     PeerGone,
-    /// `recv_zero_copy` with `max_leases` leases outstanding.
-    #[error("{max} leased batches are outstanding; drop some (or copy them out) first")]
+    /// `recv_zero_copy` with `max_leases` leased batches alive.
+    #[error("{max} leased batches are alive; drop some (or copy them out) first")]
     TooManyLeases {
         /// The limit.
         max: usize,
+    },
+    /// `recv_zero_copy` with `max_leases` messages read and not released,
+    /// fewer of them leases still alive: the oldest leased batch is alive
+    /// (or an array or slice kept from it is), and since messages are
+    /// released in order it holds back the ones after it, dropped or not.
+    #[error(
+        "the leased batch in slot {seq} (or an array or slice of it kept somewhere) is still \
+         alive and holds back the release of {held_back} later messages already dropped; \
+         drop it (or copy out what you keep)"
+    )]
+    OldestLeaseHeld {
+        /// Sequence number of the oldest unreleased message.
+        seq: u64,
+        /// Messages read after it, done with, and waiting for it.
+        held_back: usize,
     },
 }
 

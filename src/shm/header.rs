@@ -142,10 +142,12 @@ pub(crate) struct ConsumerLine {
     /// `ROLE_*` of the consumer.
     pub(crate) consumer_state: AtomicU32,
     _pad: Opaque<u32>,
-    /// Arena bytes released so far (Arrow rings).
+    /// Arrow rings: end of the last message released, stored after
+    /// `read_seq`; information only (`info`), never used to decide anything.
     pub(crate) arena_released: AtomicU64,
-    /// Arrow rings: what the consumer saved of its decoder state (see the
-    /// arrow module): bit 63 overflow, bit 62 which half, low bits length.
+    /// Arrow rings: which half of the save area holds the consumer's last
+    /// saved decoder state: 0 none, 1 the first, 2 the second (see
+    /// `arrow/resume.rs`).
     pub(crate) saved_state: AtomicU64,
     _reserved: Opaque<[u8; 96]>,
 }
@@ -587,6 +589,8 @@ mod tests {
         assert!(check_sequences(3, 11, 8).is_ok());
         let msg = with(&|h| h.layout_version = 1).unwrap_err().to_string();
         assert_eq!(msg, "layout version 1, this build reads 2");
+        let msg = with(&|h| h.layout_version = 3).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 3, this build reads 2");
     }
 
     /// 100,000 random and mutated headers through validation: never a

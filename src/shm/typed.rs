@@ -457,6 +457,32 @@ impl<T: ShmSlot> ShmProducer<T> {
         self.core.write_pos()
     }
 
+    /// Where the consumer stands among the items this producer (or an
+    /// earlier one) published: `Some(None)` when it has released every one,
+    /// `Some(Some(item))` with a copy of the oldest one it has not released,
+    /// `None` when its `read_seq` does not fit this producer's position (a
+    /// broken peer: nothing can be concluded).
+    pub(crate) fn oldest_unreleased(&self) -> Option<Option<T>> {
+        let ring = self.core.ring();
+        let write = self.core.write_pos();
+        // SYNC POINT read_seq: Acquire pairs with the Release store in
+        // ConsumerCore::release: the consumer is done with the items below
+        // `read` (as for ProducerCore::free).
+        let read = ring.read_seq_atomic().load(Ordering::Acquire);
+        if read > write || write - read > ring.capacity as u64 {
+            return None;
+        }
+        if read == write {
+            return Some(None);
+        }
+        // SAFETY: slot_ptr is in bounds and aligned for T; `read` is published
+        // and only a producer writes slots, this one (the role lock excludes
+        // any other), which writes slot `read & mask` again only for sequence
+        // `read + capacity`, after the consumer has released `read`: nothing
+        // writes the slot during this read. Any bytes are a valid T (Pod).
+        Some(Some(unsafe { ring.slot_ptr(read).read() }))
+    }
+
     /// Whether a consumer process is attached and alive right now.
     pub fn consumer_alive(&self) -> bool {
         self.core.ring().seg.role_alive(Role::Consumer)

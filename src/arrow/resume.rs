@@ -1,0 +1,401 @@
+//! What a restarted consumer needs to decode the messages it resumes at:
+//! the decoder state (the schema and the dictionaries) *as of `read_seq`*,
+//! kept in the save area at the end of the arena.
+//!
+//! # State follows releases, not reads
+//!
+//! A zero-copy consumer reads ahead of `read_seq`: it may have decoded a
+//! newer schema or dictionary while older batches are still leased. A
+//! consumer that restarts resumes at `read_seq` and decodes those older
+//! batches again, so the state it replays must be the one they were encoded
+//! against. The consumer therefore keeps two states: its decoder's (which
+//! runs ahead) and the *released* state here, to which a schema or
+//! dictionary message is applied only when that message is released, in
+//! release (FIFO) order. Whenever a release applies a change, the released
+//! state is saved, tagged with the `read_seq` it holds from, before that
+//! `read_seq` is stored. A schema or dictionary message is never a barrier:
+//! reading goes on while older leases are out.
+//!
+//! # Saved form
+//!
+//! The schema message, then per dictionary id one *replacement* dictionary
+//! message: a replacement as received, or, once deltas have been applied to
+//! it, the merged dictionary encoded as one replacement. So nothing is
+//! replayed twice (a delta below `read_seq` is already in the merged
+//! dictionary; one at or after it is read again and applied once), and the
+//! saved state is as large as the dictionaries themselves, not the history
+//! of their deltas. State that does not fit a half of the save area is
+//! saved as "overflowed": a consumer that resumes there can continue only
+//! from the next schema message.
+//!
+//! The save area has two halves; each starts with a 64-byte header
+//! (`from_seq`, `len`) followed by the messages. The `saved_state` word
+//! names the half written last (0: none, 1: the first, 2: the second). A new
+//! state goes into the half the word does not name, then the word is stored
+//! (Release), then `read_seq` (Release). A consumer killed between the word
+//! and `read_seq` leaves a named half whose `from_seq` is past `read_seq`:
+//! the next one takes the other half, which was named until then and has
+//! not been written since, and names it again before writing anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_buffer::Buffer;
+use arrow_ipc::writer::{IpcWriteOptions, StreamEncoder};
+use arrow_ipc::{MessageHeader, MetadataVersion};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+
+use super::ARENA_ALIGN;
+use super::framing::{message_len, message_metadata};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Bytes of a half's header: `from_seq` (u64), `len` (u64), zeros.
+const HALF_HEADER: u64 = 64;
+/// `len` of a half whose state did not fit.
+const OVERFLOWED: u64 = u64::MAX;
+
+/// A change of decoder state that a message makes, applied to the released
+/// state when the message is released.
+pub(super) enum Change {
+    /// A schema message: a new stream, no dictionaries yet.
+    Schema(Buffer, SchemaRef),
+    /// A dictionary batch message (replacement or delta).
+    Dictionary(Buffer),
+}
+
+/// The decoder state as of the consumer's `read_seq`.
+#[derive(Default)]
+pub(super) struct ReleasedState {
+    /// `false` when unknown: resumed from an overflowed state, or a change
+    /// that did not apply. Then only a schema message makes it known again.
+    known: bool,
+    schema: Option<(Buffer, SchemaRef)>,
+    /// Each dictionary, decoded (to apply deltas to).
+    dictionaries: HashMap<i64, ArrayRef>,
+    /// Per dictionary id, the replacement message to save: `None` once a
+    /// delta was applied, until the merged dictionary is encoded.
+    messages: BTreeMap<i64, Option<Buffer>>,
+}
+
+impl ReleasedState {
+    /// Applies the change of a message being released.
+    pub(super) fn apply(&mut self, change: Change) {
+        match change {
+            Change::Schema(bytes, schema) => {
+                *self = Self {
+                    known: true,
+                    schema: Some((bytes, schema)),
+                    ..Self::default()
+                };
+            }
+            Change::Dictionary(bytes) => {
+                if self.known && self.apply_dictionary(&bytes).is_err() {
+                    // The consumer's own decoder refused it too: a resuming
+                    // consumer cannot be given the state, only told so.
+                    self.known = false;
+                }
+            }
+        }
+    }
+
+    fn apply_dictionary(&mut self, bytes: &Buffer) -> Result<(), ArrowError> {
+        let err = |m: &str| ArrowError::IpcError(m.into());
+        let (_, schema) = self.schema.as_ref().ok_or_else(|| err("no schema"))?;
+        let (message, body_start) = message_metadata(bytes)?;
+        let batch = message
+            .header_as_dictionary_batch()
+            .ok_or_else(|| err("not a dictionary batch"))?;
+        let (id, delta) = (batch.id(), batch.isDelta());
+        let body = bytes.slice(body_start);
+        let version = message.version();
+        // Validation on (read_dictionary_impl with skip_validation unset):
+        // these bytes came from the arena.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            arrow_ipc::reader::read_dictionary(
+                &body,
+                batch,
+                schema,
+                &mut self.dictionaries,
+                &version,
+            )
+        }))
+        .unwrap_or_else(|_| Err(err("dictionary decoder panicked")))?;
+        self.messages.insert(id, (!delta).then(|| bytes.clone()));
+        Ok(())
+    }
+
+    /// The messages to save, encoding merged dictionaries as needed; `None`
+    /// when the state is unknown or cannot be encoded.
+    fn messages(&mut self) -> Option<Vec<Buffer>> {
+        if !self.known {
+            return None;
+        }
+        let (schema, _) = self.schema.as_ref()?;
+        let mut out = vec![schema.clone()];
+        for (id, message) in &mut self.messages {
+            if message.is_none() {
+                let merged = self.dictionaries.get(id)?;
+                *message = Some(Buffer::from_vec(replacement_message(*id, merged).ok()?));
+            }
+            out.push(message.clone()?);
+        }
+        Some(out)
+    }
+}
+
+/// The consumer's save area: two halves after the message part of the
+/// arena, named by the `saved_state` word of the header.
+pub(super) struct SaveArea {
+    base: *mut u8,
+    half_len: u64,
+}
+
+// SAFETY: `base` points into the mapping, which the consumer that owns this
+// area keeps alive and moves with it.
+unsafe impl Send for SaveArea {}
+
+/// What a consumer attaching at `read_seq` restores.
+pub(super) enum Restored {
+    /// Nothing saved (or nothing before the first schema was released).
+    Nothing,
+    /// The state did not fit when it was saved.
+    Overflowed {
+        /// Bytes a half holds, for the error message.
+        half: u64,
+    },
+    /// The schema message, then one replacement message per dictionary.
+    Messages(Vec<Buffer>),
+}
+
+impl SaveArea {
+    /// The save area of `save_len` bytes at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base..base + save_len` lies in the mapping, stays mapped while this
+    /// value lives, and only this process's consumer writes it.
+    pub(super) unsafe fn new(base: *mut u8, save_len: u64) -> Self {
+        Self {
+            base,
+            half_len: (save_len / 2) & !(ARENA_ALIGN - 1),
+        }
+    }
+
+    fn half_ptr(&self, half: u64) -> *mut u8 {
+        // SAFETY: half < 2 and 2 * half_len <= save_len: inside the area.
+        unsafe { self.base.add((half * self.half_len) as usize) }
+    }
+
+    /// Copies the header of `half`: (`from_seq`, `len`).
+    fn header(&self, half: u64) -> (u64, u64) {
+        let mut h = [0_u8; 16];
+        // SAFETY: 16 <= HALF_HEADER <= half_len bytes of the half (a save
+        // area too small for a header is never read: see restore).
+        unsafe { std::ptr::copy_nonoverlapping(self.half_ptr(half), h.as_mut_ptr(), 16) };
+        let word = |k: usize| u64::from_ne_bytes(h[k..k + 8].try_into().expect("8 bytes"));
+        (word(0), word(8))
+    }
+
+    /// Saves `state` as holding from `from_seq` into the half that
+    /// `saved_state` does not name, then names it (Release). The caller
+    /// stores `read_seq = from_seq` after this.
+    pub(super) fn save(&self, state: &mut ReleasedState, from_seq: u64, word: &AtomicU64) {
+        if self.half_len < HALF_HEADER {
+            return; // no room even for a header (arenas below 1 KiB)
+        }
+        // Relaxed: our own last store (or a predecessor's, read at attach
+        // with Acquire); only this consumer stores the word.
+        let named = word.load(Ordering::Relaxed);
+        let half = if named == 1 { 1 } else { 0 };
+        let messages = state.messages();
+        let room = self.half_len - HALF_HEADER;
+        let len = messages
+            .as_ref()
+            .map(|m| m.iter().map(|b| b.len() as u64).sum::<u64>())
+            .filter(|&total| total <= room);
+        let dst = self.half_ptr(half);
+        if let (Some(_), Some(messages)) = (len, &messages) {
+            let mut at = HALF_HEADER as usize;
+            for m in messages {
+                // SAFETY: the messages total at most half_len - HALF_HEADER
+                // bytes: inside this half, which the word does not name, so
+                // no resuming consumer reads it until the store below.
+                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst.add(at), m.len()) };
+                at += m.len();
+            }
+        }
+        let mut header = [0_u8; 16];
+        header[..8].copy_from_slice(&from_seq.to_ne_bytes());
+        header[8..].copy_from_slice(&len.unwrap_or(OVERFLOWED).to_ne_bytes());
+        // SAFETY: 16 bytes at the start of this half, as above.
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), dst, 16) };
+        // SYNC POINT saved: Release publishes the half's bytes to the Acquire
+        // load in `restore` (of a consumer that attaches later).
+        word.store(half + 1, Ordering::Release);
+    }
+
+    /// The state saved for a consumer resuming at `read_seq`.
+    pub(super) fn restore(&self, read_seq: u64, word: &AtomicU64) -> Result<Restored, String> {
+        // SYNC POINT saved: Acquire pairs with the Release store in `save`.
+        let named = word.load(Ordering::Acquire);
+        if named == 0 || self.half_len < HALF_HEADER {
+            return Ok(Restored::Nothing);
+        }
+        if named > 2 {
+            return Err(format!("saved_state word {named}"));
+        }
+        let mut half = named - 1;
+        let (mut from, mut len) = self.header(half);
+        if from > read_seq {
+            // Killed between naming this half and storing read_seq: the other
+            // half was named until then and holds the state at read_seq.
+            half ^= 1;
+            (from, len) = self.header(half);
+            if from > read_seq {
+                return Err(format!(
+                    "both halves hold state from after read_seq {read_seq}"
+                ));
+            }
+            // Name it again, so that the next save may overwrite the half
+            // that is ahead of read_seq. SYNC POINT saved: as in `save`.
+            word.store(half + 1, Ordering::Release);
+        }
+        if len == OVERFLOWED {
+            return Ok(Restored::Overflowed {
+                half: self.half_len,
+            });
+        }
+        if len > self.half_len - HALF_HEADER {
+            return Err(format!("{len} bytes in a {}-byte half", self.half_len));
+        }
+        let mut bytes = vec![0_u8; len as usize];
+        // SAFETY: HALF_HEADER + len <= half_len: inside the half, which is
+        // named, so no consumer writes it now; copied out at once.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.half_ptr(half).add(HALF_HEADER as usize),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            );
+        }
+        let mut messages = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = message_len(&bytes[at..]).map_err(|e| e.to_string())?;
+            // Each in its own buffer: arrow allocates them 64-byte aligned,
+            // so the bodies are aligned as in the arena.
+            messages.push(Buffer::from(&bytes[at..at + n]));
+            at += n;
+        }
+        Ok(if messages.is_empty() {
+            Restored::Nothing
+        } else {
+            Restored::Messages(messages)
+        })
+    }
+}
+
+/// Whether `t` holds a dictionary anywhere.
+fn has_dictionary(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fs) => fs.iter().any(|f| has_dictionary(f.data_type())),
+        DataType::Union(fs, _) => fs.iter().any(|(_, f)| has_dictionary(f.data_type())),
+        DataType::RunEndEncoded(a, b) => {
+            has_dictionary(a.data_type()) || has_dictionary(b.data_type())
+        }
+        _ => false,
+    }
+}
+
+/// A replacement dictionary batch message for dictionary `id` with
+/// `values`. arrow-ipc encodes dictionary messages only inside its stream
+/// writer, so this encodes `values` as a one-column record batch and
+/// rewrites its metadata as a dictionary batch (the body is the same).
+fn replacement_message(id: i64, values: &ArrayRef) -> Result<Vec<u8>, ArrowError> {
+    let err = |m: &str| ArrowError::IpcError(format!("encoding a merged dictionary: {m}"));
+    if has_dictionary(values.data_type()) {
+        // Its own dictionaries would need ids of the stream's.
+        return Err(err("dictionary values that hold dictionaries"));
+    }
+    let field = Field::new("values", values.data_type().clone(), true);
+    let schema = Arc::new(Schema::new(vec![field]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![values.clone()])?;
+    let opts = IpcWriteOptions::try_new(64, false, MetadataVersion::V5)?;
+    let mut encoder = StreamEncoder::try_new_with_options(&schema, opts)?;
+    let mut bytes = Vec::new();
+    for part in encoder.encode(&batch)? {
+        bytes.extend_from_slice(&part);
+    }
+    // The schema message, then the record batch message.
+    let batch_at = message_len(&bytes)?;
+    let (message, body_start) = message_metadata(&bytes[batch_at..])?;
+    let rb = message
+        .header_as_record_batch()
+        .filter(|_| message.header_type() == MessageHeader::RecordBatch)
+        .ok_or_else(|| err("no record batch"))?;
+    let body_len = usize::try_from(message.bodyLength()).map_err(|_| err("body length"))?;
+    let body = &bytes[batch_at + body_start..][..body_len];
+
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let nodes: Vec<_> = rb
+        .nodes()
+        .map(|v| v.iter().copied().collect())
+        .unwrap_or_default();
+    let buffers: Vec<_> = rb
+        .buffers()
+        .map(|v| v.iter().copied().collect())
+        .unwrap_or_default();
+    let variadic: Option<Vec<i64>> = rb.variadicBufferCounts().map(|v| v.iter().collect());
+    let nodes = fbb.create_vector(&nodes);
+    let buffers = fbb.create_vector(&buffers);
+    let variadic = variadic.map(|v| fbb.create_vector(&v));
+    let data = arrow_ipc::RecordBatch::create(
+        &mut fbb,
+        &arrow_ipc::RecordBatchArgs {
+            length: rb.length(),
+            nodes: Some(nodes),
+            buffers: Some(buffers),
+            compression: None,
+            variadicBufferCounts: variadic,
+        },
+    );
+    let dictionary = arrow_ipc::DictionaryBatch::create(
+        &mut fbb,
+        &arrow_ipc::DictionaryBatchArgs {
+            id,
+            data: Some(data),
+            isDelta: false,
+        },
+    );
+    let root = arrow_ipc::Message::create(
+        &mut fbb,
+        &arrow_ipc::MessageArgs {
+            version: MetadataVersion::V5,
+            header_type: MessageHeader::DictionaryBatch,
+            header: Some(dictionary.as_union_value()),
+            bodyLength: message.bodyLength(),
+            custom_metadata: None,
+        },
+    );
+    fbb.finish(root, None);
+    let meta = fbb.finished_data();
+    // Metadata padded so that the body starts 64-aligned, as the producer
+    // writes messages.
+    let padded = (8 + meta.len()).next_multiple_of(ARENA_ALIGN as usize) - 8;
+    let meta_len = i32::try_from(padded).map_err(|_| err("metadata length"))?;
+    let mut out = Vec::with_capacity(8 + padded + body.len());
+    out.extend_from_slice(&[0xff; 4]);
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(meta);
+    out.resize(8 + padded, 0);
+    out.extend_from_slice(body);
+    Ok(out)
+}
