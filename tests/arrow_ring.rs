@@ -1187,3 +1187,64 @@ fn a_consumer_reports_only_the_end_of_a_session_it_was_reading() {
     let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
     waits(&mut rx, "a death before it attached, everything delivered");
 }
+
+/// A record batch message with compressed buffers is refused, not inflated:
+/// the ring's producer never compresses, and a decoder built with
+/// arrow-ipc's lz4 feature (as this test binary is) would otherwise inflate
+/// a few bytes a hostile producer wrote to whatever size they claim. (The
+/// refused message is consumed, as any corrupt one: a fresh ring for each
+/// receive path.)
+#[test]
+fn a_compressed_message_is_refused_not_inflated() {
+    use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions, write_message};
+    let zeros = Int64Array::from(vec![0_i64; 100_000]);
+    let b = RecordBatch::try_from_iter([("z", Arc::new(zeros) as ArrayRef)]).unwrap();
+    // The batch of 100,000 rows, LZ4-compressed: a body of a few hundred
+    // bytes that inflates to 800,000.
+    let options = IpcWriteOptions::default()
+        .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
+        .unwrap();
+    let mut tracker = DictionaryTracker::new(false);
+    let (_, encoded) = IpcDataGenerator::default()
+        .encode(&b, &mut tracker, &options, &mut Default::default())
+        .unwrap();
+    let mut message = Vec::new();
+    write_message(&mut message, encoded, &options).unwrap();
+    for zero_copy in [false, true] {
+        let name = format!("compressed-{zero_copy}");
+        let (dir, o) = fuzz_setup(&name);
+        let mut tx = BatchProducer::create(&name, &o).unwrap();
+        tx.send(&b.slice(0, 10)).unwrap(); // slot 0: schema; slot 1: the batch
+        tx.close().unwrap();
+        let path = dir.join(&name);
+        let bytes = std::fs::read(&path).unwrap();
+        let [pos, len, end] = descriptor_at(&bytes, 1);
+        let (messages, _) = laminar_ring_split(o.arena_bytes);
+        assert!(
+            (message.len() as u64) < 16 << 10 && pos + (message.len() as u64) < messages,
+            "the compressed message ({} bytes, was {len}) fits where the batch was",
+            message.len()
+        );
+        let arena_at = (640_u64 + 16 * 32).next_multiple_of(4096);
+        write_in_place(&path, arena_at + pos % messages, &message);
+        let forged = [
+            pos,
+            message.len() as u64,
+            end.max(pos + message.len() as u64),
+        ];
+        let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        write_in_place(&path, 640 + 32, &raw);
+        let mut rx = BatchConsumer::open(&name, &o).unwrap();
+        let got = match zero_copy {
+            true => rx.recv_zero_copy().map(|b| b.map(|b| b.num_rows())),
+            false => rx.recv().map(|b| b.map(|b| b.num_rows())),
+        };
+        match got {
+            Err(ArrowRingError::CorruptMessage { seq: 1, ref source })
+                if source.to_string().contains("compressed") => {}
+            other => panic!("expected the compressed slot 1 refused, got {other:?}"),
+        }
+        drop(rx);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

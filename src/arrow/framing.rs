@@ -46,8 +46,8 @@ pub(super) fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
 
 /// The metadata of the dictionary or record batch message that is all of
 /// `bytes`, and the offset of its body, after checking that the message is
-/// of `kind`, ends where `bytes` ends, and declares every buffer inside its
-/// body.
+/// of `kind`, ends where `bytes` ends, is not compressed, and declares
+/// every buffer inside its body.
 pub(super) fn data_message(
     bytes: &[u8],
     kind: u32,
@@ -73,6 +73,17 @@ pub(super) fn data_message(
         }
     }
     .ok_or_else(|| err("message header missing".into()))?;
+    // The ring's producer never compresses (a message is read in place).
+    // A decoder built with arrow-ipc's lz4 or zstd feature (which another
+    // crate in the build may turn on) would inflate a compressed body to
+    // whatever size it claims: a few bytes from a hostile peer could cost
+    // gigabytes.
+    if let Some(c) = batch.compression() {
+        return Err(err(format!(
+            "a {:?}-compressed message: ring messages are never compressed",
+            c.codec()
+        )));
+    }
     for (i, b) in batch.buffers().into_iter().flatten().enumerate() {
         let ok = u64::try_from(b.offset())
             .ok()
