@@ -2,7 +2,8 @@
 //! written by pyarrow (and polars), read back by pyarrow, polars and
 //! DuckDB. Each test runs when `python3` can import pyarrow (polars and
 //! DuckDB checks when those import too) and says on stderr when it is
-//! skipped; `.ci/run` installs them. Pure-Rust versions of the same checks
+//! skipped; `.ci/run` installs them and sets `LAMINAR_REQUIRE_PYTHON=1`,
+//! so there a missing module fails instead. Pure-Rust versions of the same checks
 //! are in `cli_fidelity.rs`.
 #![cfg(feature = "cli")]
 
@@ -12,12 +13,20 @@ use std::process::Command;
 
 use cli_support::Dir;
 
-/// Whether `python3` imports `module`.
+/// Whether `python3` imports `module`. With `LAMINAR_REQUIRE_PYTHON=1`
+/// (as `.ci/run` sets, after installing them) a missing module fails the
+/// test instead of skipping it.
 fn has(module: &str) -> bool {
-    Command::new("python3")
+    let ok = Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    let required = std::env::var_os("LAMINAR_REQUIRE_PYTHON").is_some_and(|v| v == "1");
+    assert!(
+        ok || !required,
+        "python3 cannot import {module}, and LAMINAR_REQUIRE_PYTHON=1"
+    );
+    ok
 }
 
 /// `false` (and a line on stderr) when pyarrow is missing.
