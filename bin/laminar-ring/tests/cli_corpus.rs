@@ -10,7 +10,6 @@
 //! corpus: truncations, flipped bytes anywhere and in the flatbuffer or
 //! thrift metadata, buffer and node lengths that lie, union type ids and
 //! offsets out of range, short validity bitmaps, footers whose blocks lie.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -1,6 +1,5 @@
 //! `produce` on input files as people have them: hostile framing, other
 //! byte orders, compression. The real binary, real files.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

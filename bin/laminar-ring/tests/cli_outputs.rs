@@ -1,6 +1,5 @@
 //! `consume` writing files other tools read, and never releasing a batch
 //! that is not in its output. The real binary, real files.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

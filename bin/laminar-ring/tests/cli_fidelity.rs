@@ -1,7 +1,6 @@
 //! Types as the tools people read the output with expect them: time
 //! zones, Parquet logical types, polars' categoricals. Pure Rust; the same
 //! checks against pyarrow, polars and DuckDB are in `cli_python.rs`.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

@@ -5,7 +5,6 @@
 //! skipped; `.ci/run` installs them and sets `LAMINAR_REQUIRE_PYTHON=1`,
 //! so there a missing module fails instead. Pure-Rust versions of the same checks
 //! are in `cli_fidelity.rs`.
-#![cfg(feature = "cli")]
 
 mod cli_support;
 

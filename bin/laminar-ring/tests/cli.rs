@@ -1,6 +1,5 @@
 //! The `laminar-ring` command, driven as users drive it: the real binary in
 //! separate processes, real files, real signals.
-#![cfg(feature = "cli")]
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
