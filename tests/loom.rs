@@ -9,11 +9,16 @@
 //! of the algorithm that the shared-memory rings run too. Slots are loom
 //! `UnsafeCell`s, so a missing happens-before edge between a slot write and
 //! its read is reported as a data race, not just a wrong value.
+//!
+//! The Arrow ring models (release vs. restart, at the end) are abstract: the
+//! arrow code is compiled out under loom, so they restate its stores and
+//! loads, orderings included, over model cells.
 #![cfg(loom)]
-#![allow(unsafe_code)] // one model drives the raw RingBuffer API
+#![allow(unsafe_code)] // one model drives the raw RingBuffer API; model cells
 
+use loom::cell::UnsafeCell;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
 use laminar_ring::{RingBuffer, TryPopError, TryPushError, mpsc, spsc};
@@ -268,4 +273,480 @@ fn mpsc_slice_claims_do_not_overlap() {
         got.sort_unstable();
         assert_eq!(got, [0, 1, 10, 11]);
     });
+}
+
+// Arrow ring: release vs. restart.
+//
+// An abstract model of the Arrow ring's release protocol (the arrow code is
+// compiled out under loom): descriptors `(pos, len, end, kind)` in ring
+// slots, message bytes in an arena of a few cells, the save area's two
+// halves, and the header words `read_seq`, `write_seq`, `saved_state` and
+// `arena_released`. Positions count cells, not bytes. Every slot, arena cell
+// and save-area word is a loom `UnsafeCell`, so a write that is not ordered
+// after a read of the same bytes (or a read not ordered after their write)
+// is reported as a data race; every message the consumers read is also
+// checked cell by cell, and every state they resume with is checked against
+// the stream.
+//
+// A consumer is killed by stopping it before one of its stores (every
+// prefix of its stores is run, one model per prefix). The consumer that
+// attaches next runs on the same model thread: the role lock it takes after
+// the kill orders it after every store the killed one made, and the kill
+// keeps the rest from happening.
+// The producer is never killed here (`arena_head` is not modelled).
+
+/// Message kinds, as in a descriptor's `kind`.
+const MSG_SCHEMA: u64 = 1;
+const MSG_DICTIONARY: u64 = 2;
+const MSG_BATCH: u64 = 3;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Desc {
+    pos: u64,
+    len: u64,
+    end: u64,
+    kind: u64,
+}
+
+/// The messages a producer sends: `(kind, cells)` each.
+type Stream = &'static [(u64, u64)];
+
+/// The decoder state as of `seq` (what the messages from `seq` on were
+/// encoded against): the last schema or dictionary message before `seq`,
+/// as its sequence + 1; 0 before the first.
+fn state_as_of(stream: Stream, seq: u64) -> u64 {
+    (0..seq)
+        .rev()
+        .find(|&s| stream[s as usize].0 != MSG_BATCH)
+        .map_or(0, |s| s + 1)
+}
+
+/// What cell `j` of message `seq` holds.
+fn cell_tag(seq: u64, j: u64) -> u64 {
+    (seq << 4 | j) + 1
+}
+
+/// The shared segment.
+struct ArrowSeg {
+    write_seq: AtomicU64,
+    read_seq: AtomicU64,
+    /// End of the last message released: information only.
+    arena_released: AtomicU64,
+    /// 0 none, 1 the first half, 2 the second.
+    saved_state: AtomicU64,
+    slots: Vec<UnsafeCell<Desc>>,
+    arena: Vec<UnsafeCell<u64>>,
+    /// Per half: `[from_seq, state]` (the header word and the messages).
+    halves: [[UnsafeCell<u64>; 2]; 2],
+}
+
+impl ArrowSeg {
+    fn new(capacity: usize, arena_cells: usize) -> Self {
+        let cell = || UnsafeCell::new(0);
+        Self {
+            write_seq: AtomicU64::new(0),
+            read_seq: AtomicU64::new(0),
+            arena_released: AtomicU64::new(0),
+            saved_state: AtomicU64::new(0),
+            slots: (0..capacity)
+                .map(|_| UnsafeCell::new(Desc::default()))
+                .collect(),
+            arena: (0..arena_cells).map(|_| cell()).collect(),
+            halves: [[cell(), cell()], [cell(), cell()]],
+        }
+    }
+
+    fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    fn arena_len(&self) -> u64 {
+        self.arena.len() as u64
+    }
+
+    fn slot(&self, seq: u64) -> &UnsafeCell<Desc> {
+        &self.slots[(seq % self.capacity()) as usize]
+    }
+
+    fn load(cell: &UnsafeCell<u64>) -> u64 {
+        // SAFETY: a model cell; loom reports an access that races a write.
+        cell.with(|p| unsafe { *p })
+    }
+
+    fn store(cell: &UnsafeCell<u64>, v: u64) {
+        // SAFETY: as in `load`.
+        cell.with_mut(|p| unsafe { *p = v })
+    }
+}
+
+/// The producer (`ShmProducer::reserve`, `write_message`): each message at
+/// the arena head (skipping the tail when it would wrap), once the release
+/// point derived from `read_seq` leaves room and a slot is free.
+fn arrow_produce(seg: &ArrowSeg, stream: Stream) {
+    let (cap, len) = (seg.capacity(), seg.arena_len());
+    let (mut head, mut floor, mut cached_read) = (0_u64, 0_u64, 0_u64);
+    for (w, &(kind, size)) in stream.iter().enumerate() {
+        let w = w as u64;
+        let pos = if head % len + size > len {
+            head + (len - head % len)
+        } else {
+            head
+        };
+        loop {
+            // ProducerCore::free: reloads read_seq only when the cache shows
+            // no free slot. SYNC POINT read_seq: Acquire pairs with the
+            // Release store in the consumer's `release`.
+            if w - cached_read >= cap {
+                cached_read = seg.read_seq.load(Ordering::Acquire);
+            }
+            let slot_free = w - cached_read < cap;
+            // The floor is kept, and recomputed only when the message does
+            // not fit (it only grows).
+            if pos + size - floor.min(pos) > len || !slot_free {
+                floor = arrow_release_point(seg, w, head, pos).max(floor);
+            }
+            if pos + size - floor.min(pos) <= len && slot_free {
+                break;
+            }
+            thread::yield_now();
+        }
+        for j in 0..size {
+            ArrowSeg::store(&seg.arena[((pos + j) % len) as usize], cell_tag(w, j));
+        }
+        let desc = Desc {
+            pos,
+            len: size,
+            end: pos + size,
+            kind,
+        };
+        // SAFETY: a model cell, as in `ArrowSeg::load`.
+        seg.slot(w).with_mut(|p| unsafe { *p = desc });
+        head = desc.end;
+        // SYNC POINT write_seq: Release publishes the descriptor and the
+        // arena cells; pairs with the Acquire load in `ArrowConsumer::run`.
+        seg.write_seq.store(w + 1, Ordering::Release);
+    }
+}
+
+/// `encode::release_point` over `ShmProducer::oldest_unreleased`: no cell
+/// before the descriptor at `read_seq` is in use; nothing is when
+/// `read_seq == write_seq`.
+fn arrow_release_point(seg: &ArrowSeg, write: u64, head: u64, pos: u64) -> u64 {
+    // SYNC POINT read_seq: Acquire pairs with the Release store in the
+    // consumer's `release`: it is done with every message below `read`.
+    let read = seg.read_seq.load(Ordering::Acquire);
+    assert!(
+        read <= write && write - read <= seg.capacity(),
+        "read_seq {read}"
+    );
+    if read == write {
+        return pos;
+    }
+    // SAFETY: a model cell, as in `ArrowSeg::load`; the producer writes this
+    // slot again only for `read + capacity`.
+    let desc = seg.slot(read).with(|p| unsafe { *p });
+    desc.pos.min(head)
+}
+
+/// A consumer stopped before one of its stores.
+#[derive(Debug)]
+struct Killed;
+
+/// One consumer process: attaches at `read_seq`, reads ahead up to two
+/// messages, releases them as `release_done_in` does.
+struct ArrowConsumer<'a> {
+    seg: &'a ArrowSeg,
+    stream: Stream,
+    /// Next sequence to read.
+    read: u64,
+    /// Our `read_seq`.
+    released: u64,
+    /// The decoder's state: runs ahead of `released` by the messages read.
+    decoder: u64,
+    /// The state as of `released`: what is saved.
+    released_state: u64,
+    /// Stores left before the kill; `None`: never killed.
+    stores_left: Option<usize>,
+}
+
+impl<'a> ArrowConsumer<'a> {
+    /// Counts one store; `Err` when the kill comes first.
+    fn store_step(&mut self) -> Result<(), Killed> {
+        match &mut self.stores_left {
+            Some(0) => Err(Killed),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `BatchConsumer::attach` with `SaveArea::restore`: resumes at
+    /// `read_seq` with the state saved for it, and checks that this state
+    /// is the one the messages from `read_seq` were encoded against.
+    fn attach(
+        seg: &'a ArrowSeg,
+        stream: Stream,
+        stores_left: Option<usize>,
+    ) -> Result<Self, Killed> {
+        let mut me = Self {
+            seg,
+            stream,
+            read: 0,
+            released: 0,
+            decoder: 0,
+            released_state: 0,
+            stores_left,
+        };
+        // ConsumerCore::new. Acquire: pairs with the Release stores of
+        // read_seq by an earlier consumer.
+        let read = seg.read_seq.load(Ordering::Acquire);
+        // SYNC POINT saved: Acquire pairs with the Release store in `save`.
+        let named = seg.saved_state.load(Ordering::Acquire);
+        let state = if named == 0 {
+            0
+        } else {
+            assert!(named <= 2, "saved_state {named}");
+            let mut half = (named - 1) as usize;
+            let mut from = ArrowSeg::load(&seg.halves[half][0]);
+            if from > read {
+                // Killed between naming this half and storing read_seq: the
+                // other half holds the state at read_seq.
+                half ^= 1;
+                from = ArrowSeg::load(&seg.halves[half][0]);
+                assert!(from <= read, "both halves ahead of read_seq {read}");
+                // Named again before anything is written. SYNC POINT saved:
+                // as in `save`.
+                me.store_step()?;
+                seg.saved_state.store(half as u64 + 1, Ordering::Release);
+            }
+            ArrowSeg::load(&seg.halves[half][1])
+        };
+        assert_eq!(
+            state,
+            state_as_of(stream, read),
+            "resumed at read_seq {read} with the state of another sequence"
+        );
+        me.read = read;
+        me.released = read;
+        me.decoder = state;
+        me.released_state = state;
+        Ok(me)
+    }
+
+    /// Reads and releases every message to the end of the stream. Like a
+    /// zero-copy consumer, it reads on while older messages are leased: once
+    /// it holds three it releases the two oldest (the decoder is then ahead
+    /// of the state released), and when nothing more is published it
+    /// releases all it holds.
+    fn run(&mut self) -> Result<(), Killed> {
+        let n = self.stream.len() as u64;
+        // Ends of the messages read and not released, oldest first.
+        let mut held = Vec::new();
+        while self.released < n {
+            // SYNC POINT write_seq: Acquire pairs with the producer's Release
+            // store, so the descriptors and cells below `write` are written.
+            let write = self.seg.write_seq.load(Ordering::Acquire);
+            if self.read < write {
+                held.push(self.read_message(self.read));
+                self.read += 1;
+                if held.len() == 3 {
+                    self.release(self.read - 1, held[1])?;
+                    held.drain(..2);
+                }
+            } else if let Some(&end) = held.last() {
+                self.release(self.read, end)?;
+                held.clear();
+            } else {
+                thread::yield_now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads message `seq` and decodes it; returns its end.
+    fn read_message(&mut self, seq: u64) -> u64 {
+        let (kind, size) = self.stream[seq as usize];
+        // SAFETY: a model cell, as in `ArrowSeg::load`.
+        let desc = self.seg.slot(seq).with(|p| unsafe { *p });
+        assert_eq!((desc.kind, desc.len), (kind, size), "descriptor {seq}");
+        assert_eq!(desc.end, desc.pos + desc.len, "descriptor {seq}");
+        let len = self.seg.arena_len();
+        for j in 0..size {
+            let got = ArrowSeg::load(&self.seg.arena[((desc.pos + j) % len) as usize]);
+            assert_eq!(
+                got,
+                cell_tag(seq, j),
+                "cell {j} of message {seq} overwritten"
+            );
+        }
+        if kind == MSG_BATCH {
+            assert_eq!(self.decoder, state_as_of(self.stream, seq), "batch {seq}");
+        } else {
+            self.decoder = seq + 1;
+        }
+        desc.end
+    }
+
+    /// `release_done_in`: the state as of the new `read_seq` saved (save
+    /// area half, then `saved_state`) if a released message changed it;
+    /// `read_seq`; `arena_released`. Releases the messages below `to`, the
+    /// last of which ends at `end`.
+    fn release(&mut self, to: u64, end: u64) -> Result<(), Killed> {
+        let mut changed = false;
+        for seq in self.released..to {
+            if self.stream[seq as usize].0 != MSG_BATCH {
+                self.released_state = seq + 1;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(to)?;
+        }
+        self.store_step()?;
+        // SYNC POINT read_seq: Release tells the producer we are done with
+        // the messages below `to` (the slots and, through the release point,
+        // their cells); pairs with the Acquire loads in `arrow_produce` and
+        // `arrow_release_point`.
+        self.seg.read_seq.store(to, Ordering::Release);
+        self.released = to;
+        self.store_step()?;
+        // Information only (`laminar-ring info`). Release: pairs with the
+        // Acquire load in shm::inspect.
+        self.seg.arena_released.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// `SaveArea::save`: the half `saved_state` does not name (messages,
+    /// then the header), then `saved_state`.
+    fn save(&mut self, from_seq: u64) -> Result<(), Killed> {
+        // Relaxed: our own last store, or a predecessor's read at attach
+        // with Acquire; only this consumer stores the word.
+        let named = self.seg.saved_state.load(Ordering::Relaxed);
+        let half = usize::from(named == 1);
+        let cells = &self.seg.halves[half];
+        self.store_step()?;
+        ArrowSeg::store(&cells[1], self.released_state);
+        self.store_step()?;
+        ArrowSeg::store(&cells[0], from_seq);
+        self.store_step()?;
+        // SYNC POINT saved: Release publishes the half to the Acquire load
+        // in `attach` of a consumer that attaches later.
+        self.seg
+            .saved_state
+            .store(half as u64 + 1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Consumers one after the other, each killed after `kills[i]` stores
+/// (`None`: runs to the end of the stream), while a producer sends
+/// `stream`. Checks, besides every message and resumed state, that each
+/// consumer resumes at or before the first message no consumer has read
+/// (at least once, nothing lost) and that the last one reads to the end.
+/// Returns a mask of the consumers (bit `i` for `kills[i]`) that were
+/// killed in at least one execution: a kill point past the last store of
+/// every execution adds nothing.
+fn release_restart_model(
+    preemptions: usize,
+    capacity: usize,
+    arena_cells: usize,
+    stream: Stream,
+    kills: Vec<Option<usize>>,
+) -> usize {
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mask = killed.clone();
+    model_bounded(preemptions, move || {
+        let seg = Arc::new(ArrowSeg::new(capacity, arena_cells));
+        let p = {
+            let seg = seg.clone();
+            thread::spawn(move || arrow_produce(&seg, stream))
+        };
+        // The first sequence no consumer has read yet.
+        let mut unread = 0;
+        let mut finished = false;
+        for (i, &kill) in kills.iter().enumerate() {
+            let done = ArrowConsumer::attach(&seg, stream, kill).and_then(|mut c| {
+                assert!(c.read <= unread, "resumed at {} past {unread}", c.read);
+                let done = c.run();
+                unread = unread.max(c.read);
+                done
+            });
+            if done.is_ok() {
+                finished = true;
+                break;
+            }
+            // Not a loom atomic: bookkeeping across executions, outside the model.
+            mask.fetch_or(1 << i, std::sync::atomic::Ordering::Relaxed);
+        }
+        assert!(finished, "the last consumer is never killed");
+        assert_eq!(unread, stream.len() as u64);
+        p.join().unwrap();
+    });
+    killed.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Messages of one and two cells in an arena of four: the producer waits
+/// for the release point, and skips the arena's tail for the third and the
+/// fifth message.
+const TIGHT: Stream = &[
+    (MSG_SCHEMA, 2),
+    (MSG_BATCH, 1),
+    (MSG_DICTIONARY, 2),
+    (MSG_BATCH, 1),
+    (MSG_BATCH, 2),
+];
+
+/// The first consumer killed before each of its stores in turn (and, the
+/// last time, not at all), the next one resuming at `read_seq` while the
+/// producer fills the arena from the release point. A cell the producer
+/// overwrites before the message holding it is released through
+/// `read_seq` is a race with a consumer's read, or a wrong cell in it.
+/// Preemption bound 2: about 20 000 executions per kill point.
+#[test]
+fn the_producer_overwrites_no_cell_of_a_message_at_or_after_read_seq() {
+    for kill in 0.. {
+        if release_restart_model(2, 4, 4, TIGHT, vec![Some(kill), None]) == 0 {
+            break; // no execution made `kill` stores: every prefix is done
+        }
+    }
+}
+
+/// Three state changes (two of them adjacent, so that a consumer releases
+/// one while it has decoded the next), so that both halves of the save area
+/// are written.
+const STATEFUL: Stream = &[
+    (MSG_SCHEMA, 1),
+    (MSG_DICTIONARY, 1),
+    (MSG_BATCH, 1),
+    (MSG_DICTIONARY, 1),
+    (MSG_BATCH, 1),
+];
+
+/// Two consumers killed, then a third that runs to the end: the first
+/// before each of its stores in turn, the second before each of its first
+/// seven (naming a half again at attach, and its first release with a
+/// save), so that a consumer that resumed from the other half is killed
+/// again while saving. Each one checks at attach that the state it resumes
+/// with is the one for `read_seq`, and every batch it decodes. The ring is
+/// roomy and the bound is 0 (the two kill points multiply the models): the
+/// schedules explored are the values the consumer's loads may see, which
+/// vary how many messages each release takes.
+#[test]
+fn a_consumer_killed_between_release_stores_resumes_with_the_state_at_read_seq() {
+    for first in 0.. {
+        let mut first_killed = false;
+        for second in 0..=6 {
+            let kills = vec![Some(first), Some(second), None];
+            let killed = release_restart_model(0, 8, 8, STATEFUL, kills);
+            first_killed |= killed & 1 != 0;
+            if killed & 2 == 0 {
+                break;
+            }
+        }
+        if !first_killed {
+            break;
+        }
+    }
 }
