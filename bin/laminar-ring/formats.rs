@@ -334,7 +334,12 @@ pub type Out = BufWriter<Box<dyn Write + Send>>;
 /// cannot hold) leaves an existing file as it was.
 pub enum Output {
     Stdout,
-    File { file: File, path: String },
+    File {
+        file: File,
+        path: String,
+        /// It held bytes before this run opened it.
+        existed: bool,
+    },
 }
 
 impl Output {
@@ -350,10 +355,18 @@ impl Output {
             .truncate(false)
             .open(path)
             .map_err(|e| file_failure("cannot create", path, e))?;
+        let existed = file.metadata().is_ok_and(|m| m.len() > 0);
         Ok(Self::File {
             file,
             path: path.to_owned(),
+            existed,
         })
+    }
+
+    /// Whether the output is a file that held bytes before this run: one
+    /// that no batch was accepted for is left as it was.
+    pub fn existed(&self) -> bool {
+        matches!(self, Self::File { existed: true, .. })
     }
 
     /// The writer, once the output is to be written: a regular file is
@@ -361,7 +374,7 @@ impl Output {
     pub fn start(self) -> Result<Out, Failure> {
         let w: Box<dyn Write + Send> = match self {
             Self::Stdout => Box::new(std::io::stdout()),
-            Self::File { file, path } => {
+            Self::File { file, path, .. } => {
                 let regular = file
                     .metadata()
                     .map_err(|e| file_failure("cannot write", &path, e))?
@@ -621,11 +634,16 @@ impl Sink {
             }
             Self::Parquet(w, stored) => w.write(&conform(batch, stored)?).map_err(parquet_error),
             Self::Csv { out, header_done } => {
-                let mut w = arrow_csv::WriterBuilder::new()
+                // Through a buffer: the csv writer keeps only the text of an
+                // I/O error, and a closed pipe (`consume -o - | head`) must
+                // be told from a failed write by its `io::ErrorKind`.
+                let mut text = Vec::new();
+                arrow_csv::WriterBuilder::new()
                     .with_header(!*header_done)
-                    .build(&mut *out);
+                    .build(&mut text)
+                    .write(batch)?;
                 *header_done = true;
-                w.write(batch)
+                Ok(out.write_all(&text)?)
             }
         }
     }

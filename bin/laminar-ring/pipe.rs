@@ -375,6 +375,13 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
         // A closed stdout takes no more; a refused stream leaves the
         // output untouched.
         Err(f) if f.code == 0 || drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
+        // Stopped before any batch was accepted: a file that was there
+        // stays as it was (the output is truncated only for a batch).
+        Ok(Ending::Signalled | Ending::ProducerDied)
+            if drain.sink.is_none() && drain.out.as_ref().is_some_and(|o| o.existed()) =>
+        {
+            Ok(())
+        }
         _ => drain.finish(rx.schema().cloned()),
     };
     progress.finish();

@@ -78,6 +78,14 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
             "'{s}': only permission bits (up to 777) are allowed"
         ));
     }
+    if m & 0o002 != 0 {
+        // Every command refuses to open such a ring (any local user could
+        // rewrite it under its readers), so never make one.
+        return Err(format!(
+            "'{s}' lets every user write the ring, and no command opens such a ring; \
+             for a group, use 660 and --shared"
+        ));
+    }
     Ok(m)
 }
 
@@ -102,7 +110,7 @@ pub fn fmt_count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -183,6 +191,10 @@ mod tests {
         assert_eq!(parse_mode("0o644"), Ok(0o644));
         assert!(parse_mode("800").is_err());
         assert!(parse_mode("1777").is_err());
+        // A ring every user may write would be refused by every command.
+        assert!(parse_mode("666").is_err());
+        assert!(parse_mode("602").is_err());
+        assert_eq!(parse_mode("660"), Ok(0o660));
         assert_eq!(parse_count("1_000_000"), Ok(1_000_000));
         assert!(parse_count("0").is_err());
     }

@@ -1086,3 +1086,24 @@ fn consume_on_a_ring_that_carried_a_finished_stream_waits_for_the_next_producer(
     ok(wait_with_timeout(rx, Duration::from_secs(30)));
     assert_eq!(rows(&read_stream(&d.path("2.out"))), rows(&second));
 }
+
+/// A consumer stopped (SIGTERM) before it accepted any batch leaves a file
+/// that was already there as it was: the output is truncated only once a
+/// batch is accepted. A file it created itself becomes a valid empty
+/// output.
+#[test]
+fn a_consumer_stopped_before_any_batch_leaves_an_existing_file_alone() {
+    let d = Dir::new("stopped-early");
+    ok(d.run(&["create", "e"]));
+    std::fs::write(d.path("kept.csv"), "precious\n").unwrap();
+    for (out, format) in [("kept.csv", "csv"), ("new.arrows", "arrow")] {
+        let rx = d.spawn(&["consume", "e", "-o", &d.s(out), "--format", format]);
+        wait_until("the consumer", Duration::from_secs(10), || {
+            d.info("e")["consumer"]["alive"] == true
+        });
+        signal(rx.id(), "TERM");
+        ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    }
+    assert_eq!(std::fs::read(d.path("kept.csv")).unwrap(), b"precious\n");
+    assert!(read_stream(&d.path("new.arrows")).is_empty());
+}

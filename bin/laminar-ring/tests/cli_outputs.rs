@@ -6,7 +6,10 @@ mod cli_support;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 
 use cli_support::{Dir, ipc_stream, rich_batches, rows, run_limited};
 
@@ -128,6 +131,46 @@ fn a_closed_stdout_is_a_quiet_end_that_releases_nothing_unwritten() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "quiet");
     assert_eq!(rows(&drain(&d, "c")), rows(&batches), "nothing lost");
+
+    // CSV too (its writer keeps only the text of an I/O error), read as
+    // `| head` does: a few bytes, then the pipe closes while the consumer
+    // is still writing a batch larger than its 1 MiB output buffer.
+    let ids = Int64Array::from_iter_values(1_000_000_000..1_000_300_000);
+    let names = StringArray::from_iter_values((0..300_000).map(|i| format!("name{i}")));
+    let flat = RecordBatch::try_from_iter([
+        ("id", Arc::new(ids) as ArrayRef),
+        ("name", Arc::new(names) as ArrayRef),
+    ])
+    .unwrap();
+    fill(&d, "flat", std::slice::from_ref(&flat));
+    let mut child = d
+        .cmd(&["consume", "flat", "-o", "-", "--format", "csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut head = [0_u8; 64];
+    std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut head).unwrap();
+    assert!(head.starts_with(b"id,name\n1000000000,name0\n"), "{head:?}");
+    // The read end is closed now (dropped above).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "csv: consume did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "csv: {err}");
+    assert_eq!(err, "", "csv: quiet");
+    assert_eq!(
+        rows(&drain(&d, "flat")),
+        rows(&[flat]),
+        "csv: the unwritten batch stays in the ring"
+    );
 
     // Every command that prints: ls, info, create.
     d.run(&["create", "other"]).assert_ok();
