@@ -481,7 +481,7 @@ fn xorshift(mut state: u64) -> impl FnMut() -> usize {
 
 /// Overwrites `byte` with a random value, or flips one of its bits.
 fn corrupt_byte(byte: &mut u8, next: &mut impl FnMut() -> usize) {
-    if next() % 2 == 0 {
+    if next().is_multiple_of(2) {
         *byte = next() as u8;
     } else {
         *byte ^= 1 << (next() % 8);

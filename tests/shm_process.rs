@@ -225,7 +225,7 @@ fn record_producer(ring: &str) -> i32 {
     let mut tx = ShmProducer::<Record>::open(ring).expect("open producer");
     let mut seq = tx.write_seq();
     while seq < count {
-        if pace > 0 && seq % pace == 0 {
+        if pace > 0 && seq.is_multiple_of(pace) {
             std::thread::sleep(Duration::from_millis(1));
         }
         match tx.push_timeout(Record::new(seq), Duration::from_millis(100)) {

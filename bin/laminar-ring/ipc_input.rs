@@ -180,7 +180,7 @@ impl<R: Read> IpcStream<R> {
             let schema = message
                 .header_as_schema()
                 .ok_or_else(|| ipc_err("a schema message without its schema"))?;
-            Ok(arrow_ipc::convert::fb_to_schema(schema))
+            arrow_ipc::convert::try_fb_to_schema(schema)
         })?);
         // V1: no check that each message has the schema's metadata version,
         // as arrow's StreamReader does not check it either.
@@ -294,7 +294,7 @@ impl IpcFile {
             .ok_or_else(|| ipc_err("a file footer without a schema"))?;
         check_byte_order(ipc_schema)?;
         let schema = Arc::new(guarded("the Arrow IPC schema decoder", || {
-            Ok(arrow_ipc::convert::fb_to_schema(ipc_schema))
+            arrow_ipc::convert::try_fb_to_schema(ipc_schema)
         })?);
         let blocks: Vec<Block> = footer
             .recordBatches()

@@ -81,7 +81,7 @@ fn stored_arrow_schema(
         let schema = message
             .header_as_schema()
             .ok_or_else(|| arrow_schema::ArrowError::IpcError("no schema".into()))?;
-        Ok(arrow_ipc::convert::fb_to_schema(schema))
+        arrow_ipc::convert::try_fb_to_schema(schema)
     })
     .ok()
 }

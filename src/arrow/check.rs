@@ -125,7 +125,7 @@ impl FlatSchema {
         // the body: checked before.)
         let fits = |b: &arrow_ipc::Buffer, need: usize, align: usize| {
             let addr = (body.as_ptr() as usize).wrapping_add(b.offset() as usize);
-            usize::try_from(b.length()).is_ok_and(|len| len >= need) && addr % align == 0
+            usize::try_from(b.length()).is_ok_and(|len| len >= need) && addr.is_multiple_of(align)
         };
         let mut buffers = buffers.iter();
         for (field, node) in self.fields.iter().zip(nodes.iter()) {

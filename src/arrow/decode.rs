@@ -472,7 +472,7 @@ impl BatchConsumer {
                 d.len
             )));
         }
-        if d.pos % ARENA_ALIGN != 0 {
+        if !d.pos.is_multiple_of(ARENA_ALIGN) {
             return Err(bad(format!("position {} is not 64-byte aligned", d.pos)));
         }
         if d.pos < self.last_end {

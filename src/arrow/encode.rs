@@ -54,7 +54,7 @@ pub(crate) fn arrow_layout(opts: &ArrowRingOptions) -> Result<Layout, OpenError>
             opts.slots
         )));
     }
-    if opts.arena_bytes < 4096 || opts.arena_bytes % ARENA_ALIGN != 0 {
+    if opts.arena_bytes < 4096 || !opts.arena_bytes.is_multiple_of(ARENA_ALIGN) {
         return Err(OpenError::Geometry(format!(
             "arena of {} bytes: must be at least 4096 and a multiple of 64",
             opts.arena_bytes

@@ -41,7 +41,7 @@ pub(super) fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
     let schema = message
         .header_as_schema()
         .ok_or_else(|| ArrowError::IpcError("a schema slot that holds no schema".into()))?;
-    Ok(Arc::new(arrow_ipc::convert::fb_to_schema(schema)))
+    Ok(Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?))
 }
 
 /// The metadata of the dictionary or record batch message that is all of

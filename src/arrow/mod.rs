@@ -15,8 +15,9 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use arrow_array::{Int64Array, RecordBatch};
-//! use arrow_schema::{DataType, Field, Schema};
+//! // The arrow crates this API speaks, re-exported (arrow 60):
+//! use laminar_ring::arrow::array::{Int64Array, RecordBatch};
+//! use laminar_ring::arrow::schema::{DataType, Field, Schema};
 //! use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
 //!
 //! let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
@@ -110,6 +111,23 @@ use bytemuck::{Pod, Zeroable};
 
 pub use decode::{BatchConsumer, LeasedBatch};
 pub use encode::BatchProducer;
+
+// The arrow-rs crates whose types this API takes and returns (arrow 60), so
+// that a caller passes batches of the very same arrow version without
+// naming it in its own Cargo.toml (as arrow-flight and datafusion do):
+//
+//     use laminar_ring::arrow::array::{Int64Array, RecordBatch};
+//     use laminar_ring::arrow::schema::{DataType, Field, Schema};
+#[doc(inline)]
+pub use arrow_array as array;
+#[doc(inline)]
+pub use arrow_buffer as buffer;
+#[doc(inline)]
+pub use arrow_data as data;
+#[doc(inline)]
+pub use arrow_ipc as ipc;
+#[doc(inline)]
+pub use arrow_schema as schema;
 
 use crate::shm::{OpenError, SegmentOptions};
 

@@ -393,7 +393,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
             "a power of two up to 4096",
         ));
     }
-    if h.slot_size == 0 || h.slot_size % u64::from(h.slot_align) != 0 {
+    if h.slot_size == 0 || !h.slot_size.is_multiple_of(u64::from(h.slot_align)) {
         return Err(bad(
             "slot_size",
             h.slot_size,
@@ -401,7 +401,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         ));
     }
     let line_align = u64::from(h.slot_align).max(LINE as u64);
-    if h.slots_offset < HEADER_LEN as u64 || h.slots_offset % line_align != 0 {
+    if h.slots_offset < HEADER_LEN as u64 || !h.slots_offset.is_multiple_of(line_align) {
         return Err(bad(
             "slots_offset",
             h.slots_offset,
@@ -422,7 +422,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
             return Err(bad("arena_len", h.arena_len, "0 for a typed ring"));
         }
         RingKind::Arrow => {
-            if h.arena_offset < slots_end || h.arena_offset % 64 != 0 {
+            if h.arena_offset < slots_end || !h.arena_offset.is_multiple_of(64) {
                 return Err(bad(
                     "arena_offset",
                     h.arena_offset,
