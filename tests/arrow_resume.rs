@@ -444,3 +444,39 @@ fn a_consumer_killed_between_saving_its_state_and_releasing_resumes() {
         eprintln!("{what}: resumed at batch {first}");
     }
 }
+
+/// Arena positions only grow, by the bytes written, and no ring gets near
+/// 2^63 (29 years at 10 GB/s). An `arena_head` that another process set
+/// beyond that is refused by a producer attaching: placing a message after
+/// it would wrap its position past `u64::MAX` (a panic in a debug build; in
+/// a release build a message written without consulting the release point,
+/// over bytes the consumer has not released, under a descriptor no consumer
+/// accepts). The consumer still receives what was sent, and a producer
+/// attaches again once the word is sane.
+#[test]
+fn an_arena_head_a_peer_set_near_the_end_of_u64_is_refused_by_a_new_producer() {
+    let dir = Dir::new("huge-head");
+    let o = dir.opts();
+    let sent: Vec<_> = (0..6).map(batch).collect();
+    let mut tx = BatchProducer::create("r", &o).unwrap();
+    for b in &sent {
+        tx.send(b).unwrap();
+    }
+    drop(tx);
+    let good = std::fs::read(dir.path("r")).unwrap();
+    let mut state = good.clone();
+    set_word(&mut state, ARENA_HEAD, u64::MAX - 63);
+    std::fs::write(dir.path("h"), &state).unwrap();
+    let e = BatchProducer::open("h", &o).err().expect("refused");
+    assert!(e.to_string().contains("arena_head"), "{e}");
+    let mut rx = BatchConsumer::open("h", &o).unwrap();
+    assert_eq!(drain(&mut rx, "h"), sent);
+    drop(rx);
+    resume_both(
+        &dir,
+        &good,
+        "h3",
+        &sent,
+        &(6..20).map(batch).collect::<Vec<_>>(),
+    );
+}

@@ -850,6 +850,56 @@ fn bad_segments_are_refused_with_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Sequences only grow, one per item, and no ring gets anywhere near 2^63
+/// (29 years at 10^10 items/s). A segment whose positions another process
+/// set beyond that, a consistent pair the snapshot at open accepts, is
+/// refused when a side attaches: the position that side would advance
+/// could otherwise wrap past `u64::MAX` (a panic in a debug build; in a
+/// release build `write_seq` back to 0, behind `read_seq`, so that every
+/// later item is one the consumer never sees).
+#[test]
+fn positions_a_peer_set_near_the_end_of_u64_are_refused_when_attaching() {
+    let dir = std::env::temp_dir().join(format!("lr-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = SegmentOptions {
+        dir: dir.clone(),
+        ..SegmentOptions::default()
+    };
+    drop(ShmProducer::<u64>::create_with("r", 4, &opts).unwrap());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("r"))
+        .unwrap();
+    let huge = u64::MAX - 1;
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&huge.to_ne_bytes(), 128).unwrap(); // write_seq
+        f.write_all_at(&huge.to_ne_bytes(), 256).unwrap(); // read_seq
+    }
+    let e = ShmProducer::<u64>::open_with("r", &opts).err().unwrap();
+    assert!(matches!(e, OpenError::BadHeader { .. }), "{e}");
+    assert!(e.to_string().contains("write_seq"), "{e}");
+    let e = ShmConsumer::<u64>::open_with("r", &opts).err().unwrap();
+    assert!(matches!(e, OpenError::BadHeader { .. }), "{e}");
+    assert!(e.to_string().contains("read_seq"), "{e}");
+    // Refused before taking the role: a later open of a repaired segment
+    // finds both roles free.
+    let ok = 1_u64 << 62;
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&ok.to_ne_bytes(), 128).unwrap();
+        f.write_all_at(&ok.to_ne_bytes(), 256).unwrap();
+    }
+    let mut tx = ShmProducer::<u64>::open_with("r", &opts).unwrap();
+    let mut rx = ShmConsumer::<u64>::open_with("r", &opts).unwrap();
+    for v in 0..10 {
+        tx.push(v).unwrap();
+        assert_eq!(rx.pop_timeout(Duration::from_secs(20)), Ok(v));
+    }
+    drop((tx, rx));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A segment aligns slots to at most a page (4096 bytes): a slot type that
 /// needs more is refused with its own error both by `create` (before any
 /// file is made) and by `open`; a page-aligned type gets page-aligned slots.

@@ -13,7 +13,7 @@ use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
     MSG_SCHEMA, align_up,
 };
-use crate::shm::header::{Layout, RingKind, fingerprint};
+use crate::shm::header::{Layout, RingKind, check_position, fingerprint};
 use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
 use crate::sync::Ordering;
 
@@ -92,17 +92,26 @@ impl BatchProducer {
     }
 
     fn attach(seg: Segment) -> Result<Self, ArrowRingError> {
-        let inner = ShmProducer::<Descriptor>::attach_as(seg, RingKind::Arrow)?;
+        // Resume after whatever a previous producer wrote: arena_head is
+        // stored before each publish, so it is at or past the end of every
+        // published message. Loaded with the role held (no other producer
+        // stores it now) and checked before this producer stores anything:
+        // positions after one beyond 2^63 could wrap. Acquire: pairs with
+        // its Release store in write_message (by an earlier producer).
+        let (inner, head) =
+            ShmProducer::<Descriptor>::attach_checked(seg, RingKind::Arrow, |seg| {
+                let head = seg.header().producer.arena_head.load(Ordering::Acquire);
+                check_position("arena_head", head).map_err(|source| OpenError::BadHeader {
+                    path: seg.path().to_owned(),
+                    source,
+                })?;
+                Ok(head)
+            })?;
         let seg = inner.segment();
         let layout = *seg.layout();
         // SAFETY: validate() checked arena_offset + arena_len <= total_len,
         // which lies within the mapping.
         let arena = unsafe { seg.ptr_at(layout.arena_offset) };
-        // Resume after whatever a previous producer wrote: arena_head is
-        // stored before each publish, so it is at or past the end of every
-        // published message. Acquire: pairs with its Release store in
-        // write_message (by an earlier producer of this ring).
-        let head = seg.header().producer.arena_head.load(Ordering::Acquire);
         Ok(Self {
             inner,
             arena,

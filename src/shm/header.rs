@@ -29,6 +29,12 @@ pub const LINE: usize = 128;
 pub const MAX_CAPACITY: u64 = 1 << 32;
 /// Largest slot alignment accepted.
 pub const MAX_SLOT_ALIGN: u32 = 4096;
+/// Largest position a side resumes from when it attaches: `write_seq` and
+/// `read_seq` (one per item) and an Arrow ring's `arena_head` (one per byte)
+/// only grow, and none reaches 2^63 (29 years at 10^10 items or bytes a
+/// second). One beyond it was set by another process, and advancing it
+/// could wrap past `u64::MAX`.
+pub const MAX_POSITION: u64 = 1 << 63;
 
 /// `state` before the creator has finished initialising the segment.
 pub const STATE_INITIALIZING: u32 = 0;
@@ -480,6 +486,23 @@ pub fn check_sequences(read_seq: u64, write_seq: u64, capacity: u64) -> Result<(
             write_seq,
             capacity,
         });
+    }
+    Ok(())
+}
+
+/// Checks a position that a side is about to resume from and advance
+/// (see [`MAX_POSITION`]).
+///
+/// # Errors
+///
+/// [`HeaderError::BadField`] naming `field` when `value > MAX_POSITION`.
+pub(crate) fn check_position(field: &'static str, value: u64) -> Result<(), HeaderError> {
+    if value > MAX_POSITION {
+        return Err(bad(
+            field,
+            value,
+            "beyond 2^63, which no ring reaches: set by another process",
+        ));
     }
     Ok(())
 }

@@ -35,7 +35,8 @@ use crate::wait::{WaitStrategy, block_on};
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
-    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, fingerprint,
+    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, check_position,
+    fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -303,8 +304,27 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// Attaches to a ring of `kind` whose slots are `T` (the Arrow layer's
     /// descriptor rings use this).
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
+        Self::attach_checked(seg, kind, |_| Ok(())).map(|(p, ())| p)
+    }
+
+    /// [`attach_as`](Self::attach_as), running `check` once the role is
+    /// taken and before anything is stored: an error from it leaves the
+    /// segment as it was (the role is released with the descriptor).
+    pub(crate) fn attach_checked<R>(
+        seg: Segment,
+        kind: RingKind,
+        check: impl FnOnce(&Segment) -> Result<R, OpenError>,
+    ) -> Result<(Self, R), OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Producer)?;
+        let core = ProducerCore::new(Arc::new(ring));
+        let ring = core.handle().clone();
+        let bad = |source| OpenError::BadHeader {
+            path: ring.seg.path().to_owned(),
+            source,
+        };
+        check_position("write_seq", core.write_pos()).map_err(bad)?;
+        let checked = check(&ring.seg)?;
         // The producer is the only sleeper on not_full, and the role lock
         // says no other producer is attached: a count left there is from a
         // predecessor killed while asleep.
@@ -314,12 +334,15 @@ impl<T: ShmSlot> ShmProducer<T> {
         // Release: pairs with the Acquire load of producer_state in
         // ShmConsumer::producer_gone.
         line.producer_state.store(ROLE_ATTACHED, Ordering::Release);
-        Ok(Self {
-            core: ProducerCore::new(Arc::new(ring)),
-            wait: WaitStrategy::Park,
-            probe: PeerProbe { last: None },
-            abandoned: false,
-        })
+        Ok((
+            Self {
+                core,
+                wait: WaitStrategy::Park,
+                probe: PeerProbe { last: None },
+                abandoned: false,
+            },
+            checked,
+        ))
     }
 
     /// Sets how blocking calls wait (default [`WaitStrategy::Park`]).
@@ -583,6 +606,12 @@ impl<T: ShmSlot> ShmConsumer<T> {
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
         let ring = MappedRing::<T>::new(seg, kind)?;
         ring.seg.lock_role(Role::Consumer)?;
+        let core = ConsumerCore::new(Arc::new(ring));
+        let ring = core.handle().clone();
+        check_position("read_seq", core.read_pos()).map_err(|source| OpenError::BadHeader {
+            path: ring.seg.path().to_owned(),
+            source,
+        })?;
         // The consumer is the only sleeper on not_empty (see the producer's).
         ring.seg.header().not_empty.cell.reset_waiters();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
@@ -592,7 +621,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
             .consumer_state
             .store(ROLE_ATTACHED, Ordering::Release);
         Ok(Self {
-            core: ConsumerCore::new(Arc::new(ring)),
+            core,
             wait: WaitStrategy::Park,
             probe: PeerProbe { last: None },
         })
