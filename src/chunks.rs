@@ -207,3 +207,19 @@ impl<'a, T> ReadChunk<'a, T> {
         self.commit(n);
     }
 }
+
+impl<T> std::fmt::Debug for WriteChunkUninit<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteChunkUninit")
+            .field("len", &(self.first.1 + self.second.1))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for ReadChunk<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadChunk")
+            .field("len", &(self.first.1 + self.second.1))
+            .finish_non_exhaustive()
+    }
+}

@@ -34,6 +34,8 @@
 //! * [crossbeam-queue](https://docs.rs/crossbeam-queue)'s `ArrayQueue`: the
 //!   Vyukov MPMC queue that [`mpsc`] restricts to one consumer.
 
+#![warn(missing_debug_implementations)]
+
 #[cfg(all(feature = "arrow", target_os = "linux", not(loom)))]
 #[allow(unsafe_code)] // arena writes and leased buffers over the mapping
 pub mod arrow;

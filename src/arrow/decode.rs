@@ -757,3 +757,23 @@ impl SessionDecoder {
         self.checked.read_record_batch(block, buffer)
     }
 }
+
+impl std::fmt::Debug for LeasedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedBatch")
+            .field("num_rows", &self.batch.num_rows())
+            .field("schema", &self.batch.schema())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for BatchConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchConsumer")
+            .field("read_seq", &self.inner.read_seq())
+            .field("outstanding", &self.rel.outstanding.len())
+            .field("max_leases", &self.max_leases)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}

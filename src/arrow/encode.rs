@@ -645,3 +645,14 @@ mod tests {
         }
     }
 }
+
+impl std::fmt::Debug for BatchProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchProducer")
+            .field("write_seq", &self.inner.write_seq())
+            .field("arena_head", &self.head)
+            .field("pending", &self.pending.len())
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}

@@ -839,3 +839,23 @@ pub fn create<T: ShmSlot>(
     Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
     Ok(())
 }
+
+impl<T: ShmSlot> std::fmt::Debug for ShmProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmProducer")
+            .field("slot_type", &T::TYPE_NAME)
+            .field("write_seq", &self.write_seq())
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: ShmSlot> std::fmt::Debug for ShmConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmConsumer")
+            .field("slot_type", &T::TYPE_NAME)
+            .field("read_seq", &self.read_seq())
+            .field("wait", &self.wait)
+            .finish_non_exhaustive()
+    }
+}
