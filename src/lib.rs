@@ -36,6 +36,13 @@
 
 #![warn(missing_debug_implementations)]
 
+#[cfg(all(feature = "arrow", not(target_os = "linux")))]
+compile_error!(
+    "laminar-ring's `arrow` feature (a default one) needs Linux: its rings live in \
+     shared memory and wait on futexes. Elsewhere use `default-features = false` \
+     for the in-process ring and channels."
+);
+
 #[cfg(all(feature = "arrow", target_os = "linux", not(loom)))]
 #[allow(unsafe_code)] // arena writes and leased buffers over the mapping
 pub mod arrow;

@@ -100,9 +100,11 @@ pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{HeaderError, Layout, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
+#[cfg(feature = "arrow")]
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
 pub use slot::{ShmSlot, fingerprint};
+#[cfg(feature = "arrow")]
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};
 

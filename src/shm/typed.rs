@@ -403,11 +403,13 @@ impl<T: ShmSlot> ShmProducer<T> {
         outcome.unwrap_or_else(|| Err(ShmPushError::Full(value.expect("not pushed"))))
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// The segment this producer is attached to.
     pub(crate) fn segment(&self) -> &Segment {
         &self.core.ring().seg
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// Waits, with this producer's strategy, until `ready(self)` is true.
     /// `Err(ShmPushError::Full(()))` at the deadline, `ConsumerGone(())`
     /// when the consumer is gone.
@@ -480,6 +482,7 @@ impl<T: ShmSlot> ShmProducer<T> {
         self.core.write_pos()
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// Where the consumer stands among the items this producer (or an
     /// earlier one) published: `Some(None)` when it has released every one,
     /// `Some(Some(item))` with a copy of the oldest one it has not released,
@@ -652,16 +655,19 @@ impl<T: ShmSlot> ShmConsumer<T> {
         }
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// The segment this consumer is attached to.
     pub(crate) fn segment(&self) -> &Segment {
         &self.core.ring().seg
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// A handle that keeps the mapping alive (for leases of its memory).
     pub(crate) fn ring_handle(&self) -> Arc<MappedRing<T>> {
         self.core.handle().clone()
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// Waits, with this consumer's strategy, until `ready(self)` is true;
     /// `ready` is called again after the producer is seen gone, so it sees
     /// everything committed. Errors: `Timeout`, `EndOfStream`, `PeerGone`.
