@@ -467,7 +467,7 @@ fn an_arena_head_a_peer_set_near_the_end_of_u64_is_refused_by_a_new_producer() {
     let mut state = good.clone();
     set_word(&mut state, ARENA_HEAD, u64::MAX - 63);
     std::fs::write(dir.path("h"), &state).unwrap();
-    let e = BatchProducer::open("h", &o).err().expect("refused");
+    let e = BatchProducer::open("h", &o).expect_err("refused");
     assert!(e.to_string().contains("arena_head"), "{e}");
     let mut rx = BatchConsumer::open("h", &o).unwrap();
     assert_eq!(drain(&mut rx, "h"), sent);

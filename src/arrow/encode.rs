@@ -599,6 +599,17 @@ fn split_messages(parts: Vec<Buffer>) -> Result<Vec<Message>, arrow_schema::Arro
     Ok(out)
 }
 
+impl std::fmt::Debug for BatchProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchProducer")
+            .field("write_seq", &self.inner.write_seq())
+            .field("arena_head", &self.head)
+            .field("pending", &self.pending.len())
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -643,16 +654,5 @@ mod tests {
                 }
             }
         }
-    }
-}
-
-impl std::fmt::Debug for BatchProducer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchProducer")
-            .field("write_seq", &self.inner.write_seq())
-            .field("arena_head", &self.head)
-            .field("pending", &self.pending.len())
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
     }
 }
