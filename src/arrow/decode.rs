@@ -199,10 +199,10 @@ impl BatchConsumer {
             ring: inner.ring_handle(),
         });
         let (arena_len, save_len) = super::split_arena(layout.arena_len);
-        // SAFETY: the save area is the arena's last `save_len` bytes, inside
-        // the validated arena; the mapping lives as long as `inner`, which
-        // moves with it; only the consumer writes it, and this process holds
-        // the consumer role.
+        // The mapping lives as long as `inner`, which moves with the save
+        // area; only the consumer writes it.
+        // SAFETY: the arena's last `save_len` bytes, inside the validated
+        // arena; this process holds the consumer role.
         let save = unsafe { SaveArea::new(arena.add(arena_len as usize).cast_mut(), save_len) };
         let mut me = Self {
             inner,

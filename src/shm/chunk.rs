@@ -74,12 +74,11 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
         } else {
             return None;
         };
+        // A producer that broke the protocol and wrote the slot now could
+        // make this a data race in Rust's model, but not read anything other
+        // than some bytes of the slot (see the typed module's docs).
         // SAFETY: `p` is an aligned, published slot in the mapping, which the
-        // consumer this chunk borrows keeps alive and unreleased. A volatile
-        // read of a Pod value into a local: a producer that broke the
-        // protocol and wrote the slot now could make this a data race in
-        // Rust's model, but not read anything other than some bytes of the
-        // slot, and any bytes are a valid T (see the typed module's docs).
+        // borrowed consumer keeps alive and unreleased; any bytes are a T.
         Some(unsafe { p.read_volatile() })
     }
 

@@ -303,10 +303,10 @@ impl Segment {
             .len(HEADER_LEN)
             .map_raw_read_only(&file)
             .map_err(|e| OpenError::io(&path, e))?;
-        // SAFETY: the header mapping is HEADER_LEN bytes and page-aligned,
-        // so `state` (at a 4-aligned offset inside it) is in bounds and
-        // aligned; the reference covers only that atomic word, and the
-        // mapping outlives every use of it below.
+        // The reference covers only that atomic word, and the mapping
+        // outlives every use of it below.
+        // SAFETY: the header mapping is HEADER_LEN bytes and page-aligned, so
+        // `state` (at a 4-aligned offset inside it) is in bounds and aligned.
         let state = unsafe {
             &*head
                 .as_ptr()
@@ -316,12 +316,12 @@ impl Segment {
         // The creator writes the magic before marking the segment ready: a
         // file with other non-zero bytes there is not a ring being made (a
         // byte still zero may be one the creator has not written yet).
-        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above).
         // The creator may be writing these bytes right now: in Rust's model
         // that race is a data race even for a volatile read, the standard
         // practice for memory another process writes (as the kernel's
-        // READ_ONCE); in practice it yields some bytes, and any 8 bytes are
-        // a valid [u8; 8], compared and never trusted.
+        // READ_ONCE); in practice it yields some bytes.
+        // SAFETY: the mapping is at least HEADER_LEN bytes (checked above);
+        // any 8 bytes are a valid [u8; 8], compared and never trusted.
         let magic = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<[u8; 8]>()) };
         if magic.iter().zip(MAGIC).any(|(&b, m)| b != 0 && b != m) {
             return Err(OpenError::BadHeader {
@@ -342,12 +342,11 @@ impl Segment {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // SAFETY: in bounds and aligned (above), and `state` READY (Acquire)
-        // says the creator has finished writing these bytes. Only a process
-        // breaking the format could still write them, racing with this
-        // volatile read as with the magic's above; HeaderFields is Pod, and
-        // the copy is what gets validated and used from now on, so such a
-        // race can at worst make validation refuse the segment.
+        // Only a process breaking the format could still write these bytes,
+        // racing with this volatile read as with the magic's above; the copy
+        // is what gets validated and used, so at worst validation refuses.
+        // SAFETY: in bounds and aligned (above), HeaderFields is Pod, and
+        // `state` READY (Acquire) says the creator has finished writing.
         let fields = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<HeaderFields>()) };
         let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
             path: path.clone(),
@@ -416,11 +415,11 @@ impl Segment {
     /// The header, for its atomics (the immutable fields were copied into
     /// `layout` at open and are not read from the mapping again).
     pub(crate) fn header(&self) -> &SegmentHeader {
-        // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned
-        // (checked at create/open), and lives as long as `self`. Other
-        // processes write the header at any time; every byte of
+        // Other processes write the header at any time; every byte of
         // SegmentHeader is an atomic or opaque (UnsafeCell), so the shared
         // reference claims nothing those writes break.
+        // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned
+        // (checked at create/open), and lives as long as `self`.
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
 

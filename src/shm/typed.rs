@@ -135,21 +135,20 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     unsafe fn write_slot(&self, seq: u64, value: T) {
-        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot,
-        // so a consumer keeping the protocol does not touch it now. A
-        // volatile write, not a reference: see "Memory another process
+        // A volatile write, not a reference: see "Memory another process
         // writes" above for what that does and does not promise.
+        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot,
+        // so a consumer keeping the protocol does not touch it now.
         unsafe { self.slot_ptr(seq).write_volatile(value) }
     }
 
     #[inline(always)]
     unsafe fn read_slot(&self, seq: u64) -> T {
+        // A producer breaking the protocol can race with this read: in
+        // Rust's model a data race even when volatile; in practice it can
+        // only yield some bytes (see "Memory another process writes" above).
         // SAFETY: in bounds and aligned (slot_ptr), and published, so a
-        // producer keeping the protocol does not write it now. One that
-        // does not can race with this read: in Rust's model that is a data
-        // race even when volatile; in practice a volatile read of a Pod
-        // value into a local can only yield some bytes, and any bytes are a
-        // valid T (see "Memory another process writes" above).
+        // producer keeping the protocol does not write it; any bytes are a T.
         unsafe { self.slot_ptr(seq).read_volatile() }
     }
 
@@ -501,12 +500,12 @@ impl<T: ShmSlot> ShmProducer<T> {
         if read == write {
             return Some(None);
         }
-        // SAFETY: slot_ptr is in bounds and aligned for T; `read` is published
-        // and only a producer writes slots, this one (the role lock excludes
-        // any other), which writes slot `read & mask` again only for sequence
-        // `read + capacity`, after the consumer has released `read`: nothing
-        // writes the slot during this read. Any bytes are a valid T (Pod).
-        Some(Some(unsafe { ring.slot_ptr(read).read() }))
+        // Only this producer writes slots (the role lock excludes any other),
+        // and slot `read & mask` again only for `read + capacity`, after the
+        // consumer released `read`. Volatile, as every slot access here.
+        // SAFETY: slot_ptr is in bounds and aligned for T, `read` is
+        // published and unwritten during this read; any bytes are a T (Pod).
+        Some(Some(unsafe { ring.slot_ptr(read).read_volatile() }))
     }
 
     /// Whether a consumer process is attached and alive right now.
