@@ -2,6 +2,8 @@
 //! (copy and zero-copy receive), and a producer killed mid-stream.
 #![cfg(feature = "arrow")]
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,12 +264,7 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
         wait_last.recv().unwrap();
         tx.close().unwrap();
     });
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
+    let mut rng = common::Rng::from_env_or_time();
     for session in 0..10 {
         let out = dir.join(format!("{session:02}"));
         let mut c = Command::new(std::env::current_exe().unwrap())
@@ -284,10 +281,8 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
             .env("OUT", &out)
             .spawn()
             .unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(5 + seed % 25));
+        // A random moment to kill the consumer at: a sleep on purpose.
+        std::thread::sleep(Duration::from_millis(5 + rng.below(25)));
         c.kill().unwrap();
         c.wait().unwrap();
     }

@@ -4,12 +4,15 @@
 //! The `helper` test is the entry point of those child processes: it does
 //! nothing unless `LAMINAR_HELPER` names a role.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
+use common::Rng;
 use laminar_ring::shm::{
     OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, ShmSlot,
     ShmTryPopError,
@@ -110,30 +113,6 @@ fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
             panic!("helper did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Tiny xorshift generator; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn from_time() -> Self {
-        let seed = std::env::var("LAMINAR_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        eprintln!("rng seed {seed} (set LAMINAR_SEED to replay)");
-        Self(seed)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
@@ -354,7 +333,7 @@ fn pod_records_producer_first_then_consumer() {
 #[test]
 fn producer_sigkill_trials_lose_nothing_and_report_peer_gone() {
     let ring = Ring::new("pkill");
-    let mut rng = Rng::from_time();
+    let mut rng = Rng::from_env_or_time();
     let mut rx = ShmConsumer::<Record>::create(&ring.name, 1024).unwrap();
     let mut expected = 0_u64;
     let mut worst_gone = Duration::ZERO;
@@ -407,7 +386,7 @@ fn consumer_sigkill_trials_are_at_least_once() {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let count: u64 = 1_000_000;
-    let mut rng = Rng::from_time();
+    let mut rng = Rng::from_env_or_time();
     drop(ShmProducer::<Record>::create(&ring.name, 1024).unwrap());
     // About a million records a second, so the kills land mid-stream.
     let mut producer = spawn_helper(
@@ -1062,13 +1041,21 @@ fn a_blocked_consumer_uses_no_cpu_and_wakes_on_push() {
     let (cpu, wall) = (thread_cpu_time() - cpu, wall.elapsed());
     eprintln!("blocked {wall:?}, CPU {cpu:?}");
     assert!(wall >= Duration::from_millis(500));
-    // Sleeping on the futex: a few slices of bookkeeping, not a spinning core.
+    // Sleeping on the futex costs a few microseconds per wake-up (it checks
+    // the producer's lock every 10 ms): well under a millisecond in all. A
+    // consumer that spins instead burns the whole 500 ms whenever it has a
+    // core. The bound is absolute, not a ratio of wall time: load on the
+    // machine can only lower a thread's CPU time, never raise it, so only a
+    // consumer that spins for a fifth of the time or more can fail it.
+    // (benches/shm.rs measures the wake-up latency itself.)
     assert!(
-        cpu < wall / 20,
+        cpu < Duration::from_millis(100),
         "blocked consumer used {cpu:?} CPU in {wall:?}"
     );
     // And a push from another thread wakes it.
     let t = std::thread::spawn(move || {
+        // Gives the consumer time to go back to sleep, so that the push
+        // usually wakes a sleeper; the test is correct either way.
         std::thread::sleep(Duration::from_millis(30));
         tx.push(5).unwrap();
         tx

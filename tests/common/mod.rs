@@ -56,3 +56,32 @@ pub fn fnv(mut h: u64, v: u64) -> u64 {
     }
     h
 }
+
+/// Tiny xorshift generator for randomized tests. Its seed comes from
+/// `LAMINAR_SEED` when set, else from the clock, and is printed, so that a
+/// failing run can be replayed exactly: `LAMINAR_SEED=<seed> cargo test ...`.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env_or_time() -> Self {
+        let seed = std::env::var("LAMINAR_SEED")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            })
+            | 1; // xorshift's one fixed point is 0
+        eprintln!("rng seed {seed} (set LAMINAR_SEED={seed} to replay)");
+        Self(seed)
+    }
+
+    /// The next value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
