@@ -1,4 +1,4 @@
-//! The segment's `#[repr(C)]` header (layout version 2) and its validation.
+//! The segment's `#[repr(C)]` header (layout version 3) and its validation.
 //!
 //! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
 //! the compile-time assertions at the bottom pin every offset given there.
@@ -13,7 +13,7 @@ use std::mem::{offset_of, size_of};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::WaitCell;
 
 pub use super::slot::fingerprint;
@@ -21,7 +21,7 @@ pub use super::slot::fingerprint;
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LAMRING\0";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Alignment and size of one header line: two 64-byte cache lines, because
 /// adjacent-line prefetch pairs them (see `RingBuffer`).
 pub const LINE: usize = 128;
@@ -67,6 +67,13 @@ pub(crate) const ROLE_NEVER: u32 = 0;
 pub(crate) const ROLE_ATTACHED: u32 = 1;
 /// The last process in this role detached cleanly (producer: end of stream).
 pub(crate) const ROLE_CLOSED: u32 = 2;
+/// Producer only: the last producer gave up with an error (its reason is in
+/// [`ProducerLine::failure`]); the stream ends in error, not cleanly.
+pub(crate) const ROLE_FAILED: u32 = 3;
+
+/// Bytes of a producer's failure reason kept in the header (UTF-8, padded
+/// with NULs, cut at a character boundary).
+pub const FAILURE_REASON_LEN: usize = 64;
 
 /// The immutable part of line 0, written by the creator before `state`
 /// becomes [`STATE_READY`] and never after.
@@ -137,7 +144,58 @@ pub(crate) struct ProducerLine {
     /// written (stored before that message is published), where a new
     /// producer resumes.
     pub(crate) arena_head: AtomicU64,
-    _reserved: Opaque<[u8; 96]>,
+    /// Process id of the last producer to attach (0: none yet), in the pid
+    /// namespace of that producer; information only (`info`, `rm`).
+    pub(crate) producer_pid: AtomicU32,
+    _pad2: Opaque<u32>,
+    /// When the producer began waiting for room in a full ring, as Unix
+    /// nanoseconds; 0 while it is not waiting. Information only.
+    pub(crate) blocked_since_ns: AtomicU64,
+    _reserved: Opaque<[u8; 16]>,
+    /// With `producer_state == ROLE_FAILED`: why the producer gave up,
+    /// stored before that state.
+    pub(crate) failure: FailureReason,
+}
+
+/// A producer's failure reason: [`FAILURE_REASON_LEN`] bytes of UTF-8,
+/// padded with NULs, in atomic words (another process reads them while the
+/// next producer may write them).
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct FailureReason([AtomicU64; FAILURE_REASON_LEN / 8]);
+
+impl FailureReason {
+    /// Stores `reason`, cut to [`FAILURE_REASON_LEN`] bytes at a character
+    /// boundary. Relaxed: the caller publishes it by storing
+    /// `producer_state = ROLE_FAILED` with Release afterwards.
+    pub(crate) fn store(&self, reason: &str) {
+        let mut cut = reason.len().min(FAILURE_REASON_LEN);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut bytes = [0u8; FAILURE_REASON_LEN];
+        bytes[..cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        for (word, chunk) in self.0.iter().zip(bytes.chunks_exact(8)) {
+            let chunk: [u8; 8] = chunk.try_into().unwrap_or([0; 8]);
+            word.store(u64::from_ne_bytes(chunk), Ordering::Relaxed);
+        }
+    }
+
+    /// The stored reason. Another process wrote it: invalid UTF-8 is
+    /// replaced, the NUL padding dropped. Relaxed loads: the caller has
+    /// loaded `producer_state == ROLE_FAILED` with Acquire, which pairs with
+    /// the Release store that followed [`Self::store`].
+    pub(crate) fn load(&self) -> String {
+        let mut bytes = [0u8; FAILURE_REASON_LEN];
+        for (word, chunk) in self.0.iter().zip(bytes.chunks_exact_mut(8)) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(FAILURE_REASON_LEN);
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    }
 }
 
 /// Line 2: written by the consumer.
@@ -155,7 +213,14 @@ pub(crate) struct ConsumerLine {
     /// saved decoder state: 0 none, 1 the first, 2 the second (see
     /// `arrow/resume.rs`).
     pub(crate) saved_state: AtomicU64,
-    _reserved: Opaque<[u8; 96]>,
+    /// Process id of the last consumer to attach (0: none yet); information
+    /// only.
+    pub(crate) consumer_pid: AtomicU32,
+    _pad2: Opaque<u32>,
+    /// When the consumer began waiting for an item in an empty ring, as
+    /// Unix nanoseconds; 0 while it is not waiting. Information only.
+    pub(crate) waiting_since_ns: AtomicU64,
+    _reserved: Opaque<[u8; 80]>,
 }
 
 /// Lines 3 and 4: where a side sleeps.
@@ -215,13 +280,19 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, read_seq) == 0);
     assert!(offset_of!(ConsumerLine, consumer_state) == 8);
     assert!(offset_of!(ConsumerLine, arena_released) == 16);
+    assert!(offset_of!(ProducerLine, producer_pid) == 32);
+    assert!(offset_of!(ProducerLine, blocked_since_ns) == 40);
+    assert!(offset_of!(ProducerLine, failure) == 64);
     assert!(offset_of!(ConsumerLine, saved_state) == 24);
+    assert!(offset_of!(ConsumerLine, consumer_pid) == 32);
+    assert!(offset_of!(ConsumerLine, waiting_since_ns) == 40);
     assert!(size_of::<WaitCell>() == 8);
     assert!(HEADER_LEN == 5 * LINE);
     // No padding anywhere: every byte belongs to a field, atomic or opaque.
     assert!(offset_of!(InfoLine, _reserved) + 36 == LINE);
-    assert!(offset_of!(ProducerLine, _reserved) + 96 == LINE);
-    assert!(offset_of!(ConsumerLine, _reserved) + 96 == LINE);
+    assert!(offset_of!(ProducerLine, _reserved) + 16 == offset_of!(ProducerLine, failure));
+    assert!(offset_of!(ProducerLine, failure) + FAILURE_REASON_LEN == LINE);
+    assert!(offset_of!(ConsumerLine, _reserved) + 80 == LINE);
     assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
 };
 
@@ -611,9 +682,27 @@ mod tests {
         assert!(check_sequences(0, 9, 8).is_err());
         assert!(check_sequences(3, 11, 8).is_ok());
         let msg = with(&|h| h.layout_version = 1).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 1, this build reads 2");
-        let msg = with(&|h| h.layout_version = 3).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 3, this build reads 2");
+        assert_eq!(msg, "layout version 1, this build reads 3");
+        let msg = with(&|h| h.layout_version = 2).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 2, this build reads 3");
+    }
+
+    #[test]
+    fn a_failure_reason_round_trips_cut_at_a_character_boundary() {
+        let reason = FailureReason::default();
+        reason.store("cannot read trades.csv: row 17");
+        assert_eq!(reason.load(), "cannot read trades.csv: row 17");
+        // 63 ASCII bytes then a 2-byte character: the character does not fit.
+        let long = format!("{}é and more", "x".repeat(63));
+        reason.store(&long);
+        assert_eq!(reason.load(), "x".repeat(63));
+        reason.store("short");
+        assert_eq!(reason.load(), "short", "a shorter reason clears the rest");
+        // Bytes another process wrote: not UTF-8, no NUL.
+        for w in &reason.0 {
+            w.store(u64::MAX, Ordering::Relaxed);
+        }
+        assert_eq!(reason.load().chars().count(), FAILURE_REASON_LEN);
     }
 
     /// 100,000 random and mutated headers through validation: never a

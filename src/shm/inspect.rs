@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::error::{OpenError, Role};
-use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER};
+use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER};
 use super::segment::{Segment, SegmentOptions};
 use crate::sync::Ordering;
 
@@ -21,6 +21,9 @@ pub enum RoleState {
     /// The last process in this role detached cleanly (for the producer:
     /// the stream is closed).
     Closed,
+    /// Producer only: the last producer gave up with an error
+    /// ([`RingInfo::producer_failure`] says why); its stream ends in error.
+    Failed,
     /// A value no version of the layout writes.
     Unknown(u32),
 }
@@ -31,6 +34,7 @@ impl RoleState {
             ROLE_NEVER => Self::Never,
             ROLE_ATTACHED => Self::Attached,
             ROLE_CLOSED => Self::Closed,
+            ROLE_FAILED => Self::Failed,
             other => Self::Unknown(other),
         }
     }
@@ -43,6 +47,14 @@ pub struct RoleInfo {
     pub state: RoleState,
     /// Whether a live process holds the role's lock right now.
     pub alive: bool,
+    /// Process id the last process in this role recorded when it attached
+    /// (in its own pid namespace), if any attached. It names the live
+    /// holder only while [`Self::alive`].
+    pub pid: Option<u32>,
+    /// Since when the side has been waiting: the producer for room in a
+    /// full ring, the consumer for an item in an empty one. `None` while it
+    /// is not waiting (or not attached).
+    pub waiting_since: Option<SystemTime>,
 }
 
 impl RoleInfo {
@@ -53,6 +65,7 @@ impl RoleInfo {
             (true, _) => "alive",
             (false, RoleState::Attached) => "dead",
             (false, RoleState::Closed) => "closed",
+            (false, RoleState::Failed) => "failed",
             (false, RoleState::Never) => "never attached",
             (false, RoleState::Unknown(_)) => "unknown",
         }
@@ -82,6 +95,8 @@ pub struct RingInfo {
     pub arena_head: u64,
     /// Arrow rings: arena bytes released so far.
     pub arena_released: u64,
+    /// Why the last producer failed, when [`RoleState::Failed`].
+    pub producer_failure: Option<String>,
 }
 
 impl RingInfo {
@@ -128,6 +143,21 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
     let arena_head = h.producer.arena_head.load(Ordering::Acquire);
     // Relaxed: a counter, ordered with nothing.
     let producer_sessions = h.producer.producer_sessions.load(Ordering::Relaxed);
+    // After the Acquire load of producer_state above, which pairs with the
+    // Release store of ROLE_FAILED that follows the reason's stores.
+    let producer_failure = (producer_state == ROLE_FAILED).then(|| h.producer.failure.load());
+    // Relaxed: information only, each word stands alone.
+    let pid = |w: u32| (w != 0).then_some(w);
+    let since = |ns: u64| (ns != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns));
+    let producer_pid = pid(h.producer.producer_pid.load(Ordering::Relaxed));
+    let consumer_pid = pid(h.consumer.consumer_pid.load(Ordering::Relaxed));
+    let producer_alive = seg.role_alive(Role::Producer);
+    let consumer_alive = seg.role_alive(Role::Consumer);
+    // A side that died while waiting left its word set: it waits no more.
+    let producer_waiting =
+        since(h.producer.blocked_since_ns.load(Ordering::Relaxed)).filter(|_| producer_alive);
+    let consumer_waiting =
+        since(h.consumer.waiting_since_ns.load(Ordering::Relaxed)).filter(|_| consumer_alive);
     Ok(RingInfo {
         path: seg.path().to_owned(),
         layout: *seg.layout(),
@@ -135,15 +165,20 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
         read_seq,
         producer: RoleInfo {
             state: RoleState::from_word(producer_state),
-            alive: seg.role_alive(Role::Producer),
+            alive: producer_alive,
+            pid: producer_pid,
+            waiting_since: producer_waiting,
         },
         consumer: RoleInfo {
             state: RoleState::from_word(consumer_state),
-            alive: seg.role_alive(Role::Consumer),
+            alive: consumer_alive,
+            pid: consumer_pid,
+            waiting_since: consumer_waiting,
         },
         producer_sessions,
         arena_head,
         arena_released,
+        producer_failure,
     })
 }
 
