@@ -418,6 +418,45 @@ fn a_new_producer_session_may_change_the_schema_unless_one_is_required() {
     assert!(rx.recv().unwrap().is_none());
 }
 
+/// A producer that fails (bad input, say) ends its stream in error: the
+/// consumer gets what was committed, then `ProducerFailed` with the reason,
+/// once; then it waits for the next producer. A producer that fails before
+/// sending anything (its input was bad from the first row) still tells a
+/// waiting consumer, which would otherwise wait for ever.
+#[test]
+fn a_failed_producer_ends_the_stream_with_its_reason_even_before_its_first_batch() {
+    let ring = Ring::new("fail");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut rx = BatchConsumer::create(&ring.name, &o).unwrap();
+    // Nothing sent: the consumer, waiting, learns that the producer failed.
+    let tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.fail("input.csv: expected 3 fields in row 2, found 4");
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(ArrowRingError::ProducerFailed { reason }) => {
+            assert_eq!(reason, "input.csv: expected 3 fields in row 2, found 4");
+        }
+        other => panic!("expected ProducerFailed, got {other:?}"),
+    }
+    // Reported once: the next receive waits for the next producer.
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(ArrowRingError::Timeout)
+    ));
+    // Batches first, then the failure.
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.send(&a).unwrap();
+    tx.fail(&"é".repeat(40)); // 80 bytes: cut to 64 at a character boundary
+    assert_eq!(rx.recv().unwrap().unwrap(), a);
+    assert_eq!(rx.recv().unwrap().unwrap(), a);
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Err(ArrowRingError::ProducerFailed { reason }) => assert_eq!(reason, "é".repeat(32)),
+        other => panic!("expected ProducerFailed, got {other:?}"),
+    }
+}
+
 /// A producer that gives up half-way does not end the stream: the consumer
 /// gets what was committed, then `PeerGone`, never a clean end of stream.
 #[test]

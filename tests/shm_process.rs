@@ -141,6 +141,7 @@ fn helper() {
         "record-producer" => record_producer(&ring),
         "record-consumer" => record_consumer(&ring),
         "panicking-producer" => panicking_producer(&ring),
+        "failing-producer" => failing_producer(&ring),
         // Block for ever on an empty ring (no producer ever attached) or a
         // full one (no consumer ever attached), asleep on the futex.
         "parked-consumer" => {
@@ -232,6 +233,19 @@ fn panicking_producer(ring: &str) -> i32 {
     panic!("the producer fails after {count} items (this panic is the test)");
 }
 
+/// Pushes u64s 0..COUNT, then gives up with `fail(REASON)`, and exits 0:
+/// a producer that found bad input.
+fn failing_producer(ring: &str) -> i32 {
+    let count = env_u64("COUNT");
+    let reason = std::env::var("REASON").expect("REASON");
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    for i in 0..count {
+        tx.push(i).expect("push");
+    }
+    tx.fail(&reason);
+    EXIT_OK
+}
+
 /// Reads Records in place and writes `seq, check` to the file OUT (one file
 /// per consumer session) before committing them: at-least-once.
 fn record_consumer(ring: &str) -> i32 {
@@ -249,6 +263,7 @@ fn record_consumer(ring: &str) -> i32 {
                 }
                 Err(ShmTryPopError::EndOfStream) => return EXIT_OK,
                 Err(ShmTryPopError::PeerGone) => return EXIT_PEER_GONE,
+                Err(e) => panic!("record consumer: {e}"),
             }
         }
         bytes.clear();
@@ -467,6 +482,52 @@ fn a_producer_dropped_by_a_panic_ends_the_stream_as_peer_gone() {
         rx.pop_timeout(Duration::from_secs(10)),
         Err(ShmPopError::PeerGone)
     );
+}
+
+/// A producer process that gives up with `fail(reason)`: the consumer gets
+/// everything it pushed, then `ProducerFailed` (not `PeerGone`: it did not
+/// die, it failed), and the reason; `inspect` shows the producer failed, the
+/// reason, and both sides' pids.
+#[test]
+fn a_producer_that_fails_ends_the_stream_in_error_with_its_reason() {
+    let ring = Ring::new("fail");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    let reason = "cannot read input.csv: row 17 has 4 fields, the header 3";
+    let mut child = spawn_helper(
+        "failing-producer",
+        &ring.name,
+        &[("COUNT", "40".into()), ("REASON", reason.into())],
+    );
+    let producer_pid = child.id();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), EXIT_OK);
+    for i in 0..40 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(ShmPopError::ProducerFailed)
+    );
+    assert_eq!(rx.try_pop(), Err(ShmTryPopError::ProducerFailed));
+    assert_eq!(rx.producer_failure().as_deref(), Some(reason));
+    let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    assert_eq!(info.producer.state, laminar_ring::shm::RoleState::Failed);
+    assert!(!info.producer.alive);
+    assert_eq!(info.producer.describe(), "failed");
+    assert_eq!(info.producer_failure.as_deref(), Some(reason));
+    assert_eq!(info.producer.pid, Some(producer_pid));
+    assert!(info.consumer.alive);
+    assert_eq!(info.consumer.pid, Some(std::process::id()));
+    // A new producer continues the ring; its clean close is a clean end.
+    let tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    assert_eq!(info.producer.state, laminar_ring::shm::RoleState::Attached);
+    assert_eq!(info.producer_failure, None);
+    tx.close();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(ShmPopError::EndOfStream)
+    );
+    assert_eq!(rx.producer_failure(), None);
 }
 
 /// The waiter count of the wait cell at `offset` (docs/FORMAT.md: 388 is

@@ -363,6 +363,9 @@ impl BatchConsumer {
                 Ok(()) => None,
                 Err(ShmPopError::EndOfStream) => Some(Ok(None)),
                 Err(ShmPopError::PeerGone) => Some(Err(ArrowRingError::PeerGone)),
+                Err(ShmPopError::ProducerFailed) => Some(Err(ArrowRingError::ProducerFailed {
+                    reason: self.inner.producer_failure().unwrap_or_default(),
+                })),
                 Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
             };
             if let Some(end) = ended {
@@ -371,6 +374,16 @@ impl BatchConsumer {
                 // (reported already, or over before it attached), wait for
                 // the next session.
                 let sessions = self.producer_sessions();
+                if !self.session.reading
+                    && sessions != self.session.baseline
+                    && self.inner.producer_alive()
+                {
+                    // The end seen was the previous session's, loaded just
+                    // before a new producer attached (its attach came
+                    // between the state load and the count load): not an
+                    // end of the session now running. Wait on it instead.
+                    continue;
+                }
                 if self.session.reading || sessions != self.session.baseline {
                     self.session = SessionWatch {
                         baseline: sessions,
@@ -572,13 +585,13 @@ impl BatchConsumer {
 
     /// Producer attachments so far (line 1 of the header).
     fn producer_sessions(&self) -> u64 {
-        // Relaxed: a counter (incremented Relaxed at a producer's attach).
-        // It only tells whether a session began since `baseline`; the ends
-        // themselves are observed through producer_state (Acquire, in
-        // ShmConsumer) and the data through write_seq.
+        // SYNC POINT producer_sessions: Acquire pairs with the Release
+        // increment in ShmProducer::attach_checked, which follows that
+        // producer's `producer_state = ATTACHED`: a later load of
+        // producer_state sees that session's state, not the previous end.
         (self.inner.segment().header().producer)
             .producer_sessions
-            .load(Ordering::Relaxed)
+            .load(Ordering::Acquire)
     }
 
     /// Waits until a message is ready or another producer session has
@@ -590,14 +603,15 @@ impl BatchConsumer {
         let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
         crate::wait::block_on(self.wait, cell, true, deadline, || {
             release_done_in(inner, book, rel);
-            // Relaxed: a changed counter only sends us back to the ordinary
-            // wait, whose loads order what follows.
+            // SYNC POINT producer_sessions (as in `producer_sessions`): the
+            // ordinary wait that follows a change loads producer_state after
+            // this, and finds the new session attached, not the old end.
             let sessions = ring
                 .seg
                 .header()
                 .producer
                 .producer_sessions
-                .load(Ordering::Relaxed);
+                .load(Ordering::Acquire);
             (inner.len() > rel.outstanding.len() || sessions != baseline).then_some(())
         })
         .is_some()

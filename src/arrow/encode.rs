@@ -377,7 +377,7 @@ impl BatchProducer {
     /// delivered, so the stream must not end cleanly.
     fn give_up(&mut self) {
         self.pending.clear();
-        self.inner.abandoned = true;
+        self.inner.ending = crate::shm::Ending::Abandon;
     }
 
     /// Detaches *without* ending the stream, dropping pending messages: for
@@ -388,6 +388,18 @@ impl BatchProducer {
     /// crashed.
     pub fn abandon(mut self) {
         self.give_up();
+    }
+
+    /// Detaches and ends the stream *in error*, dropping pending messages:
+    /// for a producer that gave up (its input is bad) and wants the consumer
+    /// to know it failed, not died. The consumer drains what was committed,
+    /// then gets [`ProducerFailed`](ArrowRingError::ProducerFailed) with
+    /// `reason` (cut to
+    /// [`FAILURE_REASON_LEN`](crate::shm::header::FAILURE_REASON_LEN) bytes
+    /// at a character boundary). A new producer may attach and continue.
+    pub fn fail(mut self, reason: &str) {
+        self.pending.clear();
+        self.inner.ending = crate::shm::Ending::Fail(reason.to_owned());
     }
 
     /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when

@@ -246,6 +246,15 @@ pub enum ArrowRingError {
     /// The producer died; every batch it committed was delivered.
     #[error("the producer died; every committed batch was delivered")]
     PeerGone,
+    /// The producer gave up with an error ([`BatchProducer::fail`]); every
+    /// batch it committed was delivered.
+    #[error("the producer failed: {reason}")]
+    ProducerFailed {
+        /// What the producer said (at most
+        /// [`FAILURE_REASON_LEN`](crate::shm::header::FAILURE_REASON_LEN)
+        /// bytes).
+        reason: String,
+    },
     /// `recv_zero_copy` with `max_leases` leased batches alive.
     #[error("{max} leased batches are alive; drop some (or copy them out) first")]
     TooManyLeases {

@@ -155,6 +155,7 @@ impl OpenError {
 
 /// Why a non-blocking pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShmTryPopError {
     /// Nothing to read now; a producer is attached, or none has attached yet.
     #[error("ring is empty")]
@@ -167,10 +168,17 @@ pub enum ShmTryPopError {
     /// it committed has been delivered; a new producer may attach.
     #[error("the producer died; every committed item was delivered")]
     PeerGone,
+    /// The ring is drained and the producer gave up with an error
+    /// ([`ShmProducer::fail`](super::ShmProducer::fail)); its reason is
+    /// [`ShmConsumer::producer_failure`](super::ShmConsumer::producer_failure).
+    /// Every item it committed has been delivered; a new producer may attach.
+    #[error("the producer failed; every committed item was delivered")]
+    ProducerFailed,
 }
 
 /// Why a blocking pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShmPopError {
     /// Nothing arrived before the deadline.
     #[error("timed out waiting for an item")]
@@ -181,6 +189,9 @@ pub enum ShmPopError {
     /// See [`ShmTryPopError::PeerGone`].
     #[error("the producer died; every committed item was delivered")]
     PeerGone,
+    /// See [`ShmTryPopError::ProducerFailed`].
+    #[error("the producer failed; every committed item was delivered")]
+    ProducerFailed,
 }
 
 /// Why a push did not happen; the value is handed back.

@@ -105,6 +105,8 @@ pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
 pub use slot::{ShmSlot, fingerprint};
 #[cfg(feature = "arrow")]
+pub(crate) use typed::Ending;
+#[cfg(feature = "arrow")]
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};
 

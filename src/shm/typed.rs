@@ -35,8 +35,8 @@ use crate::wait::{WaitStrategy, block_on};
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
-    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, check_position,
-    fingerprint,
+    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, RingKind,
+    check_position, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -244,8 +244,22 @@ pub struct ShmProducer<T: ShmSlot> {
     core: ProducerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
-    /// Detach without ending the stream (see `abandon`).
-    pub(crate) abandoned: bool,
+    /// How the stream ends when this producer detaches.
+    pub(crate) ending: Ending,
+}
+
+/// How a producer's stream ends when it detaches (in `Drop`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Cleanly: the consumer drains what is left, then gets end of stream
+    /// (`close`, or a drop outside a panic).
+    Close,
+    /// Not at all, as a crash would leave it: the consumer gets `PeerGone`
+    /// (`abandon`, or a drop while the thread panics).
+    Abandon,
+    /// In error: the consumer gets `ProducerFailed` with this reason
+    /// (`fail`).
+    Fail(String),
 }
 
 impl<T: ShmSlot> ShmProducer<T> {
@@ -329,16 +343,24 @@ impl<T: ShmSlot> ShmProducer<T> {
         // predecessor killed while asleep.
         ring.seg.header().not_full.cell.reset_waiters();
         let line = &ring.seg.header().producer;
-        line.producer_sessions.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: information for `info`, ordered with nothing.
+        line.producer_pid
+            .store(std::process::id(), Ordering::Relaxed);
+        line.blocked_since_ns.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire load of producer_state in
         // ShmConsumer::producer_gone.
         line.producer_state.store(ROLE_ATTACHED, Ordering::Release);
+        // SYNC POINT producer_sessions: Release, after the state store, pairs
+        // with the Acquire load in the Arrow consumer's session check: one
+        // that sees this session then finds producer_state attached (or
+        // later), never the previous session's end.
+        line.producer_sessions.fetch_add(1, Ordering::Release);
         Ok((
             Self {
                 core,
                 wait: WaitStrategy::Park,
                 probe: PeerProbe { last: None },
-                abandoned: false,
+                ending: Ending::Close,
             },
             checked,
         ))
@@ -527,7 +549,19 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// `PeerGone`, as if this process had crashed. A new producer may
     /// attach and continue.
     pub fn abandon(mut self) {
-        self.abandoned = true;
+        self.ending = Ending::Abandon;
+    }
+
+    /// Detaches and ends the stream *in error*, for a producer that gave up
+    /// (bad input, say): the consumer drains what was committed, then gets
+    /// [`ShmPopError::ProducerFailed`](super::ShmPopError::ProducerFailed),
+    /// and [`ShmConsumer::producer_failure`] returns `reason` (cut to
+    /// [`FAILURE_REASON_LEN`](super::header::FAILURE_REASON_LEN) bytes).
+    /// Unlike [`abandon`](Self::abandon), the consumer learns that the
+    /// producer failed rather than died. A new producer may attach and
+    /// continue.
+    pub fn fail(mut self, reason: &str) {
+        self.ending = Ending::Fail(reason.to_owned());
     }
 }
 
@@ -536,12 +570,25 @@ impl<T: ShmSlot> Drop for ShmProducer<T> {
         let h = self.core.ring().seg.header();
         // A producer dropped by a panic's unwinding failed half-way: its
         // stream must not look finished, so it ends as abandoned.
-        if !self.abandoned && !std::thread::panicking() {
-            // Release: orders every publish before the close; pairs with the
-            // Acquire load in ShmConsumer::producer_gone.
-            h.producer
-                .producer_state
-                .store(ROLE_CLOSED, Ordering::Release);
+        let ending = if std::thread::panicking() {
+            &Ending::Abandon
+        } else {
+            &self.ending
+        };
+        let state = match ending {
+            Ending::Close => Some(ROLE_CLOSED),
+            Ending::Abandon => None,
+            Ending::Fail(reason) => {
+                // Relaxed stores, published by the Release store below.
+                h.producer.failure.store(reason);
+                Some(ROLE_FAILED)
+            }
+        };
+        if let Some(state) = state {
+            // Release: orders every publish (and the failure reason) before
+            // the end; pairs with the Acquire load in
+            // ShmConsumer::producer_gone.
+            h.producer.producer_state.store(state, Ordering::Release);
         }
         // Either way, a sleeping consumer re-checks: it sees the close, or
         // (abandoned) the role lock gone once the descriptor closes below.
@@ -616,6 +663,11 @@ impl<T: ShmSlot> ShmConsumer<T> {
         })?;
         // The consumer is the only sleeper on not_empty (see the producer's).
         ring.seg.header().not_empty.cell.reset_waiters();
+        let line = &ring.seg.header().consumer;
+        // Relaxed: information for `info`, ordered with nothing.
+        line.consumer_pid
+            .store(std::process::id(), Ordering::Relaxed);
+        line.waiting_since_ns.store(0, Ordering::Relaxed);
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         ring.seg
             .header()
@@ -684,35 +736,47 @@ impl<T: ShmSlot> ShmConsumer<T> {
             match self.producer_gone()? {
                 _ if ready(self) => Some(Ok(())),
                 ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
+                ShmTryPopError::ProducerFailed => Some(Err(ShmPopError::ProducerFailed)),
                 _ => Some(Err(ShmPopError::PeerGone)),
             }
         })
         .unwrap_or(Err(ShmPopError::Timeout))
     }
 
-    /// `EndOfStream` or `PeerGone` when the producer closed or died; `None`
-    /// while one is attached and alive, or none has attached yet.
+    /// `EndOfStream`, `ProducerFailed` or `PeerGone` when the producer
+    /// closed, failed or died; `None` while one is attached and alive, or
+    /// none has attached yet.
     #[cold]
     fn producer_gone(&mut self) -> Option<ShmTryPopError> {
         let seg = &self.core.ring().seg;
         // Acquire: pairs with the Release stores in ShmProducer::attach/drop.
         let state = seg.header().producer.producer_state.load(Ordering::Acquire);
-        match state {
+        let ended = |state| match state {
             ROLE_CLOSED => Some(ShmTryPopError::EndOfStream),
+            ROLE_FAILED => Some(ShmTryPopError::ProducerFailed),
+            _ => None,
+        };
+        match state {
             ROLE_ATTACHED => match self.probe.probe(seg, Role::Producer) {
                 Some(false) => {
-                    // Re-read: it may have closed cleanly just before exiting.
+                    // Re-read: it may have ended its stream just before exiting.
                     let s = seg.header().producer.producer_state.load(Ordering::Acquire);
-                    Some(if s == ROLE_CLOSED {
-                        ShmTryPopError::EndOfStream
-                    } else {
-                        ShmTryPopError::PeerGone
-                    })
+                    Some(ended(s).unwrap_or(ShmTryPopError::PeerGone))
                 }
                 _ => None,
             },
-            _ => None,
+            other => ended(other),
         }
+    }
+
+    /// Why the last producer failed, when the stream ended with
+    /// `ProducerFailed` (the reason it gave to
+    /// [`ShmProducer::fail`]); `None` otherwise.
+    pub fn producer_failure(&self) -> Option<String> {
+        let line = &self.core.ring().seg.header().producer;
+        // Acquire: pairs with the Release store of ROLE_FAILED in
+        // ShmProducer's Drop, after the reason's stores.
+        (line.producer_state.load(Ordering::Acquire) == ROLE_FAILED).then(|| line.failure.load())
     }
 
     /// Pops the oldest item, waiting while the ring is empty.
@@ -744,6 +808,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
             Err(ShmTryPopError::Empty) => None,
             Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
             Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
+            Err(ShmTryPopError::ProducerFailed) => Some(Err(ShmPopError::ProducerFailed)),
         });
         outcome.unwrap_or(Err(ShmPopError::Timeout))
     }
