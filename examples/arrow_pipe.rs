@@ -8,6 +8,11 @@
 //! # shell 2
 //! cargo run --release --example arrow_pipe -- prices
 //! ```
+//!
+//! Usage: `arrow_pipe [--dir DIR] [RING]` (ring `prices` in
+//! `$LAMINAR_RING_DIR`, else `/dev/shm`, by default).
+
+mod support;
 
 use std::sync::Arc;
 
@@ -16,8 +21,16 @@ use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchProducer};
 use laminar_ring::shm::OpenError;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "prices".into());
-    let opts = ArrowRingOptions::default();
+    let args = support::parse(
+        "Sends 100 batches of 10,000 rows into an Arrow ring, then ends the stream.",
+        "[--dir DIR] [RING]",
+        1,
+    );
+    let name = args.get(0, "prices");
+    let opts = ArrowRingOptions {
+        segment: support::segment_options(&args.dir),
+        ..ArrowRingOptions::default()
+    };
     // Either side may start first: open, or create when there is no ring.
     let mut tx = match BatchProducer::open(&name, &opts) {
         Err(ArrowRingError::Open(OpenError::NotFound { .. })) => {

@@ -5,6 +5,8 @@
 //! cargo run --release --example mpsc_threads
 //! ```
 
+mod support;
+
 use std::thread;
 use std::time::Instant;
 
@@ -14,6 +16,9 @@ const PRODUCERS: u64 = 4;
 const PER_PRODUCER: u64 = 2_000_000;
 
 fn main() {
+    support::no_arguments(
+        "Four producer threads, one consumer, through an MPSC ring: checks per-producer order and prints the rate.",
+    );
     let (tx, mut rx) = mpsc::channel::<u64>(4096);
     let start = Instant::now();
     let handles: Vec<_> = (0..PRODUCERS)

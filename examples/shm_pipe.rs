@@ -9,12 +9,19 @@
 //! cargo run --release --example shm_pipe -- consume demo-ring
 //! cargo run --release --example shm_pipe -- produce demo-ring
 //! ```
+//!
+//! Usage: `shm_pipe [--dir DIR] [produce RING | consume RING]` (rings in
+//! `$LAMINAR_RING_DIR`, else `/dev/shm`).
+
+mod support;
 
 use std::process::Command;
 use std::time::Instant;
 
 use bytemuck::{Pod, Zeroable};
-use laminar_ring::shm::{OpenError, ShmConsumer, ShmPopError, ShmProducer, ShmSlot};
+use laminar_ring::shm::{
+    OpenError, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmSlot,
+};
 
 /// One record on the wire: only plain data can cross a process boundary.
 #[repr(C)]
@@ -35,18 +42,32 @@ const TICKS: u64 = 5_000_000;
 const SLOTS: usize = 1 << 14;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("produce") => produce(&args[1]),
-        Some("consume") => consume(&args[1]),
-        _ => {
+    let args = support::parse(
+        "Moves 5,000,000 records between two processes through a shared-memory ring.",
+        "[--dir DIR] [produce RING | consume RING]",
+        2,
+    );
+    let opts = support::segment_options(&args.dir);
+    match (
+        args.positional.first().map(String::as_str),
+        args.positional.get(1),
+    ) {
+        (Some("produce"), Some(name)) => produce(name, &opts),
+        (Some("consume"), Some(name)) => consume(name, &opts),
+        (Some(other), _) => {
+            eprintln!("shm_pipe: expected `produce RING` or `consume RING`, got `{other}`");
+            std::process::exit(2)
+        }
+        (None, _) => {
             let name = format!("laminar-example-{}", std::process::id());
             let mut consumer = Command::new(std::env::current_exe()?)
+                .arg("--dir")
+                .arg(&args.dir)
                 .args(["consume", &name])
                 .spawn()?;
-            produce(&name)?;
+            produce(&name, &opts)?;
             let ok = consumer.wait()?.success();
-            laminar_ring::shm::remove(&name)?;
+            laminar_ring::shm::remove_in(&name, &args.dir)?;
             if !ok {
                 return Err("consumer failed".into());
             }
@@ -56,9 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Either side may create the ring; the other opens it.
-fn produce(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut tx = match ShmProducer::<Tick>::create(name, SLOTS) {
-        Err(OpenError::AlreadyExists { .. }) => ShmProducer::open(name)?,
+fn produce(name: &str, opts: &SegmentOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let mut tx = match ShmProducer::<Tick>::create_with(name, SLOTS, opts) {
+        Err(OpenError::AlreadyExists { .. }) => ShmProducer::open_with(name, opts)?,
         other => other?,
     };
     let start = Instant::now();
@@ -92,9 +113,9 @@ fn produce(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn consume(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut rx = match ShmConsumer::<Tick>::create(name, SLOTS) {
-        Err(OpenError::AlreadyExists { .. }) => ShmConsumer::open(name)?,
+fn consume(name: &str, opts: &SegmentOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let mut rx = match ShmConsumer::<Tick>::create_with(name, SLOTS, opts) {
+        Err(OpenError::AlreadyExists { .. }) => ShmConsumer::open_with(name, opts)?,
         other => other?,
     };
     let mut expected = 0_u64;

@@ -8,6 +8,11 @@
 //! # elsewhere, any number of times, in any order:
 //! cargo run --release --example arrow_pipe -- prices
 //! ```
+//!
+//! Usage: `sidecar [--dir DIR] [RING [OUTPUT]]` (ring `prices`, output
+//! `RING.arrows`, rings in `$LAMINAR_RING_DIR`, else `/dev/shm`).
+
+mod support;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -20,14 +25,21 @@ use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer};
 use laminar_ring::shm::OpenError;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let name = args.next().unwrap_or_else(|| "prices".into());
-    let path = args.next().unwrap_or_else(|| format!("{name}.arrows"));
+    let args = support::parse(
+        "Drains an Arrow ring into an Arrow IPC stream file until SIGINT/SIGTERM.",
+        "[--dir DIR] [RING [OUTPUT]]",
+        2,
+    );
+    let name = args.get(0, "prices");
+    let path = args.get(1, &format!("{name}.arrows"));
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let opts = ArrowRingOptions::default();
+    let opts = ArrowRingOptions {
+        segment: support::segment_options(&args.dir),
+        ..ArrowRingOptions::default()
+    };
     let mut rx = match BatchConsumer::open(&name, &opts) {
         Err(ArrowRingError::Open(OpenError::NotFound { .. })) => {
             BatchConsumer::create(&name, &opts)?

@@ -6,6 +6,8 @@
 //! cargo run --release --example spsc_threads
 //! ```
 
+mod support;
+
 use std::thread;
 use std::time::Instant;
 
@@ -14,6 +16,9 @@ use laminar_ring::spsc;
 const ITEMS: u64 = 20_000_000;
 
 fn main() {
+    support::no_arguments(
+        "Moves 20 million sequence numbers from a producer thread to a consumer thread through an SPSC ring and prints the rate.",
+    );
     println!("{ITEMS} u64 items, producer thread -> consumer thread, capacity 4096");
     for batched in [false, true] {
         let (mut tx, mut rx) = spsc::channel::<u64>(4096);
