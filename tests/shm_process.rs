@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 use common::Rng;
 use laminar_ring::shm::{
-    OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, ShmSlot,
-    ShmTryPopError,
+    HeaderError, OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer,
+    ShmPushError, ShmSlot, ShmTryPopError,
 };
 
 /// A plain-data record with several fields and a self-check.
@@ -839,6 +839,49 @@ fn bad_segments_are_refused_with_clear_errors() {
     std::fs::write(dir.join("junk"), vec![b'#'; 4096]).unwrap();
     let e = ShmConsumer::<u64>::open_with("junk", &opts).err().unwrap();
     assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
+    // The magic, then junk: its state word is neither initialising nor
+    // ready, which no creator writes, so it can never become ready. Refused
+    // at once, even by an opener that would wait a minute for a creator.
+    let patient = SegmentOptions {
+        ready_timeout: Duration::from_secs(60),
+        ..opts.clone()
+    };
+    let mut junk = b"LAMRING\0".to_vec();
+    junk.extend((0..4088_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1));
+    std::fs::write(dir.join("junk-body"), &junk).unwrap();
+    let e = ShmConsumer::<u64>::open_with("junk-body", &patient)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            &e,
+            OpenError::BadHeader {
+                source: HeaderError::BadField { field: "state", .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = laminar_ring::shm::inspect("junk-body", &patient)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("bad header field state"), "{e}");
+    // Never marked ready and unchanged for a minute: its creator died while
+    // making it. Refused at once, not after waiting for it.
+    let stale = std::fs::File::create(dir.join("stale")).unwrap();
+    stale.set_len(4096).unwrap();
+    stale
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    drop(stale);
+    let e = ShmConsumer::<u64>::open_with("stale", &patient)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, OpenError::BadHeader { source: HeaderError::NeverReady { age_secs }, .. } if *age_secs >= 59),
+        "{e}"
+    );
+    assert!(e.to_string().contains("never finished initialising"), "{e}");
     // Truncated after creation.
     drop(ShmProducer::<u64>::create_with("trunc", 1024, &opts).unwrap());
     let f = std::fs::OpenOptions::new()

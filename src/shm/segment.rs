@@ -26,8 +26,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, STATE_READY, SegmentHeader,
-    snapshot_sequences, validate,
+    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, STATE_INITIALIZING,
+    STATE_READY, SegmentHeader, snapshot_sequences, validate,
 };
 use crate::sync::{AtomicU32, Ordering};
 
@@ -35,6 +35,10 @@ use crate::sync::{AtomicU32, Ordering};
 pub const DEFAULT_DIR: &str = "/dev/shm";
 /// Longest segment name (Linux allows 255; macOS's POSIX shm only 31).
 pub const MAX_NAME_LEN: usize = 255;
+/// A segment still initialising whose file has not changed for this long is
+/// taken for one whose creator died (a creator marks its segment ready
+/// milliseconds after sizing the file), whatever `ready_timeout` says.
+const STALE_INIT: Duration = Duration::from_secs(10);
 
 /// Where a segment lives and how it is opened.
 #[derive(Debug, Clone)]
@@ -331,8 +335,33 @@ impl Segment {
         }
         loop {
             // SYNC POINT ready: Acquire pairs with the Release in create.
-            if state.load(Ordering::Acquire) == STATE_READY {
-                break;
+            match state.load(Ordering::Acquire) {
+                STATE_READY => break,
+                STATE_INITIALIZING => {}
+                // A creator stores only READY there: this file can never
+                // become ready, so say so now rather than wait.
+                other => {
+                    return Err(OpenError::BadHeader {
+                        path,
+                        source: HeaderError::BadField {
+                            field: "state",
+                            value: other.into(),
+                            why: "0 (initialising) or 0x52454459 (ready)",
+                        },
+                    });
+                }
+            }
+            // A creator marks its segment ready right after sizing it; one
+            // left initialising since well before our wait began was
+            // abandoned by a creator that died (or was never a ring).
+            let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+            if let Some(age) = age.filter(|a| *a > opts.ready_timeout.max(STALE_INIT)) {
+                return Err(OpenError::BadHeader {
+                    path,
+                    source: HeaderError::NeverReady {
+                        age_secs: age.as_secs(),
+                    },
+                });
             }
             if Instant::now() >= deadline {
                 return Err(OpenError::NotReady {
