@@ -23,7 +23,6 @@ use super::{
 };
 use crate::shm::header::RingKind;
 use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
-use crate::sync::Ordering;
 use crate::wait::WaitStrategy;
 
 /// Which end of a producer session a consumer reports (`EndOfStream` or
@@ -63,7 +62,7 @@ impl Drop for Lease {
         drop(done);
         // The consumer releases in FIFO order on its next call; wake it in
         // case it sleeps while a producer waits for this space.
-        self.book.ring.seg.header().not_empty.cell.notify(true);
+        self.book.ring.wake_consumer();
     }
 }
 
@@ -230,7 +229,7 @@ impl BatchConsumer {
         me.restore_saved_state()?;
         // The session counter first, then the producer's lock: a producer
         // that attaches in between moves the counter, so it is not missed.
-        me.session.baseline = me.producer_sessions();
+        me.session.baseline = me.inner.producer_sessions();
         me.session.reading = me.inner.producer_alive();
         Ok(me)
     }
@@ -244,7 +243,7 @@ impl BatchConsumer {
             seq,
             source: ArrowError::IpcError(format!("saved decoder state: {why}")),
         };
-        let word = &self.inner.segment().header().consumer.saved_state;
+        let word = self.inner.saved_state_word();
         match self.rel.save.restore(seq, word).map_err(corrupt)? {
             Restored::Nothing => {}
             Restored::Overflowed { half } => {
@@ -370,7 +369,7 @@ impl BatchConsumer {
                 // a session this consumer was reading, once; for any other
                 // (reported already, or over before it attached), wait for
                 // the next session.
-                let sessions = self.producer_sessions();
+                let sessions = self.inner.producer_sessions();
                 if self.session.reading || sessions != self.session.baseline {
                     self.session = SessionWatch {
                         baseline: sessions,
@@ -570,34 +569,17 @@ impl BatchConsumer {
         result.map_err(corrupt)
     }
 
-    /// Producer attachments so far (line 1 of the header).
-    fn producer_sessions(&self) -> u64 {
-        // Relaxed: a counter (incremented Relaxed at a producer's attach).
-        // It only tells whether a session began since `baseline`; the ends
-        // themselves are observed through producer_state (Acquire, in
-        // ShmConsumer) and the data through write_seq.
-        (self.inner.segment().header().producer)
-            .producer_sessions
-            .load(Ordering::Relaxed)
-    }
-
     /// Waits until a message is ready or another producer session has
     /// started; `false` at the deadline.
     fn wait_for_next_session(&mut self, deadline: Option<Instant>) -> bool {
         let ring = self.book.ring.clone();
-        let cell = &ring.seg.header().not_empty.cell;
         let baseline = self.session.baseline;
         let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
-        crate::wait::block_on(self.wait, cell, true, deadline, || {
+        ring.wait_as_consumer(self.wait, deadline, || {
             release_done_in(inner, book, rel);
-            // Relaxed: a changed counter only sends us back to the ordinary
-            // wait, whose loads order what follows.
-            let sessions = ring
-                .seg
-                .header()
-                .producer
-                .producer_sessions
-                .load(Ordering::Relaxed);
+            // A changed counter (a Relaxed load) only sends us back to the
+            // ordinary wait, whose loads order what follows.
+            let sessions = ring.producer_sessions();
             (inner.len() > rel.outstanding.len() || sessions != baseline).then_some(())
         })
         .is_some()
@@ -681,8 +663,7 @@ fn release_done_in(rx: &mut ShmConsumer<Descriptor>, book: &LeaseBook, rel: &mut
         // The state as of the new read_seq, saved before read_seq moves: a
         // consumer killed in between resumes at the old read_seq with the
         // old state (resume.rs).
-        let word = &rx.segment().header().consumer.saved_state;
-        rel.save.save(&mut rel.state, seq, word);
+        rel.save.save(&mut rel.state, seq, rx.saved_state_word());
     }
     // read_seq (Release, in ConsumerCore::release): the one store that
     // releases, for the producer derives the free arena from the descriptor
@@ -690,13 +671,8 @@ fn release_done_in(rx: &mut ShmConsumer<Descriptor>, book: &LeaseBook, rel: &mut
     // messages before it (copies, and leases once dropped).
     rx.read_chunk(n).commit(n);
     // Then arena_released, for `laminar-ring info` only: a kill between the
-    // two stores leaves it behind, which misleads no one. Release: pairs
-    // with the Acquire load in shm::inspect.
-    rx.segment()
-        .header()
-        .consumer
-        .arena_released
-        .store(end, Ordering::Release);
+    // two stores leaves it behind, which misleads no one.
+    rx.store_arena_released(end);
 }
 
 impl Drop for BatchConsumer {

@@ -13,9 +13,8 @@ use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
     MSG_SCHEMA, align_up,
 };
-use crate::shm::header::{Layout, RingKind, check_position, fingerprint};
+use crate::shm::header::{Layout, RingKind, fingerprint};
 use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
-use crate::sync::Ordering;
 
 /// One encoded IPC message: the buffers arrow-ipc produced for it, whose
 /// body parts still point at the batch's own memory.
@@ -92,21 +91,9 @@ impl BatchProducer {
     }
 
     fn attach(seg: Segment) -> Result<Self, ArrowRingError> {
-        // Resume after whatever a previous producer wrote: arena_head is
-        // stored before each publish, so it is at or past the end of every
-        // published message. Loaded with the role held (no other producer
-        // stores it now) and checked before this producer stores anything:
-        // positions after one beyond 2^63 could wrap. Acquire: pairs with
-        // its Release store in write_message (by an earlier producer).
+        // Resume after whatever a previous producer wrote (arena_head).
         let (inner, head) =
-            ShmProducer::<Descriptor>::attach_checked(seg, RingKind::Arrow, |seg| {
-                let head = seg.header().producer.arena_head.load(Ordering::Acquire);
-                check_position("arena_head", head).map_err(|source| OpenError::BadHeader {
-                    path: seg.path().to_owned(),
-                    source,
-                })?;
-                Ok(head)
-            })?;
+            ShmProducer::<Descriptor>::attach_with_arena_head(seg, RingKind::Arrow)?;
         let seg = inner.segment();
         let layout = *seg.layout();
         // SAFETY: validate() checked arena_offset + arena_len <= total_len,
@@ -338,15 +325,9 @@ impl BatchProducer {
             kind: msg.kind,
             reserved: 0,
         };
-        // Release: a new producer that reads arena_head (Acquire in attach)
-        // resumes after this message; stored before the publish so that a
-        // crash in between only wastes the space.
-        self.inner
-            .segment()
-            .header()
-            .producer
-            .arena_head
-            .store(end, Ordering::Release);
+        // Stored before the publish, so that a new producer resumes after
+        // this message and a crash in between only wastes the space.
+        self.inner.store_arena_head(end);
         self.head = end;
         // The slot is free (reserve checked, and we are the only producer):
         // this publishes the descriptor, and with it the arena bytes.
@@ -377,7 +358,7 @@ impl BatchProducer {
     /// delivered, so the stream must not end cleanly.
     fn give_up(&mut self) {
         self.pending.clear();
-        self.inner.abandoned = true;
+        self.inner.abandon_on_drop();
     }
 
     /// Detaches *without* ending the stream, dropping pending messages: for

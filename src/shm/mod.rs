@@ -85,6 +85,8 @@
 //! name) may be slots, for which any bytes are a valid value. A segment can make this side see a full or empty ring, never
 //! read outside the mapping.
 
+#[cfg(feature = "arrow")]
+mod arrow_api;
 #[allow(unsafe_code)] // copies out of slots in the mapping
 mod chunk;
 mod error;
