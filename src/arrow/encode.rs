@@ -4,25 +4,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use arrow_buffer::Buffer;
+use arrow_ipc::MetadataVersion;
 use arrow_ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamEncoder};
-use arrow_ipc::{MessageHeader, MetadataVersion};
 use arrow_schema::SchemaRef;
 
-use super::{
-    ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
-    MSG_SCHEMA, align_up,
-};
+use super::framing::{EncodedMessage, split_messages};
+use super::{ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, align_up};
 use crate::shm::header::{Layout, RingKind, fingerprint};
 use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
-
-/// One encoded IPC message: the buffers arrow-ipc produced for it, whose
-/// body parts still point at the batch's own memory.
-struct Message {
-    kind: u32,
-    parts: Vec<Buffer>,
-    len: u64,
-}
 
 /// Sends `RecordBatch`es through an Arrow ring.
 pub struct BatchProducer {
@@ -37,7 +26,7 @@ pub struct BatchProducer {
     schema: Option<SchemaRef>,
     encoder: Option<StreamEncoder>,
     /// Messages encoded but not yet in the ring (a timed-out send).
-    pending: VecDeque<Message>,
+    pending: VecDeque<EncodedMessage>,
     /// Send a dictionary that only grew as a delta.
     deltas: bool,
 }
@@ -207,7 +196,7 @@ impl BatchProducer {
     }
 
     /// Encodes `batch` into its messages, checking schema and sizes first.
-    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowRingError> {
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<EncodedMessage>, ArrowRingError> {
         match &self.schema {
             Some(s) if s != &batch.schema() => {
                 return Err(ArrowRingError::SchemaMismatch {
@@ -298,7 +287,7 @@ impl BatchProducer {
         }
     }
 
-    fn write_message(&mut self, pos: u64, size: u64, msg: &Message) {
+    fn write_message(&mut self, pos: u64, size: u64, msg: &EncodedMessage) {
         let start = pos % self.arena_len;
         let mut at = start as usize;
         let mut streamed = false;
@@ -478,44 +467,6 @@ fn store_fence() {
     }
 }
 
-/// A cursor over arrow-ipc's output buffers, handing out byte ranges as
-/// zero-copy slices of them.
-struct Parts {
-    parts: VecDeque<Buffer>,
-}
-
-impl Parts {
-    fn remaining(&self) -> usize {
-        self.parts.iter().map(Buffer::len).sum()
-    }
-
-    /// The next `n` bytes, as slices of the underlying buffers.
-    fn take(&mut self, mut n: usize, out: &mut Vec<Buffer>) -> bool {
-        while n > 0 {
-            let Some(front) = self.parts.pop_front() else {
-                return false;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                out.push(front);
-            } else {
-                out.push(front.slice_with_length(0, n));
-                self.parts.push_front(front.slice(n));
-                n = 0;
-            }
-        }
-        true
-    }
-}
-
-fn concat(parts: &[Buffer]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(Buffer::len).sum());
-    for p in parts {
-        out.extend_from_slice(p.as_slice());
-    }
-    out
-}
-
 impl Drop for BatchProducer {
     /// Delivers messages still pending (after a `try_send` or
     /// `send_timeout`), waiting at most one second; `close` waits as long as
@@ -531,53 +482,6 @@ impl Drop for BatchProducer {
             }
         }
     }
-}
-
-/// Splits arrow-ipc's output for one batch into its IPC messages: each is an
-/// 8-byte prefix (continuation marker, metadata length), the metadata, then
-/// `bodyLength` bytes of body.
-fn split_messages(parts: Vec<Buffer>) -> Result<Vec<Message>, arrow_schema::ArrowError> {
-    let bad = |m: &str| arrow_schema::ArrowError::IpcError(format!("encoder output: {m}"));
-    let mut cursor = Parts {
-        parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
-    };
-    let mut out = Vec::new();
-    while cursor.remaining() > 0 {
-        let mut msg_parts = Vec::new();
-        if !cursor.take(8, &mut msg_parts) {
-            return Err(bad("message prefix cut short"));
-        }
-        let prefix = concat(&msg_parts);
-        if prefix[..4] != [0xff; 4] {
-            return Err(bad("expected a continuation marker"));
-        }
-        let meta_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes")) as usize;
-        let mut meta_parts = Vec::new();
-        if !cursor.take(meta_len, &mut meta_parts) {
-            return Err(bad("metadata cut short"));
-        }
-        let meta = concat(&meta_parts);
-        msg_parts.extend(meta_parts);
-        let message =
-            arrow_ipc::root_as_message(&meta).map_err(|e| bad(&format!("metadata: {e}")))?;
-        let kind = match message.header_type() {
-            MessageHeader::Schema => MSG_SCHEMA,
-            MessageHeader::DictionaryBatch => MSG_DICTIONARY,
-            MessageHeader::RecordBatch => MSG_RECORD_BATCH,
-            _ => return Err(bad("unexpected message type")),
-        };
-        let body_len = usize::try_from(message.bodyLength()).map_err(|_| bad("body length"))?;
-        if !cursor.take(body_len, &mut msg_parts) {
-            return Err(bad("body cut short"));
-        }
-        let len = msg_parts.iter().map(|p| p.len() as u64).sum();
-        out.push(Message {
-            kind,
-            parts: msg_parts,
-            len,
-        });
-    }
-    Ok(out)
 }
 
 impl std::fmt::Debug for BatchProducer {
