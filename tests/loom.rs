@@ -453,7 +453,7 @@ fn arrow_release_point(seg: &ArrowSeg, write: u64, head: u64, pos: u64) -> u64 {
 struct Killed;
 
 /// One consumer process: attaches at `read_seq`, reads ahead up to two
-/// messages, releases them as `release_done_in` does.
+/// messages, releases them as `Releaser::release_done` does.
 struct ArrowConsumer<'a> {
     seg: &'a ArrowSeg,
     stream: Stream,
@@ -589,7 +589,7 @@ impl<'a> ArrowConsumer<'a> {
         desc.end
     }
 
-    /// `release_done_in`: the state as of the new `read_seq` saved (save
+    /// `Releaser::release_done`: the state as of the new `read_seq` saved (save
     /// area half, then `saved_state`) if a released message changed it;
     /// `read_seq`; `arena_released`. Releases the messages below `to`, the
     /// last of which ends at `end`.

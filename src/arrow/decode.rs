@@ -1,29 +1,27 @@
 //! The consuming side: IPC messages in the arena -> `RecordBatch`es, copied
 //! or leased in place.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::ops::{Deref, Range};
-use std::ptr::NonNull;
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{RecordBatch, make_array};
+use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_data::transform::MutableArrayData;
 use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::check::FlatSchema;
 use super::framing::{data_message, parse_schema};
-use super::resume::{Change, ReleasedState, Restored, SaveArea};
+use super::lease::{LeaseBook, LeasedBatch, leased_buffer};
+use super::release::{Releaser, Unreleased};
+use super::resume::{Change, Restored, SaveArea};
 use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
     MSG_SCHEMA,
 };
 use crate::shm::header::RingKind;
-use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
-use crate::sync::Ordering;
+use crate::shm::{Segment, ShmConsumer, ShmPopError};
 use crate::wait::WaitStrategy;
 
 /// Which end of a producer session a consumer reports (`EndOfStream` or
@@ -39,99 +37,6 @@ struct SessionWatch {
     /// it attached, or it has consumed a message since (attached or last
     /// reported an end).
     reading: bool,
-}
-
-/// What leases share with their consumer: which sequences are done.
-struct LeaseBook {
-    done: Mutex<BTreeSet<u64>>,
-    /// Keeps the mapping alive while any leased buffer points into it, and
-    /// lets a lease wake a consumer that sleeps waiting for room.
-    ring: Arc<MappedRing<Descriptor>>,
-}
-
-/// Owner of a leased message's memory: dropped when the last Arrow buffer
-/// of the batch is dropped.
-struct Lease {
-    seq: u64,
-    book: Arc<LeaseBook>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
-        done.insert(self.seq);
-        drop(done);
-        // The consumer releases in FIFO order on its next call; wake it in
-        // case it sleeps while a producer waits for this space.
-        self.book.ring.seg.header().not_empty.cell.notify(true);
-    }
-}
-
-/// A `RecordBatch` whose buffers point into the shared mapping. Its slot and
-/// arena space are released when the last of its buffers is dropped (in
-/// FIFO order with the other leases). Derefs to [`RecordBatch`].
-///
-/// A lease keeps the mapping, and with it the segment's file descriptor and
-/// so the consumer role, alive: after the [`BatchConsumer`] is dropped, a
-/// new consumer cannot attach (`RoleTaken`) until every lease is dropped
-/// too, and a lease dropped after its consumer is never released, so the
-/// next consumer receives that batch again (at-least-once). Drop leases (or
-/// copy them out) before the consumer.
-pub struct LeasedBatch {
-    batch: RecordBatch,
-}
-
-impl Deref for LeasedBatch {
-    type Target = RecordBatch;
-    fn deref(&self) -> &RecordBatch {
-        &self.batch
-    }
-}
-
-impl LeasedBatch {
-    /// The batch, still leased: its buffers keep the lease alive.
-    pub fn into_inner(self) -> RecordBatch {
-        self.batch
-    }
-
-    /// A deep copy into process memory; the lease is dropped with `self`.
-    ///
-    /// # Errors
-    ///
-    /// Only if the copied arrays fail to form a batch (they cannot, short of
-    /// a bug in arrow).
-    pub fn to_owned_batch(&self) -> Result<RecordBatch, ArrowError> {
-        let columns = self
-            .batch
-            .columns()
-            .iter()
-            .map(|c| {
-                let data = c.to_data();
-                let mut copy = MutableArrayData::new(vec![&data], false, data.len());
-                copy.try_extend(0, 0, data.len())?;
-                Ok(make_array(copy.freeze()))
-            })
-            .collect::<Result<_, ArrowError>>()?;
-        RecordBatch::try_new(self.batch.schema(), columns)
-    }
-}
-
-/// A message read but not yet released: where it lies in the arena, and
-/// the change of decoder state its release makes (schema and dictionary
-/// messages).
-struct Unreleased {
-    pos: u64,
-    end: u64,
-    change: Option<Change>,
-}
-
-/// The release side of a consumer: what it has read and not released, the
-/// decoder state as of `read_seq`, and where that state is saved.
-struct Releaser {
-    /// Oldest first; the oldest has sequence `read_seq`.
-    outstanding: VecDeque<Unreleased>,
-    state: ReleasedState,
-    save: SaveArea,
 }
 
 /// Receives `RecordBatch`es from an Arrow ring.
@@ -194,10 +99,7 @@ impl BatchConsumer {
         let map_end = unsafe { seg.ptr_at(layout.total_len) } as usize;
         // SAFETY: offset 0 is the start of the mapping.
         let map_start = unsafe { seg.ptr_at(0) } as usize;
-        let book = Arc::new(LeaseBook {
-            done: Mutex::new(BTreeSet::new()),
-            ring: inner.ring_handle(),
-        });
+        let book = Arc::new(LeaseBook::new(inner.ring_handle()));
         let (arena_len, save_len) = super::split_arena(layout.arena_len);
         // The mapping lives as long as `inner`, which moves with the save
         // area; only the consumer writes it.
@@ -208,11 +110,7 @@ impl BatchConsumer {
             inner,
             arena,
             arena_len,
-            rel: Releaser {
-                outstanding: VecDeque::new(),
-                state: ReleasedState::default(),
-                save,
-            },
+            rel: Releaser::new(save),
             map: map_start..map_end,
             decoder: None,
             schema: None,
@@ -230,7 +128,7 @@ impl BatchConsumer {
         me.restore_saved_state()?;
         // The session counter first, then the producer's lock: a producer
         // that attaches in between moves the counter, so it is not missed.
-        me.session.baseline = me.producer_sessions();
+        me.session.baseline = me.inner.producer_sessions();
         me.session.reading = me.inner.producer_alive();
         Ok(me)
     }
@@ -244,7 +142,7 @@ impl BatchConsumer {
             seq,
             source: ArrowError::IpcError(format!("saved decoder state: {why}")),
         };
-        let word = &self.inner.segment().header().consumer.saved_state;
+        let word = self.inner.saved_state_word();
         match self.rel.save.restore(seq, word).map_err(corrupt)? {
             Restored::Nothing => {}
             Restored::Overflowed { half } => {
@@ -302,7 +200,8 @@ impl BatchConsumer {
     /// `PeerGone` once drained after the producer died; `CorruptDescriptor`
     /// or `CorruptMessage` (naming the slot); `SchemaMismatch`.
     pub fn recv(&mut self) -> Result<Option<RecordBatch>, ArrowRingError> {
-        self.recv_until(None, false).map(|b| b.map(|b| b.batch))
+        self.recv_until(None, false)
+            .map(|b| b.map(LeasedBatch::into_inner))
     }
 
     /// [`recv`](Self::recv) with a deadline.
@@ -315,7 +214,7 @@ impl BatchConsumer {
         timeout: Duration,
     ) -> Result<Option<RecordBatch>, ArrowRingError> {
         self.recv_until(Instant::now().checked_add(timeout), false)
-            .map(|b| b.map(|b| b.batch))
+            .map(|b| b.map(LeasedBatch::into_inner))
     }
 
     /// Receives the next batch without copying: its buffers point into the
@@ -352,11 +251,15 @@ impl BatchConsumer {
         loop {
             self.release_done();
             if zero_copy && self.rel.outstanding.len() >= self.max_leases {
-                return Err(self.lease_limit());
+                return Err(self.book.limit_error(
+                    self.inner.read_seq(),
+                    self.rel.outstanding.len(),
+                    self.max_leases,
+                ));
             }
             let (book, rel) = (&self.book, &mut self.rel);
             let waited = self.inner.wait_until(deadline, |rx| {
-                release_done_in(rx, book, rel);
+                rel.release_done(rx, book);
                 rx.len() > rel.outstanding.len()
             });
             let ended = match waited {
@@ -373,7 +276,7 @@ impl BatchConsumer {
                 // a session this consumer was reading, once; for any other
                 // (reported already, or over before it attached), wait for
                 // the next session.
-                let sessions = self.producer_sessions();
+                let sessions = self.inner.producer_sessions();
                 if !self.session.reading
                     && sessions != self.session.baseline
                     && self.inner.producer_alive()
@@ -427,19 +330,11 @@ impl BatchConsumer {
         let len = desc.len as usize;
         let lease_it = zero_copy && desc.kind == MSG_RECORD_BATCH;
         let buffer = if lease_it {
-            let lease = Arc::new(Lease {
-                seq,
-                book: self.book.clone(),
-            });
             // check() proved start..start+len lies inside the arena, which
-            // lies inside the mapping; `lease` keeps the mapping alive (through
-            // `book.ring`) for as long as any buffer refers to it.
-            // SAFETY: in bounds and alive; the slot stays unreleased, so the
-            // producer does not overwrite these bytes, until the lease drops.
-            unsafe {
-                let ptr = NonNull::new_unchecked(self.arena.add(start).cast_mut());
-                Buffer::from_custom_allocation(ptr, len, lease)
-            }
+            // lies inside the mapping of `book.ring`.
+            // SAFETY: in bounds; the slot stays unreleased, so the producer
+            // does not overwrite these bytes, until the lease marks it done.
+            unsafe { leased_buffer(&self.book, seq, self.arena.add(start), len) }
         } else {
             // SAFETY: as above for the range; copied out at once.
             let bytes = unsafe { std::slice::from_raw_parts(self.arena.add(start), len) };
@@ -456,7 +351,7 @@ impl BatchConsumer {
         // Consumed (decoded or not): this consumer is reading a session.
         self.session.reading = true;
         if !lease_it {
-            self.mark_done(seq);
+            self.book.mark_done(seq);
         }
         let batch = decoded?;
         // A schema or dictionary the decoder took changes the saved state
@@ -583,67 +478,25 @@ impl BatchConsumer {
         result.map_err(corrupt)
     }
 
-    /// Producer attachments so far (line 1 of the header).
-    fn producer_sessions(&self) -> u64 {
-        // SYNC POINT producer_sessions: Acquire pairs with the Release
-        // increment in ShmProducer::attach_checked, which follows that
-        // producer's `producer_state = ATTACHED`: a later load of
-        // producer_state sees that session's state, not the previous end.
-        (self.inner.segment().header().producer)
-            .producer_sessions
-            .load(Ordering::Acquire)
-    }
-
     /// Waits until a message is ready or another producer session has
     /// started; `false` at the deadline.
     fn wait_for_next_session(&mut self, deadline: Option<Instant>) -> bool {
         let ring = self.book.ring.clone();
-        let cell = &ring.seg.header().not_empty.cell;
         let baseline = self.session.baseline;
         let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
-        crate::wait::block_on(self.wait, cell, true, deadline, || {
-            release_done_in(inner, book, rel);
-            // SYNC POINT producer_sessions (as in `producer_sessions`): the
-            // ordinary wait that follows a change loads producer_state after
-            // this, and finds the new session attached, not the old end.
-            let sessions = ring
-                .seg
-                .header()
-                .producer
-                .producer_sessions
-                .load(Ordering::Acquire);
+        ring.wait_as_consumer(self.wait, deadline, || {
+            rel.release_done(inner, book);
+            // SYNC POINT producer_sessions (see Segment::producer_sessions):
+            // the ordinary wait that follows a change loads producer_state
+            // after this, and finds the new session attached, not the old end.
+            let sessions = ring.producer_sessions();
             (inner.len() > rel.outstanding.len() || sessions != baseline).then_some(())
         })
         .is_some()
     }
 
-    /// Why `max_leases` messages are read and not released: as many leases
-    /// alive, or the oldest one alive and the rest dropped but held back
-    /// (releases are in order).
-    fn lease_limit(&self) -> ArrowRingError {
-        let done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
-        let first = self.inner.read_seq();
-        let read = self.rel.outstanding.len() as u64;
-        let alive = (first..first + read).filter(|s| !done.contains(s)).count();
-        if alive >= self.max_leases {
-            ArrowRingError::TooManyLeases {
-                max: self.max_leases,
-            }
-        } else {
-            ArrowRingError::OldestLeaseHeld {
-                seq: first,
-                held_back: read as usize - alive,
-            }
-        }
-    }
-
-    fn mark_done(&self, seq: u64) {
-        let mut done = self.book.done.lock().unwrap_or_else(|p| p.into_inner());
-        done.insert(seq);
-    }
-
     fn release_done(&mut self) {
-        release_done_in(&mut self.inner, &self.book, &mut self.rel);
+        self.rel.release_done(&mut self.inner, &self.book);
     }
 
     /// Leased batches (and messages) read but not yet released.
@@ -666,51 +519,6 @@ impl BatchConsumer {
         // now on mark themselves done in a book that nobody reads.
         self.rel.outstanding.clear();
     }
-}
-
-/// Releases, oldest first, every read message whose lease is done; stops at
-/// the first one still leased (FIFO). Stores, in this order (FORMAT.md,
-/// "Intermediate states"): the released state, if a schema or dictionary
-/// message is among them (save area, then `saved_state`); `read_seq`;
-/// `arena_released`.
-fn release_done_in(rx: &mut ShmConsumer<Descriptor>, book: &LeaseBook, rel: &mut Releaser) {
-    let mut done = book.done.lock().unwrap_or_else(|p| p.into_inner());
-    let mut seq = rx.read_seq();
-    let mut n = 0;
-    let mut end = None;
-    let mut changes = Vec::new();
-    while rel.outstanding.front().is_some() && done.remove(&seq) {
-        let u = rel.outstanding.pop_front().expect("front exists");
-        end = Some(u.end);
-        changes.extend(u.change);
-        seq += 1;
-        n += 1;
-    }
-    drop(done);
-    let Some(end) = end else { return };
-    if !changes.is_empty() {
-        for change in changes {
-            rel.state.apply(change);
-        }
-        // The state as of the new read_seq, saved before read_seq moves: a
-        // consumer killed in between resumes at the old read_seq with the
-        // old state (resume.rs).
-        let word = &rx.segment().header().consumer.saved_state;
-        rel.save.save(&mut rel.state, seq, word);
-    }
-    // read_seq (Release, in ConsumerCore::release): the one store that
-    // releases, for the producer derives the free arena from the descriptor
-    // at read_seq (encode::release_point). We read every byte of these
-    // messages before it (copies, and leases once dropped).
-    rx.read_chunk(n).commit(n);
-    // Then arena_released, for `laminar-ring info` only: a kill between the
-    // two stores leaves it behind, which misleads no one. Release: pairs
-    // with the Acquire load in shm::inspect.
-    rx.segment()
-        .header()
-        .consumer
-        .arena_released
-        .store(end, Ordering::Release);
 }
 
 impl Drop for BatchConsumer {
@@ -769,15 +577,6 @@ impl SessionDecoder {
             return Ok(batch);
         }
         self.checked.read_record_batch(block, buffer)
-    }
-}
-
-impl std::fmt::Debug for LeasedBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeasedBatch")
-            .field("num_rows", &self.batch.num_rows())
-            .field("schema", &self.batch.schema())
-            .finish_non_exhaustive()
     }
 }
 

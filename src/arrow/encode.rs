@@ -4,26 +4,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use arrow_buffer::Buffer;
+use arrow_ipc::MetadataVersion;
 use arrow_ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamEncoder};
-use arrow_ipc::{MessageHeader, MetadataVersion};
 use arrow_schema::SchemaRef;
 
-use super::{
-    ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_DICTIONARY, MSG_RECORD_BATCH,
-    MSG_SCHEMA, align_up,
-};
-use crate::shm::header::{Layout, RingKind, check_position, fingerprint};
+use super::framing::{EncodedMessage, split_messages};
+use super::{ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, align_up};
+use crate::shm::header::{Layout, RingKind, fingerprint};
 use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
-use crate::sync::Ordering;
-
-/// One encoded IPC message: the buffers arrow-ipc produced for it, whose
-/// body parts still point at the batch's own memory.
-struct Message {
-    kind: u32,
-    parts: Vec<Buffer>,
-    len: u64,
-}
 
 /// Sends `RecordBatch`es through an Arrow ring.
 pub struct BatchProducer {
@@ -38,7 +26,7 @@ pub struct BatchProducer {
     schema: Option<SchemaRef>,
     encoder: Option<StreamEncoder>,
     /// Messages encoded but not yet in the ring (a timed-out send).
-    pending: VecDeque<Message>,
+    pending: VecDeque<EncodedMessage>,
     /// Send a dictionary that only grew as a delta.
     deltas: bool,
 }
@@ -92,21 +80,9 @@ impl BatchProducer {
     }
 
     fn attach(seg: Segment) -> Result<Self, ArrowRingError> {
-        // Resume after whatever a previous producer wrote: arena_head is
-        // stored before each publish, so it is at or past the end of every
-        // published message. Loaded with the role held (no other producer
-        // stores it now) and checked before this producer stores anything:
-        // positions after one beyond 2^63 could wrap. Acquire: pairs with
-        // its Release store in write_message (by an earlier producer).
+        // Resume after whatever a previous producer wrote (arena_head).
         let (inner, head) =
-            ShmProducer::<Descriptor>::attach_checked(seg, RingKind::Arrow, |seg| {
-                let head = seg.header().producer.arena_head.load(Ordering::Acquire);
-                check_position("arena_head", head).map_err(|source| OpenError::BadHeader {
-                    path: seg.path().to_owned(),
-                    source,
-                })?;
-                Ok(head)
-            })?;
+            ShmProducer::<Descriptor>::attach_with_arena_head(seg, RingKind::Arrow)?;
         let seg = inner.segment();
         let layout = *seg.layout();
         // SAFETY: validate() checked arena_offset + arena_len <= total_len,
@@ -220,7 +196,7 @@ impl BatchProducer {
     }
 
     /// Encodes `batch` into its messages, checking schema and sizes first.
-    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowRingError> {
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<EncodedMessage>, ArrowRingError> {
         match &self.schema {
             Some(s) if s != &batch.schema() => {
                 return Err(ArrowRingError::SchemaMismatch {
@@ -311,7 +287,7 @@ impl BatchProducer {
         }
     }
 
-    fn write_message(&mut self, pos: u64, size: u64, msg: &Message) {
+    fn write_message(&mut self, pos: u64, size: u64, msg: &EncodedMessage) {
         let start = pos % self.arena_len;
         let mut at = start as usize;
         let mut streamed = false;
@@ -338,15 +314,9 @@ impl BatchProducer {
             kind: msg.kind,
             reserved: 0,
         };
-        // Release: a new producer that reads arena_head (Acquire in attach)
-        // resumes after this message; stored before the publish so that a
-        // crash in between only wastes the space.
-        self.inner
-            .segment()
-            .header()
-            .producer
-            .arena_head
-            .store(end, Ordering::Release);
+        // Stored before the publish, so that a new producer resumes after
+        // this message and a crash in between only wastes the space.
+        self.inner.store_arena_head(end);
         self.head = end;
         // The slot is free (reserve checked, and we are the only producer):
         // this publishes the descriptor, and with it the arena bytes.
@@ -377,7 +347,7 @@ impl BatchProducer {
     /// delivered, so the stream must not end cleanly.
     fn give_up(&mut self) {
         self.pending.clear();
-        self.inner.ending = crate::shm::Ending::Abandon;
+        self.inner.abandon_on_drop();
     }
 
     /// Detaches *without* ending the stream, dropping pending messages: for
@@ -399,7 +369,7 @@ impl BatchProducer {
     /// at a character boundary). A new producer may attach and continue.
     pub fn fail(mut self, reason: &str) {
         self.pending.clear();
-        self.inner.ending = crate::shm::Ending::Fail(reason.to_owned());
+        self.inner.fail_on_drop(reason);
     }
 
     /// Delivers pending messages, waiting at most `timeout`; `Ok(true)` when
@@ -509,44 +479,6 @@ fn store_fence() {
     }
 }
 
-/// A cursor over arrow-ipc's output buffers, handing out byte ranges as
-/// zero-copy slices of them.
-struct Parts {
-    parts: VecDeque<Buffer>,
-}
-
-impl Parts {
-    fn remaining(&self) -> usize {
-        self.parts.iter().map(Buffer::len).sum()
-    }
-
-    /// The next `n` bytes, as slices of the underlying buffers.
-    fn take(&mut self, mut n: usize, out: &mut Vec<Buffer>) -> bool {
-        while n > 0 {
-            let Some(front) = self.parts.pop_front() else {
-                return false;
-            };
-            if front.len() <= n {
-                n -= front.len();
-                out.push(front);
-            } else {
-                out.push(front.slice_with_length(0, n));
-                self.parts.push_front(front.slice(n));
-                n = 0;
-            }
-        }
-        true
-    }
-}
-
-fn concat(parts: &[Buffer]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(Buffer::len).sum());
-    for p in parts {
-        out.extend_from_slice(p.as_slice());
-    }
-    out
-}
-
 impl Drop for BatchProducer {
     /// Delivers messages still pending (after a `try_send` or
     /// `send_timeout`), waiting at most one second; `close` waits as long as
@@ -562,53 +494,6 @@ impl Drop for BatchProducer {
             }
         }
     }
-}
-
-/// Splits arrow-ipc's output for one batch into its IPC messages: each is an
-/// 8-byte prefix (continuation marker, metadata length), the metadata, then
-/// `bodyLength` bytes of body.
-fn split_messages(parts: Vec<Buffer>) -> Result<Vec<Message>, arrow_schema::ArrowError> {
-    let bad = |m: &str| arrow_schema::ArrowError::IpcError(format!("encoder output: {m}"));
-    let mut cursor = Parts {
-        parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
-    };
-    let mut out = Vec::new();
-    while cursor.remaining() > 0 {
-        let mut msg_parts = Vec::new();
-        if !cursor.take(8, &mut msg_parts) {
-            return Err(bad("message prefix cut short"));
-        }
-        let prefix = concat(&msg_parts);
-        if prefix[..4] != [0xff; 4] {
-            return Err(bad("expected a continuation marker"));
-        }
-        let meta_len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes")) as usize;
-        let mut meta_parts = Vec::new();
-        if !cursor.take(meta_len, &mut meta_parts) {
-            return Err(bad("metadata cut short"));
-        }
-        let meta = concat(&meta_parts);
-        msg_parts.extend(meta_parts);
-        let message =
-            arrow_ipc::root_as_message(&meta).map_err(|e| bad(&format!("metadata: {e}")))?;
-        let kind = match message.header_type() {
-            MessageHeader::Schema => MSG_SCHEMA,
-            MessageHeader::DictionaryBatch => MSG_DICTIONARY,
-            MessageHeader::RecordBatch => MSG_RECORD_BATCH,
-            _ => return Err(bad("unexpected message type")),
-        };
-        let body_len = usize::try_from(message.bodyLength()).map_err(|_| bad("body length"))?;
-        if !cursor.take(body_len, &mut msg_parts) {
-            return Err(bad("body cut short"));
-        }
-        let len = msg_parts.iter().map(|p| p.len() as u64).sum();
-        out.push(Message {
-            kind,
-            parts: msg_parts,
-            len,
-        });
-    }
-    Ok(out)
 }
 
 impl std::fmt::Debug for BatchProducer {

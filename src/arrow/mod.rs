@@ -104,13 +104,16 @@ mod check;
 mod decode;
 mod encode;
 mod framing;
+mod lease;
+mod release;
 mod resume;
 
 use arrow_schema::{ArrowError, SchemaRef};
 use bytemuck::{Pod, Zeroable};
 
-pub use decode::{BatchConsumer, LeasedBatch};
+pub use decode::BatchConsumer;
 pub use encode::BatchProducer;
+pub use lease::LeasedBatch;
 
 // The arrow-rs crates whose types this API takes and returns (arrow 60), so
 // that a caller passes batches of the very same arrow version without

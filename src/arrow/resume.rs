@@ -47,7 +47,7 @@ use arrow_ipc::{MessageHeader, MetadataVersion};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use super::ARENA_ALIGN;
-use super::framing::{message_len, message_metadata};
+use super::framing::{encapsulate, message_body, message_len, message_metadata};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Bytes of a half's header: `from_seq` (u64), `len` (u64), zeros.
@@ -336,13 +336,11 @@ fn replacement_message(id: i64, values: &ArrayRef) -> Result<Vec<u8>, ArrowError
     }
     // The schema message, then the record batch message.
     let batch_at = message_len(&bytes)?;
-    let (message, body_start) = message_metadata(&bytes[batch_at..])?;
+    let (message, body) = message_body(&bytes[batch_at..])?;
     let rb = message
         .header_as_record_batch()
         .filter(|_| message.header_type() == MessageHeader::RecordBatch)
         .ok_or_else(|| err("no record batch"))?;
-    let body_len = usize::try_from(message.bodyLength()).map_err(|_| err("body length"))?;
-    let body = &bytes[batch_at + body_start..][..body_len];
 
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let nodes: Vec<_> = rb
@@ -386,16 +384,5 @@ fn replacement_message(id: i64, values: &ArrayRef) -> Result<Vec<u8>, ArrowError
         },
     );
     fbb.finish(root, None);
-    let meta = fbb.finished_data();
-    // Metadata padded so that the body starts 64-aligned, as the producer
-    // writes messages.
-    let padded = (8 + meta.len()).next_multiple_of(ARENA_ALIGN as usize) - 8;
-    let meta_len = i32::try_from(padded).map_err(|_| err("metadata length"))?;
-    let mut out = Vec::with_capacity(8 + padded + body.len());
-    out.extend_from_slice(&[0xff; 4]);
-    out.extend_from_slice(&meta_len.to_le_bytes());
-    out.extend_from_slice(meta);
-    out.resize(8 + padded, 0);
-    out.extend_from_slice(body);
-    Ok(out)
+    encapsulate(fbb.finished_data(), body)
 }

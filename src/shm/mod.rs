@@ -85,6 +85,8 @@
 //! name) may be slots, for which any bytes are a valid value. A segment can make this side see a full or empty ring, never
 //! read outside the mapping.
 
+#[cfg(feature = "arrow")]
+mod arrow_api;
 #[allow(unsafe_code)] // copies out of slots in the mapping
 mod chunk;
 mod error;
@@ -104,8 +106,6 @@ pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
 pub use slot::{ShmSlot, fingerprint};
-#[cfg(feature = "arrow")]
-pub(crate) use typed::Ending;
 #[cfg(feature = "arrow")]
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};

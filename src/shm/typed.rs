@@ -245,12 +245,12 @@ pub struct ShmProducer<T: ShmSlot> {
     wait: WaitStrategy,
     probe: PeerProbe,
     /// How the stream ends when this producer detaches.
-    pub(crate) ending: Ending,
+    pub(super) ending: Ending,
 }
 
 /// How a producer's stream ends when it detaches (in `Drop`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ending {
+pub(super) enum Ending {
     /// Cleanly: the consumer drains what is left, then gets end of stream
     /// (`close`, or a drop outside a panic).
     Close,
