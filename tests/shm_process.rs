@@ -781,7 +781,16 @@ fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
     let e = ShmConsumer::<u64>::open_with(&ring.name, &opts)
         .err()
         .unwrap();
-    assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            OpenError::BadHeader {
+                source: HeaderError::NeverReady,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(allocated() < 1 << 20, "{} bytes allocated", allocated());
     std::fs::remove_file(ring.path()).unwrap();
 
@@ -822,9 +831,24 @@ fn bad_segments_are_refused_with_clear_errors() {
         ready_timeout: Duration::from_millis(50),
         ..SegmentOptions::default()
     };
-    // Never-initialised segment (creator died before marking it ready).
+    // Never-initialised segment, and no creator at work (its lock is
+    // free): the creator died before marking it ready.
     std::fs::write(dir.join("zeros"), vec![0_u8; 4096]).unwrap();
     let e = ShmConsumer::<u64>::open_with("zeros", &opts).err().unwrap();
+    assert!(
+        matches!(
+            &e,
+            OpenError::BadHeader {
+                source: HeaderError::NeverReady,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // An empty file: a creator between its open and its ftruncate, so the
+    // opener waits for it, then gives up with NotReady.
+    std::fs::write(dir.join("empty"), b"").unwrap();
+    let e = ShmConsumer::<u64>::open_with("empty", &opts).err().unwrap();
     assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
     assert!(e.to_string().contains("not ready"), "{e}");
     // Too short to hold a header, and not empty: no creator makes such a
@@ -866,19 +890,29 @@ fn bad_segments_are_refused_with_clear_errors() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("bad header field state"), "{e}");
-    // Never marked ready and unchanged for a minute: its creator died while
-    // making it. Refused at once, not after waiting for it.
-    let stale = std::fs::File::create(dir.join("stale")).unwrap();
-    stale.set_len(4096).unwrap();
-    stale
-        .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+    // Sized, not ready, and a process holds the creator's lock (byte 2):
+    // a creator still at work, so the opener waits for it, then gives up
+    // with NotReady. Once that lock is gone, the creator died: refused at
+    // once, even by the patient opener.
+    let making = std::fs::File::create(dir.join("making")).unwrap();
+    making.set_len(4096).unwrap();
+    ofd_lock(&making, 2);
+    let e = ShmConsumer::<u64>::open_with("making", &opts)
+        .err()
         .unwrap();
-    drop(stale);
-    let e = ShmConsumer::<u64>::open_with("stale", &patient)
+    assert!(matches!(e, OpenError::NotReady { .. }), "{e}");
+    drop(making);
+    let e = ShmConsumer::<u64>::open_with("making", &patient)
         .err()
         .unwrap();
     assert!(
-        matches!(&e, OpenError::BadHeader { source: HeaderError::NeverReady { age_secs }, .. } if *age_secs >= 59),
+        matches!(
+            &e,
+            OpenError::BadHeader {
+                source: HeaderError::NeverReady,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("never finished initialising"), "{e}");
@@ -1116,6 +1150,23 @@ fn a_slot_type_is_identified_by_the_name_it_declares() {
             price: 101.25
         })
     );
+}
+
+/// Takes an open-file-description write lock on byte `byte` of `file`, as
+/// a segment's creator does on byte 2 until the segment is ready.
+fn ofd_lock(file: &std::fs::File, byte: i64) {
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    #[allow(unsafe_code)] // one fcntl call
+    // SAFETY: a valid descriptor and a valid flock for the call's duration.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(rc, 0, "F_OFD_SETLK: {}", std::io::Error::last_os_error());
 }
 
 /// CPU time of the calling thread.

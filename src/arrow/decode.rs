@@ -257,6 +257,8 @@ impl BatchConsumer {
                     self.max_leases,
                 ));
             }
+            // Before the wait, which loads producer_state: see below.
+            let before = self.inner.producer_sessions();
             let (book, rel) = (&self.book, &mut self.rel);
             let waited = self.inner.wait_until(deadline, |rx| {
                 rel.release_done(rx, book);
@@ -272,19 +274,21 @@ impl BatchConsumer {
                 Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
             };
             if let Some(end) = ended {
-                // Drained, and the producer closed or died: report the end of
-                // a session this consumer was reading, once; for any other
-                // (reported already, or over before it attached), wait for
-                // the next session.
+                // Drained, and the producer closed, failed or died: report
+                // the end of a session this consumer was reading, once (an
+                // end seen after reading a session's data is that session's
+                // or a later one's: the data's Acquire orders the state
+                // load after its attach); for any other (reported already,
+                // or over before this consumer attached), wait for the next
+                // session.
                 let sessions = self.inner.producer_sessions();
-                if !self.session.reading
-                    && sessions != self.session.baseline
-                    && self.inner.producer_alive()
-                {
-                    // The end seen was the previous session's, loaded just
-                    // before a new producer attached (its attach came
-                    // between the state load and the count load): not an
-                    // end of the session now running. Wait on it instead.
+                if !self.session.reading && sessions != before {
+                    // A session began during the wait: the end it saw may
+                    // be an earlier session's, loaded before that attach.
+                    // Look again (each retry needs another attach). With
+                    // `sessions == before`, the state was loaded after this
+                    // count's last increment (SYNC POINT producer_sessions),
+                    // so the end seen is the latest session's own.
                     continue;
                 }
                 if self.session.reading || sessions != self.session.baseline {

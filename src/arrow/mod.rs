@@ -75,6 +75,12 @@
 //! that stream and its end. After reporting an end, the next receive waits
 //! for the next session.
 //!
+//! An end is a state of the ring, not a message in it: a producer that
+//! attaches while the consumer is still draining the previous session
+//! replaces that state, and the consumer then reads on into the new
+//! session without being told of the previous one's end (`docs/FORMAT.md`,
+//! "End of stream and peer death").
+//!
 //! # Crash and restart
 //!
 //! A consumer that goes away (dropped, or killed) leaves every message it

@@ -420,16 +420,13 @@ pub enum HeaderError {
         /// Bytes the header says the segment spans.
         needed: u64,
     },
-    /// The header was never marked ready, and the file has not changed for
-    /// longer than any creator takes: its creator died while making it.
+    /// The header was never marked ready, and no process is making it (the
+    /// creator's lock is free): its creator died while making it.
     #[error(
-        "never finished initialising: unchanged for {age_secs} s, so its creator died while \
-         making it (remove it and create it again)"
+        "never finished initialising: its creator died while making it (remove it and create \
+         it again)"
     )]
-    NeverReady {
-        /// Seconds since the file last changed.
-        age_secs: u64,
-    },
+    NeverReady,
     /// `read_seq` and `write_seq` contradict each other.
     #[error(
         "inconsistent sequences: read_seq {read_seq}, write_seq {write_seq}, capacity {capacity}"

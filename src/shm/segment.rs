@@ -35,10 +35,9 @@ use crate::sync::{AtomicU32, Ordering};
 pub const DEFAULT_DIR: &str = "/dev/shm";
 /// Longest segment name (Linux allows 255; macOS's POSIX shm only 31).
 pub const MAX_NAME_LEN: usize = 255;
-/// A segment still initialising whose file has not changed for this long is
-/// taken for one whose creator died (a creator marks its segment ready
-/// milliseconds after sizing the file), whatever `ready_timeout` says.
-const STALE_INIT: Duration = Duration::from_secs(10);
+/// The byte whose lock a creator holds from before it sizes the file until
+/// it has marked the segment ready (bytes 0 and 1 are the roles').
+const INIT_LOCK_BYTE: libc::off_t = 2;
 
 /// Where a segment lives and how it is opened.
 #[derive(Debug, Clone)]
@@ -192,6 +191,10 @@ impl Segment {
             .map_err(|e| OpenError::from_open(&path, e))?;
         // From here on, a failure must not leave a half-made file behind.
         let result = (|| {
+            // Held until the segment is ready: an opener that finds the file
+            // sized but not ready, and this lock free, knows the creator
+            // died (the kernel drops the lock with the process).
+            lock_byte(&file, INIT_LOCK_BYTE, libc::F_WRLCK).map_err(io)?;
             file.set_len(layout.total_len).map_err(io)?;
             // Commit the memory now. tmpfs allocates a page on its first
             // write, and if /dev/shm is full by then the writer dies of
@@ -234,6 +237,9 @@ impl Segment {
                 .info
                 .state
                 .store(STATE_READY, Ordering::Release);
+            // After READY, so an opener that sees the lock free re-reads
+            // READY (see open_as).
+            lock_byte(&seg.file, INIT_LOCK_BYTE, libc::F_UNLCK).map_err(io)?;
             Ok(seg)
         })();
         if result.is_err() {
@@ -351,16 +357,17 @@ impl Segment {
                     });
                 }
             }
-            // A creator marks its segment ready right after sizing it; one
-            // left initialising since well before our wait began was
-            // abandoned by a creator that died (or was never a ring).
-            let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
-            if let Some(age) = age.filter(|a| *a > opts.ready_timeout.max(STALE_INIT)) {
+            // A creator holds the init lock from before it sizes the file
+            // (the file is sized: we are past the length loop) until after
+            // it stores READY. Free now, with the state still not READY
+            // when read again after the probe: the creator died.
+            if !byte_locked(&file, INIT_LOCK_BYTE)
+                // SYNC POINT ready (as above).
+                && state.load(Ordering::Acquire) == STATE_INITIALIZING
+            {
                 return Err(OpenError::BadHeader {
                     path,
-                    source: HeaderError::NeverReady {
-                        age_secs: age.as_secs(),
-                    },
+                    source: HeaderError::NeverReady,
                 });
             }
             if Instant::now() >= deadline {
@@ -466,40 +473,58 @@ impl Segment {
 
     /// Takes `role`'s lock; fails with `RoleTaken` if another holds it.
     pub(crate) fn lock_role(&self, role: Role) -> Result<(), OpenError> {
-        let fl = flock_for(role, libc::F_WRLCK);
-        match fcntl(self.file.as_fd(), FcntlArg::F_OFD_SETLK(&fl)) {
-            Ok(_) => Ok(()),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+        match lock_byte(&self.file, role_byte(role), libc::F_WRLCK) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
                 Err(OpenError::RoleTaken {
                     path: self.path.clone(),
                     role,
                 })
             }
-            Err(e) => Err(OpenError::io(&self.path, std::io::Error::from(e))),
+            Err(e) => Err(OpenError::io(&self.path, e)),
         }
     }
 
     /// Whether some other open file description holds `role`'s lock: the
     /// process in that role is attached and alive.
     pub(crate) fn role_alive(&self, role: Role) -> bool {
-        let mut fl = flock_for(role, libc::F_WRLCK);
-        match fcntl(self.file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl)) {
-            Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
-            // Cannot tell: assume alive rather than report a false death.
-            Err(_) => true,
-        }
+        byte_locked(&self.file, role_byte(role))
     }
 }
 
-fn flock_for(role: Role, kind: libc::c_int) -> libc::flock {
+/// The byte whose lock is `role`'s.
+fn role_byte(role: Role) -> libc::off_t {
+    match role {
+        Role::Producer => 0,
+        Role::Consumer => 1,
+    }
+}
+
+/// Sets (`F_WRLCK`) or releases (`F_UNLCK`) this open file description's
+/// lock on one byte, without waiting.
+fn lock_byte(file: &File, byte: libc::off_t, kind: libc::c_int) -> std::io::Result<()> {
+    let fl = flock_for(byte, kind);
+    fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&fl))
+        .map(drop)
+        .map_err(std::io::Error::from)
+}
+
+/// Whether another open file description holds a lock on `byte`.
+fn byte_locked(file: &File, byte: libc::off_t) -> bool {
+    let mut fl = flock_for(byte, libc::F_WRLCK);
+    match fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl)) {
+        Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
+        // Cannot tell: assume held rather than report a false death.
+        Err(_) => true,
+    }
+}
+
+fn flock_for(byte: libc::off_t, kind: libc::c_int) -> libc::flock {
     // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = match role {
-        Role::Producer => 0,
-        Role::Consumer => 1,
-    };
+    fl.l_start = byte;
     fl.l_len = 1;
     fl.l_pid = 0; // required for OFD locks
     fl

@@ -602,6 +602,9 @@ pub struct ShmConsumer<T: ShmSlot> {
     core: ConsumerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
+    /// The reason of the last `ProducerFailed` this consumer saw, read right
+    /// after the state that said so (a next producer may overwrite both).
+    failure: Option<String>,
 }
 
 impl<T: ShmSlot> ShmConsumer<T> {
@@ -678,6 +681,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
             core,
             wait: WaitStrategy::Park,
             probe: PeerProbe { last: None },
+            failure: None,
         })
     }
 
@@ -751,32 +755,41 @@ impl<T: ShmSlot> ShmConsumer<T> {
         let seg = &self.core.ring().seg;
         // Acquire: pairs with the Release stores in ShmProducer::attach/drop.
         let state = seg.header().producer.producer_state.load(Ordering::Acquire);
-        let ended = |state| match state {
+        let line = &seg.header().producer;
+        let mut failure = None;
+        let mut ended = |state| match state {
             ROLE_CLOSED => Some(ShmTryPopError::EndOfStream),
-            ROLE_FAILED => Some(ShmTryPopError::ProducerFailed),
+            ROLE_FAILED => {
+                // After the Acquire load that saw FAILED, which pairs with
+                // the Release store that followed the reason's stores.
+                failure = Some(line.failure.load());
+                Some(ShmTryPopError::ProducerFailed)
+            }
             _ => None,
         };
-        match state {
+        let gone = match state {
             ROLE_ATTACHED => match self.probe.probe(seg, Role::Producer) {
                 Some(false) => {
                     // Re-read: it may have ended its stream just before exiting.
-                    let s = seg.header().producer.producer_state.load(Ordering::Acquire);
+                    let s = line.producer_state.load(Ordering::Acquire);
                     Some(ended(s).unwrap_or(ShmTryPopError::PeerGone))
                 }
                 _ => None,
             },
             other => ended(other),
+        };
+        if gone.is_some() {
+            self.failure = failure;
         }
+        gone
     }
 
-    /// Why the last producer failed, when the stream ended with
-    /// `ProducerFailed` (the reason it gave to
-    /// [`ShmProducer::fail`]); `None` otherwise.
+    /// Why the producer failed, when the last end of stream this consumer
+    /// saw was `ProducerFailed` (the reason given to [`ShmProducer::fail`],
+    /// as read when the failure was seen); `None` after any other end, or
+    /// before the first.
     pub fn producer_failure(&self) -> Option<String> {
-        let line = &self.core.ring().seg.header().producer;
-        // Acquire: pairs with the Release store of ROLE_FAILED in
-        // ShmProducer's Drop, after the reason's stores.
-        (line.producer_state.load(Ordering::Acquire) == ROLE_FAILED).then(|| line.failure.load())
+        self.failure.clone()
     }
 
     /// Pops the oldest item, waiting while the ring is empty.
