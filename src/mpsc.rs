@@ -60,7 +60,7 @@ use crate::error::{
 };
 use crate::ring_buffer::RingBuffer;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{WaitCell, WaitStrategy, block_on};
+use crate::wait::{Sharing, WaitCell, WaitStrategy, wait_until};
 
 struct Shared<T> {
     ring: RingBuffer<T>,
@@ -167,7 +167,7 @@ impl<T> Producer<T> {
                         // write; pairs with the Acquire in Consumer::ready.
                         shared.stamp(seq).store(seq + 1, Ordering::Release);
                         if shared.parking {
-                            shared.not_empty.notify(false);
+                            shared.not_empty.notify(Sharing::ThisProcess);
                         }
                         return Ok(());
                     }
@@ -217,17 +217,23 @@ impl<T> Producer<T> {
         };
         let shared = self.shared.clone();
         let mut value = Some(value);
-        let outcome = block_on(self.wait, &shared.not_full, false, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(TryPushError::Full(v)) => {
-                    value = Some(v);
-                    None
+        let outcome = wait_until(
+            self.wait,
+            &shared.not_full,
+            Sharing::ThisProcess,
+            deadline,
+            || {
+                let v = value.take().expect("value present until pushed");
+                match self.try_push(v) {
+                    Ok(()) => Some(Ok(())),
+                    Err(TryPushError::Full(v)) => {
+                        value = Some(v);
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
                 }
-                Err(e) => Some(Err(e)),
-            }
-        });
+            },
+        );
         match outcome {
             Some(result) => result,
             None => Err(TryPushError::Full(value.expect("not pushed"))),
@@ -289,7 +295,7 @@ impl<T> Producer<T> {
                         shared.stamp(s).store(s + 1, Ordering::Release);
                     }
                     if shared.parking {
-                        shared.not_empty.notify(false);
+                        shared.not_empty.notify(Sharing::ThisProcess);
                     }
                     return k as usize;
                 }
@@ -327,7 +333,7 @@ impl<T> Drop for Producer<T> {
         // consumer's Acquire load of `producers` in try_pop; Acquire orders
         // the other producers' drops before the last one's wake.
         if self.shared.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.not_empty.notify(false);
+            self.shared.not_empty.notify(Sharing::ThisProcess);
         }
     }
 }
@@ -370,7 +376,7 @@ impl<T> Consumer<T> {
         // SAFETY: every value below `read` was moved out or dropped (callers).
         unsafe { self.shared.ring.advance_read_seq(self.read) };
         if self.shared.parking {
-            self.shared.not_full.notify(false);
+            self.shared.not_full.notify(Sharing::ThisProcess);
         }
     }
 
@@ -436,12 +442,16 @@ impl<T> Consumer<T> {
             done => return done,
         }
         let shared = self.shared.clone();
-        let outcome = block_on(self.wait, &shared.not_empty, false, deadline, || match self
-            .try_pop()
-        {
-            Err(TryPopError::Empty) => None,
-            other => Some(other),
-        });
+        let outcome = wait_until(
+            self.wait,
+            &shared.not_empty,
+            Sharing::ThisProcess,
+            deadline,
+            || match self.try_pop() {
+                Err(TryPopError::Empty) => None,
+                other => Some(other),
+            },
+        );
         outcome.unwrap_or(Err(TryPopError::Empty))
     }
 
@@ -537,7 +547,7 @@ impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in Producer::is_abandoned.
         self.shared.consumer_gone.store(true, Ordering::Release);
-        self.shared.not_full.notify(false);
+        self.shared.not_full.notify(Sharing::ThisProcess);
     }
 }
 

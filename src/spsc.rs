@@ -61,7 +61,7 @@ use crate::error::{
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::{RingBuffer, SlotRing};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
-use crate::wait::{WaitCell, WaitStrategy, block_on};
+use crate::wait::{Sharing, WaitCell, WaitStrategy, wait_until};
 
 /// State shared by the two halves: the ring, disconnection flags and the
 /// cells where a parked side sleeps.
@@ -123,14 +123,14 @@ unsafe impl<T> SlotRing for Shared<T> {
     #[inline(always)]
     fn on_publish(&self) {
         if self.parking {
-            self.not_empty.notify(false);
+            self.not_empty.notify(Sharing::ThisProcess);
         }
     }
 
     #[inline(always)]
     fn on_release(&self) {
         if self.parking {
-            self.not_full.notify(false);
+            self.not_full.notify(Sharing::ThisProcess);
         }
     }
 }
@@ -274,17 +274,23 @@ impl<T> Producer<T> {
         };
         let shared = self.core.handle().clone();
         let mut value = Some(value);
-        let outcome = block_on(self.wait, &shared.not_full, false, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(TryPushError::Full(v)) => {
-                    value = Some(v);
-                    None
+        let outcome = wait_until(
+            self.wait,
+            &shared.not_full,
+            Sharing::ThisProcess,
+            deadline,
+            || {
+                let v = value.take().expect("value present until pushed");
+                match self.try_push(v) {
+                    Ok(()) => Some(Ok(())),
+                    Err(TryPushError::Full(v)) => {
+                        value = Some(v);
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
                 }
-                Err(e) => Some(Err(e)),
-            }
-        });
+            },
+        );
         match outcome {
             Some(result) => result,
             None => Err(TryPushError::Full(value.expect("not pushed"))),
@@ -360,7 +366,7 @@ impl<T> Drop for Producer<T> {
         // Release: pairs with the Acquire load in Consumer::try_pop, after
         // which the consumer's reload of write_seq sees our last publish.
         self.shared().gone.producer.store(true, Ordering::Release);
-        self.shared().not_empty.notify(false);
+        self.shared().not_empty.notify(Sharing::ThisProcess);
     }
 }
 
@@ -438,12 +444,16 @@ impl<T> Consumer<T> {
             done => return done,
         }
         let shared = self.core.handle().clone();
-        let outcome = block_on(self.wait, &shared.not_empty, false, deadline, || match self
-            .try_pop()
-        {
-            Err(TryPopError::Empty) => None,
-            other => Some(other),
-        });
+        let outcome = wait_until(
+            self.wait,
+            &shared.not_empty,
+            Sharing::ThisProcess,
+            deadline,
+            || match self.try_pop() {
+                Err(TryPopError::Empty) => None,
+                other => Some(other),
+            },
+        );
         outcome.unwrap_or(Err(TryPopError::Empty))
     }
 
@@ -510,7 +520,7 @@ impl<T> Drop for Consumer<T> {
         // Release: pairs with the Acquire load in Producer::is_abandoned (the
         // Relaxed check in try_push needs no data from us).
         self.shared().gone.consumer.store(true, Ordering::Release);
-        self.shared().not_full.notify(false);
+        self.shared().not_full.notify(Sharing::ThisProcess);
     }
 }
 

@@ -53,6 +53,19 @@ const PARK_SPINS: u32 = 64;
 /// it is caught without one, while a long wait costs at most this much CPU.
 pub const PARK_SPIN_TIME: Duration = Duration::from_micros(50);
 
+/// Who sleeps on and wakes a [`WaitCell`]: which futex the kernel keys it
+/// by (`FUTEX_PRIVATE_FLAG` or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// Threads of this process only (an in-process ring): the private futex,
+    /// keyed by virtual address, which the kernel finds without a page walk.
+    ThisProcess,
+    /// Every process that maps the cell (a ring in a shared-memory segment):
+    /// the shared futex, keyed by the physical page.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))] // shm only
+    AcrossProcesses,
+}
+
 /// A futex word and a waiter count: where one side of a ring sleeps and the
 /// other wakes it. `#[repr(C)]` so that a later layer can place it in shared
 /// memory.
@@ -89,29 +102,29 @@ impl WaitCell {
     /// Wakes every sleeper, if there is any. Call after the store that made
     /// the waiters' condition true.
     #[inline]
-    pub(crate) fn notify(&self, shared: bool) {
+    pub(crate) fn notify(&self, sharing: Sharing) {
         // SYNC POINT wake: SeqCst fence between the caller's publishing store
         // and the load of `waiters`; pairs with the fence in `wait` between the
         // waiter's increment of `waiters` and its re-check of the condition.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake(shared);
+            self.wake(sharing);
         }
     }
 
     #[cold]
-    fn wake(&self, shared: bool) {
+    fn wake(&self, sharing: Sharing) {
         // Release: orders the wake after the publish for a sleeper that reads
         // the epoch (Acquire in `wait`).
         self.epoch.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.epoch, shared);
+        futex::wake_all(&self.epoch, sharing);
     }
 
     /// Sleeps until `ready()` is true, the deadline passes, or [`PARK_SLICE`]
     /// passes; returns `ready()`'s last answer.
     fn sleep_until(
         &self,
-        shared: bool,
+        sharing: Sharing,
         deadline: Option<Instant>,
         ready: &mut impl FnMut() -> bool,
     ) -> bool {
@@ -127,7 +140,7 @@ impl WaitCell {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
             }
             if !slice.is_zero() {
-                futex::wait(&self.epoch, epoch, slice, shared);
+                futex::wait(&self.epoch, epoch, slice, sharing);
             }
         }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
@@ -140,10 +153,10 @@ impl WaitCell {
 ///
 /// `attempt` must perform the whole operation (try to push or pop and report
 /// disconnection), so that a success after a wake is never lost.
-pub(crate) fn block_on<R>(
+pub(crate) fn wait_until<R>(
     strategy: WaitStrategy,
     cell: &WaitCell,
-    shared: bool,
+    sharing: Sharing,
     deadline: Option<Instant>,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
@@ -199,7 +212,7 @@ pub(crate) fn block_on<R>(
                     result = attempt();
                     result.is_some()
                 };
-                if cell.sleep_until(shared, deadline, &mut ready) {
+                if cell.sleep_until(sharing, deadline, &mut ready) {
                     return result;
                 }
                 if expired(deadline) {
@@ -222,17 +235,18 @@ mod futex {
     use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
-    fn op(base: libc::c_int, shared: bool) -> libc::c_int {
-        if shared {
-            base
-        } else {
-            base | libc::FUTEX_PRIVATE_FLAG
+    use super::Sharing;
+
+    fn op(base: libc::c_int, sharing: Sharing) -> libc::c_int {
+        match sharing {
+            Sharing::AcrossProcesses => base,
+            Sharing::ThisProcess => base | libc::FUTEX_PRIVATE_FLAG,
         }
     }
 
     /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns
     /// are fine: every caller re-checks its condition.
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, shared: bool) {
+    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, sharing: Sharing) {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -245,7 +259,7 @@ mod futex {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                op(libc::FUTEX_WAIT, shared),
+                op(libc::FUTEX_WAIT, sharing),
                 expected,
                 &ts as *const libc::timespec,
             );
@@ -253,14 +267,14 @@ mod futex {
     }
 
     /// Wakes every thread sleeping on `word`.
-    pub(super) fn wake_all(word: &AtomicU32, shared: bool) {
+    pub(super) fn wake_all(word: &AtomicU32, sharing: Sharing) {
         // SAFETY: `word` is a live, aligned 4-byte atomic; FUTEX_WAKE does not
         // dereference anything else.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                op(libc::FUTEX_WAKE, shared),
+                op(libc::FUTEX_WAKE, sharing),
                 i32::MAX,
             );
         }
@@ -275,11 +289,13 @@ mod futex {
     use crate::sync::AtomicU32;
     use std::time::Duration;
 
-    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _shared: bool) {
+    use super::Sharing;
+
+    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _sharing: Sharing) {
         crate::sync::yield_now();
     }
 
-    pub(super) fn wake_all(_word: &AtomicU32, _shared: bool) {}
+    pub(super) fn wake_all(_word: &AtomicU32, _sharing: Sharing) {}
 }
 
 #[cfg(all(test, not(loom)))]
@@ -298,7 +314,7 @@ mod tests {
             let cell = WaitCell::new();
             let start = Instant::now();
             let deadline = start + Duration::from_millis(20);
-            let r: Option<()> = block_on(s, &cell, false, Some(deadline), || None);
+            let r: Option<()> = wait_until(s, &cell, Sharing::ThisProcess, Some(deadline), || None);
             assert!(r.is_none(), "{s:?}");
             assert!(
                 Instant::now() >= deadline,
@@ -313,13 +329,13 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let (c2, f2) = (cell.clone(), flag.clone());
         let waiter = std::thread::spawn(move || {
-            block_on(WaitStrategy::Park, &c2, false, None, || {
+            wait_until(WaitStrategy::Park, &c2, Sharing::ThisProcess, None, || {
                 f2.load(Ordering::Acquire).then_some(7)
             })
         });
         std::thread::sleep(Duration::from_millis(30));
         flag.store(true, Ordering::Release);
-        cell.notify(false);
+        cell.notify(Sharing::ThisProcess);
         assert_eq!(waiter.join().unwrap(), Some(7));
     }
 }

@@ -24,7 +24,7 @@ use super::{
 use crate::shm::header::RingKind;
 use crate::shm::{MappedRing, Segment, ShmConsumer, ShmPopError};
 use crate::sync::Ordering;
-use crate::wait::WaitStrategy;
+use crate::wait::{Sharing, WaitStrategy};
 
 /// Which end of a producer session a consumer reports (`EndOfStream` or
 /// `PeerGone`): only that of a session it was reading, once. A ring that
@@ -63,7 +63,13 @@ impl Drop for Lease {
         drop(done);
         // The consumer releases in FIFO order on its next call; wake it in
         // case it sleeps while a producer waits for this space.
-        self.book.ring.seg.header().not_empty.cell.notify(true);
+        self.book
+            .ring
+            .seg
+            .header()
+            .not_empty
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 }
 
@@ -588,7 +594,7 @@ impl BatchConsumer {
         let cell = &ring.seg.header().not_empty.cell;
         let baseline = self.session.baseline;
         let (inner, book, rel) = (&mut self.inner, &self.book, &mut self.rel);
-        crate::wait::block_on(self.wait, cell, true, deadline, || {
+        crate::wait::wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
             release_done_in(inner, book, rel);
             // Relaxed: a changed counter only sends us back to the ordinary
             // wait, whose loads order what follows.

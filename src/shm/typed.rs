@@ -30,7 +30,7 @@ use crate::chunks::WriteChunkUninit;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{WaitStrategy, block_on};
+use crate::wait::{Sharing, WaitStrategy, wait_until};
 
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
@@ -173,12 +173,20 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     fn on_publish(&self) {
-        self.seg.header().not_empty.cell.notify(true);
+        self.seg
+            .header()
+            .not_empty
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 
     #[inline(always)]
     fn on_release(&self) {
-        self.seg.header().not_full.cell.notify(true);
+        self.seg
+            .header()
+            .not_full
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 }
 
@@ -386,7 +394,7 @@ impl<T: ShmSlot> ShmProducer<T> {
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_full.cell;
         let mut value = Some(value);
-        let outcome = block_on(self.wait, cell, true, deadline, || {
+        let outcome = wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
             let v = value.take().expect("value present until pushed");
             match self.core.try_push(v) {
                 Ok(()) => Some(Ok(())),
@@ -419,7 +427,7 @@ impl<T: ShmSlot> ShmProducer<T> {
     ) -> Result<(), ShmPushError<()>> {
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_full.cell;
-        block_on(self.wait, cell, true, deadline, || {
+        wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
             if ready(self) {
                 Some(Ok(()))
             } else if self.consumer_gone() {
@@ -545,7 +553,7 @@ impl<T: ShmSlot> Drop for ShmProducer<T> {
         }
         // Either way, a sleeping consumer re-checks: it sees the close, or
         // (abandoned) the role lock gone once the descriptor closes below.
-        h.not_empty.cell.notify(true);
+        h.not_empty.cell.notify(Sharing::AcrossProcesses);
         // The role lock goes with the file descriptor, after this.
     }
 }
@@ -677,7 +685,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ) -> Result<(), ShmPopError> {
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_empty.cell;
-        block_on(self.wait, cell, true, deadline, || {
+        wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
             if ready(self) {
                 return Some(Ok(()));
             }
@@ -739,12 +747,18 @@ impl<T: ShmSlot> ShmConsumer<T> {
         }
         let ring = self.core.handle().clone();
         let cell = &ring.seg.header().not_empty.cell;
-        let outcome = block_on(self.wait, cell, true, deadline, || match self.try_pop() {
-            Ok(v) => Some(Ok(v)),
-            Err(ShmTryPopError::Empty) => None,
-            Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
-            Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
-        });
+        let outcome = wait_until(
+            self.wait,
+            cell,
+            Sharing::AcrossProcesses,
+            deadline,
+            || match self.try_pop() {
+                Ok(v) => Some(Ok(v)),
+                Err(ShmTryPopError::Empty) => None,
+                Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
+                Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
+            },
+        );
         outcome.unwrap_or(Err(ShmPopError::Timeout))
     }
 
@@ -825,7 +839,7 @@ impl<T: ShmSlot> Drop for ShmConsumer<T> {
         h.consumer
             .consumer_state
             .store(ROLE_CLOSED, Ordering::Release);
-        h.not_full.cell.notify(true);
+        h.not_full.cell.notify(Sharing::AcrossProcesses);
     }
 }
 
