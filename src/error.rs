@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::wait::would_block;
+
 /// A ring capacity that [`RingBuffer::try_new`](crate::RingBuffer::try_new) or a
 /// channel constructor refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +116,45 @@ pub enum PopTimeoutError {
     /// The ring is empty and every producer is gone.
     #[error("ring is empty and the producer is disconnected")]
     Disconnected,
+}
+
+would_block!(TryPushError<T>::Full);
+would_block!(TryPopError::Empty);
+
+impl<T> TryPushError<T> {
+    /// The error of `push`: without a deadline the ring is never `Full`.
+    pub(crate) fn into_push_error(self) -> PushError<T> {
+        match self {
+            Self::Disconnected(v) => PushError::Disconnected(v),
+            Self::Full(_) => unreachable!("no deadline, so no timeout"),
+        }
+    }
+
+    /// The error of `push_timeout`: `Full` at the deadline is `Timeout`.
+    pub(crate) fn into_timeout_error(self) -> PushTimeoutError<T> {
+        match self {
+            Self::Full(v) => PushTimeoutError::Timeout(v),
+            Self::Disconnected(v) => PushTimeoutError::Disconnected(v),
+        }
+    }
+}
+
+impl TryPopError {
+    /// The error of `pop`: without a deadline the ring is never `Empty`.
+    pub(crate) fn into_pop_error(self) -> PopError {
+        match self {
+            Self::Disconnected => PopError::Disconnected,
+            Self::Empty => unreachable!("no deadline, so no timeout"),
+        }
+    }
+
+    /// The error of `pop_timeout`: `Empty` at the deadline is `Timeout`.
+    pub(crate) fn into_timeout_error(self) -> PopTimeoutError {
+        match self {
+            Self::Empty => PopTimeoutError::Timeout,
+            Self::Disconnected => PopTimeoutError::Disconnected,
+        }
+    }
 }
 
 #[cfg(test)]

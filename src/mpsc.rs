@@ -60,9 +60,9 @@ use crate::error::{
 };
 use crate::ring_buffer::RingBuffer;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{Sharing, WaitCell, WaitStrategy, wait_until};
+use crate::wait::{Blocking, Sharing, WaitCell, WaitStrategy, Waiter, retry_until};
 
-struct Shared<T> {
+pub(crate) struct Shared<T> {
     ring: RingBuffer<T>,
     /// `stamps[seq & mask]`: `seq` when free for the lap of `seq`, `seq + 1`
     /// once the item of `seq` is written, `seq + capacity` once it is read.
@@ -189,11 +189,7 @@ impl<T> Producer<T> {
     ///
     /// [`PushError::Disconnected`] (with the value) when the consumer is gone.
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        match self.push_until(value, None) {
-            Ok(()) => Ok(()),
-            Err(TryPushError::Disconnected(v)) => Err(PushError::Disconnected(v)),
-            Err(TryPushError::Full(_)) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, value, Self::try_push).map_err(TryPushError::into_push_error)
     }
 
     /// Pushes `value`, waiting at most `timeout` for a free slot.
@@ -203,41 +199,7 @@ impl<T> Producer<T> {
     /// [`PushTimeoutError::Timeout`] or [`PushTimeoutError::Disconnected`].
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
         let deadline = Instant::now().checked_add(timeout);
-        self.push_until(value, deadline).map_err(|e| match e {
-            TryPushError::Full(v) => PushTimeoutError::Timeout(v),
-            TryPushError::Disconnected(v) => PushTimeoutError::Disconnected(v),
-        })
-    }
-
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), TryPushError<T>> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        let value = match self.try_push(value) {
-            Err(TryPushError::Full(v)) => v,
-            done => return done,
-        };
-        let shared = self.shared.clone();
-        let mut value = Some(value);
-        let outcome = wait_until(
-            self.wait,
-            &shared.not_full,
-            Sharing::ThisProcess,
-            deadline,
-            || {
-                let v = value.take().expect("value present until pushed");
-                match self.try_push(v) {
-                    Ok(()) => Some(Ok(())),
-                    Err(TryPushError::Full(v)) => {
-                        value = Some(v);
-                        None
-                    }
-                    Err(e) => Some(Err(e)),
-                }
-            },
-        );
-        match outcome {
-            Some(result) => result,
-            None => Err(TryPushError::Full(value.expect("not pushed"))),
-        }
+        retry_until(self, deadline, value, Self::try_push).map_err(TryPushError::into_timeout_error)
     }
 
     /// Pushes as many items of `items` as fit, claiming their slots with one
@@ -312,6 +274,15 @@ impl<T> Producer<T> {
     /// `true` once the consumer has been dropped.
     pub fn is_abandoned(&self) -> bool {
         self.shared.consumer_gone.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Blocking for Producer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.shared.clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_full)
     }
 }
 
@@ -415,11 +386,7 @@ impl<T> Consumer<T> {
     ///
     /// [`PopError::Disconnected`] once the ring is drained and every producer gone.
     pub fn pop(&mut self) -> Result<T, PopError> {
-        match self.pop_until(None) {
-            Ok(v) => Ok(v),
-            Err(TryPopError::Disconnected) => Err(PopError::Disconnected),
-            Err(TryPopError::Empty) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(TryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -429,30 +396,8 @@ impl<T> Consumer<T> {
     /// [`PopTimeoutError::Timeout`] or [`PopTimeoutError::Disconnected`].
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
-        self.pop_until(deadline).map_err(|e| match e {
-            TryPopError::Empty => PopTimeoutError::Timeout,
-            TryPopError::Disconnected => PopTimeoutError::Disconnected,
-        })
-    }
-
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, TryPopError> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        match self.try_pop() {
-            Err(TryPopError::Empty) => {}
-            done => return done,
-        }
-        let shared = self.shared.clone();
-        let outcome = wait_until(
-            self.wait,
-            &shared.not_empty,
-            Sharing::ThisProcess,
-            deadline,
-            || match self.try_pop() {
-                Err(TryPopError::Empty) => None,
-                other => Some(other),
-            },
-        );
-        outcome.unwrap_or(Err(TryPopError::Empty))
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+            .map_err(TryPopError::into_timeout_error)
     }
 
     /// Number of written items at the head of the ring, up to `max`.
@@ -540,6 +485,15 @@ impl<T> Consumer<T> {
 impl<T> ReleaseRead for Consumer<T> {
     fn release_read(&mut self, n: usize) {
         self.release(n);
+    }
+}
+
+impl<T> Blocking for Consumer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.shared.clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_empty)
     }
 }
 

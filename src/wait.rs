@@ -226,6 +226,148 @@ pub(crate) fn wait_until<R>(
     }
 }
 
+/// The error of a non-blocking call that may mean only "not now" (the ring
+/// is full, or empty): what a blocking call retries on.
+pub(crate) trait WouldBlock: Sized {
+    /// What the next try needs back: the value of a push, `()` for a pop.
+    type Retry;
+
+    /// `Ok` with what to try again with when the call may succeed later,
+    /// `Err(self)` when it failed for good (the peer is gone).
+    fn into_retry(self) -> Result<Self::Retry, Self>;
+
+    /// The error of a call still blocked at its deadline.
+    fn blocked(retry: Self::Retry) -> Self;
+}
+
+/// Implements [`WouldBlock`] for an error whose `$blocked` variant means
+/// "not now": `Full(T)` of a push error (retried with its value), `Empty`
+/// of a pop error.
+macro_rules! would_block {
+    ($error:ident<$t:ident>::$blocked:ident) => {
+        impl<$t> $crate::wait::WouldBlock for $error<$t> {
+            type Retry = $t;
+
+            fn into_retry(self) -> Result<$t, Self> {
+                match self {
+                    Self::$blocked(value) => Ok(value),
+                    gone => Err(gone),
+                }
+            }
+
+            fn blocked(value: $t) -> Self {
+                Self::$blocked(value)
+            }
+        }
+    };
+    ($error:ident::$blocked:ident) => {
+        impl $crate::wait::WouldBlock for $error {
+            type Retry = ();
+
+            fn into_retry(self) -> Result<(), Self> {
+                match self {
+                    Self::$blocked => Ok(()),
+                    gone => Err(gone),
+                }
+            }
+
+            fn blocked((): ()) -> Self {
+                Self::$blocked
+            }
+        }
+    };
+}
+pub(crate) use would_block;
+
+/// Where and how one half of a ring waits: what its blocking calls need
+/// besides the non-blocking call they retry.
+pub(crate) struct Waiter<W> {
+    strategy: WaitStrategy,
+    sharing: Sharing,
+    /// Keeps the cell alive without borrowing the half (an `Arc` clone),
+    /// so that the retries may borrow the half mutably meanwhile.
+    handle: W,
+    cell: fn(&W) -> &WaitCell,
+}
+
+impl<W> Waiter<W> {
+    pub(crate) fn new(
+        strategy: WaitStrategy,
+        sharing: Sharing,
+        handle: W,
+        cell: fn(&W) -> &WaitCell,
+    ) -> Self {
+        Self {
+            strategy,
+            sharing,
+            handle,
+            cell,
+        }
+    }
+
+    /// [`wait_until`] on this waiter's cell, as its strategy says.
+    pub(crate) fn wait_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        attempt: impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        let cell = (self.cell)(&self.handle);
+        wait_until(self.strategy, cell, self.sharing, deadline, attempt)
+    }
+}
+
+/// One half of a ring whose blocking calls retry its non-blocking ones
+/// ([`retry_until`]).
+pub(crate) trait Blocking {
+    /// What keeps the half's wait cell alive.
+    type Handle;
+
+    /// How and where this half waits, taken only once a try was blocked.
+    fn waiter(&self) -> Waiter<Self::Handle>;
+}
+
+/// The blocking form of the non-blocking call `try_op`: runs it with `input`
+/// until it succeeds or fails for good, waiting between tries as `half`
+/// says. Once `deadline` has passed it returns the last would-block error
+/// (`Full(value)`, `Empty`).
+///
+/// Every blocking call of the crate (`push`, `push_timeout`, `pop`,
+/// `pop_timeout`, in process and across processes) is this, as
+/// crossbeam-channel's `send`/`send_timeout` are one `send(msg, deadline)`.
+pub(crate) fn retry_until<H, I, R, E>(
+    half: &mut H,
+    deadline: Option<Instant>,
+    input: I,
+    mut try_op: impl FnMut(&mut H, I) -> Result<R, E>,
+) -> Result<R, E>
+where
+    H: Blocking,
+    E: WouldBlock<Retry = I>,
+{
+    // Fast path first: the handle taken below may touch a shared refcount.
+    let input = match try_op(half, input) {
+        Err(e) => e.into_retry()?,
+        done => return done,
+    };
+    let mut pending = Some(input);
+    let outcome = half.waiter().wait_until(deadline, || {
+        let input = pending
+            .take()
+            .expect("each blocked try hands its input back");
+        match try_op(half, input) {
+            Err(e) => match e.into_retry() {
+                Ok(input) => {
+                    pending = Some(input);
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            },
+            done => Some(done),
+        }
+    });
+    outcome.unwrap_or_else(|| Err(E::blocked(pending.expect("the last try was blocked"))))
+}
+
 #[cfg(all(target_os = "linux", not(loom)))]
 mod futex {
     //! `FUTEX_WAIT`/`FUTEX_WAKE` on an `AtomicU32`: private for in-process

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::header::HeaderError;
+use crate::wait::would_block;
 
 /// A side of the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +170,19 @@ pub enum ShmTryPopError {
     PeerGone,
 }
 
+would_block!(ShmTryPopError::Empty);
+
+impl ShmTryPopError {
+    /// The error of a blocking pop: `Empty` at the deadline is `Timeout`.
+    pub(crate) fn into_pop_error(self) -> ShmPopError {
+        match self {
+            Self::Empty => ShmPopError::Timeout,
+            Self::EndOfStream => ShmPopError::EndOfStream,
+            Self::PeerGone => ShmPopError::PeerGone,
+        }
+    }
+}
+
 /// Why a blocking pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ShmPopError {
@@ -202,6 +216,8 @@ impl<T> ShmPushError<T> {
         }
     }
 }
+
+would_block!(ShmPushError<T>::Full);
 
 impl<T> fmt::Debug for ShmPushError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -30,7 +30,7 @@ use crate::chunks::WriteChunkUninit;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{Sharing, WaitStrategy, wait_until};
+use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
@@ -374,7 +374,7 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// [`ShmPushError::ConsumerGone`] when the ring is full and the consumer
     /// that had attached is gone.
     pub fn push(&mut self, value: T) -> Result<(), ShmPushError<T>> {
-        self.push_until(value, None)
+        retry_until(self, None, value, Self::try_push_or_gone)
     }
 
     /// Pushes `value`, waiting at most `timeout`.
@@ -383,31 +383,18 @@ impl<T: ShmSlot> ShmProducer<T> {
     ///
     /// [`ShmPushError::Full`] at the deadline, or `ConsumerGone`.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), ShmPushError<T>> {
-        self.push_until(value, Instant::now().checked_add(timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        retry_until(self, deadline, value, Self::try_push_or_gone)
     }
 
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), ShmPushError<T>> {
-        let value = match self.core.try_push(value) {
-            Ok(()) => return Ok(()),
-            Err(v) => v,
-        };
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_full.cell;
-        let mut value = Some(value);
-        let outcome = wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.core.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(v) => {
-                    if self.consumer_gone() {
-                        return Some(Err(ShmPushError::ConsumerGone(v)));
-                    }
-                    value = Some(v);
-                    None
-                }
-            }
-        });
-        outcome.unwrap_or_else(|| Err(ShmPushError::Full(value.expect("not pushed"))))
+    /// [`try_push`](Self::try_push) that tells a full ring whose consumer
+    /// is gone (`ConsumerGone`) from one that is only full: what a blocking
+    /// push retries.
+    fn try_push_or_gone(&mut self, value: T) -> Result<(), ShmPushError<T>> {
+        match self.core.try_push(value) {
+            Err(v) if self.consumer_gone() => Err(ShmPushError::ConsumerGone(v)),
+            pushed => pushed.map_err(ShmPushError::Full),
+        }
     }
 
     #[cfg(feature = "arrow")] // used by the Arrow layer only
@@ -425,18 +412,17 @@ impl<T: ShmSlot> ShmProducer<T> {
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), ShmPushError<()>> {
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_full.cell;
-        wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
-            if ready(self) {
-                Some(Ok(()))
-            } else if self.consumer_gone() {
-                Some(Err(ShmPushError::ConsumerGone(())))
-            } else {
-                None
-            }
-        })
-        .unwrap_or(Err(ShmPushError::Full(())))
+        self.waiter()
+            .wait_until(deadline, || {
+                if ready(self) {
+                    Some(Ok(()))
+                } else if self.consumer_gone() {
+                    Some(Err(ShmPushError::ConsumerGone(())))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(Err(ShmPushError::Full(())))
     }
 
     /// Whether a consumer had attached and is no longer there (rate-limited).
@@ -536,6 +522,17 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// attach and continue.
     pub fn abandon(mut self) {
         self.abandoned = true;
+    }
+}
+
+impl<T: ShmSlot> Blocking for ShmProducer<T> {
+    type Handle = Arc<MappedRing<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
+        let ring = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
+            &r.seg.header().not_full.cell
+        })
     }
 }
 
@@ -683,19 +680,18 @@ impl<T: ShmSlot> ShmConsumer<T> {
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), ShmPopError> {
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_empty.cell;
-        wait_until(self.wait, cell, Sharing::AcrossProcesses, deadline, || {
-            if ready(self) {
-                return Some(Ok(()));
-            }
-            match self.producer_gone()? {
-                _ if ready(self) => Some(Ok(())),
-                ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
-                _ => Some(Err(ShmPopError::PeerGone)),
-            }
-        })
-        .unwrap_or(Err(ShmPopError::Timeout))
+        self.waiter()
+            .wait_until(deadline, || {
+                if ready(self) {
+                    return Some(Ok(()));
+                }
+                match self.producer_gone()? {
+                    _ if ready(self) => Some(Ok(())),
+                    ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
+                    _ => Some(Err(ShmPopError::PeerGone)),
+                }
+            })
+            .unwrap_or(Err(ShmPopError::Timeout))
     }
 
     /// `EndOfStream` or `PeerGone` when the producer closed or died; `None`
@@ -729,7 +725,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::EndOfStream`] or [`ShmPopError::PeerGone`] once drained.
     pub fn pop(&mut self) -> Result<T, ShmPopError> {
-        self.pop_until(None)
+        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(ShmTryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -738,28 +734,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::Timeout`], `EndOfStream` or `PeerGone`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, ShmPopError> {
-        self.pop_until(Instant::now().checked_add(timeout))
-    }
-
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, ShmPopError> {
-        if let Some(v) = self.core.try_pop() {
-            return Ok(v);
-        }
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_empty.cell;
-        let outcome = wait_until(
-            self.wait,
-            cell,
-            Sharing::AcrossProcesses,
-            deadline,
-            || match self.try_pop() {
-                Ok(v) => Some(Ok(v)),
-                Err(ShmTryPopError::Empty) => None,
-                Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
-                Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
-            },
-        );
-        outcome.unwrap_or(Err(ShmPopError::Timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+            .map_err(ShmTryPopError::into_pop_error)
     }
 
     /// Copies up to `out.len()` ready items with one release; returns the count.
@@ -829,6 +806,17 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// Whether a producer process is attached and alive right now.
     pub fn producer_alive(&self) -> bool {
         self.core.ring().seg.role_alive(Role::Producer)
+    }
+}
+
+impl<T: ShmSlot> Blocking for ShmConsumer<T> {
+    type Handle = Arc<MappedRing<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
+        let ring = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
+            &r.seg.header().not_empty.cell
+        })
     }
 }
 
