@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use crate::error::CapacityError;
+use crate::error::{CapacityError, check_capacity};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 
 /// Pre-allocated, lock-free ring buffer with power-of-two capacity.
@@ -106,12 +106,8 @@ impl<T> RingBuffer<T> {
     /// assert!(RingBuffer::<u8>::try_new(16).is_ok());
     /// ```
     pub fn try_new(capacity: usize) -> Result<Self, CapacityError> {
-        if capacity == 0 {
-            return Err(CapacityError::Zero);
-        }
-        if !capacity.is_power_of_two() {
-            return Err(CapacityError::NotPowerOfTwo(capacity));
-        }
+        // No limit of its own: any usize that is a power of two.
+        check_capacity(capacity as u64, u64::MAX)?;
         let slots = (0..capacity)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
+use laminar_ring::CapacityError;
 use laminar_ring::shm::{
     OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, ShmSlot,
     ShmTryPopError,
@@ -771,6 +772,31 @@ fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
         "{} bytes allocated",
         allocated()
     );
+}
+
+/// A typed ring's capacity goes through the check of every ring: the same
+/// error type as `RingBuffer::try_new`'s, with the 2^32 limit of a ring in
+/// shared memory.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_typed_ring_refuses_a_bad_capacity_with_the_ring_capacity_error() {
+    let name = format!("lr-capacity-{}", std::process::id());
+    for (capacity, expected) in [
+        (0, CapacityError::Zero),
+        (12, CapacityError::NotPowerOfTwo(12)),
+        (
+            (1 << 32) + 1,
+            CapacityError::TooLarge {
+                capacity: (1 << 32) + 1,
+                max: 1 << 32,
+            },
+        ),
+    ] {
+        match ShmProducer::<u64>::create(&name, capacity) {
+            Err(OpenError::Capacity(e)) => assert_eq!(e, expected, "{capacity}"),
+            other => panic!("{capacity} slots: {other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::header::HeaderError;
+use crate::error::CapacityError;
 use crate::wait::would_block;
 
 /// A side of the ring.
@@ -120,6 +121,10 @@ pub enum OpenError {
         /// The largest slot alignment a segment guarantees.
         max: u32,
     },
+    /// A capacity that `create` refuses (zero, not a power of two, or above
+    /// 2^32 slots).
+    #[error("invalid ring geometry: {0}")]
+    Capacity(#[from] CapacityError),
     /// Invalid geometry asked of `create`.
     #[error("invalid ring geometry: {0}")]
     Geometry(String),

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 use crate::chunks::WriteChunkUninit;
+use crate::error::check_capacity;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -35,8 +36,8 @@ use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
-    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind, check_position,
-    fingerprint,
+    Layout, MAX_CAPACITY, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_NEVER, RingKind,
+    check_position, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -207,12 +208,7 @@ fn check_slot_align<T>() -> Result<(), OpenError> {
 /// Geometry of a new typed ring.
 fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
     check_slot_align::<T>()?;
-    if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
-    {
-        return Err(OpenError::Geometry(format!(
-            "capacity {capacity} is not a power of two between 1 and 2^32"
-        )));
-    }
+    check_capacity(capacity as u64, MAX_CAPACITY)?;
     if size_of::<T>() == 0 {
         return Err(OpenError::Geometry("zero-sized slot type".into()));
     }
