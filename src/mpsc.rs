@@ -59,6 +59,8 @@ use crate::error::{
     TryPushError,
 };
 use crate::ring_buffer::RingBuffer;
+#[cfg(not(loom))]
+use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::wait::{Blocking, Sharing, WaitCell, WaitStrategy, Waiter, retry_until};
 
@@ -444,19 +446,10 @@ impl<T> Consumer<T> {
     #[cfg(not(loom))]
     pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_, T> {
         let n = self.ready_count(max);
-        let cap = self.shared.ring.capacity();
-        let start = (self.read & self.shared.mask) as usize;
-        let first = n.min(cap - start);
-        // SAFETY: pointer computation only; the slots are contiguous.
-        let (a, b) = unsafe {
-            (
-                self.shared.ring.slot_ptr(self.read),
-                self.shared.ring.slot_ptr(self.read + first as u64),
-            )
-        };
+        let (first, second) = self.shared.ring.runs(self.read, n);
         // SAFETY: the n items are written (ready_count, Acquire) and ours
         // until released; the chunk borrows the consumer mutably.
-        unsafe { ReadChunk::new((a, first), (b, n - first), self) }
+        unsafe { ReadChunk::new(first, second, self) }
     }
 
     /// Items claimed by producers and not yet popped (some may still be

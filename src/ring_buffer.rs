@@ -339,6 +339,10 @@ impl<T> std::fmt::Debug for RingBuffer<T> {
     }
 }
 
+/// A run of contiguous slots: first slot and length.
+#[cfg(not(loom))]
+pub(crate) type Run<T> = (*mut T, usize);
+
 /// Storage that the SPSC protocol in [`protocol`](crate::protocol) runs on.
 ///
 /// This is the seam between the one copy of the ring algorithm and the places a
@@ -392,6 +396,28 @@ pub(crate) unsafe trait SlotRing {
     ///
     /// As [`RingBuffer::read_slot`].
     unsafe fn read_slot(&self, seq: u64) -> Self::Item;
+
+    /// The `n` slots from `seq` on (`n <= capacity`), as (at most) two
+    /// contiguous runs of (first slot, length): up to the end of the slots,
+    /// then on from slot 0. Pointers only; what the caller may do with them
+    /// is as for [`slot_ptr`](Self::slot_ptr).
+    #[cfg(not(loom))]
+    #[inline]
+    fn runs(&self, seq: u64, n: usize) -> (Run<Self::Item>, Run<Self::Item>) {
+        let capacity = self.capacity();
+        debug_assert!(n <= capacity);
+        let start = (seq & (capacity as u64 - 1)) as usize;
+        let first = n.min(capacity - start);
+        // SAFETY: computing the pointers touches no slot; slots are
+        // contiguous within one lap (the trait's contract), so the first run
+        // ends at the last slot at the latest and the second starts at slot 0.
+        unsafe {
+            (
+                (self.slot_ptr(seq), first),
+                (self.slot_ptr(seq + first as u64), n - first),
+            )
+        }
+    }
 
     /// Copies `n` values from `src`, outside the ring, into the ring's slots
     /// at `dst` (what `push_slice` does with a free run).
