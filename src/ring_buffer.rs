@@ -340,7 +340,6 @@ impl<T> std::fmt::Debug for RingBuffer<T> {
 }
 
 /// A run of contiguous slots: first slot and length.
-#[cfg(not(loom))]
 pub(crate) type Run<T> = (*mut T, usize);
 
 /// Storage that the SPSC protocol in [`protocol`](crate::protocol) runs on.
