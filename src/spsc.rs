@@ -558,11 +558,32 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_consumer_is_woken_by_a_push() {
+        let (mut tx, mut rx) = channel_with::<u32>(4, WaitStrategy::Park).unwrap();
+        let shared = rx.core.handle().clone();
+        let t = std::thread::spawn(move || rx.pop());
+        shared.not_empty.await_sleeper();
+        tx.push(9).unwrap();
+        assert_eq!(t.join().unwrap(), Ok(9));
+    }
+
+    #[test]
+    fn a_parked_consumer_is_woken_by_the_producer_drop() {
+        let (tx, mut rx) = channel_with::<u32>(4, WaitStrategy::Park).unwrap();
+        let shared = rx.core.handle().clone();
+        let t = std::thread::spawn(move || rx.pop());
+        shared.not_empty.await_sleeper();
+        drop(tx);
+        assert_eq!(t.join().unwrap(), Err(PopError::Disconnected));
+    }
+
+    #[test]
     fn parked_producer_is_woken_by_consumer_drop() {
         let (mut tx, rx) = channel_with::<u8>(1, WaitStrategy::Park).unwrap();
         tx.push(1).unwrap();
+        let shared = tx.core.handle().clone();
         let t = std::thread::spawn(move || tx.push(2));
-        std::thread::sleep(Duration::from_millis(20));
+        shared.not_full.await_sleeper();
         drop(rx);
         assert_eq!(t.join().unwrap(), Err(PushError::Disconnected(2)));
     }

@@ -148,6 +148,24 @@ impl WaitCell {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+impl WaitCell {
+    /// Waits, at most 10 s, until a thread sleeps on this cell (or is about
+    /// to: it has announced itself and re-checks its condition).
+    ///
+    /// # Panics
+    ///
+    /// If none does within 10 s.
+    pub(crate) fn await_sleeper(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Relaxed: a test's poll; the sleeper's own fence orders what matters.
+        while self.waiters.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no thread slept on the cell");
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Runs `attempt` until it returns `Some`, waiting between tries as `strategy`
 /// says. Returns `None` once `deadline` has passed.
 ///
@@ -475,7 +493,7 @@ mod tests {
                 f2.load(Ordering::Acquire).then_some(7)
             })
         });
-        std::thread::sleep(Duration::from_millis(30));
+        cell.await_sleeper();
         flag.store(true, Ordering::Release);
         cell.notify(Sharing::ThisProcess);
         assert_eq!(waiter.join().unwrap(), Some(7));

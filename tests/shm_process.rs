@@ -3,6 +3,7 @@
 //!
 //! The `helper` test is the entry point of those child processes: it does
 //! nothing unless `LAMINAR_HELPER` names a role.
+#![cfg(not(loom))] // the shared-memory layer are compiled out under loom (tests/loom.rs models the ring)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
