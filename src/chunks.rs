@@ -5,10 +5,14 @@
 //! as `MaybeUninit<T>` slices to fill in place; a [`ReadChunk`] exposes
 //! published items as `&[T]` slices to read in place. Nothing is published or
 //! released until `commit`; dropping a chunk without committing leaves the
-//! ring as it was.
+//! ring as it was. Every chunk, the shared-memory ring's `ShmReadChunk` too,
+//! is a [`Runs`] plus what its kind does with the slots.
 
+use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+
+use crate::ring_buffer::Run;
 
 /// What a write chunk tells its producer on commit.
 pub(crate) trait CommitWritten {
@@ -22,13 +26,114 @@ pub(crate) trait ReleaseRead {
     fn release_read(&mut self, n: usize);
 }
 
+/// The shape every chunk shares: up to two runs of slots (two when the
+/// chunk wraps around the end of the ring), lent by one side of a ring, and
+/// that side, told on commit how many it may publish or release.
+pub(crate) struct Runs<'a, T, S: ?Sized> {
+    first: Run<T>,
+    second: Run<T>,
+    side: &'a mut S,
+}
+
+impl<'a, T, S: ?Sized> Runs<'a, T, S> {
+    /// # Safety
+    ///
+    /// Both runs are slots that `side` lends to the chunk until it publishes
+    /// or releases them, valid for `'a`, and together they are the next
+    /// `first.1 + second.1` sequences of `side`.
+    #[cfg_attr(loom, allow(dead_code))] // chunks are not built under loom
+    pub(crate) unsafe fn new(first: Run<T>, second: Run<T>, side: &'a mut S) -> Self {
+        Self {
+            first,
+            second,
+            side,
+        }
+    }
+
+    /// Number of slots.
+    pub(crate) fn len(&self) -> usize {
+        self.first.1 + self.second.1
+    }
+
+    /// Pointer to slot `i` (0 is the oldest), or `None` past the end.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))] // shm only
+    pub(crate) fn ptr(&self, i: usize) -> Option<*mut T> {
+        if i < self.first.1 {
+            // SAFETY: i is inside the first run (pointer arithmetic only).
+            Some(unsafe { self.first.0.add(i) })
+        } else if i < self.len() {
+            // SAFETY: i - first.1 is inside the second run.
+            Some(unsafe { self.second.0.add(i - self.first.1) })
+        } else {
+            None
+        }
+    }
+
+    /// The runs as slices.
+    ///
+    /// # Safety
+    ///
+    /// Every slot holds a valid `T`, and nothing writes the slots while the
+    /// slices live.
+    pub(crate) unsafe fn slices(&self) -> (&[T], &[T]) {
+        // SAFETY: the runs are valid, aligned slots lent to this chunk; the
+        // rest is the caller's promise.
+        unsafe {
+            (
+                std::slice::from_raw_parts(self.first.0, self.first.1),
+                std::slice::from_raw_parts(self.second.0, self.second.1),
+            )
+        }
+    }
+
+    /// The runs as slices of possibly uninitialised slots.
+    ///
+    /// # Safety
+    ///
+    /// Nothing else reads or writes the slots while the slices live.
+    pub(crate) unsafe fn uninit_slices_mut(
+        &mut self,
+    ) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
+        // SAFETY: the runs are valid, aligned slots lent to this chunk, and
+        // MaybeUninit<T> has T's layout and is valid uninitialised; `&mut
+        // self` and the caller's promise make these the only access.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.first.0.cast(), self.first.1),
+                std::slice::from_raw_parts_mut(self.second.0.cast(), self.second.1),
+            )
+        }
+    }
+
+    /// The first `n` slots as two runs, and the side to tell about them.
+    ///
+    /// # Panics
+    ///
+    /// If `n > self.len()` (`slot` names the unit in the message).
+    pub(crate) fn commit(self, n: usize, slot: &str) -> (Run<T>, Run<T>, &'a mut S) {
+        let len = self.len();
+        assert!(n <= len, "commit({n}) of a {len}-{slot} chunk");
+        let in_first = n.min(self.first.1);
+        (
+            (self.first.0, in_first),
+            (self.second.0, n - in_first),
+            self.side,
+        )
+    }
+
+    /// `Debug` of a chunk called `name`.
+    pub(crate) fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Free slots of a ring, to be written in place and then published.
 ///
 /// Obtained from [`spsc::Producer::write_chunk_uninit`](crate::spsc::Producer::write_chunk_uninit).
 pub struct WriteChunkUninit<'a, T> {
-    first: (*mut T, usize),
-    second: (*mut T, usize),
-    producer: &'a mut dyn CommitWritten,
+    runs: Runs<'a, T, dyn CommitWritten + 'a>,
     _slots: PhantomData<&'a mut [MaybeUninit<T>]>,
 }
 
@@ -40,21 +145,20 @@ impl<'a, T> WriteChunkUninit<'a, T> {
     /// `first.1 + second.1` sequences.
     #[cfg_attr(loom, allow(dead_code))] // chunks are not built under loom
     pub(crate) unsafe fn new(
-        first: (*mut T, usize),
-        second: (*mut T, usize),
+        first: Run<T>,
+        second: Run<T>,
         producer: &'a mut dyn CommitWritten,
     ) -> Self {
         Self {
-            first,
-            second,
-            producer,
+            // SAFETY: the caller's promise is Runs::new's.
+            runs: unsafe { Runs::new(first, second, producer) },
             _slots: PhantomData,
         }
     }
 
     /// Number of slots in the chunk.
     pub fn len(&self) -> usize {
-        self.first.1 + self.second.1
+        self.runs.len()
     }
 
     /// `true` when the ring had no free slot.
@@ -66,14 +170,8 @@ impl<'a, T> WriteChunkUninit<'a, T> {
     /// wraps around the end of the ring.
     pub fn as_mut_slices(&mut self) -> (&mut [MaybeUninit<T>], &mut [MaybeUninit<T>]) {
         // SAFETY: the runs are free slots that this chunk owns exclusively
-        // (it borrows the producer mutably); MaybeUninit<T> has T's layout and
-        // needs no initialisation.
-        unsafe {
-            (
-                std::slice::from_raw_parts_mut(self.first.0.cast(), self.first.1),
-                std::slice::from_raw_parts_mut(self.second.0.cast(), self.second.1),
-            )
-        }
+        // (it borrows the producer mutably).
+        unsafe { self.runs.uninit_slices_mut() }
     }
 
     /// Publishes the first `n` slots to the consumer with one store.
@@ -87,13 +185,9 @@ impl<'a, T> WriteChunkUninit<'a, T> {
     ///
     /// If `n > self.len()`.
     pub unsafe fn commit(self, n: usize) {
-        assert!(
-            n <= self.len(),
-            "commit({n}) of a {}-slot chunk",
-            self.len()
-        );
+        let (_, _, producer) = self.runs.commit(n, "slot");
         if n > 0 {
-            self.producer.commit_written(n);
+            producer.commit_written(n);
         }
     }
 
@@ -119,9 +213,7 @@ impl<'a, T> WriteChunkUninit<'a, T> {
 /// Obtained from [`spsc::Consumer::read_chunk`](crate::spsc::Consumer::read_chunk)
 /// or [`mpsc::Consumer::read_chunk`](crate::mpsc::Consumer::read_chunk).
 pub struct ReadChunk<'a, T> {
-    first: (*mut T, usize),
-    second: (*mut T, usize),
-    consumer: &'a mut dyn ReleaseRead,
+    runs: Runs<'a, T, dyn ReleaseRead + 'a>,
     _items: PhantomData<&'a mut [T]>,
 }
 
@@ -133,21 +225,20 @@ impl<'a, T> ReadChunk<'a, T> {
     /// the next `first.1 + second.1` sequences.
     #[cfg_attr(loom, allow(dead_code))] // chunks are not built under loom
     pub(crate) unsafe fn new(
-        first: (*mut T, usize),
-        second: (*mut T, usize),
+        first: Run<T>,
+        second: Run<T>,
         consumer: &'a mut dyn ReleaseRead,
     ) -> Self {
         Self {
-            first,
-            second,
-            consumer,
+            // SAFETY: the caller's promise is Runs::new's.
+            runs: unsafe { Runs::new(first, second, consumer) },
             _items: PhantomData,
         }
     }
 
     /// Number of items in the chunk.
     pub fn len(&self) -> usize {
-        self.first.1 + self.second.1
+        self.runs.len()
     }
 
     /// `true` when there was nothing to read.
@@ -160,12 +251,7 @@ impl<'a, T> ReadChunk<'a, T> {
     pub fn as_slices(&self) -> (&[T], &[T]) {
         // SAFETY: the runs are initialised items that no one else touches
         // until this chunk releases them.
-        unsafe {
-            (
-                std::slice::from_raw_parts(self.first.0, self.first.1),
-                std::slice::from_raw_parts(self.second.0, self.second.1),
-            )
-        }
+        unsafe { self.runs.slices() }
     }
 
     /// Drops the first `n` items and releases their slots with one store.
@@ -174,11 +260,7 @@ impl<'a, T> ReadChunk<'a, T> {
     ///
     /// If `n > self.len()`.
     pub fn commit(self, n: usize) {
-        assert!(
-            n <= self.len(),
-            "commit({n}) of a {}-item chunk",
-            self.len()
-        );
+        let (first, second, consumer) = self.runs.commit(n, "item");
         if n == 0 {
             return;
         }
@@ -190,13 +272,12 @@ impl<'a, T> ReadChunk<'a, T> {
                 self.0.release_read(self.1);
             }
         }
-        let in_first = n.min(self.first.1);
-        let guard = Release(self.consumer, n);
+        let guard = Release(consumer, n);
         // SAFETY: the first `n` items are initialised, owned by us, and
         // dropped exactly once here; the guard then releases their slots.
         unsafe {
-            std::ptr::slice_from_raw_parts_mut(self.first.0, in_first).drop_in_place();
-            std::ptr::slice_from_raw_parts_mut(self.second.0, n - in_first).drop_in_place();
+            std::ptr::slice_from_raw_parts_mut(first.0, first.1).drop_in_place();
+            std::ptr::slice_from_raw_parts_mut(second.0, second.1).drop_in_place();
         }
         drop(guard);
     }
@@ -208,18 +289,14 @@ impl<'a, T> ReadChunk<'a, T> {
     }
 }
 
-impl<T> std::fmt::Debug for WriteChunkUninit<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteChunkUninit")
-            .field("len", &(self.first.1 + self.second.1))
-            .finish_non_exhaustive()
+impl<T> fmt::Debug for WriteChunkUninit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.runs.debug("WriteChunkUninit", f)
     }
 }
 
-impl<T> std::fmt::Debug for ReadChunk<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadChunk")
-            .field("len", &(self.first.1 + self.second.1))
-            .finish_non_exhaustive()
+impl<T> fmt::Debug for ReadChunk<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.runs.debug("ReadChunk", f)
     }
 }

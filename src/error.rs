@@ -5,8 +5,12 @@
 
 use std::fmt;
 
-/// A ring capacity that [`RingBuffer::try_new`](crate::RingBuffer::try_new) or a
-/// channel constructor refuses.
+use crate::wait::would_block;
+
+/// A ring capacity that [`RingBuffer::try_new`](crate::RingBuffer::try_new), a
+/// channel constructor or a shared-memory ring's `create` refuses: every
+/// ring's capacity is a non-zero power of two, and a ring in shared memory
+/// has at most `shm::header::MAX_CAPACITY` (2^32) slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CapacityError {
@@ -16,6 +20,34 @@ pub enum CapacityError {
     /// Capacity that is not a power of two (the index is `seq & (capacity - 1)`).
     #[error("ring capacity must be a power of two, got {0}")]
     NotPowerOfTwo(usize),
+    /// More slots than this kind of ring (or this machine's `usize`) allows.
+    #[error("ring capacity must be at most {max}, got {capacity}")]
+    TooLarge {
+        /// The capacity asked for.
+        capacity: u64,
+        /// The largest one allowed.
+        max: u64,
+    },
+}
+
+/// The one capacity check of every ring: `capacity` is non-zero, at most
+/// `max` and `usize::MAX`, and a power of two. Returns it as a `usize`.
+///
+/// # Errors
+///
+/// The first rule `capacity` breaks, in that order.
+pub(crate) fn check_capacity(capacity: u64, max: u64) -> Result<usize, CapacityError> {
+    let max = max.min(usize::MAX as u64);
+    if capacity == 0 {
+        return Err(CapacityError::Zero);
+    }
+    let Some(slots) = usize::try_from(capacity).ok().filter(|_| capacity <= max) else {
+        return Err(CapacityError::TooLarge { capacity, max });
+    };
+    if !slots.is_power_of_two() {
+        return Err(CapacityError::NotPowerOfTwo(slots));
+    }
+    Ok(slots)
 }
 
 macro_rules! value_error {
@@ -116,6 +148,45 @@ pub enum PopTimeoutError {
     Disconnected,
 }
 
+would_block!(TryPushError<T>::Full);
+would_block!(TryPopError::Empty);
+
+impl<T> TryPushError<T> {
+    /// The error of `push`: without a deadline the ring is never `Full`.
+    pub(crate) fn into_push_error(self) -> PushError<T> {
+        match self {
+            Self::Disconnected(v) => PushError::Disconnected(v),
+            Self::Full(_) => unreachable!("no deadline, so no timeout"),
+        }
+    }
+
+    /// The error of `push_timeout`: `Full` at the deadline is `Timeout`.
+    pub(crate) fn into_timeout_error(self) -> PushTimeoutError<T> {
+        match self {
+            Self::Full(v) => PushTimeoutError::Timeout(v),
+            Self::Disconnected(v) => PushTimeoutError::Disconnected(v),
+        }
+    }
+}
+
+impl TryPopError {
+    /// The error of `pop`: without a deadline the ring is never `Empty`.
+    pub(crate) fn into_pop_error(self) -> PopError {
+        match self {
+            Self::Disconnected => PopError::Disconnected,
+            Self::Empty => unreachable!("no deadline, so no timeout"),
+        }
+    }
+
+    /// The error of `pop_timeout`: `Empty` at the deadline is `Timeout`.
+    pub(crate) fn into_timeout_error(self) -> PopTimeoutError {
+        match self {
+            Self::Empty => PopTimeoutError::Timeout,
+            Self::Disconnected => PopTimeoutError::Disconnected,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +202,30 @@ mod tests {
         assert_eq!(e.into_inner(), 7);
         let e: Box<dyn std::error::Error> = Box::new(PushError::Disconnected(1_u8));
         assert_eq!(e.to_string(), "consumer is disconnected");
+    }
+
+    #[test]
+    fn a_capacity_is_non_zero_then_at_most_max_then_a_power_of_two() {
+        assert_eq!(check_capacity(0, 8), Err(CapacityError::Zero));
+        assert_eq!(
+            check_capacity(12, 8),
+            Err(CapacityError::TooLarge {
+                capacity: 12,
+                max: 8
+            })
+        );
+        assert_eq!(check_capacity(6, 8), Err(CapacityError::NotPowerOfTwo(6)));
+        assert_eq!(check_capacity(8, 8), Ok(8));
+        assert_eq!(check_capacity(1, 8), Ok(1));
+        assert_eq!(check_capacity(1 << 40, u64::MAX), Ok(1 << 40));
+        assert_eq!(
+            CapacityError::TooLarge {
+                capacity: 1 << 33,
+                max: 1 << 32
+            }
+            .to_string(),
+            "ring capacity must be at most 4294967296, got 8589934592"
+        );
     }
 
     #[test]

@@ -59,10 +59,12 @@ use crate::error::{
     TryPushError,
 };
 use crate::ring_buffer::RingBuffer;
+#[cfg(not(loom))]
+use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{WaitCell, WaitStrategy, block_on};
+use crate::wait::{Blocking, Sharing, WaitCell, WaitStrategy, Waiter, retry_until};
 
-struct Shared<T> {
+pub(crate) struct Shared<T> {
     ring: RingBuffer<T>,
     /// `stamps[seq & mask]`: `seq` when free for the lap of `seq`, `seq + 1`
     /// once the item of `seq` is written, `seq + capacity` once it is read.
@@ -167,7 +169,7 @@ impl<T> Producer<T> {
                         // write; pairs with the Acquire in Consumer::ready.
                         shared.stamp(seq).store(seq + 1, Ordering::Release);
                         if shared.parking {
-                            shared.not_empty.notify(false);
+                            shared.not_empty.notify(Sharing::ThisProcess);
                         }
                         return Ok(());
                     }
@@ -189,11 +191,7 @@ impl<T> Producer<T> {
     ///
     /// [`PushError::Disconnected`] (with the value) when the consumer is gone.
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        match self.push_until(value, None) {
-            Ok(()) => Ok(()),
-            Err(TryPushError::Disconnected(v)) => Err(PushError::Disconnected(v)),
-            Err(TryPushError::Full(_)) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, value, Self::try_push).map_err(TryPushError::into_push_error)
     }
 
     /// Pushes `value`, waiting at most `timeout` for a free slot.
@@ -203,35 +201,7 @@ impl<T> Producer<T> {
     /// [`PushTimeoutError::Timeout`] or [`PushTimeoutError::Disconnected`].
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
         let deadline = Instant::now().checked_add(timeout);
-        self.push_until(value, deadline).map_err(|e| match e {
-            TryPushError::Full(v) => PushTimeoutError::Timeout(v),
-            TryPushError::Disconnected(v) => PushTimeoutError::Disconnected(v),
-        })
-    }
-
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), TryPushError<T>> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        let value = match self.try_push(value) {
-            Err(TryPushError::Full(v)) => v,
-            done => return done,
-        };
-        let shared = self.shared.clone();
-        let mut value = Some(value);
-        let outcome = block_on(self.wait, &shared.not_full, false, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(TryPushError::Full(v)) => {
-                    value = Some(v);
-                    None
-                }
-                Err(e) => Some(Err(e)),
-            }
-        });
-        match outcome {
-            Some(result) => result,
-            None => Err(TryPushError::Full(value.expect("not pushed"))),
-        }
+        retry_until(self, deadline, value, Self::try_push).map_err(TryPushError::into_timeout_error)
     }
 
     /// Pushes as many items of `items` as fit, claiming their slots with one
@@ -289,7 +259,7 @@ impl<T> Producer<T> {
                         shared.stamp(s).store(s + 1, Ordering::Release);
                     }
                     if shared.parking {
-                        shared.not_empty.notify(false);
+                        shared.not_empty.notify(Sharing::ThisProcess);
                     }
                     return k as usize;
                 }
@@ -306,6 +276,15 @@ impl<T> Producer<T> {
     /// `true` once the consumer has been dropped.
     pub fn is_abandoned(&self) -> bool {
         self.shared.consumer_gone.load(Ordering::Acquire)
+    }
+}
+
+impl<T> Blocking for Producer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.shared.clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_full)
     }
 }
 
@@ -327,7 +306,7 @@ impl<T> Drop for Producer<T> {
         // consumer's Acquire load of `producers` in try_pop; Acquire orders
         // the other producers' drops before the last one's wake.
         if self.shared.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.not_empty.notify(false);
+            self.shared.not_empty.notify(Sharing::ThisProcess);
         }
     }
 }
@@ -370,7 +349,7 @@ impl<T> Consumer<T> {
         // SAFETY: every value below `read` was moved out or dropped (callers).
         unsafe { self.shared.ring.advance_read_seq(self.read) };
         if self.shared.parking {
-            self.shared.not_full.notify(false);
+            self.shared.not_full.notify(Sharing::ThisProcess);
         }
     }
 
@@ -409,11 +388,7 @@ impl<T> Consumer<T> {
     ///
     /// [`PopError::Disconnected`] once the ring is drained and every producer gone.
     pub fn pop(&mut self) -> Result<T, PopError> {
-        match self.pop_until(None) {
-            Ok(v) => Ok(v),
-            Err(TryPopError::Disconnected) => Err(PopError::Disconnected),
-            Err(TryPopError::Empty) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(TryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -423,26 +398,8 @@ impl<T> Consumer<T> {
     /// [`PopTimeoutError::Timeout`] or [`PopTimeoutError::Disconnected`].
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
-        self.pop_until(deadline).map_err(|e| match e {
-            TryPopError::Empty => PopTimeoutError::Timeout,
-            TryPopError::Disconnected => PopTimeoutError::Disconnected,
-        })
-    }
-
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, TryPopError> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        match self.try_pop() {
-            Err(TryPopError::Empty) => {}
-            done => return done,
-        }
-        let shared = self.shared.clone();
-        let outcome = block_on(self.wait, &shared.not_empty, false, deadline, || match self
-            .try_pop()
-        {
-            Err(TryPopError::Empty) => None,
-            other => Some(other),
-        });
-        outcome.unwrap_or(Err(TryPopError::Empty))
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+            .map_err(TryPopError::into_timeout_error)
     }
 
     /// Number of written items at the head of the ring, up to `max`.
@@ -489,19 +446,10 @@ impl<T> Consumer<T> {
     #[cfg(not(loom))]
     pub fn read_chunk(&mut self, max: usize) -> ReadChunk<'_, T> {
         let n = self.ready_count(max);
-        let cap = self.shared.ring.capacity();
-        let start = (self.read & self.shared.mask) as usize;
-        let first = n.min(cap - start);
-        // SAFETY: pointer computation only; the slots are contiguous.
-        let (a, b) = unsafe {
-            (
-                self.shared.ring.slot_ptr(self.read),
-                self.shared.ring.slot_ptr(self.read + first as u64),
-            )
-        };
+        let (first, second) = self.shared.ring.runs(self.read, n);
         // SAFETY: the n items are written (ready_count, Acquire) and ours
         // until released; the chunk borrows the consumer mutably.
-        unsafe { ReadChunk::new((a, first), (b, n - first), self) }
+        unsafe { ReadChunk::new(first, second, self) }
     }
 
     /// Items claimed by producers and not yet popped (some may still be
@@ -533,11 +481,20 @@ impl<T> ReleaseRead for Consumer<T> {
     }
 }
 
+impl<T> Blocking for Consumer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.shared.clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_empty)
+    }
+}
+
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in Producer::is_abandoned.
         self.shared.consumer_gone.store(true, Ordering::Release);
-        self.shared.not_full.notify(false);
+        self.shared.not_full.notify(Sharing::ThisProcess);
     }
 }
 

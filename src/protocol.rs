@@ -23,9 +23,9 @@ use std::ops::Deref;
 use crate::ring_buffer::SlotRing;
 use crate::sync::Ordering;
 
-/// A run of contiguous slots: first slot and length.
+/// A run of the slots of the ring behind `H`.
 #[cfg(not(loom))]
-type Run<H> = (*mut <<H as Deref>::Target as SlotRing>::Item, usize);
+type Run<H> = crate::ring_buffer::Run<<<H as Deref>::Target as SlotRing>::Item>;
 
 /// The producing side of the SPSC protocol.
 pub(crate) struct ProducerCore<H> {
@@ -189,16 +189,7 @@ where
     #[cfg(not(loom))]
     pub(crate) fn free_runs(&mut self, max: usize) -> (Run<H>, Run<H>) {
         let n = self.free(max).min(max);
-        let start = (self.write & (self.capacity - 1)) as usize;
-        let first = n.min(self.capacity as usize - start);
-        // SAFETY: pointer computation only; both sequences are in the free
-        // range, and SlotRing guarantees contiguous slots within one lap.
-        unsafe {
-            (
-                (self.ring.slot_ptr(self.write), first),
-                (self.ring.slot_ptr(self.write + first as u64), n - first),
-            )
-        }
+        self.ring.runs(self.write, n)
     }
 }
 
@@ -353,16 +344,7 @@ where
     #[cfg(not(loom))]
     pub(crate) fn ready_runs(&mut self, max: usize) -> (Run<H>, Run<H>) {
         let n = self.available(max).min(max);
-        let start = (self.read & (self.capacity - 1)) as usize;
-        let first = n.min(self.capacity as usize - start);
-        // SAFETY: pointer computation only; both sequences are published, and
-        // SlotRing guarantees contiguous slots within one lap.
-        unsafe {
-            (
-                (self.ring.slot_ptr(self.read), first),
-                (self.ring.slot_ptr(self.read + first as u64), n - first),
-            )
-        }
+        self.ring.runs(self.read, n)
     }
 }
 

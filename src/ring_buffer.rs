@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use crate::error::CapacityError;
+use crate::error::{CapacityError, check_capacity};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 
 /// Pre-allocated, lock-free ring buffer with power-of-two capacity.
@@ -106,12 +106,8 @@ impl<T> RingBuffer<T> {
     /// assert!(RingBuffer::<u8>::try_new(16).is_ok());
     /// ```
     pub fn try_new(capacity: usize) -> Result<Self, CapacityError> {
-        if capacity == 0 {
-            return Err(CapacityError::Zero);
-        }
-        if !capacity.is_power_of_two() {
-            return Err(CapacityError::NotPowerOfTwo(capacity));
-        }
+        // No limit of its own: any usize that is a power of two.
+        check_capacity(capacity as u64, u64::MAX)?;
         let slots = (0..capacity)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
             .collect();
@@ -343,6 +339,9 @@ impl<T> std::fmt::Debug for RingBuffer<T> {
     }
 }
 
+/// A run of contiguous slots: first slot and length.
+pub(crate) type Run<T> = (*mut T, usize);
+
 /// Storage that the SPSC protocol in [`protocol`](crate::protocol) runs on.
 ///
 /// This is the seam between the one copy of the ring algorithm and the places a
@@ -396,6 +395,28 @@ pub(crate) unsafe trait SlotRing {
     ///
     /// As [`RingBuffer::read_slot`].
     unsafe fn read_slot(&self, seq: u64) -> Self::Item;
+
+    /// The `n` slots from `seq` on (`n <= capacity`), as (at most) two
+    /// contiguous runs of (first slot, length): up to the end of the slots,
+    /// then on from slot 0. Pointers only; what the caller may do with them
+    /// is as for [`slot_ptr`](Self::slot_ptr).
+    #[cfg(not(loom))]
+    #[inline]
+    fn runs(&self, seq: u64, n: usize) -> (Run<Self::Item>, Run<Self::Item>) {
+        let capacity = self.capacity();
+        debug_assert!(n <= capacity);
+        let start = (seq & (capacity as u64 - 1)) as usize;
+        let first = n.min(capacity - start);
+        // SAFETY: computing the pointers touches no slot; slots are
+        // contiguous within one lap (the trait's contract), so the first run
+        // ends at the last slot at the latest and the second starts at slot 0.
+        unsafe {
+            (
+                (self.slot_ptr(seq), first),
+                (self.slot_ptr(seq + first as u64), n - first),
+            )
+        }
+    }
 
     /// Copies `n` values from `src`, outside the ring, into the ring's slots
     /// at `dst` (what `push_slice` does with a free run).

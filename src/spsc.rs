@@ -61,7 +61,7 @@ use crate::error::{
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::{RingBuffer, SlotRing};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
-use crate::wait::{WaitCell, WaitStrategy, block_on};
+use crate::wait::{Blocking, Sharing, WaitCell, WaitStrategy, Waiter, retry_until};
 
 /// State shared by the two halves: the ring, disconnection flags and the
 /// cells where a parked side sleeps.
@@ -123,14 +123,14 @@ unsafe impl<T> SlotRing for Shared<T> {
     #[inline(always)]
     fn on_publish(&self) {
         if self.parking {
-            self.not_empty.notify(false);
+            self.not_empty.notify(Sharing::ThisProcess);
         }
     }
 
     #[inline(always)]
     fn on_release(&self) {
         if self.parking {
-            self.not_full.notify(false);
+            self.not_full.notify(Sharing::ThisProcess);
         }
     }
 }
@@ -245,11 +245,7 @@ impl<T> Producer<T> {
     ///
     /// [`PushError::Disconnected`] (with the value) when the consumer is gone.
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        match self.push_until(value, None) {
-            Ok(()) => Ok(()),
-            Err(TryPushError::Disconnected(v)) => Err(PushError::Disconnected(v)),
-            Err(TryPushError::Full(_)) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, value, Self::try_push).map_err(TryPushError::into_push_error)
     }
 
     /// Pushes `value`, waiting at most `timeout` for a free slot.
@@ -260,35 +256,7 @@ impl<T> Producer<T> {
     /// with the value.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
         let deadline = Instant::now().checked_add(timeout);
-        self.push_until(value, deadline).map_err(|e| match e {
-            TryPushError::Full(v) => PushTimeoutError::Timeout(v),
-            TryPushError::Disconnected(v) => PushTimeoutError::Disconnected(v),
-        })
-    }
-
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), TryPushError<T>> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        let value = match self.try_push(value) {
-            Err(TryPushError::Full(v)) => v,
-            done => return done,
-        };
-        let shared = self.core.handle().clone();
-        let mut value = Some(value);
-        let outcome = block_on(self.wait, &shared.not_full, false, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(TryPushError::Full(v)) => {
-                    value = Some(v);
-                    None
-                }
-                Err(e) => Some(Err(e)),
-            }
-        });
-        match outcome {
-            Some(result) => result,
-            None => Err(TryPushError::Full(value.expect("not pushed"))),
-        }
+        retry_until(self, deadline, value, Self::try_push).map_err(TryPushError::into_timeout_error)
     }
 
     /// Pushes as many items of `items` as fit, with one publish; returns the
@@ -355,12 +323,21 @@ impl<T> Producer<T> {
     }
 }
 
+impl<T> Blocking for Producer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_full)
+    }
+}
+
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in Consumer::try_pop, after
         // which the consumer's reload of write_seq sees our last publish.
         self.shared().gone.producer.store(true, Ordering::Release);
-        self.shared().not_empty.notify(false);
+        self.shared().not_empty.notify(Sharing::ThisProcess);
     }
 }
 
@@ -411,11 +388,7 @@ impl<T> Consumer<T> {
     ///
     /// [`PopError::Disconnected`] once the ring is drained and the producer gone.
     pub fn pop(&mut self) -> Result<T, PopError> {
-        match self.pop_until(None) {
-            Ok(v) => Ok(v),
-            Err(TryPopError::Disconnected) => Err(PopError::Disconnected),
-            Err(TryPopError::Empty) => unreachable!("no deadline, so no timeout"),
-        }
+        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(TryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -425,26 +398,8 @@ impl<T> Consumer<T> {
     /// [`PopTimeoutError::Timeout`] or [`PopTimeoutError::Disconnected`].
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
-        self.pop_until(deadline).map_err(|e| match e {
-            TryPopError::Empty => PopTimeoutError::Timeout,
-            TryPopError::Disconnected => PopTimeoutError::Disconnected,
-        })
-    }
-
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, TryPopError> {
-        // Fast path first: the handle clone below touches the shared refcount.
-        match self.try_pop() {
-            Err(TryPopError::Empty) => {}
-            done => return done,
-        }
-        let shared = self.core.handle().clone();
-        let outcome = block_on(self.wait, &shared.not_empty, false, deadline, || match self
-            .try_pop()
-        {
-            Err(TryPopError::Empty) => None,
-            other => Some(other),
-        });
-        outcome.unwrap_or(Err(TryPopError::Empty))
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+            .map_err(TryPopError::into_timeout_error)
     }
 
     /// Copies up to `out.len()` items into `out` with one release; returns the
@@ -505,12 +460,21 @@ impl<T> Consumer<T> {
     }
 }
 
+impl<T> Blocking for Consumer<T> {
+    type Handle = Arc<Shared<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<Shared<T>>> {
+        let shared = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::ThisProcess, shared, |s| &s.not_empty)
+    }
+}
+
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         // Release: pairs with the Acquire load in Producer::is_abandoned (the
         // Relaxed check in try_push needs no data from us).
         self.shared().gone.consumer.store(true, Ordering::Release);
-        self.shared().not_full.notify(false);
+        self.shared().not_full.notify(Sharing::ThisProcess);
     }
 }
 
@@ -594,11 +558,32 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_consumer_is_woken_by_a_push() {
+        let (mut tx, mut rx) = channel_with::<u32>(4, WaitStrategy::Park).unwrap();
+        let shared = rx.core.handle().clone();
+        let t = std::thread::spawn(move || rx.pop());
+        shared.not_empty.await_sleeper();
+        tx.push(9).unwrap();
+        assert_eq!(t.join().unwrap(), Ok(9));
+    }
+
+    #[test]
+    fn a_parked_consumer_is_woken_by_the_producer_drop() {
+        let (tx, mut rx) = channel_with::<u32>(4, WaitStrategy::Park).unwrap();
+        let shared = rx.core.handle().clone();
+        let t = std::thread::spawn(move || rx.pop());
+        shared.not_empty.await_sleeper();
+        drop(tx);
+        assert_eq!(t.join().unwrap(), Err(PopError::Disconnected));
+    }
+
+    #[test]
     fn parked_producer_is_woken_by_consumer_drop() {
         let (mut tx, rx) = channel_with::<u8>(1, WaitStrategy::Park).unwrap();
         tx.push(1).unwrap();
+        let shared = tx.core.handle().clone();
         let t = std::thread::spawn(move || tx.push(2));
-        std::thread::sleep(Duration::from_millis(20));
+        shared.not_full.await_sleeper();
         drop(rx);
         assert_eq!(t.join().unwrap(), Err(PushError::Disconnected(2)));
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::sync::{AtomicU32, Ordering, fence, spin_hint, yield_now};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, fence, spin_hint, yield_now};
 
 /// How a blocking call waits for the ring to change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +52,19 @@ const PARK_SPINS: u32 = 64;
 /// a futex wake-up on a virtual machine, so that a peer that answers within
 /// it is caught without one, while a long wait costs at most this much CPU.
 pub const PARK_SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// Who sleeps on and wakes a [`WaitCell`]: which futex the kernel keys it
+/// by (`FUTEX_PRIVATE_FLAG` or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// Threads of this process only (an in-process ring): the private futex,
+    /// keyed by virtual address, which the kernel finds without a page walk.
+    ThisProcess,
+    /// Every process that maps the cell (a ring in a shared-memory segment):
+    /// the shared futex, keyed by the physical page.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))] // shm only
+    AcrossProcesses,
+}
 
 /// A futex word and a waiter count: where one side of a ring sleeps and the
 /// other wakes it. `#[repr(C)]` so that a later layer can place it in shared
@@ -89,29 +102,29 @@ impl WaitCell {
     /// Wakes every sleeper, if there is any. Call after the store that made
     /// the waiters' condition true.
     #[inline]
-    pub(crate) fn notify(&self, shared: bool) {
+    pub(crate) fn notify(&self, sharing: Sharing) {
         // SYNC POINT wake: SeqCst fence between the caller's publishing store
         // and the load of `waiters`; pairs with the fence in `wait` between the
         // waiter's increment of `waiters` and its re-check of the condition.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) != 0 {
-            self.wake(shared);
+            self.wake(sharing);
         }
     }
 
     #[cold]
-    fn wake(&self, shared: bool) {
+    fn wake(&self, sharing: Sharing) {
         // Release: orders the wake after the publish for a sleeper that reads
         // the epoch (Acquire in `wait`).
         self.epoch.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.epoch, shared);
+        futex::wake_all(&self.epoch, sharing);
     }
 
     /// Sleeps until `ready()` is true, the deadline passes, or [`PARK_SLICE`]
     /// passes; returns `ready()`'s last answer.
     fn sleep_until(
         &self,
-        shared: bool,
+        sharing: Sharing,
         deadline: Option<Instant>,
         ready: &mut impl FnMut() -> bool,
     ) -> bool {
@@ -127,11 +140,29 @@ impl WaitCell {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
             }
             if !slice.is_zero() {
-                futex::wait(&self.epoch, epoch, slice, shared);
+                futex::wait(&self.epoch, epoch, slice, sharing);
             }
         }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         done
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+impl WaitCell {
+    /// Waits, at most 10 s, until a thread sleeps on this cell (or is about
+    /// to: it has announced itself and re-checks its condition).
+    ///
+    /// # Panics
+    ///
+    /// If none does within 10 s.
+    pub(crate) fn await_sleeper(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Relaxed: a test's poll; the sleeper's own fence orders what matters.
+        while self.waiters.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no thread slept on the cell");
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -140,10 +171,10 @@ impl WaitCell {
 ///
 /// `attempt` must perform the whole operation (try to push or pop and report
 /// disconnection), so that a success after a wake is never lost.
-pub(crate) fn block_on<R>(
+pub(crate) fn wait_until<R>(
     strategy: WaitStrategy,
     cell: &WaitCell,
-    shared: bool,
+    sharing: Sharing,
     deadline: Option<Instant>,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
@@ -199,7 +230,7 @@ pub(crate) fn block_on<R>(
                     result = attempt();
                     result.is_some()
                 };
-                if cell.sleep_until(shared, deadline, &mut ready) {
+                if cell.sleep_until(sharing, deadline, &mut ready) {
                     return result;
                 }
                 if expired(deadline) {
@@ -213,6 +244,171 @@ pub(crate) fn block_on<R>(
     }
 }
 
+/// The error of a non-blocking call that may mean only "not now" (the ring
+/// is full, or empty): what a blocking call retries on.
+pub(crate) trait WouldBlock: Sized {
+    /// What the next try needs back: the value of a push, `()` for a pop.
+    type Retry;
+
+    /// `Ok` with what to try again with when the call may succeed later,
+    /// `Err(self)` when it failed for good (the peer is gone).
+    fn into_retry(self) -> Result<Self::Retry, Self>;
+
+    /// The error of a call still blocked at its deadline.
+    fn blocked(retry: Self::Retry) -> Self;
+}
+
+/// Implements [`WouldBlock`] for an error whose `$blocked` variant means
+/// "not now": `Full(T)` of a push error (retried with its value), `Empty`
+/// of a pop error.
+macro_rules! would_block {
+    ($error:ident<$t:ident>::$blocked:ident) => {
+        impl<$t> $crate::wait::WouldBlock for $error<$t> {
+            type Retry = $t;
+
+            fn into_retry(self) -> Result<$t, Self> {
+                match self {
+                    Self::$blocked(value) => Ok(value),
+                    gone => Err(gone),
+                }
+            }
+
+            fn blocked(value: $t) -> Self {
+                Self::$blocked(value)
+            }
+        }
+    };
+    ($error:ident::$blocked:ident) => {
+        impl $crate::wait::WouldBlock for $error {
+            type Retry = ();
+
+            fn into_retry(self) -> Result<(), Self> {
+                match self {
+                    Self::$blocked => Ok(()),
+                    gone => Err(gone),
+                }
+            }
+
+            fn blocked((): ()) -> Self {
+                Self::$blocked
+            }
+        }
+    };
+}
+pub(crate) use would_block;
+
+/// Where and how one half of a ring waits: what its blocking calls need
+/// besides the non-blocking call they retry.
+pub(crate) struct Waiter<W> {
+    strategy: WaitStrategy,
+    sharing: Sharing,
+    /// Keeps the cell alive without borrowing the half (an `Arc` clone),
+    /// so that the retries may borrow the half mutably meanwhile.
+    handle: W,
+    cell: fn(&W) -> &WaitCell,
+    /// A word that says since when this half waits (Unix ns, 0: it does
+    /// not), for people looking at a shared ring (`info`).
+    since: Option<fn(&W) -> &AtomicU64>,
+}
+
+impl<W> Waiter<W> {
+    pub(crate) fn new(
+        strategy: WaitStrategy,
+        sharing: Sharing,
+        handle: W,
+        cell: fn(&W) -> &WaitCell,
+    ) -> Self {
+        Self {
+            strategy,
+            sharing,
+            handle,
+            cell,
+            since: None,
+        }
+    }
+
+    /// Stores the time into `since`'s word while this waiter waits, and 0
+    /// after.
+    pub(crate) fn marking(mut self, since: fn(&W) -> &AtomicU64) -> Self {
+        self.since = Some(since);
+        self
+    }
+
+    /// [`wait_until`] on this waiter's cell, as its strategy says.
+    pub(crate) fn wait_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        attempt: impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        let cell = (self.cell)(&self.handle);
+        let since = self.since.map(|word| word(&self.handle));
+        if let Some(word) = since {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            // Relaxed: information for people, ordered with nothing.
+            word.store(now.max(1), Ordering::Relaxed);
+        }
+        let outcome = wait_until(self.strategy, cell, self.sharing, deadline, attempt);
+        if let Some(word) = since {
+            word.store(0, Ordering::Relaxed);
+        }
+        outcome
+    }
+}
+
+/// One half of a ring whose blocking calls retry its non-blocking ones
+/// ([`retry_until`]).
+pub(crate) trait Blocking {
+    /// What keeps the half's wait cell alive.
+    type Handle;
+
+    /// How and where this half waits, taken only once a try was blocked.
+    fn waiter(&self) -> Waiter<Self::Handle>;
+}
+
+/// The blocking form of the non-blocking call `try_op`: runs it with `input`
+/// until it succeeds or fails for good, waiting between tries as `half`
+/// says. Once `deadline` has passed it returns the last would-block error
+/// (`Full(value)`, `Empty`).
+///
+/// Every blocking call of the crate (`push`, `push_timeout`, `pop`,
+/// `pop_timeout`, in process and across processes) is this, as
+/// crossbeam-channel's `send`/`send_timeout` are one `send(msg, deadline)`.
+pub(crate) fn retry_until<H, I, R, E>(
+    half: &mut H,
+    deadline: Option<Instant>,
+    input: I,
+    mut try_op: impl FnMut(&mut H, I) -> Result<R, E>,
+) -> Result<R, E>
+where
+    H: Blocking,
+    E: WouldBlock<Retry = I>,
+{
+    // Fast path first: the handle taken below may touch a shared refcount.
+    let input = match try_op(half, input) {
+        Err(e) => e.into_retry()?,
+        done => return done,
+    };
+    let mut pending = Some(input);
+    let outcome = half.waiter().wait_until(deadline, || {
+        let input = pending
+            .take()
+            .expect("each blocked try hands its input back");
+        match try_op(half, input) {
+            Err(e) => match e.into_retry() {
+                Ok(input) => {
+                    pending = Some(input);
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            },
+            done => Some(done),
+        }
+    });
+    outcome.unwrap_or_else(|| Err(E::blocked(pending.expect("the last try was blocked"))))
+}
+
 #[cfg(all(target_os = "linux", not(loom)))]
 mod futex {
     //! `FUTEX_WAIT`/`FUTEX_WAKE` on an `AtomicU32`: private for in-process
@@ -222,17 +418,18 @@ mod futex {
     use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
-    fn op(base: libc::c_int, shared: bool) -> libc::c_int {
-        if shared {
-            base
-        } else {
-            base | libc::FUTEX_PRIVATE_FLAG
+    use super::Sharing;
+
+    fn op(base: libc::c_int, sharing: Sharing) -> libc::c_int {
+        match sharing {
+            Sharing::AcrossProcesses => base,
+            Sharing::ThisProcess => base | libc::FUTEX_PRIVATE_FLAG,
         }
     }
 
     /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns
     /// are fine: every caller re-checks its condition.
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, shared: bool) {
+    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, sharing: Sharing) {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -245,7 +442,7 @@ mod futex {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                op(libc::FUTEX_WAIT, shared),
+                op(libc::FUTEX_WAIT, sharing),
                 expected,
                 &ts as *const libc::timespec,
             );
@@ -253,14 +450,14 @@ mod futex {
     }
 
     /// Wakes every thread sleeping on `word`.
-    pub(super) fn wake_all(word: &AtomicU32, shared: bool) {
+    pub(super) fn wake_all(word: &AtomicU32, sharing: Sharing) {
         // SAFETY: `word` is a live, aligned 4-byte atomic; FUTEX_WAKE does not
         // dereference anything else.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
-                op(libc::FUTEX_WAKE, shared),
+                op(libc::FUTEX_WAKE, sharing),
                 i32::MAX,
             );
         }
@@ -275,11 +472,13 @@ mod futex {
     use crate::sync::AtomicU32;
     use std::time::Duration;
 
-    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _shared: bool) {
+    use super::Sharing;
+
+    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _sharing: Sharing) {
         crate::sync::yield_now();
     }
 
-    pub(super) fn wake_all(_word: &AtomicU32, _shared: bool) {}
+    pub(super) fn wake_all(_word: &AtomicU32, _sharing: Sharing) {}
 }
 
 #[cfg(all(test, not(loom)))]
@@ -298,7 +497,7 @@ mod tests {
             let cell = WaitCell::new();
             let start = Instant::now();
             let deadline = start + Duration::from_millis(20);
-            let r: Option<()> = block_on(s, &cell, false, Some(deadline), || None);
+            let r: Option<()> = wait_until(s, &cell, Sharing::ThisProcess, Some(deadline), || None);
             assert!(r.is_none(), "{s:?}");
             assert!(
                 Instant::now() >= deadline,
@@ -313,13 +512,13 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let (c2, f2) = (cell.clone(), flag.clone());
         let waiter = std::thread::spawn(move || {
-            block_on(WaitStrategy::Park, &c2, false, None, || {
+            wait_until(WaitStrategy::Park, &c2, Sharing::ThisProcess, None, || {
                 f2.load(Ordering::Acquire).then_some(7)
             })
         });
-        std::thread::sleep(Duration::from_millis(30));
+        cell.await_sleeper();
         flag.store(true, Ordering::Release);
-        cell.notify(false);
+        cell.notify(Sharing::ThisProcess);
         assert_eq!(waiter.join().unwrap(), Some(7));
     }
 }

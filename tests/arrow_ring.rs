@@ -11,8 +11,9 @@ use arrow_array::types::Int32Type;
 use arrow_array::*;
 use arrow_buffer::{Buffer, i256};
 use arrow_schema::{DataType, Field, Fields, TimeUnit};
+use laminar_ring::CapacityError;
 use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
-use laminar_ring::shm::SegmentOptions;
+use laminar_ring::shm::{OpenError, SegmentOptions};
 
 struct Ring {
     name: String,
@@ -38,6 +39,35 @@ fn opts(slots: usize, arena: u64) -> ArrowRingOptions {
         arena_bytes: arena,
         segment: SegmentOptions::default(),
         max_leases: 8,
+    }
+}
+
+/// An Arrow ring has at most 2^32 slots, as every shared ring: more is
+/// refused at create by the capacity check, and no segment is made (one
+/// was attempted, which no open would have accepted).
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn an_arrow_ring_of_more_than_2_pow_32_slots_is_refused_at_create() {
+    let ring = Ring::new("too-many-slots");
+    let err = BatchProducer::create(&ring.name, &opts(1 << 33, 1 << 20)).expect_err("2^33 slots");
+    assert!(
+        matches!(
+            err,
+            ArrowRingError::Open(OpenError::Capacity(CapacityError::TooLarge {
+                capacity: 0x2_0000_0000,
+                max: 0x1_0000_0000,
+            }))
+        ),
+        "{err:?}"
+    );
+    let path = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name);
+    assert!(!path.exists(), "{} was made", path.display());
+    for bad in [0, 12] {
+        let err = BatchProducer::create(&ring.name, &opts(bad, 1 << 20)).expect_err("refused");
+        assert!(
+            matches!(err, ArrowRingError::Open(OpenError::Capacity(_))),
+            "{bad} slots: {err:?}"
+        );
     }
 }
 

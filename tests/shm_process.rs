@@ -3,6 +3,7 @@
 //!
 //! The `helper` test is the entry point of those child processes: it does
 //! nothing unless `LAMINAR_HELPER` names a role.
+#![cfg(not(loom))] // the shared-memory layer are compiled out under loom (tests/loom.rs models the ring)
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use common::Rng;
+use laminar_ring::CapacityError;
 use laminar_ring::shm::{
     HeaderError, OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer,
     ShmPushError, ShmSlot, ShmTryPopError,
@@ -530,6 +532,52 @@ fn a_producer_that_fails_ends_the_stream_in_error_with_its_reason() {
     assert_eq!(rx.producer_failure(), None);
 }
 
+/// `inspect` shows a side that waits, and since when: the consumer blocked
+/// on an empty ring, the producer blocked on a full one; and neither once
+/// it is on its way again. (A non-blocking call never marks itself.)
+#[test]
+fn inspect_shows_which_side_waits_and_since_when() {
+    let ring = Ring::new("waits");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 4).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let look = || laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    let until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "never saw: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    assert_eq!(rx.try_pop(), Err(ShmTryPopError::Empty));
+    assert_eq!(look().consumer.waiting_since, None, "try_pop marked itself");
+    let before = std::time::SystemTime::now();
+    std::thread::scope(|s| {
+        let popper = s.spawn(|| rx.pop());
+        until("the consumer waiting", &|| {
+            look().consumer.waiting_since.is_some()
+        });
+        let since = look().consumer.waiting_since.unwrap();
+        assert!(since >= before - Duration::from_secs(1), "{since:?}");
+        assert_eq!(look().producer.waiting_since, None);
+        tx.push(7).unwrap();
+        assert_eq!(popper.join().unwrap(), Ok(7));
+    });
+    assert_eq!(look().consumer.waiting_since, None);
+    for i in 0..4 {
+        tx.push(i).unwrap();
+    }
+    std::thread::scope(|s| {
+        let pusher = s.spawn(|| tx.push(4));
+        until("the producer waiting", &|| {
+            look().producer.waiting_since.is_some()
+        });
+        assert_eq!(look().consumer.waiting_since, None);
+        assert_eq!(rx.pop(), Ok(0));
+        assert_eq!(pusher.join().unwrap(), Ok(()));
+    });
+    assert_eq!(look().producer.waiting_since, None);
+}
+
 /// The waiter count of the wait cell at `offset` (docs/FORMAT.md: 388 is
 /// `not_empty.waiters`, 516 `not_full.waiters`), read from the file, which
 /// on tmpfs is the same memory the processes map.
@@ -820,6 +868,31 @@ fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
         "{} bytes allocated",
         allocated()
     );
+}
+
+/// A typed ring's capacity goes through the check of every ring: the same
+/// error type as `RingBuffer::try_new`'s, with the 2^32 limit of a ring in
+/// shared memory.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn a_typed_ring_refuses_a_bad_capacity_with_the_ring_capacity_error() {
+    let name = format!("lr-capacity-{}", std::process::id());
+    for (capacity, expected) in [
+        (0, CapacityError::Zero),
+        (12, CapacityError::NotPowerOfTwo(12)),
+        (
+            (1 << 32) + 1,
+            CapacityError::TooLarge {
+                capacity: (1 << 32) + 1,
+                max: 1 << 32,
+            },
+        ),
+    ] {
+        match ShmProducer::<u64>::create(&name, capacity) {
+            Err(OpenError::Capacity(e)) => assert_eq!(e, expected, "{capacity}"),
+            other => panic!("{capacity} slots: {other:?}"),
+        }
+    }
 }
 
 #[test]

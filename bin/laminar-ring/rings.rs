@@ -91,7 +91,9 @@ fn state_name(s: RoleState) -> String {
         RoleState::Never => "never".into(),
         RoleState::Attached => "attached".into(),
         RoleState::Closed => "closed".into(),
+        RoleState::Failed => "failed".into(),
         RoleState::Unknown(v) => format!("unknown ({v})"),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 

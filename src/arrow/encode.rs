@@ -36,12 +36,7 @@ pub struct BatchProducer {
 unsafe impl Send for BatchProducer {}
 
 pub(crate) fn arrow_layout(opts: &ArrowRingOptions) -> Result<Layout, OpenError> {
-    if opts.slots == 0 || !opts.slots.is_power_of_two() {
-        return Err(OpenError::Geometry(format!(
-            "{} slots: must be a power of two",
-            opts.slots
-        )));
-    }
+    crate::error::check_capacity(opts.slots as u64, crate::shm::header::MAX_CAPACITY)?;
     if opts.arena_bytes < 4096 || !opts.arena_bytes.is_multiple_of(ARENA_ALIGN) {
         return Err(OpenError::Geometry(format!(
             "arena of {} bytes: must be at least 4096 and a multiple of 64",

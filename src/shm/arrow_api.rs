@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use crate::sync::{AtomicU64, Ordering};
-use crate::wait::{WaitStrategy, block_on};
+use crate::wait::{Sharing, WaitStrategy, Waiter};
 
 use super::error::OpenError;
 use super::header::{RingKind, check_position};
@@ -128,7 +128,11 @@ impl<T: ShmSlot> MappedRing<T> {
     /// that it re-checks its condition (call after the store that may make
     /// it true).
     pub(crate) fn wake_consumer(&self) {
-        self.seg.header().not_empty.cell.notify(true);
+        self.seg
+            .header()
+            .not_empty
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 
     /// Runs `attempt` until it returns `Some`, sleeping (as `wait` says) on
@@ -142,12 +146,10 @@ impl<T: ShmSlot> MappedRing<T> {
         deadline: Option<Instant>,
         attempt: impl FnMut() -> Option<R>,
     ) -> Option<R> {
-        block_on(
-            wait,
-            &self.seg.header().not_empty.cell,
-            true,
-            deadline,
-            attempt,
-        )
+        Waiter::new(wait, Sharing::AcrossProcesses, self, |r| {
+            &r.seg.header().not_empty.cell
+        })
+        .marking(|r| &r.seg.header().consumer.waiting_since_ns)
+        .wait_until(deadline, attempt)
     }
 }

@@ -3,7 +3,8 @@
 
 use std::marker::PhantomData;
 
-use crate::chunks::ReleaseRead;
+use crate::chunks::{ReleaseRead, Runs};
+use crate::ring_buffer::Run;
 
 use super::slot::ShmSlot;
 
@@ -19,6 +20,13 @@ use super::slot::ShmSlot;
 ///
 /// Obtained from [`ShmConsumer::read_chunk`](super::ShmConsumer::read_chunk).
 ///
+/// It has the shape of [`ReadChunk`](crate::ReadChunk) (both are a
+/// `chunks::Runs` of published items, released by one store on commit) but
+/// is a type of its own, because the two promise different things: a
+/// `ReadChunk` lends `&[T]` from safe code and drops the items it commits,
+/// while this one lends nothing from safe code (the slots are memory that
+/// another process may write) and has nothing to drop (`T` is plain data).
+///
 /// The slices of the old API are now `unsafe`:
 ///
 /// ```compile_fail,E0133
@@ -28,9 +36,7 @@ use super::slot::ShmSlot;
 /// # }
 /// ```
 pub struct ShmReadChunk<'a, T> {
-    first: (*const T, usize),
-    second: (*const T, usize),
-    consumer: &'a mut dyn ReleaseRead,
+    runs: Runs<'a, T, dyn ReleaseRead + 'a>,
     _items: PhantomData<&'a [T]>,
 }
 
@@ -41,21 +47,20 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// releases them, valid for the chunk's lifetime, and together they are
     /// the next `first.1 + second.1` sequences.
     pub(crate) unsafe fn new(
-        first: (*mut T, usize),
-        second: (*mut T, usize),
+        first: Run<T>,
+        second: Run<T>,
         consumer: &'a mut dyn ReleaseRead,
     ) -> Self {
         Self {
-            first: (first.0.cast_const(), first.1),
-            second: (second.0.cast_const(), second.1),
-            consumer,
+            // SAFETY: the caller's promise is Runs::new's.
+            runs: unsafe { Runs::new(first, second, consumer) },
             _items: PhantomData,
         }
     }
 
     /// Number of items in the chunk.
     pub fn len(&self) -> usize {
-        self.first.1 + self.second.1
+        self.runs.len()
     }
 
     /// `true` when there was nothing to read.
@@ -65,15 +70,7 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
 
     /// A copy of item `i` (0 is the oldest), or `None` past the end.
     pub fn get(&self, i: usize) -> Option<T> {
-        let p = if i < self.first.1 {
-            // SAFETY: i is inside the first run (pointer arithmetic only).
-            unsafe { self.first.0.add(i) }
-        } else if i < self.len() {
-            // SAFETY: i - first.1 is inside the second run.
-            unsafe { self.second.0.add(i - self.first.1) }
-        } else {
-            return None;
-        };
+        let p = self.runs.ptr(i)?;
         // A producer that broke the protocol and wrote the slot now could
         // make this a data race in Rust's model, but not read anything other
         // than some bytes of the slot (see the typed module's docs).
@@ -101,14 +98,10 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// [`get`](Self::get) and [`iter`](Self::iter), which copy.
     pub unsafe fn as_slices(&self) -> (&[T], &[T]) {
         // SAFETY: the runs are published, unread, aligned slots kept alive
-        // and unreleased by the borrowed consumer; that no one writes them
-        // while the slices live is the caller's promise.
-        unsafe {
-            (
-                std::slice::from_raw_parts(self.first.0, self.first.1),
-                std::slice::from_raw_parts(self.second.0, self.second.1),
-            )
-        }
+        // and unreleased by the borrowed consumer, and any bytes are a T;
+        // that no one writes them while the slices live is the caller's
+        // promise.
+        unsafe { self.runs.slices() }
     }
 
     /// Releases the first `n` items with one store.
@@ -117,14 +110,10 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     ///
     /// If `n > self.len()`.
     pub fn commit(self, n: usize) {
-        assert!(
-            n <= self.len(),
-            "commit({n}) of a {}-item chunk",
-            self.len()
-        );
+        let (_, _, consumer) = self.runs.commit(n, "item");
         if n > 0 {
             // Pod values need no drop: releasing is all there is to do.
-            self.consumer.release_read(n);
+            consumer.release_read(n);
         }
     }
 
@@ -137,8 +126,6 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
 
 impl<T> std::fmt::Debug for ShmReadChunk<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShmReadChunk")
-            .field("len", &(self.first.1 + self.second.1))
-            .finish_non_exhaustive()
+        self.runs.debug("ShmReadChunk", f)
     }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::header::HeaderError;
+use crate::error::CapacityError;
+use crate::wait::would_block;
 
 /// A side of the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +121,10 @@ pub enum OpenError {
         /// The largest slot alignment a segment guarantees.
         max: u32,
     },
+    /// A capacity that `create` refuses (zero, not a power of two, or above
+    /// 2^32 slots).
+    #[error("invalid ring geometry: {0}")]
+    Capacity(#[from] CapacityError),
     /// Invalid geometry asked of `create`.
     #[error("invalid ring geometry: {0}")]
     Geometry(String),
@@ -176,6 +182,20 @@ pub enum ShmTryPopError {
     ProducerFailed,
 }
 
+would_block!(ShmTryPopError::Empty);
+
+impl ShmTryPopError {
+    /// The error of a blocking pop: `Empty` at the deadline is `Timeout`.
+    pub(crate) fn into_pop_error(self) -> ShmPopError {
+        match self {
+            Self::Empty => ShmPopError::Timeout,
+            Self::EndOfStream => ShmPopError::EndOfStream,
+            Self::PeerGone => ShmPopError::PeerGone,
+            Self::ProducerFailed => ShmPopError::ProducerFailed,
+        }
+    }
+}
+
 /// Why a blocking pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -213,6 +233,8 @@ impl<T> ShmPushError<T> {
         }
     }
 }
+
+would_block!(ShmPushError<T>::Full);
 
 impl<T> fmt::Debug for ShmPushError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,6 +13,7 @@ use std::mem::{offset_of, size_of};
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::error::check_capacity;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::WaitCell;
 
@@ -467,7 +468,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         return Err(bad("header_len", h.header_len.into(), "must be 640"));
     }
     let kind = RingKind::from_u32(h.kind).ok_or(bad("kind", h.kind.into(), "1 or 2"))?;
-    if h.capacity == 0 || !h.capacity.is_power_of_two() || h.capacity > MAX_CAPACITY {
+    if check_capacity(h.capacity, MAX_CAPACITY).is_err() {
         return Err(bad("capacity", h.capacity, "a power of two up to 2^32"));
     }
     if !h.slot_align.is_power_of_two() || h.slot_align > MAX_SLOT_ALIGN {

@@ -12,6 +12,7 @@ use crate::sync::Ordering;
 
 /// What the header says of one side of the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoleState {
     /// No process ever attached in this role.
     Never,

@@ -27,16 +27,17 @@ use std::time::{Duration, Instant};
 
 #[cfg(not(loom))]
 use crate::chunks::WriteChunkUninit;
+use crate::error::check_capacity;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{WaitStrategy, block_on};
+use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
-    Layout, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, RingKind,
-    check_position, fingerprint,
+    Layout, MAX_CAPACITY, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER,
+    RingKind, check_position, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -173,12 +174,20 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     fn on_publish(&self) {
-        self.seg.header().not_empty.cell.notify(true);
+        self.seg
+            .header()
+            .not_empty
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 
     #[inline(always)]
     fn on_release(&self) {
-        self.seg.header().not_full.cell.notify(true);
+        self.seg
+            .header()
+            .not_full
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 }
 
@@ -199,12 +208,7 @@ fn check_slot_align<T>() -> Result<(), OpenError> {
 /// Geometry of a new typed ring.
 fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
     check_slot_align::<T>()?;
-    if capacity == 0 || !capacity.is_power_of_two() || capacity as u64 > super::header::MAX_CAPACITY
-    {
-        return Err(OpenError::Geometry(format!(
-            "capacity {capacity} is not a power of two between 1 and 2^32"
-        )));
-    }
+    check_capacity(capacity as u64, MAX_CAPACITY)?;
     if size_of::<T>() == 0 {
         return Err(OpenError::Geometry("zero-sized slot type".into()));
     }
@@ -388,7 +392,7 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// [`ShmPushError::ConsumerGone`] when the ring is full and the consumer
     /// that had attached is gone.
     pub fn push(&mut self, value: T) -> Result<(), ShmPushError<T>> {
-        self.push_until(value, None)
+        retry_until(self, None, value, Self::try_push_or_gone)
     }
 
     /// Pushes `value`, waiting at most `timeout`.
@@ -397,31 +401,18 @@ impl<T: ShmSlot> ShmProducer<T> {
     ///
     /// [`ShmPushError::Full`] at the deadline, or `ConsumerGone`.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), ShmPushError<T>> {
-        self.push_until(value, Instant::now().checked_add(timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        retry_until(self, deadline, value, Self::try_push_or_gone)
     }
 
-    fn push_until(&mut self, value: T, deadline: Option<Instant>) -> Result<(), ShmPushError<T>> {
-        let value = match self.core.try_push(value) {
-            Ok(()) => return Ok(()),
-            Err(v) => v,
-        };
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_full.cell;
-        let mut value = Some(value);
-        let outcome = block_on(self.wait, cell, true, deadline, || {
-            let v = value.take().expect("value present until pushed");
-            match self.core.try_push(v) {
-                Ok(()) => Some(Ok(())),
-                Err(v) => {
-                    if self.consumer_gone() {
-                        return Some(Err(ShmPushError::ConsumerGone(v)));
-                    }
-                    value = Some(v);
-                    None
-                }
-            }
-        });
-        outcome.unwrap_or_else(|| Err(ShmPushError::Full(value.expect("not pushed"))))
+    /// [`try_push`](Self::try_push) that tells a full ring whose consumer
+    /// is gone (`ConsumerGone`) from one that is only full: what a blocking
+    /// push retries.
+    fn try_push_or_gone(&mut self, value: T) -> Result<(), ShmPushError<T>> {
+        match self.core.try_push(value) {
+            Err(v) if self.consumer_gone() => Err(ShmPushError::ConsumerGone(v)),
+            pushed => pushed.map_err(ShmPushError::Full),
+        }
     }
 
     #[cfg(feature = "arrow")] // used by the Arrow layer only
@@ -439,18 +430,17 @@ impl<T: ShmSlot> ShmProducer<T> {
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), ShmPushError<()>> {
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_full.cell;
-        block_on(self.wait, cell, true, deadline, || {
-            if ready(self) {
-                Some(Ok(()))
-            } else if self.consumer_gone() {
-                Some(Err(ShmPushError::ConsumerGone(())))
-            } else {
-                None
-            }
-        })
-        .unwrap_or(Err(ShmPushError::Full(())))
+        self.waiter()
+            .wait_until(deadline, || {
+                if ready(self) {
+                    Some(Ok(()))
+                } else if self.consumer_gone() {
+                    Some(Err(ShmPushError::ConsumerGone(())))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(Err(ShmPushError::Full(())))
     }
 
     /// Whether a consumer had attached and is no longer there (rate-limited).
@@ -565,6 +555,18 @@ impl<T: ShmSlot> ShmProducer<T> {
     }
 }
 
+impl<T: ShmSlot> Blocking for ShmProducer<T> {
+    type Handle = Arc<MappedRing<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
+        let ring = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
+            &r.seg.header().not_full.cell
+        })
+        .marking(|r| &r.seg.header().producer.blocked_since_ns)
+    }
+}
+
 impl<T: ShmSlot> Drop for ShmProducer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
@@ -592,7 +594,7 @@ impl<T: ShmSlot> Drop for ShmProducer<T> {
         }
         // Either way, a sleeping consumer re-checks: it sees the close, or
         // (abandoned) the role lock gone once the descriptor closes below.
-        h.not_empty.cell.notify(true);
+        h.not_empty.cell.notify(Sharing::AcrossProcesses);
         // The role lock goes with the file descriptor, after this.
     }
 }
@@ -731,20 +733,19 @@ impl<T: ShmSlot> ShmConsumer<T> {
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), ShmPopError> {
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_empty.cell;
-        block_on(self.wait, cell, true, deadline, || {
-            if ready(self) {
-                return Some(Ok(()));
-            }
-            match self.producer_gone()? {
-                _ if ready(self) => Some(Ok(())),
-                ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
-                ShmTryPopError::ProducerFailed => Some(Err(ShmPopError::ProducerFailed)),
-                _ => Some(Err(ShmPopError::PeerGone)),
-            }
-        })
-        .unwrap_or(Err(ShmPopError::Timeout))
+        self.waiter()
+            .wait_until(deadline, || {
+                if ready(self) {
+                    return Some(Ok(()));
+                }
+                match self.producer_gone()? {
+                    _ if ready(self) => Some(Ok(())),
+                    ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
+                    ShmTryPopError::ProducerFailed => Some(Err(ShmPopError::ProducerFailed)),
+                    _ => Some(Err(ShmPopError::PeerGone)),
+                }
+            })
+            .unwrap_or(Err(ShmPopError::Timeout))
     }
 
     /// `EndOfStream`, `ProducerFailed` or `PeerGone` when the producer
@@ -798,7 +799,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::EndOfStream`] or [`ShmPopError::PeerGone`] once drained.
     pub fn pop(&mut self) -> Result<T, ShmPopError> {
-        self.pop_until(None)
+        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(ShmTryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -807,23 +808,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::Timeout`], `EndOfStream` or `PeerGone`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, ShmPopError> {
-        self.pop_until(Instant::now().checked_add(timeout))
-    }
-
-    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<T, ShmPopError> {
-        if let Some(v) = self.core.try_pop() {
-            return Ok(v);
-        }
-        let ring = self.core.handle().clone();
-        let cell = &ring.seg.header().not_empty.cell;
-        let outcome = block_on(self.wait, cell, true, deadline, || match self.try_pop() {
-            Ok(v) => Some(Ok(v)),
-            Err(ShmTryPopError::Empty) => None,
-            Err(ShmTryPopError::EndOfStream) => Some(Err(ShmPopError::EndOfStream)),
-            Err(ShmTryPopError::PeerGone) => Some(Err(ShmPopError::PeerGone)),
-            Err(ShmTryPopError::ProducerFailed) => Some(Err(ShmPopError::ProducerFailed)),
-        });
-        outcome.unwrap_or(Err(ShmPopError::Timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+            .map_err(ShmTryPopError::into_pop_error)
     }
 
     /// Copies up to `out.len()` ready items with one release; returns the count.
@@ -896,6 +883,18 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 }
 
+impl<T: ShmSlot> Blocking for ShmConsumer<T> {
+    type Handle = Arc<MappedRing<T>>;
+
+    fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
+        let ring = self.core.handle().clone();
+        Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
+            &r.seg.header().not_empty.cell
+        })
+        .marking(|r| &r.seg.header().consumer.waiting_since_ns)
+    }
+}
+
 impl<T: ShmSlot> Drop for ShmConsumer<T> {
     fn drop(&mut self) {
         let h = self.core.ring().seg.header();
@@ -903,7 +902,7 @@ impl<T: ShmSlot> Drop for ShmConsumer<T> {
         h.consumer
             .consumer_state
             .store(ROLE_CLOSED, Ordering::Release);
-        h.not_full.cell.notify(true);
+        h.not_full.cell.notify(Sharing::AcrossProcesses);
     }
 }
 

@@ -312,7 +312,7 @@ fn create_info_ls_and_rm() {
     assert_eq!(i["consumer"]["alive"], false);
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
     for want in [
-        "version 2, arrow ring",
+        "version 3, arrow ring",
         "0 in use of 64",
         "never attached",
         "created",
