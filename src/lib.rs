@@ -65,8 +65,8 @@
 //!   (`laminar_ring::arrow::{array, buffer, data, ipc, schema}`), so a caller
 //!   never needs a second copy of arrow. This release speaks **arrow 60**.
 //! * Without default features the crate is the in-process ring and channels
-//!   and, on Linux, the shared-memory ring of plain-data items (16 crates in
-//!   all).
+//!   and, on Linux, the shared-memory ring of plain-data items (15
+//!   dependencies).
 //!
 //! The shared-memory segment and the futex are Linux's (x86_64 and aarch64
 //! are tested). Elsewhere the in-process parts build, `WaitStrategy::Park`
