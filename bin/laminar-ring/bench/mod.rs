@@ -1,0 +1,354 @@
+//! `bench` and `demo`: a producer process and a consumer process (this
+//! binary re-executed as the hidden `__worker` subcommand) exchange the same
+//! workload through a ring and, to compare, through a Unix domain socket.
+//!
+//! - this file: the subcommands' arguments, and the orchestration: it
+//!   creates the rings, starts the two workers of each run with their
+//!   [`Job`], reads their reports and takes the medians of the rounds;
+//! - [`job`]: what a worker is told, as one JSON argument;
+//! - [`workers`]: the worker, both phases of a run written once over
+//!   - [`transport`]: a ring or a Unix socket, and
+//!   - [`payload`]: `u64` values or Arrow batches, made and checked;
+//! - [`report`]: what the workers send back, the figures, the printing.
+
+mod job;
+mod payload;
+mod report;
+mod transport;
+mod workers;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use clap::ValueEnum;
+
+use self::job::{Job, Place, Side, TransportKind, Workload};
+pub use self::job::{PayloadKind, Wait};
+use self::report::{ConsumerReport, Figures, ProducerReport, medians, parse_report};
+use self::transport::Ring;
+pub use self::workers::{WorkerArgs, worker};
+use crate::Location;
+use crate::failure::{Failure, fail};
+use crate::print::outln;
+use crate::progress::Progress;
+use crate::units::{fmt_bytes, fmt_count, parse_count};
+
+/// What goes wrong in a run: a library call's error (any
+/// `std::error::Error` converts, so `?` needs no closure) or a failed
+/// check, as its message. A worker names itself in front of it.
+#[derive(Debug)]
+pub struct BenchError(String);
+
+impl BenchError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl<E: std::error::Error> From<E> for BenchError {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<BenchError> for Failure {
+    fn from(e: BenchError) -> Self {
+        Failure::new(e.0)
+    }
+}
+
+/// A peer to compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compare {
+    /// A Unix domain socket between the same two processes: Arrow IPC
+    /// (StreamWriter/StreamReader) for Arrow payloads, 8-byte values for u64.
+    Uds,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// What one message is.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Arrow)]
+    pub payload: PayloadKind,
+    /// Messages in the throughput phase [default: 10,000,000 u64 values or
+    /// 400 Arrow batches].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub messages: Option<u64>,
+    /// Rows per Arrow batch.
+    #[arg(long, value_name = "N", default_value = "65536", value_parser = parse_count)]
+    pub rows: u64,
+    /// Round trips in the latency phase [default: 100,000 u64 values or
+    /// 1,000 one-row batches].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub samples: Option<u64>,
+    /// Run the same workload through a Unix domain socket too, interleaved
+    /// with the ring's runs, and print the ratios.
+    #[arg(long, value_enum)]
+    pub compare: Option<Compare>,
+    /// How the ring's processes wait for each other (the socket always
+    /// blocks in the kernel).
+    #[arg(long, value_enum, default_value_t = Wait::Park)]
+    pub wait: Wait,
+    /// Arena of the Arrow ring (see `create --help`); a batch must fit in
+    /// seven eighths of it.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::units::parse_arena)]
+    pub arena: u64,
+    /// Runs of each transport; the figures are medians.
+    #[arg(long, value_name = "N", default_value = "3", value_parser = parse_count)]
+    pub rounds: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Rows to move (at most 20,000,000: the producer builds them before the
+    /// clock starts).
+    #[arg(long, value_name = "N", default_value = "4000000", value_parser = parse_count)]
+    pub rows: u64,
+    /// Rows per batch.
+    #[arg(long, value_name = "N", default_value = "65536", value_parser = parse_count)]
+    pub batch_rows: u64,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+/// Arena of the demo's Arrow ring.
+const DEFAULT_ARENA: u64 = 64 << 20;
+
+/// Removes the files of a run, however it ends.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// This program as the worker of `job`, its report on a pipe.
+fn worker_command(job: &Job) -> Result<Command, Failure> {
+    let exe = std::env::current_exe().map_err(|e| fail!("cannot find this program: {e}"))?;
+    let mut c = Command::new(exe);
+    c.arg("__worker")
+        .arg("--job")
+        .arg(job.to_arg()?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    Ok(c)
+}
+
+fn spawn_worker(job: &Job) -> Result<Child, Failure> {
+    worker_command(job)?
+        .spawn()
+        .map_err(|e| fail!("cannot start a bench process: {e}"))
+}
+
+/// Waits for the `what` process and reads its report.
+fn collect<R: serde::de::DeserializeOwned>(child: Child, what: &str) -> Result<R, Failure> {
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail!("waiting for the {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(fail!("the {what} process failed ({})", out.status));
+    }
+    parse_report(what, &out.stdout)
+}
+
+/// One run of `w` through `transport`: two processes, their figures.
+fn run_once(
+    transport: TransportKind,
+    w: &Workload,
+    dir: &Path,
+    tag: &str,
+) -> Result<Figures, Failure> {
+    let ring = format!("laminar-bench-{}-{tag}", std::process::id());
+    let place = Place {
+        socket: std::env::temp_dir().join(format!("{ring}.sock")),
+        ring,
+        dir: dir.to_owned(),
+    };
+    let mut cleanup = Cleanup(vec![place.socket.clone()]);
+    let _ = std::fs::remove_file(&place.socket);
+    if transport == TransportKind::Ring {
+        Ring::create(&place, w, &mut cleanup.0)?;
+    }
+    let job = |side| Job {
+        side,
+        transport,
+        place: place.clone(),
+        workload: *w,
+    };
+    let mut rx = spawn_worker(&job(Side::Rx))?;
+    let tx = match spawn_worker(&job(Side::Tx)) {
+        Ok(tx) => tx,
+        Err(f) => {
+            let _ = rx.kill();
+            let _ = rx.wait();
+            return Err(f);
+        }
+    };
+    let sent = collect::<ProducerReport>(tx, "producer");
+    if sent.is_err() {
+        let _ = rx.kill();
+    }
+    let got = collect::<ConsumerReport>(rx, "consumer");
+    Ok(Figures::new(&sent?, &got?))
+}
+
+/// Runs `w` `rounds` times through the ring and, if asked, through a
+/// socket, alternating which goes first; returns the medians.
+fn run_rounds(
+    w: &Workload,
+    rounds: u64,
+    uds: bool,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<(Figures, Option<Figures>), Failure> {
+    let mut ring = Vec::new();
+    let mut sock = Vec::new();
+    let mut moved = (0, 0);
+    let mut last = None;
+    for r in 0..rounds {
+        let mut order = vec![TransportKind::Ring];
+        if uds {
+            order.push(TransportKind::Uds);
+            if r % 2 == 1 {
+                order.reverse();
+            }
+        }
+        for t in order {
+            let label = match t {
+                TransportKind::Ring => "ring",
+                TransportKind::Uds => "socket",
+            };
+            progress.status(&format!(
+                "round {}/{rounds}: {label}; so far {} rows, {}{}",
+                r + 1,
+                fmt_count(moved.0),
+                fmt_bytes(moved.1),
+                last.map_or(String::new(), |(l, g)| format!(
+                    "; last run {l} {g:.2} GB/s"
+                )),
+            ));
+            let f = run_once(t, w, dir, &format!("{r}"))?;
+            moved = (moved.0 + f.rows, moved.1 + f.bytes);
+            last = Some((label, f.gb_per_s()));
+            match t {
+                TransportKind::Ring => ring.push(f),
+                TransportKind::Uds => sock.push(f),
+            }
+        }
+    }
+    Ok((medians(&ring), uds.then(|| medians(&sock))))
+}
+
+pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
+    let (messages, samples, rows) = match a.payload {
+        PayloadKind::U64 => (
+            a.messages.unwrap_or(10_000_000),
+            a.samples.unwrap_or(100_000),
+            1,
+        ),
+        PayloadKind::Arrow => (
+            a.messages.unwrap_or(400),
+            a.samples.unwrap_or(1_000),
+            a.rows,
+        ),
+    };
+    if a.payload == PayloadKind::Arrow && rows > 10_000_000 {
+        return Err(fail!("--rows {rows}: at most 10,000,000 rows per batch"));
+    }
+    let distinct = messages.min(4);
+    let w = Workload {
+        payload: a.payload,
+        messages,
+        rows,
+        distinct,
+        total_rows: distinct * rows,
+        samples,
+        verify: false,
+        wait: a.wait,
+        arena: a.arena,
+    };
+    let progress = Progress::new("bench");
+    let uds = a.compare == Some(Compare::Uds);
+    let (ring, sock) = run_rounds(&w, a.rounds, uds, &a.location.dir, &progress)?;
+    progress.finish();
+    report::print_bench(a, &w, &ring, sock.as_ref())
+}
+
+pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
+    if a.rows > 20_000_000 {
+        return Err(fail!(
+            "--rows {}: the demo moves at most 20,000,000 rows",
+            a.rows
+        ));
+    }
+    let batch_rows = a.batch_rows.min(a.rows);
+    let messages = a.rows.div_ceil(batch_rows);
+    let w = Workload {
+        payload: PayloadKind::Arrow,
+        messages,
+        rows: batch_rows,
+        distinct: messages,
+        total_rows: a.rows,
+        samples: 1_000,
+        verify: true,
+        wait: Wait::Park,
+        arena: DEFAULT_ARENA,
+    };
+    let rounds = 3;
+    outln!(
+        "laminar-ring demo: {} rows ({}) in {} batches, from a producer process to a \
+         consumer process that checks every row; then 1,000 round trips of a one-row batch. \
+         The same through a Unix socket (Arrow IPC stream), interleaved; medians of {rounds} rounds.",
+        fmt_count(a.rows),
+        payload::COLUMNS,
+        fmt_count(messages)
+    );
+    let progress = Progress::new("demo");
+    let (ring, sock) = run_rounds(&w, rounds, true, &a.location.dir, &progress)?;
+    progress.finish();
+    let sock = sock.expect("asked for the socket");
+    for f in [&ring, &sock] {
+        if f.rows != a.rows || f.messages != messages {
+            return Err(fail!(
+                "{} rows in {} batches arrived, expected {} in {}",
+                f.rows,
+                f.messages,
+                a.rows,
+                messages
+            ));
+        }
+    }
+    report::print_demo(&ring, &sock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_round_trips_through_the_worker_command_line() {
+        let job = job::tests::job();
+        let c = worker_command(&job).unwrap();
+        let args: Vec<_> = c.get_args().collect();
+        assert_eq!(args.len(), 3, "{args:?}");
+        assert_eq!((args[0], args[1]), ("__worker".as_ref(), "--job".as_ref()));
+        let arg = args[2].to_str().expect("JSON is UTF-8");
+        assert_eq!(Job::from_arg(arg).unwrap(), job);
+    }
+}
