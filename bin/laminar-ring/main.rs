@@ -7,6 +7,7 @@
 //! die (its output holds every batch the producer committed).
 
 mod bench;
+mod error;
 mod failure;
 mod formats;
 mod guard;
@@ -23,8 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::failure::Failure;
-use crate::print::errln;
+use crate::error::CliError;
 
 /// Lock-free rings between processes: Arrow batches through shared memory.
 #[derive(Debug, Parser)]
@@ -153,7 +153,7 @@ enum Cmd {
     Worker(bench::WorkerArgs),
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Create {
             name,
@@ -177,22 +177,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     guard::install_quiet_hook();
-    // Usage errors print clap's message and exit with 2.
-    let cli = Cli::parse();
-    match run(cli) {
+    match Cli::try_parse().map_err(CliError::from).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
-        Err(f) => {
-            // One line, even when a library's message has several.
-            let message = f
-                .message
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            errln!("laminar-ring: {message}");
-            ExitCode::from(f.code)
+        Err(e) => {
+            e.report();
+            ExitCode::from(e.exit_code())
         }
     }
 }

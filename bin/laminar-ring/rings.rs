@@ -9,7 +9,7 @@ use laminar_ring::shm::{
 };
 use serde_json::json;
 
-use crate::failure::{Failure, fail, ring_failure};
+use crate::error::CliError;
 use crate::print::{errln, outln};
 use crate::units::{fmt_bytes, fmt_count, fmt_utc};
 use crate::{Geometry, Location};
@@ -36,7 +36,7 @@ pub fn open_or_create<T>(
     opts: &ArrowRingOptions,
     open: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
     create: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
-) -> Result<T, Failure> {
+) -> Result<T, CliError> {
     let r = match open(name, opts) {
         Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
             Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
@@ -44,22 +44,22 @@ pub fn open_or_create<T>(
         },
         r => r,
     };
-    r.map_err(|e| ring_failure(name, e))
+    r.map_err(|e| CliError::ring(name, e))
 }
 
 /// Attaches as the producer of `name`, creating it if needed.
-pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, Failure> {
+pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, CliError> {
     open_or_create(name, opts, BatchProducer::open, BatchProducer::create)
 }
 
 /// Attaches as the consumer of `name`, creating it if needed.
-pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, Failure> {
+pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, CliError> {
     open_or_create(name, opts, BatchConsumer::open, BatchConsumer::create)
 }
 
-pub fn create(name: &str, geometry: &Geometry, location: &Location) -> Result<(), Failure> {
+pub fn create(name: &str, geometry: &Geometry, location: &Location) -> Result<(), CliError> {
     let opts = ring_options(geometry, location);
-    laminar_ring::arrow::create(name, &opts).map_err(|e| ring_failure(name, e))?;
+    laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
         "created ring '{name}' in {}: {} slots, {} arena",
         location.dir.display(),
@@ -126,8 +126,8 @@ fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
     })
 }
 
-pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> {
-    let i = inspect(name, location, Duration::from_secs(2)).map_err(|e| fail!("{e}"))?;
+pub fn info(name: &str, json: bool, location: &Location) -> Result<(), CliError> {
+    let i = inspect(name, location, Duration::from_secs(2))?;
     if json {
         outln!("{}", info_json(name, &i));
         return Ok(());
@@ -171,9 +171,11 @@ pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> 
     Ok(())
 }
 
-pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
-    let names = shm::list_candidates(&location.dir)
-        .map_err(|e| fail!("cannot list {}: {e}", location.dir.display()))?;
+pub fn ls(json: bool, location: &Location) -> Result<(), CliError> {
+    let names = shm::list_candidates(&location.dir).map_err(|source| CliError::List {
+        dir: location.dir.clone(),
+        source,
+    })?;
     let mut rings = Vec::new();
     for name in names {
         match inspect(&name, location, Duration::ZERO) {
@@ -240,7 +242,7 @@ pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn rm(names: &[String], location: &Location) -> Result<(), Failure> {
+pub fn rm(names: &[String], location: &Location) -> Result<(), CliError> {
     for name in names {
         // Only rings: refuse to unlink a file that is not one.
         match inspect(name, location, Duration::from_millis(200)) {
@@ -249,13 +251,13 @@ pub fn rm(names: &[String], location: &Location) -> Result<(), Failure> {
                 path,
                 source: source @ (HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }),
             }) => {
-                return Err(fail!("{}: {source}; not removed", path.display()));
+                return Err(CliError::NotARing { path, source });
             }
             // A damaged ring may be removed; other errors say why not.
             Err(OpenError::BadHeader { .. }) => {}
-            Err(e) => return Err(fail!("{e}")),
+            Err(e) => return Err(e.into()),
         }
-        shm::remove_in(name, &location.dir).map_err(|e| fail!("{e}"))?;
+        shm::remove_in(name, &location.dir)?;
     }
     Ok(())
 }
