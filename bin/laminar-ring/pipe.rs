@@ -13,9 +13,17 @@ use crate::error::{Action, CliError};
 use crate::formats::{self, CsvOptions, InputFormat, OutputFormat, Sink};
 use crate::print::{errln, is_broken_pipe};
 use crate::progress::Progress;
+use crate::rings::{self, Geometry, Location};
 use crate::units::{fmt_bytes, fmt_count, parse_count};
-use crate::{Geometry, Location, rings};
 
+/// Send a data file (or stdin) into a ring, then end the stream.
+///
+/// Reads Arrow IPC (stream or file; uncompressed, LZ4 or ZSTD;
+/// little-endian), CSV or Parquet (any codec pyarrow writes). Malformed
+/// input is one line and exit 1. Creates the ring if
+/// it does not exist. If the input breaks half-way (a bad CSV row), the
+/// stream is left unended, so the consumer sees its producer fail
+/// (consume exits 3) instead of a complete-looking stream.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
     /// Name of the ring.
@@ -56,6 +64,20 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
+/// The sidecar: write what a ring receives to a file or stdout.
+///
+/// Runs until the end of the stream, or with --follow until a signal.
+/// Creates the ring if it does not exist. Each batch is written through
+/// to the output before its slot is released, and a batch whose write
+/// fails stays in the ring; with --format parquet, a row group at a
+/// time (row groups are cut at 63 batches, a quarter of the ring's
+/// slots or arena, 1 Mi rows, or 100 ms idle: smaller than a plain
+/// writer's, in exchange for losing nothing). The output is truncated
+/// only when the first batch is accepted. On SIGINT or SIGTERM it
+/// finishes the batch in hand, completes the output (footer included)
+/// and exits 0; unconsumed batches stay in the ring for the next
+/// consumer. If the producer dies, it writes every batch the producer
+/// committed, completes the output and exits 3.
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
     /// Name of the ring.
