@@ -470,17 +470,17 @@ fn either_side_may_start_first() {
 
     // Consumer first: it creates the ring and waits for a producer.
     let rx = d.spawn(&["consume", "c-first", "-o", &d.s("c.out")]);
-    wait_until("the consumer's ring", Duration::from_secs(10), || {
-        d.path("c-first").exists()
+    wait_until("the consumer attached", Duration::from_secs(10), || {
+        d.try_info("c-first")
+            .is_some_and(|i| i["consumer"]["alive"] == true)
     });
-    std::thread::sleep(Duration::from_millis(200));
     ok(d.run(&["produce", "c-first", "-i", &d.s("in.arrows")]));
     ok(wait_with_timeout(rx, Duration::from_secs(30)));
     assert_eq!(rows(&read_stream(&d.path("c.out"))), rows(&data));
 
     // Producer first, into a ring much smaller than the input: it blocks
     // until a consumer comes and drains it.
-    let tx = d.spawn(&[
+    let mut tx = d.spawn(&[
         "produce",
         "p-first",
         "-i",
@@ -490,13 +490,13 @@ fn either_side_may_start_first() {
         "--arena",
         "256KiB",
     ]);
-    wait_until("the producer's ring", Duration::from_secs(10), || {
-        d.path("p-first").exists()
+    wait_until("the producer sending", Duration::from_secs(10), || {
+        d.try_info("p-first")
+            .is_some_and(|i| i["producer"]["alive"] == true && i["write_seq"].as_u64().unwrap() > 0)
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let i = d.info("p-first");
-    assert_eq!(i["producer"]["alive"], true);
-    assert_eq!(i["capacity"], 4);
+    assert_eq!(d.info("p-first")["capacity"], 4);
+    // 40 batches cannot fit in 4 slots.
+    assert!(tx.try_wait().unwrap().is_none(), "it waits for a consumer");
     ok(d.run(&["consume", "p-first", "-o", &d.s("p.out")]));
     ok(wait_with_timeout(tx, Duration::from_secs(30)));
     assert_eq!(rows(&read_stream(&d.path("p.out"))), rows(&data));
