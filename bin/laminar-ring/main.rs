@@ -10,6 +10,7 @@ mod bench;
 mod error;
 mod failure;
 mod formats;
+mod generate;
 mod guard;
 mod ipc_input;
 mod parquet_io;
@@ -21,7 +22,7 @@ mod units;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
 // The benchmark's code names it `crate::Location`.
@@ -62,6 +63,8 @@ enum Cmd {
     /// A process of `bench` or `demo` (internal).
     #[command(name = "__worker", hide = true)]
     Worker(bench::WorkerArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -75,6 +78,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),
         Cmd::Worker(args) => bench::worker(&args),
+        Cmd::Completions(args) => generate::completions(&args, Cli::command()),
+        Cmd::Man(args) => generate::man(&args, Cli::command()),
     }
 }
 
