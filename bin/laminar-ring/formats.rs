@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::failure::{Failure, fail, file_failure};
+use crate::error::{Action, CliError};
 use crate::guard::{Guarded, guarded};
 use crate::ipc_input::{IpcFile, IpcStream};
 use crate::parquet_io::{BoundedFile, relabel, with_stored_zones};
@@ -86,52 +86,55 @@ pub fn open_input(
     format: InputFormat,
     batch_rows: usize,
     csv: &CsvOptions,
-) -> Result<Input, Failure> {
-    let bad = |e: &dyn std::fmt::Display| file_failure("cannot read", path, e);
+) -> Result<Input, CliError> {
+    let bad = |e| CliError::io(Action::Read, path, e);
+    let not_valid = |format, source| CliError::NotValid {
+        path: path.to_owned(),
+        format,
+        source,
+    };
     if path == "-" {
         let stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
         return match format {
             InputFormat::Auto | InputFormat::Arrow => {
                 let r = IpcStream::try_new(stdin, None)
-                    .map_err(|e| fail!("cannot read standard input as an Arrow IPC stream: {e}"))?;
+                    .map_err(|e| not_valid("Arrow IPC stream", e))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
             }
             InputFormat::Csv => open_csv(stdin, batch_rows, csv, "-"),
-            InputFormat::Parquet => Err(fail!(
-                "Parquet needs a seekable file; standard input is read as an Arrow IPC \
-                 stream or, with --format csv, as CSV"
-            )),
+            InputFormat::Parquet => Err(CliError::ParquetFromStdin),
         };
     }
-    let mut file = File::open(path).map_err(|e| bad(&e))?;
+    let mut file = File::open(path).map_err(bad)?;
     let format = match format {
         InputFormat::Auto => match ext(path).as_str() {
             "csv" | "tsv" => InputFormat::Csv,
             "parquet" | "pq" => InputFormat::Parquet,
             "arrow" | "arrows" | "ipc" | "feather" => InputFormat::Arrow,
-            _ => sniff(&mut file).map_err(|e| bad(&e))?.ok_or_else(|| {
-                fail!("cannot tell the format of {path}; pass --format arrow, csv or parquet")
-            })?,
+            _ => sniff(&mut file)
+                .map_err(bad)?
+                .ok_or_else(|| CliError::UnknownFormat {
+                    path: path.to_owned(),
+                })?,
         },
         f => f,
     };
     match format {
         InputFormat::Arrow => {
             let mut magic = [0_u8; 6];
-            let n = read_prefix(&mut file, &mut magic).map_err(|e| bad(&e))?;
+            let n = read_prefix(&mut file, &mut magic).map_err(bad)?;
             if &magic[..n] == b"ARROW1" {
-                let r = IpcFile::try_new(file)
-                    .map_err(|e| bad(&format!("not a valid Arrow IPC file: {e}")))?;
+                let r = IpcFile::try_new(file).map_err(|e| not_valid("Arrow IPC file", e))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow file"))
             } else {
-                let size = file.metadata().map_err(|e| bad(&e))?.len();
+                let size = file.metadata().map_err(bad)?.len();
                 let r = IpcStream::try_new(BufReader::with_capacity(1 << 20, file), Some(size))
-                    .map_err(|e| bad(&format!("not a valid Arrow IPC stream: {e}")))?;
+                    .map_err(|e| not_valid("Arrow IPC stream", e))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
             }
         }
         InputFormat::Parquet => {
-            let file = BoundedFile::new(file).map_err(|e| bad(&e))?;
+            let file = BoundedFile::new(file).map_err(bad)?;
             let (r, schema) = guarded("the Parquet decoder", || {
                 let b = ParquetRecordBatchReaderBuilder::try_new(file)
                     .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
@@ -142,7 +145,7 @@ pub fn open_input(
                     .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 Ok((r, schema))
             })
-            .map_err(|e| bad(&format!("not a valid Parquet file: {e}")))?;
+            .map_err(|e| not_valid("Parquet file", e))?;
             let zoned = schema.clone();
             let batches = Guarded::new(r, "the Parquet decoder")
                 .map(move |b| b.and_then(|b| relabel(b, &zoned)));
@@ -224,12 +227,11 @@ fn open_csv<R: BufRead + 'static>(
     batch_rows: usize,
     csv: &CsvOptions,
     path: &str,
-) -> Result<Input, Failure> {
+) -> Result<Input, CliError> {
     let delimiter = csv.delimiter.unwrap_or(b',');
     let format = arrow_csv::reader::Format::default()
         .with_header(!csv.no_header)
         .with_delimiter(delimiter);
-    let bad = |e: &dyn std::fmt::Display| file_failure("cannot read", path, e);
     let (schema, reader): (SchemaRef, Box<dyn Read>) = match &csv.schema {
         Some(spec) => (Arc::new(parse_schema(spec)?), Box::new(reader)),
         None => {
@@ -238,7 +240,9 @@ fn open_csv<R: BufRead + 'static>(
             let mut head = Vec::new();
             let mut lines = 0;
             while lines <= INFER_RECORDS {
-                let n = reader.read_until(b'\n', &mut head).map_err(|e| bad(&e))?;
+                let n = reader
+                    .read_until(b'\n', &mut head)
+                    .map_err(|e| CliError::io(Action::Read, path, e))?;
                 if n == 0 {
                     break;
                 }
@@ -246,7 +250,10 @@ fn open_csv<R: BufRead + 'static>(
             }
             let (schema, _) = format
                 .infer_schema(Cursor::new(&head), Some(INFER_RECORDS))
-                .map_err(|e| bad(&format!("cannot infer the CSV schema: {e}")))?;
+                .map_err(|source| CliError::CsvSchema {
+                    path: path.to_owned(),
+                    source,
+                })?;
             (Arc::new(schema), Box::new(Cursor::new(head).chain(reader)))
         }
     };
@@ -254,7 +261,7 @@ fn open_csv<R: BufRead + 'static>(
         .with_format(format)
         .with_batch_size(batch_rows.max(1))
         .build(reader)
-        .map_err(|e| bad(&e))?;
+        .map_err(|e| CliError::data(Action::Read, path, e))?;
     // arrow-csv numbers data rows from 1; a user wants the file's line.
     let header_lines = usize::from(!csv.no_header);
     let batches = r.map(move |b| {
@@ -290,12 +297,12 @@ fn shift_line(msg: &str, by: usize) -> String {
 /// uint8..uint64, float32, float64, utf8 (or string), large_utf8, binary,
 /// date32 (or date), timestamp (µs) and timestamp_ms/timestamp_ns. Every
 /// column is nullable.
-pub fn parse_schema(spec: &str) -> Result<Schema, Failure> {
+pub fn parse_schema(spec: &str) -> Result<Schema, CliError> {
     let mut fields = Vec::new();
     for part in spec.split(',') {
         let (name, ty) = part
             .split_once(':')
-            .ok_or_else(|| fail!("--schema: '{part}' is not name:type"))?;
+            .ok_or_else(|| CliError::Schema(format!("'{part}' is not name:type")))?;
         let ty = match ty.trim().to_ascii_lowercase().as_str() {
             "bool" | "boolean" => DataType::Boolean,
             "int8" => DataType::Int8,
@@ -316,9 +323,9 @@ pub fn parse_schema(spec: &str) -> Result<Schema, Failure> {
             "timestamp_ms" => DataType::Timestamp(TimeUnit::Millisecond, None),
             "timestamp_ns" => DataType::Timestamp(TimeUnit::Nanosecond, None),
             other => {
-                return Err(fail!(
-                    "--schema: unknown type '{other}' for column '{name}'"
-                ));
+                return Err(CliError::Schema(format!(
+                    "unknown type '{other}' for column '{name}'"
+                )));
             }
         };
         fields.push(Field::new(name.trim(), ty, true));
@@ -345,7 +352,7 @@ pub enum Output {
 impl Output {
     /// Opens `path` (`-`: stdout) for writing, creating it if needed,
     /// without truncating it.
-    pub fn open(path: &str) -> Result<Self, Failure> {
+    pub fn open(path: &str) -> Result<Self, CliError> {
         if path == "-" {
             return Ok(Self::Stdout);
         }
@@ -354,7 +361,7 @@ impl Output {
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| file_failure("cannot create", path, e))?;
+            .map_err(|e| CliError::io(Action::Create, path, e))?;
         let existed = file.metadata().is_ok_and(|m| m.len() > 0);
         Ok(Self::File {
             file,
@@ -371,17 +378,17 @@ impl Output {
 
     /// The writer, once the output is to be written: a regular file is
     /// truncated first (a pipe or a device such as /dev/null is not).
-    pub fn start(self) -> Result<Out, Failure> {
+    pub fn start(self) -> Result<Out, CliError> {
         let w: Box<dyn Write + Send> = match self {
             Self::Stdout => Box::new(std::io::stdout()),
             Self::File { file, path, .. } => {
                 let regular = file
                     .metadata()
-                    .map_err(|e| file_failure("cannot write", &path, e))?
+                    .map_err(|e| CliError::io(Action::Write, &path, e))?
                     .is_file();
                 if regular {
                     file.set_len(0)
-                        .map_err(|e| file_failure("cannot truncate", &path, e))?;
+                        .map_err(|e| CliError::io(Action::Truncate, &path, e))?;
                 }
                 Box::new(file)
             }

@@ -9,13 +9,21 @@ use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use laminar_ring::arrow::{ArrowRingError, BatchConsumer, BatchProducer, LeasedBatch};
 
-use crate::failure::{EXIT_PRODUCER_DIED, Failure, fail, file_failure, ring_failure};
+use crate::error::{Action, CliError};
 use crate::formats::{self, CsvOptions, InputFormat, OutputFormat, Sink};
 use crate::print::{errln, is_broken_pipe};
 use crate::progress::Progress;
+use crate::rings::{self, Geometry, Location};
 use crate::units::{fmt_bytes, fmt_count, parse_count};
-use crate::{Geometry, Location, rings};
 
+/// Send a data file (or stdin) into a ring, then end the stream.
+///
+/// Reads Arrow IPC (stream or file; uncompressed, LZ4 or ZSTD;
+/// little-endian), CSV or Parquet (any codec pyarrow writes). Malformed
+/// input is one line and exit 1. Creates the ring if
+/// it does not exist. If the input breaks half-way (a bad CSV row), the
+/// stream is left unended, so the consumer sees its producer fail
+/// (consume exits 3) instead of a complete-looking stream.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
     /// Name of the ring.
@@ -56,6 +64,20 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
+/// The sidecar: write what a ring receives to a file or stdout.
+///
+/// Runs until the end of the stream, or with --follow until a signal.
+/// Creates the ring if it does not exist. Each batch is written through
+/// to the output before its slot is released, and a batch whose write
+/// fails stays in the ring; with --format parquet, a row group at a
+/// time (row groups are cut at 63 batches, a quarter of the ring's
+/// slots or arena, 1 Mi rows, or 100 ms idle: smaller than a plain
+/// writer's, in exchange for losing nothing). The output is truncated
+/// only when the first batch is accepted. On SIGINT or SIGTERM it
+/// finishes the batch in hand, completes the output (footer included)
+/// and exits 0; unconsumed batches stay in the ring for the next
+/// consumer. If the producer dies, it writes every batch the producer
+/// committed, completes the output and exits 3.
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
     /// Name of the ring.
@@ -85,7 +107,7 @@ pub fn data_bytes(b: &RecordBatch) -> u64 {
         .sum()
 }
 
-pub fn produce(args: &ProduceArgs) -> Result<(), Failure> {
+pub fn produce(args: &ProduceArgs) -> Result<(), CliError> {
     let csv = CsvOptions {
         schema: args.schema.clone(),
         no_header: args.no_header,
@@ -98,9 +120,9 @@ pub fn produce(args: &ProduceArgs) -> Result<(), Failure> {
     let mut tx = rings::producer(&args.name, &opts)?;
     let mut progress = Progress::new(&format!("produce -> {}", args.name));
     let mut waiting = false;
-    let mut sent = || -> Result<(), Failure> {
+    let mut sent = || -> Result<(), CliError> {
         for batch in input.batches.by_ref() {
-            let batch = batch.map_err(|e| file_failure("cannot read", &args.input, e))?;
+            let batch = batch.map_err(|e| CliError::data(Action::Read, &args.input, e))?;
             send(&mut tx, &batch, &args.name, &progress, &mut waiting)?;
             progress.add(batch.num_rows() as u64, data_bytes(&batch));
         }
@@ -118,7 +140,7 @@ pub fn produce(args: &ProduceArgs) -> Result<(), Failure> {
         tx.abandon();
         return Err(f);
     }
-    tx.close().map_err(|e| ring_failure(&args.name, e))?;
+    tx.close().map_err(|e| CliError::ring(&args.name, e))?;
     progress.finish();
     errln!(
         "laminar-ring: sent {} rows in {} batches ({}, {}) to ring '{}'; stream closed",
@@ -139,7 +161,7 @@ fn send(
     name: &str,
     progress: &Progress,
     waiting: &mut bool,
-) -> Result<(), Failure> {
+) -> Result<(), CliError> {
     loop {
         match tx.send(batch) {
             Ok(()) => {
@@ -167,7 +189,7 @@ fn send(
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(ring_failure(name, e)),
+            Err(e) => return Err(CliError::ring(name, e)),
         }
     }
 }
@@ -226,12 +248,12 @@ struct Drain<'a> {
 }
 
 impl Drain<'_> {
-    fn write_failure(&self, e: &ArrowError) -> Failure {
-        if is_broken_pipe(e) {
+    fn write_failure(&self, e: ArrowError) -> CliError {
+        if is_broken_pipe(&e) {
             // `consume -o - | head`: the reader is done; so are we.
-            Failure::closed_pipe()
+            CliError::ClosedPipe
         } else {
-            file_failure("cannot write", &self.args.output, e)
+            CliError::data(Action::Write, &self.args.output, e)
         }
     }
 
@@ -242,7 +264,7 @@ impl Drain<'_> {
         rx: &mut BatchConsumer,
         batch: LeasedBatch,
         limits: &HoldLimits,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), CliError> {
         // Held from here on: whatever fails below, its lease is alive
         // when the caller detaches, so it is not released.
         self.held.push(batch);
@@ -250,10 +272,10 @@ impl Drain<'_> {
         if self.sink.is_none() {
             let schema = batch.schema();
             if let Err(why) = formats::check_schema(self.args.format, &schema) {
-                return Err(fail!(
-                    "ring '{}': {why}; nothing written, the ring left as it was",
-                    self.args.name
-                ));
+                return Err(CliError::Unwritable {
+                    name: self.args.name.clone(),
+                    why,
+                });
             }
             // Later producers must send the same schema.
             rx.expect_schema(schema.clone());
@@ -263,7 +285,7 @@ impl Drain<'_> {
                 .expect("the output is started once")
                 .start()?;
             let sink = Sink::new(out, self.args.format, &schema);
-            self.sink = Some(sink.map_err(|e| self.write_failure(&e))?);
+            self.sink = Some(sink.map_err(|e| self.write_failure(e))?);
         }
         let sink = self.sink.as_mut().expect("made above");
         let batch = self.held.last().expect("pushed above");
@@ -271,7 +293,7 @@ impl Drain<'_> {
         // (`formats::detach_dictionaries`), so it keeps no lease.
         let written = sink.write(batch);
         let holds = sink.holds_batches();
-        written.map_err(|e| self.write_failure(&e))?;
+        written.map_err(|e| self.write_failure(e))?;
         if !holds || limits.reached(&self.held, rx.outstanding()) {
             self.flush()?;
         }
@@ -280,9 +302,9 @@ impl Drain<'_> {
 
     /// Puts what was written into the output, then lets the held batches
     /// go: their slots are released on the next receive.
-    fn flush(&mut self) -> Result<(), Failure> {
+    fn flush(&mut self) -> Result<(), CliError> {
         if let Some(sink) = &mut self.sink {
-            sink.flush().map_err(|e| self.write_failure(&e))?;
+            sink.flush().map_err(|e| self.write_failure(e))?;
         }
         self.held.clear();
         Ok(())
@@ -290,29 +312,29 @@ impl Drain<'_> {
 
     /// Completes the output: the writer if the stream started, or else an
     /// empty output with the stream's schema (or none).
-    fn finish(&mut self, schema: Option<SchemaRef>) -> Result<(), Failure> {
+    fn finish(&mut self, schema: Option<SchemaRef>) -> Result<(), CliError> {
         let sink = match (self.sink.take(), self.out.take()) {
             (Some(sink), _) => sink,
             (None, Some(out)) => {
                 let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
                 let out = out.start()?;
-                Sink::new(out, self.args.format, &schema).map_err(|e| self.write_failure(&e))?
+                Sink::new(out, self.args.format, &schema).map_err(|e| self.write_failure(e))?
             }
             (None, None) => return Ok(()),
         };
         // The held batches are in the output now; their leases go with
         // `self`, before the consumer releases them.
-        sink.finish().map_err(|e| self.write_failure(&e))
+        sink.finish().map_err(|e| self.write_failure(e))
     }
 }
 
-pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
+pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while finishing up exits at once (code 1).
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
             .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
-            .map_err(|e| fail!("cannot handle signals: {e}"))?;
+            .map_err(CliError::Signals)?;
     }
     let name = &args.name;
     let opts = rings::ring_options(&args.geometry, &args.location);
@@ -364,7 +386,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
                 drain.flush()
             }
             Err(ArrowRingError::PeerGone) => break Ok(Ending::ProducerDied),
-            Err(e) => break Err(ring_failure(name, e)),
+            Err(e) => break Err(CliError::ring(name, e)),
         };
         if let Err(f) = step {
             break Err(f);
@@ -374,7 +396,8 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
     let finished = match &ended {
         // A closed stdout takes no more; a refused stream leaves the
         // output untouched.
-        Err(f) if f.code == 0 || drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
+        Err(CliError::ClosedPipe) => Ok(()),
+        Err(_) if drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
         // Stopped before any batch was accepted: a file that was there
         // stays as it was (the output is truncated only for a batch).
         Ok(Ending::Signalled | Ending::ProducerDied)
@@ -417,9 +440,9 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), Failure> {
             errln!("laminar-ring: {summary}; stopped by signal");
             Ok(())
         }
-        Ending::ProducerDied => Err(fail!(
-            "the producer of ring '{name}' died; {summary}: every batch it committed"
-        )
-        .with_code(EXIT_PRODUCER_DIED)),
+        Ending::ProducerDied => Err(CliError::ProducerDied {
+            name: name.clone(),
+            summary,
+        }),
     }
 }

@@ -6,24 +6,28 @@
 use std::error::Error;
 use std::io::Write;
 
-use crate::failure::{Failure, fail};
+use crate::error::CliError;
 
 /// Writes one line to standard output.
-pub fn out_line(args: std::fmt::Arguments<'_>) -> Result<(), Failure> {
+pub fn out_line(args: std::fmt::Arguments<'_>) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     out.write_fmt(format_args!("{args}\n"))
         .and_then(|()| out.flush())
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                Failure::closed_pipe()
-            } else {
-                fail!("cannot write to standard output: {e}")
-            }
-        })
+        .map_err(stdout_error)
 }
 
-/// `println!` that returns a closed pipe as [`Failure::closed_pipe`] (use
-/// in a function returning `Result<_, Failure>`).
+/// A failed write to standard output: [`CliError::ClosedPipe`] when its
+/// reader closed it.
+pub fn stdout_error(e: std::io::Error) -> CliError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::ClosedPipe
+    } else {
+        CliError::Stdout(e)
+    }
+}
+
+/// `println!` that returns a closed pipe as [`CliError::ClosedPipe`] (use
+/// in a function returning `Result<_, CliError>`).
 macro_rules! outln {
     () => { $crate::print::out_line(format_args!(""))? };
     ($($arg:tt)*) => { $crate::print::out_line(format_args!($($arg)*))? };

@@ -9,10 +9,47 @@ use laminar_ring::shm::{
 };
 use serde_json::json;
 
-use crate::failure::{Failure, fail, ring_failure};
+use crate::error::CliError;
 use crate::print::{errln, outln};
 use crate::units::{fmt_bytes, fmt_count, fmt_utc};
-use crate::{Geometry, Location};
+
+/// Where rings live.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Location {
+    /// Directory of the ring files (a tmpfs such as /dev/shm, or a hugetlbfs
+    /// mount).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/dev/shm",
+        env = "LAMINAR_RING_DIR"
+    )]
+    pub dir: std::path::PathBuf,
+    /// Trust rings that their group may write (such as those made with
+    /// `create --mode 660`), and other users' rings of a group you are in.
+    /// Without it a ring must be yours and writable by no one else.
+    #[arg(long)]
+    pub shared: bool,
+}
+
+/// The shape of a new ring. Used only when the ring is created; an existing
+/// ring keeps its own.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Geometry {
+    /// Descriptor slots of a new ring, a power of two; one slot per IPC
+    /// message (schema, dictionary batch or record batch).
+    #[arg(long, value_name = "N", default_value = "1024", value_parser = crate::units::parse_slots)]
+    pub slots: usize,
+    /// Arena of a new ring for message bytes: 64MiB, 1GiB, 512KiB (binary),
+    /// 100MB (decimal) or bytes; a multiple of 64, at least 4KiB. The last
+    /// eighth holds the consumer's saved decoder state; a batch must fit in
+    /// the rest (produce splits larger ones).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::units::parse_arena)]
+    pub arena: u64,
+    /// Permission bits of a new ring's file, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = crate::units::parse_mode)]
+    pub mode: u32,
+}
 
 /// The ring options for `geometry` in `location`.
 pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOptions {
@@ -36,7 +73,7 @@ pub fn open_or_create<T>(
     opts: &ArrowRingOptions,
     open: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
     create: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
-) -> Result<T, Failure> {
+) -> Result<T, CliError> {
     let r = match open(name, opts) {
         Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
             Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
@@ -44,22 +81,38 @@ pub fn open_or_create<T>(
         },
         r => r,
     };
-    r.map_err(|e| ring_failure(name, e))
+    r.map_err(|e| CliError::ring(name, e))
 }
 
 /// Attaches as the producer of `name`, creating it if needed.
-pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, Failure> {
+pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, CliError> {
     open_or_create(name, opts, BatchProducer::open, BatchProducer::create)
 }
 
 /// Attaches as the consumer of `name`, creating it if needed.
-pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, Failure> {
+pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, CliError> {
     open_or_create(name, opts, BatchConsumer::open, BatchConsumer::create)
 }
 
-pub fn create(name: &str, geometry: &Geometry, location: &Location) -> Result<(), Failure> {
+/// Create an Arrow ring.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Name of the ring (a file name in --dir).
+    pub name: String,
+    #[command(flatten)]
+    pub geometry: Geometry,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+pub fn create(args: &CreateArgs) -> Result<(), CliError> {
+    let CreateArgs {
+        name,
+        geometry,
+        location,
+    } = args;
     let opts = ring_options(geometry, location);
-    laminar_ring::arrow::create(name, &opts).map_err(|e| ring_failure(name, e))?;
+    laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
         "created ring '{name}' in {}: {} slots, {} arena",
         location.dir.display(),
@@ -128,9 +181,26 @@ fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
     })
 }
 
-pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> {
-    let i = inspect(name, location, Duration::from_secs(2)).map_err(|e| fail!("{e}"))?;
-    if json {
+/// Show a ring's layout, sequences, use and peers.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Name of the ring.
+    pub name: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+pub fn info(args: &InfoArgs) -> Result<(), CliError> {
+    let InfoArgs {
+        name,
+        json,
+        location,
+    } = args;
+    let i = inspect(name, location, Duration::from_secs(2))?;
+    if *json {
         outln!("{}", info_json(name, &i));
         return Ok(());
     }
@@ -173,9 +243,22 @@ pub fn info(name: &str, json: bool, location: &Location) -> Result<(), Failure> 
     Ok(())
 }
 
-pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
-    let names = shm::list_candidates(&location.dir)
-        .map_err(|e| fail!("cannot list {}: {e}", location.dir.display()))?;
+/// List the rings in a directory (other files are skipped).
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+pub fn ls(args: &LsArgs) -> Result<(), CliError> {
+    let LsArgs { json, location } = args;
+    let names = shm::list_candidates(&location.dir).map_err(|source| CliError::List {
+        dir: location.dir.clone(),
+        source,
+    })?;
     let mut rings = Vec::new();
     for name in names {
         match inspect(&name, location, Duration::ZERO) {
@@ -193,7 +276,7 @@ pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
             Err(_) => {}
         }
     }
-    if json {
+    if *json {
         let list: Vec<_> = rings
             .iter()
             .map(|(name, r)| match r {
@@ -242,7 +325,19 @@ pub fn ls(json: bool, location: &Location) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn rm(names: &[String], location: &Location) -> Result<(), Failure> {
+/// Remove rings (processes attached keep their mapping until they
+/// detach).
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// Names of the rings.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+pub fn rm(args: &RmArgs) -> Result<(), CliError> {
+    let RmArgs { names, location } = args;
     for name in names {
         // Only rings: refuse to unlink a file that is not one.
         match inspect(name, location, Duration::from_millis(200)) {
@@ -251,13 +346,13 @@ pub fn rm(names: &[String], location: &Location) -> Result<(), Failure> {
                 path,
                 source: source @ (HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }),
             }) => {
-                return Err(fail!("{}: {source}; not removed", path.display()));
+                return Err(CliError::NotARing { path, source });
             }
             // A damaged ring may be removed; other errors say why not.
             Err(OpenError::BadHeader { .. }) => {}
-            Err(e) => return Err(fail!("{e}")),
+            Err(e) => return Err(e.into()),
         }
-        shm::remove_in(name, &location.dir).map_err(|e| fail!("{e}"))?;
+        shm::remove_in(name, &location.dir)?;
     }
     Ok(())
 }

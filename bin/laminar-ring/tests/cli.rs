@@ -470,17 +470,17 @@ fn either_side_may_start_first() {
 
     // Consumer first: it creates the ring and waits for a producer.
     let rx = d.spawn(&["consume", "c-first", "-o", &d.s("c.out")]);
-    wait_until("the consumer's ring", Duration::from_secs(10), || {
-        d.path("c-first").exists()
+    wait_until("the consumer attached", Duration::from_secs(10), || {
+        d.try_info("c-first")
+            .is_some_and(|i| i["consumer"]["alive"] == true)
     });
-    std::thread::sleep(Duration::from_millis(200));
     ok(d.run(&["produce", "c-first", "-i", &d.s("in.arrows")]));
     ok(wait_with_timeout(rx, Duration::from_secs(30)));
     assert_eq!(rows(&read_stream(&d.path("c.out"))), rows(&data));
 
     // Producer first, into a ring much smaller than the input: it blocks
     // until a consumer comes and drains it.
-    let tx = d.spawn(&[
+    let mut tx = d.spawn(&[
         "produce",
         "p-first",
         "-i",
@@ -490,13 +490,13 @@ fn either_side_may_start_first() {
         "--arena",
         "256KiB",
     ]);
-    wait_until("the producer's ring", Duration::from_secs(10), || {
-        d.path("p-first").exists()
+    wait_until("the producer sending", Duration::from_secs(10), || {
+        d.try_info("p-first")
+            .is_some_and(|i| i["producer"]["alive"] == true && i["write_seq"].as_u64().unwrap() > 0)
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let i = d.info("p-first");
-    assert_eq!(i["producer"]["alive"], true);
-    assert_eq!(i["capacity"], 4);
+    assert_eq!(d.info("p-first")["capacity"], 4);
+    // 40 batches cannot fit in 4 slots.
+    assert!(tx.try_wait().unwrap().is_none(), "it waits for a consumer");
     ok(d.run(&["consume", "p-first", "-o", &d.s("p.out")]));
     ok(wait_with_timeout(tx, Duration::from_secs(30)));
     assert_eq!(rows(&read_stream(&d.path("p.out"))), rows(&data));
@@ -1106,4 +1106,137 @@ fn a_consumer_stopped_before_any_batch_leaves_an_existing_file_alone() {
     }
     assert_eq!(std::fs::read(d.path("kept.csv")).unwrap(), b"precious\n");
     assert!(read_stream(&d.path("new.arrows")).is_empty());
+}
+
+/// The subcommands `--help` lists (without `help` itself).
+fn subcommands(d: &Dir) -> Vec<String> {
+    let out = ok(d.run(&["--help"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_owned)
+        .collect();
+    for known in [
+        "create", "produce", "consume", "info", "ls", "rm", "bench", "demo",
+    ] {
+        assert!(names.iter().any(|n| n == known), "{known} in {names:?}");
+    }
+    names
+}
+
+#[test]
+fn bash_completion_names_every_subcommand_and_completes_them() {
+    let d = Dir::new("completions");
+    let names = subcommands(&d);
+    for name in ["completions", "man"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let out = ok(d.run(&["completions", "bash"]));
+    let script = String::from_utf8(out.stdout).unwrap();
+    // The words offered after `laminar-ring ` (the only list with --version).
+    let top = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("opts=\"") && l.contains(" --version "))
+        .unwrap_or_else(|| panic!("no top-level opts line in:\n{script}"));
+    for name in &names {
+        assert!(
+            top.split(['"', ' ']).any(|w| w == name),
+            "{name} not offered: {top}"
+        );
+    }
+    // bash itself completes with it: the function the script registers
+    // for `laminar-ring`, called as bash calls it on TAB.
+    std::fs::write(d.path("laminar-ring.bash"), &script).unwrap();
+    let complete = |line: &str| -> Vec<String> {
+        let program = format!(
+            "source {}; set -- $(complete -p laminar-ring); \
+             while [ $# -gt 1 ] && [ \"$1\" != -F ]; do shift; done; f=$2; \
+             COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; \
+             read -ra COMP_WORDS <<< \"$COMP_LINE\"; \
+             COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); \
+             $f laminar-ring \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            d.s("laminar-ring.bash")
+        );
+        let out = ok(Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(complete("laminar-ring cons"), ["consume"]);
+    assert_eq!(complete("laminar-ring compl"), ["completions"]);
+    // After a subcommand, its own arguments (clap-rs/clap#6421 broke these
+    // for a binary name with a hyphen).
+    assert_eq!(complete("laminar-ring completions ba"), ["bash"]);
+    assert_eq!(
+        complete("laminar-ring consume --fo"),
+        ["--format", "--follow"]
+    );
+    for shell in ["zsh", "fish"] {
+        let out = ok(d.run(&["completions", shell]));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for name in &names {
+            assert!(script.contains(name.as_str()), "{shell}: {name} missing");
+        }
+    }
+    fails(d.run(&["completions", "tcsh"]), 2, "invalid value 'tcsh'");
+}
+
+#[test]
+fn the_man_page_is_roff_and_lists_every_subcommand() {
+    let d = Dir::new("man");
+    let names = subcommands(&d);
+    let out = ok(d.run(&["man"]));
+    let page = String::from_utf8(out.stdout).unwrap();
+    let first_macro = page
+        .lines()
+        .find(|l| l.starts_with('.') && !l.starts_with(".ie") && !l.starts_with(".el"))
+        .unwrap();
+    assert!(
+        first_macro.starts_with(".TH laminar-ring 1"),
+        "{first_macro}"
+    );
+    for name in &names {
+        assert!(
+            page.contains(&format!("laminar\\-ring\\-{name}(1)")),
+            "{name} not in the page:\n{page}"
+        );
+    }
+    // A page per subcommand, with --dir.
+    ok(d.run(&["man", "--dir", &d.s("man1")]));
+    for name in names.iter().map(String::as_str).chain(["laminar-ring"]) {
+        let file = if name == "laminar-ring" {
+            "laminar-ring.1".to_owned()
+        } else {
+            format!("laminar-ring-{name}.1")
+        };
+        let sub = std::fs::read_to_string(d.path("man1").join(&file)).unwrap();
+        assert!(sub.contains(".TH "), "{file}");
+    }
+    // Rendered, where groff is installed: no warnings, every subcommand.
+    match Command::new("groff")
+        .args(["-man", "-Tascii", "-ww"])
+        .arg(d.path("man1").join("laminar-ring.1"))
+        .output()
+    {
+        Err(e) => eprintln!("the page was not rendered: groff: {e}"),
+        Ok(o) => {
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stderr(&o), "", "groff warnings");
+            let text = String::from_utf8_lossy(&o.stdout);
+            for name in &names {
+                assert!(text.contains(&format!("laminar-ring-{name}(1)")), "{text}");
+            }
+        }
+    }
 }
