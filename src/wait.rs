@@ -341,19 +341,28 @@ impl<W> Waiter<W> {
         attempt: impl FnMut() -> Option<R>,
     ) -> Option<R> {
         let cell = (self.cell)(&self.handle);
-        let since = self.since.map(|word| word(&self.handle));
-        if let Some(word) = since {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            // Relaxed: information for people, ordered with nothing.
-            word.store(now.max(1), Ordering::Relaxed);
+        let Some(word) = self.since.map(|word| word(&self.handle)) else {
+            return wait_until(self.strategy, cell, self.sharing, deadline, attempt);
+        };
+        // Marked only once an attempt found it must wait, and unmarked
+        // however the wait ends (a panicking attempt included).
+        let mut attempt = attempt;
+        if let Some(done) = attempt() {
+            return Some(done);
         }
-        let outcome = wait_until(self.strategy, cell, self.sharing, deadline, attempt);
-        if let Some(word) = since {
-            word.store(0, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        // Relaxed: information for people, ordered with nothing.
+        word.store(now.max(1), Ordering::Relaxed);
+        struct Unmark<'a>(&'a AtomicU64);
+        impl Drop for Unmark<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Relaxed);
+            }
         }
-        outcome
+        let _unmark = Unmark(word);
+        wait_until(self.strategy, cell, self.sharing, deadline, attempt)
     }
 }
 

@@ -487,6 +487,51 @@ fn a_failed_producer_ends_the_stream_with_its_reason_even_before_its_first_batch
     }
 }
 
+/// A consumer that attaches while a producer holds the producer role but
+/// has not yet stored its state (it is attaching, or refusing the segment)
+/// does not report the previous session's end, which it never read: it
+/// waits for the next session.
+#[test]
+fn a_consumer_attaching_during_a_producer_attach_does_not_report_the_previous_end() {
+    let ring = Ring::new("attaching");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut c1 = BatchConsumer::create(&ring.name, &o).unwrap();
+    let mut p1 = BatchProducer::open(&ring.name, &o).unwrap();
+    p1.send(&a).unwrap();
+    p1.close().unwrap();
+    assert_eq!(c1.recv().unwrap().unwrap(), a);
+    assert!(c1.recv().unwrap().is_none());
+    drop(c1);
+    // The producer's role lock (byte 0), taken as an attaching producer
+    // takes it first, with nothing stored yet.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name))
+        .unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        #[allow(unsafe_code)]
+        // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        fl.l_len = 1;
+        #[allow(unsafe_code)]
+        // SAFETY: a valid descriptor and flock for the call's duration.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+    let mut c2 = BatchConsumer::open(&ring.name, &o).unwrap();
+    match c2.recv_timeout(Duration::from_millis(200)) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("expected to wait for the next session, got {other:?}"),
+    }
+    drop(file);
+}
+
 /// A producer that gives up half-way does not end the stream: the consumer
 /// gets what was committed, then `PeerGone`, never a clean end of stream.
 #[test]

@@ -126,10 +126,13 @@ impl BatchConsumer {
             unsaved_state: None,
         };
         me.restore_saved_state()?;
-        // The session counter first, then the producer's lock: a producer
-        // that attaches in between moves the counter, so it is not missed.
+        // The session counter first, then the producer's lock and state: a
+        // producer that attaches in between moves the counter, so it is not
+        // missed. A producer that holds the lock but has not stored its
+        // state yet is not read from: the state still says how the previous
+        // session ended, which is not this consumer's to report.
         me.session.baseline = me.inner.producer_sessions();
-        me.session.reading = me.inner.producer_alive();
+        me.session.reading = me.inner.producer_alive() && me.inner.producer_attached();
         Ok(me)
     }
 

@@ -91,6 +91,19 @@ impl<T: ShmSlot> ShmProducer<T> {
 }
 
 impl<T: ShmSlot> ShmConsumer<T> {
+    /// Whether `producer_state` says a producer is attached (it may have
+    /// died since: see the lock).
+    pub(crate) fn producer_attached(&self) -> bool {
+        // Acquire: pairs with the Release store of ROLE_ATTACHED in
+        // ShmProducer::attach_checked.
+        self.segment()
+            .header()
+            .producer
+            .producer_state
+            .load(Ordering::Acquire)
+            == super::header::ROLE_ATTACHED
+    }
+
     /// Producer attachments so far.
     pub(crate) fn producer_sessions(&self) -> u64 {
         self.segment().producer_sessions()
