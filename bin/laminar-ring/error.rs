@@ -118,10 +118,11 @@ pub enum CliError {
     /// committed (exit 3).
     #[error("the producer of ring '{name}' died; {summary}: every batch it committed")]
     ProducerDied { name: String, summary: String },
-    /// An error that is only a message, from [`fail!`] (the benchmark's
-    /// code, which has no typed errors of its own yet).
+    /// `bench` and `demo`: a worker that failed, printed a bad report or
+    /// found a wrong value, or a workload they refuse (made by
+    /// [`bench_error!`]).
     #[error("{0}")]
-    Message(String),
+    Bench(String),
 }
 
 /// What was being done to a file.
@@ -237,11 +238,11 @@ pub fn one_line(e: &(dyn Error + 'static)) -> String {
         .join(" ")
 }
 
-/// `CliError::Message(format!(...))`.
-macro_rules! fail {
-    ($($arg:tt)*) => { $crate::error::CliError::Message(format!($($arg)*)) };
+/// `CliError::Bench(format!(...))`.
+macro_rules! bench_error {
+    ($($arg:tt)*) => { $crate::error::CliError::Bench(format!($($arg)*)) };
 }
-pub(crate) use fail;
+pub(crate) use bench_error;
 
 #[cfg(test)]
 mod tests {
@@ -292,6 +293,6 @@ mod tests {
             summary: "wrote 0 rows".into(),
         };
         assert_eq!(died.exit_code(), 3);
-        assert_eq!(fail!("x {}", 1).exit_code(), 1);
+        assert_eq!(bench_error!("x {}", 1).exit_code(), 1);
     }
 }

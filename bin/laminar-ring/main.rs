@@ -8,7 +8,6 @@
 
 mod bench;
 mod error;
-mod failure;
 mod formats;
 mod generate;
 mod guard;

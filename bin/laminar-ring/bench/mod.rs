@@ -29,7 +29,7 @@ use self::report::{ConsumerReport, Figures, ProducerReport, medians, parse_repor
 use self::transport::Ring;
 pub use self::workers::{WorkerArgs, worker};
 use crate::Location;
-use crate::failure::{Failure, fail};
+use crate::error::{CliError, bench_error};
 use crate::print::outln;
 use crate::progress::Progress;
 use crate::units::{fmt_bytes, fmt_count, parse_count};
@@ -58,9 +58,9 @@ impl fmt::Display for BenchError {
     }
 }
 
-impl From<BenchError> for Failure {
+impl From<BenchError> for CliError {
     fn from(e: BenchError) -> Self {
-        Failure::new(e.0)
+        CliError::Bench(e.0)
     }
 }
 
@@ -138,8 +138,8 @@ impl Drop for Cleanup {
 }
 
 /// This program as the worker of `job`, its report on a pipe.
-fn worker_command(job: &Job) -> Result<Command, Failure> {
-    let exe = std::env::current_exe().map_err(|e| fail!("cannot find this program: {e}"))?;
+fn worker_command(job: &Job) -> Result<Command, CliError> {
+    let exe = std::env::current_exe().map_err(|e| bench_error!("cannot find this program: {e}"))?;
     let mut c = Command::new(exe);
     c.arg("__worker")
         .arg("--job")
@@ -150,19 +150,19 @@ fn worker_command(job: &Job) -> Result<Command, Failure> {
     Ok(c)
 }
 
-fn spawn_worker(job: &Job) -> Result<Child, Failure> {
+fn spawn_worker(job: &Job) -> Result<Child, CliError> {
     worker_command(job)?
         .spawn()
-        .map_err(|e| fail!("cannot start a bench process: {e}"))
+        .map_err(|e| bench_error!("cannot start a bench process: {e}"))
 }
 
 /// Waits for the `what` process and reads its report.
-fn collect<R: serde::de::DeserializeOwned>(child: Child, what: &str) -> Result<R, Failure> {
+fn collect<R: serde::de::DeserializeOwned>(child: Child, what: &str) -> Result<R, CliError> {
     let out = child
         .wait_with_output()
-        .map_err(|e| fail!("waiting for the {what}: {e}"))?;
+        .map_err(|e| bench_error!("waiting for the {what}: {e}"))?;
     if !out.status.success() {
-        return Err(fail!("the {what} process failed ({})", out.status));
+        return Err(bench_error!("the {what} process failed ({})", out.status));
     }
     parse_report(what, &out.stdout)
 }
@@ -173,7 +173,7 @@ fn run_once(
     w: &Workload,
     dir: &Path,
     tag: &str,
-) -> Result<Figures, Failure> {
+) -> Result<Figures, CliError> {
     let ring = format!("laminar-bench-{}-{tag}", std::process::id());
     let place = Place {
         socket: std::env::temp_dir().join(format!("{ring}.sock")),
@@ -216,7 +216,7 @@ fn run_rounds(
     uds: bool,
     dir: &Path,
     progress: &Progress,
-) -> Result<(Figures, Option<Figures>), Failure> {
+) -> Result<(Figures, Option<Figures>), CliError> {
     let mut ring = Vec::new();
     let mut sock = Vec::new();
     let mut moved = (0, 0);
@@ -255,7 +255,7 @@ fn run_rounds(
     Ok((medians(&ring), uds.then(|| medians(&sock))))
 }
 
-pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
+pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
     let (messages, samples, rows) = match a.payload {
         PayloadKind::U64 => (
             a.messages.unwrap_or(10_000_000),
@@ -269,7 +269,9 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
         ),
     };
     if a.payload == PayloadKind::Arrow && rows > 10_000_000 {
-        return Err(fail!("--rows {rows}: at most 10,000,000 rows per batch"));
+        return Err(bench_error!(
+            "--rows {rows}: at most 10,000,000 rows per batch"
+        ));
     }
     let distinct = messages.min(4);
     let w = Workload {
@@ -290,9 +292,9 @@ pub fn bench(a: &BenchArgs) -> Result<(), Failure> {
     report::print_bench(a, &w, &ring, sock.as_ref())
 }
 
-pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
+pub fn demo(a: &DemoArgs) -> Result<(), CliError> {
     if a.rows > 20_000_000 {
-        return Err(fail!(
+        return Err(bench_error!(
             "--rows {}: the demo moves at most 20,000,000 rows",
             a.rows
         ));
@@ -325,7 +327,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), Failure> {
     let sock = sock.expect("asked for the socket");
     for f in [&ring, &sock] {
         if f.rows != a.rows || f.messages != messages {
-            return Err(fail!(
+            return Err(bench_error!(
                 "{} rows in {} batches arrived, expected {} in {}",
                 f.rows,
                 f.messages,

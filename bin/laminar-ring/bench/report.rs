@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::BenchArgs;
 use super::job::{PayloadKind, Workload};
 use super::payload::COLUMNS;
-use crate::failure::{Failure, fail};
+use crate::error::{CliError, bench_error};
 use crate::print::outln;
 use crate::units::{fmt_bytes, fmt_count, fmt_ns};
 
@@ -37,10 +37,10 @@ pub struct ConsumerReport {
 
 /// Reads the report of the `what` process from the last line of its
 /// standard output.
-pub fn parse_report<R: DeserializeOwned>(what: &str, stdout: &[u8]) -> Result<R, Failure> {
+pub fn parse_report<R: DeserializeOwned>(what: &str, stdout: &[u8]) -> Result<R, CliError> {
     let text = String::from_utf8_lossy(stdout);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line).map_err(|e| fail!("the {what} process printed {line:?}: {e}"))
+    serde_json::from_str(line).map_err(|e| bench_error!("the {what} process printed {line:?}: {e}"))
 }
 
 /// What one run measured.
@@ -207,7 +207,7 @@ pub fn print_bench(
     w: &Workload,
     ring: &Figures,
     sock: Option<&Figures>,
-) -> Result<(), Failure> {
+) -> Result<(), CliError> {
     if a.json {
         let v = BenchJson {
             payload: value_name(w.payload),
@@ -224,7 +224,7 @@ pub fn print_bench(
                 rtt_p50: s.p50 as f64 / ring.p50 as f64,
             }),
         };
-        let v = serde_json::to_value(v).map_err(|e| fail!("bench --json: {e}"))?;
+        let v = serde_json::to_value(v).map_err(|e| bench_error!("bench --json: {e}"))?;
         outln!("{v}");
         return Ok(());
     }
@@ -265,7 +265,7 @@ pub fn print_bench(
 
 /// Prints what `demo` measured: rows, batches, GB/s and round trips of the
 /// ring and the socket.
-pub fn print_demo(ring: &Figures, sock: &Figures) -> Result<(), Failure> {
+pub fn print_demo(ring: &Figures, sock: &Figures) -> Result<(), CliError> {
     outln!();
     outln!(
         "{:<20} {:>12} {:>9} {:>10} {:>14} {:>14}",
@@ -327,9 +327,8 @@ mod tests {
         for out in cases {
             let e = parse_report::<ConsumerReport>("consumer", out).unwrap_err();
             assert!(
-                e.message.starts_with("the consumer process printed"),
-                "{}",
-                e.message
+                e.to_string().starts_with("the consumer process printed"),
+                "{e}"
             );
         }
     }

@@ -19,7 +19,7 @@ use super::job::{Job, PayloadKind, Side, TransportKind};
 use super::payload::{Arrow, Payload, Tally, U64};
 use super::report::{ConsumerReport, ProducerReport};
 use super::transport::{AckRx, AckTx, Channel, DRAINED, Receiver, Ring, Sender, Socket};
-use crate::failure::{Failure, fail};
+use crate::error::{CliError, bench_error};
 use crate::print::outln;
 
 #[derive(Debug, clap::Args)]
@@ -29,7 +29,7 @@ pub struct WorkerArgs {
     job: String,
 }
 
-pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
+pub fn worker(a: &WorkerArgs) -> Result<(), CliError> {
     let job = Job::from_arg(&a.job)?;
     let report = match (job.transport, job.workload.payload) {
         (TransportKind::Ring, PayloadKind::U64) => run::<Ring, U64>(&job),
@@ -37,7 +37,7 @@ pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
         (TransportKind::Uds, PayloadKind::U64) => run::<Socket, U64>(&job),
         (TransportKind::Uds, PayloadKind::Arrow) => run::<Socket, Arrow>(&job),
     }
-    .map_err(|e| fail!("{}: {e}", job.role()))?;
+    .map_err(|e| bench_error!("{}: {e}", job.role()))?;
     outln!("{report}");
     Ok(())
 }
