@@ -18,6 +18,11 @@ use laminar_ring::shm::{HeaderError, OpenError};
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code of `consume` when its producer died.
 pub const EXIT_PRODUCER_DIED: u8 = 3;
+/// Exit code of `consume` when its producer failed (ended its stream in
+/// error).
+pub const EXIT_PRODUCER_FAILED: u8 = 4;
+/// Exit code of `produce` or `consume` when `--timeout` ran out.
+pub const EXIT_TIMED_OUT: u8 = 5;
 
 /// Everything that ends the command early.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,17 @@ pub enum CliError {
     /// committed (exit 3).
     #[error("the producer of ring '{name}' died; {summary}: every batch it committed")]
     ProducerDied { name: String, summary: String },
+    /// `consume` saw its producer fail (end its stream in error, giving
+    /// `reason`), after writing every batch it had committed (exit 4).
+    #[error("the producer of ring '{name}' failed: {reason}; {summary}: every batch it committed")]
+    ProducerFailed {
+        name: String,
+        reason: String,
+        summary: String,
+    },
+    /// `--timeout` ran out: `waited` says for what (exit 5).
+    #[error("{waited}")]
+    TimedOut { waited: String },
     /// `bench` and `demo`: a worker that failed, printed a bad report or
     /// found a wrong value, or a workload they refuse (made by
     /// [`bench_error!`]).
@@ -195,12 +211,15 @@ impl CliError {
     }
 
     /// The exit code: 0 for a closed pipe (and `--help`), 2 for a usage
-    /// error, 3 when `consume`'s producer died, else 1.
+    /// error, 3 when `consume`'s producer died, 4 when it failed, 5 when
+    /// `--timeout` ran out, else 1.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::ClosedPipe => 0,
             Self::Usage(e) => u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR),
             Self::ProducerDied { .. } => EXIT_PRODUCER_DIED,
+            Self::ProducerFailed { .. } => EXIT_PRODUCER_FAILED,
+            Self::TimedOut { .. } => EXIT_TIMED_OUT,
             _ => EXIT_ERROR,
         }
     }
@@ -293,6 +312,16 @@ mod tests {
             summary: "wrote 0 rows".into(),
         };
         assert_eq!(died.exit_code(), 3);
+        let failed = CliError::ProducerFailed {
+            name: "r".into(),
+            reason: "cannot read in.csv".into(),
+            summary: "wrote 0 rows".into(),
+        };
+        assert_eq!(failed.exit_code(), 4);
+        let waited = CliError::TimedOut {
+            waited: "no producer attached to ring 'r' within 1s".into(),
+        };
+        assert_eq!(waited.exit_code(), 5);
         assert_eq!(bench_error!("x {}", 1).exit_code(), 1);
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Exit codes: 0 success; 1 an error (one line on stderr naming the ring or
 //! file and what is wrong); 2 a usage error; 3 `consume` saw its producer
-//! die (its output holds every batch the producer committed).
+//! die (its output holds every batch the producer committed); 4 `consume`
+//! saw its producer fail (end its stream in error, saying why); 5
+//! `--timeout` ran out.
 
 mod bench;
 mod error;
@@ -31,7 +33,8 @@ use crate::rings::Location;
 #[derive(Debug, Parser)]
 #[command(name = "laminar-ring", version, about, long_about = None)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, \
-3 consume: the producer died (the output holds every batch it committed).")]
+3 consume: the producer died (the output holds every batch it committed), \
+4 consume: the producer failed (ended its stream in error), 5 --timeout ran out.")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -1,29 +1,33 @@
 //! `produce` (a data file into a ring) and `consume` (the sidecar: a ring
 //! into a data file).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
-use laminar_ring::arrow::{ArrowRingError, BatchConsumer, BatchProducer, LeasedBatch};
+use laminar_ring::arrow::{
+    ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer, LeasedBatch,
+};
 
-use crate::error::{Action, CliError};
+use crate::error::{Action, CliError, one_line};
 use crate::formats::{self, CsvOptions, InputFormat, OutputFormat, Sink};
 use crate::print::{errln, is_broken_pipe};
 use crate::progress::Progress;
 use crate::rings::{self, Geometry, Location};
-use crate::units::{fmt_bytes, fmt_count, parse_count};
+use crate::units::{fmt_bytes, fmt_count, fmt_duration, parse_count, parse_duration};
 
 /// Send a data file (or stdin) into a ring, then end the stream.
 ///
 /// Reads Arrow IPC (stream or file; uncompressed, LZ4 or ZSTD;
-/// little-endian), CSV or Parquet (any codec pyarrow writes). Malformed
-/// input is one line and exit 1. Creates the ring if
-/// it does not exist. If the input breaks half-way (a bad CSV row), the
-/// stream is left unended, so the consumer sees its producer fail
-/// (consume exits 3) instead of a complete-looking stream.
+/// little-endian), CSV or Parquet (any codec pyarrow writes). Creates the
+/// ring if it does not exist. Malformed input is one line and exit 1, and
+/// the ring's stream ends in error with a short reason, before the first
+/// batch (a bad CSV header, a truncated file) or half-way (a bad CSV row):
+/// a waiting consumer gets what was sent, then learns that its producer
+/// failed and why (consume exits 4) instead of a complete-looking stream.
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
     /// Name of the ring.
@@ -50,6 +54,12 @@ pub struct ProduceArgs {
     /// CSV: the field separator, one byte (default ',', or tab for .tsv).
     #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
+    /// Give up (exit 5) when no batch could be sent for DURATION (10s,
+    /// 500ms, 2m): the ring stayed full, with no consumer attached or one
+    /// that took nothing, or its consumer is gone and no other attached.
+    /// Without it, wait as long as it takes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     #[command(flatten)]
     pub geometry: Geometry,
     #[command(flatten)]
@@ -77,7 +87,8 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 /// finishes the batch in hand, completes the output (footer included)
 /// and exits 0; unconsumed batches stay in the ring for the next
 /// consumer. If the producer dies, it writes every batch the producer
-/// committed, completes the output and exits 3.
+/// committed, completes the output and exits 3; if the producer fails
+/// (its input was bad), the same, with its reason, and exits 4.
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
     /// Name of the ring.
@@ -88,11 +99,20 @@ pub struct ConsumeArgs {
     /// Format of the output.
     #[arg(long, value_enum, default_value_t = OutputFormat::Arrow)]
     pub format: OutputFormat,
-    /// Keep running after the end of a stream and after a producer dies,
-    /// for the next producer (which must send the same schema), until
-    /// SIGINT or SIGTERM.
+    /// Keep running after the end of a stream and after a producer dies
+    /// or fails, for the next producer (which must send the same schema),
+    /// until SIGINT or SIGTERM (or --idle-exit).
     #[arg(long)]
     pub follow: bool,
+    /// Give up (exit 5) when no batch arrived for DURATION (10s, 500ms,
+    /// 2m): no producer attached, or the one attached sent nothing. The
+    /// output holds what was written. Without it, wait as long as it takes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// With --follow: stop (exit 0) once DURATION passed with no batch and
+    /// no producer attached.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
+    pub idle_exit: Option<Duration>,
     #[command(flatten)]
     pub geometry: Geometry,
     #[command(flatten)]
@@ -114,30 +134,45 @@ pub fn produce(args: &ProduceArgs) -> Result<(), CliError> {
         delimiter: args.delimiter,
     };
     let batch_rows = usize::try_from(args.batch_rows).unwrap_or(usize::MAX);
-    // Bad input fails here, before the ring is touched.
-    let mut input = formats::open_input(&args.input, args.format, batch_rows, &csv)?;
     let opts = rings::ring_options(&args.geometry, &args.location);
+    let mut input = match formats::open_input(&args.input, args.format, batch_rows, &csv) {
+        Ok(input) => input,
+        Err(f) => {
+            // A consumer waiting for this stream learns that it failed. A
+            // ring whose producer role is taken is left alone: the error
+            // alone is reported, as the attach's own error would be.
+            if let Ok(tx) = rings::producer(&args.name, &opts) {
+                tx.fail(&failure_reason(&args.input, &f));
+            }
+            return Err(f);
+        }
+    };
     let mut tx = rings::producer(&args.name, &opts)?;
     let mut progress = Progress::new(&format!("produce -> {}", args.name));
-    let mut waiting = false;
+    let mut patience = Patience {
+        name: &args.name,
+        opts: &opts,
+        timeout: args.timeout,
+        gone_since: None,
+    };
     let mut sent = || -> Result<(), CliError> {
         for batch in input.batches.by_ref() {
             let batch = batch.map_err(|e| CliError::data(Action::Read, &args.input, e))?;
-            send(&mut tx, &batch, &args.name, &progress, &mut waiting)?;
+            send(&mut tx, &batch, &progress, &mut patience)?;
             progress.add(batch.num_rows() as u64, data_bytes(&batch));
         }
         if progress.batches() == 0 {
             // An empty input still tells the consumer its schema.
             let empty = RecordBatch::new_empty(input.schema.clone());
-            send(&mut tx, &empty, &args.name, &progress, &mut waiting)?;
+            send(&mut tx, &empty, &progress, &mut patience)?;
         }
-        Ok(())
+        deliver_pending(&mut tx, &progress, &mut patience)
     };
     if let Err(f) = sent() {
         // A partial stream must not look whole: the consumer gets what was
-        // sent, then learns that its producer failed.
+        // sent, then learns that its producer failed, and why.
         progress.finish();
-        tx.abandon();
+        tx.fail(&failure_reason(&args.input, &f));
         return Err(f);
     }
     tx.close().map_err(|e| CliError::ring(&args.name, e))?;
@@ -153,43 +188,130 @@ pub fn produce(args: &ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The reason a failed `produce` leaves in the ring for its consumer: its
+/// error on one line, the input named by its file name (the ring keeps a
+/// few dozen bytes of it).
+fn failure_reason(input: &str, f: &CliError) -> String {
+    let text = one_line(f);
+    match Path::new(input).file_name().and_then(|n| n.to_str()) {
+        Some(short) if input != "-" => text.replace(input, short),
+        _ => text,
+    }
+}
+
+/// How long `produce` waits for its consumer, and since when it has been
+/// waiting for a new one.
+struct Patience<'a> {
+    name: &'a str,
+    opts: &'a ArrowRingOptions,
+    /// `--timeout`: the longest a batch may wait for room.
+    timeout: Option<Duration>,
+    /// Since when the consumer has been gone (it was noted then).
+    gone_since: Option<Instant>,
+}
+
+impl Patience<'_> {
+    /// The consumer is gone and its unreleased batches leave no room: says
+    /// so once, then waits a little for a new consumer, or gives up after
+    /// `--timeout`.
+    fn consumer_gone(&mut self, progress: &Progress) -> Result<(), CliError> {
+        let name = self.name;
+        let since = *self.gone_since.get_or_insert_with(|| {
+            progress.note(&format!(
+                "the consumer of ring '{name}' is gone and the batches it did not \
+                 release leave no room for the next; waiting for a new consumer"
+            ));
+            Instant::now()
+        });
+        if let Some(t) = self.timeout.filter(|&t| since.elapsed() >= t) {
+            return Err(CliError::TimedOut {
+                waited: format!(
+                    "the consumer of ring '{name}' is gone and no other attached within {}",
+                    fmt_duration(t)
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    }
+
+    /// `--timeout` ran out with the ring full: says whether a consumer is
+    /// attached at all.
+    fn stayed_full(&self, t: Duration) -> CliError {
+        let name = self.name;
+        let attached =
+            laminar_ring::shm::inspect(name, &self.opts.segment).is_ok_and(|i| i.consumer.alive);
+        let waited = if attached {
+            format!(
+                "the consumer of ring '{name}' took nothing within {}; the ring stayed full",
+                fmt_duration(t)
+            )
+        } else {
+            format!(
+                "no consumer attached to ring '{name}' within {}; the ring is full",
+                fmt_duration(t)
+            )
+        };
+        CliError::TimedOut { waited }
+    }
+}
+
 /// Sends `batch`, halving it while one message would not fit in the arena,
-/// and waiting for a new consumer while the old one is gone.
+/// and waiting for a new consumer while the old one is gone; with
+/// `--timeout`, giving up when no room came within it.
 fn send(
     tx: &mut BatchProducer,
     batch: &RecordBatch,
-    name: &str,
     progress: &Progress,
-    waiting: &mut bool,
+    patience: &mut Patience,
 ) -> Result<(), CliError> {
     loop {
-        match tx.send(batch) {
+        let sent = match patience.timeout {
+            Some(t) => tx.send_timeout(batch, t),
+            None => tx.send(batch),
+        };
+        match sent {
             Ok(()) => {
-                *waiting = false;
+                patience.gone_since = None;
                 return Ok(());
             }
             Err(ArrowRingError::BatchTooLarge { .. }) if batch.num_rows() > 1 => {
                 let half = batch.num_rows() / 2;
-                send(tx, &batch.slice(0, half), name, progress, waiting)?;
+                send(tx, &batch.slice(0, half), progress, patience)?;
                 return send(
                     tx,
                     &batch.slice(half, batch.num_rows() - half),
-                    name,
                     progress,
-                    waiting,
+                    patience,
                 );
             }
-            Err(ArrowRingError::ConsumerGone) => {
-                if !*waiting {
-                    progress.note(&format!(
-                        "the consumer of ring '{name}' is gone and the batches it did not \
-                         release leave no room for the next; waiting for a new consumer"
-                    ));
-                    *waiting = true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            Err(ArrowRingError::Timeout) => {
+                let t = patience.timeout.expect("only send_timeout times out");
+                return Err(patience.stayed_full(t));
             }
-            Err(e) => return Err(CliError::ring(name, e)),
+            Err(ArrowRingError::ConsumerGone) => patience.consumer_gone(progress)?,
+            Err(e) => return Err(CliError::ring(patience.name, e)),
+        }
+    }
+}
+
+/// With `--timeout`, delivers the messages still pending before the
+/// stream is closed, giving up as `send` does (without it, `close` waits
+/// as long as it takes).
+fn deliver_pending(
+    tx: &mut BatchProducer,
+    progress: &Progress,
+    patience: &mut Patience,
+) -> Result<(), CliError> {
+    let Some(t) = patience.timeout else {
+        return Ok(());
+    };
+    loop {
+        match tx.flush(t) {
+            Ok(true) => return Ok(()),
+            Ok(false) => return Err(patience.stayed_full(t)),
+            Err(ArrowRingError::ConsumerGone) => patience.consumer_gone(progress)?,
+            Err(e) => return Err(CliError::ring(patience.name, e)),
         }
     }
 }
@@ -199,6 +321,12 @@ enum Ending {
     EndOfStream,
     Signalled,
     ProducerDied,
+    /// The producer ended its stream in error, saying why.
+    ProducerFailed(String),
+    /// `--timeout` ran out; what it waited for.
+    TimedOut(String),
+    /// `--idle-exit` passed with no batch and no producer.
+    Idle(Duration),
 }
 
 /// When `consume` must put the Parquet row group it holds into the output,
@@ -352,6 +480,12 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     };
     let mut progress = Progress::new(&format!("consume <- {name}"));
     let mut told_dead = false;
+    // Whether a live process holds the producer role now.
+    let producer_attached =
+        || laminar_ring::shm::inspect(name, &opts.segment).is_ok_and(|i| i.producer.alive);
+    let mut last_batch = Instant::now();
+    // Since when no producer has been attached and no batch came.
+    let mut idle_since: Option<Instant> = None;
     let ended = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(Ending::Signalled);
@@ -359,6 +493,8 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
         let step = match rx.recv_zero_copy_timeout(Duration::from_millis(100)) {
             Ok(Some(batch)) => {
                 told_dead = false;
+                last_batch = Instant::now();
+                idle_since = None;
                 let (rows, bytes) = (batch.num_rows() as u64, data_bytes(&batch));
                 let r = drain.write(&mut rx, batch, &limits);
                 if r.is_ok() {
@@ -386,10 +522,45 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
                 drain.flush()
             }
             Err(ArrowRingError::PeerGone) => break Ok(Ending::ProducerDied),
+            Err(ArrowRingError::ProducerFailed { reason }) if args.follow => {
+                if !told_dead {
+                    progress.note(&format!(
+                        "the producer of ring '{name}' failed: {reason}; every batch it \
+                         committed is written; waiting for the next producer"
+                    ));
+                    told_dead = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                drain.flush()
+            }
+            Err(ArrowRingError::ProducerFailed { reason }) => {
+                break Ok(Ending::ProducerFailed(reason));
+            }
             Err(e) => break Err(CliError::ring(name, e)),
         };
         if let Err(f) = step {
             break Err(f);
+        }
+        if let Some(t) = args.timeout.filter(|&t| last_batch.elapsed() >= t) {
+            let waited = if producer_attached() {
+                format!(
+                    "the producer of ring '{name}' sent no batch within {}",
+                    fmt_duration(t)
+                )
+            } else {
+                format!(
+                    "no producer attached to ring '{name}' within {}",
+                    fmt_duration(t)
+                )
+            };
+            break Ok(Ending::TimedOut(waited));
+        }
+        if let Some(t) = args.idle_exit {
+            if producer_attached() {
+                idle_since = None;
+            } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= t {
+                break Ok(Ending::Idle(t));
+            }
         }
     };
     // A valid output of what was written, whatever the ending.
@@ -400,11 +571,13 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
         Err(_) if drain.sink.is_none() && !drain.held.is_empty() => Ok(()),
         // Stopped before any batch was accepted: a file that was there
         // stays as it was (the output is truncated only for a batch).
-        Ok(Ending::Signalled | Ending::ProducerDied)
-            if drain.sink.is_none() && drain.out.as_ref().is_some_and(|o| o.existed()) =>
-        {
-            Ok(())
-        }
+        Ok(
+            Ending::Signalled
+            | Ending::ProducerDied
+            | Ending::ProducerFailed(_)
+            | Ending::TimedOut(_)
+            | Ending::Idle(_),
+        ) if drain.sink.is_none() && drain.out.as_ref().is_some_and(|o| o.existed()) => Ok(()),
         _ => drain.finish(rx.schema().cloned()),
     };
     progress.finish();
@@ -440,9 +613,25 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
             errln!("laminar-ring: {summary}; stopped by signal");
             Ok(())
         }
+        Ending::Idle(t) => {
+            errln!(
+                "laminar-ring: {summary}; stopped after {} with no batch and no producer \
+                 attached (--idle-exit)",
+                fmt_duration(t)
+            );
+            Ok(())
+        }
         Ending::ProducerDied => Err(CliError::ProducerDied {
             name: name.clone(),
             summary,
+        }),
+        Ending::ProducerFailed(reason) => Err(CliError::ProducerFailed {
+            name: name.clone(),
+            reason,
+            summary,
+        }),
+        Ending::TimedOut(waited) => Err(CliError::TimedOut {
+            waited: format!("{waited}; {summary}"),
         }),
     }
 }

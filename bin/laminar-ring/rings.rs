@@ -170,6 +170,7 @@ fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
             "state": state_name(i.producer.state),
             "alive": i.producer.alive,
             "sessions": i.producer_sessions,
+            "failure": i.producer_failure,
         },
         "consumer": {
             "state": state_name(i.consumer.state),
@@ -239,6 +240,9 @@ pub fn info(args: &InfoArgs) -> Result<(), CliError> {
         i.producer_sessions,
         if i.producer_sessions == 1 { "" } else { "s" }
     );
+    if let Some(why) = &i.producer_failure {
+        outln!("failure    {why}");
+    }
     outln!("consumer   {}", i.consumer.describe());
     Ok(())
 }

@@ -68,6 +68,50 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// A positive duration: `10s`, `500ms`, `2m`, `1h`, or plain seconds
+/// (`30`). Case-insensitive; no fractions.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    if num.is_empty() {
+        return Err(format!("'{s}' is not a duration (e.g. 10s, 500ms, 2m, 1h)"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}': number too large"))?;
+    let ms_per: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(format!("'{s}': unknown unit '{other}' (use ms, s, m or h)"));
+        }
+    };
+    let ms = n
+        .checked_mul(ms_per)
+        .ok_or_else(|| format!("'{s}': duration too long"))?;
+    if ms == 0 {
+        return Err("must be more than 0".into());
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// A duration as [`parse_duration`] reads it: `2h`, `5m`, `10s`, `500ms`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Permission bits in octal (`600`, `0640`, `0o644`).
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim();
@@ -197,6 +241,29 @@ mod tests {
         assert_eq!(parse_mode("660"), Ok(0o660));
         assert_eq!(parse_count("1_000_000"), Ok(1_000_000));
         assert!(parse_count("0").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_print_back() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2M"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "s",
+            "0s",
+            "1.5s",
+            "10 parsecs",
+            "-1s",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        for d in ["2h", "5m", "10s", "1500ms"] {
+            assert_eq!(fmt_duration(parse_duration(d).unwrap()), d);
+        }
     }
 
     #[test]

@@ -618,9 +618,10 @@ fn a_killed_producer_leaves_every_committed_batch_and_a_nonzero_exit() {
 }
 
 /// A broken input does not look like a whole stream: the consumer gets the
-/// batches before the bad row and exit code 3, not a clean end.
+/// batches before the bad row, then learns that its producer failed and
+/// why (exit code 4), not a clean end.
 #[test]
-fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_unclean() {
+fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_in_error() {
     let d = Dir::new("badcsv");
     let mut csv = String::from("id,x,name\n");
     for i in 0..10 {
@@ -629,6 +630,7 @@ fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_unclean() {
     csv.push_str("eleven,1.0,bad\n");
     std::fs::write(d.path("bad.csv"), csv).unwrap();
     let rx = d.spawn(&["consume", "b", "-o", &d.s("b.arrows")]);
+    wait_for_consumer(&d, "b");
     let out = d.run(&[
         "produce",
         "b",
@@ -641,7 +643,13 @@ fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_unclean() {
     ]);
     fails(out, 1, "at line 12");
     let out = wait_with_timeout(rx, Duration::from_secs(10));
-    fails(out, 3, "died");
+    let err = stderr(&out);
+    assert!(err.contains("wrote 8 rows"), "{err}");
+    fails(
+        out,
+        4,
+        "the producer of ring 'b' failed: cannot read bad.csv",
+    );
     let got = read_stream(&d.path("b.arrows"));
     assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 8);
 }
@@ -722,7 +730,12 @@ fn errors_are_one_clear_line_with_exit_codes() {
         1,
         "not a valid Parquet file",
     );
-    assert!(!d.path("r").exists(), "bad input must not create the ring");
+    // Bad input ends the ring's stream in error, saying why, for a consumer
+    // that waits on it.
+    let info = d.info("r");
+    assert_eq!(info["producer"]["state"], "failed", "{info}");
+    let why = info["producer"]["failure"].as_str().unwrap_or_default();
+    assert!(why.starts_with("cannot read bad.parquet"), "{info}");
     ok(d.run(&["create", "dup"]));
     fails(d.run(&["create", "dup"]), 1, "already exists");
     fails(d.run(&["create", "a/b"]), 1, "bad segment name");
@@ -743,6 +756,11 @@ fn errors_are_one_clear_line_with_exit_codes() {
         &["create", "x", "--mode", "999"],
         &["produce", "x"],
         &["consume", "x", "-o", "o", "--format", "xml"],
+        &["consume", "x", "-o", "o", "--timeout", "soon"],
+        &["consume", "x", "-o", "o", "--timeout", "0s"],
+        &["produce", "x", "-i", "in", "--timeout", "1.5s"],
+        // --idle-exit is for --follow sidecars.
+        &["consume", "x", "-o", "o", "--idle-exit", "1s"],
         &["frobnicate"],
     ] {
         let o = d.run(args);
@@ -1239,4 +1257,180 @@ fn the_man_page_is_roff_and_lists_every_subcommand() {
             }
         }
     }
+}
+
+/// Waits until a consumer holds `ring`'s consumer role.
+fn wait_for_consumer(d: &Dir, ring: &str) {
+    wait_until("the consumer attached", Duration::from_secs(10), || {
+        d.try_info(ring)
+            .is_some_and(|i| i["consumer"]["alive"] == true)
+    });
+}
+
+/// A producer whose input is bad before its first batch (a CSV row with
+/// the wrong field count inside the inference window, a truncated Parquet
+/// or Arrow file) exits 1, and the consumer waiting for it exits 4 with
+/// the reason instead of waiting forever.
+#[test]
+fn a_consumer_waiting_for_a_producer_with_bad_input_exits_4_with_the_reason() {
+    let d = Dir::new("failed-input");
+    std::fs::write(d.path("bad.csv"), "id,x,name\n1,0.5,a\n2,1.5\n3,2.5,c\n").unwrap();
+    write_parquet(&d.path("whole.parquet"), &batches(3, 1000, true));
+    write_file(&d.path("whole.arrow"), &batches(3, 1000, true));
+    for (whole, cut) in [
+        ("whole.parquet", "cut.parquet"),
+        ("whole.arrow", "cut.arrow"),
+    ] {
+        let bytes = std::fs::read(d.path(whole)).unwrap();
+        std::fs::write(d.path(cut), &bytes[..bytes.len() / 2]).unwrap();
+    }
+    for (ring, input) in [("c", "bad.csv"), ("p", "cut.parquet"), ("a", "cut.arrow")] {
+        let rx = d.spawn(&["consume", ring, "-o", &d.s(&format!("{ring}.arrows"))]);
+        wait_for_consumer(&d, ring);
+        fails(d.run(&["produce", ring, "-i", &d.s(input)]), 1, input);
+        let out = wait_with_timeout(rx, Duration::from_secs(30));
+        let err = stderr(&out);
+        fails(
+            out,
+            4,
+            &format!("the producer of ring '{ring}' failed: cannot read {input}"),
+        );
+        assert!(err.contains("wrote 0 rows"), "{err}");
+        assert!(!err.contains("died"), "{err}");
+        let info = d.info(ring);
+        assert_eq!(info["producer"]["state"], "failed", "{info}");
+    }
+}
+
+/// A producer whose role is taken by a live producer reports its bad input
+/// and leaves the ring, and the live producer's stream, alone.
+#[test]
+fn bad_input_leaves_a_ring_whose_producer_role_is_taken_alone() {
+    let d = Dir::new("failed-taken");
+    let data = batches(2, 100, false);
+    let mut feeder = Feeder::start(&d, "t");
+    feeder.send(&data[0]);
+    wait_until("the live producer", Duration::from_secs(10), || {
+        d.seq("t", "write_seq") >= 2
+    });
+    std::fs::write(d.path("bad.csv"), "id,x\n1\n").unwrap();
+    fails(
+        d.run(&["produce", "t", "-i", &d.s("bad.csv")]),
+        1,
+        "bad.csv",
+    );
+    let info = d.info("t");
+    assert_eq!(info["producer"]["state"], "attached", "{info}");
+    assert_eq!(info["producer"]["alive"], true, "{info}");
+    feeder.send(&data[1]);
+    ok(feeder.end());
+    ok(d.run(&["consume", "t", "-o", &d.s("t.arrows")]));
+    assert_eq!(rows(&read_stream(&d.path("t.arrows"))), rows(&data));
+}
+
+#[test]
+fn consume_with_a_timeout_and_no_producer_exits_5_naming_what_it_waited_for() {
+    let d = Dir::new("consume-timeout");
+    let rx = d.spawn(&["consume", "w", "-o", &d.s("w.arrows"), "--timeout", "1s"]);
+    let out = wait_with_timeout(rx, Duration::from_secs(30));
+    fails(out, 5, "no producer attached to ring 'w' within 1s");
+}
+
+/// A producer with nobody draining a small ring gives up after its
+/// timeout; its stream ends in error, so a consumer that comes later gets
+/// what was committed and then the reason.
+#[test]
+fn produce_with_a_timeout_and_no_consumer_exits_5_when_the_ring_stays_full() {
+    let d = Dir::new("produce-timeout");
+    let data = batches(8, 100, true);
+    write_stream(&d.path("in.arrows"), &data);
+    let tx = d.spawn(&[
+        "produce",
+        "full",
+        "-i",
+        &d.s("in.arrows"),
+        "--slots",
+        "2",
+        "--arena",
+        "64KiB",
+        "--timeout",
+        "1s",
+    ]);
+    let out = wait_with_timeout(tx, Duration::from_secs(30));
+    fails(out, 5, "no consumer attached to ring 'full' within 1s");
+    let info = d.info("full");
+    assert_eq!(info["producer"]["state"], "failed", "{info}");
+    let out = wait_with_timeout(
+        d.spawn(&["consume", "full", "-o", &d.s("full.arrows")]),
+        Duration::from_secs(30),
+    );
+    fails(out, 4, "failed: no consumer attached to ring 'full'");
+    // Schema and one batch fitted the two slots.
+    assert_eq!(rows(&read_stream(&d.path("full.arrows"))), rows(&data[..1]));
+}
+
+/// A sidecar with --idle-exit drains the stream it finds, then stops with
+/// exit 0 once no producer has come for that long.
+#[test]
+fn follow_with_idle_exit_stops_cleanly_when_no_producer_comes() {
+    let d = Dir::new("idle-exit");
+    let data = batches(3, 100, true);
+    write_stream(&d.path("in.arrows"), &data);
+    ok(d.run(&["produce", "i", "-i", &d.s("in.arrows")]));
+    let rx = d.spawn(&[
+        "consume",
+        "i",
+        "-o",
+        &d.s("i.arrows"),
+        "--follow",
+        "--idle-exit",
+        "1s",
+    ]);
+    let out = ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    let err = stderr(&out);
+    assert!(err.contains("wrote 300 rows in 3 batches"), "{err}");
+    assert!(err.contains("no batch and no producer attached"), "{err}");
+    assert_eq!(rows(&read_stream(&d.path("i.arrows"))), rows(&data));
+}
+
+/// `--follow` notes a failed producer, with its reason, and goes on to
+/// the next producer's rows.
+#[test]
+fn follow_notes_a_failed_producer_and_keeps_waiting_for_the_next() {
+    let d = Dir::new("follow-failed");
+    let data = batches(3, 100, true);
+    write_stream(&d.path("good.arrows"), &data);
+    std::fs::write(d.path("bad.csv"), "id,x,name\n1,0.5,a\n2,1.5\n").unwrap();
+    let mut rx = d.spawn(&["consume", "ff", "-o", &d.s("ff.arrows"), "--follow"]);
+    let said = lines_of(rx.stderr.take().unwrap());
+    wait_for_consumer(&d, "ff");
+    fails(
+        d.run(&["produce", "ff", "-i", &d.s("bad.csv")]),
+        1,
+        "bad.csv",
+    );
+    let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        line.contains("the producer of ring 'ff' failed: cannot read bad.csv"),
+        "{line}"
+    );
+    assert!(line.contains("waiting for the next producer"), "{line}");
+    assert!(
+        rx.try_wait().unwrap().is_none(),
+        "the sidecar keeps running"
+    );
+    ok(d.run(&["produce", "ff", "-i", &d.s("good.arrows")]));
+    wait_until(
+        "the good producer's batches",
+        Duration::from_secs(10),
+        || {
+            let i = d.info("ff");
+            i["read_seq"] == i["write_seq"] && i["producer"]["state"] == "closed"
+        },
+    );
+    signal(rx.id(), "TERM");
+    ok(wait_with_timeout(rx, Duration::from_secs(10)));
+    let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(line.contains("wrote 300 rows in 3 batches"), "{line}");
+    assert_eq!(rows(&read_stream(&d.path("ff.arrows"))), rows(&data));
 }
