@@ -85,10 +85,14 @@ pub enum CliError {
     UnknownFormat { path: String },
     /// `--format parquet` with standard input.
     #[error(
-        "Parquet needs a seekable file; standard input is read as an Arrow IPC stream or, \
-         with --format csv, as CSV"
+        "Parquet needs seeking (its footer is at the end): pass it as a path, not on \
+         standard input"
     )]
     ParquetFromStdin,
+    /// Standard input that is not what it was to be read as, when its
+    /// first bytes tell what it is instead.
+    #[error("{0}")]
+    Stdin(&'static str),
     /// A `--schema` that does not parse.
     #[error("--schema: {0}")]
     Schema(String),

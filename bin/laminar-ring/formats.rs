@@ -41,12 +41,72 @@ pub enum OutputFormat {
     /// Arrow IPC file (`.arrow`, with a footer). A file allows one
     /// dictionary per column, so dictionary columns are written decoded.
     ArrowFile,
-    /// Parquet (snappy-compressed; timestamp[s] and time32[s] stored as
+    /// Parquet (--compression, snappy by default; timestamp[s] and time32[s] stored as
     /// milliseconds, date64 as a date; unions refused). A row group is
     /// written before its batches are released.
     Parquet,
     /// CSV with a header row.
     Csv,
+    /// CSV with a header row, fields separated by tabs.
+    Tsv,
+}
+
+impl OutputFormat {
+    /// The format that `path`'s extension names: `.parquet`/`.pq`,
+    /// `.arrow`/`.feather`/`.ipc` (an IPC file), `.arrows` (an IPC
+    /// stream), `.csv`, `.tsv`. `None` for `-` and any other name.
+    pub fn from_extension(path: &str) -> Option<Self> {
+        if path == "-" {
+            return None;
+        }
+        Some(match ext(path).as_str() {
+            "parquet" | "pq" => Self::Parquet,
+            "arrow" | "feather" | "ipc" => Self::ArrowFile,
+            "arrows" => Self::Arrow,
+            "csv" => Self::Csv,
+            "tsv" => Self::Tsv,
+            _ => return None,
+        })
+    }
+}
+
+/// Codecs of Parquet output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ParquetCodec {
+    #[default]
+    Snappy,
+    Zstd,
+    /// LZ4 as current readers expect it (Parquet's LZ4_RAW).
+    Lz4,
+    Gzip,
+    None,
+}
+
+/// How Parquet output is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParquetOptions {
+    pub codec: ParquetCodec,
+    /// The most rows a row group holds (the writer's default when absent).
+    pub row_group_rows: Option<usize>,
+}
+
+impl ParquetOptions {
+    fn properties(&self) -> WriterProperties {
+        let codec = match self.codec {
+            ParquetCodec::Snappy => Compression::SNAPPY,
+            ParquetCodec::Zstd => Compression::ZSTD(Default::default()),
+            ParquetCodec::Lz4 => Compression::LZ4_RAW,
+            ParquetCodec::Gzip => Compression::GZIP(Default::default()),
+            ParquetCodec::None => Compression::UNCOMPRESSED,
+        };
+        let mut b = WriterProperties::builder()
+            .set_compression(codec)
+            .set_coerce_types(true);
+        if let Some(n) = self.row_group_rows {
+            b = b.set_max_row_group_row_count(Some(n.max(1)));
+        }
+        b.build()
+    }
 }
 
 /// How CSV input is read.
@@ -94,9 +154,13 @@ pub fn open_input(
         source,
     };
     if path == "-" {
-        let stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
+        let mut stdin = BufReader::with_capacity(1 << 20, std::io::stdin());
         return match format {
             InputFormat::Auto | InputFormat::Arrow => {
+                let head = stdin.fill_buf().map_err(bad)?;
+                if let Some(why) = not_a_stream(head) {
+                    return Err(why);
+                }
                 let r = IpcStream::try_new(stdin, None)
                     .map_err(|e| not_valid("Arrow IPC stream", e))?;
                 Ok(rebatch(r.schema(), Box::new(r), batch_rows, "arrow stream"))
@@ -196,6 +260,57 @@ fn sniff(file: &mut File) -> std::io::Result<Option<InputFormat>> {
     } else {
         None
     })
+}
+
+/// Why `head`, the first bytes of standard input, cannot start an Arrow
+/// IPC stream, when they tell: the formats that need a seekable file, text
+/// (CSV read without --format csv), or nothing at all.
+fn not_a_stream(head: &[u8]) -> Option<CliError> {
+    if head.is_empty() {
+        return Some(CliError::Stdin(
+            "standard input is empty: an Arrow IPC stream starts with its schema",
+        ));
+    }
+    if head.starts_with(b"ARROW1") {
+        return Some(CliError::Stdin(
+            "standard input holds an Arrow IPC file, which needs seeking (its footer is \
+             at the end): pass it as a path",
+        ));
+    }
+    if head.starts_with(b"PAR1") {
+        return Some(CliError::Stdin(
+            "standard input holds Parquet, which needs seeking (its footer is at the end): \
+             pass it as a path",
+        ));
+    }
+    if head.starts_with(&[0xff; 4]) {
+        return None;
+    }
+    // Text: valid UTF-8 (a character cut by the end of `head` aside) with
+    // no control bytes other than tab, CR and LF.
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).expect("valid up to there")
+        }
+        Err(_) => return None,
+    };
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\r' | '\n'));
+    if !plain {
+        return None;
+    }
+    let first_line = text.lines().next().unwrap_or("");
+    Some(CliError::Stdin(
+        if first_line.contains([',', '\t', ';', '|']) {
+            "standard input holds CSV: add --format csv"
+        } else {
+            "standard input holds text, not an Arrow IPC stream; if it is CSV, add \
+             --format csv"
+        },
+    ))
 }
 
 /// Cuts batches longer than `max_rows` into slices (zero-copy).
@@ -465,6 +580,7 @@ pub enum Sink {
     Csv {
         out: Out,
         header_done: bool,
+        delimiter: u8,
     },
 }
 
@@ -550,11 +666,11 @@ pub fn check_schema(format: OutputFormat, schema: &SchemaRef) -> Result<(), Stri
     let what = match format {
         OutputFormat::Arrow | OutputFormat::ArrowFile => "the Arrow IPC writer",
         OutputFormat::Parquet => "the Parquet writer",
-        OutputFormat::Csv => "the CSV writer",
+        OutputFormat::Csv | OutputFormat::Tsv => "the CSV writer",
     };
     let probe = || {
         let out: Out = BufWriter::new(Box::new(std::io::sink()));
-        let mut sink = Sink::new(out, format, schema)?;
+        let mut sink = Sink::new(out, format, schema, &ParquetOptions::default())?;
         sink.write(&RecordBatch::new_empty(schema.clone()))?;
         sink.finish()
     };
@@ -588,7 +704,12 @@ fn parquet_error(e: parquet::errors::ParquetError) -> ArrowError {
 }
 
 impl Sink {
-    pub fn new(out: Out, format: OutputFormat, schema: &Schema) -> Result<Self, ArrowError> {
+    pub fn new(
+        out: Out,
+        format: OutputFormat,
+        schema: &Schema,
+        parquet: &ParquetOptions,
+    ) -> Result<Self, ArrowError> {
         Ok(match format {
             OutputFormat::Arrow => Self::Stream(StreamWriter::try_new(out, schema)?),
             OutputFormat::ArrowFile => {
@@ -608,18 +729,20 @@ impl Sink {
                 Self::File(FileWriter::try_new(out, &plain)?, plain)
             }
             OutputFormat::Parquet => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .set_coerce_types(true)
-                    .build();
+                let props = parquet.properties();
                 let stored = parquet_schema(schema);
                 let w = ArrowWriter::try_new(out, stored.clone(), Some(props))
                     .map_err(parquet_error)?;
                 Self::Parquet(Box::new(w), stored)
             }
-            OutputFormat::Csv => Self::Csv {
+            OutputFormat::Csv | OutputFormat::Tsv => Self::Csv {
                 out,
                 header_done: false,
+                delimiter: if format == OutputFormat::Tsv {
+                    b'\t'
+                } else {
+                    b','
+                },
             },
         })
     }
@@ -640,13 +763,18 @@ impl Sink {
                 w.write(&RecordBatch::try_new(plain.clone(), columns)?)
             }
             Self::Parquet(w, stored) => w.write(&conform(batch, stored)?).map_err(parquet_error),
-            Self::Csv { out, header_done } => {
+            Self::Csv {
+                out,
+                header_done,
+                delimiter,
+            } => {
                 // Through a buffer: the csv writer keeps only the text of an
                 // I/O error, and a closed pipe (`consume -o - | head`) must
                 // be told from a failed write by its `io::ErrorKind`.
                 let mut text = Vec::new();
                 arrow_csv::WriterBuilder::new()
                     .with_header(!*header_done)
+                    .with_delimiter(*delimiter)
                     .build(&mut text)
                     .write(batch)?;
                 *header_done = true;

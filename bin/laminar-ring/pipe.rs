@@ -13,7 +13,9 @@ use laminar_ring::arrow::{
 };
 
 use crate::error::{Action, CliError, one_line};
-use crate::formats::{self, CsvOptions, InputFormat, OutputFormat, Sink};
+use crate::formats::{
+    self, CsvOptions, InputFormat, OutputFormat, ParquetCodec, ParquetOptions, Sink,
+};
 use crate::print::{errln, is_broken_pipe};
 use crate::progress::Progress;
 use crate::rings::{self, Geometry, Location};
@@ -66,6 +68,13 @@ pub struct ProduceArgs {
     pub location: Location,
 }
 
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match parse_count(s)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
 fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s.as_bytes() {
         [b] => Ok(*b),
@@ -96,9 +105,19 @@ pub struct ConsumeArgs {
     /// The output file (truncated if it exists), or - for standard output.
     #[arg(long, short, value_name = "PATH|-")]
     pub output: String,
-    /// Format of the output.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Arrow)]
-    pub format: OutputFormat,
+    /// Format of the output. When absent, the -o file's extension tells
+    /// it: .parquet or .pq: parquet; .arrow, .feather or .ipc: arrow-file;
+    /// .arrows: arrow; .csv: csv; .tsv: tsv. Standard output (-) and any
+    /// other name: arrow (an Arrow IPC stream).
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+    /// Parquet output: the codec of its pages.
+    #[arg(long, value_enum, value_name = "CODEC", default_value_t = ParquetCodec::Snappy)]
+    pub compression: ParquetCodec,
+    /// Parquet output: the most rows a row group holds (default 1 Mi;
+    /// row groups are also cut as --follow describes).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub row_group_rows: Option<u64>,
     /// Keep running after the end of a stream and after a producer dies
     /// or fails, for the next producer (which must send the same schema),
     /// until SIGINT or SIGTERM (or --idle-exit).
@@ -370,6 +389,8 @@ impl HoldLimits {
 /// output (a Parquet row group), whose leases keep them in the ring.
 struct Drain<'a> {
     args: &'a ConsumeArgs,
+    format: OutputFormat,
+    parquet: ParquetOptions,
     out: Option<formats::Output>,
     sink: Option<Sink>,
     held: Vec<LeasedBatch>,
@@ -399,7 +420,7 @@ impl Drain<'_> {
         let batch = self.held.last().expect("pushed above");
         if self.sink.is_none() {
             let schema = batch.schema();
-            if let Err(why) = formats::check_schema(self.args.format, &schema) {
+            if let Err(why) = formats::check_schema(self.format, &schema) {
                 return Err(CliError::Unwritable {
                     name: self.args.name.clone(),
                     why,
@@ -412,7 +433,7 @@ impl Drain<'_> {
                 .take()
                 .expect("the output is started once")
                 .start()?;
-            let sink = Sink::new(out, self.args.format, &schema);
+            let sink = Sink::new(out, self.format, &schema, &self.parquet);
             self.sink = Some(sink.map_err(|e| self.write_failure(e))?);
         }
         let sink = self.sink.as_mut().expect("made above");
@@ -446,7 +467,8 @@ impl Drain<'_> {
             (None, Some(out)) => {
                 let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
                 let out = out.start()?;
-                Sink::new(out, self.args.format, &schema).map_err(|e| self.write_failure(e))?
+                Sink::new(out, self.format, &schema, &self.parquet)
+                    .map_err(|e| self.write_failure(e))?
             }
             (None, None) => return Ok(()),
         };
@@ -472,8 +494,20 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     // file that a running one writes as it was.
     let out = formats::Output::open(&args.output)?;
     let limits = HoldLimits::of(name, &opts);
+    let format = args
+        .format
+        .or_else(|| OutputFormat::from_extension(&args.output))
+        .unwrap_or(OutputFormat::Arrow);
+    let parquet = ParquetOptions {
+        codec: args.compression,
+        row_group_rows: args
+            .row_group_rows
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
     let mut drain = Drain {
         args,
+        format,
+        parquet,
         out: Some(out),
         sink: None,
         held: Vec::new(),

@@ -310,3 +310,58 @@ fn parquet_input_in_every_compression_pyarrow_writes_is_read() {
         assert_eq!(rows(&out).len(), 120, "{name}");
     }
 }
+
+#[test]
+fn stdin_without_format_says_what_it_holds_instead_of_an_io_error() {
+    let d = Dir::new("stdin-sniff");
+    let batches = rich_batches(2, 10, false);
+    std::fs::write(d.path("in.arrow"), ipc_file(&batches)).unwrap();
+    std::fs::write(d.path("in.csv"), "id,px\n1,2.5\n2,3.5\n").unwrap();
+    std::fs::write(d.path("in.txt"), "hello\nworld\n").unwrap();
+    std::fs::write(d.path("empty"), b"").unwrap();
+    let mut pq = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut pq, batches[0].schema(), None).unwrap();
+    w.write(&batches[0]).unwrap();
+    w.close().unwrap();
+    std::fs::write(d.path("in.parquet"), pq).unwrap();
+    std::fs::write(d.path("in.arrows"), ipc_stream(&batches)).unwrap();
+    for (file, format, needle) in [
+        ("in.csv", None, "standard input holds CSV: add --format csv"),
+        ("in.txt", None, "if it is CSV, add --format csv"),
+        (
+            "in.arrow",
+            None,
+            "standard input holds an Arrow IPC file, which needs seeking",
+        ),
+        ("in.arrow", Some("arrow"), "pass it as a path"),
+        (
+            "in.parquet",
+            None,
+            "standard input holds Parquet, which needs seeking",
+        ),
+        ("empty", None, "standard input is empty"),
+    ] {
+        let mut args = vec!["produce", "s", "-i", "-"];
+        if let Some(f) = format {
+            args.extend(["--format", f]);
+        }
+        let run = run_limited(d.cmd(&args), Some(&d.path(file)), Duration::from_secs(60));
+        run.assert_fails(1, needle);
+        assert!(!run.stderr.contains("fill whole buffer"), "{}", run.stderr);
+    }
+    // A stream on stdin is still read.
+    let run = run_limited(
+        d.cmd(&["produce", "s", "-i", "-"]),
+        Some(&d.path("in.arrows")),
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    let out = d.s("s.out.arrows");
+    d.run(&["consume", "s", "-o", &out]).assert_ok();
+    let got: Vec<_> =
+        arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    assert_eq!(rows(&got), rows(&batches));
+}

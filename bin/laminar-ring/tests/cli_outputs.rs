@@ -253,3 +253,172 @@ fn consume_exits_within_its_deadline_on_each_failure() {
     assert!(!run.timed_out);
     run.assert_fails(1, "cannot write");
 }
+
+/// Three batches of `id: int64, sym: utf8`, `n` rows in all.
+fn simple_batches(n: i64) -> Vec<RecordBatch> {
+    (0..3)
+        .map(|b| {
+            let ids: Vec<i64> = (b * n / 3..(b + 1) * n / 3).collect();
+            let syms: Vec<String> = ids.iter().map(|i| format!("s{i}")).collect();
+            RecordBatch::try_from_iter([
+                ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+                ("sym", Arc::new(StringArray::from(syms)) as ArrayRef),
+            ])
+            .unwrap()
+        })
+        .collect()
+}
+
+fn read_parquet(path: &std::path::Path) -> Vec<RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn read_ipc_file(path: &std::path::Path) -> Vec<RecordBatch> {
+    arrow_ipc::reader::FileReader::try_new(File::open(path).unwrap(), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn consume_infers_the_output_format_from_the_file_extension_and_format_overrides_it() {
+    let d = Dir::new("out-ext");
+    let batches = simple_batches(30);
+    let csv_text = |sep: &str| {
+        let mut t = format!("id{sep}sym\n");
+        for i in 0..30 {
+            t.push_str(&format!("{i}{sep}s{i}\n"));
+        }
+        t
+    };
+    for (i, (name, extra)) in [
+        ("x.parquet", None),
+        ("x.pq", None),
+        ("x.arrow", None),
+        ("x.feather", None),
+        ("x.ipc", None),
+        ("x.arrows", None),
+        ("x.csv", None),
+        ("x.tsv", None),
+        ("x.out", None),
+        ("y.parquet", Some("arrow")),
+        ("y.csv", Some("parquet")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ring = format!("r{i}");
+        fill(&d, &ring, &batches);
+        let out = d.path(name);
+        let mut args = vec!["consume", &ring, "-o"];
+        let out_s = out.display().to_string();
+        args.push(&out_s);
+        if let Some(f) = extra {
+            args.extend(["--format", f]);
+        }
+        d.run(&args).assert_ok();
+        let bytes = std::fs::read(&out).unwrap();
+        let expect = match (name.rsplit('.').next().unwrap(), extra) {
+            (_, Some(f)) => f,
+            ("parquet" | "pq", None) => "parquet",
+            ("arrow" | "feather" | "ipc", None) => "arrow-file",
+            ("csv", None) => "csv",
+            ("tsv", None) => "tsv",
+            _ => "arrow",
+        };
+        match expect {
+            "parquet" => {
+                assert_eq!(&bytes[..4], b"PAR1", "{name}");
+                assert_eq!(&bytes[bytes.len() - 4..], b"PAR1", "{name}");
+                assert_eq!(rows(&read_parquet(&out)), rows(&batches), "{name}");
+            }
+            "arrow-file" => {
+                assert_eq!(&bytes[..6], b"ARROW1", "{name}");
+                assert_eq!(rows(&read_ipc_file(&out)), rows(&batches), "{name}");
+            }
+            "csv" => assert_eq!(String::from_utf8(bytes).unwrap(), csv_text(","), "{name}"),
+            "tsv" => assert_eq!(String::from_utf8(bytes).unwrap(), csv_text("\t"), "{name}"),
+            _ => {
+                assert_eq!(&bytes[..4], &[0xff; 4], "{name}: an IPC stream");
+                assert_eq!(rows(&read_stream(&out)), rows(&batches), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn parquet_output_uses_the_compression_and_row_group_size_asked_for() {
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let d = Dir::new("out-codec");
+    let batches = simple_batches(3000);
+    for (i, (codec, want)) in [
+        ("snappy", Compression::SNAPPY),
+        ("zstd", Compression::ZSTD(Default::default())),
+        ("lz4", Compression::LZ4_RAW),
+        ("gzip", Compression::GZIP(Default::default())),
+        ("none", Compression::UNCOMPRESSED),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ring = format!("c{i}");
+        fill(&d, &ring, &batches);
+        let out = d.path(&format!("{codec}.parquet"));
+        d.run(&[
+            "consume",
+            &ring,
+            "-o",
+            &out.display().to_string(),
+            "--compression",
+            codec,
+            "--row-group-rows",
+            "700",
+        ])
+        .assert_ok();
+        let r = SerializedFileReader::new(File::open(&out).unwrap()).unwrap();
+        let meta = r.metadata();
+        assert!(
+            meta.num_row_groups() >= 5,
+            "{codec}: 3000 rows in groups of 700"
+        );
+        let mut total = 0;
+        for g in meta.row_groups() {
+            assert!(g.num_rows() <= 700, "{codec}: a group of {}", g.num_rows());
+            total += g.num_rows();
+            for c in g.columns() {
+                assert_eq!(
+                    std::mem::discriminant(&c.compression()),
+                    std::mem::discriminant(&want),
+                    "{codec}"
+                );
+            }
+        }
+        assert_eq!(total, 3000);
+        assert_eq!(rows(&read_parquet(&out)), rows(&batches), "{codec}");
+    }
+    // The default stays snappy.
+    fill(&d, "dflt", &batches);
+    let out = d.path("default.parquet");
+    d.run(&["consume", "dflt", "-o", &out.display().to_string()])
+        .assert_ok();
+    let r = SerializedFileReader::new(File::open(&out).unwrap()).unwrap();
+    assert_eq!(
+        r.metadata().row_group(0).column(0).compression(),
+        Compression::SNAPPY
+    );
+    let zero = d.run(&["consume", "dflt", "-o", "-", "--row-group-rows", "0"]);
+    assert_eq!(zero.code, Some(2), "{}", zero.stderr);
+    assert!(
+        zero.stderr.contains("must be at least 1"),
+        "{}",
+        zero.stderr
+    );
+}
