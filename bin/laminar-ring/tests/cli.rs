@@ -302,7 +302,7 @@ fn create_info_ls_and_rm() {
 
     let i = d.info("r1");
     assert_eq!(i["kind"], "arrow");
-    assert_eq!(i["layout_version"], 2);
+    assert_eq!(i["layout_version"], 3);
     assert_eq!(i["capacity"], 64);
     assert_eq!(i["arena_bytes"], 1 << 20);
     assert_eq!(i["write_seq"], 0);
