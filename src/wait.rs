@@ -344,25 +344,32 @@ impl<W> Waiter<W> {
         let Some(word) = self.since.map(|word| word(&self.handle)) else {
             return wait_until(self.strategy, cell, self.sharing, deadline, attempt);
         };
-        // Marked only once an attempt found it must wait, and unmarked
-        // however the wait ends (a panicking attempt included).
-        let mut attempt = attempt;
-        if let Some(done) = attempt() {
-            return Some(done);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        // Relaxed: information for people, ordered with nothing.
-        word.store(now.max(1), Ordering::Relaxed);
-        struct Unmark<'a>(&'a AtomicU64);
+        /// Unmarks the word however the wait ends (a panicking attempt
+        /// included), if it was marked.
+        struct Unmark<'a>(&'a AtomicU64, bool);
         impl Drop for Unmark<'_> {
             fn drop(&mut self) {
-                self.0.store(0, Ordering::Relaxed);
+                if self.1 {
+                    // Relaxed: information for people, ordered with nothing.
+                    self.0.store(0, Ordering::Relaxed);
+                }
             }
         }
-        let _unmark = Unmark(word);
-        wait_until(self.strategy, cell, self.sharing, deadline, attempt)
+        let mut mark = Unmark(word, false);
+        let mut attempt = attempt;
+        wait_until(self.strategy, cell, self.sharing, deadline, || {
+            let done = attempt();
+            // Marked once, when the first attempt found it must wait.
+            if done.is_none() && !mark.1 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64);
+                // Relaxed: information for people, ordered with nothing.
+                mark.0.store(now.max(1), Ordering::Relaxed);
+                mark.1 = true;
+            }
+            done
+        })
     }
 }
 

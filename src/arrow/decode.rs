@@ -260,13 +260,20 @@ impl BatchConsumer {
                     self.max_leases,
                 ));
             }
-            // Before the wait, which loads producer_state: see below.
-            let before = self.inner.producer_sessions();
-            let (book, rel) = (&self.book, &mut self.rel);
-            let waited = self.inner.wait_until(deadline, |rx| {
-                rel.release_done(rx, book);
-                rx.len() > rel.outstanding.len()
-            });
+            // A message ready now needs no wait, and no look at the
+            // producer's line beyond the one finding it.
+            let (waited, before) = if self.inner.has_ready(self.rel.outstanding.len() + 1) {
+                (Ok(()), 0)
+            } else {
+                // Before the wait, which loads producer_state: see below.
+                let before = self.inner.producer_sessions();
+                let (book, rel) = (&self.book, &mut self.rel);
+                let waited = self.inner.wait_until(deadline, |rx| {
+                    rel.release_done(rx, book);
+                    rx.has_ready(rel.outstanding.len() + 1)
+                });
+                (waited, before)
+            };
             let ended = match waited {
                 Ok(()) => None,
                 Err(ShmPopError::EndOfStream) => Some(Ok(None)),

@@ -97,10 +97,8 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// slices, which is undefined behaviour in Rust's model. Prefer
     /// [`get`](Self::get) and [`iter`](Self::iter), which copy.
     pub unsafe fn as_slices(&self) -> (&[T], &[T]) {
-        // SAFETY: the runs are published, unread, aligned slots kept alive
-        // and unreleased by the borrowed consumer, and any bytes are a T;
-        // that no one writes them while the slices live is the caller's
-        // promise.
+        // SAFETY: published, unread, aligned slots the borrowed consumer
+        // keeps unreleased; any bytes are a T; no writer meanwhile: caller.
         unsafe { self.runs.slices() }
     }
 

@@ -872,6 +872,13 @@ impl<T: ShmSlot> ShmConsumer<T> {
         self.core.available(self.capacity())
     }
 
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
+    /// Whether at least `n` items are ready, reloading `write_seq` only when
+    /// the cached position shows fewer.
+    pub(crate) fn has_ready(&mut self, n: usize) -> bool {
+        self.core.available(n) >= n
+    }
+
     /// `true` when nothing is ready right now.
     pub fn is_empty(&mut self) -> bool {
         self.core.available(1) == 0
