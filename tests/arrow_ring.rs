@@ -3,6 +3,8 @@
 //! hostile producer.
 #![cfg(feature = "arrow")]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -511,25 +513,52 @@ fn a_consumer_attaching_during_a_producer_attach_does_not_report_the_previous_en
         .write(true)
         .open(std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name))
         .unwrap();
-    {
-        use std::os::fd::AsRawFd;
-        #[allow(unsafe_code)]
-        // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_len = 1;
-        #[allow(unsafe_code)]
-        // SAFETY: a valid descriptor and flock for the call's duration.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    }
+    common::ofd_lock(&file, 0);
     let mut c2 = BatchConsumer::open(&ring.name, &o).unwrap();
     match c2.recv_timeout(Duration::from_millis(200)) {
         Err(ArrowRingError::Timeout) => {}
         other => panic!("expected to wait for the next session, got {other:?}"),
     }
     drop(file);
+}
+
+/// A producer killed between its attach's two stores (`producer_state = 1`,
+/// then the session count) leaves state 1, the old count, and no lock. A
+/// consumer that had reported the previous end does not report another,
+/// one attaching then waits too, and the next producer attaches and its
+/// batches arrive, then its end.
+#[test]
+fn a_producer_killed_between_its_state_and_its_session_count_leaves_a_ring_that_resumes() {
+    let ring = Ring::new("half-attach");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut c1 = BatchConsumer::create(&ring.name, &o).unwrap();
+    let mut p1 = BatchProducer::open(&ring.name, &o).unwrap();
+    p1.send(&a).unwrap();
+    p1.close().unwrap();
+    assert_eq!(c1.recv().unwrap().unwrap(), a);
+    assert!(c1.recv().unwrap().is_none());
+    // docs/FORMAT.md: producer_state at byte 136; 1 = attached.
+    let path = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &1_u32.to_ne_bytes(), 136).unwrap();
+    drop(file);
+    match c1.recv_timeout(Duration::from_millis(200)) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("expected to wait for the next session, got {other:?}"),
+    }
+    drop(c1);
+    let mut c2 = BatchConsumer::open(&ring.name, &o).unwrap();
+    match c2.recv_timeout(Duration::from_millis(200)) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("expected to wait for the next session, got {other:?}"),
+    }
+    let mut p2 = BatchProducer::open(&ring.name, &o).unwrap();
+    p2.send(&a).unwrap();
+    p2.close().unwrap();
+    assert_eq!(c2.recv().unwrap().unwrap(), a);
+    assert!(c2.recv().unwrap().is_none());
 }
 
 /// A producer that gives up half-way does not end the stream: the consumer

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
-use common::Rng;
+use common::{Rng, ofd_lock};
 use laminar_ring::CapacityError;
 use laminar_ring::shm::{
     HeaderError, OpenError, Role, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer,
@@ -829,16 +829,7 @@ fn open_materialises_no_more_of_a_long_file_than_its_valid_ring() {
     let e = ShmConsumer::<u64>::open_with(&ring.name, &opts)
         .err()
         .unwrap();
-    assert!(
-        matches!(
-            &e,
-            OpenError::BadHeader {
-                source: HeaderError::NeverReady,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_never_ready(&e);
     assert!(allocated() < 1 << 20, "{} bytes allocated", allocated());
     std::fs::remove_file(ring.path()).unwrap();
 
@@ -908,16 +899,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     // free): the creator died before marking it ready.
     std::fs::write(dir.join("zeros"), vec![0_u8; 4096]).unwrap();
     let e = ShmConsumer::<u64>::open_with("zeros", &opts).err().unwrap();
-    assert!(
-        matches!(
-            &e,
-            OpenError::BadHeader {
-                source: HeaderError::NeverReady,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_never_ready(&e);
     // An empty file: a creator between its open and its ftruncate, so the
     // opener waits for it, then gives up with NotReady.
     std::fs::write(dir.join("empty"), b"").unwrap();
@@ -978,16 +960,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     let e = ShmConsumer::<u64>::open_with("making", &patient)
         .err()
         .unwrap();
-    assert!(
-        matches!(
-            &e,
-            OpenError::BadHeader {
-                source: HeaderError::NeverReady,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_never_ready(&e);
     assert!(e.to_string().contains("never finished initialising"), "{e}");
     // Truncated after creation.
     drop(ShmProducer::<u64>::create_with("trunc", 1024, &opts).unwrap());
@@ -1225,21 +1198,18 @@ fn a_slot_type_is_identified_by_the_name_it_declares() {
     );
 }
 
-/// Takes an open-file-description write lock on byte `byte` of `file`, as
-/// a segment's creator does on byte 2 until the segment is ready.
-fn ofd_lock(file: &std::fs::File, byte: i64) {
-    use std::os::fd::AsRawFd;
-    #[allow(unsafe_code)]
-    // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte;
-    fl.l_len = 1;
-    #[allow(unsafe_code)] // one fcntl call
-    // SAFETY: a valid descriptor and a valid flock for the call's duration.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-    assert_eq!(rc, 0, "F_OFD_SETLK: {}", std::io::Error::last_os_error());
+/// `e` says the segment never finished initialising (its creator died).
+fn assert_never_ready(e: &OpenError) {
+    assert!(
+        matches!(
+            e,
+            OpenError::BadHeader {
+                source: HeaderError::NeverReady,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 /// CPU time of the calling thread.

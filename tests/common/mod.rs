@@ -85,3 +85,21 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// Takes an open-file-description write lock on byte `byte` of `file`, as
+/// a segment's producer (byte 0) or consumer (byte 1) holds its role, and
+/// its creator byte 2 until the segment is ready. Released with the file.
+pub fn ofd_lock(file: &std::fs::File, byte: i64) {
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    #[allow(unsafe_code)] // one fcntl call
+    // SAFETY: a valid descriptor and a valid flock for the call's duration.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(rc, 0, "F_OFD_SETLK: {}", std::io::Error::last_os_error());
+}
