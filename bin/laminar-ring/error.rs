@@ -113,6 +113,19 @@ pub enum CliError {
         #[source]
         source: HeaderError,
     },
+    /// `rm` of a ring that live processes use, without --force.
+    #[error("ring '{name}' is in use by {who}; pass --force to remove it anyway")]
+    InUse { name: String, who: String },
+    /// `rm` of a ring that cannot be read, without --force.
+    #[error("ring '{name}' cannot be read ({source}); pass --force to remove it anyway")]
+    Damaged {
+        name: String,
+        #[source]
+        source: OpenError,
+    },
+    /// `rm` of something that is not a regular file.
+    #[error("{}: not a regular file, so not a ring; not removed", .path.display())]
+    NotAFile { path: PathBuf },
     /// Standard output failed (other than being closed).
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),

@@ -19,6 +19,7 @@ mod pipe;
 mod print;
 mod progress;
 mod rings;
+mod status;
 mod units;
 
 use std::process::ExitCode;
@@ -47,9 +48,10 @@ enum Cmd {
     Create(rings::CreateArgs),
     Produce(pipe::ProduceArgs),
     Consume(pipe::ConsumeArgs),
-    Info(rings::InfoArgs),
-    Ls(rings::LsArgs),
+    Info(status::InfoArgs),
+    Ls(status::LsArgs),
     Rm(rings::RmArgs),
+    Gc(rings::GcArgs),
     /// Measure a producer process and a consumer process through a ring.
     ///
     /// Throughput (messages/s, rows/s, GB/s) and round-trip latency
@@ -74,9 +76,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Create(args) => rings::create(&args),
         Cmd::Produce(args) => pipe::produce(&args),
         Cmd::Consume(args) => pipe::consume(&args),
-        Cmd::Info(args) => rings::info(&args),
-        Cmd::Ls(args) => rings::ls(&args),
+        Cmd::Info(args) => status::info(&args),
+        Cmd::Ls(args) => status::ls(&args),
         Cmd::Rm(args) => rings::rm(&args),
+        Cmd::Gc(args) => rings::gc(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),
         Cmd::Worker(args) => bench::worker(&args),

@@ -1,17 +1,14 @@
-//! `create`, `info`, `ls`, `rm`, and attaching to a ring that may not exist
+//! `create`, `rm`, `gc`, and attaching to a ring that may not exist
 //! yet.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
-use laminar_ring::shm::{
-    self, HeaderError, OpenError, RingInfo, RingKind, RoleState, SegmentOptions,
-};
-use serde_json::json;
+use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RoleState, SegmentOptions};
 
 use crate::error::CliError;
-use crate::print::{errln, outln};
-use crate::units::{fmt_bytes, fmt_count, fmt_utc};
+use crate::print::outln;
+use crate::units::fmt_bytes;
 
 /// Where rings live.
 #[derive(Debug, Clone, clap::Args)]
@@ -122,7 +119,9 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn inspect(name: &str, location: &Location, ready: Duration) -> Result<RingInfo, OpenError> {
+/// Reads `name`'s header without attaching, waiting up to `ready` for a
+/// ring being created.
+pub fn inspect(name: &str, location: &Location, ready: Duration) -> Result<RingInfo, OpenError> {
     let opts = SegmentOptions {
         dir: location.dir.clone(),
         ready_timeout: ready,
@@ -132,231 +131,144 @@ fn inspect(name: &str, location: &Location, ready: Duration) -> Result<RingInfo,
     shm::inspect(name, &opts)
 }
 
-fn kind_name(kind: RingKind) -> &'static str {
-    match kind {
-        RingKind::Typed => "typed",
-        RingKind::Arrow => "arrow",
-    }
-}
-
-fn state_name(s: RoleState) -> String {
-    match s {
-        RoleState::Never => "never".into(),
-        RoleState::Attached => "attached".into(),
-        RoleState::Closed => "closed".into(),
-        RoleState::Failed => "failed".into(),
-        RoleState::Unknown(v) => format!("unknown ({v})"),
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
-fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
-    let l = &i.layout;
-    let created_unix_s = l.created_unix_ns / 1_000_000_000;
-    json!({
-        "name": name,
-        "path": i.path.display().to_string(),
-        "layout_version": shm::header::LAYOUT_VERSION,
-        "kind": kind_name(l.kind),
-        "capacity": l.capacity,
-        "slot_size": l.slot_size,
-        "slots_used": i.lag(),
-        "arena_bytes": l.arena_len,
-        "arena_used": i.arena_used(),
-        "write_seq": i.write_seq,
-        "read_seq": i.read_seq,
-        "lag": i.lag(),
-        "producer": {
-            "state": state_name(i.producer.state),
-            "alive": i.producer.alive,
-            "sessions": i.producer_sessions,
-            "failure": i.producer_failure,
-        },
-        "consumer": {
-            "state": state_name(i.consumer.state),
-            "alive": i.consumer.alive,
-        },
-        "created_unix_s": created_unix_s,
-        "created": fmt_utc(i.created()),
-        "total_bytes": l.total_len,
-    })
-}
-
-/// Show a ring's layout, sequences, use and peers.
-#[derive(Debug, clap::Args)]
-pub struct InfoArgs {
-    /// Name of the ring.
-    pub name: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub location: Location,
-}
-
-pub fn info(args: &InfoArgs) -> Result<(), CliError> {
-    let InfoArgs {
-        name,
-        json,
-        location,
-    } = args;
-    let i = inspect(name, location, Duration::from_secs(2))?;
-    if *json {
-        outln!("{}", info_json(name, &i));
-        return Ok(());
-    }
-    let l = &i.layout;
-    let age = SystemTime::now().duration_since(i.created()).map_or_else(
-        |_| "in the future".into(),
-        |d| format!("{} s ago", d.as_secs()),
-    );
-    outln!("ring       {name} ({})", i.path.display());
-    outln!(
-        "layout     version {}, {} ring, {} in all",
-        shm::header::LAYOUT_VERSION,
-        kind_name(l.kind),
-        fmt_bytes(l.total_len)
-    );
-    outln!("created    {} ({age})", fmt_utc(i.created()));
-    outln!(
-        "slots      {} in use of {} ({} B each)",
-        fmt_count(i.lag()),
-        fmt_count(l.capacity),
-        l.slot_size
-    );
-    if l.kind == RingKind::Arrow {
-        outln!(
-            "arena      {} in use of {}",
-            fmt_bytes(i.arena_used()),
-            fmt_bytes(l.arena_len)
-        );
-    }
-    outln!("write_seq  {}", fmt_count(i.write_seq));
-    outln!("read_seq   {}", fmt_count(i.read_seq));
-    outln!("lag        {} slots", fmt_count(i.lag()));
-    outln!(
-        "producer   {} ({} session{})",
-        i.producer.describe(),
-        i.producer_sessions,
-        if i.producer_sessions == 1 { "" } else { "s" }
-    );
-    if let Some(why) = &i.producer_failure {
-        outln!("failure    {why}");
-    }
-    outln!("consumer   {}", i.consumer.describe());
-    Ok(())
-}
-
-/// List the rings in a directory (other files are skipped).
-#[derive(Debug, clap::Args)]
-pub struct LsArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub location: Location,
-}
-
-pub fn ls(args: &LsArgs) -> Result<(), CliError> {
-    let LsArgs { json, location } = args;
-    let names = shm::list_candidates(&location.dir).map_err(|source| CliError::List {
-        dir: location.dir.clone(),
-        source,
-    })?;
-    let mut rings = Vec::new();
-    for name in names {
-        match inspect(&name, location, Duration::ZERO) {
-            Ok(i) => rings.push((name, Ok(i))),
-            // A file that carries the magic but is damaged is worth showing.
-            Err(OpenError::BadHeader { source, .. })
-                if !matches!(
-                    source,
-                    HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }
-                ) =>
-            {
-                rings.push((name, Err(source.to_string())));
-            }
-            // Not a ring, not readable by us, or still being created.
-            Err(_) => {}
-        }
-    }
-    if *json {
-        let list: Vec<_> = rings
-            .iter()
-            .map(|(name, r)| match r {
-                Ok(i) => info_json(name, i),
-                Err(why) => json!({ "name": name, "damaged": why }),
-            })
-            .collect();
-        outln!("{}", serde_json::Value::Array(list));
-        return Ok(());
-    }
-    if rings.is_empty() {
-        errln!("no rings in {}", location.dir.display());
-        return Ok(());
-    }
-    let width = rings.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
-    outln!(
-        "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
-        "NAME",
-        "KIND",
-        "SLOTS USED",
-        "ARENA USED",
-        "PRODUCER",
-        "CONSUMER"
-    );
-    for (name, r) in &rings {
-        match r {
-            Ok(i) => outln!(
-                "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
-                kind_name(i.layout.kind),
-                format!("{}/{}", i.lag(), i.layout.capacity),
-                if i.layout.kind == RingKind::Arrow {
-                    format!(
-                        "{}/{}",
-                        fmt_bytes(i.arena_used()),
-                        fmt_bytes(i.layout.arena_len)
-                    )
-                } else {
-                    "-".into()
-                },
-                i.producer.describe(),
-                i.consumer.describe()
-            ),
-            Err(why) => outln!("{name:width$}  damaged: {why}"),
-        }
-    }
-    Ok(())
-}
-
-/// Remove rings (processes attached keep their mapping until they
-/// detach).
+/// Remove rings. A ring in use by a live process, or one that cannot be
+/// read, is removed only with --force (processes attached keep their
+/// mapping until they detach, but no new process finds the ring).
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
     /// Names of the rings.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Remove rings in use by live processes, and damaged rings, too
+    /// (never a file that is not a ring, nor one that is not a regular file).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub location: Location,
 }
 
+/// The live sides of `i`: `producer pid 12 and consumer pid 34`.
+fn live_roles(i: &RingInfo) -> Option<String> {
+    let live: Vec<String> = [("producer", &i.producer), ("consumer", &i.consumer)]
+        .into_iter()
+        .filter(|(_, r)| r.alive)
+        .map(|(role, r)| match r.pid {
+            Some(pid) => format!("{role} pid {pid}"),
+            None => role.to_owned(),
+        })
+        .collect();
+    (!live.is_empty()).then(|| live.join(" and "))
+}
+
 pub fn rm(args: &RmArgs) -> Result<(), CliError> {
-    let RmArgs { names, location } = args;
+    let RmArgs {
+        names,
+        force,
+        location,
+    } = args;
     for name in names {
-        // Only rings: refuse to unlink a file that is not one.
+        // Never follow a link or open a FIFO, socket or device: only a
+        // regular file can be a ring.
+        let path = location.dir.join(name);
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && !meta.file_type().is_file()
+        {
+            return Err(CliError::NotAFile { path });
+        }
         match inspect(name, location, Duration::from_millis(200)) {
-            Ok(_) | Err(OpenError::NotReady { .. }) => {}
+            Ok(i) => {
+                if let (Some(who), false) = (live_roles(&i), force) {
+                    return Err(CliError::InUse {
+                        name: name.clone(),
+                        who,
+                    });
+                }
+            }
             Err(OpenError::BadHeader {
                 path,
                 source: source @ (HeaderError::BadMagic { .. } | HeaderError::TooShort { .. }),
             }) => {
                 return Err(CliError::NotARing { path, source });
             }
-            // A damaged ring may be removed; other errors say why not.
-            Err(OpenError::BadHeader { .. }) => {}
+            // A damaged ring, one still being created (or whose creator
+            // died doing so), or one we do not trust: only with --force.
+            Err(
+                e @ (OpenError::BadHeader { .. }
+                | OpenError::NotReady { .. }
+                | OpenError::Untrusted { .. }),
+            ) => {
+                if !force {
+                    return Err(CliError::Damaged {
+                        name: name.clone(),
+                        source: e,
+                    });
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         shm::remove_in(name, &location.dir)?;
     }
+    Ok(())
+}
+
+/// Remove the rings whose processes are gone and whose streams ended
+/// (the producer closed or failed, nothing left unread); live, unfinished
+/// and damaged rings are left alone.
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+/// Whether `i` is finished: no live process, the stream closed or failed,
+/// every item read. `Err` says why it is kept.
+fn finished(i: &RingInfo) -> Result<(), &'static str> {
+    if live_roles(i).is_some() {
+        return Err("in use");
+    }
+    if !matches!(i.producer.state, RoleState::Closed | RoleState::Failed) || i.lag() > 0 {
+        return Err("unfinished");
+    }
+    Ok(())
+}
+
+pub fn gc(args: &GcArgs) -> Result<(), CliError> {
+    let GcArgs { dry_run, location } = args;
+    let names = shm::list_candidates(&location.dir).map_err(|source| CliError::List {
+        dir: location.dir.clone(),
+        source,
+    })?;
+    let (mut removed, mut in_use, mut unfinished, mut damaged) = (0, 0, 0, 0);
+    for name in names {
+        match crate::status::classify(&name, location) {
+            None => {}
+            Some(crate::status::Entry::Ok(i)) => match finished(&i) {
+                Ok(()) => {
+                    if *dry_run {
+                        outln!("would remove {name}");
+                    } else {
+                        // Gone already (another gc): nothing to do.
+                        match shm::remove_in(&name, &location.dir) {
+                            Ok(()) => outln!("removed {name}"),
+                            Err(OpenError::NotFound { .. }) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    removed += 1;
+                }
+                Err("in use") => in_use += 1,
+                Err(_) => unfinished += 1,
+            },
+            Some(_) => damaged += 1,
+        }
+    }
+    outln!(
+        "{} {removed} ring{}; left {in_use} in use, {unfinished} unfinished, {damaged} damaged or unreadable",
+        if *dry_run { "would remove" } else { "removed" },
+        if removed == 1 { "" } else { "s" }
+    );
     Ok(())
 }

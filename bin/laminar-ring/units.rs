@@ -112,6 +112,28 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// A refresh interval: `500ms`, `2s` or seconds (`0.5`), from 10 ms to a
+/// day.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not an interval (500ms, 2s, 0.5)"))?;
+    let secs = v * scale;
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("'{s}' is outside 10ms to 1 day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// Permission bits in octal (`600`, `0640`, `0o644`).
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim();

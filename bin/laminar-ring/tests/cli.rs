@@ -613,7 +613,7 @@ fn a_killed_producer_leaves_every_committed_batch_and_a_nonzero_exit() {
     fails(out, 3, "producer of ring 'k' died");
     assert_eq!(rows(&read_stream(&d.path("k.arrows"))), rows(&data));
     let _ = feeder.child.wait();
-    assert_eq!(d.info("k")["producer"]["state"], "attached");
+    assert_eq!(d.info("k")["producer"]["state"], "dead");
     assert_eq!(d.info("k")["producer"]["alive"], false);
 }
 
@@ -1433,4 +1433,265 @@ fn follow_notes_a_failed_producer_and_keeps_waiting_for_the_next() {
     let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(line.contains("wrote 300 rows in 3 batches"), "{line}");
     assert_eq!(rows(&read_stream(&d.path("ff.arrows"))), rows(&data));
+
+/// A ring whose header names a layout version no build writes: damaged.
+fn damage(d: &Dir, ring: &str) {
+    ok(d.run(&["create", ring, "--slots", "8", "--arena", "64KiB"]));
+    let mut bytes = std::fs::read(d.path(ring)).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    std::fs::write(d.path(ring), bytes).unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+fn text(o: Output) -> String {
+    String::from_utf8_lossy(&ok(o).stdout).into_owned()
+}
+
+#[test]
+fn rm_refuses_a_ring_in_use_naming_the_live_pids_unless_forced() {
+    let d = Dir::new("rm-busy");
+    ok(d.run(&["create", "busy", "--slots", "8", "--arena", "64KiB"]));
+    let rx = d.spawn(&["consume", "busy", "-o", &d.s("busy.arrows")]);
+    wait_until("the consumer attached", Duration::from_secs(10), || {
+        d.info("busy")["consumer"]["alive"] == true
+    });
+    fails(
+        d.run(&["rm", "busy"]),
+        1,
+        &format!(
+            "ring 'busy' is in use by consumer pid {}; pass --force to remove it anyway",
+            rx.id()
+        ),
+    );
+    assert!(d.path("busy").exists());
+    ok(d.run(&["rm", "--force", "busy"]));
+    assert!(!d.path("busy").exists());
+    signal(rx.id(), "TERM");
+    let _ = wait_with_timeout(rx, Duration::from_secs(10));
+
+    // A damaged ring: only with --force.
+    damage(&d, "dmg");
+    fails(d.run(&["rm", "dmg"]), 1, "pass --force to remove it anyway");
+    assert!(d.path("dmg").exists());
+    ok(d.run(&["rm", "--force", "dmg"]));
+    assert!(!d.path("dmg").exists());
+
+    // Never a file that is not a ring, nor one that is not a regular file.
+    std::fs::write(d.path("notes.txt"), "hello, not a ring").unwrap();
+    fails(d.run(&["rm", "--force", "notes.txt"]), 1, "not removed");
+    assert!(d.path("notes.txt").exists());
+    mkfifo(&d.path("fifo"));
+    fails(d.run(&["rm", "--force", "fifo"]), 1, "not a regular file");
+    assert!(d.path("fifo").exists());
+    std::fs::create_dir(d.path("subdir")).unwrap();
+    fails(d.run(&["rm", "--force", "subdir"]), 1, "not a regular file");
+    assert!(d.path("subdir").exists());
+}
+
+#[test]
+fn ls_lists_damaged_and_unreadable_rings_with_their_state() {
+    let d = Dir::new("ls-states");
+    let o = ok(d.run(&["ls"]));
+    assert!(stderr(&o).contains("no rings"), "{}", stderr(&o));
+    ok(d.run(&["create", "good", "--slots", "8", "--arena", "64KiB"]));
+    damage(&d, "dmg");
+    std::fs::write(d.path("notes.txt"), "hello, not a ring").unwrap();
+    mkfifo(&d.path("fifo"));
+
+    let t = text(d.run(&["ls"]));
+    assert!(t.contains("good") && t.contains("never attached"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("dmg ") && l.contains("  damaged: layout version 99")),
+        "{t}"
+    );
+    assert!(!t.contains("notes") && !t.contains("fifo"), "{t}");
+    let ls: Value = serde_json::from_slice(&ok(d.run(&["ls", "--json"])).stdout).unwrap();
+    let got: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("dmg", "damaged"), ("good", "ok")]);
+    assert!(ls[0]["why"].as_str().unwrap().contains("layout version 99"));
+
+    // Another user's ring: listed, not hidden.
+    use std::os::unix::fs::PermissionsExt;
+    let as_other = |args: &[&str]| {
+        if nix_is_root() {
+            use std::os::unix::process::CommandExt;
+            std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+            d.cmd(args).uid(65534).gid(65534).output().unwrap()
+        } else {
+            std::fs::set_permissions(d.path("good"), std::fs::Permissions::from_mode(0o000))
+                .unwrap();
+            d.run(args)
+        }
+    };
+    let t = text(as_other(&["ls"]));
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("good ") && l.contains("  not readable: permission denied")),
+        "{t}"
+    );
+    assert!(!t.contains("no rings"), "{t}");
+    let ls: Value = serde_json::from_slice(&ok(as_other(&["ls", "--json"])).stdout).unwrap();
+    let good = ls.as_array().unwrap().iter().find(|r| r["name"] == "good");
+    assert_eq!(good.unwrap()["status"], "not readable", "{ls}");
+    assert_eq!(good.unwrap()["why"], "permission denied", "{ls}");
+}
+
+#[test]
+fn info_shows_pids_and_how_long_each_side_waits() {
+    let d = Dir::new("info-wait");
+    ok(d.run(&["create", "w", "--slots", "2", "--arena", "64KiB"]));
+    let rx = d.spawn(&["consume", "w", "-o", &d.s("w.arrows")]);
+    wait_until("the consumer waits", Duration::from_secs(10), || {
+        d.info("w")["consumer"]["waiting"] == true
+    });
+    let i = d.info("w");
+    assert_eq!(i["consumer"]["state"], "attached");
+    assert_eq!(i["consumer"]["pid"], rx.id());
+    assert!(i["consumer"]["waiting_s"].as_f64().unwrap() >= 0.0);
+    let t = text(d.run(&["info", "w"]));
+    let want = format!(
+        "consumer   alive, pid {}, waiting on an empty ring for ",
+        rx.id()
+    );
+    assert!(t.contains(&want), "{want:?} not in {t}");
+    signal(rx.id(), "KILL");
+    let _ = wait_with_timeout(rx, Duration::from_secs(10));
+    let i = d.info("w");
+    assert_eq!(
+        (&i["consumer"]["state"], &i["consumer"]["alive"]),
+        (&Value::from("dead"), &Value::from(false))
+    );
+    assert_eq!(i["consumer"]["waiting"], false);
+    assert!(text(d.run(&["info", "w"])).contains("consumer   dead, pid"));
+
+    // Two slots and no consumer: the producer blocks on the full ring.
+    let mut feeder = Feeder::start(&d, "w");
+    for b in &batches(3, 10, false) {
+        feeder.send(b);
+    }
+    wait_until("the producer blocks", Duration::from_secs(10), || {
+        d.info("w")["producer"]["waiting"] == true
+    });
+    assert_eq!(d.info("w")["producer"]["pid"], feeder.child.id());
+    let t = text(d.run(&["info", "w"]));
+    let want = format!(
+        "producer   alive, pid {}, blocked on a full ring for ",
+        feeder.child.id()
+    );
+    assert!(t.contains(&want), "{want:?} not in {t}");
+    signal(feeder.child.id(), "KILL");
+    let _ = feeder.child.wait();
+    let i = d.info("w");
+    assert_eq!(i["producer"]["state"], "dead");
+    assert_eq!(i["producer"]["alive"], false);
+    assert_eq!(i["producer"]["waiting"], false);
+}
+
+#[test]
+fn info_watch_refreshes_count_times_with_each_sides_rate() {
+    let d = Dir::new("watch");
+    ok(d.run(&["create", "r", "--slots", "64", "--arena", "1MiB"]));
+    let t = text(d.run(&["info", "r", "--watch", "20ms", "--count", "2"]));
+    assert_eq!(t.matches("--- ").count(), 2, "{t}");
+    assert!(t.contains("rate in    0 items/s, 0 B/s (producer)"), "{t}");
+    let out = text(d.run(&["info", "r", "--watch", "20ms", "--count", "3", "--json"]));
+    let samples: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 3, "{out}");
+    assert!(samples[0]["rate"].is_null());
+    assert_eq!(samples[2]["rate"]["producer"]["items_per_s"], 0.0);
+
+    // While a producer writes, the rate follows write_seq and the arena.
+    let mut watch = d
+        .cmd(&["info", "r", "--watch", "100ms", "--count", "600", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(watch.stdout.take().unwrap());
+    let mut feeder = Feeder::start(&d, "r");
+    let data = batches(20, 50, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut prev: Option<Value> = None;
+    let mut sent = 0;
+    let seen = loop {
+        assert!(Instant::now() < deadline, "no sample with a producer rate");
+        if sent < data.len() {
+            feeder.send(&data[sent]);
+            sent += 1;
+        }
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if let Some(p) = prev.replace(v.clone()) {
+            let r = &v["rate"];
+            let dt = r["interval_s"].as_f64().unwrap();
+            let items = v["write_seq"].as_u64().unwrap() - p["write_seq"].as_u64().unwrap();
+            let bytes = v["arena_head"].as_u64().unwrap() - p["arena_head"].as_u64().unwrap();
+            let got = r["producer"]["items_per_s"].as_f64().unwrap();
+            assert!((got * dt - items as f64).abs() < 1e-6, "{r} vs {items}");
+            let got = r["producer"]["bytes_per_s"].as_f64().unwrap();
+            assert!((got * dt - bytes as f64).abs() < 1e-3, "{r} vs {bytes}");
+            if items > 0 && bytes > 0 {
+                break v;
+            }
+        }
+    };
+    assert_eq!(seen["rate"]["consumer"]["items_per_s"], 0.0);
+    let _ = watch.kill();
+    let _ = watch.wait();
+    for b in &data[sent..] {
+        feeder.send(b);
+    }
+    ok(feeder.end());
+}
+
+#[test]
+fn gc_removes_only_finished_rings_and_says_what_it_left() {
+    let d = Dir::new("gc");
+    let data = batches(2, 100, false);
+    write_stream(&d.path("in.arrows"), &data);
+    // Finished: produced, consumed, both gone.
+    ok(d.run(&["produce", "done", "-i", &d.s("in.arrows")]));
+    ok(d.run(&["consume", "done", "-o", &d.s("done.arrows")]));
+    // Unfinished: nothing read yet; never used.
+    ok(d.run(&["produce", "unread", "-i", &d.s("in.arrows")]));
+    ok(d.run(&["create", "fresh"]));
+    damage(&d, "dmg");
+    std::fs::write(d.path("notes.txt"), "hello, not a ring").unwrap();
+    let rx = d.spawn(&["consume", "live", "-o", &d.s("live.arrows")]);
+    wait_until("the consumer attached", Duration::from_secs(10), || {
+        d.try_info("live")
+            .is_some_and(|i| i["consumer"]["alive"] == true)
+    });
+
+    let t = text(d.run(&["gc", "--dry-run"]));
+    assert_eq!(
+        t,
+        "would remove done\nwould remove 1 ring; left 1 in use, 2 unfinished, \
+         1 damaged or unreadable\n"
+    );
+    assert!(d.path("done").exists());
+    let t = text(d.run(&["gc"]));
+    assert_eq!(
+        t,
+        "removed done\nremoved 1 ring; left 1 in use, 2 unfinished, 1 damaged or unreadable\n"
+    );
+    assert!(!d.path("done").exists());
+    for kept in ["unread", "fresh", "dmg", "notes.txt", "live"] {
+        assert!(d.path(kept).exists(), "{kept} removed");
+    }
+    signal(rx.id(), "TERM");
+    let _ = wait_with_timeout(rx, Duration::from_secs(10));
 }

@@ -1,0 +1,371 @@
+//! `info` (once, or `--watch`ed with each side's rate) and `ls`: what a
+//! ring's header says, for people and for scripts.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime};
+
+use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RingKind, RoleInfo, RoleState};
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::print::{errln, outln};
+use crate::rings::{Location, inspect};
+use crate::units::{fmt_bytes, fmt_count, fmt_utc};
+
+fn kind_name(kind: RingKind) -> &'static str {
+    match kind {
+        RingKind::Typed => "typed",
+        RingKind::Arrow => "arrow",
+    }
+}
+
+/// The side's state for JSON, the same word the text shows: `attached`
+/// while a live process holds it, `dead` when its holder died attached.
+fn state_name(r: &RoleInfo) -> String {
+    match (r.alive, r.state) {
+        (true, _) => "attached".into(),
+        (false, RoleState::Attached) => "dead".into(),
+        (false, RoleState::Never) => "never".into(),
+        (false, RoleState::Closed) => "closed".into(),
+        (false, RoleState::Failed) => "failed".into(),
+        (false, RoleState::Unknown(v)) => format!("unknown ({v})"),
+        (false, other) => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Seconds since `t` (0 if it lies in the future).
+fn secs_since(t: SystemTime) -> f64 {
+    SystemTime::now()
+        .duration_since(t)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+fn role_json(r: &RoleInfo) -> serde_json::Value {
+    json!({
+        "state": state_name(r),
+        "alive": r.alive,
+        "pid": r.pid.filter(|_| r.alive || r.state == RoleState::Attached),
+        "waiting": r.waiting_since.is_some(),
+        "waiting_s": r.waiting_since.map(secs_since),
+    })
+}
+
+/// `info --json`'s object (also each ring of `ls --json`).
+pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
+    let l = &i.layout;
+    let created_unix_s = l.created_unix_ns / 1_000_000_000;
+    let mut producer = role_json(&i.producer);
+    producer["sessions"] = json!(i.producer_sessions);
+    producer["failure"] = json!(i.producer_failure);
+    json!({
+        "name": name,
+        "status": "ok",
+        "path": i.path.display().to_string(),
+        "layout_version": shm::header::LAYOUT_VERSION,
+        "kind": kind_name(l.kind),
+        "capacity": l.capacity,
+        "slot_size": l.slot_size,
+        "slots_used": i.lag(),
+        "arena_bytes": l.arena_len,
+        "arena_used": i.arena_used(),
+        "arena_head": i.arena_head,
+        "arena_released": i.arena_released,
+        "write_seq": i.write_seq,
+        "read_seq": i.read_seq,
+        "lag": i.lag(),
+        "producer": producer,
+        "consumer": role_json(&i.consumer),
+        "created_unix_s": created_unix_s,
+        "created": fmt_utc(i.created()),
+        "total_bytes": l.total_len,
+    })
+}
+
+/// One side for people: `alive, pid 1234, blocked on a full ring for
+/// 12.3 s`, `dead, pid 1234`, `failed: why`, `closed`, `never attached`.
+fn describe_role(r: &RoleInfo, waiting: &str, failure: Option<&str>) -> String {
+    let mut s = r.describe().to_owned();
+    if let Some(pid) = r.pid.filter(|_| r.alive || r.state == RoleState::Attached) {
+        s.push_str(&format!(", pid {pid}"));
+    }
+    if let Some(t) = r.waiting_since {
+        s.push_str(&format!(", {waiting} for {:.1} s", secs_since(t)));
+    }
+    if let (RoleState::Failed, false, Some(why)) = (r.state, r.alive, failure) {
+        s.push_str(&format!(": {why}"));
+    }
+    s
+}
+
+/// Show a ring's layout, sequences, use and peers.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Name of the ring.
+    pub name: String,
+    /// Print JSON instead of text (with --watch, one object a line).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every INTERVAL (default 1s; 500ms, 2s, 0.5) until Ctrl-C,
+    /// with each side's rate between refreshes.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1s",
+          value_parser = crate::units::parse_interval)]
+    pub watch: Option<Duration>,
+    /// With --watch: stop after N refreshes.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+/// Items and bytes per second of each side between two samples.
+struct Rates {
+    interval: f64,
+    produced: f64,
+    written: f64,
+    consumed: f64,
+    read: f64,
+}
+
+impl Rates {
+    fn between(a: &RingInfo, b: &RingInfo, interval: Duration) -> Self {
+        let s = interval.as_secs_f64().max(1e-9);
+        let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / s;
+        Self {
+            interval: s,
+            produced: per_s(a.write_seq, b.write_seq),
+            written: per_s(a.arena_head, b.arena_head),
+            consumed: per_s(a.read_seq, b.read_seq),
+            read: per_s(a.arena_released, b.arena_released),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "interval_s": self.interval,
+            "producer": { "items_per_s": self.produced, "bytes_per_s": self.written },
+            "consumer": { "items_per_s": self.consumed, "bytes_per_s": self.read },
+        })
+    }
+}
+
+fn rate_text(items: f64, bytes: f64) -> String {
+    format!(
+        "{} items/s, {}/s",
+        fmt_count(items.round() as u64),
+        fmt_bytes(bytes.round() as u64)
+    )
+}
+
+pub fn info(args: &InfoArgs) -> Result<(), CliError> {
+    let Some(interval) = args.watch else {
+        let i = inspect(&args.name, &args.location, Duration::from_secs(2))?;
+        return print_info(args, &i, None);
+    };
+    let clear = !args.json && std::io::stdout().is_terminal();
+    let mut last: Option<(Instant, RingInfo)> = None;
+    let mut n = 0;
+    loop {
+        let i = inspect(&args.name, &args.location, Duration::from_secs(2))?;
+        let now = Instant::now();
+        let rates = last
+            .as_ref()
+            .map(|(t, prev)| Rates::between(prev, &i, now - *t));
+        if clear {
+            // Home the cursor and clear the screen, as watch(1) does.
+            outln!("\x1b[H\x1b[2J{}", fmt_utc(SystemTime::now()));
+        } else if !args.json {
+            outln!("--- {}", fmt_utc(SystemTime::now()));
+        }
+        print_info(args, &i, Some(rates.as_ref()))?;
+        last = Some((now, i));
+        n += 1;
+        if args.count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// Prints one sample; `watch` is `Some` under --watch (with the rates since
+/// the previous sample, `None` on the first).
+fn print_info(
+    args: &InfoArgs,
+    i: &RingInfo,
+    watch: Option<Option<&Rates>>,
+) -> Result<(), CliError> {
+    let name = &args.name;
+    if args.json {
+        let mut v = info_json(name, i);
+        if let Some(rates) = watch {
+            v["rate"] = rates.map_or(serde_json::Value::Null, Rates::json);
+        }
+        outln!("{v}");
+        return Ok(());
+    }
+    let l = &i.layout;
+    let age = SystemTime::now().duration_since(i.created()).map_or_else(
+        |_| "in the future".into(),
+        |d| format!("{} s ago", d.as_secs()),
+    );
+    outln!("ring       {name} ({})", i.path.display());
+    outln!(
+        "layout     version {}, {} ring, {} in all",
+        shm::header::LAYOUT_VERSION,
+        kind_name(l.kind),
+        fmt_bytes(l.total_len)
+    );
+    outln!("created    {} ({age})", fmt_utc(i.created()));
+    outln!(
+        "slots      {} in use of {} ({} B each)",
+        fmt_count(i.lag()),
+        fmt_count(l.capacity),
+        l.slot_size
+    );
+    if l.kind == RingKind::Arrow {
+        outln!(
+            "arena      {} in use of {}",
+            fmt_bytes(i.arena_used()),
+            fmt_bytes(l.arena_len)
+        );
+    }
+    outln!("write_seq  {}", fmt_count(i.write_seq));
+    outln!("read_seq   {}", fmt_count(i.read_seq));
+    outln!("lag        {} slots", fmt_count(i.lag()));
+    outln!(
+        "producer   {} ({} session{})",
+        describe_role(
+            &i.producer,
+            "blocked on a full ring",
+            i.producer_failure.as_deref()
+        ),
+        i.producer_sessions,
+        if i.producer_sessions == 1 { "" } else { "s" }
+    );
+    outln!(
+        "consumer   {}",
+        describe_role(&i.consumer, "waiting on an empty ring", None)
+    );
+    if let Some(rates) = watch {
+        match rates {
+            Some(r) => {
+                outln!("rate in    {} (producer)", rate_text(r.produced, r.written));
+                outln!("rate out   {} (consumer)", rate_text(r.consumed, r.read));
+            }
+            None => outln!("rate       - (from the next refresh)"),
+        }
+    }
+    Ok(())
+}
+
+/// List every ring in a directory, and every file there that fails like
+/// one (damaged, not readable); other files are skipped.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+/// What `ls` found in one file.
+pub enum Entry {
+    Ok(Box<RingInfo>),
+    /// Carries the magic but cannot be read as a ring.
+    Damaged(String),
+    /// Cannot be opened: it may be a ring.
+    NotReadable(String),
+}
+
+/// `Some` for a file that is a ring or fails like one; `None` for a file
+/// that is not a ring.
+pub fn classify(name: &str, location: &Location) -> Option<Entry> {
+    match inspect(name, location, Duration::ZERO) {
+        Ok(i) => Some(Entry::Ok(Box::new(i))),
+        Err(OpenError::BadHeader {
+            source: HeaderError::BadMagic { .. } | HeaderError::TooShort { .. },
+            ..
+        })
+        | Err(OpenError::NotFound { .. } | OpenError::BadName { .. }) => None,
+        Err(OpenError::BadHeader { source, .. }) => Some(Entry::Damaged(source.to_string())),
+        // An empty file has nothing of a ring (a creator sizes it at once).
+        Err(OpenError::NotReady { path, .. })
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) =>
+        {
+            None
+        }
+        Err(OpenError::NotReady { .. }) => Some(Entry::Damaged(
+            "not ready (its creator is still initialising it, or died doing so)".into(),
+        )),
+        Err(OpenError::PermissionDenied { .. }) => {
+            Some(Entry::NotReadable("permission denied".into()))
+        }
+        Err(OpenError::Untrusted { why, .. }) => Some(Entry::NotReadable(why)),
+        Err(OpenError::Io { source, .. }) => Some(Entry::NotReadable(source.to_string())),
+        Err(e) => Some(Entry::Damaged(crate::error::one_line(&e))),
+    }
+}
+
+pub fn ls(args: &LsArgs) -> Result<(), CliError> {
+    let LsArgs { json, location } = args;
+    let names = shm::list_candidates(&location.dir).map_err(|source| CliError::List {
+        dir: location.dir.clone(),
+        source,
+    })?;
+    let rings: Vec<_> = names
+        .into_iter()
+        .filter_map(|n| classify(&n, location).map(|e| (n, e)))
+        .collect();
+    if *json {
+        let list: Vec<_> = rings
+            .iter()
+            .map(|(name, e)| match e {
+                Entry::Ok(i) => info_json(name, i),
+                Entry::Damaged(why) => json!({ "name": name, "status": "damaged", "why": why }),
+                Entry::NotReadable(why) => {
+                    json!({ "name": name, "status": "not readable", "why": why })
+                }
+            })
+            .collect();
+        outln!("{}", serde_json::Value::Array(list));
+        return Ok(());
+    }
+    if rings.is_empty() {
+        errln!("no rings in {}", location.dir.display());
+        return Ok(());
+    }
+    let width = rings.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    outln!(
+        "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+        "NAME",
+        "KIND",
+        "SLOTS USED",
+        "ARENA USED",
+        "PRODUCER",
+        "CONSUMER"
+    );
+    for (name, e) in &rings {
+        match e {
+            Entry::Ok(i) => outln!(
+                "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+                kind_name(i.layout.kind),
+                format!("{}/{}", i.lag(), i.layout.capacity),
+                if i.layout.kind == RingKind::Arrow {
+                    format!(
+                        "{}/{}",
+                        fmt_bytes(i.arena_used()),
+                        fmt_bytes(i.layout.arena_len)
+                    )
+                } else {
+                    "-".into()
+                },
+                i.producer.describe(),
+                i.consumer.describe()
+            ),
+            Entry::Damaged(why) => outln!("{name:width$}  damaged: {why}"),
+            Entry::NotReadable(why) => outln!("{name:width$}  not readable: {why}"),
+        }
+    }
+    Ok(())
+}
