@@ -1262,3 +1262,83 @@ fn a_blocked_consumer_uses_no_cpu_and_wakes_on_push() {
     drop(t.join().unwrap());
     assert_eq!(rx.pop(), Err(ShmPopError::EndOfStream));
 }
+
+/// `remove_unused` removes nothing while a process holds a role (here a
+/// consumer in this process and a producer in another), names the roles,
+/// and removes the ring once they are gone.
+#[test]
+fn remove_unused_leaves_a_ring_in_use_and_removes_it_once_unused() {
+    let ring = Ring::new("rmunused");
+    let dir = ring.dir.clone();
+    let rx = ShmConsumer::<Record>::create(&ring.name, 64).unwrap();
+    match laminar_ring::shm::remove_unused(&ring.name, &dir) {
+        Err(OpenError::InUse { roles, .. }) => assert_eq!(roles, [Role::Consumer]),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    drop(rx);
+    let mut child = spawn_helper("record-producer", &ring.name, &[("COUNT", "0".into())]);
+    let probe = ShmConsumer::<Record>::open(&ring.name).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe.producer_alive() {
+        assert!(Instant::now() < deadline, "the producer never attached");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(probe);
+    match laminar_ring::shm::remove_unused(&ring.name, &dir) {
+        Err(e @ OpenError::InUse { .. }) => {
+            assert!(e.to_string().contains("in use by a producer"), "{e}");
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(ring.path().exists(), "a ring in use stays");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    laminar_ring::shm::remove_unused(&ring.name, &dir).expect("removed once unused");
+    assert!(!ring.path().exists());
+    assert!(matches!(
+        laminar_ring::shm::remove_unused(&ring.name, &dir),
+        Err(OpenError::NotFound { .. })
+    ));
+}
+
+/// A temporary ring says so to every opener, and its consumer removes it
+/// only while no producer holds the role.
+#[test]
+fn a_temporary_ring_is_removed_by_its_consumer_only_when_no_producer_holds_it() {
+    let ring = Ring::new("temporary");
+    let opts = SegmentOptions {
+        temporary: true,
+        ..SegmentOptions::default()
+    };
+    let mut tx = ShmProducer::<Record>::create_with(&ring.name, 64, &opts).unwrap();
+    let rx = ShmConsumer::<Record>::open(&ring.name).unwrap();
+    assert!(rx.is_temporary());
+    let info = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    assert!(info.layout.temporary);
+    tx.try_push(Record::new(1)).unwrap();
+    match rx.remove_if_unused() {
+        Err(OpenError::InUse { roles, .. }) => assert_eq!(roles, [Role::Producer]),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    drop(tx);
+    rx.remove_if_unused()
+        .expect("removed once the producer is gone");
+    assert!(!ring.path().exists());
+    // Not temporary unless asked.
+    let plain = Ring::new("nottemporary");
+    let rx = ShmConsumer::<Record>::create(&plain.name, 64).unwrap();
+    assert!(!rx.is_temporary());
+}
+
+/// A ring whose `flags` word holds a bit no build writes is refused at
+/// open, naming the field.
+#[test]
+fn unknown_ring_flags_are_refused() {
+    let ring = Ring::new("badflags");
+    drop(ShmConsumer::<Record>::create(&ring.name, 64).unwrap());
+    let mut bytes = std::fs::read(ring.path()).unwrap();
+    bytes[92..96].copy_from_slice(&6u32.to_le_bytes());
+    std::fs::write(ring.path(), bytes).unwrap();
+    let e = ShmConsumer::<Record>::open(&ring.name).err().unwrap();
+    assert!(e.to_string().contains("flags"), "{e}");
+}

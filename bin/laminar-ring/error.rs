@@ -113,6 +113,9 @@ pub enum CliError {
         #[source]
         source: HeaderError,
     },
+    /// --strict, and the ring exists with another shape than asked for.
+    #[error("{what} (--strict)")]
+    Strict { what: String },
     /// `rm` of a ring that live processes use, without --force.
     #[error("ring '{name}' is in use by {who}; pass --force to remove it anyway")]
     InUse { name: String, who: String },

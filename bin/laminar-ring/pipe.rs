@@ -11,6 +11,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 use laminar_ring::arrow::{
     ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer, LeasedBatch,
 };
+use laminar_ring::shm::OpenError;
 
 use crate::error::{Action, CliError, one_line};
 use crate::formats::{
@@ -160,13 +161,13 @@ pub fn produce(args: &ProduceArgs) -> Result<(), CliError> {
             // A consumer waiting for this stream learns that it failed. A
             // ring whose producer role is taken is left alone: the error
             // alone is reported, as the attach's own error would be.
-            if let Ok(tx) = rings::producer(&args.name, &opts) {
+            if let Ok(tx) = rings::producer(&args.name, &opts, &args.geometry) {
                 tx.fail(&failure_reason(&args.input, &f));
             }
             return Err(f);
         }
     };
-    let mut tx = rings::producer(&args.name, &opts)?;
+    let mut tx = rings::producer(&args.name, &opts, &args.geometry)?;
     let mut progress = Progress::new(&format!("produce -> {}", args.name));
     let mut patience = Patience {
         name: &args.name,
@@ -488,7 +489,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     }
     let name = &args.name;
     let opts = rings::ring_options(&args.geometry, &args.location);
-    let mut rx = rings::consumer(name, &opts)?;
+    let mut rx = rings::consumer(name, &opts, &args.geometry)?;
     // Opened only now that the consumer role is ours, and truncated only
     // when the first batch is accepted: a refused consumer leaves the
     // file that a running one writes as it was.
@@ -626,7 +627,15 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
         }
     };
     drop(drain);
-    drop(rx);
+    // A temporary ring goes with its clean end of stream, unless a new
+    // producer has attached meanwhile (then it stays, for that stream).
+    let cleanup = match ending {
+        Ending::EndOfStream if rx.is_temporary() => Some(rx.remove_if_unused()),
+        _ => {
+            drop(rx);
+            None
+        }
+    };
     let summary = format!(
         "wrote {} rows in {} batches ({}) from ring '{name}' to {}",
         fmt_count(progress.rows()),
@@ -640,7 +649,15 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     );
     match ending {
         Ending::EndOfStream => {
-            errln!("laminar-ring: {summary}; end of stream");
+            let removed = match cleanup {
+                None => String::new(),
+                Some(Ok(())) => "; removed the temporary ring".to_owned(),
+                Some(Err(ArrowRingError::Open(OpenError::InUse { .. }))) => {
+                    "; kept the temporary ring: another producer attached to it".to_owned()
+                }
+                Some(Err(e)) => format!("; could not remove the temporary ring: {e}"),
+            };
+            errln!("laminar-ring: {summary}; end of stream{removed}");
             Ok(())
         }
         Ending::Signalled => {

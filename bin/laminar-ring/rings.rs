@@ -7,7 +7,7 @@ use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, Batch
 use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RoleState, SegmentOptions};
 
 use crate::error::CliError;
-use crate::print::outln;
+use crate::print::{errln, outln};
 use crate::units::fmt_bytes;
 
 /// Where rings live.
@@ -30,33 +30,83 @@ pub struct Location {
 }
 
 /// The shape of a new ring. Used only when the ring is created; an existing
-/// ring keeps its own.
+/// ring keeps its own (a warning says so when these flags ask for another,
+/// an error with --strict).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Geometry {
     /// Descriptor slots of a new ring, a power of two; one slot per IPC
-    /// message (schema, dictionary batch or record batch).
-    #[arg(long, value_name = "N", default_value = "1024", value_parser = crate::units::parse_slots)]
-    pub slots: usize,
+    /// message (schema, dictionary batch or record batch). Default 1024.
+    #[arg(long, value_name = "N", value_parser = crate::units::parse_slots)]
+    pub slots: Option<usize>,
     /// Arena of a new ring for message bytes: 64MiB, 1GiB, 512KiB (binary),
     /// 100MB (decimal) or bytes; a multiple of 64, at least 4KiB. The last
     /// eighth holds the consumer's saved decoder state; a batch must fit in
-    /// the rest (produce splits larger ones).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::units::parse_arena)]
-    pub arena: u64,
+    /// the rest (produce splits larger ones). Default 64MiB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_arena)]
+    pub arena: Option<u64>,
     /// Permission bits of a new ring's file, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = crate::units::parse_mode)]
     pub mode: u32,
+    /// Make a new ring temporary: a consumer that reaches a clean end of
+    /// stream (without --follow) removes it, unless another process has
+    /// attached to it by then.
+    #[arg(long)]
+    pub temporary: bool,
+    /// Exit 1 when the ring exists with another --slots, --arena or
+    /// --temporary than asked for, instead of warning and using it as it is.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Descriptor slots of a ring when --slots is not given.
+pub const DEFAULT_SLOTS: usize = 1024;
+/// Arena bytes of a ring when --arena is not given.
+pub const DEFAULT_ARENA: u64 = 64 << 20;
+
+impl Geometry {
+    fn slots(&self) -> usize {
+        self.slots.unwrap_or(DEFAULT_SLOTS)
+    }
+
+    fn arena(&self) -> u64 {
+        self.arena.unwrap_or(DEFAULT_ARENA)
+    }
+
+    /// What of the flags given differs from the existing ring `i`:
+    /// `--slots 8 (it has 1024)`, ...
+    fn differences(&self, i: &RingInfo) -> Vec<String> {
+        let mut d = Vec::new();
+        if let Some(s) = self.slots
+            && s as u64 != i.layout.capacity
+        {
+            d.push(format!("--slots {s} (it has {})", i.layout.capacity));
+        }
+        if let Some(a) = self.arena
+            && a != i.layout.arena_len
+        {
+            d.push(format!(
+                "--arena {} (it has {})",
+                fmt_bytes(a),
+                fmt_bytes(i.layout.arena_len)
+            ));
+        }
+        if self.temporary && !i.layout.temporary {
+            d.push("--temporary (it is not temporary)".to_owned());
+        }
+        d
+    }
 }
 
 /// The ring options for `geometry` in `location`.
 pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOptions {
     ArrowRingOptions {
-        slots: geometry.slots,
-        arena_bytes: geometry.arena,
+        slots: geometry.slots(),
+        arena_bytes: geometry.arena(),
         segment: SegmentOptions {
             dir: location.dir.clone(),
             mode: geometry.mode,
             allow_shared: location.shared,
+            temporary: geometry.temporary,
             ..SegmentOptions::default()
         },
         ..ArrowRingOptions::default()
@@ -64,31 +114,80 @@ pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOption
 }
 
 /// Attaches with `open`, or creates the ring with `create` when it does not
-/// exist; a creation race lost to another process falls back to `open`.
+/// exist; a creation race lost to another process falls back to `open`,
+/// and a ring removed while attaching is opened or created anew. An
+/// existing ring whose shape differs from what `geometry` asks for gets a
+/// warning, or (--strict) an error.
 pub fn open_or_create<T>(
     name: &str,
     opts: &ArrowRingOptions,
+    geometry: &Geometry,
     open: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
     create: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
 ) -> Result<T, CliError> {
-    let r = match open(name, opts) {
-        Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
-            Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
+    // Checked before attaching, so that --strict leaves the ring untouched
+    // (a producer that attached and gave up would end its stream).
+    if let Ok(i) = shm::inspect(name, &opts.segment) {
+        let differs = geometry.differences(&i);
+        if !differs.is_empty() {
+            let what = format!(
+                "ring '{name}' exists already; {} ignored: an existing ring keeps its shape \
+                 (remove it to make it anew)",
+                differs.join(", ")
+            );
+            if geometry.strict {
+                return Err(CliError::Strict { what });
+            }
+            errln!("laminar-ring: warning: {what}");
+        }
+    }
+    let mut tries = 0;
+    loop {
+        let attempt = match open(name, opts) {
+            Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
+                Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
+                r => r,
+            },
             r => r,
-        },
-        r => r,
-    };
-    r.map_err(|e| CliError::ring(name, e))
+        };
+        tries += 1;
+        match attempt {
+            // Removed (rm, gc, a temporary ring's consumer) between our
+            // open and our taking the role: open or create it anew.
+            Err(ArrowRingError::Open(OpenError::Removed { .. })) if tries < 5 => {}
+            r => return r.map_err(|e| CliError::ring(name, e)),
+        }
+    }
 }
 
 /// Attaches as the producer of `name`, creating it if needed.
-pub fn producer(name: &str, opts: &ArrowRingOptions) -> Result<BatchProducer, CliError> {
-    open_or_create(name, opts, BatchProducer::open, BatchProducer::create)
+pub fn producer(
+    name: &str,
+    opts: &ArrowRingOptions,
+    geometry: &Geometry,
+) -> Result<BatchProducer, CliError> {
+    open_or_create(
+        name,
+        opts,
+        geometry,
+        BatchProducer::open,
+        BatchProducer::create,
+    )
 }
 
 /// Attaches as the consumer of `name`, creating it if needed.
-pub fn consumer(name: &str, opts: &ArrowRingOptions) -> Result<BatchConsumer, CliError> {
-    open_or_create(name, opts, BatchConsumer::open, BatchConsumer::create)
+pub fn consumer(
+    name: &str,
+    opts: &ArrowRingOptions,
+    geometry: &Geometry,
+) -> Result<BatchConsumer, CliError> {
+    open_or_create(
+        name,
+        opts,
+        geometry,
+        BatchConsumer::open,
+        BatchConsumer::create,
+    )
 }
 
 /// Create an Arrow ring.
@@ -111,10 +210,11 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let opts = ring_options(geometry, location);
     laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
-        "created ring '{name}' in {}: {} slots, {} arena",
+        "created {}ring '{name}' in {}: {} slots, {} arena",
+        if geometry.temporary { "temporary " } else { "" },
         location.dir.display(),
-        geometry.slots,
-        fmt_bytes(geometry.arena)
+        geometry.slots(),
+        fmt_bytes(geometry.arena())
     );
     Ok(())
 }
@@ -206,7 +306,28 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
             }
             Err(e) => return Err(e.into()),
         }
-        shm::remove_in(name, &location.dir)?;
+        if *force {
+            shm::remove_in(name, &location.dir)?;
+            continue;
+        }
+        // Checked again under the role locks: a process that attached since
+        // the check above keeps the ring.
+        match shm::remove_unused(name, &location.dir) {
+            Err(OpenError::InUse { roles, .. }) => {
+                let who = inspect(name, location, Duration::from_millis(200))
+                    .ok()
+                    .and_then(|i| live_roles(&i))
+                    .unwrap_or_else(|| {
+                        let r: Vec<String> = roles.iter().map(ToString::to_string).collect();
+                        format!("a {}", r.join(" and a "))
+                    });
+                return Err(CliError::InUse {
+                    name: name.clone(),
+                    who,
+                });
+            }
+            r => r?,
+        }
     }
     Ok(())
 }
@@ -250,10 +371,16 @@ pub fn gc(args: &GcArgs) -> Result<(), CliError> {
                     if *dry_run {
                         outln!("would remove {name}");
                     } else {
-                        // Gone already (another gc): nothing to do.
-                        match shm::remove_in(&name, &location.dir) {
+                        // Under the role locks: a process that attached
+                        // since the look above keeps the ring; gone
+                        // already (another gc): nothing to do.
+                        match shm::remove_unused(&name, &location.dir) {
                             Ok(()) => outln!("removed {name}"),
                             Err(OpenError::NotFound { .. }) => continue,
+                            Err(OpenError::InUse { .. }) => {
+                                in_use += 1;
+                                continue;
+                            }
                             Err(e) => return Err(e.into()),
                         }
                     }

@@ -64,6 +64,7 @@ pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
         "path": i.path.display().to_string(),
         "layout_version": shm::header::LAYOUT_VERSION,
         "kind": kind_name(l.kind),
+        "temporary": l.temporary,
         "capacity": l.capacity,
         "slot_size": l.slot_size,
         "slots_used": i.lag(),
@@ -210,8 +211,9 @@ fn print_info(
     );
     outln!("ring       {name} ({})", i.path.display());
     outln!(
-        "layout     version {}, {} ring, {} in all",
+        "layout     version {}, {}{} ring, {} in all",
         shm::header::LAYOUT_VERSION,
+        if l.temporary { "temporary " } else { "" },
         kind_name(l.kind),
         fmt_bytes(l.total_len)
     );

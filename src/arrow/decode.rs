@@ -533,6 +533,29 @@ impl BatchConsumer {
         // now on mark themselves done in a book that nobody reads.
         self.rel.outstanding.clear();
     }
+
+    /// Whether the ring was created temporary
+    /// ([`ArrowRingOptions`](super::ArrowRingOptions)' `segment.temporary`):
+    /// its consumer is expected to remove it after a clean end of stream.
+    pub fn is_temporary(&self) -> bool {
+        self.inner.is_temporary()
+    }
+
+    /// Releases what was read (as dropping does) and removes the ring's
+    /// file if no other process holds a role in it, without a race with a
+    /// producer attaching at that moment (see
+    /// [`shm::remove_unused`](crate::shm::remove_unused)). Leases still alive
+    /// keep their memory: only the name goes.
+    ///
+    /// # Errors
+    ///
+    /// [`ArrowRingError::Open`] with [`OpenError::InUse`] when a producer is
+    /// attached (or a creator is making the file anew), removing nothing;
+    /// `NotFound` when it is already gone; I/O.
+    pub fn remove_if_unused(mut self) -> Result<(), ArrowRingError> {
+        self.release_done();
+        self.inner.remove_if_unused().map_err(ArrowRingError::Open)
+    }
 }
 
 impl Drop for BatchConsumer {

@@ -100,6 +100,22 @@ pub enum OpenError {
         /// The role asked for.
         role: Role,
     },
+    /// The ring was removed (unlinked) while this process was attaching:
+    /// open or create it again.
+    #[error("{}: the ring was removed while attaching to it", .path.display())]
+    Removed {
+        /// The segment file.
+        path: PathBuf,
+    },
+    /// [`remove_unused`](super::remove_unused) found processes attached.
+    #[error("{}: in use by a {}", .path.display(), roles_text(.roles))]
+    InUse {
+        /// The segment file.
+        path: PathBuf,
+        /// The roles held (a creator still initialising counts as a
+        /// producer).
+        roles: Vec<Role>,
+    },
     /// A size that does not fit this machine's address space.
     #[error("{}: {len} bytes is too large to map", .path.display())]
     TooLarge {
@@ -137,6 +153,11 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    let names: Vec<String> = roles.iter().map(ToString::to_string).collect();
+    names.join(" and a ")
 }
 
 impl OpenError {

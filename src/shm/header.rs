@@ -62,6 +62,12 @@ impl RingKind {
     }
 }
 
+/// `flags` bit: the ring is temporary; a consumer that reaches a clean end
+/// of stream removes it when no other process holds a role in it.
+pub(crate) const FLAG_TEMPORARY: u32 = 1;
+/// Every `flags` bit this build knows.
+pub(crate) const FLAGS_KNOWN: u32 = FLAG_TEMPORARY;
+
 /// Role states in `producer_state` / `consumer_state`.
 pub(crate) const ROLE_NEVER: u32 = 0;
 /// A process attached in this role (it may since have died: see the lock).
@@ -128,7 +134,10 @@ pub(crate) struct InfoLine {
     pub(crate) fields: Opaque<HeaderFields>,
     /// [`STATE_INITIALIZING`] or [`STATE_READY`].
     pub(crate) state: AtomicU32,
-    _reserved: Opaque<[u8; 36]>,
+    /// `FLAG_*` bits, stored by the creator before `state` is READY and
+    /// never after.
+    pub(crate) flags: AtomicU32,
+    _reserved: Opaque<[u8; 32]>,
 }
 
 /// Line 1: written by the producer.
@@ -290,7 +299,8 @@ const _: () = {
     assert!(size_of::<WaitCell>() == 8);
     assert!(HEADER_LEN == 5 * LINE);
     // No padding anywhere: every byte belongs to a field, atomic or opaque.
-    assert!(offset_of!(InfoLine, _reserved) + 36 == LINE);
+    assert!(offset_of!(InfoLine, flags) == 92);
+    assert!(offset_of!(InfoLine, _reserved) + 32 == LINE);
     assert!(offset_of!(ProducerLine, _reserved) + 16 == offset_of!(ProducerLine, failure));
     assert!(offset_of!(ProducerLine, failure) + FAILURE_REASON_LEN == LINE);
     assert!(offset_of!(ConsumerLine, _reserved) + 80 == LINE);
@@ -320,6 +330,9 @@ pub struct Layout {
     pub total_len: u64,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_unix_ns: u64,
+    /// A temporary ring: removed by its consumer after a clean end of
+    /// stream ([`SegmentOptions::temporary`](super::SegmentOptions::temporary)).
+    pub temporary: bool,
 }
 
 impl Layout {
@@ -351,6 +364,7 @@ impl Layout {
             arena_len,
             total_len,
             created_unix_ns: 0,
+            temporary: false,
         })
     }
 
@@ -549,6 +563,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         arena_len: h.arena_len,
         total_len: h.total_len,
         created_unix_ns: h.created_unix_ns,
+        temporary: false,
     })
 }
 

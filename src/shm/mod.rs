@@ -120,6 +120,21 @@ pub fn remove(name: &str) -> Result<(), OpenError> {
     segment::Segment::remove(name, std::path::Path::new(DEFAULT_DIR))
 }
 
+/// Removes the ring `name` from directory `dir` unless a process is
+/// attached to it or still creating it, without a race with a process that
+/// attaches at the same moment: that process either attached first (and
+/// this returns [`OpenError::InUse`]) or gets [`OpenError::Removed`] and
+/// opens or creates the ring anew. Works on a damaged file too (it locks
+/// the file, it does not read the header).
+///
+/// # Errors
+///
+/// [`OpenError::InUse`] naming the roles held; `NotFound`,
+/// `PermissionDenied`, `BadName`, I/O.
+pub fn remove_unused(name: &str, dir: &std::path::Path) -> Result<(), OpenError> {
+    segment::Segment::remove_unused(name, dir)
+}
+
 /// Removes the segment `name` from directory `dir`.
 ///
 /// # Errors

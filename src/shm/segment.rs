@@ -26,8 +26,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, STATE_INITIALIZING,
-    STATE_READY, SegmentHeader, snapshot_sequences, validate,
+    FLAG_TEMPORARY, FLAGS_KNOWN, HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC,
+    STATE_INITIALIZING, STATE_READY, SegmentHeader, snapshot_sequences, validate,
 };
 use crate::sync::{AtomicU32, Ordering};
 
@@ -61,6 +61,12 @@ pub struct SegmentOptions {
     /// this only when every member of the segment's group is trusted. A
     /// segment that every user may write is refused either way.
     pub allow_shared: bool,
+    /// Create the ring temporary (default `false`): a consumer that reaches
+    /// a clean end of stream removes it when no other process holds a role
+    /// in it ([`ShmConsumer::remove_if_unused`](super::ShmConsumer::remove_if_unused)).
+    /// Only `create` reads it; an existing ring keeps what it was created
+    /// with ([`Layout::temporary`]).
+    pub temporary: bool,
 }
 
 impl Default for SegmentOptions {
@@ -70,6 +76,7 @@ impl Default for SegmentOptions {
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
             allow_shared: false,
+            temporary: false,
         }
     }
 }
@@ -210,6 +217,7 @@ impl Segment {
                 .map_raw(&file)
                 .map_err(io)?;
             let mut layout = layout;
+            layout.temporary = opts.temporary;
             layout.created_unix_ns = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
@@ -231,6 +239,11 @@ impl Segment {
                     layout.fields(),
                 );
             }
+            // Relaxed: published by the READY store below.
+            seg.header().info.flags.store(
+                if layout.temporary { FLAG_TEMPORARY } else { 0 },
+                Ordering::Relaxed,
+            );
             // SYNC POINT ready: Release publishes every header field; pairs
             // with the Acquire load in wait_ready.
             seg.header()
@@ -384,10 +397,31 @@ impl Segment {
         // SAFETY: in bounds and aligned (above), HeaderFields is Pod, and
         // `state` READY (Acquire) says the creator has finished writing.
         let fields = unsafe { std::ptr::read_volatile(head.as_ptr().cast::<HeaderFields>()) };
-        let layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
+        let mut layout = validate(&fields, file_len).map_err(|source| OpenError::BadHeader {
             path: path.clone(),
             source,
         })?;
+        // SAFETY: as for `state`: in bounds of the header mapping, aligned.
+        let flags = unsafe {
+            &*head
+                .as_ptr()
+                .add(offset_of!(SegmentHeader, info) + offset_of!(InfoLine, flags))
+                .cast::<AtomicU32>()
+        };
+        // Relaxed: after the Acquire load that saw READY (SYNC POINT ready),
+        // which the creator stored after this word.
+        let flags = flags.load(Ordering::Relaxed);
+        if flags & !FLAGS_KNOWN != 0 {
+            return Err(OpenError::BadHeader {
+                path,
+                source: HeaderError::BadField {
+                    field: "flags",
+                    value: flags.into(),
+                    why: "0 or 1 (temporary)",
+                },
+            });
+        }
+        layout.temporary = flags & FLAG_TEMPORARY != 0;
         drop(head);
         let map_len = usize::try_from(layout.total_len).map_err(|_| OpenError::TooLarge {
             path: path.clone(),
@@ -471,10 +505,23 @@ impl Segment {
         unsafe { self.map.as_mut_ptr().add(offset as usize) }
     }
 
-    /// Takes `role`'s lock; fails with `RoleTaken` if another holds it.
+    /// Takes `role`'s lock; fails with `RoleTaken` if another holds it, and
+    /// with `Removed` if the file was unlinked before the lock was taken
+    /// (see [`unlink_unused`]: a remover unlinks only while it holds every
+    /// role's lock, so a process that holds one and still finds the file
+    /// linked attached to the ring that others will open).
     pub(crate) fn lock_role(&self, role: Role) -> Result<(), OpenError> {
         match lock_byte(&self.file, role_byte(role), libc::F_WRLCK) {
-            Ok(()) => Ok(()),
+            Ok(()) => match still_linked(&self.file, &self.path) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let _ = lock_byte(&self.file, role_byte(role), libc::F_UNLCK);
+                    Err(OpenError::Removed {
+                        path: self.path.clone(),
+                    })
+                }
+                Err(e) => Err(OpenError::io(&self.path, e)),
+            },
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
                 Err(OpenError::RoleTaken {
                     path: self.path.clone(),
@@ -485,10 +532,128 @@ impl Segment {
         }
     }
 
+    /// Unlinks the segment file if no other process holds a role in it
+    /// (this one may hold `own`): see [`unlink_unused`].
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InUse`] naming the roles held; `NotFound` if the file
+    /// is already gone; I/O.
+    pub(crate) fn unlink_if_unused(&self, own: Option<Role>) -> Result<(), OpenError> {
+        match unlink_unused(&self.file, &self.path, own, true) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(roles)) => Err(OpenError::InUse {
+                path: self.path.clone(),
+                roles,
+            }),
+            Err(e) => Err(OpenError::from_open(&self.path, e)),
+        }
+    }
+
+    /// Removes the file `name` in `dir`, whatever it holds, if no process
+    /// holds a role in it (see [`unlink_unused`]).
+    pub(crate) fn remove_unused(name: &str, dir: &Path) -> Result<(), OpenError> {
+        validate_name(name)?;
+        let path = dir.join(name);
+        let (file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+                File::open(&path).map_err(|e| OpenError::from_open(&path, e))?,
+                false,
+            ),
+            Err(e) => return Err(OpenError::from_open(&path, e)),
+        };
+        match unlink_unused(&file, &path, None, writable) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(roles)) => Err(OpenError::InUse { path, roles }),
+            Err(e) => Err(OpenError::from_open(&path, e)),
+        }
+    }
+
     /// Whether some other open file description holds `role`'s lock: the
     /// process in that role is attached and alive.
     pub(crate) fn role_alive(&self, role: Role) -> bool {
         byte_locked(&self.file, role_byte(role))
+    }
+}
+
+/// Whether `path` still names the file open as `file` (same device and
+/// inode): false once it was unlinked or replaced.
+fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unlinks `path`, the file open as `file`, if no process holds a role in
+/// it or is creating it: takes the producer's, the consumer's and the
+/// creator's lock bytes (those not in `own`, which this open file
+/// description already holds), unlinks while holding them, then lets go.
+///
+/// A process that attaches takes its role's lock and then checks that the
+/// file is still linked ([`Segment::lock_role`]), so it either attached
+/// before (and the remover finds its lock taken) or finds the file gone
+/// and opens or creates a new one: nobody is left writing to, or waiting
+/// on, a ring that no one else can open. A process that tries to take its
+/// role while the remover holds the locks gets `RoleTaken` for that moment.
+///
+/// Returns `Ok(Err(roles))`, removing nothing, when a process holds
+/// `roles`' locks (`Role::Producer` also stands for a creator that has not
+/// finished). `file` may be open read-only (a read lock then does: it
+/// conflicts with every attached process's write lock just the same).
+pub(crate) fn unlink_unused(
+    file: &File,
+    path: &Path,
+    own: Option<Role>,
+    writable: bool,
+) -> std::io::Result<Result<(), Vec<Role>>> {
+    let kind = if writable {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
+    let bytes: [(libc::off_t, Role); 3] = [
+        (role_byte(Role::Producer), Role::Producer),
+        (role_byte(Role::Consumer), Role::Consumer),
+        (INIT_LOCK_BYTE, Role::Producer),
+    ];
+    let mut taken = Vec::new();
+    let mut busy = Vec::new();
+    for (byte, role) in bytes {
+        if own == Some(role) && byte != INIT_LOCK_BYTE {
+            continue;
+        }
+        match lock_byte(file, byte, kind) {
+            Ok(()) => taken.push(byte),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                if !busy.contains(&role) {
+                    busy.push(role);
+                }
+            }
+            Err(e) => {
+                release(file, &taken);
+                return Err(e);
+            }
+        }
+    }
+    let result = if !busy.is_empty() {
+        Ok(Err(busy))
+    } else if still_linked(file, path)? {
+        std::fs::remove_file(path).map(Ok)
+    } else {
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+    };
+    release(file, &taken);
+    result
+}
+
+fn release(file: &File, bytes: &[libc::off_t]) {
+    for &b in bytes {
+        let _ = lock_byte(file, b, libc::F_UNLCK);
     }
 }
 
@@ -533,6 +698,34 @@ fn flock_for(byte: libc::off_t, kind: libc::c_int) -> libc::flock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::RingKind;
+
+    /// A process that opened a ring, and takes its role only after the
+    /// file was unlinked, is told so rather than attached to a ring no one
+    /// else can find; `unlink_if_unused` removes nothing while a role is
+    /// held by another open file description.
+    #[test]
+    fn a_role_taken_after_the_ring_was_removed_is_refused() {
+        let name = format!("lr-unit-{}-removed", std::process::id());
+        let opts = SegmentOptions::default();
+        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0).unwrap();
+        let created = Segment::create(&name, layout, &opts).unwrap();
+        let opened = Segment::open(&name, &opts).unwrap();
+        opened.lock_role(Role::Consumer).unwrap();
+        match created.unlink_if_unused(None) {
+            Err(OpenError::InUse { roles, .. }) => assert_eq!(roles, [Role::Consumer]),
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(opened);
+        let late = Segment::open(&name, &opts).unwrap();
+        created.unlink_if_unused(None).unwrap();
+        assert!(matches!(
+            late.lock_role(Role::Producer),
+            Err(OpenError::Removed { .. })
+        ));
+        // Refused, the role lock was let go: not held by `late`.
+        assert!(!created.role_alive(Role::Producer));
+    }
 
     fn owner(uid: u32, gid: u32, mode: u32) -> FileOwner {
         FileOwner { uid, gid, mode }

@@ -785,6 +785,26 @@ impl<T: ShmSlot> ShmConsumer<T> {
         gone
     }
 
+    /// Whether the ring was created temporary ([`SegmentOptions::temporary`]).
+    pub fn is_temporary(&self) -> bool {
+        self.core.ring().seg.layout().temporary
+    }
+
+    /// Removes the ring's file if no other process holds a role in it
+    /// (this consumer keeps its own until it is dropped), without a race
+    /// with a producer attaching at that moment: see
+    /// [`remove_unused`](super::remove_unused). For a temporary ring, once
+    /// its stream ended cleanly.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::InUse`] when a producer is attached (or a creator is
+    /// making the file anew), removing nothing; `NotFound` when it is
+    /// already gone; I/O.
+    pub fn remove_if_unused(&self) -> Result<(), OpenError> {
+        self.core.ring().seg.unlink_if_unused(Some(Role::Consumer))
+    }
+
     /// Why the producer failed, when the last end of stream this consumer
     /// saw was `ProducerFailed` (the reason given to [`ShmProducer::fail`],
     /// as read when the failure was seen); `None` after any other end, or

@@ -1433,6 +1433,7 @@ fn follow_notes_a_failed_producer_and_keeps_waiting_for_the_next() {
     let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(line.contains("wrote 300 rows in 3 batches"), "{line}");
     assert_eq!(rows(&read_stream(&d.path("ff.arrows"))), rows(&data));
+}
 
 /// A ring whose header names a layout version no build writes: damaged.
 fn damage(d: &Dir, ring: &str) {
@@ -1694,4 +1695,96 @@ fn gc_removes_only_finished_rings_and_says_what_it_left() {
     }
     signal(rx.id(), "TERM");
     let _ = wait_with_timeout(rx, Duration::from_secs(10));
+}
+
+/// A temporary ring is removed by its consumer after a clean end of
+/// stream, with every row in the output; a ring that is not temporary
+/// stays.
+#[test]
+fn a_temporary_ring_is_removed_by_its_consumer_after_a_clean_end() {
+    let d = Dir::new("temporary");
+    let data = batches(3, 100, true);
+    write_stream(&d.path("in.arrows"), &data);
+    let rx = d.spawn(&[
+        "consume",
+        "tmp",
+        "-o",
+        &d.s("out.arrows"),
+        "--temporary",
+        "--timeout",
+        "30s",
+    ]);
+    wait_for_consumer(&d, "tmp");
+    assert_eq!(d.info("tmp")["temporary"], true);
+    ok(d.run(&["produce", "tmp", "-i", &d.s("in.arrows")]));
+    let out = ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert!(
+        stderr(&out).contains("end of stream; removed the temporary ring"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.path("tmp").exists(), "the temporary ring is gone");
+    assert_eq!(rows(&read_stream(&d.path("out.arrows"))), rows(&data));
+    // A ring made without --temporary stays after its stream.
+    ok(d.run(&["produce", "kept", "-i", &d.s("in.arrows")]));
+    assert_eq!(d.info("kept")["temporary"], false);
+    ok(d.run(&["consume", "kept", "-o", &d.s("kept.arrows")]));
+    assert!(d.path("kept").exists());
+    assert_eq!(rows(&read_stream(&d.path("kept.arrows"))), rows(&data));
+}
+
+/// --slots, --arena and --temporary for a ring that exists with another
+/// shape: a warning naming each, and the ring used as it is; --strict
+/// refuses instead (exit 1), sending nothing.
+#[test]
+fn shaping_flags_for_an_existing_ring_warn_or_with_strict_refuse() {
+    let d = Dir::new("shape");
+    let data = batches(2, 10, false);
+    write_stream(&d.path("in.arrows"), &data);
+    ok(d.run(&["create", "s", "--slots", "8", "--arena", "64KiB"]));
+    let o = ok(d.run(&[
+        "produce",
+        "s",
+        "-i",
+        &d.s("in.arrows"),
+        "--slots",
+        "16",
+        "--arena",
+        "64KiB",
+        "--temporary",
+    ]));
+    let e = stderr(&o);
+    assert!(e.contains("warning: ring 's' exists already"), "{e}");
+    assert!(e.contains("--slots 16 (it has 8)"), "{e}");
+    assert!(
+        !e.contains("--arena"),
+        "the same arena is no difference: {e}"
+    );
+    assert!(e.contains("--temporary (it is not temporary)"), "{e}");
+    assert_eq!(d.info("s")["write_seq"], 3, "schema and two batches sent");
+    fails(
+        d.run(&[
+            "produce",
+            "s",
+            "-i",
+            &d.s("in.arrows"),
+            "--arena",
+            "1MiB",
+            "--strict",
+        ]),
+        1,
+        "--arena 1.0 MiB (it has 64.0 KiB) ignored",
+    );
+    assert_eq!(d.info("s")["write_seq"], 3, "nothing sent under --strict");
+    // Flags that match, or none at all: silent.
+    let o = ok(d.run(&[
+        "produce",
+        "s",
+        "-i",
+        &d.s("in.arrows"),
+        "--slots",
+        "8",
+        "--strict",
+    ]));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
