@@ -479,6 +479,34 @@ impl Drain<'_> {
     }
 }
 
+/// Removes the temporary ring `rx` consumes, whose stream just ended
+/// cleanly. The producer that closed it may hold its role a moment longer
+/// (until its process lets go of the file): waits up to a second for that,
+/// but not for a producer of a new session, whose ring it keeps.
+fn remove_temporary(
+    rx: &mut BatchConsumer,
+    name: &str,
+    opts: &ArrowRingOptions,
+) -> Result<(), ArrowRingError> {
+    let sessions = || {
+        laminar_ring::shm::inspect(name, &opts.segment)
+            .ok()
+            .map(|i| i.producer_sessions)
+    };
+    let ended = sessions();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match rx.remove_if_unused() {
+            Err(ArrowRingError::Open(OpenError::InUse { .. }))
+                if Instant::now() < deadline && sessions() == ended =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -630,7 +658,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     // A temporary ring goes with its clean end of stream, unless a new
     // producer has attached meanwhile (then it stays, for that stream).
     let cleanup = match ending {
-        Ending::EndOfStream if rx.is_temporary() => Some(rx.remove_if_unused()),
+        Ending::EndOfStream if rx.is_temporary() => Some(remove_temporary(&mut rx, name, &opts)),
         _ => {
             drop(rx);
             None

@@ -362,7 +362,7 @@ pub fn gc(args: &GcArgs) -> Result<(), CliError> {
         dir: location.dir.clone(),
         source,
     })?;
-    let (mut removed, mut in_use, mut unfinished, mut damaged) = (0, 0, 0, 0);
+    let (mut removed, mut in_use, mut unfinished, mut damaged, mut other) = (0, 0, 0, 0, 0);
     for name in names {
         match crate::status::classify(&name, location) {
             None => {}
@@ -389,13 +389,20 @@ pub fn gc(args: &GcArgs) -> Result<(), CliError> {
                 Err("in use") => in_use += 1,
                 Err(_) => unfinished += 1,
             },
+            // Another release's ring: that release's gc decides.
+            Some(crate::status::Entry::OtherVersion { .. }) => other += 1,
             Some(_) => damaged += 1,
         }
     }
     outln!(
-        "{} {removed} ring{}; left {in_use} in use, {unfinished} unfinished, {damaged} damaged or unreadable",
+        "{} {removed} ring{}; left {in_use} in use, {unfinished} unfinished, {damaged} damaged or unreadable{}",
         if *dry_run { "would remove" } else { "removed" },
-        if removed == 1 { "" } else { "s" }
+        if removed == 1 { "" } else { "s" },
+        if other > 0 {
+            format!(", {other} of another layout version")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -274,6 +274,11 @@ pub struct LsArgs {
 /// What `ls` found in one file.
 pub enum Entry {
     Ok(Box<RingInfo>),
+    /// A ring of another layout version (made by another release).
+    OtherVersion {
+        found: u32,
+        supported: u32,
+    },
     /// Carries the magic but cannot be read as a ring.
     Damaged(String),
     /// Cannot be opened: it may be a ring.
@@ -290,6 +295,10 @@ pub fn classify(name: &str, location: &Location) -> Option<Entry> {
             ..
         })
         | Err(OpenError::NotFound { .. } | OpenError::BadName { .. }) => None,
+        Err(OpenError::BadHeader {
+            source: HeaderError::VersionMismatch { found, supported },
+            ..
+        }) => Some(Entry::OtherVersion { found, supported }),
         Err(OpenError::BadHeader { source, .. }) => Some(Entry::Damaged(source.to_string())),
         // An empty file has nothing of a ring (a creator sizes it at once).
         Err(OpenError::NotReady { path, .. })
@@ -324,6 +333,14 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
             .iter()
             .map(|(name, e)| match e {
                 Entry::Ok(i) => info_json(name, i),
+                Entry::OtherVersion { found, supported } => json!({
+                    "name": name,
+                    "status": "other version",
+                    "layout_version": found,
+                    "why": format!(
+                        "layout version {found}, made by another release; this one reads {supported}"
+                    ),
+                }),
                 Entry::Damaged(why) => json!({ "name": name, "status": "damaged", "why": why }),
                 Entry::NotReadable(why) => {
                     json!({ "name": name, "status": "not readable", "why": why })
@@ -364,6 +381,10 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
                 },
                 i.producer.describe(),
                 i.consumer.describe()
+            ),
+            Entry::OtherVersion { found, supported } => outln!(
+                "{name:width$}  layout version {found}, made by another release of \
+                 laminar-ring (this one reads {supported})"
             ),
             Entry::Damaged(why) => outln!("{name:width$}  damaged: {why}"),
             Entry::NotReadable(why) => outln!("{name:width$}  not readable: {why}"),

@@ -552,7 +552,7 @@ impl BatchConsumer {
     /// [`ArrowRingError::Open`] with [`OpenError::InUse`] when a producer is
     /// attached (or a creator is making the file anew), removing nothing;
     /// `NotFound` when it is already gone; I/O.
-    pub fn remove_if_unused(mut self) -> Result<(), ArrowRingError> {
+    pub fn remove_if_unused(&mut self) -> Result<(), ArrowRingError> {
         self.release_done();
         self.inner.remove_if_unused().map_err(ArrowRingError::Open)
     }

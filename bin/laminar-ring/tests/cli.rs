@@ -302,7 +302,10 @@ fn create_info_ls_and_rm() {
 
     let i = d.info("r1");
     assert_eq!(i["kind"], "arrow");
-    assert_eq!(i["layout_version"], 3);
+    assert_eq!(
+        i["layout_version"],
+        laminar_ring::shm::header::LAYOUT_VERSION
+    );
     assert_eq!(i["capacity"], 64);
     assert_eq!(i["arena_bytes"], 1 << 20);
     assert_eq!(i["write_seq"], 0);
@@ -1435,11 +1438,19 @@ fn follow_notes_a_failed_producer_and_keeps_waiting_for_the_next() {
     assert_eq!(rows(&read_stream(&d.path("ff.arrows"))), rows(&data));
 }
 
-/// A ring whose header names a layout version no build writes: damaged.
+/// A ring whose header says it has 3 slots (not a power of two): damaged.
 fn damage(d: &Dir, ring: &str) {
     ok(d.run(&["create", ring, "--slots", "8", "--arena", "64KiB"]));
     let mut bytes = std::fs::read(d.path(ring)).unwrap();
-    bytes[8..12].copy_from_slice(&99u32.to_le_bytes());
+    bytes[24..32].copy_from_slice(&3u64.to_le_bytes());
+    std::fs::write(d.path(ring), bytes).unwrap();
+}
+
+/// A ring made by a release with another layout version: `version`.
+fn other_version(d: &Dir, ring: &str, version: u32) {
+    ok(d.run(&["create", ring, "--slots", "8", "--arena", "64KiB"]));
+    let mut bytes = std::fs::read(d.path(ring)).unwrap();
+    bytes[8..12].copy_from_slice(&version.to_le_bytes());
     std::fs::write(d.path(ring), bytes).unwrap();
 }
 
@@ -1499,6 +1510,7 @@ fn ls_lists_damaged_and_unreadable_rings_with_their_state() {
     assert!(stderr(&o).contains("no rings"), "{}", stderr(&o));
     ok(d.run(&["create", "good", "--slots", "8", "--arena", "64KiB"]));
     damage(&d, "dmg");
+    other_version(&d, "old", 2);
     std::fs::write(d.path("notes.txt"), "hello, not a ring").unwrap();
     mkfifo(&d.path("fifo"));
 
@@ -1506,7 +1518,15 @@ fn ls_lists_damaged_and_unreadable_rings_with_their_state() {
     assert!(t.contains("good") && t.contains("never attached"), "{t}");
     assert!(
         t.lines()
-            .any(|l| l.starts_with("dmg ") && l.contains("  damaged: layout version 99")),
+            .any(|l| l.starts_with("dmg ") && l.contains("  damaged: bad header field capacity: 3")),
+        "{t}"
+    );
+    assert!(
+        t.lines().any(|l| l.starts_with("old ")
+            && l.contains(&format!(
+                "layout version 2, made by another release of laminar-ring (this one reads {})",
+                laminar_ring::shm::header::LAYOUT_VERSION
+            ))),
         "{t}"
     );
     assert!(!t.contains("notes") && !t.contains("fifo"), "{t}");
@@ -1517,8 +1537,12 @@ fn ls_lists_damaged_and_unreadable_rings_with_their_state() {
         .iter()
         .map(|r| (r["name"].as_str().unwrap(), r["status"].as_str().unwrap()))
         .collect();
-    assert_eq!(got, [("dmg", "damaged"), ("good", "ok")]);
-    assert!(ls[0]["why"].as_str().unwrap().contains("layout version 99"));
+    assert_eq!(
+        got,
+        [("dmg", "damaged"), ("good", "ok"), ("old", "other version")]
+    );
+    assert!(ls[0]["why"].as_str().unwrap().contains("capacity"));
+    assert_eq!(ls[2]["layout_version"], 2);
 
     // Another user's ring: listed, not hidden.
     use std::os::unix::fs::PermissionsExt;
