@@ -1391,3 +1391,71 @@ fn a_compressed_message_is_refused_not_inflated() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `stream_schema` reads a ring's schema without attaching: the unread
+/// schema message, then (after a consumer read everything) the consumer's
+/// saved state; corrupted descriptors, message bytes and save areas give a
+/// typed error or no schema, never a panic or a read outside the arena.
+#[test]
+fn stream_schema_reads_the_schema_and_survives_corruption() {
+    use laminar_ring::arrow::stream_schema;
+    let (dir, o) = fuzz_setup("peek");
+    assert!(stream_schema("peek", &o.segment).is_err(), "no such ring");
+    laminar_ring::arrow::create("peek", &o).unwrap();
+    assert_eq!(stream_schema("peek", &o.segment).unwrap(), None);
+    let batch = everything_batch(7, 3);
+    let mut tx = BatchProducer::open("peek", &o).unwrap();
+    tx.send(&batch).unwrap();
+    tx.close().unwrap();
+    assert_eq!(
+        stream_schema("peek", &o.segment).unwrap().as_deref(),
+        Some(batch.schema().as_ref()),
+        "from the unread schema message"
+    );
+    let path = dir.join("peek");
+    let unread = std::fs::read(&path).unwrap();
+    let mut rx = BatchConsumer::open("peek", &o).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch);
+    assert!(rx.recv().unwrap().is_none());
+    drop(rx);
+    assert_eq!(
+        stream_schema("peek", &o.segment).unwrap().as_deref(),
+        Some(batch.schema().as_ref()),
+        "from the saved state"
+    );
+    let drained = std::fs::read(&path).unwrap();
+    let slots_at: usize = 640;
+    let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
+    let arena_len = (256 << 10) as usize;
+    let save_at = arena_at + arena_len - ((arena_len / 8) & !63);
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
+    let (mut found, mut errors) = (0, 0);
+    for case in 0..3_000 {
+        let mut bytes = if case % 2 == 0 {
+            unread.clone()
+        } else {
+            drained.clone()
+        };
+        for _ in 0..1 + next() % 3 {
+            let at = match case % 3 {
+                0 => slots_at + next() % 32,
+                1 => arena_at + next() % 4096,
+                _ => save_at + next() % 4096,
+            };
+            corrupt_byte(&mut bytes[at], &mut next);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match stream_schema("peek", &o.segment) {
+            Ok(Some(_)) => found += 1,
+            Ok(None) => {}
+            Err(ArrowRingError::CorruptMessage { .. } | ArrowRingError::Open(_)) => errors += 1,
+            Err(e) => panic!("case {case}: unexpected error {e}"),
+        }
+    }
+    eprintln!("3000 corruptions: {found} schemas read, {errors} typed errors");
+    assert!(
+        errors > 100,
+        "corruption was detected in {errors} cases only"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
+use laminar_ring::arrow::schema::SchemaRef;
 use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RingKind, RoleInfo, RoleState};
 use serde_json::json;
 
@@ -196,11 +197,26 @@ fn print_info(
     watch: Option<Option<&Rates>>,
 ) -> Result<(), CliError> {
     let name = &args.name;
+    let schema = (i.layout.kind == RingKind::Arrow).then(|| schema_of(name, &args.location));
     if args.json {
         let mut v = info_json(name, i);
         if let Some(rates) = watch {
             v["rate"] = rates.map_or(serde_json::Value::Null, Rates::json);
         }
+        v["schema"] = match &schema {
+            Some(Ok(Some(s))) => json!(
+                s.fields()
+                    .iter()
+                    .map(|f| json!({
+                        "name": f.name(),
+                        "type": f.data_type().to_string(),
+                        "nullable": f.is_nullable(),
+                    }))
+                    .collect::<Vec<_>>()
+            ),
+            Some(Err(why)) => json!({ "error": why }),
+            _ => serde_json::Value::Null,
+        };
         outln!("{v}");
         return Ok(());
     }
@@ -248,6 +264,27 @@ fn print_info(
         "consumer   {}",
         describe_role(&i.consumer, "waiting on an empty ring", None)
     );
+    match &schema {
+        None => {}
+        Some(Ok(None)) => outln!("schema     none yet (no schema message in the ring)"),
+        Some(Ok(Some(s))) => {
+            let n = s.fields().len();
+            outln!(
+                "schema     {n} column{}, as a consumer attaching now reads it",
+                if n == 1 { "" } else { "s" }
+            );
+            let width = s.fields().iter().map(|f| f.name().len()).max().unwrap_or(0);
+            for f in s.fields() {
+                outln!(
+                    "           {:width$}  {}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " not null" }
+                );
+            }
+        }
+        Some(Err(why)) => outln!("schema     unreadable: {why}"),
+    }
     if let Some(rates) = watch {
         match rates {
             Some(r) => {
@@ -258,6 +295,17 @@ fn print_info(
         }
     }
     Ok(())
+}
+
+/// The schema a consumer attaching to `name` now would read.
+fn schema_of(name: &str, location: &Location) -> Result<Option<SchemaRef>, String> {
+    let opts = shm::SegmentOptions {
+        dir: location.dir.clone(),
+        allow_shared: location.shared,
+        ready_timeout: Duration::ZERO,
+        ..shm::SegmentOptions::default()
+    };
+    laminar_ring::arrow::stream_schema(name, &opts).map_err(|e| crate::error::one_line(&e))
 }
 
 /// List every ring in a directory, and every file there that fails like

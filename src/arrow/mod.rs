@@ -111,6 +111,7 @@ mod decode;
 mod encode;
 mod framing;
 mod lease;
+mod peek;
 mod release;
 mod resume;
 
@@ -120,6 +121,7 @@ use bytemuck::{Pod, Zeroable};
 pub use decode::BatchConsumer;
 pub use encode::BatchProducer;
 pub use lease::LeasedBatch;
+pub use peek::stream_schema;
 
 // The arrow-rs crates whose types this API takes and returns (arrow 60), so
 // that a caller passes batches of the very same arrow version without

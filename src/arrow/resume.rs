@@ -235,6 +235,41 @@ impl SaveArea {
         word.store(half + 1, Ordering::Release);
     }
 
+    /// A copy of the schema message of the state saved for `read_seq`,
+    /// read without writing anything, for a process that inspects the ring
+    /// without the consumer role. The consumer may be rewriting a half
+    /// meanwhile: the copy is only ever parsed with checks, never trusted.
+    pub(super) fn peek_schema_message(&self, read_seq: u64, word: &AtomicU64) -> Option<Vec<u8>> {
+        // SYNC POINT saved: Acquire pairs with the Release store in `save`.
+        let named = word.load(Ordering::Acquire);
+        if !(1..=2).contains(&named) || self.half_len < HALF_HEADER {
+            return None;
+        }
+        let mut half = named - 1;
+        let (mut from, mut len) = self.header(half);
+        if from > read_seq {
+            // As in `restore`: the other half holds the state at read_seq.
+            half ^= 1;
+            (from, len) = self.header(half);
+        }
+        if from > read_seq || len == 0 || len > self.half_len - HALF_HEADER {
+            return None; // nothing saved, overflowed, or changing under us
+        }
+        let mut bytes = vec![0_u8; len as usize];
+        // SAFETY: HALF_HEADER + len <= half_len: inside the half, in the
+        // mapping; any bytes are valid u8s.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.half_ptr(half).add(HALF_HEADER as usize),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            );
+        }
+        let n = message_len(&bytes).ok()?;
+        bytes.truncate(n);
+        Some(bytes)
+    }
+
     /// The state saved for a consumer resuming at `read_seq`.
     pub(super) fn restore(&self, read_seq: u64, word: &AtomicU64) -> Result<Restored, String> {
         // SYNC POINT saved: Acquire pairs with the Release store in `save`.

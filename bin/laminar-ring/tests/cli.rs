@@ -1812,3 +1812,54 @@ fn shaping_flags_for_an_existing_ring_warn_or_with_strict_refuse() {
     ]));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+/// `info` shows the stream's schema as a consumer attaching now reads it:
+/// none in a new ring; the schema message a producer left unread; after a
+/// consumer read everything, the schema it saved; a typed ring has none.
+#[test]
+fn info_shows_the_streams_schema() {
+    let d = Dir::new("info-schema");
+    ok(d.run(&["create", "s", "--slots", "16", "--arena", "1MiB"]));
+    let t = text(d.run(&["info", "s"]));
+    assert!(t.contains("schema     none yet"), "{t}");
+    assert_eq!(d.info("s")["schema"], Value::Null);
+    let data = batches(2, 10, true);
+    write_stream(&d.path("in.arrows"), &data);
+    ok(d.run(&["produce", "s", "-i", &d.s("in.arrows")]));
+    let expected: Vec<Value> = schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name(),
+                "type": f.data_type().to_string(),
+                "nullable": f.is_nullable(),
+            })
+        })
+        .collect();
+    let check = |when: &str| {
+        let t = text(d.run(&["info", "s"]));
+        let n = schema().fields().len();
+        assert!(
+            t.contains(&format!("schema     {n} columns")),
+            "{when}: {t}"
+        );
+        for f in schema().fields() {
+            assert!(
+                t.lines()
+                    .any(|l| l.trim_start().starts_with(f.name().as_str())
+                        && l.contains(&f.data_type().to_string())),
+                "{when}: {t}"
+            );
+        }
+        assert_eq!(
+            d.info("s")["schema"],
+            Value::Array(expected.clone()),
+            "{when}"
+        );
+    };
+    check("unread");
+    ok(d.run(&["consume", "s", "-o", &d.s("out.arrows")]));
+    assert_eq!(d.info("s")["read_seq"], d.info("s")["write_seq"]);
+    check("read");
+}
