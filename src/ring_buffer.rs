@@ -193,6 +193,25 @@ impl<T> RingBuffer<T> {
     /// publish and releasing), and reads need the slot to be initialised.
     #[inline(always)]
     pub unsafe fn slot_ptr(&self, seq: u64) -> *mut T {
+        #[cfg(not(loom))]
+        {
+            let index = (seq & self.mask) as usize;
+            debug_assert!(index < self.slots.len());
+            // Derived from the whole slice's pointer, not from one slot's
+            // reference: callers step from it to the next slots of a run
+            // (`slot_ptr(s).add(k)`, see `SlotRing::runs`), which a pointer
+            // made from a one-slot reference may not reach (its provenance
+            // would cover that slot only).
+            // SAFETY: `index <= mask == slots.len() - 1`: in bounds. The
+            // crate's UnsafeCell, std's UnsafeCell and MaybeUninit are all
+            // `repr(transparent)`, so the cast keeps the layout, and
+            // `raw_get` gives a pointer through which the cell's contents
+            // may be written while only shared references to it exist.
+            let cell = unsafe { self.slots.as_ptr().add(index) }
+                .cast::<std::cell::UnsafeCell<MaybeUninit<T>>>();
+            std::cell::UnsafeCell::raw_get(cell).cast::<T>()
+        }
+        #[cfg(loom)]
         self.slot(seq).with_mut(|p| p.cast::<T>())
     }
 
