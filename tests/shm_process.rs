@@ -1342,3 +1342,33 @@ fn unknown_ring_flags_are_refused() {
     let e = ShmConsumer::<Record>::open(&ring.name).err().unwrap();
     assert!(e.to_string().contains("flags"), "{e}");
 }
+
+/// Removing a ring because of what an inspection showed removes nothing
+/// if a producer attached or wrote since: the check runs under the role
+/// locks, when no process can change the ring.
+#[test]
+fn remove_unused_as_seen_keeps_a_ring_a_producer_wrote_to_since() {
+    let ring = Ring::new("rmseen");
+    drop(ShmProducer::<Record>::create(&ring.name, 64).unwrap());
+    let seen = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    let mut tx = ShmProducer::<Record>::open(&ring.name).unwrap();
+    tx.try_push(Record::new(0)).unwrap();
+    drop(tx);
+    match laminar_ring::shm::remove_unused_as_seen(&ring.name, &ring.dir, &seen) {
+        Err(e @ OpenError::Changed { .. }) => {
+            assert!(e.to_string().contains("wrote to the ring since"), "{e}");
+        }
+        other => panic!("expected Changed, got {other:?}"),
+    }
+    assert!(ring.path().exists());
+    // A session that sent nothing still counts as a change.
+    let seen = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    drop(ShmProducer::<Record>::open(&ring.name).unwrap());
+    assert!(matches!(
+        laminar_ring::shm::remove_unused_as_seen(&ring.name, &ring.dir, &seen),
+        Err(OpenError::Changed { .. })
+    ));
+    let seen = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    laminar_ring::shm::remove_unused_as_seen(&ring.name, &ring.dir, &seen).unwrap();
+    assert!(!ring.path().exists());
+}

@@ -371,14 +371,19 @@ pub fn gc(args: &GcArgs) -> Result<(), CliError> {
                     if *dry_run {
                         outln!("would remove {name}");
                     } else {
-                        // Under the role locks: a process that attached
-                        // since the look above keeps the ring; gone
-                        // already (another gc): nothing to do.
-                        match shm::remove_unused(&name, &location.dir) {
+                        // Under the role locks, and only if no producer
+                        // wrote since the look above; gone already
+                        // (another gc): nothing to do.
+                        match shm::remove_unused_as_seen(&name, &location.dir, &i) {
                             Ok(()) => outln!("removed {name}"),
                             Err(OpenError::NotFound { .. }) => continue,
                             Err(OpenError::InUse { .. }) => {
                                 in_use += 1;
+                                continue;
+                            }
+                            // A producer came and went since the look.
+                            Err(OpenError::Changed { .. }) => {
+                                unfinished += 1;
                                 continue;
                             }
                             Err(e) => return Err(e.into()),

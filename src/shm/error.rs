@@ -107,6 +107,13 @@ pub enum OpenError {
         /// The segment file.
         path: PathBuf,
     },
+    /// [`remove_unused_as_seen`](super::remove_unused_as_seen): a producer
+    /// wrote to the ring since it was inspected; nothing was removed.
+    #[error("{}: a producer wrote to the ring since it was inspected", .path.display())]
+    Changed {
+        /// The segment file.
+        path: PathBuf,
+    },
     /// [`remove_unused`](super::remove_unused) found processes attached.
     #[error("{}: in use by a {}", .path.display(), roles_text(.roles))]
     InUse {

@@ -132,7 +132,24 @@ pub fn remove(name: &str) -> Result<(), OpenError> {
 /// [`OpenError::InUse`] naming the roles held; `NotFound`,
 /// `PermissionDenied`, `BadName`, I/O.
 pub fn remove_unused(name: &str, dir: &std::path::Path) -> Result<(), OpenError> {
-    segment::Segment::remove_unused(name, dir)
+    segment::Segment::remove_unused(name, dir, None)
+}
+
+/// [`remove_unused`], and only if no producer has attached or written
+/// since `seen` was inspected (its `write_seq` and `producer_sessions`,
+/// read again while no process can attach): for removing a ring because of
+/// what an inspection showed (its stream ended and was read, say) without
+/// removing what a producer sent in between.
+///
+/// # Errors
+///
+/// As [`remove_unused`], and [`OpenError::Changed`] when the ring changed.
+pub fn remove_unused_as_seen(
+    name: &str,
+    dir: &std::path::Path,
+    seen: &RingInfo,
+) -> Result<(), OpenError> {
+    segment::Segment::remove_unused(name, dir, Some((seen.write_seq, seen.producer_sessions)))
 }
 
 /// Removes the segment `name` from directory `dir`.

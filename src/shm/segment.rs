@@ -540,7 +540,7 @@ impl Segment {
     /// [`OpenError::InUse`] naming the roles held; `NotFound` if the file
     /// is already gone; I/O.
     pub(crate) fn unlink_if_unused(&self, own: Option<Role>) -> Result<(), OpenError> {
-        match unlink_unused(&self.file, &self.path, own, true) {
+        match unlink_unused(&self.file, &self.path, own, true, |_| Ok(true)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(roles)) => Err(OpenError::InUse {
                 path: self.path.clone(),
@@ -551,8 +551,14 @@ impl Segment {
     }
 
     /// Removes the file `name` in `dir`, whatever it holds, if no process
-    /// holds a role in it (see [`unlink_unused`]).
-    pub(crate) fn remove_unused(name: &str, dir: &Path) -> Result<(), OpenError> {
+    /// holds a role in it (see [`unlink_unused`]) and, with `seen`, its
+    /// `(write_seq, producer_sessions)` are still those (read under the
+    /// locks, when no process can change them): `Changed` otherwise.
+    pub(crate) fn remove_unused(
+        name: &str,
+        dir: &Path,
+        seen: Option<(u64, u64)>,
+    ) -> Result<(), OpenError> {
         validate_name(name)?;
         let path = dir.join(name);
         let (file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -563,8 +569,13 @@ impl Segment {
             ),
             Err(e) => return Err(OpenError::from_open(&path, e)),
         };
-        match unlink_unused(&file, &path, None, writable) {
+        let unchanged = |f: &File| match seen {
+            None => Ok(true),
+            Some(seen) => Ok(producer_words(f)? == seen),
+        };
+        match unlink_unused(&file, &path, None, writable, unchanged) {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(roles)) if roles.is_empty() => Err(OpenError::Changed { path }),
             Ok(Err(roles)) => Err(OpenError::InUse { path, roles }),
             Err(e) => Err(OpenError::from_open(&path, e)),
         }
@@ -605,11 +616,16 @@ fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
 /// `roles`' locks (`Role::Producer` also stands for a creator that has not
 /// finished). `file` may be open read-only (a read lock then does: it
 /// conflicts with every attached process's write lock just the same).
+///
+/// `unchanged` runs while the locks are held, when no process can attach
+/// and change the ring: it returns false to keep the ring after all
+/// (`Ok(Err(vec![]))`).
 pub(crate) fn unlink_unused(
     file: &File,
     path: &Path,
     own: Option<Role>,
     writable: bool,
+    unchanged: impl FnOnce(&File) -> std::io::Result<bool>,
 ) -> std::io::Result<Result<(), Vec<Role>>> {
     let kind = if writable {
         libc::F_WRLCK
@@ -642,6 +658,8 @@ pub(crate) fn unlink_unused(
     }
     let result = if !busy.is_empty() {
         Ok(Err(busy))
+    } else if !unchanged(file)? {
+        Ok(Err(Vec::new()))
     } else if still_linked(file, path)? {
         std::fs::remove_file(path).map(Ok)
     } else {
@@ -649,6 +667,25 @@ pub(crate) fn unlink_unused(
     };
     release(file, &taken);
     result
+}
+
+/// `(write_seq, producer_sessions)` as the file holds them, read with
+/// `pread` (a copy by the kernel: no reference into memory that another
+/// process may write).
+fn producer_words(file: &File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let line = offset_of!(SegmentHeader, producer);
+    let mut b = [0_u8; 8];
+    file.read_exact_at(
+        &mut b,
+        (line + offset_of!(super::header::ProducerLine, write_seq)) as u64,
+    )?;
+    let write_seq = u64::from_ne_bytes(b);
+    file.read_exact_at(
+        &mut b,
+        (line + offset_of!(super::header::ProducerLine, producer_sessions)) as u64,
+    )?;
+    Ok((write_seq, u64::from_ne_bytes(b)))
 }
 
 fn release(file: &File, bytes: &[libc::off_t]) {
