@@ -1321,8 +1321,24 @@ fn a_temporary_ring_is_removed_by_its_consumer_only_when_no_producer_holds_it() 
         other => panic!("expected InUse, got {other:?}"),
     }
     drop(tx);
+    // One item is left to pop: kept.
+    assert!(matches!(
+        rx.remove_if_unused(),
+        Err(OpenError::Changed { .. })
+    ));
+    let mut rx = rx;
+    assert_eq!(rx.try_pop().unwrap(), Record::new(1));
+    // A producer that came, sent and left after the end keeps the ring too.
+    let mut late = ShmProducer::<Record>::open(&ring.name).unwrap();
+    late.try_push(Record::new(2)).unwrap();
+    drop(late);
+    assert!(matches!(
+        rx.remove_if_unused(),
+        Err(OpenError::Changed { .. })
+    ));
+    assert_eq!(rx.try_pop().unwrap(), Record::new(2));
     rx.remove_if_unused()
-        .expect("removed once the producer is gone");
+        .expect("removed once everything is read");
     assert!(!ring.path().exists());
     // Not temporary unless asked.
     let plain = Ring::new("nottemporary");
@@ -1371,4 +1387,28 @@ fn remove_unused_as_seen_keeps_a_ring_a_producer_wrote_to_since() {
     let seen = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
     laminar_ring::shm::remove_unused_as_seen(&ring.name, &ring.dir, &seen).unwrap();
     assert!(!ring.path().exists());
+}
+
+/// `remove_unused` never follows a symbolic link nor blocks on a FIFO: a
+/// typed error for each, and both stay.
+#[test]
+fn remove_unused_refuses_links_and_fifos() {
+    let dir = std::env::temp_dir().join(format!("lr-rmkinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("elsewhere", dir.join("link")).unwrap();
+    let e = laminar_ring::shm::remove_unused("link", &dir).unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(dir.join("link").symlink_metadata().is_ok());
+    let fifo = dir.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = laminar_ring::shm::remove_unused("fifo", &dir).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert!(fifo.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -481,8 +481,10 @@ impl Drain<'_> {
 
 /// Removes the temporary ring `rx` consumes, whose stream just ended
 /// cleanly. The producer that closed it may hold its role a moment longer
-/// (until its process lets go of the file): waits up to a second for that,
-/// but not for a producer of a new session, whose ring it keeps.
+/// (until its process lets go of the file): waits up to a second for that.
+/// A producer that attached since keeps the ring: it is still attached
+/// (`InUse`), or it sent batches that are left unread (`Changed`, checked
+/// under the role locks).
 fn remove_temporary(
     rx: &mut BatchConsumer,
     name: &str,
@@ -682,6 +684,9 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
                 Some(Ok(())) => "; removed the temporary ring".to_owned(),
                 Some(Err(ArrowRingError::Open(OpenError::InUse { .. }))) => {
                     "; kept the temporary ring: another producer attached to it".to_owned()
+                }
+                Some(Err(ArrowRingError::Open(OpenError::Changed { .. }))) => {
+                    "; kept the temporary ring: another producer sent batches to it".to_owned()
                 }
                 Some(Err(e)) => format!("; could not remove the temporary ring: {e}"),
             };

@@ -386,7 +386,13 @@ pub fn gc(args: &GcArgs) -> Result<(), CliError> {
                                 unfinished += 1;
                                 continue;
                             }
-                            Err(e) => return Err(e.into()),
+                            // One ring that cannot be removed (another
+                            // user's, say) does not stop the others.
+                            Err(e) => {
+                                errln!("laminar-ring: kept {name}: {}", crate::error::one_line(&e));
+                                damaged += 1;
+                                continue;
+                            }
                         }
                     }
                     removed += 1;

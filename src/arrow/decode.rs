@@ -542,15 +542,18 @@ impl BatchConsumer {
     }
 
     /// Releases what was read (as dropping does) and removes the ring's
-    /// file if no other process holds a role in it, without a race with a
-    /// producer attaching at that moment (see
+    /// file if no other process holds a role in it and every message
+    /// published has been released, without a race with a producer
+    /// attaching at that moment (see
     /// [`shm::remove_unused`](crate::shm::remove_unused)). Leases still alive
     /// keep their memory: only the name goes.
     ///
     /// # Errors
     ///
     /// [`ArrowRingError::Open`] with [`OpenError::InUse`] when a producer is
-    /// attached (or a creator is making the file anew), removing nothing;
+    /// attached (or a creator is making the file anew), or with
+    /// [`OpenError::Changed`] when messages are left unreleased (a producer
+    /// came, sent and left; or leases are still alive), removing nothing;
     /// `NotFound` when it is already gone; I/O.
     pub fn remove_if_unused(&mut self) -> Result<(), ArrowRingError> {
         self.release_done();

@@ -2,17 +2,36 @@
 //! `laminar-ring info`): from the schema message at `read_seq`, else the
 //! consumer's saved state (the schema as of `read_seq`), else the first
 //! schema message the producer has published after it.
+//!
+//! Nothing here holds a role, so the consumer may release (and the
+//! producer then reuse) what is being copied: every copy is checked
+//! afterwards, seqlock-style, and only ever parsed with checks.
 
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::framing::parse_schema;
-use super::resume::SaveArea;
+use super::resume::{Peeked, SaveArea};
 use super::{ArrowRingError, Descriptor, MSG_SCHEMA, split_arena};
-use crate::shm::{OpenError, RingKind, Segment, SegmentOptions};
+use crate::shm::{OpenError, RingKind, Segment, SegmentOptions, ShmSlot, fingerprint};
+use crate::sync::{Ordering, fence};
 
 /// Attempts before giving up on a ring whose consumer keeps moving while
 /// the schema is copied out.
-const TRIES: usize = 3;
+const TRIES: usize = 8;
+
+/// The largest schema message read (a schema of thousands of columns with
+/// metadata is far smaller); a descriptor claiming more is not trusted
+/// with an allocation of that size.
+const MAX_SCHEMA_MESSAGE: u64 = 16 << 20;
+
+/// Where a copied schema message came from, to check it is still valid.
+enum Source {
+    /// The descriptor of this sequence number: valid while `read_seq` has
+    /// not passed it.
+    Slot(u64),
+    /// The save area, as this `(word, from_seq, len)` named it.
+    Saved((u64, u64, u64)),
+}
 
 /// The schema of the stream in the Arrow ring `name` as a consumer
 /// attaching now would decode it: `None` when no producer has sent a
@@ -22,85 +41,97 @@ const TRIES: usize = 3;
 ///
 /// # Errors
 ///
-/// [`ArrowRingError::Open`] as for opening (`Mismatch` for a typed ring);
-/// [`ArrowRingError::CorruptMessage`] for a schema message that cannot be
-/// read, or one that kept changing while it was copied.
+/// [`ArrowRingError::Open`] as for opening (`Mismatch` for a typed ring or
+/// slots that are not descriptors); [`ArrowRingError::CorruptMessage`] for
+/// a schema message or saved state that cannot be read, or when the
+/// consumer moved on each time while the schema was copied.
 pub fn stream_schema(
     name: &str,
     opts: &SegmentOptions,
 ) -> Result<Option<SchemaRef>, ArrowRingError> {
     let seg = Segment::open_read_only(name, opts)?;
     let layout = *seg.layout();
+    let mismatch = |what: &str| OpenError::Mismatch {
+        path: seg.path().to_owned(),
+        what: what.to_owned(),
+    };
     if layout.kind != RingKind::Arrow {
-        return Err(OpenError::Mismatch {
-            path: seg.path().to_owned(),
-            what: "a typed ring, not an Arrow one: it has no schema".into(),
-        }
+        return Err(mismatch("a typed ring, not an Arrow one: it has no schema").into());
+    }
+    if layout.slot_size != size_of::<Descriptor>() as u64
+        || layout.slot_align != align_of::<Descriptor>() as u32
+        || layout.type_fingerprint != fingerprint::<Descriptor>()
+    {
+        return Err(mismatch(&format!(
+            "an Arrow ring whose slots are not {}",
+            Descriptor::TYPE_NAME
+        ))
         .into());
     }
     let bad_header = |source| OpenError::BadHeader {
         path: seg.path().to_owned(),
         source,
     };
+    let corrupt = |seq, why: String| ArrowRingError::CorruptMessage {
+        seq,
+        source: ArrowError::IpcError(why),
+    };
     let (arena_len, save_len) = split_arena(layout.arena_len);
-    let mut last = ArrowError::IpcError("no schema".into());
+    // SAFETY: the arena's last save_len bytes, inside the validated arena
+    // of a mapping that outlives `save`; only read through it, by copies
+    // that are checked afterwards (see `SaveArea::peek_schema_message`).
+    let save = unsafe { SaveArea::new(seg.ptr_at(layout.arena_offset + arena_len), save_len) };
+    let word = &seg.header().consumer.saved_state;
     for _ in 0..TRIES {
         let (read_seq, write_seq) = seg.sequences().map_err(bad_header)?;
-        let found = (|| {
+        let found: Option<(Source, Result<Vec<u8>, String>)> = (|| {
             // The message at read_seq, when it starts a new stream.
             if read_seq < write_seq {
                 let d = descriptor(&seg, read_seq);
                 if d.kind == MSG_SCHEMA {
-                    return Some(message(&seg, arena_len, &d));
+                    return Some((Source::Slot(read_seq), message(&seg, arena_len, &d)));
                 }
             }
             // The state the consumer saved for read_seq.
-            // SAFETY: the arena's last save_len bytes, inside the validated
-            // arena of a mapping that outlives `save`; it is only read.
-            let save =
-                unsafe { SaveArea::new(seg.ptr_at(layout.arena_offset + arena_len), save_len) };
-            let word = &seg.header().consumer.saved_state;
-            if let Some(bytes) = save.peek_schema_message(read_seq, word) {
-                return Some(Ok(bytes));
+            match save.peek_schema_message(read_seq, word) {
+                Peeked::Nothing => {}
+                Peeked::Message { named, bytes } => return Some((Source::Saved(named), bytes)),
             }
             // Nothing saved: read_seq is at or before the first schema.
             let unread = (write_seq - read_seq).min(layout.capacity);
-            (read_seq..read_seq + unread)
-                .map(|seq| descriptor(&seg, seq))
-                .find(|d| d.kind == MSG_SCHEMA)
-                .map(|d| message(&seg, arena_len, &d))
+            (read_seq..read_seq + unread).find_map(|seq| {
+                let d = descriptor(&seg, seq);
+                (d.kind == MSG_SCHEMA).then(|| (Source::Slot(seq), message(&seg, arena_len, &d)))
+            })
         })();
-        let parsed = match found {
-            None => None,
-            Some(Err(e)) => Some(Err(e)),
-            Some(Ok(bytes)) => Some(
-                std::panic::catch_unwind(|| parse_schema(&bytes)).unwrap_or_else(|_| {
-                    Err(ArrowError::IpcError("schema decoder panicked".into()))
-                }),
-            ),
+        // The copies above are plain reads; the loads below decide whether
+        // what they read still held. SYNC POINT peek: the Acquire fence
+        // keeps the copies before those loads (a seqlock's read side).
+        fence(Ordering::Acquire);
+        let still = match &found {
+            None => seg.sequences().map_err(bad_header)?.0 == read_seq,
+            // Not released (so not reused) while read_seq has not passed it.
+            Some((Source::Slot(seq), _)) => seg.sequences().map_err(bad_header)?.0 <= *seq,
+            // Not rewritten while the word and the half's header are the same
+            // (from_seq grows with every save: no ABA).
+            Some((Source::Saved(named), _)) => save.named_state(word) == Some(*named),
         };
-        // What was copied holds only if the consumer did not release (and
-        // the producer reuse) it meanwhile.
-        let (again, _) = seg.sequences().map_err(bad_header)?;
-        match parsed {
-            Some(Ok(schema)) if again == read_seq => return Ok(Some(schema)),
-            None if again == read_seq => return Ok(None),
-            Some(Err(e)) if again == read_seq => {
-                return Err(ArrowRingError::CorruptMessage {
-                    seq: read_seq,
-                    source: e,
-                });
-            }
-            Some(Err(e)) => last = e,
-            _ => {}
+        if !still {
+            continue;
         }
+        return match found {
+            None => Ok(None),
+            Some((_, Err(why))) => Err(corrupt(read_seq, why)),
+            Some((_, Ok(bytes))) => std::panic::catch_unwind(|| parse_schema(&bytes))
+                .unwrap_or_else(|_| Err(ArrowError::IpcError("schema decoder panicked".into())))
+                .map(Some)
+                .map_err(|e| corrupt(read_seq, format!("schema message: {e}"))),
+        };
     }
-    Err(ArrowRingError::CorruptMessage {
-        seq: seg.sequences().map_err(bad_header)?.0,
-        source: ArrowError::IpcError(format!(
-            "the consumer kept moving while the schema was read ({last})"
-        )),
-    })
+    Err(corrupt(
+        seg.sequences().map_err(bad_header)?.0,
+        "the consumer moved on each time the schema was read; try again".into(),
+    ))
 }
 
 /// A copy of the descriptor in the slot of `seq`.
@@ -109,21 +140,24 @@ fn descriptor(seg: &Segment, seq: u64) -> Descriptor {
     let offset = l.slots_offset + (seq & (l.capacity - 1)) * l.slot_size;
     // A producer breaking the protocol can race with this read; any bytes
     // are a Descriptor (Pod), and every field is checked before use.
-    // SAFETY: the slot lies within the validated slots area, aligned for a
-    // Descriptor (slot_align and slot_size were checked against its type
-    // when the ring was made, and validate() checked the layout).
+    // SAFETY: stream_schema checked that the slots are Descriptors (size,
+    // alignment, fingerprint), and validate() that the slots area lies in
+    // the mapping and is aligned to slot_align: in bounds and aligned.
     unsafe { seg.ptr_at(offset).cast::<Descriptor>().read_volatile() }
 }
 
 /// A copy of the message `d` names, after checking that it lies within the
-/// message part of the arena.
-fn message(seg: &Segment, arena_len: u64, d: &Descriptor) -> Result<Vec<u8>, ArrowError> {
+/// message part of the arena and is not implausibly large.
+fn message(seg: &Segment, arena_len: u64, d: &Descriptor) -> Result<Vec<u8>, String> {
     let start = d.pos % arena_len;
     if start.checked_add(d.len).is_none_or(|e| e > arena_len) {
-        return Err(ArrowError::IpcError(format!(
+        return Err(format!(
             "schema message at {start}..+{} outside the {arena_len}-byte arena",
             d.len
-        )));
+        ));
+    }
+    if d.len > MAX_SCHEMA_MESSAGE {
+        return Err(format!("a schema message of {} bytes", d.len));
     }
     let mut bytes = vec![0_u8; d.len as usize];
     // SAFETY: start + len <= arena_len: inside the arena, in the mapping;

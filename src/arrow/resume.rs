@@ -155,6 +155,18 @@ pub(super) struct SaveArea {
 // area keeps alive and moves with it.
 unsafe impl Send for SaveArea {}
 
+/// What [`SaveArea::peek_schema_message`] found.
+pub(super) enum Peeked {
+    /// Nothing saved.
+    Nothing,
+    /// A copy of the saved schema message (or why it cannot be read), and
+    /// the `(word, from_seq, len)` the copy was taken under.
+    Message {
+        named: (u64, u64, u64),
+        bytes: Result<Vec<u8>, String>,
+    },
+}
+
 /// What a consumer attaching at `read_seq` restores.
 pub(super) enum Restored {
     /// Nothing saved (or nothing before the first schema was released).
@@ -173,8 +185,12 @@ impl SaveArea {
     ///
     /// # Safety
     ///
-    /// `base..base + save_len` lies in the mapping, stays mapped while this
-    /// value lives, and only this process's consumer writes it.
+    /// `base..base + save_len` lies in the mapping and stays mapped while
+    /// this value lives. Either this process holds the consumer role (the
+    /// only writer of the area), or it only reads through this value with
+    /// [`peek_schema_message`](Self::peek_schema_message) and
+    /// [`named_state`](Self::named_state), whose copies are checked, never
+    /// trusted, since the consumer may write the area meanwhile.
     pub(super) unsafe fn new(base: *mut u8, save_len: u64) -> Self {
         Self {
             base,
@@ -235,25 +251,61 @@ impl SaveArea {
         word.store(half + 1, Ordering::Release);
     }
 
-    /// A copy of the schema message of the state saved for `read_seq`,
-    /// read without writing anything, for a process that inspects the ring
-    /// without the consumer role. The consumer may be rewriting a half
-    /// meanwhile: the copy is only ever parsed with checks, never trusted.
-    pub(super) fn peek_schema_message(&self, read_seq: u64, word: &AtomicU64) -> Option<Vec<u8>> {
+    /// `(word, from_seq, len)` of the half the `saved_state` word names
+    /// now, or `None` when it names none.
+    pub(super) fn named_state(&self, word: &AtomicU64) -> Option<(u64, u64, u64)> {
         // SYNC POINT saved: Acquire pairs with the Release store in `save`.
         let named = word.load(Ordering::Acquire);
         if !(1..=2).contains(&named) || self.half_len < HALF_HEADER {
             return None;
         }
-        let mut half = named - 1;
-        let (mut from, mut len) = self.header(half);
-        if from > read_seq {
-            // As in `restore`: the other half holds the state at read_seq.
-            half ^= 1;
-            (from, len) = self.header(half);
+        let (from, len) = self.header(named - 1);
+        Some((named, from, len))
+    }
+
+    /// A copy of the schema message of the state saved for `read_seq`,
+    /// read without writing anything, for a process that inspects the ring
+    /// without the consumer role. The consumer may be rewriting a half
+    /// meanwhile: the caller checks afterwards that the half named is
+    /// unchanged ([`named_state`](Self::named_state)), and parses the copy
+    /// with checks only.
+    pub(super) fn peek_schema_message(&self, read_seq: u64, word: &AtomicU64) -> Peeked {
+        let Some((named, from, len)) = self.named_state(word) else {
+            return Peeked::Nothing;
+        };
+        let message = |bytes| Peeked::Message {
+            named: (named, from, len),
+            bytes,
+        };
+        // A consumer killed between naming a half and storing read_seq left
+        // the state at read_seq in the other half; `restore` takes that
+        // half, and the next consumer names it again: the peek reads it.
+        let (half, from, len) = if from > read_seq {
+            let (f, l) = self.header(2 - named);
+            (2 - named, f, l)
+        } else {
+            (named - 1, from, len)
+        };
+        if len == 0 {
+            return Peeked::Nothing; // nothing released before the first schema
         }
-        if from > read_seq || len == 0 || len > self.half_len - HALF_HEADER {
-            return None; // nothing saved, overflowed, or changing under us
+        if from > read_seq {
+            return message(Err(format!(
+                "saved state: both halves hold state from after read_seq {read_seq}"
+            )));
+        }
+        if len == OVERFLOWED {
+            return message(Err(format!(
+                "saved state: the schema and dictionaries did not fit the save area's \
+                 {}-byte halves",
+                self.half_len
+            )));
+        }
+        if len > self.half_len - HALF_HEADER {
+            return message(Err(format!(
+                "saved state: {len} bytes in a {}-byte half",
+                self.half_len
+            )));
         }
         let mut bytes = vec![0_u8; len as usize];
         // SAFETY: HALF_HEADER + len <= half_len: inside the half, in the
@@ -265,9 +317,13 @@ impl SaveArea {
                 bytes.len(),
             );
         }
-        let n = message_len(&bytes).ok()?;
-        bytes.truncate(n);
-        Some(bytes)
+        message(match message_len(&bytes) {
+            Ok(n) => {
+                bytes.truncate(n);
+                Ok(bytes)
+            }
+            Err(e) => Err(format!("saved state: {e}")),
+        })
     }
 
     /// The state saved for a consumer resuming at `read_seq`.

@@ -38,6 +38,9 @@ pub const MAX_NAME_LEN: usize = 255;
 /// The byte whose lock a creator holds from before it sizes the file until
 /// it has marked the segment ready (bytes 0 and 1 are the roles').
 const INIT_LOCK_BYTE: libc::off_t = 2;
+/// How long `lock_role` waits for a remover that holds the lock bytes (it
+/// holds them for microseconds) before it reports the role taken.
+const REMOVER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// Where a segment lives and how it is opened.
 #[derive(Debug, Clone)]
@@ -196,12 +199,30 @@ impl Segment {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| OpenError::from_open(&path, e))?;
+        // Held until the segment is ready: an opener that finds the file
+        // sized but not ready, and this lock free, knows the creator died
+        // (the kernel drops the lock with the process). Taken at once; a
+        // remover that got there first (it holds the byte while it
+        // unlinks), or a file unlinked before we hold it, is `Removed`:
+        // create again.
+        let removed = || OpenError::Removed { path: path.clone() };
+        match lock_byte(&file, INIT_LOCK_BYTE, libc::F_WRLCK) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                return Err(removed());
+            }
+            Err(e) => return Err(io(e)),
+        }
+        if !still_linked(&file, &path).map_err(io)? {
+            return Err(removed());
+        }
         // From here on, a failure must not leave a half-made file behind.
+        // A duplicate descriptor shares the open file description, so byte
+        // 2 stays locked through it until the cleanup below: no remover
+        // unlinks the file meanwhile, and the path still names our file
+        // when we unlink it (never another creator's).
+        let keep = file.try_clone().map_err(io)?;
         let result = (|| {
-            // Held until the segment is ready: an opener that finds the file
-            // sized but not ready, and this lock free, knows the creator
-            // died (the kernel drops the lock with the process).
-            lock_byte(&file, INIT_LOCK_BYTE, libc::F_WRLCK).map_err(io)?;
             file.set_len(layout.total_len).map_err(io)?;
             // Commit the memory now. tmpfs allocates a page on its first
             // write, and if /dev/shm is full by then the writer dies of
@@ -255,9 +276,10 @@ impl Segment {
             lock_byte(&seg.file, INIT_LOCK_BYTE, libc::F_UNLCK).map_err(io)?;
             Ok(seg)
         })();
-        if result.is_err() {
+        if result.is_err() && still_linked(&keep, &path).unwrap_or(false) {
             let _ = std::fs::remove_file(&path);
         }
+        drop(keep);
         result
     }
 
@@ -511,37 +533,68 @@ impl Segment {
     /// role's lock, so a process that holds one and still finds the file
     /// linked attached to the ring that others will open).
     pub(crate) fn lock_role(&self, role: Role) -> Result<(), OpenError> {
-        match lock_byte(&self.file, role_byte(role), libc::F_WRLCK) {
-            Ok(()) => match still_linked(&self.file, &self.path) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    let _ = lock_byte(&self.file, role_byte(role), libc::F_UNLCK);
-                    Err(OpenError::Removed {
+        let removed = || OpenError::Removed {
+            path: self.path.clone(),
+        };
+        // A remover holds every lock byte for a few microseconds, then
+        // either unlinks the file or lets go: while byte 2 (held after
+        // READY by removers only) is taken, wait for it to finish, up to
+        // REMOVER_PATIENCE, rather than report the role taken.
+        let deadline = Instant::now() + REMOVER_PATIENCE;
+        loop {
+            match lock_byte(&self.file, role_byte(role), libc::F_WRLCK) {
+                Ok(()) => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                    if !still_linked(&self.file, &self.path).unwrap_or(true) {
+                        return Err(removed());
+                    }
+                    if byte_locked(&self.file, INIT_LOCK_BYTE) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    return Err(OpenError::RoleTaken {
                         path: self.path.clone(),
-                    })
+                        role,
+                    });
                 }
-                Err(e) => Err(OpenError::io(&self.path, e)),
-            },
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
-                Err(OpenError::RoleTaken {
-                    path: self.path.clone(),
-                    role,
-                })
+                Err(e) => return Err(OpenError::io(&self.path, e)),
             }
-            Err(e) => Err(OpenError::io(&self.path, e)),
+        }
+        match still_linked(&self.file, &self.path) {
+            Ok(true) => Ok(()),
+            other => {
+                let _ = lock_byte(&self.file, role_byte(role), libc::F_UNLCK);
+                match other {
+                    Err(e) => Err(OpenError::io(&self.path, e)),
+                    _ => Err(removed()),
+                }
+            }
         }
     }
 
     /// Unlinks the segment file if no other process holds a role in it
-    /// (this one may hold `own`): see [`unlink_unused`].
+    /// (this one may hold `own`) and every item published has been
+    /// released: see [`unlink_unused`].
     ///
     /// # Errors
     ///
-    /// [`OpenError::InUse`] naming the roles held; `NotFound` if the file
-    /// is already gone; I/O.
+    /// [`OpenError::InUse`] naming the roles held; `Changed` when items are
+    /// left unreleased; `NotFound` if the file is already gone; I/O.
     pub(crate) fn unlink_if_unused(&self, own: Option<Role>) -> Result<(), OpenError> {
-        match unlink_unused(&self.file, &self.path, own, true, |_| Ok(true)) {
+        let h = self.header();
+        // Under the locks no producer can publish: everything published has
+        // been read and released, or a producer that came and went since
+        // keeps its items in the ring. Acquire (both): pairs with the
+        // Release stores of write_seq and read_seq by the sides.
+        let unchanged = |_: &File| {
+            Ok(h.producer.write_seq.load(Ordering::Acquire)
+                == h.consumer.read_seq.load(Ordering::Acquire))
+        };
+        match unlink_unused(&self.file, &self.path, own, unchanged) {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(roles)) if roles.is_empty() => Err(OpenError::Changed {
+                path: self.path.clone(),
+            }),
             Ok(Err(roles)) => Err(OpenError::InUse {
                 path: self.path.clone(),
                 roles,
@@ -561,19 +614,38 @@ impl Segment {
     ) -> Result<(), OpenError> {
         validate_name(name)?;
         let path = dir.join(name);
-        let (file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => (f, true),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
-                File::open(&path).map_err(|e| OpenError::from_open(&path, e))?,
-                false,
-            ),
-            Err(e) => return Err(OpenError::from_open(&path, e)),
-        };
+        // Write access is needed: removers' write locks keep them apart,
+        // and a process that may not write a ring does not decide its end
+        // (`rm --force` unlinks without locks). Never follow a link, nor
+        // block on a FIFO.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => {
+                    OpenError::io(&path, std::io::Error::other("a symbolic link, not a ring"))
+                }
+                _ => OpenError::from_open(&path, e),
+            })?;
+        let meta = file.metadata().map_err(|e| OpenError::io(&path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(OpenError::io(
+                &path,
+                std::io::Error::other("not a regular file, so not a ring"),
+            ));
+        }
         let unchanged = |f: &File| match seen {
             None => Ok(true),
-            Some(seen) => Ok(producer_words(f)? == seen),
+            Some(seen) => match producer_words(f) {
+                Ok(now) => Ok(now == seen),
+                // Shorter than a header: not the file that was inspected.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+                Err(e) => Err(e),
+            },
         };
-        match unlink_unused(&file, &path, None, writable, unchanged) {
+        match unlink_unused(&file, &path, None, unchanged) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(roles)) if roles.is_empty() => Err(OpenError::Changed { path }),
             Ok(Err(roles)) => Err(OpenError::InUse { path, roles }),
@@ -593,6 +665,9 @@ impl Segment {
 fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let open = file.metadata()?;
+    if open.nlink() == 0 {
+        return Ok(false);
+    }
     match std::fs::symlink_metadata(path) {
         Ok(named) => Ok(named.dev() == open.dev() && named.ino() == open.ino()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -600,71 +675,75 @@ fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Unlinks `path`, the file open as `file`, if no process holds a role in
-/// it or is creating it: takes the producer's, the consumer's and the
-/// creator's lock bytes (those not in `own`, which this open file
-/// description already holds), unlinks while holding them, then lets go.
+/// Unlinks `path`, the file open (for writing) as `file`, if no process
+/// holds a role in it or is creating it: takes the creator's lock byte,
+/// then the producer's and the consumer's (those not in `own`, which this
+/// open file description already holds), unlinks while holding them, then
+/// lets go.
 ///
 /// A process that attaches takes its role's lock and then checks that the
 /// file is still linked ([`Segment::lock_role`]), so it either attached
 /// before (and the remover finds its lock taken) or finds the file gone
 /// and opens or creates a new one: nobody is left writing to, or waiting
 /// on, a ring that no one else can open. A process that tries to take its
-/// role while the remover holds the locks gets `RoleTaken` for that moment.
+/// role while the remover holds the locks waits for it (see `lock_role`).
+/// The write lock on byte 2 also keeps two removers apart.
 ///
 /// Returns `Ok(Err(roles))`, removing nothing, when a process holds
 /// `roles`' locks (`Role::Producer` also stands for a creator that has not
-/// finished). `file` may be open read-only (a read lock then does: it
-/// conflicts with every attached process's write lock just the same).
-///
-/// `unchanged` runs while the locks are held, when no process can attach
-/// and change the ring: it returns false to keep the ring after all
-/// (`Ok(Err(vec![]))`).
+/// finished). `unchanged` runs while the locks are held, when no process
+/// can attach and change the ring: it returns false to keep the ring after
+/// all (`Ok(Err(vec![]))`). `NotFound` when the path no longer names the
+/// file (another remover was first).
 pub(crate) fn unlink_unused(
     file: &File,
     path: &Path,
     own: Option<Role>,
-    writable: bool,
     unchanged: impl FnOnce(&File) -> std::io::Result<bool>,
 ) -> std::io::Result<Result<(), Vec<Role>>> {
-    let kind = if writable {
-        libc::F_WRLCK
-    } else {
-        libc::F_RDLCK
-    };
+    let gone = || std::io::Error::from(std::io::ErrorKind::NotFound);
     let bytes: [(libc::off_t, Role); 3] = [
+        (INIT_LOCK_BYTE, Role::Producer),
         (role_byte(Role::Producer), Role::Producer),
         (role_byte(Role::Consumer), Role::Consumer),
-        (INIT_LOCK_BYTE, Role::Producer),
     ];
     let mut taken = Vec::new();
-    let mut busy = Vec::new();
-    for (byte, role) in bytes {
-        if own == Some(role) && byte != INIT_LOCK_BYTE {
-            continue;
-        }
-        match lock_byte(file, byte, kind) {
-            Ok(()) => taken.push(byte),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
-                if !busy.contains(&role) {
-                    busy.push(role);
+    let result = (|| {
+        for (byte, role) in bytes {
+            if own == Some(role) && byte != INIT_LOCK_BYTE {
+                continue;
+            }
+            match lock_byte(file, byte, libc::F_WRLCK) {
+                Ok(()) => taken.push(byte),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                    // Stop at the first lock held (holding the others would
+                    // keep an attaching process waiting for nothing); name
+                    // every role held, for the message.
+                    if !still_linked(file, path)? {
+                        return Err(gone());
+                    }
+                    let mut busy = Vec::new();
+                    for r in [Role::Producer, Role::Consumer] {
+                        if own != Some(r) && (r == role || byte_locked(file, role_byte(r))) {
+                            busy.push(r);
+                        }
+                    }
+                    if busy.is_empty() {
+                        busy.push(role);
+                    }
+                    return Ok(Err(busy));
                 }
-            }
-            Err(e) => {
-                release(file, &taken);
-                return Err(e);
+                Err(e) => return Err(e),
             }
         }
-    }
-    let result = if !busy.is_empty() {
-        Ok(Err(busy))
-    } else if !unchanged(file)? {
-        Ok(Err(Vec::new()))
-    } else if still_linked(file, path)? {
-        std::fs::remove_file(path).map(Ok)
-    } else {
-        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
-    };
+        if !unchanged(file)? {
+            Ok(Err(Vec::new()))
+        } else if still_linked(file, path)? {
+            std::fs::remove_file(path).map(Ok)
+        } else {
+            Err(gone())
+        }
+    })();
     release(file, &taken);
     result
 }
@@ -762,6 +841,34 @@ mod tests {
         ));
         // Refused, the role lock was let go: not held by `late`.
         assert!(!created.role_alive(Role::Producer));
+    }
+
+    /// A process taking its role while a remover holds the lock bytes
+    /// waits for the remover to let go, rather than report the role taken.
+    #[test]
+    fn a_role_taken_while_a_remover_holds_the_locks_waits_for_it() {
+        let name = format!("lr-unit-{}-remover", std::process::id());
+        let opts = SegmentOptions::default();
+        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0).unwrap();
+        let created = Segment::create(&name, layout, &opts).unwrap();
+        let attaching = Segment::open(&name, &opts).unwrap();
+        // A remover's locks, on its own open file description.
+        let remover = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(created.path())
+            .unwrap();
+        lock_byte(&remover, INIT_LOCK_BYTE, libc::F_WRLCK).unwrap();
+        lock_byte(&remover, role_byte(Role::Producer), libc::F_WRLCK).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            drop(remover); // it found the ring in use, say, and gave up
+        });
+        attaching.lock_role(Role::Producer).unwrap();
+        letting_go.join().unwrap();
+        created.unlink_if_unused(None).unwrap_err();
+        drop(attaching);
+        created.unlink_if_unused(None).unwrap();
     }
 
     fn owner(uid: u32, gid: u32, mode: u32) -> FileOwner {

@@ -791,16 +791,17 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 
     /// Removes the ring's file if no other process holds a role in it
-    /// (this consumer keeps its own until it is dropped), without a race
-    /// with a producer attaching at that moment: see
-    /// [`remove_unused`](super::remove_unused). For a temporary ring, once
-    /// its stream ended cleanly.
+    /// (this consumer keeps its own until it is dropped) and every item
+    /// published has been popped, without a race with a producer attaching
+    /// at that moment: see [`remove_unused`](super::remove_unused). For a
+    /// temporary ring, once its stream ended cleanly.
     ///
     /// # Errors
     ///
     /// [`OpenError::InUse`] when a producer is attached (or a creator is
-    /// making the file anew), removing nothing; `NotFound` when it is
-    /// already gone; I/O.
+    /// making the file anew), and [`OpenError::Changed`] when items are
+    /// left to pop (a producer came, sent and left), removing nothing;
+    /// `NotFound` when it is already gone; I/O.
     pub fn remove_if_unused(&self) -> Result<(), OpenError> {
         self.core.ring().seg.unlink_if_unused(Some(Role::Consumer))
     }
