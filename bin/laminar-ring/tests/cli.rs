@@ -712,7 +712,7 @@ fn errors_are_one_clear_line_with_exit_codes() {
     let d = Dir::new("errors");
     fails(d.run(&["info", "missing"]), 1, "missing: no such ring");
     std::fs::write(d.path("junk"), vec![b'#'; 4096]).unwrap();
-    fails(d.run(&["info", "junk"]), 1, "not a laminar-ring segment");
+    fails(d.run(&["info", "junk"]), 1, "not a laminar-ring ring");
     fails(
         d.run(&["produce", "r", "-i", &d.s("nope.arrows")]),
         1,
@@ -738,7 +738,7 @@ fn errors_are_one_clear_line_with_exit_codes() {
     assert!(why.starts_with("cannot read bad.parquet"), "{info}");
     ok(d.run(&["create", "dup"]));
     fails(d.run(&["create", "dup"]), 1, "already exists");
-    fails(d.run(&["create", "a/b"]), 1, "bad segment name");
+    fails(d.run(&["create", "a/b"]), 1, "bad ring name");
 
     // Disk full on output.
     write_stream(&d.path("in.arrows"), &batches(3, 1000, true));
