@@ -885,6 +885,16 @@ fn bench_and_demo_measure_and_verify() {
         assert!(v[t]["gb_per_s"].as_f64().unwrap() > 0.0);
     }
     assert!(v["ratio"]["throughput"].as_f64().unwrap() > 0.0);
+    // The machine's load with the results, and whether it was busy.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(v["cores"], cores);
+    let load = v["load_average"].as_f64().expect("/proc/loadavg is read");
+    assert!(load >= 0.0, "{v}");
+    assert_eq!(v["busy"], load > 0.5 * cores as f64, "{v}");
+    assert_eq!(
+        stderr(&out).contains("the machine was busy"),
+        load > 0.5 * cores as f64
+    );
 
     let out = ok(d.run(&[
         "bench",
@@ -904,18 +914,51 @@ fn bench_and_demo_measure_and_verify() {
         "shared-memory ring",
         "unix socket",
         "ring / socket",
-        "rtt p99.9",
+        "rtt p99.9 (",
+        "load average ",
+        " core",
     ] {
         assert!(text.contains(want), "{want:?} not in {text}");
     }
+    latency_columns_have_one_unit(&text, "shared-memory ring");
 
     let out = ok(d.run(&["demo", "--rows", "300000", "--batch-rows", "7000"]));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("300,000"), "{text}");
     assert!(text.contains("every row verified"), "{text}");
+    assert!(text.contains("load average "), "{text}");
+    latency_columns_have_one_unit(&text, "shared-memory ring");
+    // "a 3.10x lower", "an 8.60x lower".
+    let ratio = text
+        .split("median round trip")
+        .next()
+        .and_then(|t| t.rsplit("with ").next())
+        .unwrap_or_else(|| panic!("no round trip ratio in {text}"));
+    let (article, number) = ratio.split_once(' ').unwrap();
+    let eight = number.starts_with('8')
+        || (number.split('.').next().unwrap().len() == 2
+            && (number.starts_with("11") || number.starts_with("18")));
+    assert_eq!(article, if eight { "an" } else { "a" }, "{ratio}");
     // Nothing left behind.
     let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The header names a unit for each latency column (`rtt p50 (µs)`), and
+/// the cells of the table's rows, from `first_row` on, are bare numbers.
+fn latency_columns_have_one_unit(text: &str, first_row: &str) {
+    let header = text
+        .lines()
+        .find(|l| l.contains("rtt p50"))
+        .unwrap_or_else(|| panic!("no header in {text}"));
+    let units = header.matches(" (ns)").count()
+        + header.matches(" (µs)").count()
+        + header.matches(" (ms)").count();
+    assert_eq!(units, header.matches("rtt ").count(), "{header}");
+    let row = text.lines().find(|l| l.starts_with(first_row)).unwrap();
+    for unit in [" ns", " µs", " ms"] {
+        assert!(!row.contains(unit), "{row}");
+    }
 }
 
 /// Dictionaries that change from batch to batch (as Parquet readers
