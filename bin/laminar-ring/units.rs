@@ -47,13 +47,19 @@ pub fn parse_arena(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-/// A slot count: a power of two from 2 to 2^32.
+/// A slot count: a power of two from 1 to 2^32, the library's rule for
+/// every ring (`check_capacity`). Every value that breaks it gets the same
+/// message, with the rule.
 pub fn parse_slots(s: &str) -> Result<usize, String> {
-    let n = parse_count(s)?;
-    if n < 2 || !n.is_power_of_two() || n > 1 << 32 {
-        return Err(format!("{s} slots: must be a power of two from 2 to 2^32"));
-    }
-    usize::try_from(n).map_err(|_| format!("{s} slots: too many for this machine"))
+    const RULE: &str =
+        "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)";
+    let clean: String = s.trim().chars().filter(|&c| c != '_').collect();
+    let n = clean
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n.is_power_of_two() && n <= 1 << 32)
+        .ok_or_else(|| format!("'{s}' slots: {RULE}"))?;
+    usize::try_from(n).map_err(|_| format!("'{s}' slots: too many for this machine"))
 }
 
 /// A positive count; `_` separators allowed (`1_000_000`).
@@ -324,8 +330,16 @@ mod tests {
     #[test]
     fn slots_modes_and_counts() {
         assert_eq!(parse_slots("1024"), Ok(1024));
-        for bad in ["0", "1", "1000", "x", "8589934592"] {
-            assert!(parse_slots(bad).is_err(), "{bad}");
+        assert_eq!(parse_slots("1"), Ok(1));
+        assert_eq!(parse_slots("4294967296"), Ok(1 << 32));
+        for bad in ["0", "3", "1000", "x", "-2", "8589934592", ""] {
+            let e = parse_slots(bad).unwrap_err();
+            assert!(
+                e.ends_with(
+                    "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)"
+                ),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert_eq!(parse_mode("0o644"), Ok(0o644));

@@ -1739,3 +1739,70 @@ fn gc_removes_only_finished_rings_and_says_what_it_left() {
     signal(rx.id(), "TERM");
     let _ = wait_with_timeout(rx, Duration::from_secs(10));
 }
+
+#[test]
+fn every_slot_count_the_library_refuses_gets_its_one_rule() {
+    let d = Dir::new("slots");
+    let rule = "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)";
+    for bad in ["0", "3", "1000", "8589934592", "x"] {
+        let out = d.run(&["create", "s", "--slots", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("'{bad}' slots: {rule}")),
+            "{bad}: {err}"
+        );
+    }
+    // One slot is a ring the library makes, and it carries a stream.
+    ok(d.run(&["create", "s", "--slots", "1"]));
+    assert_eq!(d.info("s")["capacity"], 1, "{}", d.info("s"));
+    let data = batches(3, 10, false);
+    write_stream(&d.path("in.arrows"), &data);
+    let rx = d.spawn(&["consume", "s", "-o", &d.s("s.arrows")]);
+    ok(d.run(&["produce", "s", "-i", &d.s("in.arrows")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("s.arrows"))), rows(&data));
+}
+
+#[test]
+fn the_usage_line_does_not_show_dir_as_required_when_laminar_ring_dir_is_set() {
+    let d = Dir::new("usage");
+    // `d.run` sets LAMINAR_RING_DIR.
+    let out = d.run(&["produce"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let usage = err
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line in {err}"));
+    assert_eq!(usage, "Usage: laminar-ring produce --input <PATH|-> <NAME>");
+    // The variable still chooses the directory, and --help says so.
+    let help = text(ok(d.run(&["produce", "--help"])));
+    assert!(help.contains("$LAMINAR_RING_DIR"), "{help}");
+    assert!(
+        help.contains(&format!("[default: {}]", d.0.display())),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_top_level_help_describes_the_command_with_an_example() {
+    let d = Dir::new("help");
+    let long = text(ok(d.run(&["--help"])));
+    for want in [
+        "Pipe Arrow, Parquet and CSV data between processes through a shared-memory ring",
+        "Common subcommands:",
+        "Example:",
+        "laminar-ring produce trades -i trades.csv",
+    ] {
+        assert!(long.contains(want), "{want:?} not in {long}");
+    }
+    // Not the package's description of itself.
+    assert!(!long.contains("The laminar-ring command: pipes"), "{long}");
+    let short = text(ok(d.run(&["-h"])));
+    assert!(
+        short.starts_with("Pipe Arrow, Parquet and CSV data"),
+        "{short}"
+    );
+    assert!(!short.contains("Example:"), "{short}");
+}
