@@ -42,8 +42,8 @@ pub enum CliError {
         #[source]
         source: ArrowRingError,
     },
-    /// A file (or a standard stream, `-`) that could not be opened, read or
-    /// written.
+    /// A file (or standard input or output, `-`) that could not be opened,
+    /// read or written.
     #[error("{action} {}", shown(path, *action))]
     Io {
         action: Action,

@@ -20,6 +20,7 @@ mod print;
 mod progress;
 mod rings;
 mod status;
+mod summary;
 mod units;
 
 use std::process::ExitCode;
