@@ -126,6 +126,9 @@ pub enum CliError {
     /// `rm` of something that is not a regular file.
     #[error("{}: not a regular file, so not a ring; not removed", .path.display())]
     NotAFile { path: PathBuf },
+    /// A file that `sample` would overwrite, without --force.
+    #[error("{path} already exists; not overwritten (pass --force to overwrite it)")]
+    Exists { path: String },
     /// Standard output failed (other than being closed).
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),

@@ -19,6 +19,7 @@ mod pipe;
 mod print;
 mod progress;
 mod rings;
+mod sample;
 mod status;
 mod summary;
 mod units;
@@ -86,6 +87,7 @@ enum Cmd {
     /// through a temporary ring and, to compare, through a Unix domain
     /// socket; prints rows, batches, GB/s and round-trip latency.
     Demo(bench::DemoArgs),
+    Sample(sample::SampleArgs),
     /// A process of `bench` or `demo` (internal).
     #[command(name = "__worker", hide = true)]
     Worker(bench::WorkerArgs),
@@ -104,6 +106,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Gc(args) => rings::gc(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),
+        Cmd::Sample(args) => sample::sample(&args),
         Cmd::Worker(args) => bench::worker(&args),
         Cmd::Completions(args) => generate::completions(&args, Cli::command()),
         Cmd::Man(args) => generate::man(&args, Cli::command()),

@@ -2180,3 +2180,57 @@ fn a_count_of_one_is_singular_and_an_article_fits_its_word() {
         "a typed ring, not an Arrow one",
     );
 }
+
+#[test]
+fn sample_writes_the_same_trades_as_csv_and_parquet() {
+    let d = Dir::new("sample");
+    let out = ok(d.run(&["sample", &d.s("")]));
+    assert!(
+        stderr(&out).contains("wrote 5,000 trades"),
+        "{}",
+        stderr(&out)
+    );
+    let pq = read_parquet(&d.path("trades.parquet"));
+    let names: Vec<String> = pq[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "time", "sym", "px", "qty"]);
+    let n: usize = pq.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(n, 5_000);
+    // The CSV file through a ring gives the Parquet file's rows.
+    let rx = d.spawn(&["consume", "t", "-o", &d.s("t.arrows")]);
+    ok(d.run(&["produce", "t", "-i", &d.s("trades.csv")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    let csv = read_stream(&d.path("t.arrows"));
+    let cols = |bs: &[RecordBatch]| -> Vec<(i64, String, f64, i64)> {
+        let mut out = Vec::new();
+        for b in bs {
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let sym = b.column(2).as_string::<i32>();
+            let px = b.column(3).as_primitive::<Float64Type>();
+            let qty = b.column(4).as_primitive::<Int64Type>();
+            for j in 0..b.num_rows() {
+                out.push((
+                    id.value(j),
+                    sym.value(j).to_owned(),
+                    px.value(j),
+                    qty.value(j),
+                ));
+            }
+        }
+        out
+    };
+    assert_eq!(cols(&csv), cols(&pq));
+    assert_eq!(
+        cols(&pq)[0..2].iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    // The same rows every time; an existing file is kept unless --force.
+    let before = std::fs::read(d.path("trades.csv")).unwrap();
+    fails(d.run(&["sample", &d.s("")]), 1, "already exists");
+    ok(d.run(&["sample", &d.s(""), "--force"]));
+    assert_eq!(std::fs::read(d.path("trades.csv")).unwrap(), before);
+}
