@@ -917,7 +917,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     // Junk of header size with non-zero bytes where the magic goes.
     std::fs::write(dir.join("junk"), vec![b'#'; 4096]).unwrap();
     let e = ShmConsumer::<u64>::open_with("junk", &opts).err().unwrap();
-    assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
+    assert!(e.to_string().contains("not a laminar-ring ring"), "{e}");
     // The magic, then junk: its state word is neither initialising nor
     // ready, which no creator writes, so it can never become ready. Refused
     // at once, even by an opener that would wait a minute for a creator.
@@ -976,7 +976,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     bytes[0] = b'X';
     std::fs::write(dir.join("magic"), &bytes).unwrap();
     let e = ShmConsumer::<u64>::open_with("magic", &opts).err().unwrap();
-    assert!(e.to_string().contains("not a laminar-ring segment"), "{e}");
+    assert!(e.to_string().contains("not a laminar-ring ring"), "{e}");
     // Sequences that contradict each other (write_seq at byte 128 far ahead
     // of read_seq at byte 256).
     let mut bytes = std::fs::read(dir.join("trunc")).unwrap();

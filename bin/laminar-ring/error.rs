@@ -42,8 +42,8 @@ pub enum CliError {
         #[source]
         source: ArrowRingError,
     },
-    /// A file (or a standard stream, `-`) that could not be opened, read or
-    /// written.
+    /// A file (or standard input or output, `-`) that could not be opened,
+    /// read or written.
     #[error("{action} {}", shown(path, *action))]
     Io {
         action: Action,
@@ -129,6 +129,9 @@ pub enum CliError {
     /// `rm` of something that is not a regular file.
     #[error("{}: not a regular file, so not a ring; not removed", .path.display())]
     NotAFile { path: PathBuf },
+    /// A file that `sample` would overwrite, without --force.
+    #[error("{path} already exists; not overwritten (pass --force to overwrite it)")]
+    Exists { path: String },
     /// Standard output failed (other than being closed).
     #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),

@@ -19,6 +19,7 @@ use crate::error::{Action, CliError};
 use crate::guard::{Guarded, guarded};
 use crate::ipc_input::{IpcFile, IpcStream};
 use crate::parquet_io::{BoundedFile, relabel, with_stored_zones};
+use crate::progress::Extent;
 
 /// Formats `produce` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +130,8 @@ pub struct Input {
     pub batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
     /// The format actually read, for messages.
     pub format: &'static str,
+    /// How much of the input there is, for progress.
+    pub extent: Extent,
 }
 
 fn ext(path: &str) -> String {
@@ -170,6 +173,12 @@ pub fn open_input(
         };
     }
     let mut file = File::open(path).map_err(bad)?;
+    // A second descriptor of the same open file shares its offset: it
+    // tells progress how far the reader got.
+    let extent = match (file.try_clone(), file.metadata()) {
+        (Ok(at), Ok(m)) => Extent::Bytes { total: m.len(), at },
+        _ => Extent::Unknown,
+    };
     let format = match format {
         InputFormat::Auto => match ext(path).as_str() {
             "csv" | "tsv" => InputFormat::Csv,
@@ -183,7 +192,7 @@ pub fn open_input(
         },
         f => f,
     };
-    match format {
+    let mut input = match format {
         InputFormat::Arrow => {
             let mut magic = [0_u8; 6];
             let n = read_prefix(&mut file, &mut magic).map_err(bad)?;
@@ -199,15 +208,16 @@ pub fn open_input(
         }
         InputFormat::Parquet => {
             let file = BoundedFile::new(file).map_err(bad)?;
-            let (r, schema) = guarded("the Parquet decoder", || {
+            let (r, schema, rows) = guarded("the Parquet decoder", || {
                 let b = ParquetRecordBatchReaderBuilder::try_new(file)
                     .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 let schema = with_stored_zones(b.schema(), b.metadata().file_metadata());
+                let rows = u64::try_from(b.metadata().file_metadata().num_rows()).ok();
                 let r = b
                     .with_batch_size(batch_rows)
                     .build()
                     .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-                Ok((r, schema))
+                Ok((r, schema, rows))
             })
             .map_err(|e| not_valid("Parquet file", e))?;
             let zoned = schema.clone();
@@ -217,6 +227,8 @@ pub fn open_input(
                 schema,
                 batches: Box::new(batches),
                 format: "parquet",
+                // Its metadata counts the rows: a truer measure than bytes.
+                extent: rows.map_or(Extent::Unknown, Extent::Rows),
             })
         }
         InputFormat::Csv => {
@@ -232,7 +244,11 @@ pub fn open_input(
             )
         }
         InputFormat::Auto => unreachable!("resolved above"),
+    }?;
+    if matches!(input.extent, Extent::Unknown) {
+        input.extent = extent;
     }
+    Ok(input)
 }
 
 /// Reads up to `buf.len()` bytes from the start of `file` and rewinds it.
@@ -334,6 +350,7 @@ fn rebatch(
         schema,
         batches: Box::new(iter),
         format,
+        extent: Extent::Unknown,
     }
 }
 
@@ -389,6 +406,7 @@ fn open_csv<R: BufRead + 'static>(
         schema,
         batches: Box::new(Guarded::new(batches, "the CSV reader")),
         format: "csv",
+        extent: Extent::Unknown,
     })
 }
 

@@ -21,6 +21,7 @@ use arrow_ipc::{Block, MessageHeader, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::guard::guarded;
+use crate::units::fmt_counted;
 
 /// The marker before a message's metadata length (IPC format since 0.15).
 const CONTINUATION: [u8; 4] = [0xff; 4];
@@ -87,7 +88,8 @@ fn read_onto(r: &mut impl Read, buf: &mut Vec<u8>, len: u64, what: &str) -> Resu
     let n = r.by_ref().take(len).read_to_end(buf)?;
     if (n as u64) < len {
         return Err(ipc_err(format!(
-            "truncated: {what} of {len} bytes, but the input ends after {n}"
+            "truncated: {what} of {}, but the input ends after {n}",
+            fmt_counted(len, "byte", "bytes")
         )));
     }
     Ok(())
@@ -97,7 +99,10 @@ fn take_left(left: &mut Option<u64>, n: u64, what: &str) -> Result<(), ArrowErro
     if let Some(left) = left {
         if n > *left {
             return Err(ipc_err(format!(
-                "{what} of {n} bytes, but only {left} bytes follow"
+                "{what} of {}, but only {} {}",
+                fmt_counted(n, "byte", "bytes"),
+                fmt_counted(*left, "byte", "bytes"),
+                if *left == 1 { "follows" } else { "follow" }
             )));
         }
         *left -= n;

@@ -19,7 +19,9 @@ mod pipe;
 mod print;
 mod progress;
 mod rings;
+mod sample;
 mod status;
+mod summary;
 mod units;
 
 use std::process::ExitCode;
@@ -30,9 +32,30 @@ use crate::error::CliError;
 // The benchmark's code names it `crate::Location`.
 use crate::rings::Location;
 
-/// Lock-free rings between processes: Arrow batches through shared memory.
+/// What `laminar-ring --help` says first.
+const ABOUT: &str = "Pipe Arrow, Parquet and CSV data between processes through a \
+shared-memory ring, and inspect and benchmark such rings.";
+
+/// `--help`'s longer account: the common subcommands and an example.
+const LONG_ABOUT: &str = "Pipe Arrow, Parquet and CSV data between processes through a \
+shared-memory ring, and inspect and benchmark such rings.
+A producer process sends a file's batches into a named ring; a consumer (a sidecar that \
+may run for as long as you like) writes them to a file or standard output.
+
+Common subcommands:
+  produce   send a data file (or standard input) into a ring
+  consume   write what a ring receives to a file (Arrow, Parquet, CSV) or standard output
+  info, ls  show a ring, list the rings
+  demo      move millions of rows between two processes and compare with a Unix socket
+
+Example:
+  laminar-ring sample .                            # writes trades.csv and trades.parquet
+  laminar-ring consume trades -o out.parquet &     # waits for a producer
+  laminar-ring produce trades -i trades.csv        # ends the stream; consume exits 0";
+
+/// The `laminar-ring` command.
 #[derive(Debug, Parser)]
-#[command(name = "laminar-ring", version, about, long_about = None)]
+#[command(name = "laminar-ring", version, about = ABOUT, long_about = LONG_ABOUT)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, \
 3 consume: the producer died (the output holds every batch it committed), \
 4 consume: the producer failed (ended its stream in error), 5 --timeout ran out.")]
@@ -64,6 +87,7 @@ enum Cmd {
     /// through a temporary ring and, to compare, through a Unix domain
     /// socket; prints rows, batches, GB/s and round-trip latency.
     Demo(bench::DemoArgs),
+    Sample(sample::SampleArgs),
     /// A process of `bench` or `demo` (internal).
     #[command(name = "__worker", hide = true)]
     Worker(bench::WorkerArgs),
@@ -82,6 +106,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Gc(args) => rings::gc(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),
+        Cmd::Sample(args) => sample::sample(&args),
         Cmd::Worker(args) => bench::worker(&args),
         Cmd::Completions(args) => generate::completions(&args, Cli::command()),
         Cmd::Man(args) => generate::man(&args, Cli::command()),

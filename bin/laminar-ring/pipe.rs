@@ -17,10 +17,11 @@ use crate::error::{Action, CliError, one_line};
 use crate::formats::{
     self, CsvOptions, InputFormat, OutputFormat, ParquetCodec, ParquetOptions, Sink,
 };
-use crate::print::{errln, is_broken_pipe};
-use crate::progress::Progress;
+use crate::print::is_broken_pipe;
+use crate::progress::{Progress, ProgressHandle, ReportArgs};
 use crate::rings::{self, Geometry, Location};
-use crate::units::{fmt_bytes, fmt_count, fmt_duration, parse_count, parse_duration};
+use crate::summary::{ExitReason, Summary};
+use crate::units::{fmt_bytes, fmt_counted, fmt_duration, parse_count, parse_duration};
 
 /// Send a data file (or stdin) into a ring, then end the stream.
 ///
@@ -63,6 +64,8 @@ pub struct ProduceArgs {
     /// Without it, wait as long as it takes.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub report: ReportArgs,
     #[command(flatten)]
     pub geometry: Geometry,
     #[command(flatten)]
@@ -134,6 +137,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
     pub idle_exit: Option<Duration>,
     #[command(flatten)]
+    pub report: ReportArgs,
+    #[command(flatten)]
     pub geometry: Geometry,
     #[command(flatten)]
     pub location: Location,
@@ -148,64 +153,149 @@ pub fn data_bytes(b: &RecordBatch) -> u64 {
 }
 
 pub fn produce(args: &ProduceArgs) -> Result<(), CliError> {
+    let opts = rings::ring_options(&args.geometry, &args.location);
+    let mut progress = Progress::for_pipe(
+        &format!("produce -> {}", args.name),
+        &args.report,
+        &args.name,
+        &opts.segment,
+    );
+    interrupt_produce_cleanly(args, progress.handle())?;
+    let sent = send_input(args, &opts, &mut progress);
+    progress.finish();
+    let summary = Summary {
+        command: "produce",
+        ring: &args.name,
+        rows: progress.rows(),
+        batches: progress.batches(),
+        bytes: progress.bytes(),
+        seconds: progress.seconds(),
+        exit_reason: ExitReason::Closed,
+        failure: None,
+        exit_code: 0,
+    };
+    match sent {
+        Ok(format) => {
+            let line = format!(
+                "sent {} in {} ({}, {format}) to ring '{}'; stream closed",
+                fmt_counted(progress.rows(), "row", "rows"),
+                fmt_counted(progress.batches(), "batch", "batches"),
+                fmt_bytes(progress.bytes()),
+                args.name
+            );
+            summary.print(&args.report, &line, false);
+            Ok(())
+        }
+        Err(f) => {
+            if args.report.json {
+                let reason = match f {
+                    CliError::TimedOut { .. } => ExitReason::Timeout,
+                    _ => ExitReason::Error,
+                };
+                summary.failed(reason, &f).print(&args.report, "", false);
+            }
+            Err(f)
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM, `produce` clears its progress line, says how far
+/// it got, and then ends by the signal as it would without a handler: the
+/// stream is not closed, so its consumer gets what was sent and learns
+/// that the producer died (consume exits 3).
+fn interrupt_produce_cleanly(args: &ProduceArgs, handle: ProgressHandle) -> Result<(), CliError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(CliError::Signals)?;
+    let (name, report) = (args.name.clone(), args.report.clone());
+    std::thread::spawn(move || {
+        let Some(sig) = signals.forever().next() else {
+            return;
+        };
+        handle.clear();
+        let (rows, batches, bytes) = handle.counts();
+        let signame = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+        let summary = Summary {
+            command: "produce",
+            ring: &name,
+            rows,
+            batches,
+            bytes,
+            seconds: handle.seconds(),
+            exit_reason: ExitReason::Interrupted,
+            failure: Some(format!("stopped by {signame}")),
+            exit_code: u8::try_from(128 + sig).unwrap_or(crate::error::EXIT_ERROR),
+        };
+        let line = format!(
+            "sent {} in {} ({}) to ring '{name}'; stopped by {signame}: the stream is not \
+             closed, so its consumer gets what was sent and learns that the producer died",
+            fmt_counted(rows, "row", "rows"),
+            fmt_counted(batches, "batch", "batches"),
+            fmt_bytes(bytes),
+        );
+        summary.print(&report, &line, false);
+        // Ends the process by the signal; if that cannot be done, exits
+        // with the code a shell gives it.
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
+        std::process::exit(128 + sig);
+    });
+    Ok(())
+}
+
+/// Sends the input into the ring and closes the stream; returns the
+/// format read.
+fn send_input(
+    args: &ProduceArgs,
+    opts: &ArrowRingOptions,
+    progress: &mut Progress,
+) -> Result<&'static str, CliError> {
     let csv = CsvOptions {
         schema: args.schema.clone(),
         no_header: args.no_header,
         delimiter: args.delimiter,
     };
     let batch_rows = usize::try_from(args.batch_rows).unwrap_or(usize::MAX);
-    let opts = rings::ring_options(&args.geometry, &args.location);
     let mut input = match formats::open_input(&args.input, args.format, batch_rows, &csv) {
         Ok(input) => input,
         Err(f) => {
             // A consumer waiting for this stream learns that it failed. A
             // ring whose producer role is taken is left alone: the error
             // alone is reported, as the attach's own error would be.
-            if let Ok(tx) = rings::producer(&args.name, &opts, &args.geometry) {
+            if let Ok(tx) = rings::producer(&args.name, opts, &args.geometry) {
                 tx.fail(&failure_reason(&args.input, &f));
             }
             return Err(f);
         }
     };
-    let mut tx = rings::producer(&args.name, &opts, &args.geometry)?;
-    let mut progress = Progress::new(&format!("produce -> {}", args.name));
+    progress.set_extent(std::mem::take(&mut input.extent));
+    let mut tx = rings::producer(&args.name, opts, &args.geometry)?;
     let mut patience = Patience {
         name: &args.name,
-        opts: &opts,
+        opts,
         timeout: args.timeout,
         gone_since: None,
     };
     let mut sent = || -> Result<(), CliError> {
         for batch in input.batches.by_ref() {
             let batch = batch.map_err(|e| CliError::data(Action::Read, &args.input, e))?;
-            send(&mut tx, &batch, &progress, &mut patience)?;
+            send(&mut tx, &batch, progress, &mut patience)?;
             progress.add(batch.num_rows() as u64, data_bytes(&batch));
         }
         if progress.batches() == 0 {
             // An empty input still tells the consumer its schema.
             let empty = RecordBatch::new_empty(input.schema.clone());
-            send(&mut tx, &empty, &progress, &mut patience)?;
+            send(&mut tx, &empty, progress, &mut patience)?;
         }
-        deliver_pending(&mut tx, &progress, &mut patience)
+        deliver_pending(&mut tx, progress, &mut patience)
     };
     if let Err(f) = sent() {
         // A partial stream must not look whole: the consumer gets what was
         // sent, then learns that its producer failed, and why.
-        progress.finish();
         tx.fail(&failure_reason(&args.input, &f));
         return Err(f);
     }
     tx.close().map_err(|e| CliError::ring(&args.name, e))?;
-    progress.finish();
-    errln!(
-        "laminar-ring: sent {} rows in {} batches ({}, {}) to ring '{}'; stream closed",
-        fmt_count(progress.rows()),
-        fmt_count(progress.batches()),
-        fmt_bytes(progress.bytes()),
-        input.format,
-        args.name
-    );
-    Ok(())
+    Ok(input.format)
 }
 
 /// The reason a failed `produce` leaves in the ring for its consumer: its
@@ -338,7 +428,8 @@ fn deliver_pending(
 
 /// How a `consume` run ended.
 enum Ending {
-    EndOfStream,
+    /// A clean end; what became of a temporary ring (text to append).
+    EndOfStream(String),
     Signalled,
     ProducerDied,
     /// The producer ended its stream in error, saying why.
@@ -510,6 +601,103 @@ fn remove_temporary(
 }
 
 pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
+    let name = &args.name;
+    let opts = rings::ring_options(&args.geometry, &args.location);
+    let mut progress = Progress::for_pipe(
+        &format!("consume <- {name}"),
+        &args.report,
+        name,
+        &opts.segment,
+    );
+    let ended = consume_ring(args, &opts, &mut progress);
+    progress.finish();
+    let summary = format!(
+        "wrote {} in {} ({}) from ring '{name}' to {}",
+        fmt_counted(progress.rows(), "row", "rows"),
+        fmt_counted(progress.batches(), "batch", "batches"),
+        fmt_bytes(progress.bytes()),
+        if args.output == "-" {
+            "standard output"
+        } else {
+            &args.output
+        }
+    );
+    let (reason, result) = match ended {
+        Ok(Ending::EndOfStream(cleanup)) => (
+            ExitReason::Closed,
+            Ok(format!("{summary}; end of stream{cleanup}")),
+        ),
+        Ok(Ending::Signalled) => (
+            ExitReason::Interrupted,
+            Ok(format!("{summary}; stopped by signal")),
+        ),
+        Ok(Ending::Idle(t)) => (
+            ExitReason::Idle,
+            Ok(format!(
+                "{summary}; stopped after {} with no batch and no producer attached \
+                 (--idle-exit)",
+                fmt_duration(t)
+            )),
+        ),
+        Ok(Ending::ProducerDied) => (
+            ExitReason::PeerGone,
+            Err(CliError::ProducerDied {
+                name: name.clone(),
+                summary,
+            }),
+        ),
+        Ok(Ending::ProducerFailed(reason)) => (
+            ExitReason::ProducerFailed,
+            Err(CliError::ProducerFailed {
+                name: name.clone(),
+                reason,
+                summary,
+            }),
+        ),
+        Ok(Ending::TimedOut(waited)) => (
+            ExitReason::Timeout,
+            Err(CliError::TimedOut {
+                waited: format!("{waited}; {summary}"),
+            }),
+        ),
+        Err(CliError::ClosedPipe) => (ExitReason::OutputClosed, Err(CliError::ClosedPipe)),
+        Err(f) => (ExitReason::Error, Err(f)),
+    };
+    let json = Summary {
+        command: "consume",
+        ring: name,
+        rows: progress.rows(),
+        batches: progress.batches(),
+        bytes: progress.bytes(),
+        seconds: progress.seconds(),
+        exit_reason: reason,
+        failure: None,
+        exit_code: 0,
+    };
+    // `-o -`: standard output carries the data.
+    let stdout_is_data = args.output == "-";
+    match result {
+        Ok(line) => {
+            json.print(&args.report, &line, stdout_is_data);
+            Ok(())
+        }
+        Err(f) => {
+            if args.report.json {
+                json.failed(reason, &f)
+                    .print(&args.report, "", stdout_is_data);
+            }
+            Err(f)
+        }
+    }
+}
+
+/// Drains the ring into the output until the run ends; the output is
+/// complete however it ends, but for an error that leaves it as it was.
+fn consume_ring(
+    args: &ConsumeArgs,
+    opts: &ArrowRingOptions,
+    progress: &mut Progress,
+) -> Result<Ending, CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while finishing up exits at once (code 1).
@@ -518,13 +706,12 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
             .map_err(CliError::Signals)?;
     }
     let name = &args.name;
-    let opts = rings::ring_options(&args.geometry, &args.location);
-    let mut rx = rings::consumer(name, &opts, &args.geometry)?;
+    let mut rx = rings::consumer(name, opts, &args.geometry)?;
     // Opened only now that the consumer role is ours, and truncated only
     // when the first batch is accepted: a refused consumer leaves the
     // file that a running one writes as it was.
     let out = formats::Output::open(&args.output)?;
-    let limits = HoldLimits::of(name, &opts);
+    let limits = HoldLimits::of(name, opts);
     let format = args
         .format
         .or_else(|| OutputFormat::from_extension(&args.output))
@@ -543,7 +730,6 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
         sink: None,
         held: Vec::new(),
     };
-    let mut progress = Progress::new(&format!("consume <- {name}"));
     let mut told_dead = false;
     // Whether a live process holds the producer role now.
     let producer_attached =
@@ -568,12 +754,18 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
                 r
             }
             Ok(None) if args.follow => {
+                progress.waiting();
                 std::thread::sleep(Duration::from_millis(50));
                 drain.flush()
             }
-            Ok(None) => break Ok(Ending::EndOfStream),
+            Ok(None) => break Ok(Ending::EndOfStream(String::new())),
             // Idle, or out of lease room: pass on the row group held.
-            Err(ArrowRingError::Timeout) => drain.flush(),
+            Err(ArrowRingError::Timeout) => {
+                if !producer_attached() {
+                    progress.waiting();
+                }
+                drain.flush()
+            }
             Err(ArrowRingError::TooManyLeases { .. }) if !drain.held.is_empty() => drain.flush(),
             Err(ArrowRingError::PeerGone) if args.follow => {
                 if !told_dead {
@@ -583,6 +775,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
                     ));
                     told_dead = true;
                 }
+                progress.waiting();
                 std::thread::sleep(Duration::from_millis(50));
                 drain.flush()
             }
@@ -595,6 +788,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
                     ));
                     told_dead = true;
                 }
+                progress.waiting();
                 std::thread::sleep(Duration::from_millis(50));
                 drain.flush()
             }
@@ -645,7 +839,6 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
         ) if drain.sink.is_none() && drain.out.as_ref().is_some_and(|o| o.existed()) => Ok(()),
         _ => drain.finish(rx.schema().cloned()),
     };
-    progress.finish();
     let ending = match (ended, finished) {
         (Ok(ending), Ok(())) => ending,
         (Err(f), _) | (Ok(_), Err(f)) => {
@@ -658,64 +851,22 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     };
     drop(drain);
     // A temporary ring goes with its clean end of stream, unless a new
-    // producer has attached meanwhile (then it stays, for that stream).
-    let cleanup = match ending {
-        Ending::EndOfStream if rx.is_temporary() => Some(remove_temporary(&mut rx, name, &opts)),
-        _ => {
-            drop(rx);
-            None
-        }
-    };
-    let summary = format!(
-        "wrote {} rows in {} batches ({}) from ring '{name}' to {}",
-        fmt_count(progress.rows()),
-        fmt_count(progress.batches()),
-        fmt_bytes(progress.bytes()),
-        if args.output == "-" {
-            "standard output"
-        } else {
-            &args.output
-        }
-    );
-    match ending {
-        Ending::EndOfStream => {
-            let removed = match cleanup {
-                None => String::new(),
-                Some(Ok(())) => "; removed the temporary ring".to_owned(),
-                Some(Err(ArrowRingError::Open(OpenError::InUse { .. }))) => {
+    // producer has attached or sent batches meanwhile.
+    let ending = match ending {
+        Ending::EndOfStream(_) if rx.is_temporary() => {
+            Ending::EndOfStream(match remove_temporary(&mut rx, name, opts) {
+                Ok(()) => "; removed the temporary ring".to_owned(),
+                Err(ArrowRingError::Open(OpenError::InUse { .. })) => {
                     "; kept the temporary ring: another producer attached to it".to_owned()
                 }
-                Some(Err(ArrowRingError::Open(OpenError::Changed { .. }))) => {
+                Err(ArrowRingError::Open(OpenError::Changed { .. })) => {
                     "; kept the temporary ring: another producer sent batches to it".to_owned()
                 }
-                Some(Err(e)) => format!("; could not remove the temporary ring: {e}"),
-            };
-            errln!("laminar-ring: {summary}; end of stream{removed}");
-            Ok(())
+                Err(e) => format!("; could not remove the temporary ring: {e}"),
+            })
         }
-        Ending::Signalled => {
-            errln!("laminar-ring: {summary}; stopped by signal");
-            Ok(())
-        }
-        Ending::Idle(t) => {
-            errln!(
-                "laminar-ring: {summary}; stopped after {} with no batch and no producer \
-                 attached (--idle-exit)",
-                fmt_duration(t)
-            );
-            Ok(())
-        }
-        Ending::ProducerDied => Err(CliError::ProducerDied {
-            name: name.clone(),
-            summary,
-        }),
-        Ending::ProducerFailed(reason) => Err(CliError::ProducerFailed {
-            name: name.clone(),
-            reason,
-            summary,
-        }),
-        Ending::TimedOut(waited) => Err(CliError::TimedOut {
-            waited: format!("{waited}; {summary}"),
-        }),
-    }
+        other => other,
+    };
+    drop(rx);
+    Ok(ending)
 }

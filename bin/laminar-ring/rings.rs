@@ -8,25 +8,31 @@ use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RoleState, Segme
 
 use crate::error::CliError;
 use crate::print::{errln, outln};
-use crate::units::fmt_bytes;
+use crate::units::{fmt_bytes, fmt_counted};
 
 /// Where rings live.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Location {
     /// Directory of the ring files (a tmpfs such as /dev/shm, or a hugetlbfs
-    /// mount).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/dev/shm",
-        env = "LAMINAR_RING_DIR"
-    )]
+    /// mount). The default is $LAMINAR_RING_DIR when it is set, else
+    /// /dev/shm.
+    // The variable is read here rather than by clap's `env`: clap counts
+    // a value from the environment as given, and its usage line then
+    // shows `--dir <DIR>` as if it were required.
+    #[arg(long, value_name = "DIR", default_value_os_t = default_dir())]
     pub dir: std::path::PathBuf,
     /// Trust rings that their group may write (such as those made with
     /// `create --mode 660`), and other users' rings of a group you are in.
     /// Without it a ring must be yours and writable by no one else.
     #[arg(long)]
     pub shared: bool,
+}
+
+/// `$LAMINAR_RING_DIR` if set and not empty, else `/dev/shm`.
+fn default_dir() -> std::path::PathBuf {
+    std::env::var_os("LAMINAR_RING_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| "/dev/shm".into(), Into::into)
 }
 
 /// The shape of a new ring. Used only when the ring is created; an existing
@@ -210,10 +216,10 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let opts = ring_options(geometry, location);
     laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
-        "created {}ring '{name}' in {}: {} slots, {} arena",
+        "created {}ring '{name}' in {}: {}, {} arena",
         if geometry.temporary { "temporary " } else { "" },
         location.dir.display(),
-        geometry.slots(),
+        fmt_counted(geometry.slots() as u64, "slot", "slots"),
         fmt_bytes(geometry.arena())
     );
     Ok(())

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::error::CliError;
 use crate::print::{errln, outln};
 use crate::rings::{Location, inspect};
-use crate::units::{fmt_bytes, fmt_count, fmt_utc};
+use crate::units::{fmt_bytes, fmt_count, fmt_counted, fmt_utc};
 
 fn kind_name(kind: RingKind) -> &'static str {
     match kind {
@@ -249,7 +249,7 @@ fn print_info(
     }
     outln!("write_seq  {}", fmt_count(i.write_seq));
     outln!("read_seq   {}", fmt_count(i.read_seq));
-    outln!("lag        {} slots", fmt_count(i.lag()));
+    outln!("lag        {}", fmt_counted(i.lag(), "slot", "slots"));
     outln!(
         "producer   {} ({} session{})",
         describe_role(

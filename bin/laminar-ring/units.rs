@@ -47,13 +47,19 @@ pub fn parse_arena(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
-/// A slot count: a power of two from 2 to 2^32.
+/// A slot count: a power of two from 1 to 2^32, the library's rule for
+/// every ring (`check_capacity`). Every value that breaks it gets the same
+/// message, with the rule.
 pub fn parse_slots(s: &str) -> Result<usize, String> {
-    let n = parse_count(s)?;
-    if n < 2 || !n.is_power_of_two() || n > 1 << 32 {
-        return Err(format!("{s} slots: must be a power of two from 2 to 2^32"));
-    }
-    usize::try_from(n).map_err(|_| format!("{s} slots: too many for this machine"))
+    const RULE: &str =
+        "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)";
+    let clean: String = s.trim().chars().filter(|&c| c != '_').collect();
+    let n = clean
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n.is_power_of_two() && n <= 1 << 32)
+        .ok_or_else(|| format!("'{s}' slots: {RULE}"))?;
+    usize::try_from(n).map_err(|_| format!("'{s}' slots: too many for this machine"))
 }
 
 /// A positive count; `_` separators allowed (`1_000_000`).
@@ -184,14 +190,88 @@ pub fn fmt_count(n: u64) -> String {
     out
 }
 
-/// A nanosecond latency for humans: `850 ns`, `12.3 µs`, `4.56 ms`.
-pub fn fmt_ns(ns: u64) -> String {
-    if ns < 10_000 {
-        format!("{ns} ns")
-    } else if ns < 10_000_000 {
-        format!("{:.1} µs", ns as f64 / 1e3)
+/// `1 row`, `2 rows`, `1,024 slots`: a count with its noun, singular for
+/// exactly one.
+pub fn fmt_counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", fmt_count(n), if n == 1 { one } else { many })
+}
+
+/// `a` or `an`, as `text` is read aloud: `an 8.60x`, `an 11x`, `an Arrow`,
+/// `a 1.25x`, `a typed`.
+pub fn article(text: &str) -> &'static str {
+    let t = text.trim_start();
+    let digits: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .filter(char::is_ascii_digit)
+        .collect();
+    let vowel = if digits.is_empty() {
+        // Words: by their first letter, but "a unix", "a user", "a one".
+        let lower = t.to_ascii_lowercase();
+        t.starts_with(|c: char| "aeiouAEIOU".contains(c))
+            && !["uni", "use", "usu", "one"]
+                .iter()
+                .any(|p| lower.starts_with(p))
     } else {
-        format!("{:.2} ms", ns as f64 / 1e6)
+        // Numbers: "eight...", "eleven...", "eighteen..." (in the thousands
+        // and millions too: 11,000 is "eleven thousand").
+        digits.starts_with('8')
+            || (digits.len() % 3 == 2 && (digits.starts_with("11") || digits.starts_with("18")))
+    };
+    if vowel { "an" } else { "a" }
+}
+
+/// `text` after its article: `an 8.60x`, `a 3.10x`.
+pub fn with_article(text: &str) -> String {
+    format!("{} {text}", article(text))
+}
+
+/// A unit for a column of nanosecond latencies: the one that suits the
+/// column's median: ns below 10 µs, µs below 10 ms, else ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsUnit {
+    Ns,
+    Us,
+    Ms,
+}
+
+impl NsUnit {
+    /// The unit for the median of `values`.
+    pub fn for_column(values: &[u64]) -> Self {
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        match v.get(v.len() / 2).copied().unwrap_or(0) {
+            0..10_000 => Self::Ns,
+            10_000..10_000_000 => Self::Us,
+            _ => Self::Ms,
+        }
+    }
+
+    /// `ns`, `µs` or `ms`, for the column's header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ns => "ns",
+            Self::Us => "µs",
+            Self::Ms => "ms",
+        }
+    }
+
+    /// `ns` in this unit, without it: three significant digits, or the
+    /// whole number when it has more (`3.84`, `64.2`, `4502`).
+    pub fn fmt(self, ns: u64) -> String {
+        let v = ns as f64
+            / match self {
+                Self::Ns => 1.0,
+                Self::Us => 1e3,
+                Self::Ms => 1e6,
+            };
+        if self == Self::Ns || v >= 100.0 {
+            format!("{v:.0}")
+        } else if v >= 10.0 {
+            format!("{v:.1}")
+        } else {
+            format!("{v:.2}")
+        }
     }
 }
 
@@ -250,8 +330,16 @@ mod tests {
     #[test]
     fn slots_modes_and_counts() {
         assert_eq!(parse_slots("1024"), Ok(1024));
-        for bad in ["0", "1", "1000", "x", "8589934592"] {
-            assert!(parse_slots(bad).is_err(), "{bad}");
+        assert_eq!(parse_slots("1"), Ok(1));
+        assert_eq!(parse_slots("4294967296"), Ok(1 << 32));
+        for bad in ["0", "3", "1000", "x", "-2", "8589934592", ""] {
+            let e = parse_slots(bad).unwrap_err();
+            assert!(
+                e.ends_with(
+                    "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)"
+                ),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert_eq!(parse_mode("0o644"), Ok(0o644));
@@ -289,13 +377,58 @@ mod tests {
     }
 
     #[test]
+    fn counts_take_the_singular_for_exactly_one() {
+        assert_eq!(fmt_counted(0, "row", "rows"), "0 rows");
+        assert_eq!(fmt_counted(1, "row", "rows"), "1 row");
+        assert_eq!(fmt_counted(2, "batch", "batches"), "2 batches");
+        assert_eq!(fmt_counted(1_000, "slot", "slots"), "1,000 slots");
+    }
+
+    #[test]
+    fn the_article_follows_how_the_text_is_read() {
+        for an in [
+            "8.60x",
+            "8",
+            "80x",
+            "800",
+            "11x",
+            "18.5x",
+            "11,000",
+            "18000",
+            "Arrow",
+            "arrow",
+            "8,000,000",
+        ] {
+            assert_eq!(article(an), "an", "{an}");
+        }
+        for a in [
+            "1.25x", "3.10x", "110x", "1,100", "180", "typed", "Parquet", "2", "100", "unix",
+            "user",
+        ] {
+            assert_eq!(article(a), "a", "{a}");
+        }
+        assert_eq!(with_article("8.60x lower"), "an 8.60x lower");
+        assert_eq!(with_article("3.10x lower"), "a 3.10x lower");
+    }
+
+    #[test]
+    fn a_latency_column_takes_one_unit_from_its_median() {
+        let col = [3_837, 64_200, 4_501_500];
+        let u = NsUnit::for_column(&col);
+        assert_eq!(u, NsUnit::Us);
+        let cells: Vec<_> = col.iter().map(|&v| u.fmt(v)).collect();
+        assert_eq!(cells, ["3.84", "64.2", "4502"]);
+        assert_eq!(NsUnit::for_column(&[850, 900]).fmt(850), "850");
+        assert_eq!(NsUnit::for_column(&[850, 9_999]).name(), "ns");
+        assert_eq!(NsUnit::for_column(&[20_000_000]).name(), "ms");
+    }
+
+    #[test]
     fn formatting() {
         assert_eq!(fmt_count(1_234_567), "1,234,567");
         assert_eq!(fmt_count(999), "999");
         assert_eq!(fmt_bytes(512), "512 B");
         assert_eq!(fmt_bytes(3 << 20), "3.0 MiB");
-        assert_eq!(fmt_ns(850), "850 ns");
-        assert_eq!(fmt_ns(12_345), "12.3 µs");
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_741_323);
         assert_eq!(fmt_utc(t), "2026-11-27 01:02:03 UTC");
         assert_eq!(fmt_utc(SystemTime::UNIX_EPOCH), "1970-01-01 00:00:00 UTC");

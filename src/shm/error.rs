@@ -32,7 +32,7 @@ impl fmt::Display for Role {
 #[non_exhaustive]
 pub enum OpenError {
     /// The segment name breaks a rule.
-    #[error("bad segment name {name:?}: it {why}")]
+    #[error("bad ring name {name:?}: it {why}")]
     BadName {
         /// The name as given.
         name: String,

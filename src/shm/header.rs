@@ -404,7 +404,7 @@ pub enum HeaderError {
         len: u64,
     },
     /// Wrong magic bytes.
-    #[error("not a laminar-ring segment (magic {found:02x?})")]
+    #[error("not a laminar-ring ring (magic {found:02x?})")]
     BadMagic {
         /// The first 8 bytes.
         found: [u8; 8],

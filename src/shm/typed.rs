@@ -71,7 +71,15 @@ impl<T: ShmSlot> MappedRing<T> {
             what,
         };
         if l.kind != kind {
-            return Err(mismatch(format!("a {:?} ring, not a {kind:?} one", l.kind)));
+            let named = |k| match k {
+                RingKind::Typed => "a typed",
+                RingKind::Arrow => "an Arrow",
+            };
+            return Err(mismatch(format!(
+                "{} ring, not {} one",
+                named(l.kind),
+                named(kind)
+            )));
         }
         let (size, align) = (size_of::<T>() as u64, align_of::<T>() as u32);
         if l.slot_size != size || l.slot_align != align {

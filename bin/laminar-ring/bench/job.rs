@@ -11,6 +11,7 @@ use laminar_ring::WaitStrategy;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::BenchError;
+use crate::units::fmt_counted;
 
 /// What one message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -102,9 +103,11 @@ impl Workload {
             && full.is_some_and(|full| self.total_rows <= full);
         if !spans || self.total_rows > MAX_TOTAL_ROWS {
             return Err(BenchError::new(format!(
-                "{} distinct batches of {} rows cannot hold {} rows \
+                "{} of {} cannot hold {} \
                  (each batch has rows, at most {MAX_TOTAL_ROWS} in all)",
-                self.distinct, self.rows, self.total_rows
+                fmt_counted(self.distinct, "distinct batch", "distinct batches"),
+                fmt_counted(self.rows, "row", "rows"),
+                fmt_counted(self.total_rows, "row", "rows")
             )));
         }
         Ok(())

@@ -25,14 +25,14 @@ use clap::ValueEnum;
 
 use self::job::{Job, Place, Side, TransportKind, Workload};
 pub use self::job::{PayloadKind, Wait};
-use self::report::{ConsumerReport, Figures, ProducerReport, medians, parse_report};
+use self::report::{ConsumerReport, Figures, Load, ProducerReport, medians, parse_report};
 use self::transport::Ring;
 pub use self::workers::{WorkerArgs, worker};
 use crate::Location;
 use crate::error::{CliError, bench_error};
 use crate::print::outln;
 use crate::progress::Progress;
-use crate::units::{fmt_bytes, fmt_count, parse_count};
+use crate::units::{fmt_bytes, fmt_count, fmt_counted, parse_count};
 
 /// What goes wrong in a run: a library call's error (any
 /// `std::error::Error` converts, so `?` needs no closure) or a failed
@@ -235,9 +235,9 @@ fn run_rounds(
                 TransportKind::Uds => "socket",
             };
             progress.status(&format!(
-                "round {}/{rounds}: {label}; so far {} rows, {}{}",
+                "round {}/{rounds}: {label}; so far {}, {}{}",
                 r + 1,
-                fmt_count(moved.0),
+                fmt_counted(moved.0, "row", "rows"),
                 fmt_bytes(moved.1),
                 last.map_or(String::new(), |(l, g)| format!(
                     "; last run {l} {g:.2} GB/s"
@@ -285,11 +285,13 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         wait: a.wait,
         arena: a.arena,
     };
-    let progress = Progress::new("bench");
+    let load = Load::now();
+    load.warn();
+    let mut progress = Progress::new("bench");
     let uds = a.compare == Some(Compare::Uds);
     let (ring, sock) = run_rounds(&w, a.rounds, uds, &a.location.dir, &progress)?;
     progress.finish();
-    report::print_bench(a, &w, &ring, sock.as_ref())
+    report::print_bench(a, &w, &ring, sock.as_ref(), &load)
 }
 
 pub fn demo(a: &DemoArgs) -> Result<(), CliError> {
@@ -314,29 +316,31 @@ pub fn demo(a: &DemoArgs) -> Result<(), CliError> {
     };
     let rounds = 3;
     outln!(
-        "laminar-ring demo: {} rows ({}) in {} batches, from a producer process to a \
+        "laminar-ring demo: {} ({}) in {}, from a producer process to a \
          consumer process that checks every row; then 1,000 round trips of a one-row batch. \
          The same through a Unix socket (Arrow IPC stream), interleaved; medians of {rounds} rounds.",
-        fmt_count(a.rows),
+        fmt_counted(a.rows, "row", "rows"),
         payload::COLUMNS,
-        fmt_count(messages)
+        fmt_counted(messages, "batch", "batches")
     );
-    let progress = Progress::new("demo");
+    let load = Load::now();
+    load.warn();
+    let mut progress = Progress::new("demo");
     let (ring, sock) = run_rounds(&w, rounds, true, &a.location.dir, &progress)?;
     progress.finish();
     let sock = sock.expect("asked for the socket");
     for f in [&ring, &sock] {
         if f.rows != a.rows || f.messages != messages {
             return Err(bench_error!(
-                "{} rows in {} batches arrived, expected {} in {}",
-                f.rows,
-                f.messages,
-                a.rows,
-                messages
+                "{} in {} arrived, expected {} in {}",
+                fmt_counted(f.rows, "row", "rows"),
+                fmt_counted(f.messages, "batch", "batches"),
+                fmt_count(a.rows),
+                fmt_count(messages)
             ));
         }
     }
-    report::print_demo(&ring, &sock)
+    report::print_demo(&ring, &sock, &load)
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use super::BenchArgs;
 use super::job::{PayloadKind, Workload};
 use super::payload::COLUMNS;
 use crate::error::{CliError, bench_error};
+use crate::print::errln;
 use crate::print::outln;
-use crate::units::{fmt_bytes, fmt_count, fmt_ns};
+use crate::units::{NsUnit, fmt_bytes, fmt_count, fmt_counted, with_article};
 
 /// What the producer sends back: when its clock started, and the round
 /// trips of the latency phase in nanoseconds.
@@ -99,6 +100,69 @@ impl Figures {
     }
 }
 
+/// How busy the machine was before a run: the 1-minute load average from
+/// /proc/loadavg and the cores this process may use. On a busy machine the
+/// two transports compete with other work, unevenly, so their ratios say
+/// little.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// `None` where /proc/loadavg cannot be read.
+    pub one_minute: Option<f64>,
+    pub cores: usize,
+}
+
+impl Load {
+    /// The load now.
+    pub fn now() -> Self {
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        Self {
+            one_minute: parse_loadavg(&text),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// Busy: a 1-minute load average above half the cores.
+    pub fn busy(&self) -> bool {
+        self.one_minute.is_some_and(|l| l > 0.5 * self.cores as f64)
+    }
+
+    /// `load average 0.42 on 2 cores before the run`.
+    pub fn text(&self) -> String {
+        let cores = fmt_counted(self.cores as u64, "core", "cores");
+        match self.one_minute {
+            Some(l) => format!("load average {l:.2} on {cores} before the run"),
+            None => format!("load average unknown (no /proc/loadavg), {cores}"),
+        }
+    }
+
+    /// The warning for a busy machine.
+    pub fn warning(&self) -> Option<String> {
+        self.busy().then(|| {
+            format!(
+                "warning: the machine was busy ({}, above half the cores): \
+                 the figures and the ratios between them are unreliable",
+                self.text()
+            )
+        })
+    }
+
+    /// Says on stderr, before the run, that the machine is busy.
+    pub fn warn(&self) {
+        if let Some(w) = self.warning() {
+            errln!("laminar-ring: {w}");
+        }
+    }
+}
+
+/// The 1-minute average of /proc/loadavg's `0.42 0.30 0.25 1/123 4567`.
+fn parse_loadavg(text: &str) -> Option<f64> {
+    text.split_whitespace()
+        .next()?
+        .parse::<f64>()
+        .ok()
+        .filter(|l| l.is_finite() && *l >= 0.0)
+}
+
 /// Per-field medians of several runs.
 pub fn medians(runs: &[Figures]) -> Figures {
     fn med<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
@@ -130,6 +194,9 @@ struct BenchJson {
     rounds: u64,
     arena_bytes: u64,
     wait: String,
+    load_average: Option<f64>,
+    cores: usize,
+    busy: bool,
     ring: FiguresJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     uds: Option<FiguresJson>,
@@ -180,23 +247,46 @@ fn compare_latency(ring_ns: u64, sock_ns: u64) -> String {
     }
 }
 
-fn row(label: &str, f: &Figures) -> String {
+/// One unit for each latency column of `rows`, the one that suits its
+/// median.
+fn units(rows: &[&Figures], columns: &[fn(&Figures) -> u64]) -> Vec<NsUnit> {
+    columns
+        .iter()
+        .map(|c| NsUnit::for_column(&rows.iter().map(|f| c(f)).collect::<Vec<_>>()))
+        .collect()
+}
+
+/// The latency columns of `bench`: p50, p99, p99.9, max.
+const BENCH_RTT: [fn(&Figures) -> u64; 4] = [|f| f.p50, |f| f.p99, |f| f.p999, |f| f.max];
+
+fn row(label: &str, f: &Figures, units: &[NsUnit]) -> String {
+    let rtt: Vec<String> = BENCH_RTT
+        .iter()
+        .zip(units)
+        .map(|(c, u)| format!("{:>14}", u.fmt(c(f))))
+        .collect();
     format!(
-        "{label:<20} {:>12} {:>14} {:>8.2} {:>11} {:>11} {:>11} {:>11}",
+        "{label:<20} {:>12} {:>14} {:>8.2} {}",
         fmt_count(f.msgs_per_s() as u64),
         fmt_count(f.rows_per_s() as u64),
         f.gb_per_s(),
-        fmt_ns(f.p50),
-        fmt_ns(f.p99),
-        fmt_ns(f.p999),
-        fmt_ns(f.max)
+        rtt.join(" ")
     )
 }
 
-fn header() -> String {
+fn header(units: &[NsUnit]) -> String {
+    let rtt: Vec<String> = ["rtt p50", "rtt p99", "rtt p99.9", "rtt max"]
+        .iter()
+        .zip(units)
+        .map(|(name, u)| format!("{:>14}", format!("{name} ({})", u.name())))
+        .collect();
     format!(
-        "{:<20} {:>12} {:>14} {:>8} {:>11} {:>11} {:>11} {:>11}",
-        "", "msgs/s", "rows/s", "GB/s", "rtt p50", "rtt p99", "rtt p99.9", "rtt max"
+        "{:<20} {:>12} {:>14} {:>8} {}",
+        "",
+        "msgs/s",
+        "rows/s",
+        "GB/s",
+        rtt.join(" ")
     )
 }
 
@@ -207,6 +297,7 @@ pub fn print_bench(
     w: &Workload,
     ring: &Figures,
     sock: Option<&Figures>,
+    load: &Load,
 ) -> Result<(), CliError> {
     if a.json {
         let v = BenchJson {
@@ -217,6 +308,9 @@ pub fn print_bench(
             rounds: a.rounds,
             arena_bytes: a.arena,
             wait: value_name(a.wait),
+            load_average: load.one_minute,
+            cores: load.cores,
+            busy: load.busy(),
             ring: ring.json(),
             uds: sock.map(Figures::json),
             ratio: sock.map(|s| RatioJson {
@@ -233,39 +327,52 @@ pub fn print_bench(
         PayloadKind::Arrow => format!("arrow batches of {} rows ({COLUMNS})", fmt_count(w.rows)),
     };
     outln!(
-        "{} messages of {payload}, {} ({} per run); {} round trips of one {}; medians of {} round{}",
-        fmt_count(w.messages),
+        "{} of {payload}, {} ({} per run); {} of one {}; medians of {}",
+        fmt_counted(w.messages, "message", "messages"),
         fmt_bytes(ring.bytes),
         if sock.is_some() {
             "interleaved with the socket"
         } else {
             "ring only"
         },
-        fmt_count(w.samples),
+        fmt_counted(w.samples, "round trip", "round trips"),
         if w.payload == PayloadKind::U64 {
             "value"
         } else {
             "one-row batch"
         },
-        a.rounds,
-        if a.rounds == 1 { "" } else { "s" },
+        fmt_counted(a.rounds, "round", "rounds"),
     );
-    outln!("{}", header());
-    outln!("{}", row("shared-memory ring", ring));
+    let rows: Vec<&Figures> = std::iter::once(ring).chain(sock).collect();
+    let units = units(&rows, &BENCH_RTT);
+    outln!("{}", header(&units));
+    outln!("{}", row("shared-memory ring", ring, &units));
     if let Some(s) = sock {
-        outln!("{}", row("unix socket", s));
+        outln!("{}", row("unix socket", s, &units));
         outln!(
             "ring / socket: {:.2}x the throughput, {} p50 round trip",
             ring.gb_per_s() / s.gb_per_s(),
             compare_latency(ring.p50, s.p50)
         );
     }
+    print_load(load)
+}
+
+/// The machine's load with the results, and the warning again if it was
+/// busy.
+fn print_load(load: &Load) -> Result<(), CliError> {
+    outln!("{}", load.text());
+    if let Some(w) = load.warning() {
+        outln!("{w}");
+    }
     Ok(())
 }
 
 /// Prints what `demo` measured: rows, batches, GB/s and round trips of the
 /// ring and the socket.
-pub fn print_demo(ring: &Figures, sock: &Figures) -> Result<(), CliError> {
+pub fn print_demo(ring: &Figures, sock: &Figures, load: &Load) -> Result<(), CliError> {
+    let columns: [fn(&Figures) -> u64; 2] = [|f| f.p50, |f| f.p99];
+    let units = units(&[ring, sock], &columns);
     outln!();
     outln!(
         "{:<20} {:>12} {:>9} {:>10} {:>14} {:>14}",
@@ -273,8 +380,8 @@ pub fn print_demo(ring: &Figures, sock: &Figures) -> Result<(), CliError> {
         "rows",
         "batches",
         "GB/s",
-        "rtt p50",
-        "rtt p99"
+        format!("rtt p50 ({})", units[0].name()),
+        format!("rtt p99 ({})", units[1].name())
     );
     for (label, f) in [("shared-memory ring", ring), ("unix socket", sock)] {
         outln!(
@@ -282,22 +389,66 @@ pub fn print_demo(ring: &Figures, sock: &Figures) -> Result<(), CliError> {
             fmt_count(f.rows),
             fmt_count(f.messages),
             f.gb_per_s(),
-            fmt_ns(f.p50),
-            fmt_ns(f.p99)
+            units[0].fmt(f.p50),
+            units[1].fmt(f.p99)
         );
     }
     outln!(
         "\nevery row verified on both paths; the ring moved {:.2}x the socket's bytes per second, \
-         with a {} median round trip",
+         with {} median round trip",
         ring.gb_per_s() / sock.gb_per_s(),
-        compare_latency(ring.p50, sock.p50)
+        with_article(&compare_latency(ring.p50, sock.p50))
     );
-    Ok(())
+    print_load(load)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_above_half_the_cores_is_busy() {
+        assert_eq!(parse_loadavg("0.42 0.30 0.25 1/123 4567\n"), Some(0.42));
+        for bad in ["", "x 1 2", "-1 0 0", "NaN 0 0"] {
+            assert_eq!(parse_loadavg(bad), None, "{bad:?}");
+        }
+        let load = |l, cores| Load {
+            one_minute: l,
+            cores,
+        };
+        assert!(!load(Some(1.0), 2).busy());
+        assert!(load(Some(1.01), 2).busy());
+        assert!(!load(None, 1).busy());
+        let w = load(Some(3.5), 4).warning().expect("busy");
+        assert!(w.contains("load average 3.50 on 4 cores"), "{w}");
+        assert!(w.contains("unreliable"), "{w}");
+        assert_eq!(
+            load(Some(0.1), 1).text(),
+            "load average 0.10 on 1 core before the run"
+        );
+    }
+
+    #[test]
+    fn each_latency_column_has_one_unit_in_its_header() {
+        let f = |p50, p99| Figures {
+            secs: 1.0,
+            p50,
+            p99,
+            p999: p99,
+            max: p99,
+            ..Figures::default()
+        };
+        let (ring, sock) = (f(3_837, 64_200), f(64_200, 45_015_000));
+        let units = units(&[&ring, &sock], &BENCH_RTT);
+        let head = header(&units);
+        assert!(
+            head.contains("rtt p50 (µs)") && head.contains("rtt p99 (ms)"),
+            "{head}"
+        );
+        let line = row("r", &ring, &units);
+        assert!(line.contains(" 3.84 ") && line.contains(" 0.06"), "{line}");
+        assert!(!line.contains("µs") && !line.contains("ns"), "{line}");
+    }
 
     #[test]
     fn a_worker_report_is_read_from_the_last_line_of_its_output() {

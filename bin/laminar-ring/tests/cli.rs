@@ -156,6 +156,7 @@ fn signal(pid: u32, sig: &str) {
     let sig = match sig {
         "TERM" => libc::SIGTERM,
         "KILL" => libc::SIGKILL,
+        "INT" => libc::SIGINT,
         other => panic!("no signal {other}"),
     };
     let pid = libc::pid_t::try_from(pid).unwrap();
@@ -715,7 +716,7 @@ fn errors_are_one_clear_line_with_exit_codes() {
     let d = Dir::new("errors");
     fails(d.run(&["info", "missing"]), 1, "missing: no such ring");
     std::fs::write(d.path("junk"), vec![b'#'; 4096]).unwrap();
-    fails(d.run(&["info", "junk"]), 1, "not a laminar-ring segment");
+    fails(d.run(&["info", "junk"]), 1, "not a laminar-ring ring");
     fails(
         d.run(&["produce", "r", "-i", &d.s("nope.arrows")]),
         1,
@@ -741,7 +742,7 @@ fn errors_are_one_clear_line_with_exit_codes() {
     assert!(why.starts_with("cannot read bad.parquet"), "{info}");
     ok(d.run(&["create", "dup"]));
     fails(d.run(&["create", "dup"]), 1, "already exists");
-    fails(d.run(&["create", "a/b"]), 1, "bad segment name");
+    fails(d.run(&["create", "a/b"]), 1, "bad ring name");
 
     // Disk full on output.
     write_stream(&d.path("in.arrows"), &batches(3, 1000, true));
@@ -888,6 +889,16 @@ fn bench_and_demo_measure_and_verify() {
         assert!(v[t]["gb_per_s"].as_f64().unwrap() > 0.0);
     }
     assert!(v["ratio"]["throughput"].as_f64().unwrap() > 0.0);
+    // The machine's load with the results, and whether it was busy.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(v["cores"], cores);
+    let load = v["load_average"].as_f64().expect("/proc/loadavg is read");
+    assert!(load >= 0.0, "{v}");
+    assert_eq!(v["busy"], load > 0.5 * cores as f64, "{v}");
+    assert_eq!(
+        stderr(&out).contains("the machine was busy"),
+        load > 0.5 * cores as f64
+    );
 
     let out = ok(d.run(&[
         "bench",
@@ -907,18 +918,51 @@ fn bench_and_demo_measure_and_verify() {
         "shared-memory ring",
         "unix socket",
         "ring / socket",
-        "rtt p99.9",
+        "rtt p99.9 (",
+        "load average ",
+        " core",
     ] {
         assert!(text.contains(want), "{want:?} not in {text}");
     }
+    latency_columns_have_one_unit(&text, "shared-memory ring");
 
     let out = ok(d.run(&["demo", "--rows", "300000", "--batch-rows", "7000"]));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("300,000"), "{text}");
     assert!(text.contains("every row verified"), "{text}");
+    assert!(text.contains("load average "), "{text}");
+    latency_columns_have_one_unit(&text, "shared-memory ring");
+    // "a 3.10x lower", "an 8.60x lower".
+    let ratio = text
+        .split("median round trip")
+        .next()
+        .and_then(|t| t.rsplit("with ").next())
+        .unwrap_or_else(|| panic!("no round trip ratio in {text}"));
+    let (article, number) = ratio.split_once(' ').unwrap();
+    let eight = number.starts_with('8')
+        || (number.split('.').next().unwrap().len() == 2
+            && (number.starts_with("11") || number.starts_with("18")));
+    assert_eq!(article, if eight { "an" } else { "a" }, "{ratio}");
     // Nothing left behind.
     let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The header names a unit for each latency column (`rtt p50 (µs)`), and
+/// the cells of the table's rows, from `first_row` on, are bare numbers.
+fn latency_columns_have_one_unit(text: &str, first_row: &str) {
+    let header = text
+        .lines()
+        .find(|l| l.contains("rtt p50"))
+        .unwrap_or_else(|| panic!("no header in {text}"));
+    let units = header.matches(" (ns)").count()
+        + header.matches(" (µs)").count()
+        + header.matches(" (ms)").count();
+    assert_eq!(units, header.matches("rtt ").count(), "{header}");
+    let row = text.lines().find(|l| l.starts_with(first_row)).unwrap();
+    for unit in [" ns", " µs", " ms"] {
+        assert!(!row.contains(unit), "{row}");
+    }
 }
 
 /// Dictionaries that change from batch to batch (as Parquet readers
@@ -1862,4 +1906,498 @@ fn info_shows_the_streams_schema() {
     ok(d.run(&["consume", "s", "-o", &d.s("out.arrows")]));
     assert_eq!(d.info("s")["read_seq"], d.info("s")["write_seq"]);
     check("read");
+}
+
+#[test]
+fn every_slot_count_the_library_refuses_gets_its_one_rule() {
+    let d = Dir::new("slots");
+    let rule = "must be a power of two from 1 to 2^32 (1, 2, 4, ..., 1024, ..., 4294967296)";
+    for bad in ["0", "3", "1000", "8589934592", "x"] {
+        let out = d.run(&["create", "s", "--slots", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("'{bad}' slots: {rule}")),
+            "{bad}: {err}"
+        );
+    }
+    // One slot is a ring the library makes, and it carries a stream.
+    ok(d.run(&["create", "s", "--slots", "1"]));
+    assert_eq!(d.info("s")["capacity"], 1, "{}", d.info("s"));
+    let data = batches(3, 10, false);
+    write_stream(&d.path("in.arrows"), &data);
+    let rx = d.spawn(&["consume", "s", "-o", &d.s("s.arrows")]);
+    ok(d.run(&["produce", "s", "-i", &d.s("in.arrows")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    assert_eq!(rows(&read_stream(&d.path("s.arrows"))), rows(&data));
+}
+
+#[test]
+fn the_usage_line_does_not_show_dir_as_required_when_laminar_ring_dir_is_set() {
+    let d = Dir::new("usage");
+    // `d.run` sets LAMINAR_RING_DIR.
+    let out = d.run(&["produce"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let usage = err
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("no usage line in {err}"));
+    assert_eq!(usage, "Usage: laminar-ring produce --input <PATH|-> <NAME>");
+    // The variable still chooses the directory, and --help says so.
+    let help = text(ok(d.run(&["produce", "--help"])));
+    assert!(help.contains("$LAMINAR_RING_DIR"), "{help}");
+    assert!(
+        help.contains(&format!("[default: {}]", d.0.display())),
+        "{help}"
+    );
+}
+
+#[test]
+fn the_top_level_help_describes_the_command_with_an_example() {
+    let d = Dir::new("help");
+    let long = text(ok(d.run(&["--help"])));
+    for want in [
+        "Pipe Arrow, Parquet and CSV data between processes through a shared-memory ring",
+        "Common subcommands:",
+        "Example:",
+        "laminar-ring produce trades -i trades.csv",
+    ] {
+        assert!(long.contains(want), "{want:?} not in {long}");
+    }
+    // Not the package's description of itself.
+    assert!(!long.contains("The laminar-ring command: pipes"), "{long}");
+    let short = text(ok(d.run(&["-h"])));
+    assert!(
+        short.starts_with("Pipe Arrow, Parquet and CSV data"),
+        "{short}"
+    );
+    assert!(!short.contains("Example:"), "{short}");
+}
+
+/// The progress lines of `what` (`produce -> r`) in `err`, in order.
+fn progress_lines<'a>(err: &'a str, what: &str) -> Vec<&'a str> {
+    let prefix = format!("laminar-ring: {what}: ");
+    err.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// The one JSON object among `text`'s lines.
+fn json_line(text: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(text);
+    let objects: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(objects.len(), 1, "one JSON object in: {text}");
+    serde_json::from_str(objects[0]).unwrap()
+}
+
+#[test]
+fn produce_progress_shows_the_percentage_the_eta_and_the_rings_fill() {
+    let d = Dir::new("progress");
+    // 1,000 rows, which the Parquet metadata counts; read in 4 batches.
+    write_parquet(&d.path("in.parquet"), &batches(4, 250, true));
+    let p = ok(d.run(&[
+        "produce",
+        "pr",
+        "-i",
+        &d.s("in.parquet"),
+        "--batch-rows",
+        "250",
+        "--progress",
+        "always",
+    ]));
+    let err = stderr(&p);
+    let lines = progress_lines(&err, "produce -> pr");
+    assert!(lines.len() >= 2, "{err}");
+    // No consumer: after the first batch the ring holds the schema and it.
+    let first = lines[0];
+    for want in ["250 rows, 1 batch,", "25% ETA ", "ring 2/1,024 slots"] {
+        assert!(first.contains(want), "{want:?} not in {first}");
+    }
+    let last = lines[lines.len() - 1];
+    for want in [
+        "1,000 rows, 4 batches,",
+        "100% ETA 0:00:00",
+        "ring 5/1,024 slots",
+    ] {
+        assert!(last.contains(want), "{want:?} not in {last}");
+    }
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+
+    // A CSV file: the part of its bytes read.
+    write_csv(&d.path("in.csv"), &batches(2, 100, false));
+    let p = ok(d.run(&[
+        "produce",
+        "pc",
+        "-i",
+        &d.s("in.csv"),
+        "--progress",
+        "always",
+    ]));
+    let err = stderr(&p);
+    let lines = progress_lines(&err, "produce -> pc");
+    let last = lines.last().expect("a progress line");
+    assert!(last.contains("100% ETA 0:00:00"), "{err}");
+
+    // The consumer shows the ring's fill too; standard input has no size.
+    let c = ok(d.run(&[
+        "consume",
+        "pr",
+        "-o",
+        &d.s("pr.arrows"),
+        "--progress",
+        "always",
+    ]));
+    let err = stderr(&c);
+    let lines = progress_lines(&err, "consume <- pr");
+    let last = lines.last().expect("a progress line");
+    assert!(last.contains("1,000 rows, 4 batches,"), "{err}");
+    assert!(last.contains("/1,024 slots"), "{err}");
+    assert!(!last.contains('%'), "{err}");
+    assert_eq!(
+        rows(&read_stream(&d.path("pr.arrows"))),
+        rows(&batches(4, 250, true))
+    );
+}
+
+#[test]
+fn a_following_sidecar_says_it_waits_for_a_producer_instead_of_a_rate() {
+    let d = Dir::new("progress-wait");
+    write_stream(&d.path("in.arrows"), &batches(3, 100, false));
+    let rx = d.spawn(&[
+        "consume",
+        "fw",
+        "-o",
+        &d.s("fw.arrows"),
+        "--follow",
+        "--idle-exit",
+        "1s",
+        "--progress",
+        "always",
+    ]);
+    wait_for_consumer(&d, "fw");
+    ok(d.run(&["produce", "fw", "-i", &d.s("in.arrows")]));
+    let out = ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    let err = stderr(&out);
+    let lines = progress_lines(&err, "consume <- fw");
+    // A line while batches came, then, once the stream ended, one that
+    // says it waits, with the totals and no rate.
+    let moving = lines
+        .iter()
+        .position(|l| !l.contains("waiting") && l.contains(" rows, "))
+        .unwrap_or_else(|| panic!("no line while batches came in {err}"));
+    let waiting = lines[moving..]
+        .iter()
+        .find(|l| l.contains("waiting for a producer"))
+        .unwrap_or_else(|| panic!("no waiting line after the batches in {err}"));
+    assert!(
+        waiting.contains("waiting for a producer; 300 rows, 3 batches,") && !waiting.contains("/s"),
+        "{waiting}"
+    );
+    assert!(err.contains("wrote 300 rows in 3 batches"), "{err}");
+}
+
+#[test]
+fn json_summaries_count_every_row_and_batch_sent_and_written() {
+    let d = Dir::new("json");
+    let data = batches(4, 250, true);
+    write_stream(&d.path("in.arrows"), &data);
+    let p = ok(d.run(&["produce", "j", "-i", &d.s("in.arrows"), "--json"]));
+    assert!(stderr(&p).is_empty(), "{}", stderr(&p));
+    let sent = json_line(&p.stdout);
+    assert_eq!(sent["command"], "produce");
+    assert_eq!(sent["ring"], "j");
+    assert_eq!(sent["rows"], 1000);
+    assert_eq!(sent["batches"], 4);
+    assert_eq!(sent["exit_reason"], "closed");
+    assert_eq!(sent["exit_code"], 0);
+    assert!(sent.get("failure").is_none(), "{sent}");
+    let bytes = sent["bytes"].as_u64().unwrap();
+    assert!(bytes >= 1000 * 8, "{sent}");
+    assert!(sent["seconds"].as_f64().unwrap() >= 0.0, "{sent}");
+
+    // `-o -`: the data on stdout, the summary on stderr.
+    let c = ok(d.run(&["consume", "j", "-o", "-", "--json"]));
+    let got: Vec<RecordBatch> = StreamReader::try_new(std::io::Cursor::new(c.stdout), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows(&got), rows(&data));
+    let wrote = json_line(&c.stderr);
+    assert_eq!(wrote["command"], "consume");
+    assert_eq!(wrote["rows"], 1000);
+    assert_eq!(wrote["batches"], 4);
+    assert_eq!(wrote["bytes"], bytes);
+    assert_eq!(wrote["exit_reason"], "closed");
+
+    // A timeout: exit 5, the reason and what it waited for.
+    let c = d.run(&[
+        "consume",
+        "j",
+        "-o",
+        &d.s("t.arrows"),
+        "--timeout",
+        "300ms",
+        "--json",
+    ]);
+    assert_eq!(c.status.code(), Some(5), "{}", stderr(&c));
+    let v = json_line(&c.stdout);
+    assert_eq!(v["exit_reason"], "timeout");
+    assert_eq!(v["exit_code"], 5);
+    assert_eq!(v["rows"], 0);
+    let why = v["failure"].as_str().unwrap();
+    assert!(
+        why.contains("no producer attached to ring 'j' within 300ms"),
+        "{v}"
+    );
+
+    // A producer that fails half-way: the consumer says why (exit 4).
+    std::fs::write(d.path("bad.csv"), "id,x,name\n1,0.5,a\n2,1.5\n").unwrap();
+    let p = d.run(&[
+        "produce",
+        "f",
+        "-i",
+        &d.s("bad.csv"),
+        "--schema",
+        "id:int64,x:float64,name:utf8",
+        "--batch-rows",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(p.status.code(), Some(1), "{}", stderr(&p));
+    let v = json_line(&p.stdout);
+    assert_eq!(
+        (v["exit_reason"].as_str(), v["rows"].as_u64()),
+        (Some("error"), Some(1))
+    );
+    assert!(v["failure"].as_str().unwrap().contains("bad.csv"), "{v}");
+    let c = d.run(&["consume", "f", "-o", &d.s("f.arrows"), "--json"]);
+    assert_eq!(c.status.code(), Some(4), "{}", stderr(&c));
+    let v = json_line(&c.stdout);
+    assert_eq!(v["exit_reason"], "producer_failed");
+    assert_eq!(v["rows"], 1);
+    assert!(v["failure"].as_str().unwrap().contains("bad.csv"), "{v}");
+}
+
+#[test]
+fn quiet_prints_nothing_but_errors() {
+    let d = Dir::new("quiet-flag");
+    write_stream(&d.path("in.arrows"), &batches(2, 10, false));
+    let p = ok(d.run(&[
+        "produce",
+        "q",
+        "-i",
+        &d.s("in.arrows"),
+        "--quiet",
+        "--progress",
+        "always",
+    ]));
+    let c = ok(d.run(&[
+        "consume",
+        "q",
+        "-o",
+        &d.s("q.arrows"),
+        "-q",
+        "--progress",
+        "always",
+    ]));
+    for o in [&p, &c] {
+        assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", stderr(o));
+    }
+    assert_eq!(
+        rows(&read_stream(&d.path("q.arrows"))),
+        rows(&batches(2, 10, false))
+    );
+    // An error is still said, on one line.
+    fails(
+        d.run(&[
+            "consume",
+            "q",
+            "-o",
+            &d.s("t.arrows"),
+            "--timeout",
+            "200ms",
+            "--quiet",
+        ]),
+        5,
+        "no producer attached to ring 'q' within 200ms",
+    );
+    let t = d.run(&[
+        "consume",
+        "q",
+        "-o",
+        &d.s("t.arrows"),
+        "--timeout",
+        "200ms",
+        "--quiet",
+    ]);
+    assert_eq!(stderr(&t).lines().count(), 1, "{}", stderr(&t));
+}
+
+/// An Arrow IPC stream of `bs` without its end-of-stream marker.
+fn unfinished_stream(bs: &[RecordBatch]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = StreamWriter::try_new(&mut buf, &schema()).unwrap();
+    for b in bs {
+        w.write(b).unwrap();
+    }
+    // Dropped without `finish`.
+    drop(w);
+    buf
+}
+
+#[test]
+fn an_interrupted_producer_clears_its_line_says_how_far_it_got_and_dies_by_the_signal() {
+    use std::io::Write;
+    use std::os::unix::process::ExitStatusExt;
+    let d = Dir::new("interrupt");
+    let mut tx = d
+        .cmd(&["produce", "ip", "-i", "-", "--json", "--progress", "always"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two batches on stdin, which stays open, without the stream's end:
+    // the producer waits for more.
+    let mut stdin = tx.stdin.take().unwrap();
+    stdin
+        .write_all(&unfinished_stream(&batches(2, 50, false)))
+        .unwrap();
+    stdin.flush().unwrap();
+    // The schema and both batches are in the ring.
+    wait_until("two batches in the ring", Duration::from_secs(20), || {
+        d.seq("ip", "write_seq") >= 3
+    });
+    signal(tx.id(), "INT");
+    let out = wait_with_timeout(tx, Duration::from_secs(20));
+    drop(stdin);
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{}", stderr(&out));
+    let v = json_line(&out.stdout);
+    assert_eq!(v["exit_reason"], "interrupted");
+    assert_eq!(
+        (v["rows"].as_u64(), v["batches"].as_u64()),
+        (Some(100), Some(2))
+    );
+    assert_eq!(v["exit_code"], 128 + libc::SIGINT);
+    // The stream is not closed: its consumer learns that the producer died.
+    let c = d.run(&["consume", "ip", "-o", &d.s("ip.arrows"), "--json"]);
+    assert_eq!(c.status.code(), Some(3), "{}", stderr(&c));
+    let v = json_line(&c.stdout);
+    assert_eq!(v["exit_reason"], "peer_gone");
+    assert_eq!(v["rows"], 100);
+    assert_eq!(
+        rows(&read_stream(&d.path("ip.arrows"))),
+        rows(&batches(2, 50, false))
+    );
+
+    // Without --json, the summary line says it stopped.
+    let mut tx = d
+        .cmd(&["produce", "ip2", "-i", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = tx.stdin.take().unwrap();
+    stdin
+        .write_all(&unfinished_stream(&[batch(0, 1, false)]))
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_until("a batch in the ring", Duration::from_secs(20), || {
+        d.seq("ip2", "write_seq") >= 2
+    });
+    signal(tx.id(), "TERM");
+    let out = wait_with_timeout(tx, Duration::from_secs(20));
+    drop(stdin);
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sent 1 row in 1 batch (") && err.contains("stopped by SIGTERM"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_count_of_one_is_singular_and_an_article_fits_its_word() {
+    let d = Dir::new("grammar");
+    write_stream(&d.path("one.arrows"), &batches(1, 1, false));
+    let p = ok(d.run(&["produce", "g", "-i", &d.s("one.arrows")]));
+    assert!(
+        stderr(&p).contains("sent 1 row in 1 batch ("),
+        "{}",
+        stderr(&p)
+    );
+    let c = ok(d.run(&["consume", "g", "-o", &d.s("g.arrows")]));
+    assert!(
+        stderr(&c).contains("wrote 1 row in 1 batch ("),
+        "{}",
+        stderr(&c)
+    );
+    let out = ok(d.run(&["create", "g1", "--slots", "1"]));
+    assert!(text(out).contains(": 1 slot, "));
+
+    // A typed ring (as the library makes them) is not an Arrow one.
+    let opts = laminar_ring::shm::SegmentOptions {
+        dir: d.0.clone(),
+        ..Default::default()
+    };
+    laminar_ring::shm::create::<u64>("typed", 8, &opts).unwrap();
+    fails(
+        d.run(&["produce", "typed", "-i", &d.s("one.arrows")]),
+        1,
+        "a typed ring, not an Arrow one",
+    );
+}
+
+#[test]
+fn sample_writes_the_same_trades_as_csv_and_parquet() {
+    let d = Dir::new("sample");
+    let out = ok(d.run(&["sample", &d.s("")]));
+    assert!(
+        stderr(&out).contains("wrote 5,000 trades"),
+        "{}",
+        stderr(&out)
+    );
+    let pq = read_parquet(&d.path("trades.parquet"));
+    let names: Vec<String> = pq[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "time", "sym", "px", "qty"]);
+    let n: usize = pq.iter().map(RecordBatch::num_rows).sum();
+    assert_eq!(n, 5_000);
+    // The CSV file through a ring gives the Parquet file's rows.
+    let rx = d.spawn(&["consume", "t", "-o", &d.s("t.arrows")]);
+    ok(d.run(&["produce", "t", "-i", &d.s("trades.csv")]));
+    ok(wait_with_timeout(rx, Duration::from_secs(30)));
+    let csv = read_stream(&d.path("t.arrows"));
+    let cols = |bs: &[RecordBatch]| -> Vec<(i64, String, f64, i64)> {
+        let mut out = Vec::new();
+        for b in bs {
+            let id = b.column(0).as_primitive::<Int64Type>();
+            let sym = b.column(2).as_string::<i32>();
+            let px = b.column(3).as_primitive::<Float64Type>();
+            let qty = b.column(4).as_primitive::<Int64Type>();
+            for j in 0..b.num_rows() {
+                out.push((
+                    id.value(j),
+                    sym.value(j).to_owned(),
+                    px.value(j),
+                    qty.value(j),
+                ));
+            }
+        }
+        out
+    };
+    assert_eq!(cols(&csv), cols(&pq));
+    assert_eq!(
+        cols(&pq)[0..2].iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    // The same rows every time; an existing file is kept unless --force.
+    let before = std::fs::read(d.path("trades.csv")).unwrap();
+    fails(d.run(&["sample", &d.s("")]), 1, "already exists");
+    ok(d.run(&["sample", &d.s(""), "--force"]));
+    assert_eq!(std::fs::read(d.path("trades.csv")).unwrap(), before);
 }
