@@ -9,6 +9,7 @@
 //! `--timeout` ran out.
 
 mod bench;
+mod csv_input;
 mod error;
 mod formats;
 mod generate;
