@@ -547,8 +547,8 @@ impl std::fmt::Display for UnterminatedQuote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "unterminated quote: the quoted field that starts on line {} has no closing \
-             quote before the end of the input",
+            "unterminated quote: the record that starts on line {} opens a quoted field \
+             that is not closed before the end of the input",
             self.line
         )
     }
@@ -570,8 +570,10 @@ struct LineIndex {
     next_record: u64,
     /// Inside a record (its first byte was seen, its end not yet).
     in_record: bool,
-    /// The line where the current field starts.
-    field_line: u64,
+    /// Where the parser writes fields' ends, which are not kept.
+    ends: Vec<usize>,
+    /// The line where the current record starts.
+    record_line: u64,
     /// `(first record, line - record)` for each run of records that start
     /// at the same distance from their index, oldest first.
     runs: VecDeque<(u64, u64)>,
@@ -587,7 +589,8 @@ impl LineIndex {
             line: 1,
             next_record: 0,
             in_record: false,
-            field_line: 1,
+            ends: vec![0; 1024],
+            record_line: 1,
             runs: VecDeque::new(),
             ended: false,
         }
@@ -614,16 +617,15 @@ impl LineIndex {
                 }
                 self.next_record += 1;
                 self.in_record = true;
-                self.field_line = self.line;
+                self.record_line = self.line;
             }
-            let (result, nin, _) = self.parser.read_field(input, &mut self.scratch);
+            let (result, nin, _, _) =
+                self.parser
+                    .read_record(input, &mut self.scratch, &mut self.ends);
             self.line += newlines(&input[..nin]);
             input = &input[nin..];
             match result {
-                csv_core::ReadFieldResult::Field { record_end } => {
-                    self.in_record = !record_end;
-                    self.field_line = self.line;
-                }
+                csv_core::ReadRecordResult::Record => self.in_record = false,
                 _ if nin == 0 => break,
                 _ => {}
             }
@@ -637,10 +639,14 @@ impl LineIndex {
         }
         // A line end closes any record except one inside quotes, where it
         // is part of the field.
-        match self.parser.read_field(b"\n", &mut self.scratch).0 {
-            csv_core::ReadFieldResult::Field { .. } => Ok(()),
+        match self
+            .parser
+            .read_record(b"\n", &mut self.scratch, &mut self.ends)
+            .0
+        {
+            csv_core::ReadRecordResult::Record => Ok(()),
             _ => Err(UnterminatedQuote {
-                line: self.field_line,
+                line: self.record_line,
             }),
         }
     }
@@ -711,10 +717,10 @@ mod tests {
     }
 
     #[test]
-    fn a_quote_open_at_the_end_names_the_line_its_field_starts_on() {
+    fn a_quote_open_at_the_end_names_the_line_its_record_starts_on() {
         let mut l = index(b"id,name\n1,\"abc\n2,def\n", 4);
         assert_eq!(l.finish().unwrap_err().line, 2);
-        let mut l = index(b"a,b\n1,\"x\ny\",\"z\nw", 3);
+        let mut l = index(b"a,b\n\n1,\"x\ny\",\"z\nw", 3);
         assert_eq!(l.finish().unwrap_err().line, 3);
         // Closed quotes, with and without a last line end.
         for ok in [

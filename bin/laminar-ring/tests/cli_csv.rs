@@ -344,7 +344,7 @@ fn an_unterminated_quote_is_an_error_naming_its_line_not_one_last_row() {
     d.run(&["produce", "o", "-i", &d.s("open.csv")])
         .assert_fails(
             1,
-            "unterminated quote: the quoted field that starts on line 2",
+            "unterminated quote: the record that starts on line 2 opens a quoted field",
         );
     // Given a schema, and on standard input, the same.
     d.run(&[
