@@ -10,6 +10,7 @@
 
 mod bench;
 mod csv_input;
+mod csv_lines;
 mod error;
 mod formats;
 mod generate;
