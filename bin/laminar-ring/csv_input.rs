@@ -25,8 +25,8 @@ use crate::error::{Action, CliError};
 use crate::formats::{Input, InputFormat, open_input, parse_schema};
 use crate::guard::Guarded;
 
-/// The fields read as null when no `--null-value` is given: what DuckDB
-/// and pandas users expect.
+/// The fields read as null when no `--null-value` is given: the common
+/// markers of a missing value (pandas reads these as missing too).
 pub const DEFAULT_NULLS: [&str; 5] = ["", "NA", "null", "NULL", "N/A"];
 
 /// Rows read to infer a CSV schema.
