@@ -80,6 +80,13 @@ pub enum CliError {
         #[source]
         source: ArrowError,
     },
+    /// A CSV input with no rows whose schema was to be inferred (`why`
+    /// says what it holds and what to do).
+    #[error("{} {why}", shown(path, Action::Read))]
+    CsvEmpty { path: String, why: &'static str },
+    /// A CSV option that cannot be used as given.
+    #[error("{0}")]
+    CsvOption(String),
     /// An input whose format neither its name nor its first bytes tell.
     #[error("cannot tell the format of {path}; pass --format arrow, csv or parquet")]
     UnknownFormat { path: String },

@@ -1,7 +1,7 @@
 //! Data files in and out: Arrow IPC (stream and file), CSV and Parquet.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Cursor, Read, Seek, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::csv_input::{CsvOptions, open_csv};
 use crate::error::{Action, CliError};
 use crate::guard::{Guarded, guarded};
 use crate::ipc_input::{IpcFile, IpcStream};
@@ -109,20 +110,6 @@ impl ParquetOptions {
         b.build()
     }
 }
-
-/// How CSV input is read.
-#[derive(Debug, Clone, Default)]
-pub struct CsvOptions {
-    /// `name:type,...`; inferred when absent.
-    pub schema: Option<String>,
-    /// The first line is data, not names.
-    pub no_header: bool,
-    /// Field separator; `,` (or tab for `.tsv`) when absent.
-    pub delimiter: Option<u8>,
-}
-
-/// Rows read to infer a CSV schema.
-const INFER_RECORDS: usize = 10_000;
 
 /// An open input: its schema and its batches.
 pub struct Input {
@@ -351,78 +338,6 @@ fn rebatch(
         batches: Box::new(iter),
         format,
         extent: Extent::Unknown,
-    }
-}
-
-fn open_csv<R: BufRead + 'static>(
-    mut reader: R,
-    batch_rows: usize,
-    csv: &CsvOptions,
-    path: &str,
-) -> Result<Input, CliError> {
-    let delimiter = csv.delimiter.unwrap_or(b',');
-    let format = arrow_csv::reader::Format::default()
-        .with_header(!csv.no_header)
-        .with_delimiter(delimiter);
-    let (schema, reader): (SchemaRef, Box<dyn Read>) = match &csv.schema {
-        Some(spec) => (Arc::new(parse_schema(spec)?), Box::new(reader)),
-        None => {
-            // Infer from the first records, then read them again: a file
-            // from its start, stdin from a copy of what inference read.
-            let mut head = Vec::new();
-            let mut lines = 0;
-            while lines <= INFER_RECORDS {
-                let n = reader
-                    .read_until(b'\n', &mut head)
-                    .map_err(|e| CliError::io(Action::Read, path, e))?;
-                if n == 0 {
-                    break;
-                }
-                lines += 1;
-            }
-            let (schema, _) = format
-                .infer_schema(Cursor::new(&head), Some(INFER_RECORDS))
-                .map_err(|source| CliError::CsvSchema {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            (Arc::new(schema), Box::new(Cursor::new(head).chain(reader)))
-        }
-    };
-    let r = arrow_csv::ReaderBuilder::new(schema.clone())
-        .with_format(format)
-        .with_batch_size(batch_rows.max(1))
-        .build(reader)
-        .map_err(|e| CliError::data(Action::Read, path, e))?;
-    // arrow-csv numbers data rows from 1; a user wants the file's line.
-    let header_lines = usize::from(!csv.no_header);
-    let batches = r.map(move |b| {
-        b.map_err(|e| match e {
-            ArrowError::ParseError(m) => ArrowError::ParseError(shift_line(&m, header_lines)),
-            e => e,
-        })
-    });
-    Ok(Input {
-        schema,
-        batches: Box::new(Guarded::new(batches, "the CSV reader")),
-        format: "csv",
-        extent: Extent::Unknown,
-    })
-}
-
-/// Adds `by` to the number after "at line " in an arrow-csv message.
-fn shift_line(msg: &str, by: usize) -> String {
-    const AT: &str = " at line ";
-    let Some(i) = msg.find(AT) else {
-        return msg.to_owned();
-    };
-    let start = i + AT.len();
-    let digits = msg[start..]
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(msg.len(), |n| start + n);
-    match msg[start..digits].parse::<usize>() {
-        Ok(n) => format!("{}{}{}", &msg[..start], n + by, &msg[digits..]),
-        Err(_) => msg.to_owned(),
     }
 }
 
@@ -846,17 +761,6 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_line_numbers_count_the_header() {
-        assert_eq!(
-            shift_line("value 'x' for column 0 at line 3. Row data: '[x]'", 1),
-            "value 'x' for column 0 at line 4. Row data: '[x]'"
-        );
-        assert_eq!(shift_line("at line 9", 1), "at line 9", "no leading space");
-        assert_eq!(shift_line("no number", 1), "no number");
-        assert_eq!(shift_line("x at line 12", 1), "x at line 13");
-    }
 
     #[test]
     fn schema_specs() {

@@ -9,6 +9,8 @@
 //! `--timeout` ran out.
 
 mod bench;
+mod csv_input;
+mod csv_lines;
 mod error;
 mod formats;
 mod generate;

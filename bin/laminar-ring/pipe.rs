@@ -13,10 +13,9 @@ use laminar_ring::arrow::{
 };
 use laminar_ring::shm::OpenError;
 
+use crate::csv_input::CsvOptions;
 use crate::error::{Action, CliError, one_line};
-use crate::formats::{
-    self, CsvOptions, InputFormat, OutputFormat, ParquetCodec, ParquetOptions, Sink,
-};
+use crate::formats::{self, InputFormat, OutputFormat, ParquetCodec, ParquetOptions, Sink};
 use crate::print::is_broken_pipe;
 use crate::progress::{Progress, ProgressHandle, ReportArgs};
 use crate::rings::{self, Geometry, Location};
@@ -50,8 +49,36 @@ pub struct ProduceArgs {
     /// first 10,000 rows. Types: bool, int8..int64, uint8..uint64, float32,
     /// float64, utf8, large_utf8, binary, date32, timestamp (µs),
     /// timestamp_ms, timestamp_ns.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", conflicts_with = "schema_from")]
     pub schema: Option<String>,
+    /// CSV: read with the schema of FILE (an Arrow IPC file or stream, a
+    /// Parquet file, or a CSV file whose inferred schema is taken), so
+    /// that files whose columns drift between types from day to day (an
+    /// integer column that once holds 2.5) keep one schema. The header
+    /// must name FILE's columns, in order; a value that does not fit its
+    /// column's type is an error naming the line, the column and the value.
+    #[arg(long, value_name = "FILE")]
+    pub schema_from: Option<String>,
+    /// CSV: a field that is exactly STR is null (repeatable). Without it,
+    /// an empty field, NA, null, NULL and N/A are null; giving it replaces
+    /// that list. Inference skips nulls: a column of numbers with NA stays
+    /// numeric.
+    #[arg(long = "null-value", value_name = "STR")]
+    pub null_values: Vec<String>,
+    /// CSV: timestamps written as FMT (chrono strftime syntax, e.g.
+    /// '%d/%m/%Y %H:%M:%S%.3f'). Inference makes a column whose values
+    /// all read with FMT a timestamp (unit from FMT's fraction: none s,
+    /// %.3f ms, %.6f µs, %.f or %.9f ns; an offset such as %z is
+    /// converted to UTC); timestamp columns of --schema or --schema-from
+    /// read FMT. ISO 8601 is read as well.
+    #[arg(long, value_name = "FMT")]
+    pub timestamp_format: Option<String>,
+    /// CSV: dates written as FMT (chrono strftime syntax, e.g.
+    /// '%d/%m/%Y'), for inferred columns whose values all read with FMT
+    /// and for date32 columns of --schema or --schema-from. ISO 8601 is
+    /// read as well.
+    #[arg(long, value_name = "FMT")]
+    pub date_format: Option<String>,
     /// CSV: the first line is data, not column names.
     #[arg(long)]
     pub no_header: bool,
@@ -251,8 +278,12 @@ fn send_input(
 ) -> Result<&'static str, CliError> {
     let csv = CsvOptions {
         schema: args.schema.clone(),
+        schema_from: args.schema_from.clone(),
         no_header: args.no_header,
         delimiter: args.delimiter,
+        null_values: args.null_values.clone(),
+        timestamp_format: args.timestamp_format.clone(),
+        date_format: args.date_format.clone(),
     };
     let batch_rows = usize::try_from(args.batch_rows).unwrap_or(usize::MAX);
     let mut input = match formats::open_input(&args.input, args.format, batch_rows, &csv) {

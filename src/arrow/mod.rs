@@ -111,6 +111,7 @@ mod decode;
 mod encode;
 mod framing;
 mod lease;
+mod mismatch;
 mod peek;
 mod release;
 mod resume;
@@ -121,6 +122,7 @@ use bytemuck::{Pod, Zeroable};
 pub use decode::BatchConsumer;
 pub use encode::BatchProducer;
 pub use lease::LeasedBatch;
+pub use mismatch::schema_difference;
 pub use peek::stream_schema;
 
 // The arrow-rs crates whose types this API takes and returns (arrow 60), so
@@ -220,8 +222,10 @@ pub enum ArrowRingError {
         /// Bytes of the message area: the largest message that fits.
         arena: u64,
     },
-    /// A batch or stream with another schema than expected.
-    #[error("schema mismatch: expected {expected}, got {found}")]
+    /// A batch or stream with another schema than expected. The message
+    /// names the first difference ([`schema_difference`]); the fields hold
+    /// both schemas whole.
+    #[error("schema mismatch: {}", schema_difference(.expected, .found))]
     SchemaMismatch {
         /// The schema of the stream (or the one the consumer requires).
         expected: SchemaRef,

@@ -711,6 +711,28 @@ fn follow_survives_producers_that_come_and_go() {
     assert_eq!(rows(&read_stream(&d.path("g.arrows"))), rows(&data[..3]));
 }
 
+/// A producer with another schema than the stream's is refused with the
+/// first column that differs and its two types, not two whole schemas.
+#[test]
+fn a_schema_mismatch_names_the_column_and_both_types() {
+    let d = Dir::new("mismatch");
+    std::fs::write(d.path("floats.csv"), "id,price\n1,2.5\n").unwrap();
+    std::fs::write(d.path("ints.csv"), "id,price\n2,3\n").unwrap();
+    let rx = d.spawn(&["consume", "m", "-o", &d.s("m.arrows"), "--follow"]);
+    ok(d.run(&["produce", "m", "-i", &d.s("floats.csv")]));
+    ok(d.run(&["produce", "m", "-i", &d.s("ints.csv")]));
+    let out = wait_with_timeout(rx, Duration::from_secs(10));
+    let err = stderr(&out);
+    assert!(!err.contains("Field {"), "no debug syntax: {err}");
+    fails(
+        out,
+        1,
+        "schema mismatch: column 'price' is Float64 in the stream, Int64 here",
+    );
+    let got = read_stream(&d.path("m.arrows"));
+    assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+}
+
 #[test]
 fn errors_are_one_clear_line_with_exit_codes() {
     let d = Dir::new("errors");
