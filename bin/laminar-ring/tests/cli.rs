@@ -1433,6 +1433,7 @@ fn follow_notes_a_failed_producer_and_keeps_waiting_for_the_next() {
     let line = said.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(line.contains("wrote 300 rows in 3 batches"), "{line}");
     assert_eq!(rows(&read_stream(&d.path("ff.arrows"))), rows(&data));
+}
 
 /// A ring whose header names a layout version no build writes: damaged.
 fn damage(d: &Dir, ring: &str) {
