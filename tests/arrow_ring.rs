@@ -429,6 +429,7 @@ fn a_new_producer_session_may_change_the_schema_unless_one_is_required() {
     let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
     rx.expect_schema(a.schema());
     assert_eq!(rx.recv().unwrap().unwrap(), a);
+    assert!(rx.recv().unwrap().is_none(), "the first session's end");
     for _ in 0..2 {
         match rx.recv() {
             Err(ArrowRingError::SchemaMismatch { expected, found }) => {
@@ -644,9 +645,9 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
     tx.close().unwrap();
     let path = dir.join("fuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Where things are: slots after the 640-byte header, 32-byte descriptors;
+    // Where things are: slots after the 2048-byte header, 32-byte descriptors;
     // the arena 4096-aligned after the slots.
-    let slots_at: usize = 640;
+    let slots_at: usize = 2048;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let written = {
         let head = u64::from_le_bytes(pristine[152..160].try_into().unwrap()) as usize;
@@ -827,9 +828,9 @@ fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
     tx.close().unwrap();
     let path = dir.join("flatfuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Slots after the 640-byte header (32-byte descriptors: pos, len, ...),
+    // Slots after the 2048-byte header (32-byte descriptors: pos, len, ...),
     // the arena 4096-aligned after them; slot 1 holds the batch (0 the schema).
-    let slots_at: usize = 640;
+    let slots_at: usize = 2048;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let word = |at: usize| u64::from_le_bytes(pristine[at..at + 8].try_into().unwrap()) as usize;
     let message = |slot: usize| {
@@ -1064,10 +1065,10 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
     assert_eq!(next, 12);
 }
 
-/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 640-byte
+/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 2048-byte
 /// header, 32 bytes each: pos, len, end, kind).
 fn descriptor_at(bytes: &[u8], seq: usize) -> [u64; 3] {
-    let at = 640 + (seq % 16) * 32;
+    let at = 2048 + (seq % 16) * 32;
     let word = |k: usize| u64::from_ne_bytes(bytes[at + 8 * k..at + 8 * k + 8].try_into().unwrap());
     [word(0), word(1), word(2)]
 }
@@ -1100,7 +1101,7 @@ fn a_descriptor_overlapping_unreleased_bytes_is_refused() {
     // Slot 2 claims the arena bytes of slot 1, one lap on.
     let forged = [pos + messages, len, end + messages];
     let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    write_in_place(&path, 640 + 2 * 32, &raw);
+    write_in_place(&path, 2048 + 2 * 32, &raw);
     match rx.recv_zero_copy() {
         Err(ArrowRingError::CorruptDescriptor { seq: 2, .. }) => {}
         other => panic!(
@@ -1368,7 +1369,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             "the compressed message ({} bytes, was {len}) fits where the batch was",
             message.len()
         );
-        let arena_at = (640_u64 + 16 * 32).next_multiple_of(4096);
+        let arena_at = (2048_u64 + 16 * 32).next_multiple_of(4096);
         write_in_place(&path, arena_at + pos % messages, &message);
         let forged = [
             pos,
@@ -1376,7 +1377,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             end.max(pos + message.len() as u64),
         ];
         let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        write_in_place(&path, 640 + 32, &raw);
+        write_in_place(&path, 2048 + 32, &raw);
         let mut rx = BatchConsumer::open(&name, &o).unwrap();
         let got = match zero_copy {
             true => rx.recv_zero_copy().map(|b| b.map(|b| b.num_rows())),
