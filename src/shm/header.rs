@@ -76,7 +76,7 @@ pub(crate) const ROLE_FAILED: u32 = 3;
 /// with NULs, cut at a character boundary).
 pub const FAILURE_REASON_LEN: usize = 64;
 
-/// Records in the end log ([`EndLog`]): how many producer sessions may have
+/// Records in the end log (`docs/FORMAT.md`): how many producer sessions may have
 /// ended without the consumer having read their end.
 pub const END_LOG_LEN: u64 = 16;
 /// End record kind: the producer closed its stream (end of stream).
