@@ -1392,3 +1392,49 @@ fn a_compressed_message_is_refused_not_inflated() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// A producer killed after appending its CLOSED end record and before
+/// storing `producer_state = 2` (simulated: it abandons, leaving state 1
+/// and no lock, and its record is written where and as it would have
+/// appended it: docs/FORMAT.md, the end log at byte 640, `ends_head` at
+/// 176) ended cleanly: the consumer gets its batch, then the end of the
+/// stream, never `PeerGone`, and then waits; the next producer's session
+/// follows.
+#[test]
+fn an_arrow_producer_killed_between_its_end_record_and_its_state_ended_cleanly() {
+    let ring = Ring::new("record-then-kill");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut rx = BatchConsumer::create(&ring.name, &o).unwrap();
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    assert!(tx.flush(Duration::from_secs(10)).unwrap());
+    tx.abandon();
+    // Session 1 ended at write_seq 2 (its schema message and one batch).
+    let path = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name);
+    write_in_place(&path, 640, &1_u64.to_ne_bytes());
+    write_in_place(&path, 648, &2_u64.to_ne_bytes());
+    write_in_place(&path, 656, &1_u32.to_ne_bytes());
+    write_in_place(&path, 176, &1_u64.to_ne_bytes());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+        a
+    );
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(None) => {}
+        other => panic!("expected the recorded clean end, got {other:?}"),
+    }
+    match rx.recv_timeout(Duration::from_millis(200)) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("expected to wait for the next session, got {other:?}"),
+    }
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.close().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+        a
+    );
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none());
+}
