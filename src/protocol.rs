@@ -250,6 +250,9 @@ where
             // SYNC POINT write_seq: Acquire pairs with the Release store in
             // ProducerCore::publish, so the slots below `write` are written.
             let write = self.ring.write_seq_atomic().load(Ordering::Acquire);
+            // Loaded after write_seq: an end recorded at a position at or
+            // before `write` is seen here (SYNC POINT ends_head).
+            let write = self.ring.read_limit(write);
             // As in ProducerCore::free: ignore a contradicting position (the
             // ring looks empty) and reload next time; never panic on it.
             if write >= self.read && write - self.read <= self.capacity {

@@ -474,6 +474,16 @@ pub(crate) unsafe trait SlotRing {
     /// Called by the consumer right after each Release store of `read_seq`.
     #[inline(always)]
     fn on_release(&self) {}
+
+    /// Called by the consumer right after it reloaded `write_seq` (Acquire)
+    /// and found `write`: the position up to which it may read. A ring
+    /// whose stream records where a producer session ended (a shared ring's
+    /// end log) returns that position while the consumer has not reported
+    /// that end, so that it never reads the next session's items first.
+    #[inline(always)]
+    fn read_limit(&self, write: u64) -> u64 {
+        write
+    }
 }
 
 // SAFETY: RingBuffer's capacity is a fixed power of two (checked in try_new),

@@ -117,6 +117,7 @@ fn helper() {
     match std::env::var("LAMINAR_HELPER").as_deref() {
         Ok("arrow-producer") => {}
         Ok("arrow-consumer") => arrow_consumer(&std::env::var("LAMINAR_RING").unwrap()),
+        Ok("arrow-session") => arrow_session(&std::env::var("LAMINAR_RING").unwrap()),
         _ => return, // an ordinary test run: nothing to do
     }
     let ring = std::env::var("LAMINAR_RING").unwrap();
@@ -333,4 +334,124 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
     let lens: Vec<usize> = sessions.iter().map(Vec::len).collect();
     eprintln!("batches per consumer session (last = after 10 kills): {lens:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends batches START..START+BATCHES of ROWS rows, then ends its session
+/// as END says: `close`, `fail` (with REASON), or `hang` (waits to be
+/// killed, having published everything).
+fn arrow_session(ring: &str) {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let start: u64 = var("START").parse().unwrap();
+    let batches: u64 = var("BATCHES").parse().unwrap();
+    let rows: usize = var("ROWS").parse().unwrap();
+    let mut tx = BatchProducer::open(ring, &ring_opts()).expect("open producer");
+    for i in start..start + batches {
+        tx.send(&batch(i, rows)).expect("send");
+    }
+    match var("END").as_str() {
+        "close" => tx.close().expect("close"),
+        "fail" => tx.fail(&var("REASON")),
+        "hang" => loop {
+            std::thread::sleep(Duration::from_millis(50));
+        },
+        other => panic!("unknown END {other}"),
+    }
+    std::process::exit(0);
+}
+
+const A_REASON: &str = "bad row 3 in the input";
+
+/// One producer session in a helper process, `end` being `close`, `fail`
+/// or `kill`; returns once the helper has exited (killed, for `kill`, once
+/// its schema and batches are all published).
+fn run_arrow_session(ring: &str, start: u64, batches: u64, end: &str) {
+    let before = laminar_ring::shm::inspect(ring, &Default::default())
+        .unwrap()
+        .write_seq;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+            "-q",
+        ])
+        .env("LAMINAR_HELPER", "arrow-session")
+        .env("LAMINAR_RING", ring)
+        .env("START", start.to_string())
+        .env("BATCHES", batches.to_string())
+        .env("ROWS", "100")
+        .env("END", if end == "kill" { "hang" } else { end })
+        .env("REASON", A_REASON)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    if end == "kill" {
+        // The schema message and the batches.
+        let target = before + 1 + batches;
+        while laminar_ring::shm::inspect(ring, &Default::default())
+            .unwrap()
+            .write_seq
+            < target
+        {
+            assert!(Instant::now() < deadline, "the helper never sent it all");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+    }
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if end != "kill" {
+                assert!(status.success(), "helper: {status}");
+            }
+            return;
+        }
+        assert!(Instant::now() < deadline, "the helper never finished");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Producer A sends 5 batches and ends (closes, fails, or is killed)
+/// before the consumer reads anything; producer B attaches, sends 3 and
+/// closes. The consumer (copy and zero-copy receive) gets A's batches,
+/// every value checked, then A's own end, then B's batches, then B's end.
+#[test]
+fn an_arrow_session_end_is_reported_even_when_the_next_producer_attached_before_the_consumer_got_there()
+ {
+    for zero_copy in [false, true] {
+        for end in ["close", "fail", "kill"] {
+            let ring = Ring::new(&format!("overlap-{end}-{zero_copy}"));
+            let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
+            run_arrow_session(&ring.0, 0, 5, end);
+            run_arrow_session(&ring.0, 100, 3, "close");
+            let what = format!("{end}, zero-copy {zero_copy}");
+            let recv = |rx: &mut BatchConsumer| {
+                let t = Duration::from_secs(20);
+                if zero_copy {
+                    rx.recv_zero_copy_timeout(t)
+                        .map(|b| b.map(|leased| (*leased).clone()))
+                } else {
+                    rx.recv_timeout(t)
+                }
+            };
+            for i in 0..5 {
+                let got = recv(&mut rx).unwrap().expect("a batch of A");
+                assert_eq!(got, batch(i, 100), "{what}: A's batch {i}");
+            }
+            match (end, recv(&mut rx)) {
+                ("close", Ok(None)) | ("kill", Err(ArrowRingError::PeerGone)) => {}
+                ("fail", Err(ArrowRingError::ProducerFailed { reason })) => {
+                    assert_eq!(reason, A_REASON, "{what}");
+                }
+                (_, other) => panic!("{what}: expected A's end, got {other:?}"),
+            }
+            for i in 100..103 {
+                let got = recv(&mut rx).unwrap().expect("a batch of B");
+                assert_eq!(got, batch(i, 100), "{what}: B's batch {i}");
+            }
+            assert!(recv(&mut rx).unwrap().is_none(), "{what}: B's end");
+        }
+    }
 }

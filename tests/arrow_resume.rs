@@ -92,9 +92,10 @@ fn drain(rx: &mut BatchConsumer, what: &str) -> Vec<RecordBatch> {
 /// Attaches a consumer to the ring file `name` (a state written by the
 /// test): it must receive `expected`, then the end of the stream. Then, on
 /// a second copy of the state, a producer attaches and sends `more` while a
-/// consumer drains the ring: the consumer must receive `expected` and then
-/// `more`, and the producer must never wait forever or overwrite a message
-/// that was not released.
+/// consumer drains the ring: the consumer must receive `expected`, the end
+/// of that stream (recorded in the end log, which the new producer's
+/// attach does not erase), then `more` and its end; the producer must
+/// never wait forever or overwrite a message that was not released.
 fn resume_both(
     dir: &Dir,
     state: &[u8],
@@ -111,14 +112,17 @@ fn resume_both(
 
     let name = format!("{name}-p");
     std::fs::write(dir.path(&name), state).unwrap();
-    // The producer first: a consumer that found the old stream closed
-    // would end with it.
+    // The producer first, so that the consumer reads the old stream's end
+    // with the new session already behind it.
     let mut tx = BatchProducer::open(&name, &o).unwrap();
     let consumer = {
         let (name, o) = (name.clone(), o.clone());
         std::thread::spawn(move || {
             let mut rx = BatchConsumer::open(&name, &o).unwrap();
-            drain(&mut rx, &name)
+            let mut got = drain(&mut rx, &name);
+            let old_stream = got.len();
+            got.extend(drain(&mut rx, &name));
+            (old_stream, got)
         })
     };
     for (i, b) in more.iter().enumerate() {
@@ -132,7 +136,12 @@ fn resume_both(
         "{name}: the producer waits forever"
     );
     tx.close().unwrap();
-    let got = consumer.join().unwrap();
+    let (old_stream, got) = consumer.join().unwrap();
+    assert_eq!(
+        old_stream,
+        expected.len(),
+        "{name}: the old stream's end comes after its batches"
+    );
     let want: Vec<_> = expected.iter().chain(more).cloned().collect();
     assert_eq!(
         got.len(),
@@ -315,16 +324,26 @@ fn a_consumer_dropped_with_leases_across_a_new_session_redelivers_them_with_thei
     let first = rx.recv_zero_copy().unwrap().unwrap();
     let second = rx.recv_zero_copy().unwrap().unwrap();
     let mut rest = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..2 {
+        rest.push(rx.recv_zero_copy().unwrap().unwrap());
+    }
+    assert!(
+        rx.recv_zero_copy().unwrap().is_none(),
+        "the first session's end, with its batches still leased"
+    );
+    for _ in 0..2 {
         rest.push(rx.recv_zero_copy().unwrap().unwrap());
     }
     assert_eq!(&*rest[3], &floats[1], "read ahead into the second session");
     drop(first); // released when the consumer goes
     drop(rx);
     drop((second, rest));
+    // It resumes at the first batch not released, before the first
+    // session's end: it gets that end again (at least once, like the
+    // batches), then the second session.
     let mut rx = BatchConsumer::open("r", &o).unwrap();
-    let want: Vec<_> = ints[1..].iter().chain(&floats).cloned().collect();
-    assert_eq!(drain(&mut rx, "resumed"), want);
+    assert_eq!(drain(&mut rx, "resumed"), &ints[1..]);
+    assert_eq!(drain(&mut rx, "resumed, second session"), floats);
 }
 
 /// Dictionary deltas: each batch adds one word. Consumers are dropped with

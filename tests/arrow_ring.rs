@@ -429,6 +429,7 @@ fn a_new_producer_session_may_change_the_schema_unless_one_is_required() {
     let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
     rx.expect_schema(a.schema());
     assert_eq!(rx.recv().unwrap().unwrap(), a);
+    assert!(rx.recv().unwrap().is_none(), "the first session's end");
     for _ in 0..2 {
         match rx.recv() {
             Err(ArrowRingError::SchemaMismatch { expected, found }) => {
@@ -480,11 +481,13 @@ fn a_failed_producer_ends_the_stream_with_its_reason_even_before_its_first_batch
     let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
     tx.send(&a).unwrap();
     tx.send(&a).unwrap();
-    tx.fail(&"é".repeat(40)); // 80 bytes: cut to 64 at a character boundary
+    tx.fail(&"é".repeat(40)); // 80 bytes: cut at a character boundary, then "…"
     assert_eq!(rx.recv().unwrap().unwrap(), a);
     assert_eq!(rx.recv().unwrap().unwrap(), a);
     match rx.recv_timeout(Duration::from_secs(5)) {
-        Err(ArrowRingError::ProducerFailed { reason }) => assert_eq!(reason, "é".repeat(32)),
+        Err(ArrowRingError::ProducerFailed { reason }) => {
+            assert_eq!(reason, format!("{}…", "é".repeat(30)))
+        }
         other => panic!("expected ProducerFailed, got {other:?}"),
     }
 }
@@ -644,9 +647,9 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
     tx.close().unwrap();
     let path = dir.join("fuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Where things are: slots after the 640-byte header, 32-byte descriptors;
+    // Where things are: slots after the 2048-byte header, 32-byte descriptors;
     // the arena 4096-aligned after the slots.
-    let slots_at: usize = 640;
+    let slots_at: usize = 2048;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let written = {
         let head = u64::from_le_bytes(pristine[152..160].try_into().unwrap()) as usize;
@@ -827,9 +830,9 @@ fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
     tx.close().unwrap();
     let path = dir.join("flatfuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Slots after the 640-byte header (32-byte descriptors: pos, len, ...),
+    // Slots after the 2048-byte header (32-byte descriptors: pos, len, ...),
     // the arena 4096-aligned after them; slot 1 holds the batch (0 the schema).
-    let slots_at: usize = 640;
+    let slots_at: usize = 2048;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let word = |at: usize| u64::from_le_bytes(pristine[at..at + 8].try_into().unwrap()) as usize;
     let message = |slot: usize| {
@@ -1064,10 +1067,10 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
     assert_eq!(next, 12);
 }
 
-/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 640-byte
+/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 2048-byte
 /// header, 32 bytes each: pos, len, end, kind).
 fn descriptor_at(bytes: &[u8], seq: usize) -> [u64; 3] {
-    let at = 640 + (seq % 16) * 32;
+    let at = 2048 + (seq % 16) * 32;
     let word = |k: usize| u64::from_ne_bytes(bytes[at + 8 * k..at + 8 * k + 8].try_into().unwrap());
     [word(0), word(1), word(2)]
 }
@@ -1100,7 +1103,7 @@ fn a_descriptor_overlapping_unreleased_bytes_is_refused() {
     // Slot 2 claims the arena bytes of slot 1, one lap on.
     let forged = [pos + messages, len, end + messages];
     let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    write_in_place(&path, 640 + 2 * 32, &raw);
+    write_in_place(&path, 2048 + 2 * 32, &raw);
     match rx.recv_zero_copy() {
         Err(ArrowRingError::CorruptDescriptor { seq: 2, .. }) => {}
         other => panic!(
@@ -1368,7 +1371,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             "the compressed message ({} bytes, was {len}) fits where the batch was",
             message.len()
         );
-        let arena_at = (640_u64 + 16 * 32).next_multiple_of(4096);
+        let arena_at = (2048_u64 + 16 * 32).next_multiple_of(4096);
         write_in_place(&path, arena_at + pos % messages, &message);
         let forged = [
             pos,
@@ -1376,7 +1379,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             end.max(pos + message.len() as u64),
         ];
         let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        write_in_place(&path, 640 + 32, &raw);
+        write_in_place(&path, 2048 + 32, &raw);
         let mut rx = BatchConsumer::open(&name, &o).unwrap();
         let got = match zero_copy {
             true => rx.recv_zero_copy().map(|b| b.map(|b| b.num_rows())),
@@ -1424,7 +1427,7 @@ fn stream_schema_reads_the_schema_and_survives_corruption() {
         "from the saved state"
     );
     let drained = std::fs::read(&path).unwrap();
-    let slots_at: usize = 640;
+    let slots_at: usize = 2048;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let arena_len = (256 << 10) as usize;
     let save_at = arena_at + arena_len - ((arena_len / 8) & !63);
@@ -1458,4 +1461,50 @@ fn stream_schema_reads_the_schema_and_survives_corruption() {
         "corruption was detected in {errors} cases only"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A producer killed after appending its CLOSED end record and before
+/// storing `producer_state = 2` (simulated: it abandons, leaving state 1
+/// and no lock, and its record is written where and as it would have
+/// appended it: docs/FORMAT.md, the end log at byte 640, `ends_head` at
+/// 176) ended cleanly: the consumer gets its batch, then the end of the
+/// stream, never `PeerGone`, and then waits; the next producer's session
+/// follows.
+#[test]
+fn an_arrow_producer_killed_between_its_end_record_and_its_state_ended_cleanly() {
+    let ring = Ring::new("record-then-kill");
+    let o = opts(16, 64 << 10);
+    let a = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![5])) as ArrayRef)])
+        .unwrap();
+    let mut rx = BatchConsumer::create(&ring.name, &o).unwrap();
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    assert!(tx.flush(Duration::from_secs(10)).unwrap());
+    tx.abandon();
+    // Session 1 ended at write_seq 2 (its schema message and one batch).
+    let path = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR).join(&ring.name);
+    write_in_place(&path, 640, &1_u64.to_ne_bytes());
+    write_in_place(&path, 648, &2_u64.to_ne_bytes());
+    write_in_place(&path, 656, &1_u32.to_ne_bytes());
+    write_in_place(&path, 176, &1_u64.to_ne_bytes());
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+        a
+    );
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(None) => {}
+        other => panic!("expected the recorded clean end, got {other:?}"),
+    }
+    match rx.recv_timeout(Duration::from_millis(200)) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("expected to wait for the next session, got {other:?}"),
+    }
+    let mut tx = BatchProducer::open(&ring.name, &o).unwrap();
+    tx.send(&a).unwrap();
+    tx.close().unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+        a
+    );
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none());
 }

@@ -750,3 +750,258 @@ fn a_consumer_killed_between_release_stores_resumes_with_the_state_at_read_seq()
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The end log: how a producer session ended is a record in the stream.
+//
+// Abstract, like the Arrow models (the shared-memory layer is compiled out
+// under loom): the stores and loads of `ShmProducer` (attach's `make_room`,
+// `append_end`, drop) and `ShmConsumer` (`read_limit` after a reload of
+// `write_seq`, `producer_gone`), orderings included, over model cells. The
+// slots and the records' fields are plain cells, so a read not ordered
+// after its write by the protocol is reported as a race.
+//
+// Producer 1 (session 1) publishes one item and then closes, dies before
+// appending anything, or dies between its record and its state store;
+// producer 2 attaches (appending a DIED record for session 1 when it died
+// without one), publishes one item and closes. The two producers run in one
+// model thread: the role lock hands over from one to the next (the kernel
+// orders the first's stores before the second's), and `alive` stands for
+// that lock as the consumer's probe sees it.
+
+const ROLE_ATTACHED: u64 = 1;
+const ROLE_CLOSED: u64 = 2;
+const END_CLOSED: u64 = 1;
+const END_DIED: u64 = 3;
+
+/// How producer 1 goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum P1 {
+    Closes,
+    DiesBeforeItsRecord,
+    DiesBetweenRecordAndState,
+}
+
+/// One end record: session, at_seq, kind.
+struct ModelRecord([UnsafeCell<u64>; 3]);
+
+struct EndSeg {
+    write_seq: AtomicU64,
+    producer_state: AtomicU64,
+    producer_sessions: AtomicU64,
+    ends_head: AtomicU64,
+    ends_seen: AtomicU64,
+    /// The producer's role lock, held (true) or free.
+    alive: AtomicU64,
+    slots: Vec<UnsafeCell<u64>>,
+    records: Vec<ModelRecord>,
+}
+
+impl EndSeg {
+    fn new() -> Self {
+        let cell = || UnsafeCell::new(0);
+        Self {
+            write_seq: AtomicU64::new(0),
+            producer_state: AtomicU64::new(0),
+            producer_sessions: AtomicU64::new(0),
+            ends_head: AtomicU64::new(0),
+            ends_seen: AtomicU64::new(0),
+            alive: AtomicU64::new(0),
+            slots: (0..4).map(|_| cell()).collect(),
+            records: (0..4)
+                .map(|_| ModelRecord([cell(), cell(), cell()]))
+                .collect(),
+        }
+    }
+
+    fn record(&self, i: u64) -> &ModelRecord {
+        &self.records[(i % 4) as usize]
+    }
+
+    /// A producer attaching (`attach_checked` and `make_room`): the room
+    /// check passes at once in this model (at most 2 of 4 records).
+    fn attach(&self, write: u64) -> u64 {
+        self.alive.store(1, Ordering::Release); // the lock taken
+        let sessions = self.producer_sessions.load(Ordering::Acquire);
+        let state = self.producer_state.load(Ordering::Acquire);
+        let head = self.ends_head.load(Ordering::Acquire);
+        let newest = head
+            .checked_sub(1)
+            .map(|i| ArrowSeg::load(&self.record(i).0[0]));
+        let seen = self.ends_seen.load(Ordering::Acquire);
+        assert!(head - seen <= 2, "room for a DIED record and an end");
+        if state == ROLE_ATTACHED && sessions > 0 && newest != Some(sessions) {
+            self.append(sessions, write, END_DIED);
+        }
+        self.producer_state.store(ROLE_ATTACHED, Ordering::Release);
+        self.producer_sessions.fetch_add(1, Ordering::Release) + 1
+    }
+
+    /// `append_end`: the fields, then `ends_head` (Release).
+    fn append(&self, session: u64, at: u64, kind: u64) {
+        let head = self.ends_head.load(Ordering::Relaxed);
+        let r = self.record(head);
+        ArrowSeg::store(&r.0[0], session);
+        ArrowSeg::store(&r.0[1], at);
+        ArrowSeg::store(&r.0[2], kind);
+        self.ends_head.store(head + 1, Ordering::Release);
+    }
+
+    fn publish(&self, seq: u64, value: u64) {
+        ArrowSeg::store(&self.slots[seq as usize], value);
+        self.write_seq.store(seq + 1, Ordering::Release);
+    }
+}
+
+/// What the consumer reports: an item (its value) or an end (session, kind).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Seen {
+    Item(u64),
+    End(u64, u64),
+}
+
+/// The consumer: reads items up to its cached `write_seq`, clamped after
+/// each reload to the oldest unreported record's `at_seq`; at that
+/// position it reports the record (skipping a DIED record for a session it
+/// reported dead already); with no record ahead, a repeat of the latest
+/// session's recorded end is no report, and a free lock with state
+/// ATTACHED is a death (reported once per session). Until session 2 ends.
+fn end_log_consumer(seg: &EndSeg) -> Vec<Seen> {
+    let (mut read, mut cached, mut reported) = (0_u64, 0_u64, 0_u64);
+    let mut died_reported = None;
+    let mut seen = Vec::new();
+    loop {
+        if read < cached {
+            seen.push(Seen::Item(ArrowSeg::load(&seg.slots[read as usize])));
+            read += 1;
+            continue;
+        }
+        // ConsumerCore::available: write_seq, then (read_limit) ends_head.
+        let write = seg.write_seq.load(Ordering::Acquire);
+        let head = seg.ends_head.load(Ordering::Acquire);
+        cached = if head > reported {
+            ArrowSeg::load(&seg.record(reported).0[1]).min(write)
+        } else {
+            write
+        };
+        if read < cached {
+            continue;
+        }
+        // producer_gone(read).
+        let sessions = seg.producer_sessions.load(Ordering::Acquire);
+        let state = seg.producer_state.load(Ordering::Acquire);
+        let head = seg.ends_head.load(Ordering::Acquire);
+        if head > reported {
+            let r = seg.record(reported);
+            let (session, at, kind) = (
+                ArrowSeg::load(&r.0[0]),
+                ArrowSeg::load(&r.0[1]),
+                ArrowSeg::load(&r.0[2]),
+            );
+            let write = seg.write_seq.load(Ordering::Acquire);
+            assert!(
+                at <= write && at >= read,
+                "a record the protocol never writes"
+            );
+            if at > read {
+                thread::yield_now();
+                continue;
+            }
+            reported += 1;
+            seg.ends_seen.store(reported, Ordering::Release);
+            if kind == END_DIED && died_reported == Some(session) {
+                died_reported = None;
+                continue;
+            }
+            seen.push(Seen::End(session, kind));
+            if session == 2 {
+                return seen;
+            }
+            continue;
+        }
+        let newest = head
+            .checked_sub(1)
+            .map(|i| ArrowSeg::load(&seg.record(i).0[0]));
+        if newest != Some(sessions)
+            && state == ROLE_ATTACHED
+            && seg.alive.load(Ordering::Acquire) == 0
+            && seg.ends_head.load(Ordering::Acquire) == head
+            && seg.producer_sessions.load(Ordering::Acquire) == sessions
+            && seg.write_seq.load(Ordering::Acquire) == read
+            && died_reported != Some(sessions)
+        {
+            died_reported = Some(sessions);
+            seen.push(Seen::End(sessions, END_DIED));
+        }
+        thread::yield_now();
+    }
+}
+
+fn end_log_model(p1: P1) {
+    model(move || {
+        let seg = Arc::new(EndSeg::new());
+        let session = seg.attach(0);
+        assert_eq!(session, 1);
+        let producers = {
+            let seg = seg.clone();
+            thread::spawn(move || {
+                seg.publish(0, 10);
+                match p1 {
+                    P1::Closes => {
+                        seg.append(1, 1, END_CLOSED);
+                        seg.producer_state.store(ROLE_CLOSED, Ordering::Release);
+                    }
+                    P1::DiesBeforeItsRecord => {}
+                    P1::DiesBetweenRecordAndState => seg.append(1, 1, END_CLOSED),
+                }
+                seg.alive.store(0, Ordering::Release); // the lock released
+                let session = seg.attach(1);
+                assert_eq!(session, 2);
+                seg.publish(1, 20);
+                seg.append(2, 2, END_CLOSED);
+                seg.producer_state.store(ROLE_CLOSED, Ordering::Release);
+                seg.alive.store(0, Ordering::Release);
+            })
+        };
+        let seen = end_log_consumer(&seg);
+        producers.join().unwrap();
+        let first_end = if p1 == P1::DiesBeforeItsRecord {
+            END_DIED
+        } else {
+            END_CLOSED
+        };
+        assert_eq!(
+            seen,
+            [
+                Seen::Item(10),
+                Seen::End(1, first_end),
+                Seen::Item(20),
+                Seen::End(2, END_CLOSED)
+            ],
+            "{p1:?}: session 1's items, its end once, then session 2's"
+        );
+    });
+}
+
+/// Producer 1 closes; producer 2 attaches and publishes, perhaps before
+/// the consumer has read anything: the consumer never delivers session
+/// 2's item before session 1's end, and reports that end once.
+#[test]
+fn a_session_end_comes_between_its_items_and_the_next_sessions() {
+    end_log_model(P1::Closes);
+}
+
+/// Producer 1 dies without a record: the consumer reports its death once,
+/// whether it sees the free lock first or producer 2's DIED record.
+#[test]
+fn a_dead_producers_end_is_reported_once_whoever_records_it() {
+    end_log_model(P1::DiesBeforeItsRecord);
+}
+
+/// Producer 1 dies after its record and before its state store: it ended
+/// as recorded (closed), never reported dead, and producer 2 appends no
+/// DIED record for it.
+#[test]
+fn a_producer_killed_after_its_end_record_ended_as_recorded() {
+    end_log_model(P1::DiesBetweenRecordAndState);
+}

@@ -144,6 +144,7 @@ fn helper() {
         "record-consumer" => record_consumer(&ring),
         "panicking-producer" => panicking_producer(&ring),
         "failing-producer" => failing_producer(&ring),
+        "session-producer" => session_producer(&ring),
         // Block for ever on an empty ring (no producer ever attached) or a
         // full one (no consumer ever attached), asleep on the futex.
         "parked-consumer" => {
@@ -245,6 +246,26 @@ fn failing_producer(ring: &str) -> i32 {
         tx.push(i).expect("push");
     }
     tx.fail(&reason);
+    EXIT_OK
+}
+
+/// Pushes u64s START..START+COUNT, then ends its session as END says:
+/// `close`, `fail` (with REASON), or `hang` (waits to be killed, having
+/// published everything).
+fn session_producer(ring: &str) -> i32 {
+    let (start, count) = (env_u64("START"), env_u64("COUNT"));
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    for v in start..start + count {
+        tx.push(v).expect("push");
+    }
+    match std::env::var("END").expect("END").as_str() {
+        "close" => tx.close(),
+        "fail" => tx.fail(&std::env::var("REASON").expect("REASON")),
+        "hang" => loop {
+            std::thread::sleep(Duration::from_millis(50));
+        },
+        other => panic!("unknown END {other}"),
+    }
     EXIT_OK
 }
 
@@ -911,7 +932,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     std::fs::write(dir.join("short"), b"LAMRING").unwrap();
     let e = ShmConsumer::<u64>::open_with("short", &opts).err().unwrap();
     assert!(
-        e.to_string().contains("shorter than the 640-byte header"),
+        e.to_string().contains("shorter than the 2048-byte header"),
         "{e}"
     );
     // Junk of header size with non-zero bytes where the magic goes.
@@ -980,7 +1001,7 @@ fn bad_segments_are_refused_with_clear_errors() {
     // Sequences that contradict each other (write_seq at byte 128 far ahead
     // of read_seq at byte 256).
     let mut bytes = std::fs::read(dir.join("trunc")).unwrap();
-    bytes.resize(640 + 1024 * 8, 0);
+    bytes.resize(2048 + 1024 * 8, 0);
     bytes[128..136].copy_from_slice(&5000_u64.to_le_bytes());
     std::fs::write(dir.join("seqs"), &bytes).unwrap();
     let e = ShmConsumer::<u64>::open_with("seqs", &opts).err().unwrap();
@@ -1028,7 +1049,9 @@ fn positions_a_peer_set_near_the_end_of_u64_are_refused_when_attaching() {
         dir: dir.clone(),
         ..SegmentOptions::default()
     };
-    drop(ShmProducer::<u64>::create_with("r", 4, &opts).unwrap());
+    // Created by a consumer: no producer session, so no end record whose
+    // position the positions written below would contradict.
+    drop(ShmConsumer::<u64>::create_with("r", 4, &opts).unwrap());
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("r"))
@@ -1336,6 +1359,8 @@ fn a_temporary_ring_is_removed_by_its_consumer_only_when_no_producer_holds_it() 
         rx.remove_if_unused(),
         Err(OpenError::Changed { .. })
     ));
+    // The first session's end comes before the late producer's item.
+    assert!(matches!(rx.try_pop(), Err(ShmTryPopError::EndOfStream)));
     assert_eq!(rx.try_pop().unwrap(), Record::new(2));
     rx.remove_if_unused()
         .expect("removed once everything is read");
@@ -1411,4 +1436,319 @@ fn remove_unused_refuses_links_and_fifos() {
     assert!(e.to_string().contains("not a regular file"), "{e}");
     assert!(fifo.exists());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// How a producer session ends, as a test drives it.
+#[derive(Debug, Clone, Copy)]
+enum SessionEnd {
+    Close,
+    Fail,
+    Kill,
+}
+
+const A_REASON: &str = "cannot parse input row 3";
+
+/// Runs one producer session in a helper process: it pushes
+/// `start..start+count` and ends as `end` says; returns once the helper
+/// has exited (killed, for `Kill`, once everything is published).
+fn run_session(ring: &Ring, start: u64, count: u64, end: SessionEnd) {
+    let end_word = match end {
+        SessionEnd::Close => "close",
+        SessionEnd::Fail => "fail",
+        SessionEnd::Kill => "hang",
+    };
+    let target = laminar_ring::shm::inspect(&ring.name, &Default::default())
+        .unwrap()
+        .write_seq
+        + count;
+    let mut child = spawn_helper(
+        "session-producer",
+        &ring.name,
+        &[
+            ("START", start.to_string()),
+            ("COUNT", count.to_string()),
+            ("END", end_word.into()),
+            ("REASON", A_REASON.into()),
+        ],
+    );
+    if let SessionEnd::Kill = end {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+            if info.write_seq == target && info.producer.alive {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the helper never published all");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    } else {
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), EXIT_OK);
+    }
+}
+
+/// Pops `from..to`, every value checked.
+fn pop_values(rx: &mut ShmConsumer<u64>, from: u64, to: u64) {
+    for v in from..to {
+        assert_eq!(
+            rx.pop_timeout(Duration::from_secs(10)),
+            Ok(v),
+            "value {v} of {from}..{to}"
+        );
+    }
+}
+
+/// Asserts the next pop is `end` (and, for a failure, its reason).
+fn expect_end(rx: &mut ShmConsumer<u64>, end: SessionEnd, reason: &str) {
+    let got = rx.pop_timeout(Duration::from_secs(10));
+    match end {
+        SessionEnd::Close => assert_eq!(got, Err(ShmPopError::EndOfStream)),
+        SessionEnd::Fail => {
+            assert_eq!(got, Err(ShmPopError::ProducerFailed));
+            assert_eq!(rx.producer_failure().as_deref(), Some(reason));
+        }
+        SessionEnd::Kill => assert_eq!(got, Err(ShmPopError::PeerGone)),
+    }
+}
+
+/// Producer A pushes 40 values and ends (closes, fails, or is killed)
+/// while the consumer has read nothing; producer B attaches, pushes 20 and
+/// closes, all before the consumer reads. The consumer gets A's 40 values,
+/// then A's own end, then B's 20, then B's end: the next producer's attach
+/// does not erase how the session before it ended.
+#[test]
+fn a_session_end_is_reported_even_when_the_next_producer_attached_before_the_consumer_got_there() {
+    for end in [SessionEnd::Close, SessionEnd::Fail, SessionEnd::Kill] {
+        let ring = Ring::new(&format!("overlap-{end:?}"));
+        let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+        run_session(&ring, 0, 40, end);
+        run_session(&ring, 1000, 20, SessionEnd::Close);
+        pop_values(&mut rx, 0, 40);
+        expect_end(&mut rx, end, A_REASON);
+        pop_values(&mut rx, 1000, 1020);
+        expect_end(&mut rx, SessionEnd::Close, "");
+        // Nothing recorded is left unread.
+        let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+        assert_eq!(info.ends_pending, 0, "{end:?}");
+    }
+}
+
+/// The same with the consumer reading while the sessions overlap it: A
+/// ends while the consumer is still draining it, B starts and fills the
+/// ring behind A's end. Each ending kind, and then a third session.
+#[test]
+fn a_consumer_draining_a_session_gets_its_end_before_the_items_of_the_next() {
+    for end in [SessionEnd::Close, SessionEnd::Fail, SessionEnd::Kill] {
+        let ring = Ring::new(&format!("drain-{end:?}"));
+        let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+        run_session(&ring, 0, 30, end);
+        pop_values(&mut rx, 0, 10);
+        run_session(&ring, 500, 30, end);
+        pop_values(&mut rx, 10, 30);
+        expect_end(&mut rx, end, A_REASON);
+        pop_values(&mut rx, 500, 510);
+        run_session(&ring, 900, 4, SessionEnd::Close);
+        pop_values(&mut rx, 510, 530);
+        expect_end(&mut rx, end, A_REASON);
+        pop_values(&mut rx, 900, 904);
+        expect_end(&mut rx, SessionEnd::Close, "");
+    }
+}
+
+/// Where the end log's words are (docs/FORMAT.md).
+const ENDS_HEAD_AT: u64 = 176;
+const ENDS_SEEN_AT: u64 = 304;
+const END_LOG_AT: u64 = 640;
+const END_RECORD_LEN: u64 = 88;
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// Writes end record `i` as a producer appends it (fields, then
+/// `ends_head = i + 1`).
+fn write_end_record(path: &Path, i: u64, session: u64, at_seq: u64, kind: u32) {
+    let at = END_LOG_AT + (i % 16) * END_RECORD_LEN;
+    write_at(path, at, &session.to_ne_bytes());
+    write_at(path, at + 8, &at_seq.to_ne_bytes());
+    write_at(path, at + 16, &kind.to_ne_bytes());
+    write_at(path, ENDS_HEAD_AT, &(i + 1).to_ne_bytes());
+}
+
+/// A producer killed after appending its CLOSED record and before storing
+/// `producer_state = 2` (simulated: it abandons, leaving state 1 and no
+/// lock, and its record is written as it would have appended it) ended
+/// cleanly: the consumer gets its items, then end of stream, again on the
+/// next look, never `PeerGone`; the next producer appends no DIED record
+/// for it, and its session follows.
+#[test]
+fn a_producer_killed_between_its_end_record_and_its_state_reads_as_ended_not_dead() {
+    let ring = Ring::new("record-then-kill");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 16).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    for v in 0..5 {
+        tx.push(v).unwrap();
+    }
+    tx.abandon();
+    write_end_record(&ring.path(), 0, 1, 5, 1);
+    pop_values(&mut rx, 0, 5);
+    expect_end(&mut rx, SessionEnd::Close, "");
+    assert_eq!(rx.try_pop(), Err(ShmTryPopError::EndOfStream));
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    assert_eq!(
+        info.ends_pending, 0,
+        "no DIED record for a session that closed"
+    );
+    tx.push(7).unwrap();
+    tx.close();
+    pop_values(&mut rx, 7, 8);
+    expect_end(&mut rx, SessionEnd::Close, "");
+}
+
+/// With 15 ends unread (`END_LOG_LEN - 1`), a producer's attach waits for
+/// the consumer and, at its attach timeout, fails with `EndLogFull`,
+/// storing nothing; another producer process waits until the consumer
+/// has read an end, then attaches, and its items and end follow the 15
+/// sessions', each value checked.
+#[test]
+fn a_producer_attach_waits_while_the_end_log_is_full_and_proceeds_once_ends_are_read() {
+    let ring = Ring::new("log-full");
+    let mut rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
+    for s in 0..15 {
+        let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+        tx.push(s * 10).unwrap();
+        tx.push(s * 10 + 1).unwrap();
+        tx.close();
+    }
+    let impatient = SegmentOptions {
+        attach_timeout: Duration::from_millis(100),
+        ..SegmentOptions::default()
+    };
+    match ShmProducer::<u64>::open_with(&ring.name, &impatient) {
+        Err(OpenError::EndLogFull { pending, max, .. }) => {
+            assert_eq!((pending, max), (15, 14));
+        }
+        other => panic!("expected EndLogFull, got {other:?}"),
+    }
+    let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    assert_eq!(
+        info.producer_sessions, 15,
+        "the refused attach stored nothing"
+    );
+    assert!(!info.producer.alive);
+    let mut late = spawn_helper(
+        "session-producer",
+        &ring.name,
+        &[
+            ("START", "777".into()),
+            ("COUNT", "3".into()),
+            ("END", "close".into()),
+        ],
+    );
+    // It waits: it holds the role, and no session starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rx.producer_alive() {
+        assert!(Instant::now() < deadline, "the helper never took the role");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let info = laminar_ring::shm::inspect(&ring.name, &Default::default()).unwrap();
+    assert_eq!(
+        info.producer_sessions, 15,
+        "it waits before its session starts"
+    );
+    for s in 0..15 {
+        pop_values(&mut rx, s * 10, s * 10 + 2);
+        expect_end(&mut rx, SessionEnd::Close, "");
+    }
+    // Reading them made room: its session starts. (Until then, a pop
+    // repeats the 15th session's end, the latest.)
+    while laminar_ring::shm::inspect(&ring.name, &Default::default())
+        .unwrap()
+        .producer_sessions
+        < 16
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the waiting producer never attached"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    pop_values(&mut rx, 777, 780);
+    expect_end(&mut rx, SessionEnd::Close, "");
+    assert_eq!(wait_exit(&mut late, Duration::from_secs(60)), EXIT_OK);
+}
+
+/// End log words that no producer keeping the protocol writes are a
+/// typed error for the consumer (and a producer attaching), never a panic
+/// or a read outside the log.
+#[test]
+fn a_damaged_end_log_is_a_typed_error() {
+    // (what to damage, field the error names)
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 5] = [
+        (
+            "junk kind",
+            |p| write_at(p, END_LOG_AT + 16, &9_u32.to_ne_bytes()),
+            "kind",
+        ),
+        (
+            "at_seq beyond write_seq",
+            |p| write_at(p, END_LOG_AT + 8, &1000_u64.to_ne_bytes()),
+            "at_seq",
+        ),
+        (
+            "session 0",
+            |p| write_at(p, END_LOG_AT, &0_u64.to_ne_bytes()),
+            "session",
+        ),
+        (
+            "ends_head behind ends_seen",
+            |p| write_at(p, ENDS_SEEN_AT, &5_u64.to_ne_bytes()),
+            "ends_head",
+        ),
+        (
+            "ends_head far ahead",
+            |p| write_at(p, ENDS_HEAD_AT, &1000_u64.to_ne_bytes()),
+            "ends_head",
+        ),
+    ];
+    for (what, damage, field) in cases {
+        let ring = Ring::new("bad-log");
+        let mut tx = ShmProducer::<u64>::create(&ring.name, 16).unwrap();
+        for v in 0..3 {
+            tx.push(v).unwrap();
+        }
+        tx.close();
+        damage(&ring.path());
+        let mut rx = ShmConsumer::<u64>::open(&ring.name).unwrap();
+        let mut got = Vec::new();
+        let err = loop {
+            match rx.pop_timeout(Duration::from_secs(10)) {
+                Ok(v) => got.push(v),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            got.iter().copied().eq(0..got.len() as u64),
+            "{what}: {got:?}"
+        );
+        match err {
+            ShmPopError::BadHeader(HeaderError::BadEndRecord { field: f, .. }) => {
+                assert_eq!(f, field, "{what}")
+            }
+            other => panic!("{what}: expected a damaged end log, got {other:?}"),
+        }
+        assert!(err.to_string().contains(field), "{what}: {err}");
+        drop(rx);
+        if what == "ends_head behind ends_seen" {
+            match ShmProducer::<u64>::open(&ring.name) {
+                Err(OpenError::BadHeader { .. }) => {}
+                other => panic!("{what}: a producer attached: {other:?}"),
+            }
+        }
+    }
 }

@@ -305,6 +305,7 @@ fn send_input(
         opts,
         timeout: args.timeout,
         gone_since: None,
+        stalled_since: None,
     };
     let mut sent = || -> Result<(), CliError> {
         for batch in input.batches.by_ref() {
@@ -349,9 +350,19 @@ struct Patience<'a> {
     timeout: Option<Duration>,
     /// Since when the consumer has been gone (it was noted then).
     gone_since: Option<Instant>,
+    /// Since when messages have stayed pending for want of room: a send
+    /// that took its batch may have waited out its timeout doing so, and
+    /// the next send waits only for what is left of `--timeout`.
+    stalled_since: Option<Instant>,
 }
 
 impl Patience<'_> {
+    /// What is left of `--timeout` `t` for the next wait for room.
+    fn left(&self, t: Duration) -> Duration {
+        self.stalled_since
+            .map_or(t, |since| t.saturating_sub(since.elapsed()))
+    }
+
     /// The consumer is gone and its unreleased batches leave no room: says
     /// so once, then waits a little for a new consumer, or gives up after
     /// `--timeout`.
@@ -407,13 +418,19 @@ fn send(
     patience: &mut Patience,
 ) -> Result<(), CliError> {
     loop {
+        let started = Instant::now();
         let sent = match patience.timeout {
-            Some(t) => tx.send_timeout(batch, t),
+            Some(t) => tx.send_timeout(batch, patience.left(t)),
             None => tx.send(batch),
         };
         match sent {
             Ok(()) => {
                 patience.gone_since = None;
+                patience.stalled_since = if tx.pending() > 0 {
+                    Some(patience.stalled_since.unwrap_or(started))
+                } else {
+                    None
+                };
                 return Ok(());
             }
             Err(ArrowRingError::BatchTooLarge { .. }) if batch.num_rows() > 1 => {
@@ -448,7 +465,7 @@ fn deliver_pending(
         return Ok(());
     };
     loop {
-        match tx.flush(t) {
+        match tx.flush(patience.left(t)) {
             Ok(true) => return Ok(()),
             Ok(false) => return Err(patience.stayed_full(t)),
             Err(ArrowRingError::ConsumerGone) => patience.consumer_gone(progress)?,

@@ -76,6 +76,7 @@ pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
         "write_seq": i.write_seq,
         "read_seq": i.read_seq,
         "lag": i.lag(),
+        "ends_pending": i.ends_pending,
         "producer": producer,
         "consumer": role_json(&i.consumer),
         "created_unix_s": created_unix_s,

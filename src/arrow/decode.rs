@@ -21,13 +21,13 @@ use super::{
     MSG_SCHEMA,
 };
 use crate::shm::header::RingKind;
-use crate::shm::{Segment, ShmConsumer, ShmPopError};
+use crate::shm::{EndSource, Segment, ShmConsumer, ShmPopError};
 use crate::wait::WaitStrategy;
 
-/// Which end of a producer session a consumer reports (`EndOfStream` or
-/// `PeerGone`): only that of a session it was reading, once. A ring that
-/// already carried a finished stream then serves the next session to a new
-/// consumer, rather than ending it at once.
+/// Whether a consumer reports a producer's death seen without an end
+/// record (recorded ends are always reported, once): only for a session it
+/// was reading. A ring whose last stream ended and was consumed then serves
+/// the next session to a new consumer, rather than ending it at once.
 #[derive(Default)]
 struct SessionWatch {
     /// `producer_sessions` when this consumer attached or last reported an
@@ -262,17 +262,17 @@ impl BatchConsumer {
             }
             // A message ready now needs no wait, and no look at the
             // producer's line beyond the one finding it.
-            let (waited, before) = if self.inner.has_ready(self.rel.outstanding.len() + 1) {
-                (Ok(()), 0)
+            let waited = if self.inner.has_ready(self.rel.outstanding.len() + 1) {
+                Ok(())
             } else {
-                // Before the wait, which loads producer_state: see below.
-                let before = self.inner.producer_sessions();
+                // The next sequence to read: constant during the wait (a
+                // release moves read_seq and shortens `outstanding` alike).
+                let pos = self.inner.read_seq() + self.rel.outstanding.len() as u64;
                 let (book, rel) = (&self.book, &mut self.rel);
-                let waited = self.inner.wait_until(deadline, |rx| {
+                self.inner.wait_until(deadline, pos, |rx| {
                     rel.release_done(rx, book);
                     rx.has_ready(rel.outstanding.len() + 1)
-                });
-                (waited, before)
+                })
             };
             let ended = match waited {
                 Ok(()) => None,
@@ -281,27 +281,27 @@ impl BatchConsumer {
                 Err(ShmPopError::ProducerFailed) => Some(Err(ArrowRingError::ProducerFailed {
                     reason: self.inner.producer_failure().unwrap_or_default(),
                 })),
+                Err(ShmPopError::BadHeader(e)) => return Err(ArrowRingError::BadHeader(e)),
                 Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
             };
             if let Some(end) = ended {
-                // Drained, and the producer closed, failed or died: report
-                // the end of a session this consumer was reading, once (an
-                // end seen after reading a session's data is that session's
-                // or a later one's: the data's Acquire orders the state
-                // load after its attach); for any other (reported already,
-                // or over before this consumer attached), wait for the next
-                // session.
+                // Drained up to a session's end. A recorded end comes in the
+                // stream, after that session's messages and before the
+                // next's: reported, once. A death without a record yet is
+                // reported for a session this consumer was reading, or one
+                // that began while it was attached; a repeat of an end
+                // already reported (or a death of a session over before it
+                // attached) is not: it waits for the next session.
                 let sessions = self.inner.producer_sessions();
-                if !self.session.reading && sessions != before {
-                    // A session began during the wait: the end it saw may
-                    // be an earlier session's, loaded before that attach.
-                    // Look again (each retry needs another attach). With
-                    // `sessions == before`, the state was loaded after this
-                    // count's last increment (SYNC POINT producer_sessions),
-                    // so the end seen is the latest session's own.
-                    continue;
-                }
-                if self.session.reading || sessions != self.session.baseline {
+                let report = match self.inner.end_source() {
+                    EndSource::Record => true,
+                    EndSource::Death => self.session.reading || sessions != self.session.baseline,
+                    EndSource::Repeat => {
+                        self.session.baseline = sessions;
+                        false
+                    }
+                };
+                if report {
                     self.session = SessionWatch {
                         baseline: sessions,
                         reading: false,

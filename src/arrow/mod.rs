@@ -65,21 +65,23 @@
 //! receives everything committed, then [`ArrowRingError::PeerGone`]. A clean
 //! end always means that every batch the producer took is in the ring.
 //!
-//! A consumer reports the end of a session it was reading, once: one whose
-//! producer was alive when the consumer attached, began later, or sent a
-//! message the consumer received. So either side may start first, on a new
-//! ring or on one that already carried streams: a consumer that attaches to
-//! a ring whose last stream was closed (or died) and fully consumed waits
-//! for the next producer instead of ending at once, and a consumer that
-//! attaches after a producer wrote everything and closed still receives
-//! that stream and its end. After reporting an end, the next receive waits
-//! for the next session.
+//! Each session's end is a record in the ring's end log, after its last
+//! message and before the next session's first: a consumer receives a
+//! session's batches, then its end (`Ok(None)`, `PeerGone`, or
+//! `ProducerFailed` with its reason), then the next session's batches, even
+//! when the next producer attached before the consumer had drained the
+//! previous session (`docs/FORMAT.md`, "End of stream and peer death").
+//! After reporting an end, the next receive goes on with the next session,
+//! or waits for it.
 //!
-//! An end is a state of the ring, not a message in it: a producer that
-//! attaches while the consumer is still draining the previous session
-//! replaces that state, and the consumer then reads on into the new
-//! session without being told of the previous one's end (`docs/FORMAT.md`,
-//! "End of stream and peer death").
+//! So either side may start first, on a new ring or on one that already
+//! carried streams: a consumer that attaches after a producer wrote
+//! everything and closed still receives that stream and its end, and one
+//! that attaches to a ring whose last stream ended and was fully consumed
+//! waits for the next producer instead of ending at once. A producer that
+//! died is reported dead for a session the consumer was reading (its
+//! producer was alive when the consumer attached, it began later, or it
+//! sent a message the consumer received), once.
 //!
 //! # Crash and restart
 //!
@@ -270,6 +272,10 @@ pub enum ArrowRingError {
         /// bytes).
         reason: String,
     },
+    /// The ring's end log holds a value no producer keeping the protocol
+    /// writes: another process damaged the ring.
+    #[error("damaged ring: {0}")]
+    BadHeader(#[source] crate::shm::HeaderError),
     /// `recv_zero_copy` with `max_leases` leased batches alive.
     #[error("{max} leased batches are alive; drop some (or copy them out) first")]
     TooManyLeases {

@@ -71,6 +71,9 @@ impl Releaser {
         // descriptor at read_seq (encode::release_point). We read every byte
         // of these messages before it (copies, and leases once dropped).
         rx.read_chunk(n).commit(n);
+        // Then ends_seen, for the ends reported at positions read_seq has
+        // now reached (after read_seq: see ShmConsumer::store_ends_seen).
+        rx.store_ends_seen();
         // Then arena_released, for `laminar-ring info` only: a kill between
         // the two stores leaves it behind, which misleads no one.
         rx.store_arena_released(end);

@@ -24,8 +24,7 @@ impl Segment {
         // producer's `producer_state = ATTACHED`: a load of producer_state
         // after this one sees that session's state, not the previous end.
         // It tells whether a session began since a point the caller noted;
-        // the ends are observed through producer_state, the data through
-        // write_seq.
+        // the ends come through the end log, the data through write_seq.
         self.header()
             .producer
             .producer_sessions

@@ -123,6 +123,26 @@ pub enum OpenError {
         /// producer).
         roles: Vec<Role>,
     },
+    /// A producer attaching found the end log full: the consumer has not
+    /// read the ends of `pending` earlier producer sessions, and did not
+    /// read enough of them within the attach timeout
+    /// ([`SegmentOptions::attach_timeout`](super::SegmentOptions::attach_timeout)).
+    /// Nothing was stored; the role was given back.
+    #[error(
+        "{}: the consumer has not read the ends of {pending} earlier producer sessions \
+         (room for {max}); gave up attaching after {waited:?}",
+        .path.display()
+    )]
+    EndLogFull {
+        /// The segment file.
+        path: PathBuf,
+        /// Ends appended and not yet read by the consumer.
+        pending: u64,
+        /// The most a producer may find pending and attach.
+        max: u64,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// A size that does not fit this machine's address space.
     #[error("{}: {len} bytes is too large to map", .path.display())]
     TooLarge {
@@ -208,6 +228,11 @@ pub enum ShmTryPopError {
     /// Every item it committed has been delivered; a new producer may attach.
     #[error("the producer failed; every committed item was delivered")]
     ProducerFailed,
+    /// The ring's end log holds a value no producer keeping the protocol
+    /// writes (another process damaged it): how the stream goes on cannot
+    /// be known.
+    #[error("damaged ring: {0}")]
+    BadHeader(HeaderError),
 }
 
 would_block!(ShmTryPopError::Empty);
@@ -220,6 +245,7 @@ impl ShmTryPopError {
             Self::EndOfStream => ShmPopError::EndOfStream,
             Self::PeerGone => ShmPopError::PeerGone,
             Self::ProducerFailed => ShmPopError::ProducerFailed,
+            Self::BadHeader(e) => ShmPopError::BadHeader(e),
         }
     }
 }
@@ -240,6 +266,9 @@ pub enum ShmPopError {
     /// See [`ShmTryPopError::ProducerFailed`].
     #[error("the producer failed; every committed item was delivered")]
     ProducerFailed,
+    /// See [`ShmTryPopError::BadHeader`].
+    #[error("damaged ring: {0}")]
+    BadHeader(HeaderError),
 }
 
 /// Why a push did not happen; the value is handed back.

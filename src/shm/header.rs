@@ -1,4 +1,4 @@
-//! The segment's `#[repr(C)]` header (layout version 3) and its validation.
+//! The segment's `#[repr(C)]` header (layout version 4) and its validation.
 //!
 //! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
 //! the compile-time assertions at the bottom pin every offset given there.
@@ -22,7 +22,7 @@ pub use super::slot::fingerprint;
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LAMRING\0";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Alignment and size of one header line: two 64-byte cache lines, because
 /// adjacent-line prefetch pairs them (see `RingBuffer`).
 pub const LINE: usize = 128;
@@ -81,6 +81,16 @@ pub(crate) const ROLE_FAILED: u32 = 3;
 /// Bytes of a producer's failure reason kept in the header (UTF-8, padded
 /// with NULs, cut at a character boundary).
 pub const FAILURE_REASON_LEN: usize = 64;
+
+/// Records in the end log (`docs/FORMAT.md`): how many producer sessions may have
+/// ended without the consumer having read their end.
+pub const END_LOG_LEN: u64 = 16;
+/// End record kind: the producer closed its stream (end of stream).
+pub(crate) const END_CLOSED: u32 = 1;
+/// End record kind: the producer failed; the record holds its reason.
+pub(crate) const END_FAILED: u32 = 2;
+/// End record kind: the producer died (appended by the next producer).
+pub(crate) const END_DIED: u32 = 3;
 
 /// The immutable part of line 0, written by the creator before `state`
 /// becomes [`STATE_READY`] and never after.
@@ -161,7 +171,11 @@ pub(crate) struct ProducerLine {
     /// When the producer began waiting for room in a full ring, as Unix
     /// nanoseconds; 0 while it is not waiting. Information only.
     pub(crate) blocked_since_ns: AtomicU64,
-    _reserved: Opaque<[u8; 16]>,
+    /// End records appended to the [`EndLog`] so far (record `i` lives at
+    /// index `i % END_LOG_LEN`); stored by producers only, with Release
+    /// after the record's fields.
+    pub(crate) ends_head: AtomicU64,
+    _reserved: Opaque<[u8; 8]>,
     /// With `producer_state == ROLE_FAILED`: why the producer gave up,
     /// stored before that state.
     pub(crate) failure: FailureReason,
@@ -175,16 +189,23 @@ pub(crate) struct ProducerLine {
 pub(crate) struct FailureReason([AtomicU64; FAILURE_REASON_LEN / 8]);
 
 impl FailureReason {
-    /// Stores `reason`, cut to [`FAILURE_REASON_LEN`] bytes at a character
-    /// boundary. Relaxed: the caller publishes it by storing
+    /// Stores `reason`; a longer one is cut at a character boundary and ends
+    /// in "…", all within [`FAILURE_REASON_LEN`] bytes. Relaxed: the caller publishes it by storing
     /// `producer_state = ROLE_FAILED` with Release afterwards.
     pub(crate) fn store(&self, reason: &str) {
-        let mut cut = reason.len().min(FAILURE_REASON_LEN);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        const MORE: &str = "…";
         let mut bytes = [0u8; FAILURE_REASON_LEN];
-        bytes[..cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        if reason.len() <= FAILURE_REASON_LEN {
+            bytes[..reason.len()].copy_from_slice(reason.as_bytes());
+        } else {
+            // Cut, and say so: "…" takes the last bytes.
+            let mut cut = FAILURE_REASON_LEN - MORE.len();
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            bytes[..cut].copy_from_slice(&reason.as_bytes()[..cut]);
+            bytes[cut..cut + MORE.len()].copy_from_slice(MORE.as_bytes());
+        }
         for (word, chunk) in self.0.iter().zip(bytes.chunks_exact(8)) {
             let chunk: [u8; 8] = chunk.try_into().unwrap_or([0; 8]);
             word.store(u64::from_ne_bytes(chunk), Ordering::Relaxed);
@@ -230,7 +251,43 @@ pub(crate) struct ConsumerLine {
     /// When the consumer began waiting for an item in an empty ring, as
     /// Unix nanoseconds; 0 while it is not waiting. Information only.
     pub(crate) waiting_since_ns: AtomicU64,
-    _reserved: Opaque<[u8; 80]>,
+    /// End records the consumer has read and is done with (it resumes
+    /// there); stored by the consumer only, with Release.
+    pub(crate) ends_seen: AtomicU64,
+    _reserved: Opaque<[u8; 72]>,
+}
+
+/// One record of the end log: how producer session `session` ended, at
+/// which position of the stream. Written by producers only (the one that
+/// ended, or, for [`END_DIED`], the next one), field by field with Relaxed
+/// stores, then published by the Release store of `ends_head`.
+#[repr(C)]
+pub(crate) struct EndRecord {
+    /// The session that ended: `producer_sessions` after its attach.
+    pub(crate) session: AtomicU64,
+    /// Its final `write_seq`: the end comes after the items below it.
+    pub(crate) at_seq: AtomicU64,
+    /// [`END_CLOSED`], [`END_FAILED`] or [`END_DIED`].
+    pub(crate) kind: AtomicU32,
+    _pad: Opaque<u32>,
+    /// With [`END_FAILED`]: the producer's reason.
+    pub(crate) reason: FailureReason,
+}
+
+/// The end log: [`END_LOG_LEN`] records after the five lines of the
+/// header, so that the end of a producer session is a record in the
+/// stream, which the next producer's attach cannot overwrite before the
+/// consumer has read it.
+#[repr(C, align(128))]
+pub(crate) struct EndLog {
+    pub(crate) records: [EndRecord; END_LOG_LEN as usize],
+}
+
+impl EndLog {
+    /// Record number `i` (any `u64`: taken modulo [`END_LOG_LEN`]).
+    pub(crate) fn record(&self, i: u64) -> &EndRecord {
+        &self.records[(i % END_LOG_LEN) as usize]
+    }
 }
 
 /// Lines 3 and 4: where a side sleeps.
@@ -255,11 +312,14 @@ pub(crate) struct SegmentHeader {
     pub(crate) consumer: ConsumerLine,
     /// The consumer sleeps here when the ring is empty.
     pub(crate) not_empty: WaitLine,
-    /// The producer sleeps here when the ring is full.
+    /// The producer sleeps here when the ring is full (and when it waits,
+    /// attaching, for room in the end log).
     pub(crate) not_full: WaitLine,
+    /// How the last producer sessions ended.
+    pub(crate) end_log: EndLog,
 }
 
-/// Size of the whole header: five 128-byte lines.
+/// Size of the whole header: five 128-byte lines and the end log.
 pub const HEADER_LEN: usize = size_of::<SegmentHeader>();
 
 const _: () = {
@@ -297,13 +357,23 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, consumer_pid) == 32);
     assert!(offset_of!(ConsumerLine, waiting_since_ns) == 40);
     assert!(size_of::<WaitCell>() == 8);
-    assert!(HEADER_LEN == 5 * LINE);
+    assert!(offset_of!(ProducerLine, ends_head) == 48);
+    assert!(offset_of!(ConsumerLine, ends_seen) == 48);
+    assert!(size_of::<EndRecord>() == 88);
+    assert!(offset_of!(EndRecord, session) == 0);
+    assert!(offset_of!(EndRecord, at_seq) == 8);
+    assert!(offset_of!(EndRecord, kind) == 16);
+    assert!(offset_of!(EndRecord, reason) == 24);
+    assert!(offset_of!(SegmentHeader, end_log) == 5 * LINE);
+    assert!(size_of::<EndLog>() == 11 * LINE);
+    assert!(HEADER_LEN == 16 * LINE);
     // No padding anywhere: every byte belongs to a field, atomic or opaque.
     assert!(offset_of!(InfoLine, flags) == 92);
     assert!(offset_of!(InfoLine, _reserved) + 32 == LINE);
-    assert!(offset_of!(ProducerLine, _reserved) + 16 == offset_of!(ProducerLine, failure));
+    assert!(offset_of!(ProducerLine, _reserved) + 8 == offset_of!(ProducerLine, failure));
     assert!(offset_of!(ProducerLine, failure) + FAILURE_REASON_LEN == LINE);
-    assert!(offset_of!(ConsumerLine, _reserved) + 80 == LINE);
+    assert!(offset_of!(ConsumerLine, _reserved) + 72 == LINE);
+    assert!(offset_of!(EndRecord, _pad) + 4 == offset_of!(EndRecord, reason));
     assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
 };
 
@@ -394,7 +464,7 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
 }
 
 /// What is wrong with a segment's header.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HeaderError {
     /// The file is shorter than a header.
@@ -442,6 +512,19 @@ pub enum HeaderError {
          it again)"
     )]
     NeverReady,
+    /// An end log record, or the end log's counters, hold a value that no
+    /// producer keeping the protocol writes.
+    #[error("end log record {record}: bad {field} {value} ({why})")]
+    BadEndRecord {
+        /// The record's number (`ends_head` counts them).
+        record: u64,
+        /// Which field (`kind`, `session`, `at_seq`, `ends_head`).
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it should be.
+        why: &'static str,
+    },
     /// `read_seq` and `write_seq` contradict each other.
     #[error(
         "inconsistent sequences: read_seq {read_seq}, write_seq {write_seq}, capacity {capacity}"
@@ -479,7 +562,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         });
     }
     if h.header_len as usize != HEADER_LEN {
-        return Err(bad("header_len", h.header_len.into(), "must be 640"));
+        return Err(bad("header_len", h.header_len.into(), "must be 2048"));
     }
     let kind = RingKind::from_u32(h.kind).ok_or(bad("kind", h.kind.into(), "1 or 2"))?;
     if check_capacity(h.capacity, MAX_CAPACITY).is_err() {
@@ -705,20 +788,27 @@ mod tests {
         assert!(check_sequences(0, 9, 8).is_err());
         assert!(check_sequences(3, 11, 8).is_ok());
         let msg = with(&|h| h.layout_version = 1).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 1, this build reads 3");
-        let msg = with(&|h| h.layout_version = 2).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 2, this build reads 3");
+        assert_eq!(msg, "layout version 1, this build reads 4");
+        let msg = with(&|h| h.layout_version = 3).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 3, this build reads 4");
     }
 
     #[test]
-    fn a_failure_reason_round_trips_cut_at_a_character_boundary() {
+    fn a_failure_reason_round_trips_and_a_long_one_is_cut_with_an_ellipsis() {
         let reason = FailureReason::default();
         reason.store("cannot read trades.csv: row 17");
         assert_eq!(reason.load(), "cannot read trades.csv: row 17");
-        // 63 ASCII bytes then a 2-byte character: the character does not fit.
+        // Longer than 64 bytes: cut, and "…" (3 bytes) says so.
         let long = format!("{}é and more", "x".repeat(63));
         reason.store(&long);
-        assert_eq!(reason.load(), "x".repeat(63));
+        assert_eq!(reason.load(), format!("{}…", "x".repeat(61)));
+        // The cut falls inside a 2-byte character: before it.
+        let long = format!("{}é and more", "x".repeat(60));
+        reason.store(&long);
+        assert_eq!(reason.load(), format!("{}…", "x".repeat(60)));
+        // Exactly 64 bytes: whole.
+        reason.store(&"y".repeat(64));
+        assert_eq!(reason.load(), "y".repeat(64));
         reason.store("short");
         assert_eq!(reason.load(), "short", "a shorter reason clears the rest");
         // Bytes another process wrote: not UTF-8, no NUL.

@@ -98,6 +98,9 @@ pub struct RingInfo {
     pub arena_released: u64,
     /// Why the last producer failed, when [`RoleState::Failed`].
     pub producer_failure: Option<String>,
+    /// Producer sessions whose end is recorded in the end log and not yet
+    /// read by a consumer (`ends_head - ends_seen`, 0 when they contradict).
+    pub ends_pending: u64,
 }
 
 impl RingInfo {
@@ -147,6 +150,14 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
     // After the Acquire load of producer_state above, which pairs with the
     // Release store of ROLE_FAILED that follows the reason's stores.
     let producer_failure = (producer_state == ROLE_FAILED).then(|| h.producer.failure.load());
+    // Acquire: pair with the Release stores of ends_seen (consumer) and
+    // ends_head (producer); only the numbers are used.
+    let ends_seen = h.consumer.ends_seen.load(Ordering::Acquire);
+    let ends_pending = h
+        .producer
+        .ends_head
+        .load(Ordering::Acquire)
+        .saturating_sub(ends_seen);
     // Relaxed: information only, each word stands alone.
     let pid = |w: u32| (w != 0).then_some(w);
     let since = |ns: u64| (ns != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns));
@@ -180,6 +191,7 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
         arena_head,
         arena_released,
         producer_failure,
+        ends_pending,
     })
 }
 

@@ -47,6 +47,16 @@
 //! must not look finished: [`ShmProducer::abandon`] detaches without ending
 //! the stream, and a producer dropped while its thread unwinds from a panic
 //! does the same; the consumer then gets `PeerGone`, as after a crash.
+//! [`ShmProducer::fail`] ends it in error (`ProducerFailed`).
+//!
+//! Each session's end is a record in the segment's end log, placed after
+//! the session's last item: a consumer gets a session's items, then its
+//! end, then the next session's items, even when the next producer attached
+//! before the consumer had drained the previous session. With nothing left
+//! to read, a pop repeats the latest session's end. A producer attaches only
+//! while the consumer has fewer than 15 ends unread; otherwise it waits, at
+//! most [`SegmentOptions::attach_timeout`], and fails with
+//! [`OpenError::EndLogFull`].
 //!
 //! # Crash and restart
 //!
@@ -106,6 +116,8 @@ pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
 pub(crate) use segment::Segment;
 pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
 pub use slot::{ShmSlot, fingerprint};
+#[cfg(feature = "arrow")]
+pub(crate) use typed::EndSource;
 #[cfg(feature = "arrow")]
 pub(crate) use typed::MappedRing;
 pub use typed::{ShmConsumer, ShmProducer, create};

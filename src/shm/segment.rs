@@ -52,6 +52,11 @@ pub struct SegmentOptions {
     /// How long `open` waits for a segment whose creator is still
     /// initialising it (default 2 s).
     pub ready_timeout: Duration,
+    /// How long a producer attaching waits for room in the ring's end log
+    /// (default 10 s): the consumer has not yet read the ends of 15 earlier
+    /// producer sessions (`END_LOG_LEN - 1`). At the deadline the attach
+    /// fails with [`OpenError::EndLogFull`] and leaves the ring as it was.
+    pub attach_timeout: Duration,
     /// Also open a segment that its group may write (such as one created
     /// with `mode: 0o660`), or that another user owns with a group this
     /// process is in (default `false`).
@@ -78,6 +83,7 @@ impl Default for SegmentOptions {
             dir: PathBuf::from(DEFAULT_DIR),
             mode: 0o600,
             ready_timeout: Duration::from_secs(2),
+            attach_timeout: Duration::from_secs(10),
             allow_shared: false,
             temporary: false,
         }
@@ -179,6 +185,8 @@ pub(crate) struct Segment {
     file: File,
     map: MmapRaw,
     layout: Layout,
+    /// [`SegmentOptions::attach_timeout`] of the options it was opened with.
+    attach_timeout: Duration,
 }
 
 impl Segment {
@@ -243,6 +251,7 @@ impl Segment {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             let seg = Self {
+                attach_timeout: opts.attach_timeout,
                 path: path.clone(),
                 file,
                 map,
@@ -464,6 +473,7 @@ impl Segment {
             file,
             map,
             layout,
+            attach_timeout: opts.attach_timeout,
         };
         seg.sequences().map_err(|source| OpenError::BadHeader {
             path: seg.path.clone(),
@@ -497,6 +507,11 @@ impl Segment {
     /// The validated layout.
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// How long a producer attaching waits for room in the end log.
+    pub(crate) fn attach_timeout(&self) -> Duration {
+        self.attach_timeout
     }
 
     /// Path of the segment file.

@@ -22,6 +22,7 @@
 //! ([`ShmReadChunk::as_slices`], [`ShmProducer::write_chunk_uninit`]) say
 //! that the peer must be trusted.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
@@ -36,8 +37,9 @@ use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use super::header::{
-    Layout, MAX_CAPACITY, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER,
-    RingKind, check_position, fingerprint,
+    END_CLOSED, END_DIED, END_FAILED, END_LOG_LEN, HeaderError, Layout, MAX_CAPACITY,
+    MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, RingKind, SegmentHeader,
+    check_position, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -52,6 +54,10 @@ pub(crate) struct MappedRing<T> {
     slots: *mut T,
     mask: u64,
     capacity: usize,
+    /// Consumer only: end records this consumer has reported (or skipped),
+    /// the number of the next one it reads. Process-local: only the
+    /// consumer's thread stores it, and it loads it Relaxed.
+    ends_reported: AtomicU64,
     _slots: PhantomData<T>,
 }
 
@@ -110,6 +116,7 @@ impl<T: ShmSlot> MappedRing<T> {
             slots,
             mask: l.capacity - 1,
             capacity,
+            ends_reported: AtomicU64::new(0),
             _slots: PhantomData,
         })
     }
@@ -197,6 +204,63 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
             .cell
             .notify(Sharing::AcrossProcesses);
     }
+
+    /// The position of the oldest end record this consumer has not
+    /// reported, when it is before `write`: the consumer reads no further
+    /// until it has reported that end (`ShmConsumer::producer_gone`).
+    #[inline]
+    fn read_limit(&self, write: u64) -> u64 {
+        let h = self.seg.header();
+        // SYNC POINT ends_head: Acquire pairs with the Release store in
+        // append_end. Loaded after write_seq (Acquire): session N's record
+        // is appended before session N+1 publishes anything, so a write_seq
+        // that includes N+1's items brings N's record with it.
+        let head = h.producer.ends_head.load(Ordering::Acquire);
+        // Relaxed: process-local, stored by this consumer's thread only.
+        let next = self.ends_reported.load(Ordering::Relaxed);
+        if head == next {
+            return write;
+        }
+        if head < next || head - next > END_LOG_LEN {
+            // A damaged log: read nothing; the end check says what is wrong.
+            return 0;
+        }
+        // Relaxed: published by the Acquire load of ends_head above.
+        let at = h.end_log.record(next).at_seq.load(Ordering::Relaxed);
+        at.min(write)
+    }
+}
+
+/// Appends an end record to the end log: its fields (Relaxed), then
+/// `ends_head` (Release). The caller holds the producer role, so no other
+/// process appends meanwhile, and has made sure at attach that the record
+/// overwrites none the consumer has not read (`make_room`).
+fn append_end(h: &SegmentHeader, session: u64, at_seq: u64, kind: u32, reason: &str) {
+    // Relaxed: only a producer holding the role stores ends_head; this one
+    // loaded it with Acquire when it attached, and stored it since if at
+    // all.
+    let head = h.producer.ends_head.load(Ordering::Relaxed);
+    let rec = h.end_log.record(head);
+    // Relaxed: published by the Release store of ends_head below.
+    rec.session.store(session, Ordering::Relaxed);
+    rec.at_seq.store(at_seq, Ordering::Relaxed);
+    rec.kind.store(kind, Ordering::Relaxed);
+    rec.reason.store(reason);
+    // SYNC POINT ends_head: Release publishes the record; pairs with the
+    // Acquire loads in MappedRing::read_limit, ShmConsumer::producer_gone,
+    // and a later producer's make_room.
+    h.producer
+        .ends_head
+        .store(head.wrapping_add(1), Ordering::Release);
+}
+
+/// What a consumer reports for an end record of `kind`.
+fn end_error(kind: u32) -> ShmTryPopError {
+    match kind {
+        END_CLOSED => ShmTryPopError::EndOfStream,
+        END_FAILED => ShmTryPopError::ProducerFailed,
+        _ => ShmTryPopError::PeerGone,
+    }
 }
 
 /// Refuses a slot type aligned beyond [`MAX_SLOT_ALIGN`]: the mapping is
@@ -251,6 +315,81 @@ impl PeerProbe {
     }
 }
 
+/// Run by a producer attaching, with the role held and before it stores
+/// anything else: waits (at most `attach_timeout`) until the end log has
+/// room for a DIED record for its predecessor and for its own end, then
+/// appends that DIED record if the predecessor died without one.
+///
+/// The predecessor died when `producer_state` still says ATTACHED (the role
+/// lock was free, so it is not alive) and the newest record is not for its
+/// session (`producer_sessions`). One killed after appending its record and
+/// before storing its state has its record: it ended as it said.
+fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), OpenError> {
+    let h = ring.seg.header();
+    let line = &h.producer;
+    let bad = |source| OpenError::BadHeader {
+        path: ring.seg.path().to_owned(),
+        source,
+    };
+    // Acquire (all three): pair with the Release stores of earlier
+    // producers (SYNC POINT producer_sessions, ends_head).
+    let sessions = line.producer_sessions.load(Ordering::Acquire);
+    let state = line.producer_state.load(Ordering::Acquire);
+    let head = line.ends_head.load(Ordering::Acquire);
+    check_position("ends_head", head).map_err(bad)?;
+    let newest = head
+        .checked_sub(1)
+        // Relaxed: published by the Acquire load of ends_head above.
+        .map(|i| h.end_log.record(i).session.load(Ordering::Relaxed));
+    let predecessor_died = state == ROLE_ATTACHED && sessions > 0 && newest != Some(sessions);
+    let max_pending = END_LOG_LEN - 2;
+    let pending = || -> Result<u64, HeaderError> {
+        // SYNC POINT ends_seen: Acquire pairs with the Release store in
+        // ShmConsumer::store_ends_seen: the consumer has read the records
+        // below it, which the appends below may overwrite.
+        let seen = h.consumer.ends_seen.load(Ordering::Acquire);
+        if seen > head {
+            return Err(HeaderError::BadEndRecord {
+                record: seen,
+                field: "ends_seen",
+                value: seen,
+                why: "beyond ends_head",
+            });
+        }
+        Ok(head - seen)
+    };
+    let started = Instant::now();
+    let deadline = started.checked_add(ring.seg.attach_timeout());
+    let waited = Waiter::new(
+        WaitStrategy::Park,
+        Sharing::AcrossProcesses,
+        ring.clone(),
+        |r| &r.seg.header().not_full.cell,
+    )
+    .wait_until(deadline, || match pending() {
+        Ok(n) if n > max_pending => None,
+        done => Some(done),
+    });
+    match waited {
+        None => {
+            return Err(OpenError::EndLogFull {
+                path: ring.seg.path().to_owned(),
+                pending: pending().map_err(bad)?,
+                max: max_pending,
+                waited: started.elapsed(),
+            });
+        }
+        Some(Err(e)) => return Err(bad(e)),
+        Some(Ok(_)) => {}
+    }
+    if predecessor_died {
+        // Its write_seq is final: it is dead, and this process holds the
+        // role. Appended before this producer publishes anything.
+        append_end(h, sessions, write, END_DIED, "");
+    }
+    Ok(())
+}
+
 /// The producing process's end of a typed shared-memory ring.
 pub struct ShmProducer<T: ShmSlot> {
     core: ProducerCore<Arc<MappedRing<T>>>,
@@ -258,6 +397,8 @@ pub struct ShmProducer<T: ShmSlot> {
     probe: PeerProbe,
     /// How the stream ends when this producer detaches.
     pub(super) ending: Ending,
+    /// This producer's session: `producer_sessions` after its attach.
+    session: u64,
 }
 
 /// How a producer's stream ends when it detaches (in `Drop`).
@@ -354,6 +495,7 @@ impl<T: ShmSlot> ShmProducer<T> {
         // says no other producer is attached: a count left there is from a
         // predecessor killed while asleep.
         ring.seg.header().not_full.cell.reset_waiters();
+        make_room(&ring, core.write_pos())?;
         let line = &ring.seg.header().producer;
         // Relaxed: information for `info`, ordered with nothing.
         line.producer_pid
@@ -366,13 +508,17 @@ impl<T: ShmSlot> ShmProducer<T> {
         // with the Acquire load in the Arrow consumer's session check: one
         // that sees this session then finds producer_state attached (or
         // later), never the previous session's end.
-        line.producer_sessions.fetch_add(1, Ordering::Release);
+        let session = line
+            .producer_sessions
+            .fetch_add(1, Ordering::Release)
+            .wrapping_add(1);
         Ok((
             Self {
                 core,
                 wait: WaitStrategy::Park,
                 probe: PeerProbe { last: None },
                 ending: Ending::Close,
+                session,
             },
             checked,
         ))
@@ -585,19 +731,24 @@ impl<T: ShmSlot> Drop for ShmProducer<T> {
         } else {
             &self.ending
         };
-        let state = match ending {
-            Ending::Close => Some(ROLE_CLOSED),
+        let end = match ending {
+            Ending::Close => Some((ROLE_CLOSED, END_CLOSED, "")),
             Ending::Abandon => None,
             Ending::Fail(reason) => {
                 // Relaxed stores, published by the Release store below.
                 h.producer.failure.store(reason);
-                Some(ROLE_FAILED)
+                Some((ROLE_FAILED, END_FAILED, reason.as_str()))
             }
         };
-        if let Some(state) = state {
+        if let Some((state, kind, reason)) = end {
+            // The record first, then the state: killed in between, this
+            // producer leaves a ring whose end is recorded (the consumer
+            // reports it, and the next producer appends no DIED record for
+            // this session), never one that reads as died.
+            append_end(h, self.session, self.core.write_pos(), kind, reason);
             // Release: orders every publish (and the failure reason) before
-            // the end; pairs with the Acquire load in
-            // ShmConsumer::producer_gone.
+            // the state; pairs with the Acquire loads of producer_state
+            // (`info`, the next producer's make_room).
             h.producer.producer_state.store(state, Ordering::Release);
         }
         // Either way, a sleeping consumer re-checks: it sees the close, or
@@ -607,14 +758,37 @@ impl<T: ShmSlot> Drop for ShmProducer<T> {
     }
 }
 
+/// Where an end a consumer reports comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndSource {
+    /// An end record, read now (reported once).
+    Record,
+    /// A producer that died before any record said so, reported the first
+    /// time (its DIED record, appended by the next producer, is skipped).
+    Death,
+    /// The latest session's end again: already reported, by this consumer
+    /// or an earlier one.
+    Repeat,
+}
+
 /// The consuming process's end of a typed shared-memory ring.
 pub struct ShmConsumer<T: ShmSlot> {
     core: ConsumerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
-    /// The reason of the last `ProducerFailed` this consumer saw, read right
-    /// after the state that said so (a next producer may overwrite both).
+    /// The reason of the last `ProducerFailed` this consumer reported, read
+    /// from its end record.
     failure: Option<String>,
+    /// Where the last end reported came from.
+    end_source: EndSource,
+    /// The session this consumer reported dead before any record said so:
+    /// the DIED record the next producer appends for it is skipped.
+    died_reported: Option<u64>,
+    /// `ends_seen` as this consumer last stored it.
+    ends_stored: u64,
+    /// `at_seq` of each end record reported and not yet counted in
+    /// `ends_seen`, oldest first: counted once `read_seq` reaches it.
+    unstored: VecDeque<u64>,
 }
 
 impl<T: ShmSlot> ShmConsumer<T> {
@@ -681,6 +855,12 @@ impl<T: ShmSlot> ShmConsumer<T> {
         line.consumer_pid
             .store(std::process::id(), Ordering::Relaxed);
         line.waiting_since_ns.store(0, Ordering::Relaxed);
+        // SYNC POINT ends_seen: Acquire pairs with the Release store of an
+        // earlier consumer (store_ends_seen): it resumes after the ends that
+        // one was done with. Checked against ends_head when an end is read.
+        let ends_seen = line.ends_seen.load(Ordering::Acquire);
+        // Relaxed: process-local (see MappedRing::ends_reported).
+        ring.ends_reported.store(ends_seen, Ordering::Relaxed);
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         ring.seg
             .header()
@@ -692,6 +872,10 @@ impl<T: ShmSlot> ShmConsumer<T> {
             wait: WaitStrategy::Park,
             probe: PeerProbe { last: None },
             failure: None,
+            end_source: EndSource::Repeat,
+            died_reported: None,
+            ends_stored: ends_seen,
+            unstored: VecDeque::new(),
         })
     }
 
@@ -711,12 +895,12 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if let Some(v) = self.core.try_pop() {
             return Ok(v);
         }
-        match self.producer_gone() {
-            None => Err(ShmTryPopError::Empty),
-            // The producer's last publish happened before its close store
-            // (Release/Acquire), or before its death released the lock (the
-            // kernel orders both): one more look finds anything committed.
-            Some(gone) => self.core.try_pop().ok_or(gone),
+        match self.producer_gone(self.core.read_pos()) {
+            // The end check may have seen items the first look did not
+            // (a write_seq stored in between, or an end record reported
+            // and skipped): one more look.
+            None => self.core.try_pop().ok_or(ShmTryPopError::Empty),
+            Some(gone) => Err(gone),
         }
     }
 
@@ -733,12 +917,15 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 
     #[cfg(feature = "arrow")] // used by the Arrow layer only
-    /// Waits, with this consumer's strategy, until `ready(self)` is true;
-    /// `ready` is called again after the producer is seen gone, so it sees
-    /// everything committed. Errors: `Timeout`, `EndOfStream`, `PeerGone`.
+    /// Waits, with this consumer's strategy, until `ready(self)` is true,
+    /// or until the end of a producer session comes at position `pos` (the
+    /// next sequence this consumer reads, ahead of `read_seq` by what it
+    /// has read and not released). Errors: `Timeout`, `EndOfStream`,
+    /// `ProducerFailed`, `PeerGone`, `BadHeader`.
     pub(crate) fn wait_until(
         &mut self,
         deadline: Option<Instant>,
+        pos: u64,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), ShmPopError> {
         self.waiter()
@@ -746,51 +933,16 @@ impl<T: ShmSlot> ShmConsumer<T> {
                 if ready(self) {
                     return Some(Ok(()));
                 }
-                match self.producer_gone()? {
-                    _ if ready(self) => Some(Ok(())),
-                    ShmTryPopError::EndOfStream => Some(Err(ShmPopError::EndOfStream)),
-                    ShmTryPopError::ProducerFailed => Some(Err(ShmPopError::ProducerFailed)),
-                    _ => Some(Err(ShmPopError::PeerGone)),
-                }
+                self.producer_gone(pos)
+                    .map(|gone| Err(gone.into_pop_error()))
             })
             .unwrap_or(Err(ShmPopError::Timeout))
     }
 
-    /// `EndOfStream`, `ProducerFailed` or `PeerGone` when the producer
-    /// closed, failed or died; `None` while one is attached and alive, or
-    /// none has attached yet.
-    #[cold]
-    fn producer_gone(&mut self) -> Option<ShmTryPopError> {
-        let seg = &self.core.ring().seg;
-        // Acquire: pairs with the Release stores in ShmProducer::attach/drop.
-        let state = seg.header().producer.producer_state.load(Ordering::Acquire);
-        let line = &seg.header().producer;
-        let mut failure = None;
-        let mut ended = |state| match state {
-            ROLE_CLOSED => Some(ShmTryPopError::EndOfStream),
-            ROLE_FAILED => {
-                // After the Acquire load that saw FAILED, which pairs with
-                // the Release store that followed the reason's stores.
-                failure = Some(line.failure.load());
-                Some(ShmTryPopError::ProducerFailed)
-            }
-            _ => None,
-        };
-        let gone = match state {
-            ROLE_ATTACHED => match self.probe.probe(seg, Role::Producer) {
-                Some(false) => {
-                    // Re-read: it may have ended its stream just before exiting.
-                    let s = line.producer_state.load(Ordering::Acquire);
-                    Some(ended(s).unwrap_or(ShmTryPopError::PeerGone))
-                }
-                _ => None,
-            },
-            other => ended(other),
-        };
-        if gone.is_some() {
-            self.failure = failure;
-        }
-        gone
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
+    /// Where the end last reported came from.
+    pub(crate) fn end_source(&self) -> EndSource {
+        self.end_source
     }
 
     /// Whether the ring was created temporary ([`SegmentOptions::temporary`]).
@@ -814,10 +966,164 @@ impl<T: ShmSlot> ShmConsumer<T> {
         self.core.ring().seg.unlink_if_unused(Some(Role::Consumer))
     }
 
-    /// Why the producer failed, when the last end of stream this consumer
-    /// saw was `ProducerFailed` (the reason given to [`ShmProducer::fail`],
-    /// as read when the failure was seen); `None` after any other end, or
-    /// before the first.
+    /// With nothing to read before position `pos`: `EndOfStream`,
+    /// `ProducerFailed` or `PeerGone` when a producer session ends there;
+    /// `None` while the producer is attached and alive, none has attached
+    /// yet, or there is more to read.
+    ///
+    /// An end record at `pos` is reported once, and counted in `ends_seen`
+    /// once `read_seq` reaches it. With none, the latest session's end is
+    /// repeated if it was recorded; a producer that died without a record
+    /// (the next producer appends its DIED record) is reported as
+    /// `PeerGone`, and that record is skipped when it comes.
+    #[cold]
+    fn producer_gone(&mut self, pos: u64) -> Option<ShmTryPopError> {
+        let ring = self.core.handle().clone();
+        let h = ring.seg.header();
+        let line = &h.producer;
+        loop {
+            // SYNC POINT producer_sessions: Acquire pairs with the Release
+            // increment in ShmProducer::attach_checked.
+            let sessions = line.producer_sessions.load(Ordering::Acquire);
+            // Acquire: pairs with the Release stores in ShmProducer::attach
+            // and drop.
+            let state = line.producer_state.load(Ordering::Acquire);
+            // SYNC POINT ends_head: Acquire pairs with the Release store in
+            // append_end.
+            let head = line.ends_head.load(Ordering::Acquire);
+            // Relaxed: process-local (see MappedRing::ends_reported).
+            let next = ring.ends_reported.load(Ordering::Relaxed);
+            let bad = |record, field, value, why| {
+                Some(ShmTryPopError::BadHeader(HeaderError::BadEndRecord {
+                    record,
+                    field,
+                    value,
+                    why,
+                }))
+            };
+            if head < next {
+                return bad(next, "ends_head", head, "behind ends_seen");
+            }
+            if head - next > END_LOG_LEN {
+                return bad(
+                    next,
+                    "ends_head",
+                    head,
+                    "more than 16 records ahead of ends_seen",
+                );
+            }
+            if head > next {
+                let rec = h.end_log.record(next);
+                // Relaxed: published by the Acquire load of ends_head.
+                let session = rec.session.load(Ordering::Relaxed);
+                let at = rec.at_seq.load(Ordering::Relaxed);
+                let kind = rec.kind.load(Ordering::Relaxed);
+                // After ends_head: the producer published everything below
+                // `at` before appending the record, so write_seq is there.
+                // SYNC POINT write_seq: Acquire, as in ConsumerCore.
+                let write = line.write_seq.load(Ordering::Acquire);
+                if !matches!(kind, END_CLOSED | END_FAILED | END_DIED) {
+                    return bad(next, "kind", kind.into(), "1, 2 or 3");
+                }
+                if session == 0 {
+                    return bad(next, "session", 0, "sessions count from 1");
+                }
+                if at > write {
+                    return bad(next, "at_seq", at, "beyond write_seq");
+                }
+                if at < pos {
+                    return bad(next, "at_seq", at, "before the consumer's position");
+                }
+                if at > pos {
+                    return None; // items of that session first
+                }
+                let reason = (kind == END_FAILED).then(|| rec.reason.load());
+                // Relaxed: process-local.
+                ring.ends_reported.store(next + 1, Ordering::Relaxed);
+                self.unstored.push_back(at);
+                self.store_ends_seen();
+                if kind == END_DIED && self.died_reported == Some(session) {
+                    // Reported when it died, before this record existed.
+                    self.died_reported = None;
+                    continue;
+                }
+                self.end_source = EndSource::Record;
+                self.failure = reason;
+                return Some(end_error(kind));
+            }
+            // Nothing recorded ahead: the latest session's end, if it has
+            // one. A producer killed between its record and its state
+            // store ends here as recorded, not as died.
+            if let Some(newest) = head.checked_sub(1).map(|i| h.end_log.record(i)) {
+                // Relaxed: published by the Acquire load of ends_head.
+                let kind = newest.kind.load(Ordering::Relaxed);
+                if newest.session.load(Ordering::Relaxed) == sessions
+                    && matches!(kind, END_CLOSED | END_FAILED | END_DIED)
+                {
+                    self.end_source = EndSource::Repeat;
+                    self.failure = (kind == END_FAILED).then(|| newest.reason.load());
+                    return Some(end_error(kind));
+                }
+            }
+            if state != ROLE_ATTACHED || self.probe.probe(&ring.seg, Role::Producer) != Some(false)
+            {
+                return None;
+            }
+            // The lock is free: the producer of session `sessions` died
+            // without a record, unless something moved since the loads
+            // above: a last publish, its record on its way out, or a next
+            // producer's attach. Then look again.
+            if line.ends_head.load(Ordering::Acquire) != head
+                || line.producer_sessions.load(Ordering::Acquire) != sessions
+                || line.write_seq.load(Ordering::Acquire) != pos
+            {
+                return None;
+            }
+            self.end_source = if self.died_reported == Some(sessions) {
+                EndSource::Repeat
+            } else {
+                EndSource::Death
+            };
+            self.died_reported = Some(sessions);
+            self.failure = None;
+            return Some(ShmTryPopError::PeerGone);
+        }
+    }
+
+    /// Stores `ends_seen`, counting the end records reported whose
+    /// position `read_seq` has reached, and wakes a producer that waits to
+    /// attach for room in the end log.
+    ///
+    /// `ends_seen` passes a record only once `read_seq` is at its `at_seq`
+    /// (a zero-copy consumer reports an end while it still holds leases of
+    /// the items before it): a consumer killed before this store resumes
+    /// at `read_seq`, reads the items before the end again and reports the
+    /// end again (at least once, like the items), never skips it.
+    pub(crate) fn store_ends_seen(&mut self) {
+        let read = self.core.read_pos();
+        let mut n = 0;
+        while self.unstored.front().is_some_and(|&at| at <= read) {
+            self.unstored.pop_front();
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        self.ends_stored += n;
+        let h = self.core.ring().seg.header();
+        // SYNC POINT ends_seen: Release, after this consumer's last read of
+        // those records; pairs with the Acquire loads in make_room (a
+        // producer may overwrite them now) and of a consumer attaching.
+        h.consumer
+            .ends_seen
+            .store(self.ends_stored, Ordering::Release);
+        h.not_full.cell.notify(Sharing::AcrossProcesses);
+    }
+
+    /// Why the producer failed, when the last end this consumer reported
+    /// was `ProducerFailed` (the reason given to [`ShmProducer::fail`], from
+    /// that session's end record); `None` after any other end, or before
+    /// the first.
     pub fn producer_failure(&self) -> Option<String> {
         self.failure.clone()
     }
@@ -879,9 +1185,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if self.core.available(1) > 0 {
             return Ok(());
         }
-        match self.producer_gone() {
+        match self.producer_gone(self.core.read_pos()) {
+            None if self.core.available(1) > 0 => Ok(()),
             None => Err(ShmTryPopError::Empty),
-            Some(_) if self.core.available(1) > 0 => Ok(()),
             Some(gone) => Err(gone),
         }
     }
@@ -933,6 +1239,7 @@ impl<T: ShmSlot> Blocking for ShmConsumer<T> {
 
 impl<T: ShmSlot> Drop for ShmConsumer<T> {
     fn drop(&mut self) {
+        self.store_ends_seen();
         let h = self.core.ring().seg.header();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         h.consumer

@@ -307,6 +307,7 @@ fn create_info_ls_and_rm() {
         i["layout_version"],
         laminar_ring::shm::header::LAYOUT_VERSION
     );
+    assert_eq!(i["ends_pending"], 0);
     assert_eq!(i["capacity"], 64);
     assert_eq!(i["arena_bytes"], 1 << 20);
     assert_eq!(i["write_seq"], 0);
@@ -316,7 +317,7 @@ fn create_info_ls_and_rm() {
     assert_eq!(i["consumer"]["alive"], false);
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
     for want in [
-        "version 3, arrow ring",
+        "version 4, arrow ring",
         "0 in use of 64",
         "never attached",
         "created",

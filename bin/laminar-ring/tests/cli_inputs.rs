@@ -349,15 +349,17 @@ fn stdin_without_format_says_what_it_holds_instead_of_an_io_error() {
         run.assert_fails(1, needle);
         assert!(!run.stderr.contains("fill whole buffer"), "{}", run.stderr);
     }
-    // A stream on stdin is still read.
+    // Each refusal above ended a session of ring 's' in error, and a
+    // consumer is told each end in turn. A stream on stdin is still read
+    // (into a ring of its own).
     let run = run_limited(
-        d.cmd(&["produce", "s", "-i", "-"]),
+        d.cmd(&["produce", "s2", "-i", "-"]),
         Some(&d.path("in.arrows")),
         Duration::from_secs(60),
     );
     run.assert_ok();
     let out = d.s("s.out.arrows");
-    d.run(&["consume", "s", "-o", &out]).assert_ok();
+    d.run(&["consume", "s2", "-o", &out]).assert_ok();
     let got: Vec<_> =
         arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&out).unwrap(), None)
             .unwrap()
