@@ -550,9 +550,9 @@ impl BatchConsumer {
     ///
     /// # Errors
     ///
-    /// [`ArrowRingError::Open`] with [`OpenError::InUse`] when a producer is
+    /// [`ArrowRingError::Open`] with [`OpenError::InUse`](crate::shm::OpenError::InUse) when a producer is
     /// attached (or a creator is making the file anew), or with
-    /// [`OpenError::Changed`] when messages are left unreleased (a producer
+    /// [`OpenError::Changed`](crate::shm::OpenError::Changed) when messages are left unreleased (a producer
     /// came, sent and left; or leases are still alive), removing nothing;
     /// `NotFound` when it is already gone; I/O.
     pub fn remove_if_unused(&mut self) -> Result<(), ArrowRingError> {
