@@ -202,11 +202,11 @@ impl<T> RingBuffer<T> {
             // (`slot_ptr(s).add(k)`, see `SlotRing::runs`), which a pointer
             // made from a one-slot reference may not reach (its provenance
             // would cover that slot only).
-            // SAFETY: `index <= mask == slots.len() - 1`: in bounds. The
-            // crate's UnsafeCell, std's UnsafeCell and MaybeUninit are all
-            // `repr(transparent)`, so the cast keeps the layout, and
-            // `raw_get` gives a pointer through which the cell's contents
-            // may be written while only shared references to it exist.
+            // The crate's UnsafeCell, std's UnsafeCell and MaybeUninit are
+            // all `repr(transparent)`: the cast below keeps the layout, and
+            // `raw_get` gives a pointer the cell's contents may be written
+            // through while only shared references to it exist.
+            // SAFETY: `index <= mask == slots.len() - 1`: in bounds.
             let cell = unsafe { self.slots.as_ptr().add(index) }
                 .cast::<std::cell::UnsafeCell<MaybeUninit<T>>>();
             std::cell::UnsafeCell::raw_get(cell).cast::<T>()

@@ -251,6 +251,24 @@ impl SaveArea {
         word.store(half + 1, Ordering::Release);
     }
 
+    /// A copy of the `len` bytes of messages in `half`; the caller checked
+    /// `len <= half_len - HALF_HEADER`.
+    fn copy_half(&self, half: u64, len: u64) -> Vec<u8> {
+        assert!(len <= self.half_len - HALF_HEADER, "checked by the caller");
+        let mut bytes = vec![0_u8; len as usize];
+        // SAFETY: HALF_HEADER + len <= half_len (asserted): inside the half,
+        // in the mapping; any bytes are valid u8s. A writer racing with the
+        // copy (see peek_schema_message) yields bytes that are only parsed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.half_ptr(half).add(HALF_HEADER as usize),
+                bytes.as_mut_ptr(),
+                bytes.len(),
+            );
+        }
+        bytes
+    }
+
     /// `(word, from_seq, len)` of the half the `saved_state` word names
     /// now, or `None` when it names none.
     pub(super) fn named_state(&self, word: &AtomicU64) -> Option<(u64, u64, u64)> {
@@ -307,16 +325,7 @@ impl SaveArea {
                 self.half_len
             )));
         }
-        let mut bytes = vec![0_u8; len as usize];
-        // SAFETY: HALF_HEADER + len <= half_len: inside the half, in the
-        // mapping; any bytes are valid u8s.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.half_ptr(half).add(HALF_HEADER as usize),
-                bytes.as_mut_ptr(),
-                bytes.len(),
-            );
-        }
+        let mut bytes = self.copy_half(half, len);
         message(match message_len(&bytes) {
             Ok(n) => {
                 bytes.truncate(n);
@@ -360,16 +369,7 @@ impl SaveArea {
         if len > self.half_len - HALF_HEADER {
             return Err(format!("{len} bytes in a {}-byte half", self.half_len));
         }
-        let mut bytes = vec![0_u8; len as usize];
-        // SAFETY: HALF_HEADER + len <= half_len: inside the half, which is
-        // named, so no consumer writes it now; copied out at once.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.half_ptr(half).add(HALF_HEADER as usize),
-                bytes.as_mut_ptr(),
-                bytes.len(),
-            );
-        }
+        let bytes = self.copy_half(half, len);
         let mut messages = Vec::new();
         let mut at = 0;
         while at < bytes.len() {
