@@ -20,6 +20,17 @@ pub enum CapacityError {
     /// Capacity that is not a power of two (the index is `seq & (capacity - 1)`).
     #[error("ring capacity must be a power of two, got {0}")]
     NotPowerOfTwo(usize),
+    /// Fewer slots than this kind of ring works with: an [`mpsc`](crate::mpsc)
+    /// channel needs two, because its slot stamps (`seq` when free, `seq +
+    /// 1` when written) cannot tell "written for `seq`" from "free for `seq +
+    /// 1`" when both are the same slot.
+    #[error("ring capacity must be at least {min} for this kind of ring, got {capacity}")]
+    TooSmall {
+        /// The capacity asked for.
+        capacity: usize,
+        /// The smallest one allowed.
+        min: usize,
+    },
     /// More slots than this kind of ring (or this machine's `usize`) allows.
     #[error("ring capacity must be at most {max}, got {capacity}")]
     TooLarge {

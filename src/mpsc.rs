@@ -64,6 +64,9 @@ use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::wait::{Blocking, Sharing, WaitCell, WaitStrategy, Waiter, retry_until};
 
+/// The smallest capacity of an MPSC channel (see [`CapacityError::TooSmall`]).
+pub const MIN_CAPACITY: usize = 2;
+
 pub(crate) struct Shared<T> {
     ring: RingBuffer<T>,
     /// `stamps[seq & mask]`: `seq` when free for the lap of `seq`, `seq + 1`
@@ -88,7 +91,7 @@ impl<T> Shared<T> {
 ///
 /// # Panics
 ///
-/// If `capacity` is zero or not a power of two (see [`channel_with`]).
+/// If `capacity` is zero, 1 or not a power of two (see [`channel_with`]).
 pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     match channel_with(capacity, WaitStrategy::default()) {
         Ok(halves) => halves,
@@ -100,12 +103,19 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
 ///
 /// # Errors
 ///
-/// [`CapacityError`] if `capacity` is zero or not a power of two.
+/// [`CapacityError`] if `capacity` is zero, not a power of two, or 1
+/// ([`CapacityError::TooSmall`]: see there why).
 pub fn channel_with<T>(
     capacity: usize,
     wait: WaitStrategy,
 ) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
     let ring = RingBuffer::try_new(capacity)?;
+    if capacity < MIN_CAPACITY {
+        return Err(CapacityError::TooSmall {
+            capacity,
+            min: MIN_CAPACITY,
+        });
+    }
     let stamps = (0..capacity as u64).map(AtomicU64::new).collect();
     let shared = Arc::new(Shared {
         ring,

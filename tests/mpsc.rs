@@ -158,3 +158,24 @@ fn drops_each_item_once_when_dropped_half_full_after_wraparound() {
     drop((tx, tx2, rx));
     ledger.assert_each_dropped_once();
 }
+
+/// A one-slot MPSC channel cannot work: its stamp after the write of `seq`
+/// (`seq + 1`) reads as "free" to a second producer claiming `seq + 1` in
+/// the same slot, which then overwrote an unread item (loom reported the two
+/// producers' concurrent writes). It is refused with a typed error instead.
+#[test]
+fn a_one_slot_mpsc_channel_is_refused() {
+    let err = mpsc::channel_with::<u64>(1, WaitStrategy::default()).unwrap_err();
+    assert_eq!(
+        err,
+        laminar_ring::CapacityError::TooSmall {
+            capacity: 1,
+            min: 2
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "ring capacity must be at least 2 for this kind of ring, got 1"
+    );
+    assert!(mpsc::channel_with::<u64>(2, WaitStrategy::default()).is_ok());
+}
