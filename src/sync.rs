@@ -17,7 +17,11 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsiz
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, fence};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+// Linux uses std's fences directly, next to membarrier (wait::barrier).
+#[cfg(not(loom))]
+#[cfg_attr(target_os = "linux", allow(unused_imports))]
+pub(crate) use std::sync::atomic::fence;
 
 pub(crate) use std::sync::atomic::Ordering;
 

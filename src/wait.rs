@@ -12,21 +12,40 @@
 //!
 //! # Waking without a lost wakeup
 //!
-//! A parked waiter announces itself in a wait cell (a futex word and a waiter count) and re-checks its
-//! condition; the other side publishes and then looks for waiters. Both sides
-//! put a `SeqCst` fence between their store and their load (the Dekker
-//! pattern), so either the waiter sees the new data or the publisher sees the
-//! waiter. That fence is the price of sleeping: a ring built with `Park` pays
-//! it once per publish (once per batch with the batch calls), rings built with
-//! the spinning strategies never execute it. Every sleep is also bounded
-//! ([`PARK_SLICE`]), so that a waiter re-checks its condition and the peer's
-//! liveness even if a wake were lost.
+//! A parked waiter announces itself in a wait cell (a futex word and a
+//! waiter count) and re-checks its condition; the other side publishes and
+//! then looks for waiters. A barrier between each side's store and its load
+//! (the Dekker pattern) makes sure that either the waiter sees the new data
+//! or the publisher sees the waiter.
+//!
+//! Publishing happens on every item; sleeping happens after
+//! [`PARK_SPIN_TIME`] of spinning found nothing. So the barrier is split
+//! unevenly, as the Linux kernel's `membarrier(2)` allows: the publisher's
+//! half is a compiler fence (no instruction; the CPU may still hold its
+//! store in its store buffer while it loads the waiter count), and the
+//! sleeper's half is `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, which
+//! runs a full memory barrier on every CPU that is running a thread of a
+//! process registered for it, the publisher's included, before it returns.
+//! Whatever point of the publisher's program that barrier lands on, one of
+//! the two sides sees the other: before the publisher's load of the count,
+//! that load sees the waiter (whose increment came before the barrier);
+//! after its store, the sleeper's re-check sees the data. A process
+//! registers the first time it publishes on a cell (and executes one full
+//! fence then, for a sleeper whose barrier came before the registration).
+//!
+//! Where `membarrier` is missing (not Linux, a kernel without it, a
+//! sandbox that forbids it) both halves are `SeqCst` fences, as a plain
+//! Dekker pattern has it; a sleeper whose own `membarrier` failed sleeps at
+//! most [`FALLBACK_SLICE`] at a time, in case its publisher relies on it.
+//! Every sleep is bounded anyway ([`PARK_SLICE`]), so that a waiter
+//! re-checks its condition and the peer's liveness even if a wake were
+//! lost.
 
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence, spin_hint, yield_now};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, spin_hint, yield_now};
 
 /// How a blocking call waits for the ring to change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,13 +64,47 @@ pub enum WaitStrategy {
 /// Longest single sleep of a parked waiter before it re-checks on its own.
 pub const PARK_SLICE: Duration = Duration::from_millis(50);
 
-/// Spins of a parked waiter between looks at the clock.
-const PARK_SPINS: u32 = 64;
+/// Longest single sleep of a parked waiter whose process cannot use
+/// `membarrier` (see "Waking without a lost wakeup").
+pub const FALLBACK_SLICE: Duration = Duration::from_millis(1);
+
+/// Spins of a parked waiter between looks at the clock (one under loom,
+/// where each is a scheduling point to explore).
+const PARK_SPINS: u32 = if cfg!(loom) { 1 } else { 64 };
 
 /// How long a parked waiter spins before it goes to sleep: about the cost of
 /// a futex wake-up on a virtual machine, so that a peer that answers within
 /// it is caught without one, while a long wait costs at most this much CPU.
 pub const PARK_SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// [`PARK_SLICE`], unless a test made it longer ([`set_park_slice`]).
+fn park_slice() -> Duration {
+    #[cfg(not(loom))]
+    {
+        // Relaxed: a setting, read on the slow path; any value seen is one
+        // that was set.
+        let ms = PARK_SLICE_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if ms != 0 {
+            return Duration::from_millis(ms);
+        }
+    }
+    PARK_SLICE
+}
+
+#[cfg(not(loom))]
+static PARK_SLICE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets this process's longest single sleep of a parked waiter, instead of
+/// [`PARK_SLICE`]. For tests of the wake-up protocol: with a slice longer
+/// than the test's deadline, a lost wake-up is a timeout rather than a
+/// 50 ms delay nobody notices. Not for production use.
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub fn set_park_slice(slice: Duration) {
+    let ms = u64::try_from(slice.as_millis()).unwrap_or(u64::MAX).max(1);
+    // Relaxed: see park_slice.
+    PARK_SLICE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Who sleeps on and wakes a [`WaitCell`]: which futex the kernel keys it
 /// by (`FUTEX_PRIVATE_FLAG` or not).
@@ -77,6 +130,11 @@ pub(crate) struct WaitCell {
     epoch: AtomicU32,
     /// Number of threads that may be asleep on `epoch`.
     waiters: AtomicU32,
+    /// Under loom, the futex is a mutex and a condition variable, and a
+    /// sleep has no time limit: a lost wake-up is a deadlock the model
+    /// checker reports.
+    #[cfg(loom)]
+    futex: futex::Futex,
 }
 
 impl WaitCell {
@@ -84,6 +142,8 @@ impl WaitCell {
         Self {
             epoch: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            #[cfg(loom)]
+            futex: futex::Futex::default(),
         }
     }
 
@@ -103,10 +163,12 @@ impl WaitCell {
     /// the waiters' condition true.
     #[inline]
     pub(crate) fn notify(&self, sharing: Sharing) {
-        // SYNC POINT wake: SeqCst fence between the caller's publishing store
-        // and the load of `waiters`; pairs with the fence in `wait` between the
-        // waiter's increment of `waiters` and its re-check of the condition.
-        fence(Ordering::SeqCst);
+        // SYNC POINT wake: the light half of the barrier between the caller's
+        // publishing store and the load of `waiters`; pairs with the heavy
+        // half in `sleep_until`, between the waiter's increment of `waiters`
+        // and its re-check of the condition.
+        barrier::light();
+        // Relaxed: ordered by the barrier pair above.
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.wake(sharing);
         }
@@ -117,7 +179,7 @@ impl WaitCell {
         // Release: orders the wake after the publish for a sleeper that reads
         // the epoch (Acquire in `wait`).
         self.epoch.fetch_add(1, Ordering::Release);
-        futex::wake_all(&self.epoch, sharing);
+        futex::wake_all(self, sharing);
     }
 
     /// Sleeps until `ready()` is true, the deadline passes, or [`PARK_SLICE`]
@@ -130,19 +192,23 @@ impl WaitCell {
     ) -> bool {
         // Acquire: pairs with the Release increment in `wake`.
         let epoch = self.epoch.load(Ordering::Acquire);
+        // Relaxed: ordered by the barrier below.
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        // SYNC POINT wake: pairs with the fence in `notify`.
-        fence(Ordering::SeqCst);
+        // SYNC POINT wake: the heavy half; pairs with the light half in
+        // `notify`.
+        let paired = barrier::heavy();
         let done = ready();
         if !done {
-            let mut slice = PARK_SLICE;
+            let mut slice = if paired { park_slice() } else { FALLBACK_SLICE };
             if let Some(d) = deadline {
                 slice = slice.min(d.saturating_duration_since(Instant::now()));
             }
             if !slice.is_zero() {
-                futex::wait(&self.epoch, epoch, slice, sharing);
+                futex::wait(self, epoch, slice, sharing);
             }
         }
+        // Relaxed: a count only; a notify that still sees it makes one
+        // needless wake-up call.
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         done
     }
@@ -427,16 +493,134 @@ where
     outcome.unwrap_or_else(|| Err(E::blocked(pending.expect("the last try was blocked"))))
 }
 
+/// The two halves of the barrier between a publisher's store and its look
+/// for sleepers, and a sleeper's announcement and its re-check (see
+/// "Waking without a lost wakeup" in the module documentation).
+pub(crate) mod barrier {
+    #[cfg(all(target_os = "linux", not(loom)))]
+    use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
+
+    /// This process has not asked the kernel yet.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const UNKNOWN: u8 = 0;
+    /// Registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: the light half is a
+    /// compiler fence.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const ASYMMETRIC: u8 = 1;
+    /// No `membarrier` here: both halves are `SeqCst` fences.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const SYMMETRIC: u8 = 2;
+
+    #[cfg(all(target_os = "linux", not(loom)))]
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    // From linux/membarrier.h (not in the libc crate).
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const MEMBARRIER_CMD_QUERY: libc::c_long = 0;
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+
+    #[cfg(all(target_os = "linux", not(loom)))]
+    fn membarrier(cmd: libc::c_long) -> libc::c_long {
+        // SAFETY: membarrier takes two integers (command, flags) and a CPU
+        // id that these commands ignore; it touches no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                cmd,
+                0 as libc::c_long,
+                0 as libc::c_long,
+            )
+        }
+    }
+
+    /// Asks the kernel once whether this process can have the asymmetric
+    /// barrier, and registers it if so. Idempotent: two threads racing here
+    /// both register, which the kernel accepts.
+    #[cfg(all(target_os = "linux", not(loom)))]
+    #[cold]
+    fn init() -> u8 {
+        let wanted = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+        let supported = membarrier(MEMBARRIER_CMD_QUERY);
+        let state = if supported >= 0
+            && supported & wanted == wanted
+            && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+        {
+            ASYMMETRIC
+        } else {
+            SYMMETRIC
+        };
+        // Relaxed: a thread that still reads UNKNOWN comes here again; one
+        // that reads ASYMMETRIC runs in a process the kernel has
+        // registered (the registration returned before this store).
+        STATE.store(state, Ordering::Relaxed);
+        state
+    }
+
+    /// The publisher's half: between its store and its load of the waiter
+    /// count, on every publish.
+    #[inline(always)]
+    pub(crate) fn light() {
+        #[cfg(all(target_os = "linux", not(loom)))]
+        // Relaxed: see init.
+        match STATE.load(Ordering::Relaxed) {
+            // The sleeper's membarrier puts the full barrier in our
+            // instruction stream; only the compiler must keep the store
+            // and the load in program order.
+            ASYMMETRIC => compiler_fence(Ordering::SeqCst),
+            UNKNOWN => {
+                init();
+                // Once, after registering: a sleeper whose membarrier ran
+                // before this process was registered is covered by this
+                // fence and its own barrier, as in the plain pattern.
+                fence(Ordering::SeqCst);
+            }
+            _ => fence(Ordering::SeqCst),
+        }
+        // Under loom, membarrier is modelled by what it guarantees: a full
+        // barrier in the publisher's program between its store and its load
+        // (see the module documentation for why any point will do).
+        #[cfg(any(loom, not(target_os = "linux")))]
+        crate::sync::fence(crate::sync::Ordering::SeqCst);
+    }
+
+    /// The sleeper's half: between its announcement in the waiter count and
+    /// its re-check of the condition, on every sleep. `false` when it could
+    /// only run a local fence while the publisher may rely on `membarrier`:
+    /// the caller then sleeps at most [`FALLBACK_SLICE`](super::FALLBACK_SLICE).
+    pub(crate) fn heavy() -> bool {
+        #[cfg(all(target_os = "linux", not(loom)))]
+        {
+            // Relaxed: see init.
+            let state = match STATE.load(Ordering::Relaxed) {
+                UNKNOWN => init(),
+                s => s,
+            };
+            if state == ASYMMETRIC && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0 {
+                return true;
+            }
+            fence(Ordering::SeqCst);
+            false
+        }
+        #[cfg(any(loom, not(target_os = "linux")))]
+        {
+            crate::sync::fence(crate::sync::Ordering::SeqCst);
+            true
+        }
+    }
+}
+
 #[cfg(all(target_os = "linux", not(loom)))]
 mod futex {
     //! `FUTEX_WAIT`/`FUTEX_WAKE` on an `AtomicU32`: private for in-process
     //! rings, shared (keyed by the physical page) for rings in a mapping that
     //! several processes see.
 
-    use std::sync::atomic::AtomicU32;
     use std::time::Duration;
 
-    use super::Sharing;
+    use super::{Sharing, WaitCell};
 
     fn op(base: libc::c_int, sharing: Sharing) -> libc::c_int {
         match sharing {
@@ -447,7 +631,7 @@ mod futex {
 
     /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns
     /// are fine: every caller re-checks its condition.
-    pub(super) fn wait(word: &AtomicU32, expected: u32, timeout: Duration, sharing: Sharing) {
+    pub(super) fn wait(cell: &WaitCell, expected: u32, timeout: Duration, sharing: Sharing) {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -459,7 +643,7 @@ mod futex {
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
-                word.as_ptr(),
+                cell.epoch.as_ptr(),
                 op(libc::FUTEX_WAIT, sharing),
                 expected,
                 &ts as *const libc::timespec,
@@ -467,14 +651,14 @@ mod futex {
         }
     }
 
-    /// Wakes every thread sleeping on `word`.
-    pub(super) fn wake_all(word: &AtomicU32, sharing: Sharing) {
+    /// Wakes every thread sleeping on the cell's epoch.
+    pub(super) fn wake_all(cell: &WaitCell, sharing: Sharing) {
         // SAFETY: `word` is a live, aligned 4-byte atomic; FUTEX_WAKE does not
         // dereference anything else.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
-                word.as_ptr(),
+                cell.epoch.as_ptr(),
                 op(libc::FUTEX_WAKE, sharing),
                 i32::MAX,
             );
@@ -482,21 +666,56 @@ mod futex {
     }
 }
 
-#[cfg(any(not(target_os = "linux"), loom))]
+#[cfg(all(not(target_os = "linux"), not(loom)))]
 mod futex {
-    //! Fallback without a futex (and under loom, which cannot model one): a
-    //! bounded yield, so `Park` degrades to polling but stays correct.
+    //! Fallback without a futex: a bounded yield, so `Park` degrades to
+    //! polling but stays correct.
 
-    use crate::sync::AtomicU32;
     use std::time::Duration;
 
-    use super::Sharing;
+    use super::{Sharing, WaitCell};
 
-    pub(super) fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration, _sharing: Sharing) {
-        crate::sync::yield_now();
+    pub(super) fn wait(_cell: &WaitCell, _expected: u32, _timeout: Duration, _sharing: Sharing) {
+        std::thread::yield_now();
     }
 
-    pub(super) fn wake_all(_word: &AtomicU32, _sharing: Sharing) {}
+    pub(super) fn wake_all(_cell: &WaitCell, _sharing: Sharing) {}
+}
+
+#[cfg(loom)]
+mod futex {
+    //! The futex as loom can model it: `wait` sleeps on a condition
+    //! variable while the epoch is unchanged, with no time limit, and
+    //! `wake_all` wakes every sleeper under the same mutex. So a wake-up
+    //! the protocol loses leaves a thread asleep for good: a deadlock, which
+    //! loom reports as a failure of the model.
+
+    use std::time::Duration;
+
+    use loom::sync::{Condvar, Mutex};
+
+    use super::{Sharing, WaitCell};
+    use crate::sync::Ordering;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Futex {
+        lock: Mutex<()>,
+        woken: Condvar,
+    }
+
+    pub(super) fn wait(cell: &WaitCell, expected: u32, _timeout: Duration, _sharing: Sharing) {
+        let guard = cell.futex.lock.lock().expect("model mutex");
+        // Checked under the mutex that `wake_all` takes after its epoch
+        // bump, as the kernel checks the word under its hash-bucket lock.
+        if cell.epoch.load(Ordering::Acquire) == expected {
+            drop(cell.futex.woken.wait(guard).expect("model mutex"));
+        }
+    }
+
+    pub(super) fn wake_all(cell: &WaitCell, _sharing: Sharing) {
+        drop(cell.futex.lock.lock().expect("model mutex"));
+        cell.futex.woken.notify_all();
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -198,6 +198,51 @@ fn ring_len_stays_within_capacity_under_races() {
 }
 
 /// Pushes `v` into an MPSC ring, yielding to the model while it is full.
+// ---------------------------------------------------------------- wake-ups
+//
+// Both sides of these channels park (WaitStrategy::Park): under loom a
+// parked thread sleeps on a modelled futex with no time limit, so a wake-up
+// the protocol loses (publisher and sleeper each missing the other's
+// store) leaves a thread asleep for good, and loom fails the model with a
+// deadlock. The barrier pair is the crate's own code: its light half is
+// modelled by what `membarrier` guarantees it (see `wait::barrier`).
+
+/// The consumer sleeps on an empty ring and the producer on a full one,
+/// alternately: every item arrives, in order, and nobody sleeps for ever.
+#[test]
+fn spsc_park_loses_no_wakeup() {
+    model(|| {
+        let (mut tx, mut rx) =
+            spsc::channel_with::<u32>(1, laminar_ring::WaitStrategy::Park).unwrap();
+        let producer = thread::spawn(move || {
+            for v in 0..2 {
+                tx.push(v).unwrap();
+            }
+        });
+        assert_eq!(rx.pop(), Ok(0));
+        assert_eq!(rx.pop(), Ok(1));
+        assert_eq!(rx.pop(), Err(laminar_ring::PopError::Disconnected));
+        producer.join().unwrap();
+    });
+}
+
+/// Two producers and a parking consumer on the smallest MPSC ring.
+#[test]
+fn mpsc_park_loses_no_wakeup() {
+    model_bounded(2, || {
+        let (tx, mut rx) = mpsc::channel_with::<u32>(2, laminar_ring::WaitStrategy::Park).unwrap();
+        let mut tx2 = tx.clone();
+        let mut tx1 = tx;
+        let a = thread::spawn(move || tx1.push(1).unwrap());
+        let b = thread::spawn(move || tx2.push(2).unwrap());
+        let mut got = [rx.pop().unwrap(), rx.pop().unwrap()];
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
 fn mpsc_push_spin(tx: &mut mpsc::Producer<u32>, mut v: u32) {
     loop {
         match tx.try_push(v) {

@@ -145,6 +145,7 @@ fn helper() {
         "panicking-producer" => panicking_producer(&ring),
         "failing-producer" => failing_producer(&ring),
         "session-producer" => session_producer(&ring),
+        "slow-echo" => slow_echo(&ring),
         // Block for ever on an empty ring (no producer ever attached) or a
         // full one (no consumer ever attached), asleep on the futex.
         "parked-consumer" => {
@@ -167,6 +168,70 @@ fn helper() {
         other => panic!("unknown helper role {other}"),
     };
     std::process::exit(code);
+}
+
+/// How long each side of the park/wake test works before it answers:
+/// longer than a parked waiter spins (`PARK_SPIN_TIME`, 50 µs), so that the
+/// other side is asleep on the futex when the answer comes.
+const ANSWER_AFTER: Duration = Duration::from_micros(250);
+
+/// Busy-waits `d` (a sleep would itself be a voluntary context switch, and
+/// the test counts those to show that the waiters slept).
+fn work_for(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+/// Voluntary context switches of this process so far (sleeps on a futex).
+fn voluntary_switches() -> i64 {
+    #[allow(unsafe_code)] // one libc call
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct, and
+    // getrusage writes one rusage through the pointer we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    usage.ru_nvcsw
+}
+
+/// The far side of `parks_and_wakes_thousands_of_times_across_processes`:
+/// pops each ping (asleep until it comes), works, then pushes it back into a
+/// two-slot ring whose reader is slow, so that it also sleeps on a full
+/// ring. Every wait has a deadline far beyond any answer's delay, and the
+/// sleep slice is longer than the deadline: a lost wake-up is a timeout.
+fn slow_echo(ring: &str) -> i32 {
+    laminar_ring::wait::set_park_slice(Duration::from_secs(3600));
+    let rounds = env_u64("ROUNDS");
+    let mut rx = ShmConsumer::<u64>::open(&format!("{ring}-ping")).expect("open ping");
+    let mut tx = ShmProducer::<u64>::open(&format!("{ring}-pong")).expect("open pong");
+    let before = voluntary_switches();
+    for i in 0..rounds {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => assert_eq!(v, i, "ping out of order"),
+            Err(e) => panic!("ping {i}: {e} (a lost wake-up?)"),
+        }
+        work_for(ANSWER_AFTER);
+        // Four answers per ping into a two-slot ring that the parent reads
+        // slowly: the fourth push waits for the parent's second pop, which
+        // comes after its work.
+        for k in 0..4 {
+            if let Err(e) = tx.push_timeout(4 * i + k, Duration::from_secs(30)) {
+                panic!("pong {i}: {e:?} (a lost wake-up?)");
+            }
+        }
+    }
+    let slept = voluntary_switches() - before;
+    eprintln!("slow-echo: {rounds} rounds, {slept} voluntary switches");
+    // The test is about sleeps, two per round here (an empty ping ring, a
+    // full pong ring): fail if this side hardly ever slept.
+    if slept < rounds as i64 {
+        eprintln!("slow-echo slept only {slept} times in {rounds} rounds");
+        return EXIT_OTHER;
+    }
+    EXIT_OK
 }
 
 /// Pushes u64 sequence numbers 0..COUNT in batches, then closes.
@@ -277,18 +342,16 @@ fn record_consumer(ring: &str) -> i32 {
     let mut rx = ShmConsumer::<Record>::open(ring).expect("open consumer");
     let mut bytes = Vec::new();
     loop {
-        let chunk = rx.read_chunk(256);
-        if chunk.is_empty() {
-            match rx.status() {
-                Ok(()) | Err(ShmTryPopError::Empty) => {
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                Err(ShmTryPopError::EndOfStream) => return EXIT_OK,
-                Err(ShmTryPopError::PeerGone) => return EXIT_PEER_GONE,
-                Err(e) => panic!("record consumer: {e}"),
+        let chunk = match rx.read_chunk(256) {
+            Ok(chunk) => chunk,
+            Err(ShmTryPopError::Empty) => {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
             }
-        }
+            Err(ShmTryPopError::EndOfStream) => return EXIT_OK,
+            Err(ShmTryPopError::PeerGone) => return EXIT_PEER_GONE,
+            Err(e) => panic!("record consumer: {e}"),
+        };
         bytes.clear();
         for r in chunk.iter() {
             bytes.extend_from_slice(&r.seq.to_le_bytes());
@@ -1246,6 +1309,52 @@ fn thread_cpu_time() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Both sides sleep on the futex thousands of times, each woken only by the
+/// other process's publish or release: the consumer of each ring on an empty
+/// ring, the echo's producer on a full one. The publishers pay no fence on
+/// their fast path (the sleeper's `membarrier` stands in for it, see
+/// `wait`), so this is the protocol's test across processes. With a sleep
+/// slice longer than every deadline, one lost wake-up fails the test as a
+/// timeout instead of passing as a 50 ms hiccup.
+#[test]
+fn parks_and_wakes_thousands_of_times_across_processes() {
+    laminar_ring::wait::set_park_slice(Duration::from_secs(3600));
+    let rounds: u64 = if cfg!(debug_assertions) { 1_000 } else { 3_000 };
+    let ring = Ring::new("park-wake");
+    let ping_ring = Ring {
+        name: format!("{}-ping", ring.name),
+        dir: ring.dir.clone(),
+    };
+    let pong_ring = Ring {
+        name: format!("{}-pong", ring.name),
+        dir: ring.dir.clone(),
+    };
+    let mut ping = ShmProducer::<u64>::create(&ping_ring.name, 2).unwrap();
+    let mut pong = ShmConsumer::<u64>::create(&pong_ring.name, 2).unwrap();
+    let mut child = spawn_helper("slow-echo", &ring.name, &[("ROUNDS", rounds.to_string())]);
+    let before = voluntary_switches();
+    for i in 0..rounds {
+        ping.push_timeout(i, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("ping {i}: {e:?}"));
+        for k in 0..4 {
+            match pong.pop_timeout(Duration::from_secs(30)) {
+                Ok(v) => assert_eq!(v, 4 * i + k, "pong out of order"),
+                Err(e) => panic!("pong {i}: {e} (a lost wake-up?)"),
+            }
+            // Slow reader: the echo's fourth push waits for a release.
+            work_for(ANSWER_AFTER);
+        }
+    }
+    let slept = voluntary_switches() - before;
+    eprintln!("{rounds} rounds, {slept} voluntary switches here");
+    drop(ping);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(120)), EXIT_OK);
+    assert!(
+        slept >= (rounds / 2) as i64,
+        "the consumer slept only {slept} times in {rounds} rounds"
+    );
 }
 
 #[test]

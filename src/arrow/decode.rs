@@ -330,7 +330,7 @@ impl BatchConsumer {
         let seq = self.inner.read_seq() + index as u64;
         let desc = self
             .inner
-            .read_chunk(index + 1)
+            .chunk(index + 1)
             .get(index)
             .expect("wait_until saw it ready");
         let start = self.check(seq, &desc)?;

@@ -70,7 +70,7 @@ impl Releaser {
         // releases, for the producer derives the free arena from the
         // descriptor at read_seq (encode::release_point). We read every byte
         // of these messages before it (copies, and leases once dropped).
-        rx.read_chunk(n).commit(n);
+        rx.chunk(n).commit(n);
         // Then ends_seen, for the ends reported at positions read_seq has
         // now reached (after read_seq: see ShmConsumer::store_ends_seen).
         rx.store_ends_seen();

@@ -31,7 +31,7 @@ use super::slot::ShmSlot;
 ///
 /// ```compile_fail,E0133
 /// # fn f(rx: &mut laminar_ring::shm::ShmConsumer<u64>) {
-/// let chunk = rx.read_chunk(8);
+/// let chunk = rx.read_chunk(8).unwrap();
 /// let (a, b) = chunk.as_slices();
 /// # }
 /// ```

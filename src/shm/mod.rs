@@ -79,7 +79,8 @@
 //! (a shared futex, keyed by the page, so it works across processes). The
 //! other side wakes it only when the word's waiter count says someone sleeps.
 //! An idle consumer uses no CPU; every sleep is bounded so that it re-checks
-//! its peer's lock. See [`wait`](crate::wait) for the fence this costs.
+//! its peer's lock. Publishing costs no fence for it: see [`wait`](crate::wait)
+//! for the asymmetric barrier that the sleeper pays instead.
 //!
 //! # Untrusted segments
 //!

@@ -295,12 +295,28 @@ fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
     .ok_or_else(|| OpenError::Geometry(format!("{capacity} slots overflow the address space")))
 }
 
+/// Non-blocking polls of an empty ring between two full looks at the
+/// producer (its end log, and the clock for the liveness probe): an empty
+/// `try_pop` in between costs two loads, where reading the clock alone
+/// would cost some 20 ns.
+const POLLS_PER_LOOK: u32 = 64;
+
 /// Rate-limited check of a peer's role lock.
+#[derive(Default)]
 struct PeerProbe {
     last: Option<Instant>,
+    /// Non-blocking polls since the last full look ([`POLLS_PER_LOOK`]).
+    polls: u32,
 }
 
 impl PeerProbe {
+    /// Counts one non-blocking poll; `true` when it is time for a full look.
+    #[inline(always)]
+    fn look_due(&mut self) -> bool {
+        self.polls = self.polls.wrapping_add(1);
+        self.polls.is_multiple_of(POLLS_PER_LOOK)
+    }
+
     /// `Some(alive)` when it is time to ask the kernel again, else `None`.
     fn probe(&mut self, seg: &Segment, role: Role) -> Option<bool> {
         let now = Instant::now();
@@ -516,7 +532,7 @@ impl<T: ShmSlot> ShmProducer<T> {
             Self {
                 core,
                 wait: WaitStrategy::Park,
-                probe: PeerProbe { last: None },
+                probe: PeerProbe::default(),
                 ending: Ending::Close,
                 session,
             },
@@ -776,6 +792,14 @@ pub struct ShmConsumer<T: ShmSlot> {
     core: ConsumerCore<Arc<MappedRing<T>>>,
     wait: WaitStrategy,
     probe: PeerProbe,
+    /// `(producer_sessions, ends_head)` when the last full look at the
+    /// producer found it attached (or not yet come) with no end to report:
+    /// while both words still hold these values, no end has been recorded
+    /// and no producer has come since, so an empty non-blocking poll may
+    /// skip the full look ([`POLLS_PER_LOOK`]). Only a producer that dies
+    /// without a record goes unseen in between, which the full look's
+    /// liveness probe is for.
+    quiet: Option<(u64, u64)>,
     /// The reason of the last `ProducerFailed` this consumer reported, read
     /// from its end record.
     failure: Option<String>,
@@ -870,7 +894,8 @@ impl<T: ShmSlot> ShmConsumer<T> {
         Ok(Self {
             core,
             wait: WaitStrategy::Park,
-            probe: PeerProbe { last: None },
+            probe: PeerProbe::default(),
+            quiet: None,
             failure: None,
             end_source: EndSource::Repeat,
             died_reported: None,
@@ -895,6 +920,46 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if let Some(v) = self.core.try_pop() {
             return Ok(v);
         }
+        if self.nothing_new() {
+            return Err(ShmTryPopError::Empty);
+        }
+        self.pop_after_look()
+    }
+
+    /// [`try_pop`](Self::try_pop) that always looks at the producer when
+    /// the ring is empty: what the blocking calls retry (they poll slowly
+    /// anyway, and must notice a dead producer within the probe interval
+    /// even when each of their polls follows a sleep).
+    fn try_pop_looking(&mut self) -> Result<T, ShmTryPopError> {
+        if let Some(v) = self.core.try_pop() {
+            return Ok(v);
+        }
+        self.pop_after_look()
+    }
+
+    /// Whether an empty poll may skip the full look at the producer: not
+    /// yet due, and nothing recorded and no producer come since the last
+    /// look found nothing to report (see `quiet`). Two loads from the
+    /// producer's line, which the empty poll has just read `write_seq` from.
+    #[inline(always)]
+    fn nothing_new(&mut self) -> bool {
+        let Some((sessions, head)) = self.quiet else {
+            return false;
+        };
+        if self.probe.look_due() {
+            return false;
+        }
+        let line = &self.core.ring().seg.header().producer;
+        // Relaxed (both): compared only; a changed value sends this
+        // consumer to the full look, which loads them again with Acquire.
+        line.producer_sessions.load(Ordering::Relaxed) == sessions
+            && line.ends_head.load(Ordering::Relaxed) == head
+    }
+
+    /// The empty branch of a pop: the full look at the producer, then one
+    /// more try.
+    #[cold]
+    fn pop_after_look(&mut self) -> Result<T, ShmTryPopError> {
         match self.producer_gone(self.core.read_pos()) {
             // The end check may have seen items the first look did not
             // (a write_seq stored in between, or an end record reported
@@ -981,6 +1046,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         let ring = self.core.handle().clone();
         let h = ring.seg.header();
         let line = &h.producer;
+        self.quiet = None;
         loop {
             // SYNC POINT producer_sessions: Acquire pairs with the Release
             // increment in ShmProducer::attach_checked.
@@ -1067,6 +1133,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
             }
             if state != ROLE_ATTACHED || self.probe.probe(&ring.seg, Role::Producer) != Some(false)
             {
+                // Nothing to report until a record comes, a producer
+                // attaches, or (the next full look's probe) this one dies.
+                self.quiet = Some((sessions, head));
                 return None;
             }
             // The lock is free: the producer of session `sessions` died
@@ -1134,7 +1203,8 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::EndOfStream`] or [`ShmPopError::PeerGone`] once drained.
     pub fn pop(&mut self) -> Result<T, ShmPopError> {
-        retry_until(self, None, (), |rx, ()| rx.try_pop()).map_err(ShmTryPopError::into_pop_error)
+        retry_until(self, None, (), |rx, ()| rx.try_pop_looking())
+            .map_err(ShmTryPopError::into_pop_error)
     }
 
     /// Pops the oldest item, waiting at most `timeout`.
@@ -1144,7 +1214,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// [`ShmPopError::Timeout`], `EndOfStream` or `PeerGone`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, ShmPopError> {
         let deadline = Instant::now().checked_add(timeout);
-        retry_until(self, deadline, (), |rx, ()| rx.try_pop())
+        retry_until(self, deadline, (), |rx, ()| rx.try_pop_looking())
             .map_err(ShmTryPopError::into_pop_error)
     }
 
@@ -1167,8 +1237,55 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// than lending `&[T]` over memory the producer's process maps: see
     /// [`ShmReadChunk::as_slices`] for reading in place from a trusted
     /// producer.
+    ///
+    /// # Errors
+    ///
+    /// When no item is ready, as [`try_pop`](Self::try_pop):
+    /// [`ShmTryPopError::Empty`], or once drained `EndOfStream`,
+    /// `ProducerFailed` or `PeerGone`. A chunk is never empty unless `max`
+    /// is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use laminar_ring::shm::{SegmentOptions, ShmConsumer, ShmProducer, ShmTryPopError};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("read-chunk-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let opts = SegmentOptions { dir: dir.clone(), ..SegmentOptions::default() };
+    /// let mut rx = ShmConsumer::<u64>::create_with("ticks", 64, &opts)?;
+    /// let mut tx = ShmProducer::<u64>::open_with("ticks", &opts)?;
+    /// assert!(matches!(rx.read_chunk(8), Err(ShmTryPopError::Empty)));
+    /// tx.push_slice(&[1, 2, 3]);
+    /// tx.close();
+    /// let chunk = rx.read_chunk(8)?;
+    /// assert_eq!(chunk.iter().collect::<Vec<_>>(), [1, 2, 3]);
+    /// chunk.commit_all();
+    /// assert!(matches!(rx.read_chunk(8), Err(ShmTryPopError::EndOfStream)));
+    /// # drop(rx);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
     #[cfg(not(loom))]
-    pub fn read_chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
+    pub fn read_chunk(&mut self, max: usize) -> Result<ShmReadChunk<'_, T>, ShmTryPopError> {
+        if self.core.available(1) == 0 {
+            if self.nothing_new() {
+                return Err(ShmTryPopError::Empty);
+            }
+            match self.producer_gone(self.core.read_pos()) {
+                Some(gone) => return Err(gone),
+                None if self.core.available(1) == 0 => return Err(ShmTryPopError::Empty),
+                None => {}
+            }
+        }
+        Ok(self.chunk(max))
+    }
+
+    /// Up to `max` ready items as a chunk, possibly empty, without looking
+    /// at the producer.
+    #[cfg(not(loom))]
+    pub(crate) fn chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
         let (first, second) = self.core.ready_runs(max);
         // SAFETY: ready_runs returns published, unread items of this consumer,
         // the next sequences in order; the chunk borrows the consumer mutably.
