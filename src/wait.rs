@@ -167,7 +167,7 @@ impl WaitCell {
         // publishing store and the load of `waiters`; pairs with the heavy
         // half in `sleep_until`, between the waiter's increment of `waiters`
         // and its re-check of the condition.
-        barrier::light();
+        barrier::light(sharing);
         // Relaxed: ordered by the barrier pair above.
         if self.waiters.load(Ordering::Relaxed) != 0 {
             self.wake(sharing);
@@ -196,7 +196,7 @@ impl WaitCell {
         self.waiters.fetch_add(1, Ordering::Relaxed);
         // SYNC POINT wake: the heavy half; pairs with the light half in
         // `notify`.
-        let paired = barrier::heavy();
+        let paired = barrier::heavy(sharing);
         let done = ready();
         if !done {
             let mut slice = if paired { park_slice() } else { FALLBACK_SLICE };
@@ -496,23 +496,31 @@ where
 /// The two halves of the barrier between a publisher's store and its look
 /// for sleepers, and a sleeper's announcement and its re-check (see
 /// "Waking without a lost wakeup" in the module documentation).
-pub(crate) mod barrier {
+///
+/// Rings in one process use `membarrier`'s private commands (a barrier on
+/// the CPUs running this process's threads); rings across processes its
+/// global ones (every process registered for them). Each kind is
+/// registered on its first use.
+#[doc(hidden)]
+pub mod barrier {
+    use super::Sharing;
+
     #[cfg(all(target_os = "linux", not(loom)))]
     use std::sync::atomic::{AtomicU8, Ordering, compiler_fence, fence};
 
     /// This process has not asked the kernel yet.
     #[cfg(all(target_os = "linux", not(loom)))]
     const UNKNOWN: u8 = 0;
-    /// Registered for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: the light half is a
-    /// compiler fence.
+    /// Registered: the light half is a compiler fence.
     #[cfg(all(target_os = "linux", not(loom)))]
     const ASYMMETRIC: u8 = 1;
     /// No `membarrier` here: both halves are `SeqCst` fences.
     #[cfg(all(target_os = "linux", not(loom)))]
     const SYMMETRIC: u8 = 2;
 
+    /// Per [`Sharing`]: `[ThisProcess, AcrossProcesses]`.
     #[cfg(all(target_os = "linux", not(loom)))]
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    static STATE: [AtomicU8; 2] = [AtomicU8::new(UNKNOWN), AtomicU8::new(UNKNOWN)];
 
     // From linux/membarrier.h (not in the libc crate).
     #[cfg(all(target_os = "linux", not(loom)))]
@@ -521,6 +529,30 @@ pub(crate) mod barrier {
     const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_long = 1 << 1;
     #[cfg(all(target_os = "linux", not(loom)))]
     const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_long = 1 << 2;
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    #[cfg(all(target_os = "linux", not(loom)))]
+    const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+    /// The commands of one kind of sharing: (barrier, register).
+    #[cfg(all(target_os = "linux", not(loom)))]
+    fn commands(sharing: Sharing) -> (libc::c_long, libc::c_long) {
+        match sharing {
+            Sharing::ThisProcess => (
+                MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            ),
+            Sharing::AcrossProcesses => (
+                MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            ),
+        }
+    }
+
+    #[cfg(all(target_os = "linux", not(loom)))]
+    fn state_of(sharing: Sharing) -> &'static AtomicU8 {
+        &STATE[sharing as usize]
+    }
 
     #[cfg(all(target_os = "linux", not(loom)))]
     fn membarrier(cmd: libc::c_long) -> libc::c_long {
@@ -537,16 +569,16 @@ pub(crate) mod barrier {
     }
 
     /// Asks the kernel once whether this process can have the asymmetric
-    /// barrier, and registers it if so. Idempotent: two threads racing here
-    /// both register, which the kernel accepts.
+    /// barrier for `sharing`, and registers it if so. Idempotent: two
+    /// threads racing here both register, which the kernel accepts.
     #[cfg(all(target_os = "linux", not(loom)))]
     #[cold]
-    fn init() -> u8 {
-        let wanted = MEMBARRIER_CMD_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED;
+    fn init(sharing: Sharing) -> u8 {
+        let (barrier, register) = commands(sharing);
         let supported = membarrier(MEMBARRIER_CMD_QUERY);
         let state = if supported >= 0
-            && supported & wanted == wanted
-            && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0
+            && supported & (barrier | register) == barrier | register
+            && membarrier(register) == 0
         {
             ASYMMETRIC
         } else {
@@ -555,23 +587,23 @@ pub(crate) mod barrier {
         // Relaxed: a thread that still reads UNKNOWN comes here again; one
         // that reads ASYMMETRIC runs in a process the kernel has
         // registered (the registration returned before this store).
-        STATE.store(state, Ordering::Relaxed);
+        state_of(sharing).store(state, Ordering::Relaxed);
         state
     }
 
     /// The publisher's half: between its store and its load of the waiter
     /// count, on every publish.
     #[inline(always)]
-    pub(crate) fn light() {
+    pub(crate) fn light(sharing: Sharing) {
         #[cfg(all(target_os = "linux", not(loom)))]
         // Relaxed: see init.
-        match STATE.load(Ordering::Relaxed) {
+        match state_of(sharing).load(Ordering::Relaxed) {
             // The sleeper's membarrier puts the full barrier in our
             // instruction stream; only the compiler must keep the store
             // and the load in program order.
             ASYMMETRIC => compiler_fence(Ordering::SeqCst),
             UNKNOWN => {
-                init();
+                init(sharing);
                 // Once, after registering: a sleeper whose membarrier ran
                 // before this process was registered is covered by this
                 // fence and its own barrier, as in the plain pattern.
@@ -583,32 +615,57 @@ pub(crate) mod barrier {
         // barrier in the publisher's program between its store and its load
         // (see the module documentation for why any point will do).
         #[cfg(any(loom, not(target_os = "linux")))]
-        crate::sync::fence(crate::sync::Ordering::SeqCst);
+        {
+            let _ = sharing;
+            crate::sync::fence(crate::sync::Ordering::SeqCst);
+        }
     }
 
     /// The sleeper's half: between its announcement in the waiter count and
     /// its re-check of the condition, on every sleep. `false` when it could
-    /// only run a local fence while the publisher may rely on `membarrier`:
-    /// the caller then sleeps at most [`FALLBACK_SLICE`](super::FALLBACK_SLICE).
-    pub(crate) fn heavy() -> bool {
+    /// only run a local fence while a publisher in another process may rely
+    /// on `membarrier`: the caller then sleeps at most
+    /// [`FALLBACK_SLICE`](super::FALLBACK_SLICE). (A publisher in this
+    /// process uses fences too in that case, so in-process rings never
+    /// fall back.)
+    pub(crate) fn heavy(sharing: Sharing) -> bool {
         #[cfg(all(target_os = "linux", not(loom)))]
         {
             // Relaxed: see init.
-            let state = match STATE.load(Ordering::Relaxed) {
-                UNKNOWN => init(),
+            let state = match state_of(sharing).load(Ordering::Relaxed) {
+                UNKNOWN => init(sharing),
                 s => s,
             };
-            if state == ASYMMETRIC && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0 {
+            if state == ASYMMETRIC && membarrier(commands(sharing).0) == 0 {
                 return true;
             }
             fence(Ordering::SeqCst);
-            false
+            sharing == Sharing::ThisProcess && state == SYMMETRIC
         }
         #[cfg(any(loom, not(target_os = "linux")))]
         {
+            let _ = sharing;
             crate::sync::fence(crate::sync::Ordering::SeqCst);
             true
         }
+    }
+
+    /// Whether this process uses the asymmetric barrier for rings in shared
+    /// memory (asking the kernel if it has not yet): what a test of the
+    /// wake-up protocol across processes checks before it claims to test it.
+    #[doc(hidden)]
+    pub fn asymmetric_across_processes() -> bool {
+        #[cfg(all(target_os = "linux", not(loom)))]
+        {
+            let sharing = Sharing::AcrossProcesses;
+            // Relaxed: see init.
+            match state_of(sharing).load(Ordering::Relaxed) {
+                UNKNOWN => init(sharing) == ASYMMETRIC,
+                s => s == ASYMMETRIC,
+            }
+        }
+        #[cfg(any(loom, not(target_os = "linux")))]
+        false
     }
 }
 

@@ -197,7 +197,6 @@ fn ring_len_stays_within_capacity_under_races() {
     });
 }
 
-/// Pushes `v` into an MPSC ring, yielding to the model while it is full.
 // ---------------------------------------------------------------- wake-ups
 //
 // Both sides of these channels park (WaitStrategy::Park): under loom a
@@ -226,23 +225,32 @@ fn spsc_park_loses_no_wakeup() {
     });
 }
 
-/// Two producers and a parking consumer on the smallest MPSC ring.
+/// Two producers and a parking consumer on the smallest MPSC ring; three
+/// items for two slots, so a producer may sleep on a full ring too.
 #[test]
 fn mpsc_park_loses_no_wakeup() {
     model_bounded(2, || {
         let (tx, mut rx) = mpsc::channel_with::<u32>(2, laminar_ring::WaitStrategy::Park).unwrap();
         let mut tx2 = tx.clone();
         let mut tx1 = tx;
-        let a = thread::spawn(move || tx1.push(1).unwrap());
+        let a = thread::spawn(move || {
+            tx1.push(1).unwrap();
+            tx1.push(3).unwrap();
+        });
         let b = thread::spawn(move || tx2.push(2).unwrap());
-        let mut got = [rx.pop().unwrap(), rx.pop().unwrap()];
+        let mut got = [rx.pop().unwrap(), rx.pop().unwrap(), rx.pop().unwrap()];
+        // Producer 1's items in its order.
+        let first = got.iter().position(|&v| v == 1).unwrap();
+        let third = got.iter().position(|&v| v == 3).unwrap();
+        assert!(first < third, "producer 1's items out of order: {got:?}");
         got.sort_unstable();
-        assert_eq!(got, [1, 2]);
+        assert_eq!(got, [1, 2, 3]);
         a.join().unwrap();
         b.join().unwrap();
     });
 }
 
+/// Pushes `v` into an MPSC ring, yielding to the model while it is full.
 fn mpsc_push_spin(tx: &mut mpsc::Producer<u32>, mut v: u32) {
     loop {
         match tx.try_push(v) {

@@ -145,6 +145,7 @@ fn helper() {
         "panicking-producer" => panicking_producer(&ring),
         "failing-producer" => failing_producer(&ring),
         "session-producer" => session_producer(&ring),
+        "park-ping" => park_ping(&ring),
         "slow-echo" => slow_echo(&ring),
         // Block for ever on an empty ring (no producer ever attached) or a
         // full one (no consumer ever attached), asleep on the futex.
@@ -170,13 +171,8 @@ fn helper() {
     std::process::exit(code);
 }
 
-/// How long each side of the park/wake test works before it answers:
-/// longer than a parked waiter spins (`PARK_SPIN_TIME`, 50 µs), so that the
-/// other side is asleep on the futex when the answer comes.
-const ANSWER_AFTER: Duration = Duration::from_micros(250);
-
 /// Busy-waits `d` (a sleep would itself be a voluntary context switch, and
-/// the test counts those to show that the waiters slept).
+/// the park/wake test counts those to show that the waiters slept).
 fn work_for(d: Duration) {
     let until = Instant::now() + d;
     while Instant::now() < until {
@@ -184,7 +180,16 @@ fn work_for(d: Duration) {
     }
 }
 
-/// Voluntary context switches of this process so far (sleeps on a futex).
+/// A delay around a parked waiter's spin time (`PARK_SPIN_TIME`, 50 µs):
+/// up to twice it, so that the answer comes sometimes while the waiter
+/// spins, sometimes while it is on its way to sleep, sometimes once it
+/// sleeps.
+fn answer_delay(rng: &mut Rng) -> Duration {
+    Duration::from_micros(rng.below(2 * laminar_ring::wait::PARK_SPIN_TIME.as_micros() as u64 + 1))
+}
+
+/// Voluntary context switches of this (single-threaded) helper process so
+/// far: its sleeps on a futex.
 fn voluntary_switches() -> i64 {
     #[allow(unsafe_code)] // one libc call
     // SAFETY: an all-zero rusage is a valid value of the plain C struct, and
@@ -197,40 +202,86 @@ fn voluntary_switches() -> i64 {
     usage.ru_nvcsw
 }
 
-/// The far side of `parks_and_wakes_thousands_of_times_across_processes`:
-/// pops each ping (asleep until it comes), works, then pushes it back into a
-/// two-slot ring whose reader is slow, so that it also sleeps on a full
-/// ring. Every wait has a deadline far beyond any answer's delay, and the
-/// sleep slice is longer than the deadline: a lost wake-up is a timeout.
-fn slow_echo(ring: &str) -> i32 {
+/// Every wait of the park/wake test: far beyond any answer's delay.
+const PARK_TEST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Checks what a park/wake helper must know before it claims to test the
+/// protocol, and sets the sleep slice beyond every deadline, so that a
+/// lost wake-up is a timeout rather than a 50 ms delay nobody notices.
+fn park_test_setup() {
+    assert!(
+        laminar_ring::wait::barrier::asymmetric_across_processes(),
+        "this kernel refuses membarrier: the park/wake test would not test the asymmetric barrier"
+    );
     laminar_ring::wait::set_park_slice(Duration::from_secs(3600));
+}
+
+/// The near side of `parks_and_wakes_thousands_of_times_across_processes`,
+/// a helper process (the sleep slice it sets is process-wide, so it is not
+/// set in the test binary's own process): creates the rings, starts the far
+/// side, sends each ping and reads its four answers, each after a random
+/// delay.
+fn park_ping(ring: &str) -> i32 {
+    park_test_setup();
     let rounds = env_u64("ROUNDS");
+    let mut rng = Rng::from_env_or_time();
+    let mut ping = ShmProducer::<u64>::create(&format!("{ring}-ping"), 2).expect("create ping");
+    let mut pong = ShmConsumer::<u64>::create(&format!("{ring}-pong"), 2).expect("create pong");
+    let mut echo = spawn_helper("slow-echo", ring, &[("ROUNDS", rounds.to_string())]);
+    let before = voluntary_switches();
+    for i in 0..rounds {
+        if let Err(e) = ping.push_timeout(i, PARK_TEST_DEADLINE) {
+            panic!("ping {i}: {e:?} (a lost wake-up?)");
+        }
+        for k in 0..4 {
+            match pong.pop_timeout(PARK_TEST_DEADLINE) {
+                Ok(v) => assert_eq!(v, 4 * i + k, "pong out of order"),
+                Err(e) => panic!("pong {i}: {e} (a lost wake-up?)"),
+            }
+            // A slow reader: the echo's later pushes wait for a release.
+            work_for(answer_delay(&mut rng));
+        }
+    }
+    let slept = voluntary_switches() - before;
+    drop(ping);
+    assert_eq!(wait_exit(&mut echo, Duration::from_secs(120)), EXIT_OK);
+    eprintln!("park-ping: {rounds} rounds, {slept} sleeps");
+    // The test is about sleeps: fail if this side hardly ever slept.
+    assert!(
+        slept >= (rounds / 8) as i64,
+        "park-ping slept only {slept} times"
+    );
+    EXIT_OK
+}
+
+/// The far side: pops each ping (asleep or not, as the delay has it), works
+/// a random while, then pushes four answers into a two-slot ring whose
+/// reader is slow, so that it also waits on a full ring.
+fn slow_echo(ring: &str) -> i32 {
+    park_test_setup();
+    let rounds = env_u64("ROUNDS");
+    let mut rng = Rng::from_env_or_time();
     let mut rx = ShmConsumer::<u64>::open(&format!("{ring}-ping")).expect("open ping");
     let mut tx = ShmProducer::<u64>::open(&format!("{ring}-pong")).expect("open pong");
     let before = voluntary_switches();
     for i in 0..rounds {
-        match rx.pop_timeout(Duration::from_secs(30)) {
+        match rx.pop_timeout(PARK_TEST_DEADLINE) {
             Ok(v) => assert_eq!(v, i, "ping out of order"),
             Err(e) => panic!("ping {i}: {e} (a lost wake-up?)"),
         }
-        work_for(ANSWER_AFTER);
-        // Four answers per ping into a two-slot ring that the parent reads
-        // slowly: the fourth push waits for the parent's second pop, which
-        // comes after its work.
+        work_for(answer_delay(&mut rng));
         for k in 0..4 {
-            if let Err(e) = tx.push_timeout(4 * i + k, Duration::from_secs(30)) {
+            if let Err(e) = tx.push_timeout(4 * i + k, PARK_TEST_DEADLINE) {
                 panic!("pong {i}: {e:?} (a lost wake-up?)");
             }
         }
     }
     let slept = voluntary_switches() - before;
-    eprintln!("slow-echo: {rounds} rounds, {slept} voluntary switches");
-    // The test is about sleeps, two per round here (an empty ping ring, a
-    // full pong ring): fail if this side hardly ever slept.
-    if slept < rounds as i64 {
-        eprintln!("slow-echo slept only {slept} times in {rounds} rounds");
-        return EXIT_OTHER;
-    }
+    eprintln!("slow-echo: {rounds} rounds, {slept} sleeps");
+    assert!(
+        slept >= (rounds / 8) as i64,
+        "slow-echo slept only {slept} times"
+    );
     EXIT_OK
 }
 
@@ -1311,50 +1362,30 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Both sides sleep on the futex thousands of times, each woken only by the
-/// other process's publish or release: the consumer of each ring on an empty
-/// ring, the echo's producer on a full one. The publishers pay no fence on
-/// their fast path (the sleeper's `membarrier` stands in for it, see
-/// `wait`), so this is the protocol's test across processes. With a sleep
-/// slice longer than every deadline, one lost wake-up fails the test as a
-/// timeout instead of passing as a 50 ms hiccup.
+/// Smoke test of the wake-up protocol across processes: two
+/// single-threaded helper processes sleep on the futex thousands of times,
+/// each woken only by the other's publish or release (the consumer of each
+/// ring on an empty ring, the echo's producer on a full one), with answers
+/// delayed at random around the waiters' spin time. The publishers pay no
+/// fence on their fast path (the sleeper's `membarrier` stands in for it,
+/// see `wait`). With a sleep slice longer than every deadline, one lost
+/// wake-up fails the test as a timeout instead of passing as a 50 ms
+/// hiccup. The race it would lose is narrow: the loom models in
+/// tests/loom.rs are the proof, this is the same code between processes.
 #[test]
 fn parks_and_wakes_thousands_of_times_across_processes() {
-    laminar_ring::wait::set_park_slice(Duration::from_secs(3600));
-    let rounds: u64 = if cfg!(debug_assertions) { 1_000 } else { 3_000 };
+    let rounds: u64 = if cfg!(debug_assertions) { 1_000 } else { 4_000 };
     let ring = Ring::new("park-wake");
-    let ping_ring = Ring {
+    let _ping = Ring {
         name: format!("{}-ping", ring.name),
         dir: ring.dir.clone(),
     };
-    let pong_ring = Ring {
+    let _pong = Ring {
         name: format!("{}-pong", ring.name),
         dir: ring.dir.clone(),
     };
-    let mut ping = ShmProducer::<u64>::create(&ping_ring.name, 2).unwrap();
-    let mut pong = ShmConsumer::<u64>::create(&pong_ring.name, 2).unwrap();
-    let mut child = spawn_helper("slow-echo", &ring.name, &[("ROUNDS", rounds.to_string())]);
-    let before = voluntary_switches();
-    for i in 0..rounds {
-        ping.push_timeout(i, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("ping {i}: {e:?}"));
-        for k in 0..4 {
-            match pong.pop_timeout(Duration::from_secs(30)) {
-                Ok(v) => assert_eq!(v, 4 * i + k, "pong out of order"),
-                Err(e) => panic!("pong {i}: {e} (a lost wake-up?)"),
-            }
-            // Slow reader: the echo's fourth push waits for a release.
-            work_for(ANSWER_AFTER);
-        }
-    }
-    let slept = voluntary_switches() - before;
-    eprintln!("{rounds} rounds, {slept} voluntary switches here");
-    drop(ping);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(120)), EXIT_OK);
-    assert!(
-        slept >= (rounds / 2) as i64,
-        "the consumer slept only {slept} times in {rounds} rounds"
-    );
+    let mut near = spawn_helper("park-ping", &ring.name, &[("ROUNDS", rounds.to_string())]);
+    assert_eq!(wait_exit(&mut near, Duration::from_secs(180)), EXIT_OK);
 }
 
 #[test]

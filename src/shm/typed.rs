@@ -127,6 +127,7 @@ impl<T: ShmSlot> MappedRing<T> {
 // are the header's, shared by every process attached to the segment.
 unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     type Item = T;
+    const TRUSTED: bool = false;
 
     #[inline(always)]
     fn capacity(&self) -> usize {
@@ -169,6 +170,18 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     }
 
     #[inline(always)]
+    unsafe fn write_to(slot: *mut T, value: T) {
+        // SAFETY: as write_slot (the caller's promise); volatile, as there.
+        unsafe { slot.write_volatile(value) }
+    }
+
+    #[inline(always)]
+    unsafe fn read_from(slot: *const T) -> T {
+        // SAFETY: as read_slot (the caller's promise); volatile, as there.
+        unsafe { slot.read_volatile() }
+    }
+
+    #[inline(always)]
     unsafe fn copy_into_slots(&self, src: *const T, dst: *mut T, n: usize) {
         for i in 0..n {
             // SAFETY: the caller gives n valid values at src and n owned free
@@ -185,6 +198,11 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
             // a value (as read_slot).
             unsafe { dst.add(i).write(src.add(i).read_volatile()) }
         }
+    }
+
+    #[inline(always)]
+    fn wakes(&self) -> bool {
+        true // either side may park, in another process
     }
 
     #[inline(always)]
@@ -296,25 +314,53 @@ fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
 }
 
 /// Non-blocking polls of an empty ring between two full looks at the
-/// producer (its end log, and the clock for the liveness probe): an empty
-/// `try_pop` in between costs two loads, where reading the clock alone
-/// would cost some 20 ns.
+/// producer (its end log, and the clock for the liveness probe), while
+/// polls come fast: an empty `try_pop` in between costs two loads, where
+/// reading the clock alone would cost some 20 ns. When 64 polls take longer
+/// than [`PROBE_INTERVAL`], every poll looks (the clock is then cheap next
+/// to the caller's pace), so a dead producer is still noticed within about
+/// the probe interval, however slowly the caller polls.
 const POLLS_PER_LOOK: u32 = 64;
 
 /// Rate-limited check of a peer's role lock.
 #[derive(Default)]
 struct PeerProbe {
     last: Option<Instant>,
-    /// Non-blocking polls since the last full look ([`POLLS_PER_LOOK`]).
+    /// Non-blocking polls since the last full look.
     polls: u32,
+    /// Polls between full looks: [`POLLS_PER_LOOK`] while polls come fast,
+    /// 1 (every poll looks) while they come slowly; 0 until the first look.
+    stride: u32,
+    /// When the current stride of polls began.
+    since: Option<Instant>,
 }
 
 impl PeerProbe {
     /// Counts one non-blocking poll; `true` when it is time for a full look.
     #[inline(always)]
     fn look_due(&mut self) -> bool {
-        self.polls = self.polls.wrapping_add(1);
-        self.polls.is_multiple_of(POLLS_PER_LOOK)
+        self.polls += 1;
+        if self.polls < self.stride {
+            return false;
+        }
+        self.rearm();
+        true
+    }
+
+    /// Starts the next stride of polls, as long as the pace of the last one
+    /// says.
+    #[cold]
+    fn rearm(&mut self) {
+        let now = Instant::now();
+        let slow = self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= PROBE_INTERVAL);
+        self.stride = if slow { 1 } else { POLLS_PER_LOOK };
+        // A slow caller times each poll; a fast one each stride of them.
+        if self.polls >= POLLS_PER_LOOK || slow {
+            self.since = Some(now);
+        }
+        self.polls = 0;
     }
 
     /// `Some(alive)` when it is time to ask the kernel again, else `None`.
@@ -528,6 +574,13 @@ impl<T: ShmSlot> ShmProducer<T> {
             .producer_sessions
             .fetch_add(1, Ordering::Release)
             .wrapping_add(1);
+        // A consumer waiting for the next session (the Arrow layer's, after
+        // an end) wakes now, not at the end of its sleep slice.
+        ring.seg
+            .header()
+            .not_empty
+            .cell
+            .notify(Sharing::AcrossProcesses);
         Ok((
             Self {
                 core,
@@ -550,7 +603,7 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// # Errors
     ///
     /// [`ShmPushError::Full`] with the value.
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&mut self, value: T) -> Result<(), ShmPushError<T>> {
         self.core.try_push(value).map_err(ShmPushError::Full)
     }
@@ -915,7 +968,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmTryPopError::Empty`], or once drained `EndOfStream` (producer
     /// closed) or `PeerGone` (producer died).
-    #[inline]
+    #[inline(always)]
     pub fn try_pop(&mut self) -> Result<T, ShmTryPopError> {
         if let Some(v) = self.core.try_pop() {
             return Ok(v);
@@ -959,6 +1012,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// The empty branch of a pop: the full look at the producer, then one
     /// more try.
     #[cold]
+    #[inline(never)]
     fn pop_after_look(&mut self) -> Result<T, ShmTryPopError> {
         match self.producer_gone(self.core.read_pos()) {
             // The end check may have seen items the first look did not
@@ -1130,6 +1184,17 @@ impl<T: ShmSlot> ShmConsumer<T> {
                     self.failure = (kind == END_FAILED).then(|| newest.reason.load());
                     return Some(end_error(kind));
                 }
+            }
+            if state == ROLE_ATTACHED
+                && self.died_reported == Some(sessions)
+                && line.write_seq.load(Ordering::Acquire) == pos
+            {
+                // Found dead already, and nothing moved since (a next
+                // producer would have counted a session): dead still. Say
+                // so again without waiting for the probe's next turn.
+                self.end_source = EndSource::Repeat;
+                self.failure = None;
+                return Some(ShmTryPopError::PeerGone);
             }
             if state != ROLE_ATTACHED || self.probe.probe(&ring.seg, Role::Producer) != Some(false)
             {
