@@ -28,14 +28,100 @@ use crate::sync::Ordering;
 type Run<H> = crate::ring_buffer::Run<<<H as Deref>::Target as SlotRing>::Item>;
 
 /// The producing side of the SPSC protocol.
-pub(crate) struct ProducerCore<H> {
+pub(crate) struct ProducerCore<H: Deref<Target: SlotRing>> {
     ring: H,
     /// Our own position; `write_seq` in the ring equals it between calls.
     write: u64,
     /// Last `read_seq` we loaded; the consumer may be further along.
     cached_read: u64,
     capacity: u64,
+    /// The ring's slots, so that writing one is no load through the handle.
+    slots: Slots<H>,
+    /// `ring.wakes()`, asked once.
+    wakes: bool,
 }
+
+/// A ring's slot 0 and index mask, copied out of the ring when a core is
+/// made: the slot of `seq` is `base + (seq & mask)`, reached without
+/// loading anything through the core's handle (a `Box` or `Arc` of the
+/// ring, or a mapping). Under loom slots are model cells, reached through
+/// the ring.
+struct Slots<H: Deref<Target: SlotRing>> {
+    #[cfg(not(loom))]
+    base: *mut <H::Target as SlotRing>::Item,
+    #[cfg(not(loom))]
+    mask: u64,
+    #[cfg(loom)]
+    _ring: std::marker::PhantomData<H>,
+}
+
+impl<H: Deref<Target: SlotRing>> Slots<H> {
+    fn of(ring: &H::Target) -> Self {
+        #[cfg(not(loom))]
+        {
+            Self {
+                // SAFETY: computing slot 0's pointer touches nothing.
+                base: unsafe { ring.slot_ptr(0) },
+                mask: ring.capacity() as u64 - 1,
+            }
+        }
+        #[cfg(loom)]
+        {
+            let _ = ring;
+            Self {
+                _ring: std::marker::PhantomData,
+            }
+        }
+    }
+
+    /// Writes `value` into the slot of `seq`, as `ring.write_slot` would.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlotRing::write_slot`], on the ring these slots were copied from.
+    #[inline(always)]
+    unsafe fn write(&self, ring: &H::Target, seq: u64, value: <H::Target as SlotRing>::Item) {
+        #[cfg(not(loom))]
+        {
+            let _ = ring;
+            // SAFETY: slots are contiguous (SlotRing's contract), so slot
+            // `seq & mask` is `base` plus that; the caller's promise is
+            // write_slot's, which write_to shares.
+            unsafe { H::Target::write_to(self.base.add((seq & self.mask) as usize), value) }
+        }
+        // SAFETY: the caller's promise.
+        #[cfg(loom)]
+        unsafe {
+            ring.write_slot(seq, value)
+        }
+    }
+
+    /// Moves the value out of the slot of `seq`, as `ring.read_slot` would.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlotRing::read_slot`], on the ring these slots were copied from.
+    #[inline(always)]
+    unsafe fn read(&self, ring: &H::Target, seq: u64) -> <H::Target as SlotRing>::Item {
+        #[cfg(not(loom))]
+        {
+            let _ = ring;
+            // SAFETY: as in `write`, for read_slot and read_from.
+            unsafe { H::Target::read_from(self.base.add((seq & self.mask) as usize)) }
+        }
+        // SAFETY: the caller's promise.
+        #[cfg(loom)]
+        unsafe {
+            ring.read_slot(seq)
+        }
+    }
+}
+
+// SAFETY: `base` points into the ring that the core's handle `H` keeps
+// alive, and is used only as the ring's own `slot_ptr` would be, by the one
+// side that owns the core; moving the core to another thread moves the
+// handle with it, which needs `H: Send`.
+unsafe impl<H: Deref<Target: SlotRing> + Send> Send for Slots<H> {}
 
 impl<H> ProducerCore<H>
 where
@@ -58,11 +144,15 @@ where
             // wrapping_sub, and is exactly `capacity`.)
             write.wrapping_sub(capacity)
         };
+        let slots = Slots::<H>::of(&ring);
+        let wakes = ring.wakes();
         Self {
             ring,
             write,
             cached_read,
             capacity,
+            slots,
+            wakes,
         }
     }
 
@@ -98,7 +188,9 @@ where
             // malice (shared memory), not ours: keep the cache, so the ring
             // looks full, and reload next time. Never a panic, not even a
             // debug assertion, on what another process wrote.
-            if read <= self.write && self.write - read <= self.capacity {
+            if <H::Target as SlotRing>::TRUSTED
+                || (read <= self.write && self.write - read <= self.capacity)
+            {
                 self.cached_read = read;
             }
             free = self.capacity - self.write.wrapping_sub(self.cached_read);
@@ -117,7 +209,7 @@ where
         }
         // SAFETY: we are the only producer, `write` is unpublished, and
         // free() >= 1 means the consumer has released the slot's previous item.
-        unsafe { self.ring.write_slot(self.write, value) };
+        unsafe { self.slots.write(&self.ring, self.write, value) };
         self.publish(1);
         Ok(())
     }
@@ -181,7 +273,9 @@ where
         self.ring
             .write_seq_atomic()
             .store(self.write, Ordering::Release);
-        self.ring.on_publish();
+        if self.wakes {
+            self.ring.on_publish();
+        }
     }
 
     /// Raw pointers to up to `max` free slots as (at most) two contiguous
@@ -194,13 +288,17 @@ where
 }
 
 /// The consuming side of the SPSC protocol.
-pub(crate) struct ConsumerCore<H> {
+pub(crate) struct ConsumerCore<H: Deref<Target: SlotRing>> {
     ring: H,
     /// Our own position; `read_seq` in the ring equals it between calls.
     read: u64,
     /// Last `write_seq` we loaded; the producer may be further along.
     cached_write: u64,
     capacity: u64,
+    /// The ring's slots (see [`ProducerCore`]'s).
+    slots: Slots<H>,
+    /// `ring.wakes()`, asked once.
+    wakes: bool,
 }
 
 impl<H> ConsumerCore<H>
@@ -215,11 +313,15 @@ where
         // a previous consumer.
         let read = ring.read_seq_atomic().load(Ordering::Acquire);
         let capacity = ring.capacity() as u64;
+        let slots = Slots::<H>::of(&ring);
+        let wakes = ring.wakes();
         Self {
             ring,
             read,
             cached_write: read,
             capacity,
+            slots,
+            wakes,
         }
     }
 
@@ -255,7 +357,9 @@ where
             let write = self.ring.read_limit(write);
             // As in ProducerCore::free: ignore a contradicting position (the
             // ring looks empty) and reload next time; never panic on it.
-            if write >= self.read && write - self.read <= self.capacity {
+            if <H::Target as SlotRing>::TRUSTED
+                || (write >= self.read && write - self.read <= self.capacity)
+            {
                 self.cached_write = write;
             }
             avail = self.cached_write - self.read;
@@ -271,7 +375,7 @@ where
         }
         // SAFETY: `read < cached_write`, so the slot was published (Acquire in
         // available) and we, the only consumer, have not read it yet.
-        let value = unsafe { self.ring.read_slot(self.read) };
+        let value = unsafe { self.slots.read(&self.ring, self.read) };
         self.release(1);
         Some(value)
     }
@@ -339,7 +443,9 @@ where
         self.ring
             .read_seq_atomic()
             .store(self.read, Ordering::Release);
-        self.ring.on_release();
+        if self.wakes {
+            self.ring.on_release();
+        }
     }
 
     /// Raw pointers to up to `max` published items as (at most) two
@@ -377,6 +483,45 @@ where
 mod tests {
     use super::*;
     use crate::RingBuffer;
+    use crate::sync::AtomicU64;
+
+    /// A ring whose other side is not trusted, as one in shared memory is:
+    /// an in-process `RingBuffer` with `TRUSTED = false`.
+    struct Untrusted(RingBuffer<u64>);
+
+    // SAFETY: every method forwards to the RingBuffer, which upholds the
+    // contract.
+    unsafe impl SlotRing for Untrusted {
+        type Item = u64;
+        const TRUSTED: bool = false;
+
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+
+        fn write_seq_atomic(&self) -> &AtomicU64 {
+            self.0.write_seq_atomic()
+        }
+
+        fn read_seq_atomic(&self) -> &AtomicU64 {
+            self.0.read_seq_atomic()
+        }
+
+        unsafe fn slot_ptr(&self, seq: u64) -> *mut u64 {
+            // SAFETY: requirements forwarded to the caller.
+            unsafe { self.0.slot_ptr(seq) }
+        }
+
+        unsafe fn write_slot(&self, seq: u64, value: u64) {
+            // SAFETY: requirements forwarded to the caller.
+            unsafe { self.0.write_slot(seq, value) }
+        }
+
+        unsafe fn read_slot(&self, seq: u64) -> u64 {
+            // SAFETY: requirements forwarded to the caller.
+            unsafe { self.0.read_slot(seq) }
+        }
+    }
 
     /// Positions the other side stores are input (in shared memory, from
     /// another process): a contradicting one makes this side see a full or
@@ -385,7 +530,7 @@ mod tests {
     /// assertion let the peer panic it.
     #[test]
     fn positions_that_contradict_ours_are_ignored_without_panicking() {
-        let ring = RingBuffer::<u64>::new(4);
+        let ring = Untrusted(RingBuffer::<u64>::new(4));
         let mut tx = ProducerCore::new(&ring);
         let mut rx = ConsumerCore::new(&ring);
         assert_eq!(tx.push_slice(&[1, 2]), 2);
@@ -409,7 +554,7 @@ mod tests {
     /// wraps below zero), and recovers once the positions agree.
     #[test]
     fn a_producer_attaching_to_contradicting_positions_sees_a_full_ring() {
-        let ring = RingBuffer::<u64>::new(4);
+        let ring = Untrusted(RingBuffer::<u64>::new(4));
         ring.write_seq_atomic().store(2, Ordering::Relaxed);
         ring.read_seq_atomic().store(10, Ordering::Relaxed);
         let mut tx = ProducerCore::new(&ring);

@@ -384,6 +384,12 @@ pub(crate) unsafe trait SlotRing {
     /// What one slot holds.
     type Item;
 
+    /// Whether both sides of this ring are this process's own code (an
+    /// in-process ring), so that the positions it loads need no check. A
+    /// ring in shared memory is `false`: the other side's positions are
+    /// input, checked before use.
+    const TRUSTED: bool;
+
     /// Number of slots, a power of two.
     fn capacity(&self) -> usize;
 
@@ -414,6 +420,35 @@ pub(crate) unsafe trait SlotRing {
     ///
     /// As [`RingBuffer::read_slot`].
     unsafe fn read_slot(&self, seq: u64) -> Self::Item;
+
+    /// Writes `value` through a slot pointer of this ring, as
+    /// [`write_slot`](Self::write_slot) writes: what the protocol uses with
+    /// the slot pointers it computes itself.
+    ///
+    /// # Safety
+    ///
+    /// `slot` is `slot_ptr(seq)` of a `seq` for which `write_slot` would be
+    /// sound.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn write_to(slot: *mut Self::Item, value: Self::Item) {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { slot.write(value) }
+    }
+
+    /// Moves the value out through a slot pointer of this ring, as
+    /// [`read_slot`](Self::read_slot) does.
+    ///
+    /// # Safety
+    ///
+    /// `slot` is `slot_ptr(seq)` of a `seq` for which `read_slot` would be
+    /// sound.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    unsafe fn read_from(slot: *const Self::Item) -> Self::Item {
+        // SAFETY: requirements forwarded to the caller.
+        unsafe { slot.read() }
+    }
 
     /// The `n` slots from `seq` on (`n <= capacity`), as (at most) two
     /// contiguous runs of (first slot, length): up to the end of the slots,
@@ -466,12 +501,22 @@ pub(crate) unsafe trait SlotRing {
         unsafe { std::ptr::copy_nonoverlapping(src, dst, n) }
     }
 
-    /// Called by the producer right after each Release store of `write_seq`:
-    /// the hook where a home that supports sleeping consumers wakes them.
+    /// Whether the hooks below do anything: asked once, when a side
+    /// attaches, so that a ring whose sides never sleep (an in-process
+    /// channel that does not park) pays not even a load for them.
+    #[inline(always)]
+    fn wakes(&self) -> bool {
+        false
+    }
+
+    /// Called by the producer right after each Release store of `write_seq`
+    /// (if [`wakes`](Self::wakes)): the hook where a home that supports
+    /// sleeping consumers wakes them.
     #[inline(always)]
     fn on_publish(&self) {}
 
-    /// Called by the consumer right after each Release store of `read_seq`.
+    /// Called by the consumer right after each Release store of `read_seq`
+    /// (if [`wakes`](Self::wakes)).
     #[inline(always)]
     fn on_release(&self) {}
 
@@ -490,6 +535,7 @@ pub(crate) unsafe trait SlotRing {
 // slot_ptr masks the sequence into its boxed slice, and the atomics are fields.
 unsafe impl<T> SlotRing for RingBuffer<T> {
     type Item = T;
+    const TRUSTED: bool = true;
 
     #[inline(always)]
     fn capacity(&self) -> usize {

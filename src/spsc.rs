@@ -86,6 +86,7 @@ struct Gone {
 // SAFETY: every method forwards to the RingBuffer, which upholds the contract.
 unsafe impl<T> SlotRing for Shared<T> {
     type Item = T;
+    const TRUSTED: bool = true;
 
     #[inline(always)]
     fn capacity(&self) -> usize {
@@ -121,17 +122,18 @@ unsafe impl<T> SlotRing for Shared<T> {
     }
 
     #[inline(always)]
+    fn wakes(&self) -> bool {
+        self.parking
+    }
+
+    #[inline(always)]
     fn on_publish(&self) {
-        if self.parking {
-            self.not_empty.notify(Sharing::ThisProcess);
-        }
+        self.not_empty.notify(Sharing::ThisProcess);
     }
 
     #[inline(always)]
     fn on_release(&self) {
-        if self.parking {
-            self.not_full.notify(Sharing::ThisProcess);
-        }
+        self.not_full.notify(Sharing::ThisProcess);
     }
 }
 
@@ -229,7 +231,7 @@ impl<T> Producer<T> {
     /// drop(rx);
     /// assert_eq!(tx.try_push(3), Err(TryPushError::Disconnected(3)));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&mut self, value: T) -> Result<(), TryPushError<T>> {
         // Relaxed: the flag carries no data; a push that races with the
         // consumer's drop is dropped with the ring, like any unread item.
@@ -369,11 +371,19 @@ impl<T> Consumer<T> {
     /// [`TryPopError::Empty`] when nothing is ready, [`TryPopError::Disconnected`]
     /// when the ring is empty and the producer is gone (never before every
     /// pushed item has been popped).
-    #[inline]
+    #[inline(always)]
     pub fn try_pop(&mut self) -> Result<T, TryPopError> {
-        if let Some(v) = self.core.try_pop() {
-            return Ok(v);
+        match self.core.try_pop() {
+            Some(v) => Ok(v),
+            None => self.try_pop_empty(),
         }
+    }
+
+    /// The empty branch of [`try_pop`](Self::try_pop), out of line so that
+    /// the common branch is small enough to inline into the caller's loop.
+    #[cold]
+    #[inline(never)]
+    fn try_pop_empty(&mut self) -> Result<T, TryPopError> {
         // Acquire: pairs with the Release store in Producer::drop; the reload
         // of write_seq inside try_pop then sees the producer's last publish.
         if self.shared().gone.producer.load(Ordering::Acquire) {
