@@ -3,12 +3,13 @@
 //! threads or processes pinned one per core (CPU 0 produces, CPU 1
 //! consumes), the consumer checking every value, the rows of a group
 //! interleaved round by round (the first row rotates), medians over the
-//! rounds with min..max, and each round's cross-core round trip (an atomic
-//! ping-pong between the two CPUs), since every cross-core figure follows
-//! where the machine placed the two vCPUs.
+//! rounds with min..max, ratios as the median of each round's ratio, and
+//! each round's cross-core round trip (an atomic ping-pong between the two
+//! CPUs), since every cross-core figure follows where the machine placed
+//! the two vCPUs.
 //!
 //! ```text
-//! cargo bench --bench peers                        # 5 rounds, every group
+//! cargo bench --bench peers                        # 9 rounds, every group
 //! cargo bench --bench peers -- --rounds 7 --only xproc,spsc
 //! ```
 //!
@@ -35,52 +36,9 @@ const CAP: usize = 65_536;
 /// Slots of the ping-pong rings.
 const PING_CAP: usize = 1024;
 
-// ------------------------------------------------------------------ pinning
-
-/// Pins the calling thread to `cpu`, when the machine has it (a one-CPU
-/// machine runs everything unpinned).
-fn pin(cpu: usize) {
-    #[allow(unsafe_code)]
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it;
-    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let _ = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Median round trip of one cache line between CPU 0 and CPU 1, in ns:
-/// ~100 ns when the machine placed the two vCPUs near each other, several
-/// hundred when far.
-fn probe_rtt_ns() -> f64 {
-    const TRIPS: u64 = 20_000;
-    let line = Arc::new(CachePadded::new(AtomicU64::new(0)));
-    let echo = {
-        let line = line.clone();
-        thread::spawn(move || {
-            pin(1);
-            for i in 0..TRIPS {
-                // Acquire/Release: a ping-pong, each side waits for the other's store.
-                while line.load(Ordering::Acquire) != 2 * i + 1 {
-                    std::hint::spin_loop();
-                }
-                line.store(2 * i + 2, Ordering::Release);
-            }
-        })
-    };
-    pin(0);
-    let start = Instant::now();
-    for i in 0..TRIPS {
-        line.store(2 * i + 1, Ordering::Release);
-        while line.load(Ordering::Acquire) != 2 * i + 2 {
-            std::hint::spin_loop();
-        }
-    }
-    let ns = start.elapsed().as_nanos() as f64 / TRIPS as f64;
-    echo.join().expect("probe thread");
-    ns
-}
+#[path = "support/cores.rs"]
+mod cores;
+use cores::{pin, probe_rtt_ns, unpin};
 
 // ------------------------------------------------------------------ queues
 
@@ -464,10 +422,12 @@ fn pingpong_floor(trips: u64) -> f64 {
     median(&mut samples)
 }
 
-/// Two producers (each with its own tag) and a consumer, three threads on
-/// whatever cores (the peer table's MPSC row: 2 cores, spin then yield);
+/// Two producers (each with its own tag) and a consumer, three unpinned
+/// threads (the peer table's MPSC row: 2 cores, spin then yield);
 /// the consumer checks each producer's order and the count; M items/s.
 fn mpsc_run<Q: Mpsc>(n: u64) -> f64 {
+    // The other groups pinned this thread; here the scheduler places all three.
+    unpin();
     let (tx, mut rx) = Q::make(CAP);
     let per = n / 2;
     let ready = Arc::new(Barrier::new(3));
@@ -804,9 +764,9 @@ fn groups() -> Vec<Group> {
             higher_is_better: true,
             rows: vec![
                 row("crossbeam ArrayQueue", |s| {
-                    mpsc_run::<CrossbeamArrayQueue>(s.items / 2)
+                    mpsc_run::<CrossbeamArrayQueue>(s.items)
                 }),
-                row("laminar mpsc", |s| mpsc_run::<LaminarMpsc>(s.items / 2)),
+                row("laminar mpsc", |s| mpsc_run::<LaminarMpsc>(s.items)),
             ],
         },
     ]
@@ -826,11 +786,11 @@ fn main() {
     };
     let rounds: usize = value("--rounds")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if full { 5 } else { 1 });
+        .unwrap_or(if full { 9 } else { 1 });
     let only: Option<Vec<&str>> = value("--only").map(|v| v.split(',').collect());
     let sizes = if full {
         Sizes {
-            items: 20_000_000,
+            items: 10_000_000,
             pairs: 20_000_000,
             trips: 100_000,
         }
@@ -881,11 +841,20 @@ fn main() {
         println!();
         println!("| | median [min..max] | vs {} |", g.rows[0].name);
         println!("|---|---:|---:|");
-        let reference = median(&mut g.rows[0].figures.clone());
+        // The ratio is the median of each round's ratio: the rows of one
+        // round ran within a second or two of each other, mostly under one
+        // placement of the vCPUs, while the rounds may not have been.
+        let reference = g.rows[0].figures.clone();
         for r in &mut g.rows {
+            let mut ratios: Vec<f64> = r
+                .figures
+                .iter()
+                .zip(&reference)
+                .map(|(f, base)| f / base)
+                .collect();
+            let ratio = median(&mut ratios);
             let m = median(&mut r.figures);
             let (lo, hi) = (r.figures[0], r.figures[r.figures.len() - 1]);
-            let ratio = m / reference;
             let better = if g.higher_is_better {
                 ratio
             } else {
