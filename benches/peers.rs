@@ -11,6 +11,7 @@
 //! ```text
 //! cargo bench --bench peers                        # 9 rounds, every group
 //! cargo bench --bench peers -- --rounds 7 --only xproc,spsc
+//! cargo bench --bench peers -- --regime near     # each row waits for near vCPUs
 //! ```
 //!
 //! Groups (`--only`): `uncontended`, `spsc`, `xproc`, `pingpong`,
@@ -788,6 +789,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 9 } else { 1 });
     let only: Option<Vec<&str>> = value("--only").map(|v| v.split(',').collect());
+    // `--regime near|far`: run each row only once the cross-core round
+    // trip says the vCPUs are placed so (near: at most 250 ns), waiting up
+    // to 30 s for it; `any` (default) runs at once.
+    let regime = value("--regime").map_or("any", String::as_str);
+    let placed = |rtt: f64| match regime {
+        "near" => rtt <= 250.0,
+        "far" => rtt > 250.0,
+        _ => true,
+    };
     let sizes = if full {
         Sizes {
             items: 10_000_000,
@@ -817,6 +827,12 @@ fn main() {
                 // Rotate the first row each round, so that no row always
                 // meets the same phase of the machine's core placement.
                 let r = &mut g.rows[(k + round) % n];
+                if regime != "any" {
+                    let waited = Instant::now();
+                    while !placed(probe_rtt_ns()) && waited.elapsed().as_secs() < 30 {
+                        thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                }
                 let figure = (r.run)(sizes);
                 r.figures.push(figure);
             }
