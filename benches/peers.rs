@@ -41,6 +41,14 @@ const PING_CAP: usize = 1024;
 mod cores;
 use cores::{pin, probe_rtt_ns, unpin};
 
+/// Pins to `cpu`, or says once that the figures are of unpinned threads.
+fn pin_or_warn(cpu: usize) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !pin(cpu) {
+        WARNED.call_once(|| eprintln!("warning: cannot pin to CPU {cpu}: threads run unpinned"));
+    }
+}
+
 // ------------------------------------------------------------------ queues
 
 /// A single-producer, single-consumer queue as the benches drive it: one
@@ -135,7 +143,7 @@ mod naive {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use crossbeam_utils::CachePadded;
-    use memmap2::MmapMut;
+    use memmap2::{MmapMut, MmapRaw};
 
     /// Header: head, tail, each on its own 128 bytes; slots after.
     const HEADER: usize = 256;
@@ -153,7 +161,7 @@ mod naive {
 
     /// The pages of one ring and where its parts are.
     struct Pages {
-        _map: Arc<MmapMut>,
+        _map: Arc<MmapRaw>,
         header: *const Header,
         slots: *mut u64,
         mask: u64,
@@ -161,9 +169,10 @@ mod naive {
 
     impl Pages {
         #[allow(unsafe_code)]
-        fn of(map: Arc<MmapMut>, cap: usize) -> Self {
+        fn of(map: Arc<MmapRaw>, cap: usize) -> Self {
             assert!(map.len() >= len(cap) && cap.is_power_of_two());
-            let base = map.as_ptr().cast_mut();
+            // A raw mapping's pointer, which may be written through.
+            let base = map.as_mut_ptr();
             Self {
                 header: base.cast(),
                 // SAFETY: the mapping is at least HEADER + cap * 8 bytes.
@@ -202,7 +211,7 @@ mod naive {
     #[allow(unsafe_code)]
     unsafe impl Send for Consumer {}
 
-    pub fn producer(map: Arc<MmapMut>, cap: usize) -> Producer {
+    pub fn producer(map: Arc<MmapRaw>, cap: usize) -> Producer {
         Producer {
             pages: Pages::of(map, cap),
             cap: cap as u64,
@@ -211,7 +220,7 @@ mod naive {
         }
     }
 
-    pub fn consumer(map: Arc<MmapMut>, cap: usize) -> Consumer {
+    pub fn consumer(map: Arc<MmapRaw>, cap: usize) -> Consumer {
         Consumer {
             pages: Pages::of(map, cap),
             tail: 0,
@@ -221,7 +230,8 @@ mod naive {
 
     /// Both ends over one anonymous mapping (for threads).
     pub fn anonymous(cap: usize) -> (Producer, Consumer) {
-        let map = Arc::new(MmapMut::map_anon(len(cap)).expect("anonymous mapping"));
+        let map = MmapMut::map_anon(len(cap)).expect("anonymous mapping");
+        let map = Arc::new(MmapRaw::from(map));
         (producer(map.clone(), cap), consumer(map, cap))
     }
 
@@ -309,13 +319,13 @@ fn spsc_threads<Q: Spsc>(n: u64) -> f64 {
     let consumer = {
         let ready = ready.clone();
         thread::spawn(move || {
-            pin(1);
+            pin_or_warn(1);
             ready.wait();
             let bad = consume::<Q>(&mut rx, n);
             (Instant::now(), bad)
         })
     };
-    pin(0);
+    pin_or_warn(0);
     ready.wait();
     let start = Instant::now();
     produce::<Q>(&mut tx, n);
@@ -326,7 +336,7 @@ fn spsc_threads<Q: Spsc>(n: u64) -> f64 {
 
 /// One thread: push then pop, `pairs` times; ns per pair.
 fn uncontended<Q: Spsc>(pairs: u64) -> f64 {
-    pin(0);
+    pin_or_warn(0);
     let (mut tx, mut rx) = Q::make(CAP);
     let mut bad = 0u64;
     let start = Instant::now();
@@ -346,10 +356,10 @@ fn pingpong_threads<Q: Spsc>(trips: u64) -> f64 {
     let (mut ping_tx, mut ping_rx) = Q::make(PING_CAP);
     let (mut pong_tx, mut pong_rx) = Q::make(PING_CAP);
     let echo = thread::spawn(move || {
-        pin(1);
+        pin_or_warn(1);
         echo::<Q>(&mut ping_rx, &mut pong_tx, trips);
     });
-    pin(0);
+    pin_or_warn(0);
     let p50 = bounce::<Q>(&mut ping_tx, &mut pong_rx, trips);
     echo.join().expect("echo thread");
     p50
@@ -398,7 +408,7 @@ fn pingpong_floor(trips: u64) -> f64 {
     let echo = {
         let lines = lines.clone();
         thread::spawn(move || {
-            pin(1);
+            pin_or_warn(1);
             for i in 1..=trips {
                 // Acquire/Release: a ping-pong, each side waits for the
                 // other's store.
@@ -409,7 +419,7 @@ fn pingpong_floor(trips: u64) -> f64 {
             }
         })
     };
-    pin(0);
+    pin_or_warn(0);
     let mut samples = Vec::with_capacity(trips as usize);
     for i in 1..=trips {
         let t = Instant::now();
@@ -559,7 +569,7 @@ fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
 }
 
 /// A file-backed naive ring of `CAP` slots at `path`, mapped.
-fn naive_map(path: &std::path::Path, create: bool) -> Arc<memmap2::MmapMut> {
+fn naive_map(path: &std::path::Path, create: bool) -> Arc<memmap2::MmapRaw> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -570,11 +580,10 @@ fn naive_map(path: &std::path::Path, create: bool) -> Arc<memmap2::MmapMut> {
     if create {
         file.set_len(naive::len(CAP) as u64).expect("size");
     }
-    #[allow(unsafe_code)]
-    // SAFETY: the file is this run's own; both processes reach the shared
-    // pages through the ring's raw pointers and atomics only.
-    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("map");
-    Arc::new(map)
+    // Both processes reach the shared pages through the ring's raw pointers
+    // and atomics only (no references to the bytes), which a raw mapping
+    // is for.
+    Arc::new(memmap2::MmapRaw::map_raw(&file).expect("map"))
 }
 
 /// Child process roles; each pins itself to CPU 0.
@@ -586,7 +595,7 @@ fn child(role: &str) {
         dir: dir.clone(),
         ..SegmentOptions::default()
     };
-    pin(0);
+    pin_or_warn(0);
     match role {
         "shm-producer" => {
             let mut tx = ShmProducer::<u64>::open_with("tp", &opts).expect("open producer");
@@ -609,7 +618,7 @@ fn child(role: &str) {
 /// The consumer here (CPU 1), the producer in a child process (CPU 0);
 /// M items/s from the consumer's first item to its last.
 fn xproc<Q: Spsc>(mut rx: Q::Rx, role: &str, dir: &RunDir, n: u64) -> f64 {
-    pin(1);
+    pin_or_warn(1);
     let mut child = spawn_child(
         role,
         &[("N", n.to_string()), ("DIR", dir.0.display().to_string())],
@@ -654,7 +663,7 @@ fn pingpong_shm(trips: u64) -> f64 {
     let dir = RunDir::new();
     let mut ping = ShmProducer::<u64>::create_with("ping", PING_CAP, &dir.opts()).expect("ping");
     let mut pong = ShmConsumer::<u64>::create_with("pong", PING_CAP, &dir.opts()).expect("pong");
-    pin(1);
+    pin_or_warn(1);
     let mut child = spawn_child(
         "shm-echo",
         &[

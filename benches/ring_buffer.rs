@@ -222,7 +222,7 @@ fn contended<Q: Queue>(c: &mut criterion::BenchmarkGroup<'_, criterion::measurem
             let barrier = Barrier::new(2);
             let elapsed = thread::scope(|s| {
                 s.spawn(|| {
-                    pin(0);
+                    let _ = pin(0);
                     barrier.wait();
                     for i in 0..iters {
                         while !Q::push(&mut tx, i) {
@@ -230,7 +230,7 @@ fn contended<Q: Queue>(c: &mut criterion::BenchmarkGroup<'_, criterion::measurem
                         }
                     }
                 });
-                pin(1);
+                let _ = pin(1);
                 barrier.wait();
                 let start = Instant::now();
                 let mut bad = 0_u64;

@@ -123,6 +123,12 @@ impl<H: Deref<Target: SlotRing>> Slots<H> {
 // handle with it, which needs `H: Send`.
 unsafe impl<H: Deref<Target: SlotRing> + Send> Send for Slots<H> {}
 
+// SAFETY: a shared `&Slots` permits no access: its pointer is used only by
+// the `unsafe` `read`/`write`, which the cores call from their `&mut self`
+// methods. So sharing a core between threads is as sound as sharing its
+// handle, which needs `H: Sync`.
+unsafe impl<H: Deref<Target: SlotRing> + Sync> Sync for Slots<H> {}
+
 impl<H> ProducerCore<H>
 where
     H: Deref,
@@ -188,6 +194,12 @@ where
             // malice (shared memory), not ours: keep the cache, so the ring
             // looks full, and reload next time. Never a panic, not even a
             // debug assertion, on what another process wrote.
+            debug_assert!(
+                !<H::Target as SlotRing>::TRUSTED
+                    || (read <= self.write && self.write - read <= self.capacity),
+                "a trusted ring's read_seq {read} contradicts write {}",
+                self.write
+            );
             if <H::Target as SlotRing>::TRUSTED
                 || (read <= self.write && self.write - read <= self.capacity)
             {
@@ -357,6 +369,12 @@ where
             let write = self.ring.read_limit(write);
             // As in ProducerCore::free: ignore a contradicting position (the
             // ring looks empty) and reload next time; never panic on it.
+            debug_assert!(
+                !<H::Target as SlotRing>::TRUSTED
+                    || (write >= self.read && write - self.read <= self.capacity),
+                "a trusted ring's write_seq {write} contradicts read {}",
+                self.read
+            );
             if <H::Target as SlotRing>::TRUSTED
                 || (write >= self.read && write - self.read <= self.capacity)
             {
@@ -482,6 +500,21 @@ where
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// The halves keep the auto traits they had before they cached a slot
+    /// pointer: each may move to another thread, and be shared (`&self`
+    /// methods only) between threads.
+    #[test]
+    fn the_halves_are_send_and_sync() {
+        fn send_sync<X: Send + Sync>() {}
+        send_sync::<crate::spsc::Producer<String>>();
+        send_sync::<crate::spsc::Consumer<String>>();
+        #[cfg(target_os = "linux")]
+        {
+            send_sync::<crate::shm::ShmProducer<u64>>();
+            send_sync::<crate::shm::ShmConsumer<u64>>();
+        }
+    }
     use crate::RingBuffer;
     use crate::sync::AtomicU64;
 

@@ -378,8 +378,10 @@ pub(crate) type Run<T> = (*mut T, usize);
 /// never changes, that `slot_ptr` returns a valid, aligned pointer for every
 /// `seq` (distinct slots for sequences less than `capacity` apart), that slots
 /// are contiguous (`slot_ptr(s + k) == slot_ptr(s).add(k)` while
-/// `(s & mask) + k < capacity`; not relied on under loom), and that the two
-/// atomics are the ones every party of this ring uses.
+/// `(s & mask) + k < capacity`; not relied on under loom), that the two
+/// atomics are the ones every party of this ring uses, and that
+/// [`TRUSTED`](Self::TRUSTED) is `true` only for a ring whose positions
+/// only one producer core and one consumer core store.
 pub(crate) unsafe trait SlotRing {
     /// What one slot holds.
     type Item;
@@ -388,6 +390,12 @@ pub(crate) unsafe trait SlotRing {
     /// in-process ring), so that the positions it loads need no check. A
     /// ring in shared memory is `false`: the other side's positions are
     /// input, checked before use.
+    ///
+    /// A safety promise, part of the trait's: `true` only where every
+    /// store to both positions comes from one `ProducerCore` and one
+    /// `ConsumerCore` of this ring, which keep `read <= write <= read +
+    /// capacity`. With the check skipped, positions that broke it would
+    /// make the cores compute more free or ready slots than there are.
     const TRUSTED: bool;
 
     /// Number of slots, a power of two.
@@ -459,6 +467,9 @@ pub(crate) unsafe trait SlotRing {
     fn runs(&self, seq: u64, n: usize) -> (Run<Self::Item>, Run<Self::Item>) {
         let capacity = self.capacity();
         debug_assert!(n <= capacity);
+        // Never more than one lap, whatever the caller computed: the second
+        // run must end before the first begins.
+        let n = n.min(capacity);
         let start = (seq & (capacity as u64 - 1)) as usize;
         let first = n.min(capacity - start);
         // SAFETY: computing the pointers touches no slot; slots are

@@ -8,16 +8,17 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
-/// Pins the calling thread to `cpu`, when the machine has it (a one-CPU
-/// machine runs everything unpinned).
-pub fn pin(cpu: usize) {
+/// Pins the calling thread to `cpu`; `false` when the kernel refuses (a
+/// machine or cpuset without that CPU), and the thread stays where it was.
+pub fn pin(cpu: usize) -> bool {
     #[allow(unsafe_code)]
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it;
-    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it
+    // (it checks the bound); sched_setaffinity reads
+    // `size_of::<cpu_set_t>()` bytes of it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        let _ = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }
 
@@ -45,7 +46,7 @@ pub fn probe_rtt_ns() -> f64 {
     let echo = {
         let line = line.clone();
         thread::spawn(move || {
-            pin(1);
+            let _ = pin(1);
             for i in 0..TRIPS {
                 // Acquire/Release: a ping-pong, each side waits for the other's store.
                 while line.load(Ordering::Acquire) != 2 * i + 1 {
@@ -55,7 +56,7 @@ pub fn probe_rtt_ns() -> f64 {
             }
         })
     };
-    pin(0);
+    let _ = pin(0);
     let start = Instant::now();
     for i in 0..TRIPS {
         line.store(2 * i + 1, Ordering::Release);
