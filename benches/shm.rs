@@ -7,8 +7,9 @@
 //! cargo bench --bench shm -- --rounds 3
 //! ```
 //!
-//! Without `--bench` (as under `cargo test --benches`) it runs one tiny
-//! round as a smoke test. The child processes are this binary re-executed
+//! The producer (thread or process) runs on CPU 0, the consumer on CPU 1,
+//! as in `benches/peers.rs`. Without `--bench` (as under `cargo test
+//! --benches`) it runs one tiny round as a smoke test. The child processes are this binary re-executed
 //! with `LAMINAR_BENCH_CHILD` set.
 
 use std::process::{Child, Command};
@@ -16,6 +17,10 @@ use std::time::{Duration, Instant};
 
 use laminar_ring::shm::{ShmConsumer, ShmProducer};
 use laminar_ring::{WaitStrategy, spsc};
+
+#[path = "support/cores.rs"]
+mod cores;
+use cores::pin;
 
 const CAP: usize = 4096;
 
@@ -108,6 +113,7 @@ fn child(role: &str) {
     let arg = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k}"));
     let n: u64 = arg("N").parse().expect("N");
     let mode = mode_from(&arg("MODE"));
+    let _ = pin(0);
     match role {
         "producer" => {
             let mut tx = ShmProducer::<u64>::open(&arg("RING")).expect("open producer");
@@ -157,10 +163,12 @@ fn consume_all(rx: &mut impl Rx, n: u64, mode: Mode) -> f64 {
 fn throughput_in_process(n: u64, mode: Mode) -> f64 {
     let (mut tx, mut rx) = spsc::channel_with::<u64>(CAP, wait_strategy(mode)).unwrap();
     let t = std::thread::spawn(move || {
+        let _ = pin(0);
         for i in 0..n {
             tx.send(i, mode);
         }
     });
+    let _ = pin(1);
     let ns = consume_all(&mut rx, n, mode);
     t.join().unwrap();
     ns
@@ -178,6 +186,7 @@ fn throughput_cross_process(n: u64, mode: Mode) -> f64 {
             ("MODE", format!("{mode:?}").to_lowercase()),
         ],
     );
+    let _ = pin(1);
     let ns = consume_all(&mut rx, n, mode);
     assert!(child.wait().expect("child").success());
     laminar_ring::shm::remove(&name).expect("remove ring");
@@ -201,11 +210,13 @@ fn rtt_in_process(n: u64, mode: Mode) -> Vec<u64> {
     let (mut ping_tx, mut ping_rx) = spsc::channel_with::<u64>(CAP, wait_strategy(mode)).unwrap();
     let (mut pong_tx, mut pong_rx) = spsc::channel_with::<u64>(CAP, wait_strategy(mode)).unwrap();
     let t = std::thread::spawn(move || {
+        let _ = pin(0);
         for _ in 0..n {
             let v = ping_rx.recv(mode);
             pong_tx.send(v, mode);
         }
     });
+    let _ = pin(1);
     let s = ping(&mut ping_tx, &mut pong_rx, n, mode);
     t.join().unwrap();
     s
@@ -226,6 +237,7 @@ fn rtt_cross_process(n: u64, mode: Mode) -> Vec<u64> {
             ("MODE", format!("{mode:?}").to_lowercase()),
         ],
     );
+    let _ = pin(1);
     let s = ping(&mut ping_tx, &mut pong_rx, n, mode);
     assert!(child.wait().expect("child").success());
     laminar_ring::shm::remove(&pn).expect("remove");
