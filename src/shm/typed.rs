@@ -970,24 +970,34 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// closed) or `PeerGone` (producer died).
     #[inline(always)]
     pub fn try_pop(&mut self) -> Result<T, ShmTryPopError> {
-        if let Some(v) = self.core.try_pop() {
-            return Ok(v);
-        }
-        if self.nothing_new() {
-            return Err(ShmTryPopError::Empty);
-        }
-        self.pop_after_look()
+        self.pop_now(true)
     }
 
-    /// [`try_pop`](Self::try_pop) that always looks at the producer when
-    /// the ring is empty: what the blocking calls retry (they poll slowly
-    /// anyway, and must notice a dead producer within the probe interval
-    /// even when each of their polls follows a sleep).
-    fn try_pop_looking(&mut self) -> Result<T, ShmTryPopError> {
+    /// One pop: an item, or why there is none ([`why_empty`](Self::why_empty),
+    /// skimming as it says). The blocking calls do not skim: they poll
+    /// slowly anyway, and must notice a dead producer within the probe
+    /// interval even when each of their polls follows a sleep.
+    #[inline(always)]
+    fn pop_now(&mut self, skim: bool) -> Result<T, ShmTryPopError> {
         if let Some(v) = self.core.try_pop() {
             return Ok(v);
         }
-        self.pop_after_look()
+        self.why_empty(skim)?;
+        // The full look saw items arrive meanwhile (a write_seq stored in
+        // between, or an end record reported and skipped).
+        self.core.try_pop().ok_or(ShmTryPopError::Empty)
+    }
+
+    /// Called when this consumer found nothing ready: why, or `Ok(())`
+    /// when the full look at the producer saw items arrive meanwhile.
+    /// With `skim`, an empty poll skips that look while
+    /// [`nothing_new`](Self::nothing_new) says it may.
+    #[inline(always)]
+    fn why_empty(&mut self, skim: bool) -> Result<(), ShmTryPopError> {
+        if skim && self.nothing_new() {
+            return Err(ShmTryPopError::Empty);
+        }
+        self.look()
     }
 
     /// Whether an empty poll may skip the full look at the producer: not
@@ -1009,17 +1019,16 @@ impl<T: ShmSlot> ShmConsumer<T> {
             && line.ends_head.load(Ordering::Relaxed) == head
     }
 
-    /// The empty branch of a pop: the full look at the producer, then one
-    /// more try.
+    /// The full look at the producer ([`producer_gone`](Self::producer_gone))
+    /// at this consumer's position: the end to report, or `Ok(())` if items
+    /// are ready after it, else `Empty`.
     #[cold]
     #[inline(never)]
-    fn pop_after_look(&mut self) -> Result<T, ShmTryPopError> {
+    fn look(&mut self) -> Result<(), ShmTryPopError> {
         match self.producer_gone(self.core.read_pos()) {
-            // The end check may have seen items the first look did not
-            // (a write_seq stored in between, or an end record reported
-            // and skipped): one more look.
-            None => self.core.try_pop().ok_or(ShmTryPopError::Empty),
             Some(gone) => Err(gone),
+            None if self.core.available(1) > 0 => Ok(()),
+            None => Err(ShmTryPopError::Empty),
         }
     }
 
@@ -1268,7 +1277,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// [`ShmPopError::EndOfStream`] or [`ShmPopError::PeerGone`] once drained.
     pub fn pop(&mut self) -> Result<T, ShmPopError> {
-        retry_until(self, None, (), |rx, ()| rx.try_pop_looking())
+        retry_until(self, None, (), |rx, ()| rx.pop_now(false))
             .map_err(ShmTryPopError::into_pop_error)
     }
 
@@ -1279,7 +1288,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// [`ShmPopError::Timeout`], `EndOfStream` or `PeerGone`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, ShmPopError> {
         let deadline = Instant::now().checked_add(timeout);
-        retry_until(self, deadline, (), |rx, ()| rx.try_pop_looking())
+        retry_until(self, deadline, (), |rx, ()| rx.pop_now(false))
             .map_err(ShmTryPopError::into_pop_error)
     }
 
@@ -1335,14 +1344,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[cfg(not(loom))]
     pub fn read_chunk(&mut self, max: usize) -> Result<ShmReadChunk<'_, T>, ShmTryPopError> {
         if self.core.available(1) == 0 {
-            if self.nothing_new() {
-                return Err(ShmTryPopError::Empty);
-            }
-            match self.producer_gone(self.core.read_pos()) {
-                Some(gone) => return Err(gone),
-                None if self.core.available(1) == 0 => return Err(ShmTryPopError::Empty),
-                None => {}
-            }
+            self.why_empty(true)?;
         }
         Ok(self.chunk(max))
     }
@@ -1367,11 +1369,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if self.core.available(1) > 0 {
             return Ok(());
         }
-        match self.producer_gone(self.core.read_pos()) {
-            None if self.core.available(1) > 0 => Ok(()),
-            None => Err(ShmTryPopError::Empty),
-            Some(gone) => Err(gone),
-        }
+        self.why_empty(false)
     }
 
     /// Number of slots.
