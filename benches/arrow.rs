@@ -14,7 +14,6 @@
 
 use std::io::{BufReader, BufWriter};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +21,10 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
+
+#[path = "support/runs.rs"]
+mod runs;
+use runs::{median, spawn_child};
 
 fn batch(rows: usize) -> RecordBatch {
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
@@ -76,22 +79,13 @@ fn child(role: &str) {
     }
 }
 
-fn spawn(role: &str, env: &[(&str, String)]) -> Child {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.env("LAMINAR_BENCH_CHILD", role);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
 /// Seconds from the first batch received to the last; checks the first
 /// batch and every row count.
 fn ring_run(rows: usize, n: u64, zero_copy: bool) -> f64 {
     let name = format!("lr-bench-arrow-{}", std::process::id());
     let _ = laminar_ring::shm::remove(&name);
     let mut rx = BatchConsumer::create(&name, &ring_opts()).unwrap();
-    let mut c = spawn(
+    let mut c = spawn_child(
         "ring",
         &[
             ("RING", name.clone()),
@@ -141,7 +135,7 @@ fn uds_run(rows: usize, n: u64) -> f64 {
     let path = std::env::temp_dir().join(format!("lr-bench-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).unwrap();
-    let mut c = spawn(
+    let mut c = spawn_child(
         "uds",
         &[
             ("SOCK", path.display().to_string()),
@@ -187,11 +181,6 @@ fn memcpy_run(bytes: usize, n: u64) -> f64 {
     }
     std::hint::black_box(&dst);
     start.elapsed().as_secs_f64()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -21,7 +21,6 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -36,6 +35,10 @@ use laminar_ring::{mpsc, spsc};
 const CAP: usize = 65_536;
 /// Slots of the ping-pong rings.
 const PING_CAP: usize = 1024;
+
+#[path = "support/runs.rs"]
+mod runs;
+use runs::{median, spawn_child};
 
 #[path = "support/cores.rs"]
 mod cores;
@@ -559,15 +562,6 @@ impl Drop for RunDir {
     }
 }
 
-fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().expect("bench binary"));
-    cmd.env("LAMINAR_BENCH_CHILD", role);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn child")
-}
-
 /// A file-backed naive ring of `CAP` slots at `path`, mapped.
 fn naive_map(path: &std::path::Path, create: bool) -> Arc<memmap2::MmapRaw> {
     let file = std::fs::OpenOptions::new()
@@ -677,11 +671,6 @@ fn pingpong_shm(trips: u64) -> f64 {
 }
 
 // ------------------------------------------------------------------ table
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// One row: a name, the run, and what its figure is.
 struct Row {

@@ -12,11 +12,14 @@
 //! --benches`) it runs one tiny round as a smoke test. The child processes are this binary re-executed
 //! with `LAMINAR_BENCH_CHILD` set.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use laminar_ring::shm::{ShmConsumer, ShmProducer};
 use laminar_ring::{WaitStrategy, spsc};
+
+#[path = "support/runs.rs"]
+mod runs;
+use runs::{median, spawn_child};
 
 #[path = "support/cores.rs"]
 mod cores;
@@ -136,15 +139,6 @@ fn child(role: &str) {
     }
 }
 
-fn spawn_child(role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().expect("bench binary"));
-    cmd.env("LAMINAR_BENCH_CHILD", role);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn child")
-}
-
 fn ring_name(what: &str) -> String {
     format!("lr-bench-{}-{what}", std::process::id())
 }
@@ -247,11 +241,6 @@ fn rtt_cross_process(n: u64, mode: Mode) -> Vec<u64> {
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
