@@ -152,32 +152,34 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     unsafe fn write_slot(&self, seq: u64, value: T) {
-        // A volatile write, not a reference: see "Memory another process
-        // writes" above for what that does and does not promise.
-        // SAFETY: in bounds and aligned (slot_ptr); the caller owns the slot,
-        // so a consumer keeping the protocol does not touch it now.
-        unsafe { self.slot_ptr(seq).write_volatile(value) }
+        // SAFETY: in bounds and aligned (slot_ptr); the caller's promise is
+        // write_slot's, which write_to shares.
+        unsafe { Self::write_to(self.slot_ptr(seq), value) }
     }
 
     #[inline(always)]
     unsafe fn read_slot(&self, seq: u64) -> T {
-        // A producer breaking the protocol can race with this read: in
-        // Rust's model a data race even when volatile; in practice it can
-        // only yield some bytes (see "Memory another process writes" above).
-        // SAFETY: in bounds and aligned (slot_ptr), and published, so a
-        // producer keeping the protocol does not write it; any bytes are a T.
-        unsafe { self.slot_ptr(seq).read_volatile() }
+        // SAFETY: in bounds and aligned (slot_ptr); the caller's promise is
+        // read_slot's, which read_from shares.
+        unsafe { Self::read_from(self.slot_ptr(seq)) }
     }
 
     #[inline(always)]
     unsafe fn write_to(slot: *mut T, value: T) {
-        // SAFETY: as write_slot (the caller's promise); volatile, as there.
+        // A volatile write, not a reference: see "Memory another process
+        // writes" above for what that does and does not promise.
+        // SAFETY: the caller owns the free slot, so a consumer keeping the
+        // protocol does not touch it now.
         unsafe { slot.write_volatile(value) }
     }
 
     #[inline(always)]
     unsafe fn read_from(slot: *const T) -> T {
-        // SAFETY: as read_slot (the caller's promise); volatile, as there.
+        // A producer breaking the protocol can race with this read: in
+        // Rust's model a data race even when volatile; in practice it can
+        // only yield some bytes (see "Memory another process writes" above).
+        // SAFETY: the slot is published, so a producer keeping the protocol
+        // does not write it; any bytes are a T.
         unsafe { slot.read_volatile() }
     }
 
@@ -185,8 +187,8 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     unsafe fn copy_into_slots(&self, src: *const T, dst: *mut T, n: usize) {
         for i in 0..n {
             // SAFETY: the caller gives n valid values at src and n owned free
-            // slots at dst; each is written once, volatile (as write_slot).
-            unsafe { dst.add(i).write_volatile(src.add(i).read()) }
+            // slots at dst; each is written once, as write_to writes.
+            unsafe { Self::write_to(dst.add(i), src.add(i).read()) }
         }
     }
 
@@ -194,9 +196,9 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     unsafe fn copy_from_slots(&self, src: *const T, dst: *mut T, n: usize) {
         for i in 0..n {
             // SAFETY: the caller gives n published slots at src and n
-            // writable places at dst; each slot is read once, volatile, into
-            // a value (as read_slot).
-            unsafe { dst.add(i).write(src.add(i).read_volatile()) }
+            // writable places at dst; each slot is read once, as read_from
+            // reads, into a value.
+            unsafe { dst.add(i).write(Self::read_from(src.add(i))) }
         }
     }
 
