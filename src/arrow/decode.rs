@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
-use arrow_ipc::reader::FileDecoder;
+use arrow_data::UnsafeFlag;
+use arrow_ipc::reader::{FileDecoder, RecordBatchDecoder};
 use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
@@ -573,11 +574,15 @@ struct SessionDecoder {
     /// arrow-ipc with its validation on: all dictionaries, and every batch
     /// that `fast` does not take.
     checked: FileDecoder,
-    /// For flat schemas: arrow-ipc with its validation off, for the batches
-    /// that [`FlatSchema::admits`], each checked by [`FlatSchema::validate`]
-    /// before it is returned.
-    fast: Option<(FileDecoder, FlatSchema)>,
+    /// For flat schemas: the schema, for arrow-ipc's record batch decoder
+    /// with its validation off, given the batches that [`FlatSchema::admits`],
+    /// each checked by [`FlatSchema::validate`] before it is returned.
+    fast: Option<(SchemaRef, FlatSchema)>,
 }
+
+/// A flat schema has no dictionaries.
+static NO_DICTIONARIES: std::sync::LazyLock<std::collections::HashMap<i64, arrow_array::ArrayRef>> =
+    std::sync::LazyLock::new(std::collections::HashMap::new);
 
 impl SessionDecoder {
     fn new(schema: SchemaRef) -> Self {
@@ -585,21 +590,13 @@ impl SessionDecoder {
         // silent copy out of the mapping.
         let checked =
             FileDecoder::new(schema.clone(), MetadataVersion::V5).with_require_alignment(true);
-        let fast = FlatSchema::new(&schema).map(|flat| {
-            let decoder =
-                FileDecoder::new(schema, MetadataVersion::V5).with_require_alignment(true);
-            // `record_batch` gives this decoder only messages that
-            // `flat.admits`: every buffer long enough and aligned for what
-            // arrow's constructors slice from it, so that building the arrays
-            // reads no byte and cannot panic.
-            // SAFETY: and it returns a batch only after `flat.validate` ran
-            // arrow's checks on it (check.rs); one that fails is dropped unread.
-            let decoder = unsafe { decoder.with_skip_validation(true) };
-            (decoder, flat)
-        });
+        let fast = FlatSchema::new(&schema).map(|flat| (schema, flat));
         Self { checked, fast }
     }
 
+    /// Decodes the record batch `message` (verified, its buffers checked to
+    /// lie within `body`), the message whose bytes are all of `buffer` and
+    /// whose body starts at `block.metaDataLength()`.
     fn record_batch(
         &self,
         message: &arrow_ipc::Message<'_>,
@@ -607,14 +604,36 @@ impl SessionDecoder {
         block: &Block,
         buffer: &Buffer,
     ) -> Result<Option<RecordBatch>, ArrowError> {
-        if let Some((fast, flat)) = &self.fast
+        // The version check is FileDecoder's, which refuses a message of
+        // another metadata version than the stream's.
+        if let Some((schema, flat)) = &self.fast
+            && message.version() == MetadataVersion::V5
+            && let Some(header) = message.header_as_record_batch()
             && flat.admits(message, body)
         {
-            let batch = fast.read_record_batch(block, buffer)?;
-            if let Some(batch) = &batch {
-                flat.validate(batch)?;
-            }
-            return Ok(batch);
+            // The metadata was verified once, by data_message: decode from
+            // it rather than have arrow-ipc parse and verify it again.
+            let body = buffer.slice(block.metaDataLength() as usize);
+            let version = MetadataVersion::V5;
+            let mut skip = UnsafeFlag::new();
+            // SAFETY: `flat.admits` holds: every buffer is long enough and
+            // aligned for what arrow's constructors slice from it, so that
+            // building the arrays reads no byte and cannot panic; and the
+            // batch is returned only after `flat.validate` ran arrow's checks
+            // on it (check.rs); one that fails is dropped unread.
+            unsafe { skip.set(true) };
+            let batch = RecordBatchDecoder::try_new(
+                &body,
+                header,
+                schema.clone(),
+                &NO_DICTIONARIES,
+                &version,
+            )?
+            .with_require_alignment(true)
+            .with_skip_validation(skip)
+            .read_record_batch()?;
+            flat.validate(&batch)?;
+            return Ok(Some(batch));
         }
         self.checked.read_record_batch(block, buffer)
     }
