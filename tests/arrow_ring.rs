@@ -407,6 +407,94 @@ fn oversized_batches_and_schema_changes_are_errors_not_hangs() {
     assert!(saw_mismatch, "the required schema was not enforced");
 }
 
+/// A schema whose message alone is larger than the arena is refused with
+/// `BatchTooLarge`, as a batch that large is: taken, it could never be
+/// delivered (sends would time out for ever, `close` would hang).
+#[test]
+fn a_schema_message_larger_than_the_arena_is_refused_not_left_pending() {
+    let ring = Ring::new("bigschema");
+    let o = opts(16, 8 << 10);
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let _rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let metadata: std::collections::HashMap<String, String> =
+        [("note".to_string(), "x".repeat(16 << 10))].into();
+    let schema = Arc::new(
+        arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "x",
+            arrow_schema::DataType::Int64,
+            false,
+        )])
+        .with_metadata(metadata),
+    );
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef],
+    )
+    .unwrap();
+    match tx.send_timeout(&batch, Duration::from_millis(100)) {
+        Err(ArrowRingError::BatchTooLarge { needed, arena }) => assert!(needed > arena),
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    assert_eq!(tx.pending(), 0, "nothing was taken");
+}
+
+/// A consumer that keeps up lets the producer start the arena's next lap
+/// early, so small messages reuse the arena's first bytes; that moves
+/// positions faster than bytes are written, by at most 16 times. And a
+/// ring whose messages are all released reports no arena bytes in use.
+#[test]
+fn early_laps_reuse_the_arena_and_move_positions_at_most_sixteen_times_faster() {
+    let ring = Ring::new("laps");
+    let arena: u64 = 4 << 20;
+    let o = opts(64, arena);
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    let batch = RecordBatch::try_from_iter([(
+        "x",
+        Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+    )])
+    .unwrap();
+    // The bytes of each message, as arrow-ipc encodes it (the ring's
+    // messages are those bytes, and each takes a multiple of 64).
+    let ipc_opts =
+        arrow_ipc::writer::IpcWriteOptions::try_new(64, false, arrow_ipc::MetadataVersion::V5)
+            .unwrap();
+    let mut enc =
+        arrow_ipc::writer::StreamEncoder::try_new_with_options(&batch.schema(), ipc_opts).unwrap();
+    let first: u64 = enc
+        .encode(&batch)
+        .unwrap()
+        .iter()
+        .map(|b| b.len() as u64)
+        .sum();
+    let each: u64 = enc
+        .encode(&batch)
+        .unwrap()
+        .iter()
+        .map(|b| b.len() as u64)
+        .sum();
+    let n = 30_000_u64;
+    for i in 0..n {
+        tx.send(&batch).unwrap();
+        let got = rx.recv().unwrap().unwrap();
+        assert_eq!(got, batch, "batch {i}");
+    }
+    let info = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    let written = first + (n - 1) * each;
+    assert!(written > 4 * arena, "the stream spans several laps");
+    assert!(
+        info.arena_head > 2 * written,
+        "laps were started early: head {} after {written} bytes",
+        info.arena_head
+    );
+    assert!(
+        info.arena_head <= 16 * written + arena,
+        "head {} after {written} bytes: more than 16 times",
+        info.arena_head
+    );
+    assert_eq!(info.arena_used(), 0, "every message is released");
+}
+
 /// Without a required schema, each producer session may bring its own; a
 /// consumer that requires one refuses another stream's schema message
 /// without consuming it, so a consumer that accepts it still gets it.

@@ -8,8 +8,11 @@ use arrow_ipc::MetadataVersion;
 use arrow_ipc::writer::{DictionaryHandling, IpcWriteOptions, StreamEncoder};
 use arrow_schema::SchemaRef;
 
+use super::flat::FlatEncoder;
 use super::framing::{EncodedMessage, split_messages};
-use super::{ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, align_up};
+use super::{
+    ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_RECORD_BATCH, align_up,
+};
 use crate::shm::header::{Layout, RingKind, fingerprint};
 use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
 
@@ -29,6 +32,14 @@ pub struct BatchProducer {
     pending: VecDeque<EncodedMessage>,
     /// Send a dictionary that only grew as a delta.
     deltas: bool,
+    /// For flat schemas: the encoder that writes record batch messages
+    /// straight into the arena (flat.rs), and whether its stream's schema
+    /// message went out.
+    flat: Option<FlatEncoder>,
+    flat_started: bool,
+    /// The next arena position at which to look whether everything is
+    /// released (see `drained_past`).
+    next_rewind_check: u64,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with
@@ -93,6 +104,9 @@ impl BatchProducer {
             encoder: None,
             pending: VecDeque::new(),
             deltas: false,
+            flat: None,
+            flat_started: false,
+            next_rewind_check: 0,
         })
     }
 
@@ -163,6 +177,7 @@ impl BatchProducer {
         if self.deltas != deltas {
             self.deltas = deltas;
             self.encoder = None;
+            self.flat_started = false;
         }
     }
 
@@ -180,6 +195,10 @@ impl BatchProducer {
         if !self.flush_until(deadline)? {
             return Err(ArrowRingError::Timeout);
         }
+        self.check_schema(batch)?;
+        if self.flat.is_some() {
+            return self.send_flat(batch, deadline);
+        }
         let messages = self.encode(batch)?;
         self.pending.extend(messages);
         // Taken: what does not fit (or cannot go while the consumer is gone)
@@ -190,18 +209,110 @@ impl BatchProducer {
         }
     }
 
-    /// Encodes `batch` into its messages, checking schema and sizes first.
-    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<EncodedMessage>, ArrowRingError> {
+    /// Checks that `batch` has the stream's schema; the first batch sets it
+    /// (and, for a flat schema, the encoder that writes into the arena).
+    fn check_schema(&mut self, batch: &RecordBatch) -> Result<(), ArrowRingError> {
         match &self.schema {
-            Some(s) if s != &batch.schema() => {
-                return Err(ArrowRingError::SchemaMismatch {
-                    expected: s.clone(),
-                    found: batch.schema(),
-                });
+            Some(s) if s != &batch.schema() => Err(ArrowRingError::SchemaMismatch {
+                expected: s.clone(),
+                found: batch.schema(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                let schema = batch.schema();
+                self.flat = FlatEncoder::new(&schema);
+                self.schema = Some(schema);
+                Ok(())
             }
-            Some(_) => {}
-            None => self.schema = Some(batch.schema()),
         }
+    }
+
+    /// Sends `batch` of a flat schema: its record batch message is planned,
+    /// then written straight into the arena (flat.rs). Called with nothing
+    /// pending; a message that cannot go now is made an owned one and waits
+    /// in `pending`, as the general path's do.
+    fn send_flat(
+        &mut self,
+        batch: &RecordBatch,
+        deadline: Option<Instant>,
+    ) -> Result<(), ArrowRingError> {
+        let flat = self.flat.as_mut().expect("checked by the caller");
+        let planned = flat.plan(batch).map_err(ArrowRingError::Encode)?;
+        if planned.len > self.arena_len {
+            flat.forget();
+            // A stream not begun yet stays so: the schema goes with the
+            // first batch that fits.
+            return Err(ArrowRingError::BatchTooLarge {
+                needed: planned.len,
+                arena: self.arena_len,
+            });
+        }
+        if !self.flat_started {
+            let schema = self.schema.as_ref().expect("set by check_schema");
+            let message = FlatEncoder::schema_message(schema);
+            let message = match message {
+                Ok(m) if m.len <= self.arena_len => m,
+                Ok(m) => {
+                    self.flat.as_mut().expect("set").forget();
+                    return Err(ArrowRingError::BatchTooLarge {
+                        needed: align_up(m.len).unwrap_or(u64::MAX),
+                        arena: self.arena_len,
+                    });
+                }
+                Err(e) => {
+                    self.flat.as_mut().expect("set").forget();
+                    return Err(ArrowRingError::Encode(e));
+                }
+            };
+            self.pending.push_back(message);
+            self.flat_started = true;
+        }
+        // Taken from here on: what cannot go now stays pending, behind the
+        // schema message if that could not go either.
+        let placed = match self.flush_until(deadline) {
+            Ok(true) => match self.reserve(planned.len, deadline) {
+                Ok(pos) => pos,
+                Err(ArrowRingError::ConsumerGone) => None,
+                Err(e) => {
+                    self.flat.as_mut().expect("set").forget();
+                    return Err(e);
+                }
+            },
+            Ok(false) | Err(ArrowRingError::ConsumerGone) => None,
+            Err(e) => {
+                self.flat.as_mut().expect("set").forget();
+                return Err(e);
+            }
+        };
+        let flat = self.flat.as_mut().expect("set");
+        match placed {
+            Some(pos) => {
+                let start = (pos % self.arena_len) as usize;
+                // SAFETY: reserve() made pos..pos+len free (the consumer
+                // released it) and contiguous (start + len <= arena_len),
+                // inside the arena. The batch's buffers do not overlap it:
+                // they are this process's memory, or (a batch received in
+                // place from this very ring and sent again) bytes of a
+                // message its live lease keeps unreleased, which reserve()
+                // never hands out.
+                if unsafe { flat.write(self.arena.add(start)) } {
+                    // As in write_message: streaming stores before the
+                    // Release stores that publish the message.
+                    store_fence();
+                }
+                self.publish(pos, planned.len, planned.len, MSG_RECORD_BATCH);
+            }
+            None => {
+                let message = flat.owned_message(planned);
+                self.pending.push_back(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `batch` (of the stream's schema) into its messages, checking
+    /// sizes first.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<EncodedMessage>, ArrowRingError> {
         let schema = self.schema.clone().expect("set above");
         if self.encoder.is_none() {
             // Alignment 64: every buffer in a body starts 64-aligned relative
@@ -259,8 +370,10 @@ impl BatchProducer {
         deadline: Option<Instant>,
     ) -> Result<Option<u64>, ArrowRingError> {
         let (head, len) = (self.head, self.arena_len);
-        // Skip the arena's tail if the message would wrap.
-        let pos = if head % len + size > len {
+        // Skip the arena's tail if the message would wrap, or start the
+        // next lap early when the consumer has released everything.
+        let early = REWIND_MIN.max(len / REWIND_SHARE);
+        let pos = if head % len + size > len || self.drained_past(early) {
             head + (len - head % len)
         } else {
             head
@@ -282,6 +395,23 @@ impl BatchProducer {
         }
     }
 
+    /// Whether the next message should start the next lap of the arena
+    /// early: `head` is at least `min` bytes into its lap and the consumer
+    /// has released every message. Looked at most once per `min` bytes
+    /// written, which keeps the read of the consumer's line (`read_seq`)
+    /// off the path of small messages.
+    fn drained_past(&mut self, min: u64) -> bool {
+        let head = self.head;
+        if head % self.arena_len < min || head < self.next_rewind_check {
+            return false;
+        }
+        let drained = matches!(self.inner.oldest_unreleased(), Some(None));
+        if !drained {
+            self.next_rewind_check = head + min;
+        }
+        drained
+    }
+
     fn write_message(&mut self, pos: u64, size: u64, msg: &EncodedMessage) {
         let start = pos % self.arena_len;
         let mut at = start as usize;
@@ -301,12 +431,18 @@ impl BatchProducer {
             // publishes these bytes.
             store_fence();
         }
+        self.publish(pos, size, msg.len, msg.kind);
+    }
+
+    /// Publishes the message of `len` bytes of `kind` written at `pos`, in
+    /// `size` bytes of the arena.
+    fn publish(&mut self, pos: u64, size: u64, len: u64, kind: u32) {
         let end = pos + size;
         let desc = Descriptor {
             pos,
-            len: msg.len,
+            len,
             end,
-            kind: msg.kind,
+            kind,
             reserved: 0,
         };
         // Stored before the publish, so that a new producer resumes after
@@ -407,6 +543,22 @@ fn release_point(p: &ShmProducer<Descriptor>, head: u64, pos: u64) -> u64 {
     }
 }
 
+/// How far into a lap of the arena the producer starts the next lap early
+/// when the consumer has released everything (`drained_past`): the next
+/// message then goes where the lap's first one went, in memory both sides
+/// touched recently and likely still in cache, rather than in bytes last
+/// written a whole arena ago, which cost a trip to memory to overwrite and
+/// to read. The consumer accepts the skip as it accepts the skipped tail of
+/// a lap.
+///
+/// Each early start moves positions past the rest of the lap, so positions
+/// grow faster than bytes written; starting no earlier than
+/// `arena_len / REWIND_SHARE` into a lap bounds that to `REWIND_SHARE` times
+/// (positions are u64s: at 16 times 10 GB/s they last 1.8 years of nonstop
+/// streaming; docs/FORMAT.md).
+const REWIND_MIN: u64 = 64 << 10;
+const REWIND_SHARE: u64 = 16;
+
 /// Parts at least this long are copied into the arena with streaming
 /// (non-temporal) stores, on x86_64: a large batch would only evict the
 /// producer's caches, and the stores skip reading each arena line before
@@ -420,7 +572,7 @@ const STREAM_MIN: usize = 64 << 10;
 /// # Safety
 ///
 /// `dst` is valid for writes of `src.len()` bytes that do not overlap `src`.
-unsafe fn copy_to_arena(dst: *mut u8, src: &[u8]) -> bool {
+pub(super) unsafe fn copy_to_arena(dst: *mut u8, src: &[u8]) -> bool {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
     if src.len() >= STREAM_MIN {
         // SAFETY: forwarded from the caller.
@@ -465,7 +617,7 @@ unsafe fn stream_copy(dst: *mut u8, src: &[u8]) {
 }
 
 /// Orders earlier streaming stores before later stores (`sfence`).
-fn store_fence() {
+pub(super) fn store_fence() {
     // SAFETY: sfence needs SSE, which every x86_64 CPU has; it touches no
     // memory.
     #[cfg(all(target_arch = "x86_64", not(loom)))]

@@ -7,7 +7,10 @@
 //! batch with arrow-ipc's `StreamEncoder` (the schema first, dictionary
 //! batches when they appear or change, then the record batch), copies each
 //! message into the arena with its body 64-byte aligned, and publishes one
-//! descriptor per message. The consumer decodes either into owned memory
+//! descriptor per message. Batches whose columns are all booleans,
+//! fixed-width primitives or Utf8/Binary (the schemas without nested types or
+//! dictionaries) are written straight into the arena instead, in the bytes
+//! `StreamEncoder` would write, without its per-message bookkeeping. The consumer decodes either into owned memory
 //! ([`BatchConsumer::recv`]) or in place ([`BatchConsumer::recv_zero_copy`]):
 //! then the batch's buffers point into the mapping, and its slot and arena
 //! space are released when the last of them is dropped.
@@ -111,6 +114,7 @@
 mod check;
 mod decode;
 mod encode;
+mod flat;
 mod framing;
 mod lease;
 mod mismatch;

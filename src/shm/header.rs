@@ -33,7 +33,8 @@ pub const MAX_SLOT_ALIGN: u32 = 4096;
 /// Largest position a side resumes from when it attaches: `write_seq` and
 /// `read_seq` (one per item) and an Arrow ring's `arena_head` (one per byte)
 /// only grow, and none reaches 2^63 (29 years at 10^10 items or bytes a
-/// second). One beyond it was set by another process, and advancing it
+/// second; `arena_head` grows up to 16 times as fast as bytes are written,
+/// when the producer starts arena laps early: 1.8 years). One beyond it was set by another process, and advancing it
 /// could wrap past `u64::MAX`.
 pub const MAX_POSITION: u64 = 1 << 63;
 

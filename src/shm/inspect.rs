@@ -112,8 +112,12 @@ impl RingInfo {
     }
 
     /// Arrow rings: arena bytes written and not yet released, including the
-    /// padding and skipped tails between messages (clamped to the arena).
+    /// padding and skipped tails between messages (clamped to the arena);
+    /// 0 when every published message is released.
     pub fn arena_used(&self) -> u64 {
+        if self.lag() == 0 {
+            return 0;
+        }
         self.arena_head
             .saturating_sub(self.arena_released)
             .min(self.layout.arena_len)
