@@ -16,7 +16,12 @@
 //!    buffers a whole number of values). These are the
 //!    conditions under which those constructors neither panic nor touch a
 //!    byte outside the body;
-//! 2. decodes with arrow-ipc's validation skipped;
+//! 2. builds the batch from the message's buffers itself
+//!    ([`FlatSchema::decode`]): each column with its typed constructor,
+//!    checking each declared null count against its bitmap, offsets with
+//!    [`offsets_ok`] (below), and nullability. Where `offsets_ok` says no,
+//!    steps 2b and 3 decide instead:
+//! 2b. decodes with arrow-ipc's validation skipped;
 //! 3. runs [`FlatSchema::validate`] on the batch before anyone sees it: for
 //!    every column arrow's own `ArrayData::validate` and `validate_nulls`,
 //!    then `validate_values` or, for Utf8/Binary columns, [`offsets_ok`]: one
@@ -32,9 +37,15 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
-use arrow_array::{Array, ArrayRef, OffsetSizeTrait, RecordBatch};
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, GenericByteArray, OffsetSizeTrait, PrimitiveArray, RecordBatch,
+    RecordBatchOptions, downcast_primitive,
+};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_data::{ArrayData, BufferSpec, layout};
-use arrow_schema::{ArrowError, DataType, Schema};
+use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
 
 /// How a flat column's offsets and values are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +61,7 @@ enum Values {
 #[derive(Debug)]
 struct FlatField {
     name: String,
+    data_type: DataType,
     nullable: bool,
     values: Values,
     /// arrow's layout of the column's buffers after the validity bitmap.
@@ -85,6 +97,7 @@ impl FlatSchema {
                 };
                 Some(FlatField {
                     name: f.name().clone(),
+                    data_type: f.data_type().clone(),
                     nullable: f.is_nullable(),
                     values,
                     specs: layout(f.data_type()).buffers,
@@ -178,6 +191,109 @@ impl FlatSchema {
         true
     }
 
+    /// Builds the record batch `header` describes (a message that
+    /// [`admits`](Self::admits) accepted, whose body is `body`) straight
+    /// from its buffers, with the checks that arrow's validation makes of
+    /// such a batch: the null count each column declares against its bitmap,
+    /// string and binary offsets with [`offsets_ok`], and nullability.
+    /// `Ok(None)` when `offsets_ok` says no: then arrow decides, on the path
+    /// of steps 2 and 3.
+    ///
+    /// arrow-ipc's decoder builds every column through an `ArrayData`; for
+    /// a batch of a few rows that is most of a consumer's work. Here each
+    /// column is made with its typed constructor. What else arrow's
+    /// `ArrayData::validate` checks of these types (buffer sizes and
+    /// alignment, the bitmap's size) `admits` has checked, and the
+    /// constructors assert it again (a failed assertion is a panic that the
+    /// caller turns into an error).
+    pub(super) fn decode(
+        &self,
+        header: arrow_ipc::RecordBatch<'_>,
+        body: &Buffer,
+        schema: &SchemaRef,
+    ) -> Result<Option<RecordBatch>, ArrowError> {
+        let (Some(nodes), Some(buffers)) = (header.nodes(), header.buffers()) else {
+            return Err(ArrowError::IpcError("a record batch without nodes".into()));
+        };
+        let rows = header.length() as usize; // admits: non-negative
+        let mut buffers = buffers.iter();
+        let mut next = || {
+            let b = buffers.next().expect("admits counted the buffers");
+            // admits and data_message: within the body.
+            body.slice_with_length(b.offset() as usize, b.length() as usize)
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.fields.len());
+        for (field, node) in self.fields.iter().zip(nodes.iter()) {
+            let declared = node.null_count() as usize; // admits: 0..=rows
+            let validity = next();
+            // As arrow-ipc's decoder: a bitmap only when nulls are declared.
+            let nulls = if declared > 0 {
+                let nulls = NullBuffer::new(BooleanBuffer::new(validity, 0, rows));
+                if nulls.null_count() != declared {
+                    return Err(ArrowError::InvalidArgumentError(format!(
+                        "column '{}': null_count value ({declared}) doesn't match actual \
+                         number of nulls in array ({})",
+                        field.name,
+                        nulls.null_count()
+                    )));
+                }
+                if !field.nullable {
+                    return Err(ArrowError::InvalidArgumentError(format!(
+                        "Column '{}' is declared as non-nullable but contains null values",
+                        field.name
+                    )));
+                }
+                Some(nulls)
+            } else {
+                None
+            };
+            let column: ArrayRef = match field.values {
+                Values::Fixed if field.data_type == DataType::Boolean => Arc::new(
+                    BooleanArray::new(BooleanBuffer::new(next(), 0, rows), nulls),
+                ),
+                Values::Fixed => {
+                    let values = next();
+                    macro_rules! primitive {
+                        ($t:ty) => {
+                            Arc::new(
+                                PrimitiveArray::<$t>::try_new(
+                                    ScalarBuffer::new(values, 0, rows),
+                                    nulls,
+                                )?
+                                .with_data_type(field.data_type.clone()),
+                            )
+                        };
+                    }
+                    downcast_primitive! {
+                        &field.data_type => (primitive),
+                        _ => return Ok(None),
+                    }
+                }
+                Values::Utf8 => match bytes::<Utf8Type>(next(), next(), rows, nulls) {
+                    Some(a) => a,
+                    None => return Ok(None),
+                },
+                Values::LargeUtf8 => match bytes::<LargeUtf8Type>(next(), next(), rows, nulls) {
+                    Some(a) => a,
+                    None => return Ok(None),
+                },
+                Values::Binary => match bytes::<BinaryType>(next(), next(), rows, nulls) {
+                    Some(a) => a,
+                    None => return Ok(None),
+                },
+                Values::LargeBinary => {
+                    match bytes::<LargeBinaryType>(next(), next(), rows, nulls) {
+                        Some(a) => a,
+                        None => return Ok(None),
+                    }
+                }
+            };
+            columns.push(column);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(schema.clone(), columns, &options).map(Some)
+    }
+
     /// Runs arrow's checks on a batch decoded without them: see the module
     /// docs, step 3. The batch must come from a message that
     /// [`admits`](Self::admits) accepted for this schema.
@@ -210,6 +326,35 @@ impl FlatSchema {
         }
         Ok(())
     }
+}
+
+/// A Utf8/Binary column of `rows` values from its offsets and values
+/// buffers, if [`offsets_ok`] accepts them (`None`: arrow decides).
+fn bytes<T: ByteArrayType>(
+    offsets: Buffer,
+    values: Buffer,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+) -> Option<ArrayRef> {
+    // admits: rows + 1 whole offsets, aligned, or none for no rows.
+    let offsets = if rows == 0 && offsets.is_empty() {
+        OffsetBuffer::new_empty()
+    } else {
+        let offsets = ScalarBuffer::<T::Offset>::new(offsets, 0, rows + 1);
+        let utf8 = matches!(T::DATA_TYPE, DataType::Utf8 | DataType::LargeUtf8);
+        if !offsets_ok(&offsets, &values, utf8) {
+            return None;
+        }
+        // SAFETY: offsets_ok: non-negative and in order (and within the
+        // values, on char boundaries of valid UTF-8 for strings).
+        unsafe { OffsetBuffer::new_unchecked(offsets) }
+    };
+    // SAFETY: as above, the offsets are valid for `values` (and for strings
+    // every one lies on a char boundary of valid UTF-8); `nulls`, when
+    // there, has `rows` bits (admits), as there are `rows + 1` offsets.
+    Some(Arc::new(unsafe {
+        GenericByteArray::<T>::new_unchecked(offsets, values, nulls)
+    }))
 }
 
 /// arrow's `validate_data` for a Utf8/Binary column, with `offsets_ok` in

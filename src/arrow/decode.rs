@@ -614,6 +614,9 @@ impl SessionDecoder {
             // The metadata was verified once, by data_message: decode from
             // it rather than have arrow-ipc parse and verify it again.
             let body = buffer.slice(block.metaDataLength() as usize);
+            if let Some(batch) = flat.decode(header, &body, schema)? {
+                return Ok(Some(batch));
+            }
             let version = MetadataVersion::V5;
             let mut skip = UnsafeFlag::new();
             // SAFETY: `flat.admits` holds: every buffer is long enough and
