@@ -438,6 +438,32 @@ fn a_schema_message_larger_than_the_arena_is_refused_not_left_pending() {
     assert_eq!(tx.pending(), 0, "nothing was taken");
 }
 
+/// Bytes that no string spans need not be UTF-8 (arrow accepts them): the
+/// consumer's own check of string offsets says no to such a column and
+/// lets arrow's validating decoder decide, which accepts it, on the copy and
+/// the zero-copy path.
+#[test]
+fn a_string_column_with_invalid_utf8_outside_its_strings_comes_through() {
+    let ring = Ring::new("utf8gap");
+    let o = opts(16, 64 << 10);
+    let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
+    let mut rx = BatchConsumer::open(&ring.name, &o).unwrap();
+    // "ab", "c", then a byte 0xff that neither string covers.
+    let data = arrow_data::ArrayData::builder(DataType::Utf8)
+        .len(2)
+        .add_buffer(Buffer::from_vec(vec![0_i32, 2, 3]))
+        .add_buffer(Buffer::from(vec![b'a', b'b', b'c', 0xff]))
+        .build()
+        .expect("arrow accepts invalid UTF-8 outside every string");
+    let strings: ArrayRef = Arc::new(StringArray::from(data));
+    let batch = RecordBatch::try_from_iter([("s", strings)]).unwrap();
+    tx.send(&batch).unwrap();
+    tx.send(&batch).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), batch);
+    let leased = rx.recv_zero_copy().unwrap().unwrap();
+    assert_eq!(*leased, batch);
+}
+
 /// A consumer that keeps up lets the producer start the arena's next lap
 /// early, so small messages reuse the arena's first bytes; that moves
 /// positions faster than bytes are written, by at most 16 times. And a

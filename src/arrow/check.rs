@@ -197,7 +197,7 @@ impl FlatSchema {
     /// such a batch: the null count each column declares against its bitmap,
     /// string and binary offsets with [`offsets_ok`], and nullability.
     /// `Ok(None)` when `offsets_ok` says no: then arrow decides, on the path
-    /// of steps 2 and 3.
+    /// of steps 2b and 3.
     ///
     /// arrow-ipc's decoder builds every column through an `ArrayData`; for
     /// a batch of a few rows that is most of a consumer's work. Here each
@@ -351,7 +351,8 @@ fn bytes<T: ByteArrayType>(
     };
     // SAFETY: as above, the offsets are valid for `values` (and for strings
     // every one lies on a char boundary of valid UTF-8); `nulls`, when
-    // there, has `rows` bits (admits), as there are `rows + 1` offsets.
+    // there, has `rows` bits (decode built it so), as there are `rows + 1`
+    // offsets (or none for no rows).
     Some(Arc::new(unsafe {
         GenericByteArray::<T>::new_unchecked(offsets, values, nulls)
     }))

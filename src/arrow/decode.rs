@@ -574,9 +574,11 @@ struct SessionDecoder {
     /// arrow-ipc with its validation on: all dictionaries, and every batch
     /// that `fast` does not take.
     checked: FileDecoder,
-    /// For flat schemas: the schema, for arrow-ipc's record batch decoder
-    /// with its validation off, given the batches that [`FlatSchema::admits`],
-    /// each checked by [`FlatSchema::validate`] before it is returned.
+    /// For flat schemas: the schema, for the batches that
+    /// [`FlatSchema::admits`]. [`FlatSchema::decode`] builds them; where it
+    /// declines, arrow-ipc's record batch decoder with its validation off
+    /// does, and [`FlatSchema::validate`] checks the batch before it is
+    /// returned.
     fast: Option<(SchemaRef, FlatSchema)>,
 }
 
