@@ -20,9 +20,9 @@
 //!    ([`FlatSchema::decode`]): each column with its typed constructor,
 //!    checking each declared null count against its bitmap, offsets with
 //!    [`offsets_ok`] (below), and nullability. Where `offsets_ok` says no,
-//!    steps 2b and 3 decide instead:
-//! 2b. decodes with arrow-ipc's validation skipped;
-//! 3. runs [`FlatSchema::validate`] on the batch before anyone sees it: for
+//!    steps 3 and 4 decide instead:
+//! 3. decodes with arrow-ipc's validation skipped;
+//! 4. runs [`FlatSchema::validate`] on the batch before anyone sees it: for
 //!    every column arrow's own `ArrayData::validate` and `validate_nulls`,
 //!    then `validate_values` or, for Utf8/Binary columns, [`offsets_ok`]: one
 //!    pass for order and bounds, then for strings one ASCII pass over the
@@ -197,7 +197,7 @@ impl FlatSchema {
     /// such a batch: the null count each column declares against its bitmap,
     /// string and binary offsets with [`offsets_ok`], and nullability.
     /// `Ok(None)` when `offsets_ok` says no: then arrow decides, on the path
-    /// of steps 2b and 3.
+    /// of steps 3 and 4.
     ///
     /// arrow-ipc's decoder builds every column through an `ArrayData`; for
     /// a batch of a few rows that is most of a consumer's work. Here each
@@ -295,7 +295,7 @@ impl FlatSchema {
     }
 
     /// Runs arrow's checks on a batch decoded without them: see the module
-    /// docs, step 3. The batch must come from a message that
+    /// docs, step 4. The batch must come from a message that
     /// [`admits`](Self::admits) accepted for this schema.
     pub(super) fn validate(&self, batch: &RecordBatch) -> Result<(), ArrowError> {
         if batch.num_columns() != self.fields.len() {
