@@ -23,9 +23,10 @@
 //! metadata V5, byte for byte (tested against it for random batches), so a
 //! consumer, a saved file or any other Arrow reader sees no difference.
 
-use arrow_array::RecordBatch;
-use arrow_buffer::{Buffer, MutableBuffer};
-use arrow_data::{ArrayData, BufferSpec, layout};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, OffsetSizeTrait, RecordBatch, downcast_primitive_array};
+use arrow_buffer::{Buffer, MutableBuffer, OffsetBuffer};
+use arrow_data::{BufferSpec, layout};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_ipc::{FieldNode, MessageBuilder, MessageHeader, MetadataVersion, RecordBatchBuilder};
 use arrow_schema::{ArrowError, DataType, Schema};
@@ -46,8 +47,8 @@ enum Column {
     Fixed { width: usize },
     /// One buffer of bits (booleans).
     Bits,
-    /// Offsets of `width` bytes (4 or 8), then the values they span.
-    Bytes { width: usize },
+    /// Offsets (32 or 64 bits), then the values they span.
+    Bytes,
 }
 
 /// One body buffer: its bytes, and for offsets, the first offset to
@@ -87,8 +88,9 @@ impl FlatEncoder {
             .fields()
             .iter()
             .map(|f| match f.data_type() {
-                DataType::Utf8 | DataType::Binary => Some(Column::Bytes { width: 4 }),
-                DataType::LargeUtf8 | DataType::LargeBinary => Some(Column::Bytes { width: 8 }),
+                DataType::Utf8 | DataType::Binary | DataType::LargeUtf8 | DataType::LargeBinary => {
+                    Some(Column::Bytes)
+                }
                 DataType::Boolean => Some(Column::Bits),
                 t if t.is_primitive() => match layout(t).buffers.first() {
                     Some(BufferSpec::FixedWidth { byte_width, .. }) => {
@@ -143,59 +145,73 @@ impl FlatEncoder {
         }
         let mut offset = 0usize;
         for (i, column) in self.columns.iter().enumerate() {
-            let data = batch.column(i).to_data();
-            let rows = data.len();
-            let nulls = data.null_count();
+            // Typed views of the column, not `to_data()`: that builds an
+            // `ArrayData` (and allocates) per column per message. The
+            // buffers are the same ones: an array's `ArrayData` holds its
+            // buffers as these views hold them (values and offsets already
+            // cut to the array's slice).
+            let array = batch.column(i);
+            let rows = array.len();
+            let nulls = array.null_count();
             self.nodes.push(FieldNode::new(rows as i64, nulls as i64));
             // As arrow-ipc's writer: a bitmap only when there are nulls.
-            let validity = match data.nulls() {
+            let validity = match array.nulls() {
                 Some(n) if nulls > 0 => n.inner().sliced(),
                 _ => Buffer::from(MutableBuffer::new(0)),
             };
-            push(
-                &mut self.parts,
-                &mut self.buffers,
-                &mut offset,
-                validity,
-                Rebase::None,
-            );
+            let mut add = |bytes: Buffer, rebase: Rebase| {
+                push(
+                    &mut self.parts,
+                    &mut self.buffers,
+                    &mut offset,
+                    bytes,
+                    rebase,
+                );
+            };
+            add(validity, Rebase::None);
+            let wrong = || {
+                ArrowError::SchemaError(format!(
+                    "column {i} is {}, not of its schema's kind {column:?}",
+                    array.data_type()
+                ))
+            };
             match *column {
                 Column::Fixed { width } => {
-                    let values = fixed_values(&data, width)?;
-                    push(
-                        &mut self.parts,
-                        &mut self.buffers,
-                        &mut offset,
-                        values,
-                        Rebase::None,
+                    let values = downcast_primitive_array!(
+                        array => array.values().inner().clone(),
+                        _ => return Err(wrong()),
                     );
+                    if values.len() != rows * width {
+                        return Err(wrong());
+                    }
+                    add(values, Rebase::None);
                 }
                 Column::Bits => {
-                    let values = data.buffers()[0].bit_slice(data.offset(), rows);
-                    push(
-                        &mut self.parts,
-                        &mut self.buffers,
-                        &mut offset,
-                        values,
-                        Rebase::None,
-                    );
+                    let values = array.as_boolean_opt().ok_or_else(wrong)?.values().sliced();
+                    add(values, Rebase::None);
                 }
-                Column::Bytes { width } => {
-                    let (offsets, rebase, values) = byte_buffers(&data, width)?;
-                    push(
-                        &mut self.parts,
-                        &mut self.buffers,
-                        &mut offset,
-                        offsets,
-                        rebase,
-                    );
-                    push(
-                        &mut self.parts,
-                        &mut self.buffers,
-                        &mut offset,
-                        values,
-                        Rebase::None,
-                    );
+                Column::Bytes => {
+                    let (offsets, rebase, values) = match array.data_type() {
+                        DataType::Utf8 => {
+                            let a = array.as_string::<i32>();
+                            byte_buffers(a.offsets(), a.values())?
+                        }
+                        DataType::LargeUtf8 => {
+                            let a = array.as_string::<i64>();
+                            byte_buffers(a.offsets(), a.values())?
+                        }
+                        DataType::Binary => {
+                            let a = array.as_binary::<i32>();
+                            byte_buffers(a.offsets(), a.values())?
+                        }
+                        DataType::LargeBinary => {
+                            let a = array.as_binary::<i64>();
+                            byte_buffers(a.offsets(), a.values())?
+                        }
+                        _ => return Err(wrong()),
+                    };
+                    add(offsets, rebase);
+                    add(values, Rebase::None);
                 }
             }
         }
@@ -307,54 +323,30 @@ fn push(
     parts.push(Part { bytes, rebase });
 }
 
-/// A fixed-width column's values, cut to its slice (as arrow-ipc's
-/// `get_or_truncate_buffer`).
-fn fixed_values(data: &ArrayData, width: usize) -> Result<Buffer, ArrowError> {
-    let buffer = &data.buffers()[0];
-    let start = data.offset() * width;
-    let len = (data.len() * width).min(buffer.len().saturating_sub(start));
-    if start > buffer.len() {
-        return Err(ArrowError::InvalidArgumentError(
-            "array offset past its values".into(),
-        ));
-    }
-    Ok(buffer.slice_with_length(start, len))
-}
-
 /// A byte column's offsets (and what to subtract from each) and the values
 /// they span (as arrow-ipc's `get_byte_array_buffers`).
-fn byte_buffers(data: &ArrayData, width: usize) -> Result<(Buffer, Rebase, Buffer), ArrowError> {
+fn byte_buffers<O: OffsetSizeTrait>(
+    offsets: &OffsetBuffer<O>,
+    values: &Buffer,
+) -> Result<(Buffer, Rebase, Buffer), ArrowError> {
     let empty = || Buffer::from(MutableBuffer::new(0));
-    if data.is_empty() {
-        // One 0 offset, as the format requires N + 1 of them.
-        return Ok((Buffer::from_vec(vec![0u8; width]), Rebase::None, empty()));
-    }
-    let offsets =
-        data.buffers()[0].slice_with_length(data.offset() * width, (data.len() + 1) * width);
-    let read = |i: usize| -> i64 {
-        let b = &offsets.as_slice()[i * width..(i + 1) * width];
-        if width == 4 {
-            i64::from(i32::from_le_bytes(b.try_into().expect("4 bytes")))
-        } else {
-            i64::from_le_bytes(b.try_into().expect("8 bytes"))
-        }
-    };
-    let (first, last) = (read(0), read(data.len()));
-    let (Ok(start), Ok(end)) = (usize::try_from(first), usize::try_from(last)) else {
-        return Err(ArrowError::InvalidArgumentError("negative offset".into()));
-    };
-    let Some(len) = end.checked_sub(start) else {
-        return Err(ArrowError::InvalidArgumentError(
-            "offsets go backwards".into(),
+    if offsets.len() < 2 {
+        // No values: one 0 offset, as the format requires N + 1 of them.
+        return Ok((
+            Buffer::from_vec(vec![0u8; size_of::<O>()]),
+            Rebase::None,
+            empty(),
         ));
-    };
-    let values = data.buffers()[1].slice_with_length(start, len);
-    let rebase = match (first, width) {
+    }
+    // An OffsetBuffer's offsets are non-negative and in order.
+    let (first, last) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
+    let values = values.slice_with_length(first, last - first);
+    let rebase = match (first, size_of::<O>()) {
         (0, _) => Rebase::None,
         (f, 4) => Rebase::I32(f as i32),
-        (f, _) => Rebase::I64(f),
+        (f, _) => Rebase::I64(f as i64),
     };
-    Ok((offsets, rebase, values))
+    Ok((offsets.inner().inner().clone(), rebase, values))
 }
 
 /// Writes `len` zero bytes at `dst`.
