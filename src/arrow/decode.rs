@@ -13,7 +13,7 @@ use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use super::check::FlatSchema;
-use super::framing::{data_message, parse_schema};
+use super::framing::{KnownShape, data_message, parse_schema};
 use super::lease::{LeaseBook, LeasedBatch, leased_buffer};
 use super::release::{Releaser, Unreleased};
 use super::resume::{Change, Restored, SaveArea};
@@ -471,7 +471,8 @@ impl BatchConsumer {
         };
         // arrow-ipc slices body buffers with asserting slices: check the
         // message's framing and every buffer's range against the body first.
-        let (message, body_start) = data_message(bytes, kind).map_err(corrupt)?;
+        let (message, body_start) =
+            data_message(bytes, kind, &mut decoder.known).map_err(corrupt)?;
         let block = i32::try_from(body_start)
             .map(|meta| Block::new(0, meta, (bytes.len() - body_start) as i64))
             .map_err(|_| corrupt(ArrowError::IpcError("metadata too long".into())))?;
@@ -580,6 +581,8 @@ struct SessionDecoder {
     /// does, and [`FlatSchema::validate`] checks the batch before it is
     /// returned.
     fast: Option<(SchemaRef, FlatSchema)>,
+    /// The shape of this stream's last record batch metadata verified.
+    known: KnownShape,
 }
 
 /// A flat schema has no dictionaries.
@@ -593,7 +596,11 @@ impl SessionDecoder {
         let checked =
             FileDecoder::new(schema.clone(), MetadataVersion::V5).with_require_alignment(true);
         let fast = FlatSchema::new(&schema).map(|flat| (schema, flat));
-        Self { checked, fast }
+        Self {
+            checked,
+            fast,
+            known: KnownShape::default(),
+        }
     }
 
     /// Decodes the record batch `message` (verified, its buffers checked to

@@ -504,8 +504,12 @@ mod tests {
         let mut aligned = MutableBuffer::new(message.len as usize);
         aligned.extend_from_slice(message.parts[0].as_slice());
         let bytes = Buffer::from(aligned);
-        let (meta, body_start) =
-            super::super::framing::data_message(&bytes, super::super::MSG_RECORD_BATCH).unwrap();
+        let (meta, body_start) = super::super::framing::data_message(
+            &bytes,
+            super::super::MSG_RECORD_BATCH,
+            &mut super::super::framing::KnownShape::default(),
+        )
+        .unwrap();
         let flat = super::super::check::FlatSchema::new(&schema).unwrap();
         assert!(flat.admits(&meta, &bytes[body_start..]), "admitted");
         let header = meta.header_as_record_batch().unwrap();

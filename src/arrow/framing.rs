@@ -41,11 +41,168 @@ fn metadata_len(bytes: &[u8]) -> Result<usize, ArrowError> {
 
 /// The verified flatbuffer metadata `meta`, and the body length it declares.
 fn parse_metadata(meta: &[u8]) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
-    let message = arrow_ipc::root_as_message(meta)
-        .map_err(|e| ipc_error(format!("message metadata: {e}")))?;
+    parse_metadata_known(meta, None)
+}
+
+/// [`parse_metadata`], skipping the flatbuffer verifier for metadata that
+/// `known` says has the shape of metadata verified before, and remembering
+/// the shape of record batch metadata it verifies.
+fn parse_metadata_known<'a>(
+    meta: &'a [u8],
+    known: Option<&mut KnownShape>,
+) -> Result<(arrow_ipc::Message<'a>, usize), ArrowError> {
+    let message = match known {
+        Some(k) if k.matches(meta) => {
+            // SAFETY: `meta` equals metadata that passed the verifier but
+            // for bytes that hold only values: the elements of the `nodes`
+            // and `buffers` vectors (structs of i64s) and the `length` and
+            // `bodyLength` fields (i64s), none of which overlaps a byte the
+            // verifier or an accessor navigates by (`KnownShape::of`; it
+            // counts `version` among those on purpose: in a crafted buffer
+            // where the record batch shares the message's vtable, `length`
+            // falls on `version`'s slot). The
+            // verifier's checks depend on those bytes and on the buffer's
+            // length only, so it would pass `meta` as well; and any bytes
+            // are a valid i64.
+            unsafe { arrow_ipc::root_as_message_unchecked(meta) }
+        }
+        known => {
+            let message = arrow_ipc::root_as_message(meta)
+                .map_err(|e| ipc_error(format!("message metadata: {e}")))?;
+            if let Some(k) = known {
+                k.remember(meta, &message);
+            }
+            message
+        }
+    };
     let body_len = usize::try_from(message.bodyLength())
         .map_err(|_| ipc_error(format!("negative body length {}", message.bodyLength())))?;
     Ok((message, body_len))
+}
+
+/// The metadata of the last record batch message that passed the
+/// flatbuffer verifier, and where in it lie the bytes that hold only values.
+///
+/// Verifying a record batch's metadata (arrow-ipc's generic flatbuffer
+/// verifier) costs a third of a consumer's time on one-row batches, and a
+/// stream's record batches mostly share one shape: the same tables, vtables
+/// and vectors at the same places, differing only in row counts, null
+/// counts and buffer offsets and lengths. Metadata equal to a verified one
+/// except in those values passes the verifier as surely, so it is read
+/// without it.
+#[derive(Debug, Default)]
+pub(super) struct KnownShape {
+    meta: Vec<u8>,
+    /// Disjoint byte ranges of `meta`, sorted, that hold only values.
+    values: Vec<std::ops::Range<usize>>,
+}
+
+impl KnownShape {
+    /// Whether `meta` equals the remembered metadata outside its value
+    /// bytes (and something is remembered).
+    fn matches(&self, meta: &[u8]) -> bool {
+        if self.meta.is_empty() || meta.len() != self.meta.len() {
+            return false;
+        }
+        let mut at = 0;
+        for r in &self.values {
+            if meta[at..r.start] != self.meta[at..r.start] {
+                return false;
+            }
+            at = r.end;
+        }
+        meta[at..] == self.meta[at..]
+    }
+
+    /// Remembers the shape of `message`, just verified from `meta`, if it
+    /// is a record batch of the plain shape this ring's producer writes;
+    /// otherwise forgets any shape.
+    fn remember(&mut self, meta: &[u8], message: &arrow_ipc::Message<'_>) {
+        match Self::of(meta, message) {
+            Some(values) => {
+                self.meta.clear();
+                self.meta.extend_from_slice(meta);
+                self.values = values;
+            }
+            None => {
+                self.meta.clear();
+                self.values.clear();
+            }
+        }
+    }
+
+    /// The value ranges of a verified record batch's metadata: its
+    /// `bodyLength`, its batch's `length`, and the elements of its `nodes`
+    /// and `buffers` vectors. `None` for any other shape: another header,
+    /// custom metadata, compression, variadic buffer counts, or a value
+    /// range that overlaps another one or any byte that the verifier or an
+    /// accessor navigates by (the root offset, each table's vtable offset,
+    /// vtable, offset fields, `version` and `header_type`, and the two
+    /// vectors' length prefixes). Sharing bytes is legal in a flatbuffer,
+    /// so a crafted one could make a "value" steer navigation: such a shape
+    /// is verified every time instead.
+    fn of(meta: &[u8], message: &arrow_ipc::Message<'_>) -> Option<Vec<std::ops::Range<usize>>> {
+        use arrow_ipc::{Message, RecordBatch};
+        if message.custom_metadata().is_some() {
+            return None;
+        }
+        let batch = message.header_as_record_batch()?;
+        if batch.compression().is_some() || batch.variadicBufferCounts().is_some() {
+            return None;
+        }
+        let base = meta.as_ptr() as usize;
+        let at = |bytes: &[u8]| {
+            let start = bytes.as_ptr() as usize - base;
+            start..start + bytes.len()
+        };
+        // A vtable's bytes, at least its two leading sizes (which the
+        // verifier reads even when they say the vtable is shorter).
+        let vtable = |t: &flatbuffers::Table<'_>| {
+            let r = at(t.vtable().as_bytes());
+            r.start..r.end.max(r.start + 4)
+        };
+        // A field's bytes, when the vtable has it.
+        let field = |t: &flatbuffers::Table<'_>, slot: flatbuffers::VOffsetT, size: usize| {
+            let off = usize::from(t.vtable().get(slot));
+            (off != 0).then(|| t.loc() + off..t.loc() + off + size)
+        };
+        let (m, b) = (&message._tab, &batch._tab);
+        let nodes = at(batch.nodes()?.bytes());
+        let buffers = at(batch.buffers()?.bytes());
+        let mut values: Vec<std::ops::Range<usize>> = [
+            field(m, Message::VT_BODYLENGTH, 8),
+            field(b, RecordBatch::VT_LENGTH, 8),
+            Some(nodes.clone()),
+            Some(buffers.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|r| !r.is_empty())
+        .collect();
+        let structure = [
+            Some(0..4),
+            Some(m.loc()..m.loc() + 4),
+            Some(vtable(m)),
+            field(m, Message::VT_VERSION, 2),
+            field(m, Message::VT_HEADER_TYPE, 1),
+            field(m, Message::VT_HEADER, 4),
+            Some(b.loc()..b.loc() + 4),
+            Some(vtable(b)),
+            field(b, RecordBatch::VT_NODES, 4),
+            field(b, RecordBatch::VT_BUFFERS, 4),
+            Some(nodes.start.checked_sub(4)?..nodes.start),
+            Some(buffers.start.checked_sub(4)?..buffers.start),
+        ];
+        let overlap = |a: &std::ops::Range<usize>, b: &std::ops::Range<usize>| {
+            a.start < b.end && b.start < a.end
+        };
+        values.sort_by_key(|r| r.start);
+        let disjoint = values.windows(2).all(|w| w[0].end <= w[1].start)
+            && values
+                .iter()
+                .all(|v| v.end <= meta.len() && structure.iter().flatten().all(|s| !overlap(v, s)));
+        disjoint.then_some(values)
+    }
 }
 
 /// The ring's kind ([`MSG_SCHEMA`], ...) of a message of type `header`.
@@ -63,12 +220,20 @@ fn kind_of(header: MessageHeader) -> Option<u32> {
 pub(super) fn message_metadata(
     bytes: &[u8],
 ) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
+    message_metadata_known(bytes, None)
+}
+
+/// [`message_metadata`] with a [`KnownShape`] of record batch metadata.
+fn message_metadata_known<'a>(
+    bytes: &'a [u8],
+    known: Option<&mut KnownShape>,
+) -> Result<(arrow_ipc::Message<'a>, usize), ArrowError> {
     let meta_len = metadata_len(bytes)?;
     let body_start = PREFIX_LEN.saturating_add(meta_len);
     let meta = bytes
         .get(PREFIX_LEN..body_start)
         .ok_or_else(|| ipc_error("metadata longer than its message"))?;
-    let (message, body_len) = parse_metadata(meta)?;
+    let (message, body_len) = parse_metadata_known(meta, known)?;
     // body_start <= bytes.len(): `meta` ends there.
     let after = bytes.len() - body_start;
     if body_len > after {
@@ -100,11 +265,13 @@ pub(super) fn parse_schema(bytes: &[u8]) -> Result<SchemaRef, ArrowError> {
 /// `bytes`, and the offset of its body, after checking that the message is
 /// of `kind`, ends where `bytes` ends, is not compressed, and declares
 /// every buffer inside its body.
-pub(super) fn data_message(
-    bytes: &[u8],
+pub(super) fn data_message<'a>(
+    bytes: &'a [u8],
     kind: u32,
-) -> Result<(arrow_ipc::Message<'_>, usize), ArrowError> {
-    let (message, body_start) = message_metadata(bytes)?;
+    known: &mut KnownShape,
+) -> Result<(arrow_ipc::Message<'a>, usize), ArrowError> {
+    let known = (kind == MSG_RECORD_BATCH).then_some(known);
+    let (message, body_start) = message_metadata_known(bytes, known)?;
     let body_len = message.bodyLength() as u64; // non-negative: checked there
     let left_over = (bytes.len() - body_start) as u64 - body_len;
     if left_over != 0 {
@@ -287,6 +454,187 @@ mod tests {
         split_messages(encoder_output()).expect("split")
     }
 
+    /// The metadata of the record batch message arrow-ipc writes for
+    /// `strings` (a nullable Utf8 column) and a Int32 column of as many rows.
+    fn batch_metadata(strings: &[Option<&str>]) -> Vec<u8> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int32, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let n = strings.len() as i32;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int32Array::from_iter_values(0..n)),
+                Arc::new(arrow_array::StringArray::from(strings.to_vec())),
+            ],
+        )
+        .expect("batch");
+        let opts = IpcWriteOptions::try_new(64, false, MetadataVersion::V5).expect("options");
+        let mut encoder = StreamEncoder::try_new_with_options(&schema, opts).expect("encoder");
+        let messages = split_messages(encoder.encode(&batch).expect("encode")).expect("split");
+        let bytes = concat(&messages[1].parts);
+        let meta_len = metadata_len(&bytes).expect("prefix");
+        bytes[PREFIX_LEN..PREFIX_LEN + meta_len].to_vec()
+    }
+
+    /// The soundness claim of `KnownShape`: metadata it lets through
+    /// unverified is metadata the verifier passes. 20,000 corruptions of 1
+    /// to 3 bytes of a record batch's metadata, after the shape of another
+    /// batch's metadata was remembered: whenever the shape matches, the
+    /// verifier must pass the bytes too, and read them the same.
+    #[test]
+    fn metadata_of_a_known_shape_is_metadata_the_verifier_passes() {
+        let first = batch_metadata(&[Some("a"), None, Some("bcd")]);
+        let second = batch_metadata(&[Some("efgh"), Some("i"), None]);
+        let mut known = KnownShape::default();
+        let (message, _) = parse_metadata_known(&first, Some(&mut known)).expect("valid");
+        assert!(message.header_as_record_batch().is_some());
+        assert!(known.matches(&second), "same shape, other values");
+        assert!(!known.values.is_empty());
+        let (message, body) = parse_metadata_known(&second, Some(&mut known)).expect("known");
+        assert_eq!(body, message.bodyLength() as usize);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let (mut matched, mut verified) = (0, 0);
+        for _ in 0..20_000 {
+            let mut bytes = second.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = next() % bytes.len();
+                bytes[at] ^= 1 << (next() % 8);
+            }
+            if known.matches(&bytes) {
+                matched += 1;
+                let checked = arrow_ipc::root_as_message(&bytes).expect("the verifier passes it");
+                let Ok((unchecked, _)) = parse_metadata_known(&bytes, Some(&mut known)) else {
+                    assert!(checked.bodyLength() < 0, "refused only for its body length");
+                    continue;
+                };
+                let rb = |m: &arrow_ipc::Message<'_>| {
+                    let b = m.header_as_record_batch().expect("a record batch");
+                    let nodes: Vec<(i64, i64)> = b
+                        .nodes()
+                        .expect("nodes")
+                        .iter()
+                        .map(|n| (n.length(), n.null_count()))
+                        .collect();
+                    let buffers: Vec<(i64, i64)> = b
+                        .buffers()
+                        .expect("buffers")
+                        .iter()
+                        .map(|x| (x.offset(), x.length()))
+                        .collect();
+                    (m.bodyLength(), b.length(), nodes, buffers)
+                };
+                assert_eq!(rb(&checked), rb(&unchecked));
+            } else {
+                verified += 1;
+                let theirs = arrow_ipc::root_as_message(&bytes).is_ok();
+                let ours = parse_metadata_known(&bytes, Some(&mut known)).is_ok();
+                // A negative body length is ours to refuse as well.
+                assert!(!ours || theirs, "accepted what the verifier refuses");
+                // Keep the remembered shape that of the valid batches.
+                known.remember(&first, &arrow_ipc::root_as_message(&first).expect("valid"));
+            }
+        }
+        assert!(
+            matched > 1_000 && verified > 1_000,
+            "{matched} matched, {verified} verified"
+        );
+    }
+
+    /// The same claim for remembered shapes that are not arrow-ipc's: bytes
+    /// of a record batch's metadata corrupted at random until the verifier
+    /// passes them, so that tables, vtables and vectors lie in odd places
+    /// (or share bytes). Whenever such a shape is remembered, metadata
+    /// with random bytes in all its value ranges must pass the verifier
+    /// and read the same.
+    #[test]
+    fn any_remembered_shape_admits_only_metadata_the_verifier_passes() {
+        let base = batch_metadata(&[Some("efgh"), Some("i"), None]);
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let (mut shapes, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut shape = base.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = next() % shape.len();
+                shape[at] = next() as u8;
+            }
+            let Ok(message) = arrow_ipc::root_as_message(&shape) else {
+                continue;
+            };
+            let mut known = KnownShape::default();
+            known.remember(&shape, &message);
+            if known.meta.is_empty() {
+                refused += 1;
+                continue;
+            }
+            shapes += 1;
+            for _ in 0..4 {
+                let mut bytes = shape.clone();
+                for r in &known.values {
+                    for b in &mut bytes[r.clone()] {
+                        *b = next() as u8;
+                    }
+                }
+                assert!(known.matches(&bytes));
+                let checked = arrow_ipc::root_as_message(&bytes).expect("the verifier passes it");
+                // SAFETY: what is under test; the verifier just passed it.
+                let unchecked = unsafe { arrow_ipc::root_as_message_unchecked(&bytes) };
+                let read = |m: &arrow_ipc::Message<'_>| {
+                    let b = m.header_as_record_batch().expect("a record batch");
+                    let nodes: Vec<(i64, i64)> = b
+                        .nodes()
+                        .expect("nodes")
+                        .iter()
+                        .map(|n| (n.length(), n.null_count()))
+                        .collect();
+                    let buffers: Vec<(i64, i64)> = b
+                        .buffers()
+                        .expect("buffers")
+                        .iter()
+                        .map(|x| (x.offset(), x.length()))
+                        .collect();
+                    (m.version(), m.bodyLength(), b.length(), nodes, buffers)
+                };
+                assert_eq!(read(&checked), read(&unchecked));
+            }
+        }
+        assert!(
+            shapes > 500 && refused > 0,
+            "{shapes} shapes, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn a_shape_with_custom_metadata_or_another_header_is_not_remembered() {
+        let schema = Schema::new(vec![Field::new("x", DataType::Int32, false)]);
+        let schema_meta = arrow_ipc::writer::IpcDataGenerator::default()
+            .schema_to_bytes_with_dictionary_tracker(
+                &schema,
+                &mut arrow_ipc::writer::DictionaryTracker::new(false),
+                &IpcWriteOptions::default(),
+            )
+            .ipc_message;
+        let mut known = KnownShape::default();
+        parse_metadata_known(&schema_meta, Some(&mut known)).expect("a schema");
+        assert!(
+            !known.matches(&schema_meta),
+            "a schema message is always verified"
+        );
+    }
+
     #[test]
     fn the_encoders_output_splits_into_a_schema_and_a_record_batch_message() {
         let messages = messages();
@@ -298,7 +646,8 @@ mod tests {
             assert_eq!(message_len(&bytes).expect("framed"), bytes.len());
         }
         let record = concat(&messages[1].parts);
-        data_message(&record, MSG_RECORD_BATCH).expect("a record batch message");
+        data_message(&record, MSG_RECORD_BATCH, &mut KnownShape::default())
+            .expect("a record batch message");
     }
 
     #[test]
