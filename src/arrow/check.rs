@@ -349,13 +349,12 @@ fn bytes<T: ByteArrayType>(
         // values, on char boundaries of valid UTF-8 for strings).
         unsafe { OffsetBuffer::new_unchecked(offsets) }
     };
-    // SAFETY: as above, the offsets are valid for `values` (and for strings
-    // every one lies on a char boundary of valid UTF-8); `nulls`, when
-    // there, has `rows` bits (decode built it so), as there are `rows + 1`
-    // offsets (or none for no rows).
-    Some(Arc::new(unsafe {
-        GenericByteArray::<T>::new_unchecked(offsets, values, nulls)
-    }))
+    // The offsets are valid for `values` (and for strings every one lies on
+    // a char boundary of valid UTF-8); `nulls`, when there, has `rows` bits
+    // (decode built it so), as there are `rows + 1` offsets (or none).
+    // SAFETY: the two facts above.
+    let array = unsafe { GenericByteArray::<T>::new_unchecked(offsets, values, nulls) };
+    Some(Arc::new(array))
 }
 
 /// arrow's `validate_data` for a Utf8/Binary column, with `offsets_ok` in

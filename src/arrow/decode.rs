@@ -628,11 +628,12 @@ impl SessionDecoder {
             }
             let version = MetadataVersion::V5;
             let mut skip = UnsafeFlag::new();
-            // SAFETY: `flat.admits` holds: every buffer is long enough and
-            // aligned for what arrow's constructors slice from it, so that
-            // building the arrays reads no byte and cannot panic; and the
-            // batch is returned only after `flat.validate` ran arrow's checks
-            // on it (check.rs); one that fails is dropped unread.
+            // `flat.admits` holds: every buffer is long enough and aligned
+            // for what arrow's constructors slice from it, so that building
+            // the arrays reads no byte and cannot panic; and the batch is
+            // returned only after `flat.validate` ran arrow's checks on it
+            // (check.rs); one that fails is dropped unread.
+            // SAFETY: the batch is validated before use, as said above.
             unsafe { skip.set(true) };
             let batch = RecordBatchDecoder::try_new(
                 &body,

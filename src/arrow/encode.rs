@@ -288,14 +288,15 @@ impl BatchProducer {
         match placed {
             Some(pos) => {
                 let start = (pos % self.arena_len) as usize;
-                // SAFETY: reserve() made pos..pos+len free (the consumer
-                // released it) and contiguous (start + len <= arena_len),
-                // inside the arena. The batch's buffers do not overlap it:
-                // they are this process's memory, or (a batch received in
-                // place from this very ring and sent again) bytes of a
-                // message its live lease keeps unreleased, which reserve()
-                // never hands out.
-                if unsafe { flat.write(self.arena.add(start)) } {
+                // reserve() made pos..pos+len free (the consumer released
+                // it) and contiguous (start + len <= arena_len), inside the
+                // arena. The batch's buffers do not overlap it: they are
+                // this process's memory, or (a batch received in place from
+                // this very ring and sent again) bytes of a message its live
+                // lease keeps unreleased, which reserve() never hands out.
+                // SAFETY: `len` free bytes at `start`, overlapping no source.
+                let streamed = unsafe { flat.write(self.arena.add(start)) };
+                if streamed {
                     // As in write_message: streaming stores before the
                     // Release stores that publish the message.
                     store_fence();

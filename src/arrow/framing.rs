@@ -53,7 +53,7 @@ fn parse_metadata_known<'a>(
 ) -> Result<(arrow_ipc::Message<'a>, usize), ArrowError> {
     let message = match known {
         Some(k) if k.matches(meta) => {
-            // SAFETY: `meta` equals metadata that passed the verifier but
+            // `meta` equals metadata that passed the verifier but
             // for bytes that hold only values: the elements of the `nodes`
             // and `buffers` vectors (structs of i64s) and the `length` and
             // `bodyLength` fields (i64s), none of which overlaps a byte the
@@ -64,6 +64,7 @@ fn parse_metadata_known<'a>(
             // verifier's checks depend on those bytes and on the buffer's
             // length only, so it would pass `meta` as well; and any bytes
             // are a valid i64.
+            // SAFETY: `meta` would pass the verifier, as argued above.
             unsafe { arrow_ipc::root_as_message_unchecked(meta) }
         }
         known => {
@@ -478,6 +479,32 @@ mod tests {
         bytes[PREFIX_LEN..PREFIX_LEN + meta_len].to_vec()
     }
 
+    /// The values a record batch's metadata holds, as its accessors read
+    /// them.
+    #[allow(clippy::type_complexity)]
+    fn read(m: &arrow_ipc::Message<'_>) -> (i16, i64, i64, Vec<(i64, i64)>, Vec<(i64, i64)>) {
+        let b = m.header_as_record_batch().expect("a record batch");
+        let nodes = b.nodes().expect("nodes").iter();
+        let buffers = b.buffers().expect("buffers").iter();
+        (
+            m.version().0,
+            m.bodyLength(),
+            b.length(),
+            nodes.map(|n| (n.length(), n.null_count())).collect(),
+            buffers.map(|x| (x.offset(), x.length())).collect(),
+        )
+    }
+
+    /// A xorshift generator of test bytes and positions.
+    fn xorshift(mut state: u64) -> impl FnMut() -> usize {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        }
+    }
+
     /// The soundness claim of `KnownShape`: metadata it lets through
     /// unverified is metadata the verifier passes. 20,000 corruptions of 1
     /// to 3 bytes of a record batch's metadata, after the shape of another
@@ -494,13 +521,7 @@ mod tests {
         assert!(!known.values.is_empty());
         let (message, body) = parse_metadata_known(&second, Some(&mut known)).expect("known");
         assert_eq!(body, message.bodyLength() as usize);
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as usize
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let (mut matched, mut verified) = (0, 0);
         for _ in 0..20_000 {
             let mut bytes = second.clone();
@@ -515,23 +536,7 @@ mod tests {
                     assert!(checked.bodyLength() < 0, "refused only for its body length");
                     continue;
                 };
-                let rb = |m: &arrow_ipc::Message<'_>| {
-                    let b = m.header_as_record_batch().expect("a record batch");
-                    let nodes: Vec<(i64, i64)> = b
-                        .nodes()
-                        .expect("nodes")
-                        .iter()
-                        .map(|n| (n.length(), n.null_count()))
-                        .collect();
-                    let buffers: Vec<(i64, i64)> = b
-                        .buffers()
-                        .expect("buffers")
-                        .iter()
-                        .map(|x| (x.offset(), x.length()))
-                        .collect();
-                    (m.bodyLength(), b.length(), nodes, buffers)
-                };
-                assert_eq!(rb(&checked), rb(&unchecked));
+                assert_eq!(read(&checked), read(&unchecked));
             } else {
                 verified += 1;
                 let theirs = arrow_ipc::root_as_message(&bytes).is_ok();
@@ -557,13 +562,7 @@ mod tests {
     #[test]
     fn any_remembered_shape_admits_only_metadata_the_verifier_passes() {
         let base = batch_metadata(&[Some("efgh"), Some("i"), None]);
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut shapes, mut refused) = (0, 0);
         for _ in 0..20_000 {
             let mut shape = base.clone();
@@ -592,22 +591,6 @@ mod tests {
                 let checked = arrow_ipc::root_as_message(&bytes).expect("the verifier passes it");
                 // SAFETY: what is under test; the verifier just passed it.
                 let unchecked = unsafe { arrow_ipc::root_as_message_unchecked(&bytes) };
-                let read = |m: &arrow_ipc::Message<'_>| {
-                    let b = m.header_as_record_batch().expect("a record batch");
-                    let nodes: Vec<(i64, i64)> = b
-                        .nodes()
-                        .expect("nodes")
-                        .iter()
-                        .map(|n| (n.length(), n.null_count()))
-                        .collect();
-                    let buffers: Vec<(i64, i64)> = b
-                        .buffers()
-                        .expect("buffers")
-                        .iter()
-                        .map(|x| (x.offset(), x.length()))
-                        .collect();
-                    (m.version(), m.bodyLength(), b.length(), nodes, buffers)
-                };
                 assert_eq!(read(&checked), read(&unchecked));
             }
         }
