@@ -108,6 +108,12 @@ pub mod arrow;
 #[allow(unsafe_code)] // slices over slots that a chunk owns until commit
 mod chunks;
 mod error;
+// The fan-out protocol; public under loom, for the models in tests/loom.rs.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod fanout;
+#[cfg(not(loom))]
+mod fanout;
 #[allow(unsafe_code)] // Vyukov slot claims: slot access under stamp discipline
 pub mod mpsc;
 #[allow(unsafe_code)] // the SPSC protocol: slot access under its sequence discipline

@@ -139,10 +139,12 @@ where
         // Acquire (both): pair with the Release stores of a previous producer
         // (resume after a restart) and of the consumer.
         let write = ring.write_seq_atomic().load(Ordering::Acquire);
-        let cached_read = ring.read_seq_atomic().load(Ordering::Acquire);
+        let cached_read = ring.read_floor(write);
         let capacity = ring.capacity() as u64;
-        let cached_read = if cached_read <= write && write - cached_read <= capacity {
-            cached_read
+        let cached_read = if let Some(read) =
+            cached_read.filter(|&read| read <= write && write - read <= capacity)
+        {
+            read
         } else {
             // Inconsistent positions: behave as "full" until the consumer's
             // position makes sense. (When `write < capacity` this wraps; the
@@ -186,23 +188,27 @@ where
     pub(crate) fn free(&mut self, wanted: usize) -> usize {
         let mut free = self.capacity - self.write.wrapping_sub(self.cached_read);
         if free < wanted as u64 {
-            // SYNC POINT read_seq: Acquire pairs with the Release store in
-            // ConsumerCore::release, so the consumer has finished with every
-            // slot below `read` before we overwrite it.
-            let read = self.ring.read_seq_atomic().load(Ordering::Acquire);
+            // SYNC POINT read_seq: the floor is loaded with Acquire, pairing
+            // with the Release store in ConsumerCore::release, so every
+            // consumer has finished with every slot below it before we
+            // overwrite it (SlotRing::read_floor).
+            let read = self.ring.read_floor(self.write);
             // A position that contradicts ours is the other side's bug or
             // malice (shared memory), not ours: keep the cache, so the ring
             // looks full, and reload next time. Never a panic, not even a
             // debug assertion, on what another process wrote.
             debug_assert!(
                 !<H::Target as SlotRing>::TRUSTED
-                    || (read <= self.write && self.write - read <= self.capacity),
-                "a trusted ring's read_seq {read} contradicts write {}",
+                    || read.is_some_and(
+                        |read| read <= self.write && self.write - read <= self.capacity
+                    ),
+                "a trusted ring's read_seq {read:?} contradicts write {}",
                 self.write
             );
-            if <H::Target as SlotRing>::TRUSTED
-                || (read <= self.write && self.write - read <= self.capacity)
-            {
+            if let Some(read) = read.filter(|&read| {
+                <H::Target as SlotRing>::TRUSTED
+                    || (read <= self.write && self.write - read <= self.capacity)
+            }) {
                 self.cached_read = read;
             }
             free = self.capacity - self.write.wrapping_sub(self.cached_read);

@@ -407,6 +407,18 @@ pub(crate) unsafe trait SlotRing {
     /// The consumer's released position.
     fn read_seq_atomic(&self) -> &AtomicU64;
 
+    /// The producer's bound, for a producer at `write`: the slots below it
+    /// are released by every consumer. `None` keeps the producer's cached
+    /// bound (a peer's position contradicts `write`). One consumer: its
+    /// `read_seq`, loaded with Acquire (SYNC POINT read_seq, pairing with
+    /// the Release store in `ConsumerCore::release`). A ring with several
+    /// consumers returns their minimum (`fanout::producer_floor`).
+    #[inline(always)]
+    fn read_floor(&self, write: u64) -> Option<u64> {
+        let _ = write;
+        Some(self.read_seq_atomic().load(crate::sync::Ordering::Acquire))
+    }
+
     /// Pointer to the slot of `seq`.
     ///
     /// # Safety

@@ -159,6 +159,15 @@ impl WaitCell {
         self.waiters.store(0, Ordering::Relaxed);
     }
 
+    /// Forgets sleeper `bit` (see [`Waiter::sleeping_as`]): for a party
+    /// that takes over that bit from a predecessor, which may have been
+    /// killed while asleep.
+    #[cfg_attr(loom, allow(dead_code))] // only the shared-memory layer uses bits
+    pub(crate) fn clear_sleeper(&self, bit: u32) {
+        // Relaxed: as reset_waiters; the bit is the caller's alone.
+        self.waiters.fetch_and(!(1 << bit), Ordering::Relaxed);
+    }
+
     /// Wakes every sleeper, if there is any. Call after the store that made
     /// the waiters' condition true.
     #[inline]
@@ -184,16 +193,23 @@ impl WaitCell {
 
     /// Sleeps until `ready()` is true, the deadline passes, or [`PARK_SLICE`]
     /// passes; returns `ready()`'s last answer.
+    ///
+    /// With `bit`, the sleeper announces itself by setting that bit of the
+    /// waiter word rather than by counting (see [`Waiter::sleeping_as`]).
     fn sleep_until(
         &self,
         sharing: Sharing,
         deadline: Option<Instant>,
+        bit: Option<u32>,
         ready: &mut impl FnMut() -> bool,
     ) -> bool {
         // Acquire: pairs with the Release increment in `wake`.
         let epoch = self.epoch.load(Ordering::Acquire);
         // Relaxed: ordered by the barrier below.
-        self.waiters.fetch_add(1, Ordering::Relaxed);
+        match bit {
+            None => self.waiters.fetch_add(1, Ordering::Relaxed),
+            Some(b) => self.waiters.fetch_or(1 << b, Ordering::Relaxed),
+        };
         // SYNC POINT wake: the heavy half; pairs with the light half in
         // `notify`.
         let paired = barrier::heavy(sharing);
@@ -209,7 +225,10 @@ impl WaitCell {
         }
         // Relaxed: a count only; a notify that still sees it makes one
         // needless wake-up call.
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        match bit {
+            None => self.waiters.fetch_sub(1, Ordering::Relaxed),
+            Some(b) => self.waiters.fetch_and(!(1 << b), Ordering::Relaxed),
+        };
         done
     }
 }
@@ -236,12 +255,15 @@ impl WaitCell {
 /// says. Returns `None` once `deadline` has passed.
 ///
 /// `attempt` must perform the whole operation (try to push or pop and report
-/// disconnection), so that a success after a wake is never lost.
+/// disconnection), so that a success after a wake is never lost. With
+/// `bit`, a sleep announces itself as that bit of the cell's waiter word
+/// ([`Waiter::sleeping_as`]).
 pub(crate) fn wait_until<R>(
     strategy: WaitStrategy,
     cell: &WaitCell,
     sharing: Sharing,
     deadline: Option<Instant>,
+    bit: Option<u32>,
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
     if let Some(r) = attempt() {
@@ -296,7 +318,7 @@ pub(crate) fn wait_until<R>(
                     result = attempt();
                     result.is_some()
                 };
-                if cell.sleep_until(sharing, deadline, &mut ready) {
+                if cell.sleep_until(sharing, deadline, bit, &mut ready) {
                     return result;
                 }
                 if expired(deadline) {
@@ -375,6 +397,9 @@ pub(crate) struct Waiter<W> {
     /// A word that says since when this half waits (Unix ns, 0: it does
     /// not), for people looking at a shared ring (`info`).
     since: Option<fn(&W) -> &AtomicU64>,
+    /// The bit this half sets in the cell's waiter word while it sleeps,
+    /// rather than counting itself.
+    bit: Option<u32>,
 }
 
 impl<W> Waiter<W> {
@@ -390,7 +415,21 @@ impl<W> Waiter<W> {
             handle,
             cell,
             since: None,
+            bit: None,
         }
+    }
+
+    /// Sleeps as sleeper `bit` (below 32) of the cell: sets that bit of
+    /// the waiter word while asleep instead of counting itself. For a cell
+    /// that several parties in several processes sleep on, each with its
+    /// own bit: one killed while asleep leaves only its own bit set, which
+    /// the next holder of that bit clears ([`WaitCell::clear_sleeper`]),
+    /// where a count left behind could not be told from the others'.
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
+    pub(crate) fn sleeping_as(mut self, bit: u32) -> Self {
+        debug_assert!(bit < 32);
+        self.bit = Some(bit);
+        self
     }
 
     /// Stores the time into `since`'s word while this waiter waits, and 0
@@ -410,7 +449,14 @@ impl<W> Waiter<W> {
     ) -> Option<R> {
         let cell = (self.cell)(&self.handle);
         let Some(word) = self.since.map(|word| word(&self.handle)) else {
-            return wait_until(self.strategy, cell, self.sharing, deadline, attempt);
+            return wait_until(
+                self.strategy,
+                cell,
+                self.sharing,
+                deadline,
+                self.bit,
+                attempt,
+            );
         };
         /// Unmarks the word however the wait ends (a panicking attempt
         /// included), if it was marked.
@@ -425,19 +471,26 @@ impl<W> Waiter<W> {
         }
         let mut mark = Unmark(word, false);
         let mut attempt = attempt;
-        wait_until(self.strategy, cell, self.sharing, deadline, || {
-            let done = attempt();
-            // Marked once, when the first attempt found it must wait.
-            if done.is_none() && !mark.1 {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64);
-                // Relaxed: information for people, ordered with nothing.
-                mark.0.store(now.max(1), Ordering::Relaxed);
-                mark.1 = true;
-            }
-            done
-        })
+        wait_until(
+            self.strategy,
+            cell,
+            self.sharing,
+            deadline,
+            self.bit,
+            || {
+                let done = attempt();
+                // Marked once, when the first attempt found it must wait.
+                if done.is_none() && !mark.1 {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(1, |d| d.as_nanos() as u64);
+                    // Relaxed: information for people, ordered with nothing.
+                    mark.0.store(now.max(1), Ordering::Relaxed);
+                    mark.1 = true;
+                }
+                done
+            },
+        )
     }
 }
 
@@ -791,7 +844,10 @@ mod tests {
             let cell = WaitCell::new();
             let start = Instant::now();
             let deadline = start + Duration::from_millis(20);
-            let r: Option<()> = wait_until(s, &cell, Sharing::ThisProcess, Some(deadline), || None);
+            let r: Option<()> =
+                wait_until(s, &cell, Sharing::ThisProcess, Some(deadline), None, || {
+                    None
+                });
             assert!(r.is_none(), "{s:?}");
             assert!(
                 Instant::now() >= deadline,
@@ -806,9 +862,14 @@ mod tests {
         let flag = Arc::new(AtomicBool::new(false));
         let (c2, f2) = (cell.clone(), flag.clone());
         let waiter = std::thread::spawn(move || {
-            wait_until(WaitStrategy::Park, &c2, Sharing::ThisProcess, None, || {
-                f2.load(Ordering::Acquire).then_some(7)
-            })
+            wait_until(
+                WaitStrategy::Park,
+                &c2,
+                Sharing::ThisProcess,
+                None,
+                None,
+                || f2.load(Ordering::Acquire).then_some(7),
+            )
         });
         cell.await_sleeper();
         flag.store(true, Ordering::Release);

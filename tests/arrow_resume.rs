@@ -14,12 +14,13 @@ use arrow_array::{
 use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
 use laminar_ring::shm::SegmentOptions;
 
-/// Header offsets (docs/FORMAT.md).
+/// Header offsets (docs/FORMAT.md): the producer's line, and the cursor of
+/// the one consumer these tests run (the first, at 2048).
 const WRITE_SEQ: usize = 128;
 const ARENA_HEAD: usize = 152;
-const READ_SEQ: usize = 256;
-const ARENA_RELEASED: usize = 272;
-const SAVED_STATE: usize = 280;
+const READ_SEQ: usize = 2048;
+const ARENA_RELEASED: usize = 2048 + 16;
+const SAVED_STATE: usize = 2048 + 24;
 
 /// How long any one receive or send may wait before the test calls it a hang.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -41,6 +42,9 @@ impl Dir {
             arena_bytes: 64 << 10,
             segment: SegmentOptions {
                 dir: self.0.clone(),
+                // One consumer: its save area is the whole last eighth of
+                // this small arena (a share of it with more).
+                max_consumers: 1,
                 ..SegmentOptions::default()
             },
             max_leases: 16,
@@ -241,14 +245,18 @@ fn growing_batch(i: usize) -> RecordBatch {
     .unwrap()
 }
 
-/// Where the save area lies in a ring file: its start and the size of one
-/// half (docs/FORMAT.md: the arena's last eighth, rounded down to 64 bytes;
-/// two halves of half of it each, rounded down to 64 bytes).
+/// Where the first cursor's save area lies in a ring file: its start and
+/// the size of one half (docs/FORMAT.md: the arena's last eighth, rounded
+/// down to 64 bytes, shared equally by the cursors, each share rounded down
+/// to 64 bytes; two halves of half a share each, rounded down to 64 bytes).
 fn save_area(bytes: &[u8]) -> (usize, usize) {
     let arena_at = word(bytes, 56) as usize;
     let arena_len = word(bytes, 64) as usize;
+    let header_len = u32::from_ne_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let cursors = (header_len - 2048) / 128;
     let save_len = (arena_len / 8) & !63;
-    (arena_at + arena_len - save_len, (save_len / 2) & !63)
+    let share = (save_len / cursors) & !63;
+    (arena_at + arena_len - save_len, (share / 2) & !63)
 }
 
 /// The half `saved_state` names and its header: (half, from_seq, len).
@@ -453,7 +461,8 @@ fn a_consumer_killed_between_saving_its_state_and_releasing_resumes() {
     // Besides the consumer's role state and the wait cells (neither used to
     // resume), the four stores are all that changed.
     let same = |a: &[u8], b: &[u8]| {
-        a[..264] == b[..264] && a[268..384] == b[268..384] && a[640..] == b[640..]
+        // (consumer_state is the first cursor's bytes 8..12)
+        a[..384] == b[..384] && a[640..2056] == b[640..2056] && a[2060..] == b[2060..]
     };
     assert!(same(&s, &after), "the four stores are all that changed");
     states.push(("arena_released stored", s));

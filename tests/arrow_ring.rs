@@ -413,7 +413,9 @@ fn oversized_batches_and_schema_changes_are_errors_not_hangs() {
 #[test]
 fn a_schema_message_larger_than_the_arena_is_refused_not_left_pending() {
     let ring = Ring::new("bigschema");
-    let o = opts(16, 8 << 10);
+    let mut o = opts(16, 8 << 10);
+    // One consumer: an arena this small has save room for one.
+    o.segment.max_consumers = 1;
     let mut tx = BatchProducer::create(&ring.name, &o).unwrap();
     let _rx = BatchConsumer::open(&ring.name, &o).unwrap();
     let metadata: std::collections::HashMap<String, String> =
@@ -761,9 +763,9 @@ fn corrupted_descriptors_and_messages_are_errors_never_panics() {
     tx.close().unwrap();
     let path = dir.join("fuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Where things are: slots after the 2048-byte header, 32-byte descriptors;
-    // the arena 4096-aligned after the slots.
-    let slots_at: usize = 2048;
+    // Where things are: slots after the header, 32-byte descriptors; the
+    // arena 4096-aligned after the slots.
+    let slots_at: usize = SLOTS_AT;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let written = {
         let head = u64::from_le_bytes(pristine[152..160].try_into().unwrap()) as usize;
@@ -944,9 +946,9 @@ fn corrupted_flat_batches_are_accepted_only_as_arrow_would_decode_them() {
     tx.close().unwrap();
     let path = dir.join("flatfuzz");
     let pristine = std::fs::read(&path).unwrap();
-    // Slots after the 2048-byte header (32-byte descriptors: pos, len, ...),
-    // the arena 4096-aligned after them; slot 1 holds the batch (0 the schema).
-    let slots_at: usize = 2048;
+    // Slots after the header (32-byte descriptors: pos, len, ...), the arena
+    // 4096-aligned after them; slot 1 holds the batch (0 the schema).
+    let slots_at: usize = SLOTS_AT;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let word = |at: usize| u64::from_le_bytes(pristine[at..at + 8].try_into().unwrap()) as usize;
     let message = |slot: usize| {
@@ -1181,10 +1183,14 @@ fn a_new_consumer_resumes_mid_stream_with_the_saved_schema_and_dictionaries() {
     assert_eq!(next, 12);
 }
 
-/// Reads descriptor `seq` of a 16-slot ring file (slots follow the 2048-byte
-/// header, 32 bytes each: pos, len, end, kind).
+/// Where the slots of a ring with the default 8 consumer cursors start
+/// (docs/FORMAT.md: the 2048-byte header, then 128 bytes per cursor).
+const SLOTS_AT: usize = 2048 + 8 * 128;
+
+/// Reads descriptor `seq` of a 16-slot ring file (slots follow the header,
+/// 32 bytes each: pos, len, end, kind).
 fn descriptor_at(bytes: &[u8], seq: usize) -> [u64; 3] {
-    let at = 2048 + (seq % 16) * 32;
+    let at = SLOTS_AT + (seq % 16) * 32;
     let word = |k: usize| u64::from_ne_bytes(bytes[at + 8 * k..at + 8 * k + 8].try_into().unwrap());
     [word(0), word(1), word(2)]
 }
@@ -1217,7 +1223,7 @@ fn a_descriptor_overlapping_unreleased_bytes_is_refused() {
     // Slot 2 claims the arena bytes of slot 1, one lap on.
     let forged = [pos + messages, len, end + messages];
     let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    write_in_place(&path, 2048 + 2 * 32, &raw);
+    write_in_place(&path, (SLOTS_AT + 2 * 32) as u64, &raw);
     match rx.recv_zero_copy() {
         Err(ArrowRingError::CorruptDescriptor { seq: 2, .. }) => {}
         other => panic!(
@@ -1258,6 +1264,8 @@ fn a_drained_ring_takes_any_message_that_fits_its_message_area_at_every_head_pos
         let test = format!("bigmsg-{arena}");
         let (dir, mut o) = fuzz_setup(&test);
         o.arena_bytes = arena;
+        // One consumer: an arena this small has save room for one.
+        o.segment.max_consumers = 1;
         let (area, _) = laminar_ring_split(arena);
         // The largest one-value binary batch whose message fits the area;
         // any larger one is refused at once, naming the area. (Found on a
@@ -1485,7 +1493,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             "the compressed message ({} bytes, was {len}) fits where the batch was",
             message.len()
         );
-        let arena_at = (2048_u64 + 16 * 32).next_multiple_of(4096);
+        let arena_at = (SLOTS_AT as u64 + 16 * 32).next_multiple_of(4096);
         write_in_place(&path, arena_at + pos % messages, &message);
         let forged = [
             pos,
@@ -1493,7 +1501,7 @@ fn a_compressed_message_is_refused_not_inflated() {
             end.max(pos + message.len() as u64),
         ];
         let raw: Vec<u8> = forged.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        write_in_place(&path, 2048 + 32, &raw);
+        write_in_place(&path, SLOTS_AT as u64 + 32, &raw);
         let mut rx = BatchConsumer::open(&name, &o).unwrap();
         let got = match zero_copy {
             true => rx.recv_zero_copy().map(|b| b.map(|b| b.num_rows())),
@@ -1541,7 +1549,7 @@ fn stream_schema_reads_the_schema_and_survives_corruption() {
         "from the saved state"
     );
     let drained = std::fs::read(&path).unwrap();
-    let slots_at: usize = 2048;
+    let slots_at: usize = SLOTS_AT;
     let arena_at = (slots_at + 16 * 32).next_multiple_of(4096);
     let arena_len = (256 << 10) as usize;
     let save_at = arena_at + arena_len - ((arena_len / 8) & !63);
@@ -1621,4 +1629,56 @@ fn an_arrow_producer_killed_between_its_end_record_and_its_state_ended_cleanly()
         a
     );
     assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap().is_none());
+}
+
+/// Options of a consumer subscribing as `name` from `start`.
+fn subscribing(name: &str, start: laminar_ring::shm::Start) -> ArrowRingOptions {
+    let mut o = opts(16, 1 << 20);
+    o.segment.subscriber = name.to_owned();
+    o.segment.start = start;
+    o
+}
+
+/// Two subscribers of one Arrow ring read every batch each, in order. One
+/// that subscribes while a producer session runs cannot decode that
+/// session (its schema came before its start): it skips the session's
+/// remaining messages and reads from the next session on.
+#[test]
+fn an_arrow_subscriber_joining_a_running_session_reads_from_the_next_one() {
+    use laminar_ring::shm::Start;
+    let ring = Ring::new("fan-join");
+    let mut tx = BatchProducer::create(&ring.name, &opts(16, 1 << 20)).unwrap();
+    let mut first =
+        BatchConsumer::open(&ring.name, &subscribing("first", Start::Earliest)).unwrap();
+    let batches: Vec<RecordBatch> = (0..4).map(|i| everything_batch(10, i)).collect();
+    tx.send(&batches[0]).unwrap();
+    tx.send(&batches[1]).unwrap();
+    let mut late = BatchConsumer::open(&ring.name, &subscribing("late", Start::Latest)).unwrap();
+    tx.send(&batches[2]).unwrap();
+    assert!(matches!(
+        late.recv_timeout(Duration::from_millis(200)),
+        Err(ArrowRingError::Timeout)
+    ));
+    tx.close().unwrap();
+    let mut tx = BatchProducer::open(&ring.name, &opts(16, 1 << 20)).unwrap();
+    tx.send(&batches[3]).unwrap();
+    tx.close().unwrap();
+    for (i, want) in batches[..3].iter().enumerate() {
+        assert_eq!(&first.recv().unwrap().unwrap(), want, "first, batch {i}");
+    }
+    assert_eq!(first.recv().unwrap(), None, "the first session's end");
+    assert_eq!(first.recv().unwrap().unwrap(), batches[3]);
+    // The late one: the end of the session it skipped, then the next.
+    assert_eq!(late.recv().unwrap(), None, "the first session's end");
+    assert_eq!(late.recv().unwrap().unwrap(), batches[3]);
+    // Both at the end, and the producer kept nothing for either.
+    assert_eq!(first.recv().unwrap(), None);
+    assert_eq!(late.recv().unwrap(), None);
+    let info = laminar_ring::shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    assert_eq!(info.subscribers.len(), 2);
+    assert!(
+        info.subscribers
+            .iter()
+            .all(|s| s.read_seq == info.write_seq)
+    );
 }

@@ -10,6 +10,11 @@
 //! `UnsafeCell`s, so a missing happens-before edge between a slot write and
 //! its read is reported as a data race, not just a wrong value.
 //!
+//! The fan-out models (one producer, two consumers with their own cursors)
+//! run the same cores through `fanout::model`, bounded by
+//! `fanout::producer_floor` and subscribing with `fanout::subscribe`, the
+//! code the shared-memory rings run.
+//!
 //! The Arrow ring models (release vs. restart, at the end) are abstract: the
 //! arrow code is compiled out under loom, so they restate its stores and
 //! loads, orderings included, over model cells.
@@ -21,6 +26,8 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::thread;
 
+use laminar_ring::fanout::Start;
+use laminar_ring::fanout::model::{Model, ModelConsumer, ModelProducer};
 use laminar_ring::{RingBuffer, TryPopError, TryPushError, mpsc, spsc};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -1057,4 +1064,117 @@ fn a_dead_producers_end_is_reported_once_whoever_records_it() {
 #[test]
 fn a_producer_killed_after_its_end_record_ended_as_recorded() {
     end_log_model(P1::DiesBetweenRecordAndState);
+}
+
+/// Reads what `rx` has from its position up to `to`, checking that every
+/// item is the one of its sequence (an overwritten slot holds a later one).
+fn fan_check(rx: &mut ModelConsumer, to: u64) {
+    while rx.position() < to {
+        let at = rx.position();
+        assert_eq!(rx.try_pop(), Some(at), "the item of sequence {at}");
+    }
+}
+
+/// A ring of 4 slots with consumer 0 subscribed at 0, holding items 0..4,
+/// of which consumer 0 has read 0..3: the producer's next bound is 3.
+fn fan_setup() -> (Model, ModelProducer, ModelConsumer) {
+    let ring = Model::new(4, 2);
+    let mut a = ring.subscribe(0, Start::Earliest);
+    let mut p = ring.producer();
+    for v in 0..4 {
+        assert!(p.try_push(v));
+    }
+    fan_check(&mut a, 3);
+    (ring, p, a)
+}
+
+/// The Dekker pair: a consumer subscribing from a start the producer may
+/// already have passed (0, where the producer's next bound is 3) while the
+/// producer computes that bound and writes over the slots below it. Either
+/// the subscriber sees the producer's `tail` and moves its start up, or
+/// the producer sees the subscription and bounds itself by it: the items
+/// from the subscriber's final start on are intact, in every interleaving.
+#[test]
+fn fanout_a_subscriber_starts_at_or_after_every_slot_the_producer_overwrites() {
+    model(|| {
+        let (ring, mut p, _a) = fan_setup();
+        let late = ring.clone();
+        let s = thread::spawn(move || late.subscribe_from(1, 0));
+        let mut pushed = 0;
+        for _ in 0..3 {
+            // Each item is its sequence number, so a failed push is retried
+            // with the same value.
+            if p.try_push(p.position()) {
+                pushed += 1;
+            }
+        }
+        let from = s.join().unwrap();
+        let mut b = ring.attach(1);
+        assert_eq!(b.position(), from);
+        fan_check(&mut b, 4 + pushed);
+    });
+}
+
+/// As above with a producer that attaches (its first bound: the pattern
+/// runs whatever `tail` its predecessor left) while the consumer
+/// subscribes.
+#[test]
+fn fanout_a_new_producer_and_a_subscriber_at_once_overwrite_nothing_it_reads() {
+    model(|| {
+        let (ring, p, _a) = fan_setup();
+        drop(p);
+        let late = ring.clone();
+        let s = thread::spawn(move || late.subscribe_from(1, 0));
+        let mut p = ring.producer();
+        let mut pushed = 0;
+        for _ in 0..3 {
+            // Each item is its sequence number, so a failed push is retried
+            // with the same value.
+            if p.try_push(p.position()) {
+                pushed += 1;
+            }
+        }
+        let from = s.join().unwrap();
+        let mut b = ring.attach(1);
+        assert_eq!(b.position(), from);
+        fan_check(&mut b, 4 + pushed);
+    });
+}
+
+/// One producer, two consumers, one of which restarts mid-stream (detached
+/// without a word, as a killed one): it resumes at its first unreleased
+/// item, the other reads on, and the producer overwrites no slot either
+/// has not released (loom reports a write racing a read of a slot).
+#[test]
+fn fanout_a_consumer_restarting_mid_stream_resumes_at_its_first_unreleased_item() {
+    model(|| {
+        let (ring, mut p, mut a) = fan_setup();
+        assert_eq!(ring.subscribe_from(1, 0), 0);
+        let mut b = ring.attach(1);
+        fan_check(&mut b, 2);
+        let again = ring.clone();
+        let restarter = thread::spawn(move || {
+            fan_check(&mut a, 4);
+            drop(a);
+            let mut a = again.attach(0);
+            assert_eq!(a.position(), 4, "resumes after what it released");
+        });
+        let reader = thread::spawn(move || {
+            fan_check(&mut b, 4);
+        });
+        let mut pushed = 0;
+        for _ in 0..3 {
+            // Each item is its sequence number, so a failed push is retried
+            // with the same value.
+            if p.try_push(p.position()) {
+                pushed += 1;
+            }
+        }
+        restarter.join().unwrap();
+        reader.join().unwrap();
+        let mut a = ring.attach(0);
+        let mut b = ring.attach(1);
+        fan_check(&mut a, 4 + pushed);
+        fan_check(&mut b, 4 + pushed);
+    });
 }

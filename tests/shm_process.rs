@@ -159,7 +159,7 @@ fn helper() {
         }
         "open-consumer" => match ShmConsumer::<u64>::open(&ring) {
             Ok(_) => EXIT_OK,
-            Err(OpenError::RoleTaken { .. }) => EXIT_ROLE_TAKEN,
+            Err(OpenError::SubscriberAttached { .. }) => EXIT_ROLE_TAKEN,
             Err(OpenError::PermissionDenied { .. }) => EXIT_PERMISSION,
             Err(e) => {
                 eprintln!("open-consumer: {e}");
@@ -779,13 +779,10 @@ fn a_role_taken_over_from_a_process_killed_while_parked_has_no_waiters_left() {
 fn roles_are_exclusive_across_processes() {
     let ring = Ring::new("roles");
     let _rx = ShmConsumer::<u64>::create(&ring.name, 64).unwrap();
-    // In this process: a second consumer is refused.
+    // In this process: a second consumer under the same name is refused.
     match ShmConsumer::<u64>::open(&ring.name) {
-        Err(OpenError::RoleTaken {
-            role: Role::Consumer,
-            ..
-        }) => {}
-        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
+        Err(OpenError::SubscriberAttached { name, .. }) => assert_eq!(name, "default"),
+        other => panic!("expected SubscriberAttached, got {:?}", other.map(|_| ())),
     }
     // In another process too.
     let mut child = spawn_helper("open-consumer", &ring.name, &[]);
@@ -1113,9 +1110,9 @@ fn bad_segments_are_refused_with_clear_errors() {
     let e = ShmConsumer::<u64>::open_with("magic", &opts).err().unwrap();
     assert!(e.to_string().contains("not a laminar-ring ring"), "{e}");
     // Sequences that contradict each other (write_seq at byte 128 far ahead
-    // of read_seq at byte 256).
+    // of tail_seq at byte 184).
     let mut bytes = std::fs::read(dir.join("trunc")).unwrap();
-    bytes.resize(2048 + 1024 * 8, 0);
+    bytes.resize(2048 + 8 * 128 + 1024 * 8, 0); // header, 8 cursors, slots
     bytes[128..136].copy_from_slice(&5000_u64.to_le_bytes());
     std::fs::write(dir.join("seqs"), &bytes).unwrap();
     let e = ShmConsumer::<u64>::open_with("seqs", &opts).err().unwrap();
@@ -1174,7 +1171,8 @@ fn positions_a_peer_set_near_the_end_of_u64_are_refused_when_attaching() {
     {
         use std::os::unix::fs::FileExt;
         f.write_all_at(&huge.to_ne_bytes(), 128).unwrap(); // write_seq
-        f.write_all_at(&huge.to_ne_bytes(), 256).unwrap(); // read_seq
+        f.write_all_at(&huge.to_ne_bytes(), 184).unwrap(); // tail_seq
+        f.write_all_at(&huge.to_ne_bytes(), 2048).unwrap(); // cursor 0's read_seq
     }
     let e = ShmProducer::<u64>::open_with("r", &opts).err().unwrap();
     assert!(matches!(e, OpenError::BadHeader { .. }), "{e}");
@@ -1188,7 +1186,8 @@ fn positions_a_peer_set_near_the_end_of_u64_are_refused_when_attaching() {
     {
         use std::os::unix::fs::FileExt;
         f.write_all_at(&ok.to_ne_bytes(), 128).unwrap();
-        f.write_all_at(&ok.to_ne_bytes(), 256).unwrap();
+        f.write_all_at(&ok.to_ne_bytes(), 184).unwrap();
+        f.write_all_at(&ok.to_ne_bytes(), 2048).unwrap();
     }
     let mut tx = ShmProducer::<u64>::open_with("r", &opts).unwrap();
     let mut rx = ShmConsumer::<u64>::open_with("r", &opts).unwrap();
@@ -1698,7 +1697,8 @@ fn a_consumer_draining_a_session_gets_its_end_before_the_items_of_the_next() {
 
 /// Where the end log's words are (docs/FORMAT.md).
 const ENDS_HEAD_AT: u64 = 176;
-const ENDS_SEEN_AT: u64 = 304;
+/// The first cursor's `ends_seen` (the cursors follow the end log).
+const ENDS_SEEN_AT: u64 = 2048 + 48;
 const END_LOG_AT: u64 = 640;
 const END_RECORD_LEN: u64 = 88;
 
@@ -1858,7 +1858,10 @@ fn a_damaged_end_log_is_a_typed_error() {
     ];
     for (what, damage, field) in cases {
         let ring = Ring::new("bad-log");
-        let mut tx = ShmProducer::<u64>::create(&ring.name, 16).unwrap();
+        // Subscribed before the stream, so that its cursor's ends_seen is
+        // there to damage (a new subscription counts its own).
+        drop(ShmConsumer::<u64>::create(&ring.name, 16).unwrap());
+        let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
         for v in 0..3 {
             tx.push(v).unwrap();
         }

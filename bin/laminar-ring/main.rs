@@ -76,6 +76,7 @@ enum Cmd {
     Info(status::InfoArgs),
     Ls(status::LsArgs),
     Rm(rings::RmArgs),
+    Unsubscribe(rings::UnsubscribeArgs),
     Gc(rings::GcArgs),
     /// Measure a producer process and a consumer process through a ring.
     ///
@@ -105,6 +106,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Info(args) => status::info(&args),
         Cmd::Ls(args) => status::ls(&args),
         Cmd::Rm(args) => rings::rm(&args),
+        Cmd::Unsubscribe(args) => rings::unsubscribe(&args),
         Cmd::Gc(args) => rings::gc(&args),
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),

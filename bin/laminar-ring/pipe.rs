@@ -11,7 +11,7 @@ use arrow_schema::{ArrowError, Schema, SchemaRef};
 use laminar_ring::arrow::{
     ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer, LeasedBatch,
 };
-use laminar_ring::shm::OpenError;
+use laminar_ring::shm::{self, OpenError};
 
 use crate::csv_input::CsvOptions;
 use crate::error::{Action, CliError, one_line};
@@ -163,6 +163,23 @@ pub struct ConsumeArgs {
     /// no producer attached.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "follow")]
     pub idle_exit: Option<Duration>,
+    /// The name to consume under: each name has its own position in the
+    /// ring and reads every batch, at its own pace; the producer keeps a
+    /// batch until every subscribed name has read it. A name seen for the
+    /// first time subscribes (see --from); a known one resumes at its
+    /// first batch not yet read. `laminar-ring unsubscribe` removes one.
+    /// 1 to 32 of A-Z a-z 0-9 . _ -
+    #[arg(long = "as", value_name = "NAME", default_value = shm::DEFAULT_SUBSCRIBER,
+          value_parser = parse_subscriber)]
+    pub subscriber: String,
+    /// Where a new subscription starts: `earliest`, the oldest batch a
+    /// subscribed name has not read yet (with no name subscribed, the
+    /// oldest the ring holds), or `latest`, the next batch published. A
+    /// known name resumes where it stands either way. An Arrow stream can
+    /// be decoded only from its start: a name subscribed while a producer
+    /// is sending reads from the next producer's stream on.
+    #[arg(long, value_enum, default_value_t = From::Earliest)]
+    pub from: From,
     #[command(flatten)]
     pub report: ReportArgs,
     #[command(flatten)]
@@ -648,9 +665,30 @@ fn remove_temporary(
     }
 }
 
+/// Where a new subscription starts (`consume --from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum From {
+    /// The oldest batch the ring still holds.
+    Earliest,
+    /// The next batch published.
+    Latest,
+}
+
+/// A `--as` name, checked as the ring will check it.
+fn parse_subscriber(s: &str) -> Result<String, String> {
+    shm::validate_subscriber(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 pub fn consume(args: &ConsumeArgs) -> Result<(), CliError> {
     let name = &args.name;
-    let opts = rings::ring_options(&args.geometry, &args.location);
+    let mut opts = rings::ring_options(&args.geometry, &args.location);
+    opts.segment.subscriber = args.subscriber.clone();
+    opts.segment.start = match args.from {
+        From::Earliest => shm::Start::Earliest,
+        From::Latest => shm::Start::Latest,
+    };
     let mut progress = Progress::for_pipe(
         &format!("consume <- {name}"),
         &args.report,

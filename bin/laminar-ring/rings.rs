@@ -53,6 +53,11 @@ pub struct Geometry {
     /// Permission bits of a new ring's file, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = crate::units::parse_mode)]
     pub mode: u32,
+    /// Consumers a new ring can have subscribed at once (1 to 32), each
+    /// under its own name (`consume --as`), each with its own position.
+    /// Default 8.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub consumers: Option<u32>,
     /// Make a new ring temporary: a consumer that reaches a clean end of
     /// stream (without --follow) removes it, unless another process has
     /// attached to it by then.
@@ -78,6 +83,10 @@ impl Geometry {
         self.arena.unwrap_or(DEFAULT_ARENA)
     }
 
+    fn consumers(&self) -> u32 {
+        self.consumers.unwrap_or(shm::DEFAULT_CONSUMERS)
+    }
+
     /// What of the flags given differs from the existing ring `i`:
     /// `--slots 8 (it has 1024)`, ...
     fn differences(&self, i: &RingInfo) -> Vec<String> {
@@ -94,6 +103,14 @@ impl Geometry {
                 "--arena {} (it has {})",
                 fmt_bytes(a),
                 fmt_bytes(i.layout.arena_len)
+            ));
+        }
+        if let Some(k) = self.consumers
+            && k != i.layout.max_consumers
+        {
+            d.push(format!(
+                "--consumers {k} (it has {})",
+                i.layout.max_consumers
             ));
         }
         if self.temporary && !i.layout.temporary {
@@ -113,6 +130,7 @@ pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOption
             mode: geometry.mode,
             allow_shared: location.shared,
             temporary: geometry.temporary,
+            max_consumers: geometry.consumers(),
             ..SegmentOptions::default()
         },
         ..ArrowRingOptions::default()
@@ -216,11 +234,41 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let opts = ring_options(geometry, location);
     laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
-        "created {}ring '{name}' in {}: {}, {} arena",
+        "created {}ring '{name}' in {}: {}, {} arena, room for {}",
         if geometry.temporary { "temporary " } else { "" },
         location.dir.display(),
         fmt_counted(geometry.slots() as u64, "slot", "slots"),
-        fmt_bytes(geometry.arena())
+        fmt_bytes(geometry.arena()),
+        fmt_counted(geometry.consumers().into(), "consumer", "consumers")
+    );
+    Ok(())
+}
+
+/// Remove a consumer's subscription: the producer no longer keeps items
+/// for it, and its place is free for another name. Refused while that
+/// consumer is attached.
+#[derive(Debug, clap::Args)]
+pub struct UnsubscribeArgs {
+    /// Name of the ring.
+    pub name: String,
+    /// The consumer's name (as given to `consume --as`).
+    pub subscriber: String,
+    #[command(flatten)]
+    pub location: Location,
+}
+
+pub fn unsubscribe(args: &UnsubscribeArgs) -> Result<(), CliError> {
+    let opts = SegmentOptions {
+        dir: args.location.dir.clone(),
+        allow_shared: args.location.shared,
+        ..SegmentOptions::default()
+    };
+    shm::unsubscribe(&args.name, &args.subscriber, &opts)
+        .map_err(|e| CliError::ring(&args.name, ArrowRingError::Open(e)))?;
+    outln!(
+        "unsubscribed '{}' from ring '{}'",
+        args.subscriber,
+        args.name
     );
     Ok(())
 }

@@ -42,6 +42,25 @@ fn secs_since(t: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
+fn subscribers_json(i: &RingInfo) -> serde_json::Value {
+    json!(
+        i.subscribers
+            .iter()
+            .map(|s| {
+                let mut v = role_json(&s.role);
+                v["name"] = json!(s.name);
+                v["cursor"] = json!(s.cursor);
+                v["read_seq"] = json!(s.read_seq);
+                v["lag"] = json!(s.lag(i));
+                v["arena_lag"] = json!(s.arena_lag(i));
+                v["arena_released"] = json!(s.arena_released);
+                v["ends_pending"] = json!(s.ends_pending);
+                v
+            })
+            .collect::<Vec<_>>()
+    )
+}
+
 fn role_json(r: &RoleInfo) -> serde_json::Value {
     json!({
         "state": state_name(r),
@@ -79,6 +98,8 @@ pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
         "ends_pending": i.ends_pending,
         "producer": producer,
         "consumer": role_json(&i.consumer),
+        "max_consumers": l.max_consumers,
+        "subscribers": subscribers_json(i),
         "created_unix_s": created_unix_s,
         "created": fmt_utc(i.created()),
         "total_bytes": l.total_len,
@@ -261,10 +282,36 @@ fn print_info(
         i.producer_sessions,
         if i.producer_sessions == 1 { "" } else { "s" }
     );
-    outln!(
-        "consumer   {}",
-        describe_role(&i.consumer, "waiting on an empty ring", None)
-    );
+    if i.subscribers.is_empty() {
+        outln!(
+            "consumers  none subscribed (of {}): the ring keeps what it holds for the first",
+            l.max_consumers
+        );
+    } else {
+        outln!(
+            "consumers  {} subscribed of {}",
+            i.subscribers.len(),
+            l.max_consumers
+        );
+    }
+    let width = i
+        .subscribers
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    for s in &i.subscribers {
+        let mut lag = fmt_counted(s.lag(i), "item", "items");
+        if l.kind == RingKind::Arrow {
+            lag.push_str(&format!(", {}", fmt_bytes(s.arena_lag(i))));
+        }
+        outln!(
+            "  {:width$}  {}; at {}, behind by {lag}",
+            s.name,
+            describe_role(&s.role, "waiting on an empty ring", None),
+            fmt_count(s.read_seq)
+        );
+    }
     match &schema {
         None => {}
         Some(Ok(None)) => outln!("schema     none yet (no schema message in the ring)"),
@@ -405,7 +452,7 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
     }
     let width = rings.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
     outln!(
-        "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+        "{:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}  SUBSCRIBERS",
         "NAME",
         "KIND",
         "SLOTS USED",
@@ -416,7 +463,7 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
     for (name, e) in &rings {
         match e {
             Entry::Ok(i) => outln!(
-                "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}",
+                "{name:width$}  {:5}  {:>15}  {:>21}  {:14}  {:14}  {}/{}",
                 kind_name(i.layout.kind),
                 format!("{}/{}", i.lag(), i.layout.capacity),
                 if i.layout.kind == RingKind::Arrow {
@@ -429,7 +476,9 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
                     "-".into()
                 },
                 i.producer.describe(),
-                i.consumer.describe()
+                i.consumer.describe(),
+                i.subscribers.len(),
+                i.layout.max_consumers
             ),
             Entry::OtherVersion { found, supported } => outln!(
                 "{name:width$}  layout version {found}, made by another release of \

@@ -64,6 +64,9 @@ pub struct BatchConsumer {
     /// area: the size of one half of that area, for the error that explains
     /// why the next data message cannot be decoded.
     unsaved_state: Option<u64>,
+    /// Subscribed mid-stream with nothing saved: messages before the next
+    /// schema message are skipped (released undecoded), not an error.
+    joined: bool,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with it.
@@ -102,11 +105,19 @@ impl BatchConsumer {
         let map_start = unsafe { seg.ptr_at(0) } as usize;
         let book = Arc::new(LeaseBook::new(inner.ring_handle()));
         let (arena_len, save_len) = super::split_arena(layout.arena_len);
+        let cursor = inner.mapped().cursor_index().unwrap_or(0);
+        let (share_at, share_len) = super::save_share(save_len, layout.max_consumers, cursor);
         // The mapping lives as long as `inner`, which moves with the save
-        // area; only the consumer writes it.
-        // SAFETY: the arena's last `save_len` bytes, inside the validated
-        // arena; this process holds the consumer role.
-        let save = unsafe { SaveArea::new(arena.add(arena_len as usize).cast_mut(), save_len) };
+        // area; only this cursor's consumer writes its share of it.
+        // SAFETY: cursor < max_consumers, so its share lies within the
+        // arena's last `save_len` bytes, inside the validated arena; this
+        // process holds the cursor's lock.
+        let save = unsafe {
+            SaveArea::new(
+                arena.add((arena_len + share_at) as usize).cast_mut(),
+                share_len,
+            )
+        };
         let mut me = Self {
             inner,
             arena,
@@ -125,6 +136,7 @@ impl BatchConsumer {
             wait: WaitStrategy::Park,
             session: SessionWatch::default(),
             unsaved_state: None,
+            joined: false,
         };
         me.restore_saved_state()?;
         // The session counter first, then the producer's lock and state: a
@@ -149,6 +161,7 @@ impl BatchConsumer {
         let word = self.inner.saved_state_word();
         match self.rel.save.restore(seq, word).map_err(corrupt)? {
             Restored::Nothing => {}
+            Restored::Joined => self.joined = true,
             Restored::Overflowed { half } => {
                 // Too many dictionaries to save: resuming works only if the
                 // next message starts a stream; decode() reports it otherwise.
@@ -459,6 +472,11 @@ impl BatchConsumer {
             return Ok(None);
         }
         let Some(decoder) = &mut self.decoder else {
+            if self.joined {
+                // A subscription made mid-stream: this session's schema came
+                // before its start; it reads from the next session on.
+                return Ok(None);
+            }
             let why = match self.unsaved_state {
                 Some(half) => format!(
                     "cannot resume mid-stream: the previous consumer's schema and dictionaries \

@@ -47,11 +47,22 @@ pub struct BatchProducer {
 unsafe impl Send for BatchProducer {}
 
 pub(crate) fn arrow_layout(opts: &ArrowRingOptions) -> Result<Layout, OpenError> {
+    crate::shm::check_consumers(opts.segment.max_consumers)?;
     crate::error::check_capacity(opts.slots as u64, crate::shm::header::MAX_CAPACITY)?;
     if opts.arena_bytes < 4096 || !opts.arena_bytes.is_multiple_of(ARENA_ALIGN) {
         return Err(OpenError::Geometry(format!(
             "arena of {} bytes: must be at least 4096 and a multiple of 64",
             opts.arena_bytes
+        )));
+    }
+    let consumers = u64::from(opts.segment.max_consumers);
+    if opts.arena_bytes / consumers < 4096 {
+        return Err(OpenError::Geometry(format!(
+            "arena of {} bytes for {consumers} consumers: each consumer's save area is a share \
+             of the arena's last eighth, so the arena must be at least 4096 bytes per consumer \
+             ({} here); use a larger arena or fewer consumers",
+            opts.arena_bytes,
+            4096 * consumers
         )));
     }
     Layout::plan(
@@ -61,6 +72,7 @@ pub(crate) fn arrow_layout(opts: &ArrowRingOptions) -> Result<Layout, OpenError>
         align_of::<Descriptor>() as u32,
         fingerprint::<Descriptor>(),
         opts.arena_bytes,
+        opts.segment.max_consumers,
     )
     .ok_or_else(|| OpenError::Geometry("ring size overflows".into()))
 }

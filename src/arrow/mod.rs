@@ -312,6 +312,14 @@ pub(crate) fn split_arena(arena_len: u64) -> (u64, u64) {
     (arena_len - save, save)
 }
 
+/// The part of the save area (`save_len` bytes) that is cursor `cursor`'s
+/// in a ring of `consumers` cursors: `(offset in the save area, length)`,
+/// an equal share each, rounded down to 64 bytes.
+pub(crate) fn save_share(save_len: u64, consumers: u32, cursor: u32) -> (u64, u64) {
+    let share = (save_len / u64::from(consumers.max(1))) & !(ARENA_ALIGN - 1);
+    (u64::from(cursor) * share, share)
+}
+
 /// Rounds `n` up to [`ARENA_ALIGN`].
 fn align_up(n: u64) -> Option<u64> {
     Some(n.checked_add(ARENA_ALIGN - 1)? & !(ARENA_ALIGN - 1))

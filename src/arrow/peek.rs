@@ -12,6 +12,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 use super::framing::parse_schema;
 use super::resume::{Peeked, SaveArea};
 use super::{ArrowRingError, Descriptor, MSG_SCHEMA, split_arena};
+use crate::fanout::CURSOR_SUBSCRIBED;
 use crate::shm::{OpenError, RingKind, Segment, SegmentOptions, ShmSlot, fingerprint};
 use crate::sync::{Ordering, fence};
 
@@ -77,13 +78,40 @@ pub fn stream_schema(
         source: ArrowError::IpcError(why),
     };
     let (arena_len, save_len) = split_arena(layout.arena_len);
-    // SAFETY: the arena's last save_len bytes, inside the validated arena
-    // of a mapping that outlives `save`; only read through it, by copies
-    // that are checked afterwards (see `SaveArea::peek_schema_message`).
-    let save = unsafe { SaveArea::new(seg.ptr_at(layout.arena_offset + arena_len), save_len) };
-    let word = &seg.header().consumer.saved_state;
+    // The slowest subscriber's position and saved state: the schema as of
+    // the oldest message the ring keeps for a consumer (cursor 0's when
+    // none is subscribed: its state is then empty or stale, and only a
+    // state saved for the position looked at is used).
+    let cursors = seg.cursors();
+    let slowest = cursors
+        .iter()
+        .enumerate()
+        // Acquire: pairs with the Release stores of the subscription and
+        // of read_seq; only numbers are read through them.
+        .filter(|(_, c)| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+        .min_by_key(|(_, c)| c.read_seq.load(Ordering::Acquire))
+        .map(|(i, _)| i);
+    let (share_at, share_len) =
+        super::save_share(save_len, layout.max_consumers, slowest.unwrap_or(0) as u32);
+    // SAFETY: that cursor's share of the arena's last save_len bytes, inside
+    // the validated arena of a mapping that outlives `save`; only read
+    // through it, by copies that are checked afterwards (see
+    // `SaveArea::peek_schema_message`).
+    let save = unsafe {
+        SaveArea::new(
+            seg.ptr_at(layout.arena_offset + arena_len + share_at),
+            share_len,
+        )
+    };
+    let word = &cursors[slowest.unwrap_or(0)].saved_state;
     for _ in 0..TRIES {
-        let (read_seq, write_seq) = seg.sequences().map_err(bad_header)?;
+        let (tail, write_seq) = seg.sequences().map_err(bad_header)?;
+        let read_seq = slowest.map_or(tail, |i| {
+            cursors[i]
+                .read_seq
+                .load(Ordering::Acquire)
+                .clamp(tail, write_seq)
+        });
         let found: Option<(Source, Result<Vec<u8>, String>)> = (|| {
             // The message at read_seq, when it starts a new stream.
             if read_seq < write_seq {

@@ -168,6 +168,8 @@ pub(super) enum Peeked {
 }
 
 /// What a consumer attaching at `read_seq` restores.
+pub(super) use crate::shm::header::SAVED_JOINED;
+
 pub(super) enum Restored {
     /// Nothing saved (or nothing before the first schema was released).
     Nothing,
@@ -178,6 +180,10 @@ pub(super) enum Restored {
     },
     /// The schema message, then one replacement message per dictionary.
     Messages(Vec<Buffer>),
+    /// A subscription made mid-stream (`saved_state` [`SAVED_JOINED`]):
+    /// nothing saved, and the messages before the next schema message
+    /// cannot be decoded; they are skipped.
+    Joined,
 }
 
 impl SaveArea {
@@ -339,6 +345,9 @@ impl SaveArea {
     pub(super) fn restore(&self, read_seq: u64, word: &AtomicU64) -> Result<Restored, String> {
         // SYNC POINT saved: Acquire pairs with the Release store in `save`.
         let named = word.load(Ordering::Acquire);
+        if named == SAVED_JOINED {
+            return Ok(Restored::Joined);
+        }
         if named == 0 || self.half_len < HALF_HEADER {
             return Ok(Restored::Nothing);
         }

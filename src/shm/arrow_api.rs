@@ -113,7 +113,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// it; its loads and stores, and their orderings, are in
     /// `arrow/resume.rs` (SYNC POINT saved).
     pub(crate) fn saved_state_word(&self) -> &AtomicU64 {
-        &self.segment().header().consumer.saved_state
+        &self.mapped().cursor().saved_state
     }
 
     /// Stores `arena_released`: the end of the last message released. For
@@ -122,9 +122,8 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// it behind).
     pub(crate) fn store_arena_released(&self, end: u64) {
         // Release: pairs with the Acquire load in shm::inspect.
-        self.segment()
-            .header()
-            .consumer
+        self.mapped()
+            .cursor()
             .arena_released
             .store(end, Ordering::Release);
     }
@@ -150,8 +149,8 @@ impl<T: ShmSlot> MappedRing<T> {
     /// Runs `attempt` until it returns `Some`, sleeping (as `wait` says) on
     /// the ring's `not_empty` cell in between, which the producer's
     /// publishes, its detach and [`wake_consumer`](Self::wake_consumer)
-    /// wake; `None` at the deadline. For the consumer only, which is the
-    /// one sleeper on that cell.
+    /// wake; `None` at the deadline. For a consumer only, which sleeps there
+    /// as its cursor's bit.
     pub(crate) fn wait_as_consumer<R>(
         &self,
         wait: WaitStrategy,
@@ -161,7 +160,8 @@ impl<T: ShmSlot> MappedRing<T> {
         Waiter::new(wait, Sharing::AcrossProcesses, self, |r| {
             &r.seg.header().not_empty.cell
         })
-        .marking(|r| &r.seg.header().consumer.waiting_since_ns)
+        .marking(|r| &r.cursor().waiting_since_ns)
+        .sleeping_as(self.cursor_index().unwrap_or(0))
         .wait_until(deadline, attempt)
     }
 }

@@ -100,6 +100,45 @@ pub enum OpenError {
         /// The role asked for.
         role: Role,
     },
+    /// The consumer subscribed under this name is attached and alive.
+    #[error("{}: consumer {name:?} is attached in another live process", .path.display())]
+    SubscriberAttached {
+        /// The segment file.
+        path: PathBuf,
+        /// The subscription's name.
+        name: String,
+    },
+    /// Every consumer cursor of the ring holds a subscription: unsubscribe
+    /// one (`laminar-ring unsubscribe`), or create the ring with more.
+    #[error(
+        "{}: all {max} consumer cursors are subscribed ({names}); unsubscribe one, or remove \
+         the ring and create it again with more consumers",
+        .path.display()
+    )]
+    NoFreeCursor {
+        /// The segment file.
+        path: PathBuf,
+        /// Cursors the ring was created with.
+        max: u32,
+        /// The subscriptions' names, comma-separated.
+        names: String,
+    },
+    /// A subscription name breaks a rule.
+    #[error("bad consumer name {name:?}: it {why}")]
+    BadSubscriber {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// No subscription of that name (unsubscribing).
+    #[error("{}: no consumer subscribed as {name:?}", .path.display())]
+    NotSubscribed {
+        /// The segment file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+    },
     /// The ring was removed (unlinked) while this process was attaching:
     /// open or create it again.
     #[error("{}: the ring was removed while attaching to it", .path.display())]

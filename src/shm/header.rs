@@ -1,4 +1,4 @@
-//! The segment's `#[repr(C)]` header (layout version 4) and its validation.
+//! The segment's `#[repr(C)]` header (layout version 5) and its validation.
 //!
 //! Byte layout, protocol and orderings are specified in `docs/FORMAT.md`;
 //! the compile-time assertions at the bottom pin every offset given there.
@@ -22,7 +22,7 @@ pub use super::slot::fingerprint;
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LAMRING\0";
 /// The layout this build writes and reads.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Alignment and size of one header line: two 64-byte cache lines, because
 /// adjacent-line prefetch pairs them (see `RingBuffer`).
 pub const LINE: usize = 128;
@@ -37,6 +37,20 @@ pub const MAX_SLOT_ALIGN: u32 = 4096;
 /// when the producer starts arena laps early: 1.8 years). One beyond it was set by another process, and advancing it
 /// could wrap past `u64::MAX`.
 pub const MAX_POSITION: u64 = 1 << 63;
+
+/// Most consumer cursors a ring may have (`max_consumers`): each sleeps
+/// as its own bit of the `not_empty` waiter word.
+pub const MAX_CONSUMERS: u32 = 32;
+/// Consumer cursors of a ring created without saying how many.
+pub const DEFAULT_CONSUMERS: u32 = 8;
+/// Longest subscription name, in bytes of UTF-8.
+pub const MAX_SUBSCRIBER_NAME: usize = 32;
+
+/// `saved_state` of an Arrow ring's cursor subscribed while a stream may
+/// be running: nothing saved, and its consumer skips the messages before
+/// the next schema message (it cannot decode them: their schema came
+/// before its start).
+pub const SAVED_JOINED: u64 = 3;
 
 /// `state` before the creator has finished initialising the segment.
 pub const STATE_INITIALIZING: u32 = 0;
@@ -78,6 +92,11 @@ pub(crate) const ROLE_CLOSED: u32 = 2;
 /// Producer only: the last producer gave up with an error (its reason is in
 /// [`ProducerLine::failure`]); the stream ends in error, not cleanly.
 pub(crate) const ROLE_FAILED: u32 = 3;
+/// Consumer cursors only: a process is subscribing the cursor (stored
+/// before the subscription and replaced when it is complete). Found with
+/// the cursor's lock free, the subscriber died part-way: the subscription
+/// is made again.
+pub(crate) const ROLE_SUBSCRIBING: u32 = 4;
 
 /// Bytes of a producer's failure reason kept in the header (UTF-8, padded
 /// with NULs, cut at a character boundary).
@@ -176,7 +195,10 @@ pub(crate) struct ProducerLine {
     /// index `i % END_LOG_LEN`); stored by producers only, with Release
     /// after the record's fields.
     pub(crate) ends_head: AtomicU64,
-    _reserved: Opaque<[u8; 8]>,
+    /// Slots of sequences below it may be overwritten: the bound the
+    /// producer last published before using it (`fanout::producer_floor`);
+    /// stored by producers only.
+    pub(crate) tail_seq: AtomicU64,
     /// With `producer_state == ROLE_FAILED`: why the producer gave up,
     /// stored before that state.
     pub(crate) failure: FailureReason,
@@ -230,20 +252,33 @@ impl FailureReason {
     }
 }
 
-/// Line 2: written by the consumer.
+/// Line 2: written by subscribers.
 #[repr(C, align(128))]
-pub(crate) struct ConsumerLine {
-    /// Slots below it are released (Release by the consumer).
+pub(crate) struct SubscriptionLine {
+    /// Subscriptions made so far (Release, after the cursor is written):
+    /// what tells a producer computing its bound that a consumer subscribed
+    /// meanwhile (`fanout`).
+    pub(crate) epoch: AtomicU64,
+    _reserved: Opaque<[u8; 120]>,
+}
+
+/// One consumer's cursor: 128 bytes after the end log, one per consumer
+/// the ring was created for. Written by the consumer holding the cursor's
+/// lock (and by the subscriber or unsubscriber holding the table lock).
+#[repr(C, align(128))]
+pub(crate) struct ConsumerCursor {
+    /// Slots below it are released by this consumer (Release).
     pub(crate) read_seq: AtomicU64,
-    /// `ROLE_*` of the consumer.
+    /// `ROLE_*` of this cursor's consumer.
     pub(crate) consumer_state: AtomicU32,
-    _pad: Opaque<u32>,
+    /// `fanout::CURSOR_FREE` or `CURSOR_SUBSCRIBED`.
+    pub(crate) subscription: AtomicU32,
     /// Arrow rings: end of the last message released, stored after
     /// `read_seq`; information only (`info`), never used to decide anything.
     pub(crate) arena_released: AtomicU64,
-    /// Arrow rings: which half of the save area holds the consumer's last
-    /// saved decoder state: 0 none, 1 the first, 2 the second (see
-    /// `arrow/resume.rs`).
+    /// Arrow rings: which half of this cursor's save area holds its
+    /// consumer's last saved decoder state: 0 none, 1 the first, 2 the
+    /// second (see `arrow/resume.rs`).
     pub(crate) saved_state: AtomicU64,
     /// Process id of the last consumer to attach (0: none yet); information
     /// only.
@@ -255,7 +290,52 @@ pub(crate) struct ConsumerLine {
     /// End records the consumer has read and is done with (it resumes
     /// there); stored by the consumer only, with Release.
     pub(crate) ends_seen: AtomicU64,
-    _reserved: Opaque<[u8; 72]>,
+    _reserved: Opaque<[u8; 8]>,
+    /// The subscription's name: UTF-8, padded with NULs (stored before the
+    /// subscription, Relaxed, published by its Release).
+    pub(crate) name: [AtomicU64; MAX_SUBSCRIBER_NAME / 8],
+    _reserved2: Opaque<[u8; 32]>,
+}
+
+impl ConsumerCursor {
+    /// Stores `name` (at most [`MAX_SUBSCRIBER_NAME`] bytes: checked by the
+    /// caller), padded with NULs.
+    pub(crate) fn store_name(&self, name: &str) {
+        let mut bytes = [0u8; MAX_SUBSCRIBER_NAME];
+        let n = name.len().min(MAX_SUBSCRIBER_NAME);
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        for (word, chunk) in self.name.iter().zip(bytes.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            // Relaxed: published by the subscription's Release store.
+            word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        }
+    }
+
+    /// The name, or `None` when the bytes are no NUL-padded UTF-8 (a
+    /// damaged cursor).
+    pub(crate) fn load_name(&self) -> Option<String> {
+        let mut bytes = [0u8; MAX_SUBSCRIBER_NAME];
+        for (word, chunk) in self.name.iter().zip(bytes.chunks_exact_mut(8)) {
+            // Relaxed: after the Acquire load of the subscription.
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        if bytes[end..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        String::from_utf8(bytes[..end].to_vec()).ok()
+    }
+}
+
+impl crate::fanout::Cursor for ConsumerCursor {
+    fn subscription(&self) -> &AtomicU32 {
+        &self.subscription
+    }
+
+    fn read_seq(&self) -> &AtomicU64 {
+        &self.read_seq
+    }
 }
 
 /// One record of the end log: how producer session `session` ended, at
@@ -310,7 +390,7 @@ pub(crate) struct WaitLine {
 pub(crate) struct SegmentHeader {
     pub(crate) info: InfoLine,
     pub(crate) producer: ProducerLine,
-    pub(crate) consumer: ConsumerLine,
+    pub(crate) subscriptions: SubscriptionLine,
     /// The consumer sleeps here when the ring is empty.
     pub(crate) not_empty: WaitLine,
     /// The producer sleeps here when the ring is full (and when it waits,
@@ -320,8 +400,16 @@ pub(crate) struct SegmentHeader {
     pub(crate) end_log: EndLog,
 }
 
-/// Size of the whole header: five 128-byte lines and the end log.
+/// Size of the fixed part of the header: five 128-byte lines and the end
+/// log. The consumers' cursors follow it, [`CURSOR_LEN`] bytes each.
 pub const HEADER_LEN: usize = size_of::<SegmentHeader>();
+/// Size of one consumer cursor.
+pub const CURSOR_LEN: usize = size_of::<ConsumerCursor>();
+
+/// `header_len` of a ring with `consumers` cursors.
+pub const fn header_len(consumers: u32) -> u64 {
+    HEADER_LEN as u64 + consumers as u64 * CURSOR_LEN as u64
+}
 
 const _: () = {
     assert!(size_of::<HeaderFields>() == 88);
@@ -341,25 +429,30 @@ const _: () = {
     assert!(offset_of!(InfoLine, state) == 88);
     assert!(offset_of!(SegmentHeader, info) == 0);
     assert!(offset_of!(SegmentHeader, producer) == LINE);
-    assert!(offset_of!(SegmentHeader, consumer) == 2 * LINE);
+    assert!(offset_of!(SegmentHeader, subscriptions) == 2 * LINE);
     assert!(offset_of!(SegmentHeader, not_empty) == 3 * LINE);
     assert!(offset_of!(SegmentHeader, not_full) == 4 * LINE);
     assert!(offset_of!(ProducerLine, write_seq) == 0);
     assert!(offset_of!(ProducerLine, producer_state) == 8);
     assert!(offset_of!(ProducerLine, producer_sessions) == 16);
     assert!(offset_of!(ProducerLine, arena_head) == 24);
-    assert!(offset_of!(ConsumerLine, read_seq) == 0);
-    assert!(offset_of!(ConsumerLine, consumer_state) == 8);
-    assert!(offset_of!(ConsumerLine, arena_released) == 16);
+    assert!(offset_of!(ConsumerCursor, read_seq) == 0);
+    assert!(offset_of!(ConsumerCursor, consumer_state) == 8);
+    assert!(offset_of!(ConsumerCursor, subscription) == 12);
+    assert!(offset_of!(ConsumerCursor, arena_released) == 16);
     assert!(offset_of!(ProducerLine, producer_pid) == 32);
     assert!(offset_of!(ProducerLine, blocked_since_ns) == 40);
     assert!(offset_of!(ProducerLine, failure) == 64);
-    assert!(offset_of!(ConsumerLine, saved_state) == 24);
-    assert!(offset_of!(ConsumerLine, consumer_pid) == 32);
-    assert!(offset_of!(ConsumerLine, waiting_since_ns) == 40);
+    assert!(offset_of!(ConsumerCursor, saved_state) == 24);
+    assert!(offset_of!(ConsumerCursor, consumer_pid) == 32);
+    assert!(offset_of!(ConsumerCursor, waiting_since_ns) == 40);
     assert!(size_of::<WaitCell>() == 8);
     assert!(offset_of!(ProducerLine, ends_head) == 48);
-    assert!(offset_of!(ConsumerLine, ends_seen) == 48);
+    assert!(offset_of!(ConsumerCursor, ends_seen) == 48);
+    assert!(offset_of!(ConsumerCursor, name) == 64);
+    assert!(offset_of!(ConsumerCursor, _reserved2) == 96);
+    assert!(CURSOR_LEN == LINE);
+    assert!(offset_of!(ProducerLine, tail_seq) == 56);
     assert!(size_of::<EndRecord>() == 88);
     assert!(offset_of!(EndRecord, session) == 0);
     assert!(offset_of!(EndRecord, at_seq) == 8);
@@ -371,9 +464,10 @@ const _: () = {
     // No padding anywhere: every byte belongs to a field, atomic or opaque.
     assert!(offset_of!(InfoLine, flags) == 92);
     assert!(offset_of!(InfoLine, _reserved) + 32 == LINE);
-    assert!(offset_of!(ProducerLine, _reserved) + 8 == offset_of!(ProducerLine, failure));
+    assert!(offset_of!(ProducerLine, tail_seq) + 8 == offset_of!(ProducerLine, failure));
     assert!(offset_of!(ProducerLine, failure) + FAILURE_REASON_LEN == LINE);
-    assert!(offset_of!(ConsumerLine, _reserved) + 72 == LINE);
+    assert!(offset_of!(ConsumerCursor, _reserved) + 8 == offset_of!(ConsumerCursor, name));
+    assert!(offset_of!(SubscriptionLine, _reserved) + 120 == LINE);
     assert!(offset_of!(EndRecord, _pad) + 4 == offset_of!(EndRecord, reason));
     assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
 };
@@ -404,6 +498,8 @@ pub struct Layout {
     /// A temporary ring: removed by its consumer after a clean end of
     /// stream ([`SegmentOptions::temporary`](super::SegmentOptions::temporary)).
     pub temporary: bool,
+    /// Consumer cursors: how many subscriptions the ring can hold.
+    pub max_consumers: u32,
 }
 
 impl Layout {
@@ -415,8 +511,15 @@ impl Layout {
         slot_align: u32,
         type_fingerprint: u64,
         arena_len: u64,
+        max_consumers: u32,
     ) -> Option<Self> {
-        let slots_offset = align_up(HEADER_LEN as u64, (slot_align as u64).max(LINE as u64))?;
+        if !(1..=MAX_CONSUMERS).contains(&max_consumers) {
+            return None;
+        }
+        let slots_offset = align_up(
+            header_len(max_consumers),
+            (slot_align as u64).max(LINE as u64),
+        )?;
         let slots_end = slots_offset.checked_add(capacity.checked_mul(slot_size)?)?;
         let (arena_offset, total_len) = if arena_len == 0 {
             (0, slots_end)
@@ -436,6 +539,7 @@ impl Layout {
             total_len,
             created_unix_ns: 0,
             temporary: false,
+            max_consumers,
         })
     }
 
@@ -444,7 +548,7 @@ impl Layout {
         HeaderFields {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,
-            header_len: HEADER_LEN as u32,
+            header_len: header_len(self.max_consumers) as u32,
             kind: self.kind as u32,
             slot_align: self.slot_align,
             capacity: self.capacity,
@@ -562,8 +666,17 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
             supported: LAYOUT_VERSION,
         });
     }
-    if h.header_len as usize != HEADER_LEN {
-        return Err(bad("header_len", h.header_len.into(), "must be 2048"));
+    let cursor_bytes = u64::from(h.header_len).wrapping_sub(HEADER_LEN as u64);
+    let max_consumers = cursor_bytes / CURSOR_LEN as u64;
+    if u64::from(h.header_len) < header_len(1)
+        || !cursor_bytes.is_multiple_of(CURSOR_LEN as u64)
+        || max_consumers > u64::from(MAX_CONSUMERS)
+    {
+        return Err(bad(
+            "header_len",
+            h.header_len.into(),
+            "2048 + 128 per consumer cursor, 1 to 32 cursors",
+        ));
     }
     let kind = RingKind::from_u32(h.kind).ok_or(bad("kind", h.kind.into(), "1 or 2"))?;
     if check_capacity(h.capacity, MAX_CAPACITY).is_err() {
@@ -584,7 +697,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         ));
     }
     let line_align = u64::from(h.slot_align).max(LINE as u64);
-    if h.slots_offset < HEADER_LEN as u64 || !h.slots_offset.is_multiple_of(line_align) {
+    if h.slots_offset < u64::from(h.header_len) || !h.slots_offset.is_multiple_of(line_align) {
         return Err(bad(
             "slots_offset",
             h.slots_offset,
@@ -614,6 +727,13 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
             }
             if h.arena_len == 0 {
                 return Err(bad("arena_len", 0, "non-zero for an Arrow ring"));
+            }
+            if h.arena_len / max_consumers < 4096 {
+                return Err(bad(
+                    "arena_len",
+                    h.arena_len,
+                    "at least 4096 per consumer cursor (each saves its decoder state in a share)",
+                ));
             }
         }
         RingKind::Typed => {}
@@ -648,6 +768,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         total_len: h.total_len,
         created_unix_ns: h.created_unix_ns,
         temporary: false,
+        max_consumers: max_consumers as u32,
     })
 }
 
@@ -725,7 +846,7 @@ mod tests {
 
     fn valid(kind: RingKind) -> (HeaderFields, u64) {
         let arena = if kind == RingKind::Arrow { 1 << 16 } else { 0 };
-        let l = Layout::plan(kind, 1024, 24, 8, 42, arena).unwrap();
+        let l = Layout::plan(kind, 1024, 24, 8, 42, arena, 8).unwrap();
         (l.fields(), l.total_len)
     }
 
@@ -735,7 +856,8 @@ mod tests {
             let (h, len) = valid(kind);
             let l = validate(&h, len).unwrap();
             assert_eq!(l.capacity, 1024);
-            assert_eq!(l.slots_offset, HEADER_LEN as u64);
+            assert_eq!(l.slots_offset, header_len(8));
+            assert_eq!(l.max_consumers, 8);
             assert!(validate(&h, len + 10).is_ok(), "longer file is fine");
         }
     }
@@ -789,9 +911,27 @@ mod tests {
         assert!(check_sequences(0, 9, 8).is_err());
         assert!(check_sequences(3, 11, 8).is_ok());
         let msg = with(&|h| h.layout_version = 1).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 1, this build reads 4");
-        let msg = with(&|h| h.layout_version = 3).unwrap_err().to_string();
-        assert_eq!(msg, "layout version 3, this build reads 4");
+        assert_eq!(msg, "layout version 1, this build reads 5");
+        let msg = with(&|h| h.layout_version = 4).unwrap_err().to_string();
+        assert_eq!(msg, "layout version 4, this build reads 5");
+        // A cursor table of no cursor, of a part of one, or of more than
+        // 32, and slots that overlap the cursors.
+        for bad_len in [2048, 2048 + 64, 2048 + 33 * 128] {
+            assert!(matches!(
+                with(&|h| h.header_len = bad_len),
+                Err(HeaderError::BadField {
+                    field: "header_len",
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            with(&|h| h.header_len = 2048 + 16 * 128),
+            Err(HeaderError::BadField {
+                field: "slots_offset",
+                ..
+            })
+        ));
     }
 
     #[test]

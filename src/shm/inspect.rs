@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::error::{OpenError, Role};
 use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER};
 use super::segment::{Segment, SegmentOptions};
+use crate::fanout::CURSOR_SUBSCRIBED;
 use crate::sync::Ordering;
 
 /// What the header says of one side of the ring.
@@ -73,6 +74,25 @@ impl RoleInfo {
     }
 }
 
+/// One subscribed consumer, as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriberInfo {
+    /// The name it subscribed under (`?` when the cursor's name bytes are
+    /// damaged).
+    pub name: String,
+    /// Its cursor's index in the header.
+    pub cursor: u32,
+    /// Its consumer's state, liveness, pid and wait.
+    pub role: RoleInfo,
+    /// Items it has released.
+    pub read_seq: u64,
+    /// Arrow rings: the end of the last message it released.
+    pub arena_released: u64,
+    /// Producer sessions whose end it has not read yet.
+    pub ends_pending: u64,
+}
+
 /// A snapshot of a ring's header. The sequences are read one after the
 /// other while both sides may run, so they are each exact but not taken at
 /// the same instant.
@@ -84,12 +104,17 @@ pub struct RingInfo {
     pub layout: Layout,
     /// Slots published by producers so far.
     pub write_seq: u64,
-    /// Slots released by consumers so far.
+    /// Slots released by every subscribed consumer (the slowest one's
+    /// position; with none subscribed, where the producer's room starts).
     pub read_seq: u64,
     /// The producer side.
     pub producer: RoleInfo,
-    /// The consumer side.
+    /// The consumer side: the slowest subscriber (a live one first), or
+    /// `Never` when none is subscribed. Its `alive` says whether any
+    /// consumer is attached and alive.
     pub consumer: RoleInfo,
+    /// Every subscribed consumer, in cursor order.
+    pub subscribers: Vec<SubscriberInfo>,
     /// Producer attachments so far.
     pub producer_sessions: u64,
     /// Arrow rings: arena position after the last message written.
@@ -99,8 +124,30 @@ pub struct RingInfo {
     /// Why the last producer failed, when [`RoleState::Failed`].
     pub producer_failure: Option<String>,
     /// Producer sessions whose end is recorded in the end log and not yet
-    /// read by a consumer (`ends_head - ends_seen`, 0 when they contradict).
+    /// read by every subscribed consumer (`ends_head - ends_seen` of the
+    /// slowest, 0 when they contradict).
     pub ends_pending: u64,
+}
+
+impl SubscriberInfo {
+    /// Items published and not yet released by this consumer (clamped to
+    /// the capacity), for a ring whose `write_seq` is `write_seq`.
+    pub fn lag(&self, info: &RingInfo) -> u64 {
+        info.write_seq
+            .saturating_sub(self.read_seq)
+            .min(info.layout.capacity)
+    }
+
+    /// Arrow rings: arena bytes this consumer has not released (clamped to
+    /// the arena); 0 when it released every published message.
+    pub fn arena_lag(&self, info: &RingInfo) -> u64 {
+        if self.lag(info) == 0 {
+            return 0;
+        }
+        info.arena_head
+            .saturating_sub(self.arena_released)
+            .min(info.layout.arena_len)
+    }
 }
 
 impl RingInfo {
@@ -137,43 +184,77 @@ impl RingInfo {
 /// enough), `NotReady`, `BadHeader` for a file that is not a valid ring, I/O.
 pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError> {
     let seg = Segment::open_read_only(name, opts)?;
-    let (read_seq, write_seq) = seg.sequences().map_err(|source| OpenError::BadHeader {
+    let (tail, write_seq) = seg.sequences().map_err(|source| OpenError::BadHeader {
         path: seg.path().to_owned(),
         source,
     })?;
     let h = seg.header();
+    // Relaxed: information only, each word stands alone.
+    let pid = |w: u32| (w != 0).then_some(w);
+    let since = |ns: u64| (ns != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns));
     // Acquire loads: each pairs with the Release store of its writer
-    // (the role-state stores at attach/detach, the arena positions' stores);
+    // (the role-state stores at attach/detach, the positions' stores);
     // nothing is read through them but numbers.
+    let ends_head = h.producer.ends_head.load(Ordering::Acquire);
+    let subscribers: Vec<SubscriberInfo> = seg
+        .cursors()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+        .map(|(i, c)| {
+            let alive = seg.cursor_alive(i as u32);
+            SubscriberInfo {
+                name: c.load_name().unwrap_or_else(|| "?".into()),
+                cursor: i as u32,
+                role: RoleInfo {
+                    state: RoleState::from_word(c.consumer_state.load(Ordering::Acquire)),
+                    alive,
+                    pid: pid(c.consumer_pid.load(Ordering::Relaxed)),
+                    // One that died while waiting left its word set.
+                    waiting_since: since(c.waiting_since_ns.load(Ordering::Relaxed))
+                        .filter(|_| alive),
+                },
+                read_seq: c.read_seq.load(Ordering::Acquire),
+                arena_released: c.arena_released.load(Ordering::Acquire),
+                ends_pending: ends_head.saturating_sub(c.ends_seen.load(Ordering::Acquire)),
+            }
+        })
+        .collect();
+    // The slowest subscriber, a live one first among equals.
+    let slowest = subscribers
+        .iter()
+        .min_by_key(|s| (s.read_seq, !s.role.alive));
+    let read_seq = slowest.map_or(tail, |s| s.read_seq.min(write_seq));
     let producer_state = h.producer.producer_state.load(Ordering::Acquire);
-    let consumer_state = h.consumer.consumer_state.load(Ordering::Acquire);
-    let arena_released = h.consumer.arena_released.load(Ordering::Acquire);
+    let arena_released = slowest.map_or(0, |s| s.arena_released);
     let arena_head = h.producer.arena_head.load(Ordering::Acquire);
     // Relaxed: a counter, ordered with nothing.
     let producer_sessions = h.producer.producer_sessions.load(Ordering::Relaxed);
     // After the Acquire load of producer_state above, which pairs with the
     // Release store of ROLE_FAILED that follows the reason's stores.
     let producer_failure = (producer_state == ROLE_FAILED).then(|| h.producer.failure.load());
-    // Acquire: pair with the Release stores of ends_seen (consumer) and
-    // ends_head (producer); only the numbers are used.
-    let ends_seen = h.consumer.ends_seen.load(Ordering::Acquire);
-    let ends_pending = h
-        .producer
-        .ends_head
-        .load(Ordering::Acquire)
-        .saturating_sub(ends_seen);
-    // Relaxed: information only, each word stands alone.
-    let pid = |w: u32| (w != 0).then_some(w);
-    let since = |ns: u64| (ns != 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns));
+    let ends_pending = subscribers
+        .iter()
+        .map(|s| s.ends_pending)
+        .max()
+        .unwrap_or(0);
     let producer_pid = pid(h.producer.producer_pid.load(Ordering::Relaxed));
-    let consumer_pid = pid(h.consumer.consumer_pid.load(Ordering::Relaxed));
     let producer_alive = seg.role_alive(Role::Producer);
-    let consumer_alive = seg.role_alive(Role::Consumer);
     // A side that died while waiting left its word set: it waits no more.
     let producer_waiting =
         since(h.producer.blocked_since_ns.load(Ordering::Relaxed)).filter(|_| producer_alive);
-    let consumer_waiting =
-        since(h.consumer.waiting_since_ns.load(Ordering::Relaxed)).filter(|_| consumer_alive);
+    let consumer = slowest.map_or(
+        RoleInfo {
+            state: RoleState::Never,
+            alive: false,
+            pid: None,
+            waiting_since: None,
+        },
+        |s| RoleInfo {
+            alive: subscribers.iter().any(|s| s.role.alive),
+            ..s.role
+        },
+    );
     Ok(RingInfo {
         path: seg.path().to_owned(),
         layout: *seg.layout(),
@@ -185,12 +266,8 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
             pid: producer_pid,
             waiting_since: producer_waiting,
         },
-        consumer: RoleInfo {
-            state: RoleState::from_word(consumer_state),
-            alive: consumer_alive,
-            pid: consumer_pid,
-            waiting_since: consumer_waiting,
-        },
+        consumer,
+        subscribers,
         producer_sessions,
         arena_head,
         arena_released,

@@ -109,19 +109,36 @@ mod slot;
 #[allow(unsafe_code)] // slots in the mapping
 mod typed;
 
+pub use crate::fanout::Start;
 pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-pub use header::{HeaderError, Layout, RingKind};
-pub use inspect::{RingInfo, RoleInfo, RoleState, inspect, list_candidates};
-#[cfg(feature = "arrow")]
+pub use header::{DEFAULT_CONSUMERS, HeaderError, Layout, MAX_CONSUMERS, RingKind};
+pub use inspect::{RingInfo, RoleInfo, RoleState, SubscriberInfo, inspect, list_candidates};
 pub(crate) use segment::Segment;
-pub use segment::{DEFAULT_DIR, MAX_NAME_LEN, SegmentOptions, validate_name};
+pub use segment::{
+    DEFAULT_DIR, DEFAULT_SUBSCRIBER, MAX_NAME_LEN, SegmentOptions, validate_name,
+    validate_subscriber,
+};
 pub use slot::{ShmSlot, fingerprint};
 #[cfg(feature = "arrow")]
 pub(crate) use typed::EndSource;
 #[cfg(feature = "arrow")]
 pub(crate) use typed::MappedRing;
+#[cfg(feature = "arrow")]
+pub(crate) use typed::check_consumers;
 pub use typed::{ShmConsumer, ShmProducer, create};
+
+/// Removes the subscription `subscriber` of ring `name` (in `opts.dir`):
+/// the producer no longer keeps items for it, and its cursor is free for
+/// another. Refused while its consumer is attached.
+///
+/// # Errors
+///
+/// [`OpenError::NotSubscribed`], [`OpenError::SubscriberAttached`],
+/// `BadSubscriber`, or as opening the ring.
+pub fn unsubscribe(name: &str, subscriber: &str, opts: &SegmentOptions) -> Result<(), OpenError> {
+    Segment::open(name, opts)?.unsubscribe(subscriber)
+}
 
 /// Removes the segment `name` from `/dev/shm`. Processes attached to it keep
 /// their mapping until they detach.

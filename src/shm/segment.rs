@@ -9,7 +9,9 @@
 //! initialised, and only then marked ready with a Release store.
 //!
 //! Roles are open-file-description (OFD) write locks on single bytes of the
-//! file: byte 0 for the producer, byte 1 for the consumer. The kernel drops a
+//! file: byte 0 for the producer, byte `16 + i` for the consumer of cursor
+//! `i`, byte 1 for a process changing the cursor table (subscribing or
+//! unsubscribing), byte 2 for a creator or a remover. The kernel drops a
 //! lock when its holder's descriptor closes, including when the process dies,
 //! so a peer's death is seen without trusting PIDs: `F_OFD_GETLK` on the
 //! peer's byte reports whether anyone holds it.
@@ -26,9 +28,12 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    FLAG_TEMPORARY, FLAGS_KNOWN, HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC,
-    STATE_INITIALIZING, STATE_READY, SegmentHeader, snapshot_sequences, validate,
+    ConsumerCursor, DEFAULT_CONSUMERS, END_LOG_LEN, FLAG_TEMPORARY, FLAGS_KNOWN, HEADER_LEN,
+    HeaderError, HeaderFields, InfoLine, Layout, MAGIC, MAX_CONSUMERS, MAX_SUBSCRIBER_NAME,
+    ROLE_NEVER, ROLE_SUBSCRIBING, SAVED_JOINED, STATE_INITIALIZING, STATE_READY, SegmentHeader,
+    snapshot_sequences, validate,
 };
+use crate::fanout::{self, CURSOR_FREE, CURSOR_SUBSCRIBED, Start};
 use crate::sync::{AtomicU32, Ordering};
 
 /// Default directory of segments.
@@ -36,8 +41,15 @@ pub const DEFAULT_DIR: &str = "/dev/shm";
 /// Longest segment name (Linux allows 255; macOS's POSIX shm only 31).
 pub const MAX_NAME_LEN: usize = 255;
 /// The byte whose lock a creator holds from before it sizes the file until
-/// it has marked the segment ready (bytes 0 and 1 are the roles').
+/// it has marked the segment ready, and a remover while it removes.
 const INIT_LOCK_BYTE: libc::off_t = 2;
+/// The byte whose lock a process holds while it subscribes or unsubscribes
+/// a consumer (briefly: no one waits on it for long).
+const TABLE_LOCK_BYTE: libc::off_t = 1;
+/// The consumer of cursor `i` holds the lock of byte `CURSOR_LOCK_BASE + i`.
+const CURSOR_LOCK_BASE: libc::off_t = 16;
+/// The name a consumer subscribes under unless told otherwise.
+pub const DEFAULT_SUBSCRIBER: &str = "default";
 /// How long `lock_role` waits for a remover that holds the lock bytes (it
 /// holds them for microseconds) before it reports the role taken.
 const REMOVER_PATIENCE: Duration = Duration::from_millis(50);
@@ -75,6 +87,20 @@ pub struct SegmentOptions {
     /// Only `create` reads it; an existing ring keeps what it was created
     /// with ([`Layout::temporary`]).
     pub temporary: bool,
+    /// How many consumers a new ring can have subscribed at once (default
+    /// [`DEFAULT_CONSUMERS`], at most [`MAX_CONSUMERS`]): each has a cursor
+    /// of 128 bytes in the header and, in an Arrow ring, its share of the
+    /// save area. Only `create` reads it.
+    pub max_consumers: u32,
+    /// The name a consumer attaches under (default [`DEFAULT_SUBSCRIBER`]):
+    /// 1 to 32 of `A-Z a-z 0-9 . _ -`. A name not yet subscribed is
+    /// subscribed (starting where [`start`](Self::start) says); one already
+    /// subscribed resumes at its first unreleased item. Producers ignore it.
+    pub subscriber: String,
+    /// Where a new subscription starts (default [`Start::Earliest`]: the
+    /// oldest item the ring still holds, so nothing already in the ring is
+    /// missed). An existing subscription resumes where it stands.
+    pub start: Start,
 }
 
 impl Default for SegmentOptions {
@@ -86,7 +112,37 @@ impl Default for SegmentOptions {
             attach_timeout: Duration::from_secs(10),
             allow_shared: false,
             temporary: false,
+            max_consumers: DEFAULT_CONSUMERS,
+            subscriber: DEFAULT_SUBSCRIBER.to_owned(),
+            start: Start::Earliest,
         }
+    }
+}
+
+/// Checks a subscription name: 1 to 32 bytes of `A-Z a-z 0-9 . _ -`.
+///
+/// # Errors
+///
+/// [`OpenError::BadSubscriber`] saying which rule it breaks.
+pub fn validate_subscriber(name: &str) -> Result<(), OpenError> {
+    let why = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_SUBSCRIBER_NAME {
+        Some("is longer than 32 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("has a character other than A-Z a-z 0-9 . _ -")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(OpenError::BadSubscriber {
+            name: name.to_owned(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -187,6 +243,10 @@ pub(crate) struct Segment {
     layout: Layout,
     /// [`SegmentOptions::attach_timeout`] of the options it was opened with.
     attach_timeout: Duration,
+    /// [`SegmentOptions::subscriber`] and [`SegmentOptions::start`]: how a
+    /// consumer attaches.
+    subscriber: String,
+    start: Start,
 }
 
 impl Segment {
@@ -252,6 +312,8 @@ impl Segment {
                 .map_or(0, |d| d.as_nanos() as u64);
             let seg = Self {
                 attach_timeout: opts.attach_timeout,
+                subscriber: opts.subscriber.clone(),
+                start: opts.start,
                 path: path.clone(),
                 file,
                 map,
@@ -474,6 +536,8 @@ impl Segment {
             map,
             layout,
             attach_timeout: opts.attach_timeout,
+            subscriber: opts.subscriber.clone(),
+            start: opts.start,
         };
         seg.sequences().map_err(|source| OpenError::BadHeader {
             path: seg.path.clone(),
@@ -482,15 +546,18 @@ impl Segment {
         Ok(seg)
     }
 
-    /// A snapshot of `(read_seq, write_seq)`, checked against each other
+    /// A snapshot of `(tail_seq, write_seq)`, checked against each other
     /// while a producer and a consumer may both be running
     /// ([`snapshot_sequences`]).
     pub(crate) fn sequences(&self) -> Result<(u64, u64), HeaderError> {
         let h = self.header();
         // Acquire (all three loads): see snapshot_sequences for what each
-        // pairs with.
+        // pairs with. The producer's `tail_seq` stands for the consumers'
+        // positions: it is the bound the producer last published, which
+        // keeps `tail_seq <= write_seq <= tail_seq + capacity` (each
+        // consumer's own position is checked by that consumer).
         snapshot_sequences(
-            || h.consumer.read_seq.load(Ordering::Acquire),
+            || h.producer.tail_seq.load(Ordering::Acquire),
             || h.producer.write_seq.load(Ordering::Acquire),
             self.layout.capacity,
         )
@@ -507,6 +574,12 @@ impl Segment {
     /// The validated layout.
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The subscription a consumer attaches under, and where a new one
+    /// starts.
+    pub(crate) fn subscriber(&self) -> (&str, Start) {
+        (&self.subscriber, self.start)
     }
 
     /// How long a producer attaching waits for room in the end log.
@@ -530,6 +603,21 @@ impl Segment {
         unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
     }
 
+    /// The consumers' cursors.
+    pub(crate) fn cursors(&self) -> &[ConsumerCursor] {
+        // Every byte of ConsumerCursor is an atomic or opaque, as for the
+        // header.
+        // SAFETY: validate() checked header_len = HEADER_LEN + max_consumers
+        // * CURSOR_LEN <= slots_offset <= total_len, within the mapping;
+        // HEADER_LEN is a multiple of 128, the cursors' alignment.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr_at(HEADER_LEN as u64).cast::<ConsumerCursor>(),
+                self.layout.max_consumers as usize,
+            )
+        }
+    }
+
     /// Pointer to byte `offset` of the mapping.
     ///
     /// # Safety
@@ -548,6 +636,16 @@ impl Segment {
     /// role's lock, so a process that holds one and still finds the file
     /// linked attached to the ring that others will open).
     pub(crate) fn lock_role(&self, role: Role) -> Result<(), OpenError> {
+        debug_assert_eq!(role, Role::Producer, "consumers lock their cursor");
+        self.lock_as(role_byte(role), || OpenError::RoleTaken {
+            path: self.path.clone(),
+            role,
+        })
+    }
+
+    /// Takes the lock of `byte` as [`lock_role`](Self::lock_role) does,
+    /// with `taken` the error when another process holds it.
+    fn lock_as(&self, byte: libc::off_t, taken: impl Fn() -> OpenError) -> Result<(), OpenError> {
         let removed = || OpenError::Removed {
             path: self.path.clone(),
         };
@@ -557,7 +655,7 @@ impl Segment {
         // REMOVER_PATIENCE, rather than report the role taken.
         let deadline = Instant::now() + REMOVER_PATIENCE;
         loop {
-            match lock_byte(&self.file, role_byte(role), libc::F_WRLCK) {
+            match lock_byte(&self.file, byte, libc::F_WRLCK) {
                 Ok(()) => break,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
                     if !still_linked(&self.file, &self.path).unwrap_or(true) {
@@ -567,10 +665,7 @@ impl Segment {
                         std::thread::sleep(Duration::from_micros(200));
                         continue;
                     }
-                    return Err(OpenError::RoleTaken {
-                        path: self.path.clone(),
-                        role,
-                    });
+                    return Err(taken());
                 }
                 Err(e) => return Err(OpenError::io(&self.path, e)),
             }
@@ -578,7 +673,7 @@ impl Segment {
         match still_linked(&self.file, &self.path) {
             Ok(true) => Ok(()),
             other => {
-                let _ = lock_byte(&self.file, role_byte(role), libc::F_UNLCK);
+                let _ = lock_byte(&self.file, byte, libc::F_UNLCK);
                 match other {
                     Err(e) => Err(OpenError::io(&self.path, e)),
                     _ => Err(removed()),
@@ -595,15 +690,19 @@ impl Segment {
     ///
     /// [`OpenError::InUse`] naming the roles held; `Changed` when items are
     /// left unreleased; `NotFound` if the file is already gone; I/O.
-    pub(crate) fn unlink_if_unused(&self, own: Option<Role>) -> Result<(), OpenError> {
+    pub(crate) fn unlink_if_unused(&self, own: Option<u32>) -> Result<(), OpenError> {
         let h = self.header();
         // Under the locks no producer can publish: everything published has
-        // been read and released, or a producer that came and went since
-        // keeps its items in the ring. Acquire (both): pairs with the
-        // Release stores of write_seq and read_seq by the sides.
+        // been read and released by every subscriber, or a producer that
+        // came and went since keeps its items in the ring. Acquire (all):
+        // pairs with the Release stores of write_seq and read_seq by the
+        // sides.
         let unchanged = |_: &File| {
-            Ok(h.producer.write_seq.load(Ordering::Acquire)
-                == h.consumer.read_seq.load(Ordering::Acquire))
+            let write = h.producer.write_seq.load(Ordering::Acquire);
+            Ok(self.cursors().iter().all(|c| {
+                c.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED
+                    || c.read_seq.load(Ordering::Acquire) == write
+            }))
         };
         match unlink_unused(&self.file, &self.path, own, unchanged) {
             Ok(Ok(())) => Ok(()),
@@ -669,9 +768,258 @@ impl Segment {
     }
 
     /// Whether some other open file description holds `role`'s lock: the
-    /// process in that role is attached and alive.
+    /// process in that role is attached and alive (for
+    /// [`Role::Consumer`]: any consumer).
     pub(crate) fn role_alive(&self, role: Role) -> bool {
-        byte_locked(&self.file, role_byte(role))
+        match role {
+            Role::Producer => byte_locked(&self.file, role_byte(role)),
+            Role::Consumer => range_locked(
+                &self.file,
+                CURSOR_LOCK_BASE,
+                self.layout.max_consumers.into(),
+            ),
+        }
+    }
+
+    /// Whether another process holds cursor `i`'s lock: its consumer is
+    /// attached and alive.
+    pub(crate) fn cursor_alive(&self, i: u32) -> bool {
+        byte_locked(&self.file, cursor_byte(i))
+    }
+
+    /// Attaches as the consumer subscribed under `name`, subscribing it
+    /// first (starting at `start`) when no cursor holds that name; returns
+    /// the cursor's index, holding its lock.
+    ///
+    /// Subscribing takes the table lock (byte 1) for the scan and the
+    /// subscription, so two processes never subscribe one name twice;
+    /// attaching to an existing subscription takes it too, for the scan.
+    pub(crate) fn attach_cursor(&self, name: &str, start: Start) -> Result<u32, OpenError> {
+        validate_subscriber(name)?;
+        self.with_table_lock(|| {
+            self.finish_broken_subscriptions();
+            let cursors = self.cursors();
+            let found = cursors.iter().position(|c| {
+                // Acquire: pairs with the Release store in fanout::subscribe
+                // (the name is stored before it).
+                c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
+                    && c.load_name().as_deref() == Some(name)
+            });
+            let (i, new) = match found {
+                Some(i) => (i, false),
+                // Anything but a subscription is free (as the producer
+                // sees it).
+                None => match cursors
+                    .iter()
+                    .position(|c| c.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED)
+                {
+                    Some(i) => (i, true),
+                    None => {
+                        return Err(OpenError::NoFreeCursor {
+                            path: self.path.clone(),
+                            max: self.layout.max_consumers,
+                            names: self.subscriber_names().join(", "),
+                        });
+                    }
+                },
+            };
+            let i = i as u32;
+            self.lock_as(cursor_byte(i), || OpenError::SubscriberAttached {
+                path: self.path.clone(),
+                name: name.to_owned(),
+            })?;
+            if new {
+                self.subscribe(&cursors[i as usize], name, start);
+            }
+            Ok(i)
+        })
+    }
+
+    /// The names of the subscribed cursors, in cursor order (a damaged
+    /// name as `?`).
+    pub(crate) fn subscriber_names(&self) -> Vec<String> {
+        self.cursors()
+            .iter()
+            .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+            .map(|c| c.load_name().unwrap_or_else(|| "?".into()))
+            .collect()
+    }
+
+    /// Subscribes the `cursor` (this process holds its lock and the table
+    /// lock) under `name`: a free one, or one whose subscriber died
+    /// part-way ([`ROLE_SUBSCRIBING`]), subscribed afresh.
+    ///
+    /// `consumer_state` says [`ROLE_SUBSCRIBING`] from before the
+    /// subscription until every field is final: a subscriber killed in
+    /// between leaves a subscribed cursor that may start where the producer
+    /// overwrites (its start was never checked against the producer's
+    /// `tail_seq`), or whose `ends_seen` does not match its start. The next
+    /// process to take the table lock finds it so, with its lock free, and
+    /// runs the whole subscription again (see
+    /// [`finish_broken_subscriptions`](Self::finish_broken_subscriptions)):
+    /// the pattern with the producer (`fanout`) holds for a fresh start,
+    /// whatever the producer did meanwhile.
+    fn subscribe(&self, cursor: &ConsumerCursor, name: &str, start: Start) {
+        let h = self.header();
+        // Relaxed (all): published by the subscription's Release store in
+        // fanout::subscribe (or, re-run, this process is the cursor's only
+        // writer: no consumer attaches to it before the marker goes).
+        cursor
+            .consumer_state
+            .store(ROLE_SUBSCRIBING, Ordering::Relaxed);
+        cursor.arena_released.store(0, Ordering::Relaxed);
+        // An Arrow subscriber has no decoder state: it reads from the next
+        // schema message (arrow/resume.rs).
+        let saved = if self.layout.kind == super::header::RingKind::Arrow {
+            SAVED_JOINED
+        } else {
+            0
+        };
+        cursor.saved_state.store(saved, Ordering::Relaxed);
+        cursor.consumer_pid.store(0, Ordering::Relaxed);
+        cursor.waiting_since_ns.store(0, Ordering::Relaxed);
+        cursor.store_name(name);
+        let words = fanout::Words {
+            tail: &h.producer.tail_seq,
+            epoch: &h.subscriptions.epoch,
+        };
+        let provisional =
+            fanout::provisional_start(words, &h.producer.write_seq, self.cursors(), start);
+        // The ends it reads are those recorded after its start; counted
+        // before it subscribes, so that a producer attaching meanwhile
+        // never finds this cursor's count ahead of ends_head.
+        // SYNC POINT ends_seen: Release, as ShmConsumer::store_ends_seen
+        // (a cursor subscribed again is subscribed already).
+        cursor
+            .ends_seen
+            .store(self.first_end_after(provisional), Ordering::Release);
+        let from = fanout::subscribe(words, cursor, provisional);
+        if from > provisional {
+            // Raised to the producer's tail: ends at or before it are behind
+            // this consumer too. Only forward: a count already stored may
+            // have let a producer append.
+            let seen = self.first_end_after(from);
+            // SYNC POINT ends_seen (as above).
+            cursor.ends_seen.fetch_max(seen, Ordering::Release);
+        }
+        // Release: the subscription is complete; pairs with the Acquire
+        // loads of consumer_state (a consumer attaching, the producer's
+        // consumer_gone, info).
+        cursor.consumer_state.store(ROLE_NEVER, Ordering::Release);
+    }
+
+    /// Subscribes again every cursor whose subscriber died part-way
+    /// ([`subscribe`](Self::subscribe)), holding the table lock.
+    fn finish_broken_subscriptions(&self) {
+        for (i, cursor) in self.cursors().iter().enumerate() {
+            // Acquire (both): pair with the Release stores in subscribe.
+            if cursor.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED
+                || cursor.consumer_state.load(Ordering::Acquire) != ROLE_SUBSCRIBING
+            {
+                continue;
+            }
+            let byte = cursor_byte(i as u32);
+            if lock_byte(&self.file, byte, libc::F_WRLCK).is_err() {
+                continue; // held: not ours to touch
+            }
+            if let Some(name) = cursor.load_name() {
+                self.subscribe(cursor, &name, Start::Earliest);
+            } else {
+                // Killed while storing the name: no one can attach under it.
+                // Release: the producer stops counting it (as unsubscribe).
+                cursor.subscription.store(CURSOR_FREE, Ordering::Release);
+            }
+            let _ = lock_byte(&self.file, byte, libc::F_UNLCK);
+        }
+    }
+
+    /// The number of the first end record whose `at_seq` is after `pos`
+    /// (`ends_head` when there is none): the end records a consumer
+    /// starting at `pos` reads. Looks at the newest 8 records only, which
+    /// no producer overwrites while `ends_head` stays put (an append writes
+    /// record `ends_head`, 16 behind, before it moves `ends_head`), and
+    /// again if `ends_head` moved.
+    fn first_end_after(&self, pos: u64) -> u64 {
+        let h = self.header();
+        loop {
+            // SYNC POINT ends_head: Acquire pairs with the Release store in
+            // append_end (the records below it are written).
+            let head = h.producer.ends_head.load(Ordering::Acquire);
+            let mut first = head;
+            while first > head.saturating_sub(END_LOG_LEN / 2)
+                // Relaxed: published by the Acquire load of ends_head.
+                && h.end_log.record(first - 1).at_seq.load(Ordering::Relaxed) > pos
+            {
+                first -= 1;
+            }
+            // SYNC POINT ends_head (as above).
+            if h.producer.ends_head.load(Ordering::Acquire) == head {
+                return first;
+            }
+        }
+    }
+
+    /// Removes the subscription `name`: its cursor becomes free, and the
+    /// producer no longer keeps items for it. Refused while its consumer
+    /// is attached.
+    pub(crate) fn unsubscribe(&self, name: &str) -> Result<(), OpenError> {
+        validate_subscriber(name)?;
+        self.with_table_lock(|| {
+            let Some(i) = self.cursors().iter().position(|c| {
+                // Acquire: as in attach_cursor.
+                c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
+                    && c.load_name().as_deref() == Some(name)
+            }) else {
+                return Err(OpenError::NotSubscribed {
+                    path: self.path.clone(),
+                    name: name.to_owned(),
+                });
+            };
+            let i = i as u32;
+            self.lock_as(cursor_byte(i), || OpenError::SubscriberAttached {
+                path: self.path.clone(),
+                name: name.to_owned(),
+            })?;
+            let cursor = &self.cursors()[i as usize];
+            // Release: a producer that sees the cursor free no longer bounds
+            // itself by it; pairs with the Acquire load in fanout::min_read.
+            cursor.subscription.store(CURSOR_FREE, Ordering::Release);
+            // A consumer of it killed asleep left its bit set.
+            self.header().not_empty.cell.clear_sleeper(i);
+            // Wake a producer waiting for this consumer.
+            self.header()
+                .not_full
+                .cell
+                .notify(crate::wait::Sharing::AcrossProcesses);
+            let _ = lock_byte(&self.file, cursor_byte(i), libc::F_UNLCK);
+            Ok(())
+        })
+    }
+
+    /// Runs `f` holding the table lock (byte 1), waiting for it up to the
+    /// ready timeout: subscribers hold it for microseconds.
+    fn with_table_lock<R>(&self, f: impl FnOnce() -> Result<R, OpenError>) -> Result<R, OpenError> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_WRLCK) {
+                Ok(()) => break,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
+                    if Instant::now() >= deadline {
+                        return Err(OpenError::io(
+                            &self.path,
+                            std::io::Error::other(
+                                "another process has held the subscription table for 2 s",
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => return Err(OpenError::io(&self.path, e)),
+            }
+        }
+        let result = f();
+        let _ = lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_UNLCK);
+        result
     }
 }
 
@@ -713,23 +1061,36 @@ fn still_linked(file: &File, path: &Path) -> std::io::Result<bool> {
 pub(crate) fn unlink_unused(
     file: &File,
     path: &Path,
-    own: Option<Role>,
+    own: Option<u32>,
     unchanged: impl FnOnce(&File) -> std::io::Result<bool>,
 ) -> std::io::Result<Result<(), Vec<Role>>> {
     let gone = || std::io::Error::from(std::io::ErrorKind::NotFound);
-    let bytes: [(libc::off_t, Role); 3] = [
-        (INIT_LOCK_BYTE, Role::Producer),
-        (role_byte(Role::Producer), Role::Producer),
-        (role_byte(Role::Consumer), Role::Consumer),
+    // Every cursor's byte but our own (a remover that is a consumer holds
+    // it): the ranges before and after it.
+    let own_byte = own.map(cursor_byte);
+    let all_cursors = libc::off_t::from(MAX_CONSUMERS);
+    let (before, after) = match own_byte {
+        Some(b) => (
+            (CURSOR_LOCK_BASE, b - CURSOR_LOCK_BASE),
+            (b + 1, CURSOR_LOCK_BASE + all_cursors - b - 1),
+        ),
+        None => ((CURSOR_LOCK_BASE, all_cursors), (0, 0)),
+    };
+    let ranges: [(libc::off_t, libc::off_t, Role); 5] = [
+        (INIT_LOCK_BYTE, 1, Role::Producer),
+        (role_byte(Role::Producer), 1, Role::Producer),
+        (TABLE_LOCK_BYTE, 1, Role::Consumer),
+        (before.0, before.1, Role::Consumer),
+        (after.0, after.1, Role::Consumer),
     ];
     let mut taken = Vec::new();
     let result = (|| {
-        for (byte, role) in bytes {
-            if own == Some(role) && byte != INIT_LOCK_BYTE {
+        for (byte, len, role) in ranges {
+            if len == 0 {
                 continue;
             }
-            match lock_byte(file, byte, libc::F_WRLCK) {
-                Ok(()) => taken.push(byte),
+            match lock_range(file, byte, len, libc::F_WRLCK) {
+                Ok(()) => taken.push((byte, len)),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
                     // Stop at the first lock held (holding the others would
                     // keep an attaching process waiting for nothing); name
@@ -738,10 +1099,14 @@ pub(crate) fn unlink_unused(
                         return Err(gone());
                     }
                     let mut busy = Vec::new();
-                    for r in [Role::Producer, Role::Consumer] {
-                        if own != Some(r) && (r == role || byte_locked(file, role_byte(r))) {
-                            busy.push(r);
-                        }
+                    if role == Role::Producer || byte_locked(file, role_byte(Role::Producer)) {
+                        busy.push(Role::Producer);
+                    }
+                    if role == Role::Consumer
+                        || range_locked(file, before.0, before.1)
+                        || range_locked(file, after.0, after.1)
+                    {
+                        busy.push(Role::Consumer);
                     }
                     if busy.is_empty() {
                         busy.push(role);
@@ -782,24 +1147,40 @@ fn producer_words(file: &File) -> std::io::Result<(u64, u64)> {
     Ok((write_seq, u64::from_ne_bytes(b)))
 }
 
-fn release(file: &File, bytes: &[libc::off_t]) {
-    for &b in bytes {
-        let _ = lock_byte(file, b, libc::F_UNLCK);
+fn release(file: &File, ranges: &[(libc::off_t, libc::off_t)]) {
+    for &(b, len) in ranges {
+        let _ = lock_range(file, b, len, libc::F_UNLCK);
     }
 }
 
-/// The byte whose lock is `role`'s.
+/// The byte whose lock is `role`'s (the producer's; consumers lock their
+/// cursor's, [`cursor_byte`]).
 fn role_byte(role: Role) -> libc::off_t {
     match role {
         Role::Producer => 0,
-        Role::Consumer => 1,
+        Role::Consumer => TABLE_LOCK_BYTE,
     }
+}
+
+/// The byte whose lock cursor `i`'s consumer holds.
+fn cursor_byte(i: u32) -> libc::off_t {
+    CURSOR_LOCK_BASE + libc::off_t::from(i)
 }
 
 /// Sets (`F_WRLCK`) or releases (`F_UNLCK`) this open file description's
 /// lock on one byte, without waiting.
 fn lock_byte(file: &File, byte: libc::off_t, kind: libc::c_int) -> std::io::Result<()> {
-    let fl = flock_for(byte, kind);
+    lock_range(file, byte, 1, kind)
+}
+
+/// [`lock_byte`] for `len` bytes from `start`.
+fn lock_range(
+    file: &File,
+    start: libc::off_t,
+    len: libc::off_t,
+    kind: libc::c_int,
+) -> std::io::Result<()> {
+    let fl = flock_for(start, len, kind);
     fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&fl))
         .map(drop)
         .map_err(std::io::Error::from)
@@ -807,7 +1188,16 @@ fn lock_byte(file: &File, byte: libc::off_t, kind: libc::c_int) -> std::io::Resu
 
 /// Whether another open file description holds a lock on `byte`.
 fn byte_locked(file: &File, byte: libc::off_t) -> bool {
-    let mut fl = flock_for(byte, libc::F_WRLCK);
+    range_locked(file, byte, 1)
+}
+
+/// Whether another open file description holds a lock on a byte of the
+/// `len` bytes from `start` (`false` for none).
+fn range_locked(file: &File, start: libc::off_t, len: libc::off_t) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let mut fl = flock_for(start, len, libc::F_WRLCK);
     match fcntl(file.as_fd(), FcntlArg::F_OFD_GETLK(&mut fl)) {
         Ok(_) => fl.l_type != libc::F_UNLCK as libc::c_short,
         // Cannot tell: assume held rather than report a false death.
@@ -815,13 +1205,13 @@ fn byte_locked(file: &File, byte: libc::off_t) -> bool {
     }
 }
 
-fn flock_for(byte: libc::off_t, kind: libc::c_int) -> libc::flock {
+fn flock_for(start: libc::off_t, len: libc::off_t, kind: libc::c_int) -> libc::flock {
     // SAFETY: flock is a plain C struct for which all-zero bytes are valid.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte;
-    fl.l_len = 1;
+    fl.l_start = start;
+    fl.l_len = len;
     fl.l_pid = 0; // required for OFD locks
     fl
 }
@@ -839,10 +1229,10 @@ mod tests {
     fn a_role_taken_after_the_ring_was_removed_is_refused() {
         let name = format!("lr-unit-{}-removed", std::process::id());
         let opts = SegmentOptions::default();
-        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0).unwrap();
+        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0, 8).unwrap();
         let created = Segment::create(&name, layout, &opts).unwrap();
         let opened = Segment::open(&name, &opts).unwrap();
-        opened.lock_role(Role::Consumer).unwrap();
+        opened.attach_cursor("default", Start::Earliest).unwrap();
         match created.unlink_if_unused(None) {
             Err(OpenError::InUse { roles, .. }) => assert_eq!(roles, [Role::Consumer]),
             other => panic!("expected InUse, got {other:?}"),
@@ -864,7 +1254,7 @@ mod tests {
     fn a_role_taken_while_a_remover_holds_the_locks_waits_for_it() {
         let name = format!("lr-unit-{}-remover", std::process::id());
         let opts = SegmentOptions::default();
-        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0).unwrap();
+        let layout = Layout::plan(RingKind::Typed, 8, 8, 8, 1, 0, 8).unwrap();
         let created = Segment::create(&name, layout, &opts).unwrap();
         let attaching = Segment::open(&name, &opts).unwrap();
         // A remover's locks, on its own open file description.

@@ -36,10 +36,12 @@ use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
+use crate::fanout::{CURSOR_SUBSCRIBED, Words, producer_floor};
+
 use super::header::{
-    END_CLOSED, END_DIED, END_FAILED, END_LOG_LEN, HeaderError, Layout, MAX_CAPACITY,
-    MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, RingKind, SegmentHeader,
-    check_position, fingerprint,
+    ConsumerCursor, END_CLOSED, END_DIED, END_FAILED, END_LOG_LEN, HeaderError, Layout,
+    MAX_CAPACITY, MAX_SLOT_ALIGN, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, RingKind,
+    SegmentHeader, check_position, fingerprint,
 };
 use super::segment::{Segment, SegmentOptions};
 use super::slot::ShmSlot;
@@ -58,6 +60,12 @@ pub(crate) struct MappedRing<T> {
     /// the number of the next one it reads. Process-local: only the
     /// consumer's thread stores it, and it loads it Relaxed.
     ends_reported: AtomicU64,
+    /// Consumer only: the index of its cursor (whose lock it holds).
+    own: Option<u32>,
+    /// Producer only: the largest `tail_seq` it has published under the
+    /// fan-out pattern (`fanout::producer_floor`). Process-local, as
+    /// `ends_reported`.
+    checked: std::sync::atomic::AtomicU64,
     _slots: PhantomData<T>,
 }
 
@@ -117,8 +125,22 @@ impl<T: ShmSlot> MappedRing<T> {
             mask: l.capacity - 1,
             capacity,
             ends_reported: AtomicU64::new(0),
+            own: None,
+            checked: std::sync::atomic::AtomicU64::new(0),
             _slots: PhantomData,
         })
+    }
+
+    /// This consumer's cursor (a producer has none: it gets cursor 0, which
+    /// it never stores to).
+    #[inline(always)]
+    pub(crate) fn cursor(&self) -> &ConsumerCursor {
+        &self.seg.cursors()[self.own.unwrap_or(0) as usize]
+    }
+
+    /// This consumer's cursor index.
+    pub(crate) fn cursor_index(&self) -> Option<u32> {
+        self.own
     }
 }
 
@@ -141,7 +163,30 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
 
     #[inline(always)]
     fn read_seq_atomic(&self) -> &AtomicU64 {
-        &self.seg.header().consumer.read_seq
+        &self.cursor().read_seq
+    }
+
+    /// The minimum of the subscribed consumers' positions, published as
+    /// `tail_seq` under the fan-out pattern (`fanout::producer_floor`).
+    #[inline]
+    fn read_floor(&self, write: u64) -> Option<u64> {
+        let h = self.seg.header();
+        let words = Words {
+            tail: &h.producer.tail_seq,
+            epoch: &h.subscriptions.epoch,
+        };
+        // Relaxed: process-local, this producer's thread only.
+        let checked = self.checked.load(std::sync::atomic::Ordering::Relaxed);
+        let (floor, checked) = producer_floor(
+            words,
+            self.seg.cursors(),
+            write,
+            self.capacity as u64,
+            checked,
+        )?;
+        self.checked
+            .store(checked, std::sync::atomic::Ordering::Relaxed);
+        Some(floor)
     }
 
     #[inline(always)]
@@ -298,7 +343,8 @@ fn check_slot_align<T>() -> Result<(), OpenError> {
 }
 
 /// Geometry of a new typed ring.
-fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
+fn typed_layout<T: ShmSlot>(capacity: usize, consumers: u32) -> Result<Layout, OpenError> {
+    check_consumers(consumers)?;
     check_slot_align::<T>()?;
     check_capacity(capacity as u64, MAX_CAPACITY)?;
     if size_of::<T>() == 0 {
@@ -311,8 +357,21 @@ fn typed_layout<T: ShmSlot>(capacity: usize) -> Result<Layout, OpenError> {
         align_of::<T>() as u32,
         fingerprint::<T>(),
         0,
+        consumers,
     )
     .ok_or_else(|| OpenError::Geometry(format!("{capacity} slots overflow the address space")))
+}
+
+/// Checks a number of consumer cursors for a new ring.
+pub(crate) fn check_consumers(consumers: u32) -> Result<(), OpenError> {
+    if (1..=super::header::MAX_CONSUMERS).contains(&consumers) {
+        Ok(())
+    } else {
+        Err(OpenError::Geometry(format!(
+            "{consumers} consumers: a ring has 1 to {} consumer cursors",
+            super::header::MAX_CONSUMERS
+        )))
+    }
 }
 
 /// Non-blocking polls of an empty ring between two full looks at the
@@ -367,15 +426,21 @@ impl PeerProbe {
 
     /// `Some(alive)` when it is time to ask the kernel again, else `None`.
     fn probe(&mut self, seg: &Segment, role: Role) -> Option<bool> {
+        self.due().then(|| seg.role_alive(role))
+    }
+
+    /// Whether a probe is due (at most one per [`PROBE_INTERVAL`]); if so,
+    /// the next one is an interval away.
+    fn due(&mut self) -> bool {
         let now = Instant::now();
         if self
             .last
             .is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL)
         {
-            return None;
+            return false;
         }
         self.last = Some(now);
-        Some(seg.role_alive(role))
+        true
     }
 }
 
@@ -411,7 +476,16 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
         // SYNC POINT ends_seen: Acquire pairs with the Release store in
         // ShmConsumer::store_ends_seen: the consumer has read the records
         // below it, which the appends below may overwrite.
-        let seen = h.consumer.ends_seen.load(Ordering::Acquire);
+        // The slowest subscribed consumer's count: every one of them reads
+        // every end. With none subscribed, nothing holds records back.
+        let seen = ring
+            .seg
+            .cursors()
+            .iter()
+            .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+            .map(|c| c.ends_seen.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(head);
         if seen > head {
             return Err(HeaderError::BadEndRecord {
                 record: seen,
@@ -502,7 +576,7 @@ impl<T: ShmSlot> ShmProducer<T> {
         capacity: usize,
         opts: &SegmentOptions,
     ) -> Result<Self, OpenError> {
-        let seg = Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+        let seg = Segment::create(name, typed_layout::<T>(capacity, opts.max_consumers)?, opts)?;
         Self::attach(seg)
     }
 
@@ -668,12 +742,39 @@ impl<T: ShmSlot> ShmProducer<T> {
             .unwrap_or(Err(ShmPushError::Full(())))
     }
 
-    /// Whether a consumer had attached and is no longer there (rate-limited).
+    /// Whether a consumer that holds the producer back had attached and is
+    /// no longer there (rate-limited): every subscribed cursor at the
+    /// producer's bound had a consumer, and none of them is alive.
     fn consumer_gone(&mut self) -> bool {
         let seg = &self.core.ring().seg;
-        // Acquire: pairs with the Release stores of consumer_state.
-        let state = seg.header().consumer.consumer_state.load(Ordering::Acquire);
-        state != ROLE_NEVER && self.probe.probe(seg, Role::Consumer) == Some(false)
+        if !self.probe.due() {
+            return false;
+        }
+        // SYNC POINT read_seq etc.: Acquire, as in fanout::min_read; and
+        // pairs with the Release stores of consumer_state.
+        let at_floor: Vec<(u32, u32)> = {
+            let cursors = seg.cursors();
+            let subscribed = || {
+                cursors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+            };
+            let Some(floor) = subscribed()
+                .map(|(_, c)| c.read_seq.load(Ordering::Acquire))
+                .min()
+            else {
+                return false;
+            };
+            subscribed()
+                .filter(|(_, c)| c.read_seq.load(Ordering::Acquire) == floor)
+                .map(|(i, c)| (i as u32, c.consumer_state.load(Ordering::Acquire)))
+                .collect()
+        };
+        !at_floor.is_empty()
+            && at_floor
+                .iter()
+                .all(|&(i, state)| state != ROLE_NEVER && !seg.cursor_alive(i))
     }
 
     /// Copies as many of `items` as fit, with one publish; returns the count.
@@ -727,10 +828,10 @@ impl<T: ShmSlot> ShmProducer<T> {
     pub(crate) fn oldest_unreleased(&self) -> Option<Option<T>> {
         let ring = self.core.ring();
         let write = self.core.write_pos();
-        // SYNC POINT read_seq: Acquire pairs with the Release store in
-        // ConsumerCore::release: the consumer is done with the items below
-        // `read` (as for ProducerCore::free).
-        let read = ring.read_seq_atomic().load(Ordering::Acquire);
+        // SYNC POINT read_seq: the floor is loaded with Acquire, pairing
+        // with the Release store in ConsumerCore::release: every consumer
+        // is done with the items below `read` (as for ProducerCore::free).
+        let read = ring.read_floor(write)?;
         if read > write || write - read > ring.capacity as u64 {
             return None;
         }
@@ -745,7 +846,8 @@ impl<T: ShmSlot> ShmProducer<T> {
         Some(Some(unsafe { ring.slot_ptr(read).read_volatile() }))
     }
 
-    /// Whether a consumer process is attached and alive right now.
+    /// Whether a consumer process (any subscriber's) is attached and alive
+    /// right now.
     pub fn consumer_alive(&self) -> bool {
         self.core.ring().seg.role_alive(Role::Consumer)
     }
@@ -890,7 +992,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         capacity: usize,
         opts: &SegmentOptions,
     ) -> Result<Self, OpenError> {
-        let seg = Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+        let seg = Segment::create(name, typed_layout::<T>(capacity, opts.max_consumers)?, opts)?;
         Self::attach(seg)
     }
 
@@ -919,17 +1021,21 @@ impl<T: ShmSlot> ShmConsumer<T> {
 
     /// Attaches to a ring of `kind` whose slots are `T`.
     pub(crate) fn attach_as(seg: Segment, kind: RingKind) -> Result<Self, OpenError> {
-        let ring = MappedRing::<T>::new(seg, kind)?;
-        ring.seg.lock_role(Role::Consumer)?;
+        let mut ring = MappedRing::<T>::new(seg, kind)?;
+        let (name, start) = ring.seg.subscriber();
+        let name = name.to_owned();
+        ring.own = Some(ring.seg.attach_cursor(&name, start)?);
         let core = ConsumerCore::new(Arc::new(ring));
         let ring = core.handle().clone();
         check_position("read_seq", core.read_pos()).map_err(|source| OpenError::BadHeader {
             path: ring.seg.path().to_owned(),
             source,
         })?;
-        // The consumer is the only sleeper on not_empty (see the producer's).
-        ring.seg.header().not_empty.cell.reset_waiters();
-        let line = &ring.seg.header().consumer;
+        let index = ring.own.unwrap_or(0);
+        // Consumers sleep on not_empty as their cursor's bit: one killed
+        // asleep left only its own bit set, which is ours now.
+        ring.seg.header().not_empty.cell.clear_sleeper(index);
+        let line = ring.cursor();
         // Relaxed: information for `info`, ordered with nothing.
         line.consumer_pid
             .store(std::process::id(), Ordering::Relaxed);
@@ -941,11 +1047,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         // Relaxed: process-local (see MappedRing::ends_reported).
         ring.ends_reported.store(ends_seen, Ordering::Relaxed);
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
-        ring.seg
-            .header()
-            .consumer
-            .consumer_state
-            .store(ROLE_ATTACHED, Ordering::Release);
+        line.consumer_state.store(ROLE_ATTACHED, Ordering::Release);
         Ok(Self {
             core,
             wait: WaitStrategy::Park,
@@ -1041,6 +1143,12 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 
     #[cfg(feature = "arrow")] // used by the Arrow layer only
+    /// The mapped ring this consumer reads.
+    pub(crate) fn mapped(&self) -> &MappedRing<T> {
+        self.core.ring()
+    }
+
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// A handle that keeps the mapping alive (for leases of its memory).
     pub(crate) fn ring_handle(&self) -> Arc<MappedRing<T>> {
         self.core.handle().clone()
@@ -1093,7 +1201,8 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// left to pop (a producer came, sent and left), removing nothing;
     /// `NotFound` when it is already gone; I/O.
     pub fn remove_if_unused(&self) -> Result<(), OpenError> {
-        self.core.ring().seg.unlink_if_unused(Some(Role::Consumer))
+        let ring = self.core.ring();
+        ring.seg.unlink_if_unused(ring.cursor_index())
     }
 
     /// With nothing to read before position `pos`: `EndOfStream`,
@@ -1255,14 +1364,18 @@ impl<T: ShmSlot> ShmConsumer<T> {
             return;
         }
         self.ends_stored += n;
-        let h = self.core.ring().seg.header();
+        let ring = self.core.ring();
         // SYNC POINT ends_seen: Release, after this consumer's last read of
         // those records; pairs with the Acquire loads in make_room (a
         // producer may overwrite them now) and of a consumer attaching.
-        h.consumer
+        ring.cursor()
             .ends_seen
             .store(self.ends_stored, Ordering::Release);
-        h.not_full.cell.notify(Sharing::AcrossProcesses);
+        ring.seg
+            .header()
+            .not_full
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 
     /// Why the producer failed, when the last end this consumer reported
@@ -1412,22 +1525,28 @@ impl<T: ShmSlot> Blocking for ShmConsumer<T> {
 
     fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
         let ring = self.core.handle().clone();
+        let bit = ring.own.unwrap_or(0);
         Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
             &r.seg.header().not_empty.cell
         })
-        .marking(|r| &r.seg.header().consumer.waiting_since_ns)
+        .marking(|r| &r.cursor().waiting_since_ns)
+        .sleeping_as(bit)
     }
 }
 
 impl<T: ShmSlot> Drop for ShmConsumer<T> {
     fn drop(&mut self) {
         self.store_ends_seen();
-        let h = self.core.ring().seg.header();
+        let ring = self.core.ring();
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
-        h.consumer
+        ring.cursor()
             .consumer_state
             .store(ROLE_CLOSED, Ordering::Release);
-        h.not_full.cell.notify(Sharing::AcrossProcesses);
+        ring.seg
+            .header()
+            .not_full
+            .cell
+            .notify(Sharing::AcrossProcesses);
     }
 }
 
@@ -1443,7 +1562,7 @@ pub fn create<T: ShmSlot>(
     capacity: usize,
     opts: &SegmentOptions,
 ) -> Result<(), OpenError> {
-    Segment::create(name, typed_layout::<T>(capacity)?, opts)?;
+    Segment::create(name, typed_layout::<T>(capacity, opts.max_consumers)?, opts)?;
     Ok(())
 }
 

@@ -317,7 +317,7 @@ fn create_info_ls_and_rm() {
     assert_eq!(i["consumer"]["alive"], false);
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "r1"])).stdout).into_owned();
     for want in [
-        "version 4, arrow ring",
+        "version 5, arrow ring",
         "0 in use of 64",
         "never attached",
         "created",
@@ -710,6 +710,94 @@ fn follow_survives_producers_that_come_and_go() {
         "schema mismatch",
     );
     assert_eq!(rows(&read_stream(&d.path("g.arrows"))), rows(&data[..3]));
+}
+
+/// Two `consume --follow` sidecars under different names, with different
+/// output formats, on one ring: producers come, crash and go, and each
+/// output holds every row, in order. `info` lists both subscribers;
+/// `unsubscribe` removes one only once it has gone.
+#[test]
+fn two_named_sidecars_on_one_ring_each_write_every_row() {
+    let d = Dir::new("fanout");
+    let data = batches(9, 100, true);
+    write_stream(&d.path("a.arrows"), &data[..3]);
+    write_stream(&d.path("c.arrows"), &data[6..]);
+    ok(d.run(&["create", "fan", "--consumers", "4"]));
+    let archiver = d.spawn(&[
+        "consume",
+        "fan",
+        "--as",
+        "archiver",
+        "-o",
+        &d.s("fan.parquet"),
+        "--follow",
+    ]);
+    let dashboard = d.spawn(&[
+        "consume",
+        "fan",
+        "--as",
+        "dashboard",
+        "-o",
+        &d.s("fan.arrows"),
+        "--follow",
+    ]);
+    wait_until("both subscribed", Duration::from_secs(10), || {
+        d.info("fan")["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["alive"] == true))
+    });
+    ok(d.run(&["produce", "fan", "-i", &d.s("a.arrows")]));
+    let mut feeder = Feeder::start(&d, "fan");
+    for b in &data[3..6] {
+        feeder.send(b);
+    }
+    wait_until(
+        "the second session's batches",
+        Duration::from_secs(10),
+        || {
+            d.info("fan")["subscribers"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|s| s["read_seq"].as_u64() >= Some(8)))
+        },
+    );
+    signal(feeder.child.id(), "KILL");
+    let _ = feeder.child.wait();
+    ok(d.run(&["produce", "fan", "-i", &d.s("c.arrows")]));
+    wait_until("both read everything", Duration::from_secs(10), || {
+        let i = d.info("fan");
+        i["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["read_seq"] == i["write_seq"]))
+    });
+    let info = d.info("fan");
+    let mut names: Vec<_> = info["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort(); // in cursor order: whichever subscribed first
+    assert_eq!(names, ["archiver", "dashboard"]);
+    assert_eq!(info["max_consumers"], 4);
+    let text = String::from_utf8_lossy(&ok(d.run(&["info", "fan"])).stdout).into_owned();
+    assert!(text.contains("consumers  2 subscribed of 4"), "{text}");
+    assert!(text.contains("archiver"), "{text}");
+    fails(
+        d.run(&["unsubscribe", "fan", "dashboard"]),
+        1,
+        "consumer \"dashboard\" is attached",
+    );
+    for rx in [archiver, dashboard] {
+        signal(rx.id(), "TERM");
+        ok(wait_with_timeout(rx, Duration::from_secs(10)));
+    }
+    assert_eq!(rows(&read_parquet(&d.path("fan.parquet"))), rows(&data));
+    assert_eq!(rows(&read_stream(&d.path("fan.arrows"))), rows(&data));
+    ok(d.run(&["unsubscribe", "fan", "dashboard"]));
+    let info = d.info("fan");
+    assert_eq!(info["subscribers"].as_array().unwrap().len(), 1);
+    let ls = String::from_utf8_lossy(&ok(d.run(&["ls"])).stdout).into_owned();
+    assert!(ls.contains("1/4"), "{ls}");
 }
 
 /// A producer with another schema than the stream's is refused with the
@@ -1651,7 +1739,7 @@ fn info_shows_pids_and_how_long_each_side_waits() {
     assert!(i["consumer"]["waiting_s"].as_f64().unwrap() >= 0.0);
     let t = text(d.run(&["info", "w"]));
     let want = format!(
-        "consumer   alive, pid {}, waiting on an empty ring for ",
+        "  default  alive, pid {}, waiting on an empty ring for ",
         rx.id()
     );
     assert!(t.contains(&want), "{want:?} not in {t}");
@@ -1663,7 +1751,7 @@ fn info_shows_pids_and_how_long_each_side_waits() {
         (&Value::from("dead"), &Value::from(false))
     );
     assert_eq!(i["consumer"]["waiting"], false);
-    assert!(text(d.run(&["info", "w"])).contains("consumer   dead, pid"));
+    assert!(text(d.run(&["info", "w"])).contains("  default  dead, pid"));
 
     // Two slots and no consumer: the producer blocks on the full ring.
     let mut feeder = Feeder::start(&d, "w");

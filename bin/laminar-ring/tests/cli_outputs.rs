@@ -225,8 +225,10 @@ fn a_refused_consumer_leaves_the_running_consumers_file_alone() {
     }
     let before = std::fs::read(&out).unwrap();
     assert!(!before.is_empty());
-    d.run(&["consume", "s", "-o", &out_s])
-        .assert_fails(1, "consumer role");
+    d.run(&["consume", "s", "-o", &out_s]).assert_fails(
+        1,
+        "consumer \"default\" is attached in another live process",
+    );
     assert_eq!(std::fs::read(&out).unwrap(), before, "untouched");
     let pid = libc::pid_t::try_from(live.id()).unwrap();
     #[allow(unsafe_code)] // one libc call

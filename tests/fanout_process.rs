@@ -1,0 +1,419 @@
+//! Several consumers of one ring, each with its own position, in separate
+//! processes: every consumer reads every item in order, a consumer killed
+//! with SIGKILL resumes at its first unreleased item while the others go
+//! on, and a producer killed leaves every consumer to drain what it
+//! committed and then report `PeerGone`.
+//!
+//! Items are their own sequence numbers, so a consumer checks each one
+//! (order, loss, duplication, corruption) against the position it read it
+//! at.
+#![cfg(not(loom))] // the shared-memory layer is compiled out under loom
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Rng;
+use laminar_ring::shm::{
+    self, OpenError, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, Start,
+};
+
+const EXIT_OK: i32 = 0;
+const EXIT_WRONG: i32 = 1;
+const EXIT_PEER_GONE: i32 = 3;
+
+/// A ring in /dev/shm, removed at the end.
+struct Ring {
+    name: String,
+}
+
+impl Ring {
+    fn new(test: &str) -> Self {
+        let name = format!("lr-fan-{}-{test}", std::process::id());
+        let _ = std::fs::remove_file(Self::path_of(&name));
+        Self { name }
+    }
+
+    fn path_of(name: &str) -> PathBuf {
+        PathBuf::from(shm::DEFAULT_DIR).join(name)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(Self::path_of(&self.name));
+    }
+}
+
+fn as_subscriber(name: &str, start: Start) -> SegmentOptions {
+    SegmentOptions {
+        subscriber: name.to_owned(),
+        start,
+        ..SegmentOptions::default()
+    }
+}
+
+fn spawn_helper(role: &str, ring: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([
+        "helper",
+        "--exact",
+        "--nocapture",
+        "--test-threads",
+        "1",
+        "-q",
+    ])
+    .env("LAMINAR_HELPER", role)
+    .env("LAMINAR_RING", ring)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn helper process")
+}
+
+/// The exit code of `child`, waiting at most until `deadline` (then it is
+/// killed and the test fails).
+fn exit_code(child: &mut Child, deadline: Instant, what: &str) -> i32 {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var("LAMINAR_HELPER") else {
+        return; // an ordinary test run: nothing to do
+    };
+    let ring = std::env::var("LAMINAR_RING").expect("LAMINAR_RING");
+    let count: u64 = std::env::var("COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let code = match role.as_str() {
+        "producer" => produce(&ring, count),
+        "consumer" => consume(&ring, &std::env::var("SUB").expect("SUB"), count),
+        other => panic!("unknown helper role {other}"),
+    };
+    std::process::exit(code);
+}
+
+/// Pushes the sequence numbers from the ring's `write_seq` up to `count`
+/// (for ever when 0), in slices; waits while a consumer is dead (it comes
+/// back), then closes.
+fn produce(ring: &str, count: u64) -> i32 {
+    let mut tx = ShmProducer::<u64>::open(ring).expect("open producer");
+    let mut next = tx.write_seq();
+    let mut batch = Vec::with_capacity(256);
+    while count == 0 || next < count {
+        let end = if count == 0 {
+            next + 256
+        } else {
+            (next + 256).min(count)
+        };
+        batch.clear();
+        batch.extend(next..end);
+        let mut done = 0;
+        while done < batch.len() {
+            let n = tx.push_slice(&batch[done..]);
+            if n == 0 {
+                match tx.push_timeout(batch[done], Duration::from_millis(50)) {
+                    Ok(()) => done += 1,
+                    // A consumer being restarted: its items wait for it.
+                    Err(ShmPushError::Full(_) | ShmPushError::ConsumerGone(_)) => {}
+                }
+            }
+            done += n;
+        }
+        next = end;
+    }
+    tx.close();
+    EXIT_OK
+}
+
+/// Reads as subscriber `sub`, from where that subscription stands, checking
+/// that every item is its own sequence number; at the end of the stream,
+/// that it read up to `count`; at `PeerGone`, that it read everything
+/// published.
+fn consume(ring: &str, sub: &str, count: u64) -> i32 {
+    let mut rx = ShmConsumer::<u64>::open_with(ring, &as_subscriber(sub, Start::Earliest))
+        .expect("open consumer");
+    let mut expected = rx.read_seq();
+    loop {
+        match rx.pop_timeout(Duration::from_secs(60)) {
+            Ok(v) if v == expected => expected += 1,
+            Ok(v) => {
+                eprintln!("{sub}: item {v} at sequence {expected}");
+                return EXIT_WRONG;
+            }
+            Err(ShmPopError::EndOfStream) if expected == count => return EXIT_OK,
+            Err(ShmPopError::PeerGone) => {
+                let written = shm::inspect(ring, &SegmentOptions::default())
+                    .expect("inspect")
+                    .write_seq;
+                if expected == written {
+                    return EXIT_PEER_GONE;
+                }
+                eprintln!("{sub}: PeerGone at {expected} of {written} published");
+                return EXIT_WRONG;
+            }
+            Err(e) => {
+                eprintln!("{sub}: {e} at {expected} (of {count})");
+                return EXIT_WRONG;
+            }
+        }
+    }
+}
+
+/// A ring of `capacity` u64 slots with `subs` subscribed from its first
+/// item.
+fn ring_with_subscribers(test: &str, capacity: usize, subs: &[&str]) -> Ring {
+    let ring = Ring::new(test);
+    shm::create::<u64>(&ring.name, capacity, &SegmentOptions::default()).unwrap();
+    for s in subs {
+        drop(
+            ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber(s, Start::Earliest)).unwrap(),
+        );
+    }
+    ring
+}
+
+/// One producer and three consumer processes, 10 million items, with at
+/// least 50 consumers SIGKILLed at random moments and restarted: each
+/// consumer reads every item in order (a restarted one from its first
+/// unreleased item), and the others are not disturbed.
+#[test]
+fn three_consumer_processes_read_every_item_in_order_through_sigkills() {
+    const N: u64 = 10_000_000;
+    const SUBS: [&str; 3] = ["archiver", "dashboard", "checker"];
+    let mut rng = Rng::from_env_or_time();
+    let mut kills = 0;
+    let mut round = 0;
+    while kills < 50 {
+        round += 1;
+        assert!(
+            round <= 20,
+            "only {kills} kills landed mid-stream in 20 rounds"
+        );
+        let ring = ring_with_subscribers(&format!("kill{round}"), 1 << 12, &SUBS);
+        let count = [("COUNT", N.to_string())];
+        let mut producer = spawn_helper("producer", &ring.name, &count);
+        let spawn = |sub: &str| {
+            spawn_helper(
+                "consumer",
+                &ring.name,
+                &[("COUNT", N.to_string()), ("SUB", sub.to_owned())],
+            )
+        };
+        let mut consumers: Vec<Child> = SUBS.iter().map(|s| spawn(s)).collect();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut done = [false; 3];
+        while kills < 50 && !done.iter().all(|&d| d) {
+            std::thread::sleep(Duration::from_millis(rng.below(20)));
+            let i = rng.below(3) as usize;
+            if let Some(status) = consumers[i].try_wait().unwrap() {
+                assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+                done[i] = true;
+                continue;
+            }
+            consumers[i].kill().unwrap();
+            let status = consumers[i].wait().unwrap();
+            if status.code().is_none() {
+                kills += 1; // it was killed mid-stream, not finished
+            } else {
+                assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+            }
+            consumers[i] = spawn(SUBS[i]);
+        }
+        for (c, sub) in consumers.iter_mut().zip(SUBS) {
+            assert_eq!(exit_code(c, deadline, sub), EXIT_OK, "{sub}");
+        }
+        assert_eq!(exit_code(&mut producer, deadline, "producer"), EXIT_OK);
+        let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+        assert_eq!(info.write_seq, N);
+        assert_eq!(info.subscribers.len(), 3);
+        for s in &info.subscribers {
+            assert_eq!(s.read_seq, N, "{} read everything", s.name);
+        }
+    }
+}
+
+/// A producer SIGKILLed mid-stream: every consumer drains what it
+/// committed, checks it, and gets `PeerGone`.
+#[test]
+fn consumers_drain_a_killed_producer_s_items_and_get_peer_gone() {
+    const SUBS: [&str; 3] = ["a", "b", "c"];
+    let ring = ring_with_subscribers("peergone", 1 << 10, &SUBS);
+    let mut producer = spawn_helper("producer", &ring.name, &[("COUNT", "0".into())]);
+    let mut consumers: Vec<Child> = SUBS
+        .iter()
+        .map(|s| spawn_helper("consumer", &ring.name, &[("SUB", (*s).to_owned())]))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shm::inspect(&ring.name, &SegmentOptions::default())
+        .unwrap()
+        .read_seq
+        < 100_000
+    {
+        assert!(Instant::now() < deadline, "the consumers never got going");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    producer.kill().unwrap();
+    producer.wait().unwrap();
+    for (c, sub) in consumers.iter_mut().zip(SUBS) {
+        assert_eq!(exit_code(c, deadline, sub), EXIT_PEER_GONE, "{sub}");
+    }
+}
+
+/// Subscriptions outlive their consumers, start where they are told, are
+/// exclusive per name, limited in number, and removable.
+#[test]
+fn subscriptions_are_durable_named_exclusive_limited_and_removable() {
+    let ring = Ring::new("subs");
+    let opts = SegmentOptions {
+        max_consumers: 2,
+        ..SegmentOptions::default()
+    };
+    shm::create::<u64>(&ring.name, 16, &opts).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    // No subscriber yet: the ring keeps what it holds for the first.
+    assert_eq!(tx.push_slice(&(0..16).collect::<Vec<_>>()), 16);
+    assert_eq!(tx.push_slice(&[16]), 0, "full: nobody has read");
+    let mut early =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("early", Start::Earliest))
+            .unwrap();
+    assert_eq!(early.pop(), Ok(0), "earliest: the oldest item held");
+    // The same name twice is refused; a second name has its own position.
+    assert!(matches!(
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("early", Start::Earliest)),
+        Err(OpenError::SubscriberAttached { .. })
+    ));
+    let mut late =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("late", Start::Latest)).unwrap();
+    assert_eq!(late.read_seq(), 16, "latest: what is published next");
+    // Both cursors are taken.
+    match ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("third", Start::Earliest)) {
+        Err(OpenError::NoFreeCursor { max: 2, names, .. }) => assert_eq!(names, "early, late"),
+        other => panic!("expected NoFreeCursor, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(tx.push_slice(&[16]), 1, "room freed by the slowest, early");
+    assert_eq!(late.pop(), Ok(16));
+    // `early` detaches after reading 1..5; its subscription holds its place.
+    for v in 1..5 {
+        assert_eq!(early.pop(), Ok(v));
+    }
+    drop(early);
+    assert_eq!(
+        tx.push_slice(&(17..100).collect::<Vec<_>>()),
+        4,
+        "held by early"
+    );
+    let mut early =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("early", Start::Latest)).unwrap();
+    assert_eq!(
+        early.pop(),
+        Ok(5),
+        "resumes where it stood, whatever --from says"
+    );
+    drop(early);
+    // Unsubscribed while attached: refused; detached: done, and the
+    // producer no longer waits for it.
+    assert!(matches!(
+        shm::unsubscribe(&ring.name, "late", &SegmentOptions::default()),
+        Err(OpenError::SubscriberAttached { .. })
+    ));
+    assert!(matches!(
+        shm::unsubscribe(&ring.name, "nobody", &SegmentOptions::default()),
+        Err(OpenError::NotSubscribed { .. })
+    ));
+    shm::unsubscribe(&ring.name, "early", &SegmentOptions::default()).unwrap();
+    let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    let names: Vec<_> = info.subscribers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["late"]);
+    let mut got = Vec::new();
+    while let Ok(v) = late.try_pop() {
+        got.push(v);
+    }
+    assert_eq!(got, (17..21).collect::<Vec<_>>());
+    assert!(tx.push_slice(&(21..100).collect::<Vec<_>>()) > 0);
+    // A bad name is refused before anything is touched.
+    assert!(matches!(
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("no spaces", Start::Earliest)),
+        Err(OpenError::BadSubscriber { .. })
+    ));
+}
+
+/// Where the cursors are (docs/FORMAT.md): after the 2048-byte header,
+/// 128 bytes each; in each, `read_seq` at 0, `consumer_state` at 8,
+/// `subscription` at 12, `ends_seen` at 48, the name at 64.
+fn write_cursor(ring: &str, i: u64, read_seq: u64, state: u32, name: &str) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(Ring::path_of(ring))
+        .unwrap();
+    let at = 2048 + 128 * i;
+    f.write_all_at(&read_seq.to_ne_bytes(), at).unwrap();
+    f.write_all_at(&state.to_ne_bytes(), at + 8).unwrap();
+    f.write_all_at(&1_u32.to_ne_bytes(), at + 12).unwrap();
+    f.write_all_at(&0_u64.to_ne_bytes(), at + 48).unwrap();
+    let mut padded = [0_u8; 32];
+    padded[..name.len()].copy_from_slice(name.as_bytes());
+    f.write_all_at(&padded, at + 64).unwrap();
+}
+
+/// A subscriber killed part-way (its cursor subscribed, still marked as
+/// being subscribed, its start never checked against the producer's) is
+/// subscribed afresh by the next process that attaches any consumer: its
+/// consumer then starts at an item the producer keeps for it, and the
+/// producer, which the stale start held back, goes on.
+#[test]
+fn a_subscriber_killed_part_way_is_subscribed_afresh() {
+    let ring = ring_with_subscribers("broken", 16, &["a"]);
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let mut a =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("a", Start::Earliest)).unwrap();
+    // Three laps, read by "a", so that a start of 0 is long overwritten.
+    for v in 0..48 {
+        tx.push(v).unwrap();
+        assert_eq!(a.pop(), Ok(v));
+    }
+    // The broken subscription: cursor 1, start 0, marked "subscribing" (4).
+    write_cursor(&ring.name, 1, 0, 4, "b");
+    assert_eq!(
+        tx.push_slice(&(48..100).collect::<Vec<_>>()),
+        0,
+        "a start more than a lap behind holds the producer (it cannot tell)"
+    );
+    // Any consumer attaching repairs it: here one of another name.
+    drop(a);
+    let mut a =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("a", Start::Earliest)).unwrap();
+    let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    let b = info.subscribers.iter().find(|s| s.name == "b").unwrap();
+    // The producer's last published bound: the items from it on are still
+    // in their slots (a lap behind "a").
+    assert_eq!(b.read_seq, 32, "subscribed afresh at the oldest item kept");
+    assert_eq!(b.role.state, shm::RoleState::Never);
+    let mut b =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("b", Start::Latest)).unwrap();
+    for v in 32..48 {
+        assert_eq!(b.pop(), Ok(v));
+    }
+    assert_eq!(tx.push_slice(&(48..100).collect::<Vec<_>>()), 16);
+    for v in 48..64 {
+        assert_eq!(a.pop(), Ok(v));
+        assert_eq!(b.pop(), Ok(v));
+    }
+}
