@@ -84,6 +84,14 @@ pub struct Workload {
     pub wait: Wait,
     /// Arena bytes of the Arrow ring (the parent creates it).
     pub arena: u64,
+    /// Consumer processes, each under its own name, each reading every
+    /// message (a ring only).
+    #[serde(default = "one")]
+    pub consumers: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Workload {
@@ -124,6 +132,10 @@ pub struct Place {
     pub dir: PathBuf,
     #[serde(with = "path_bytes")]
     pub socket: PathBuf,
+    /// The name a ring's consumer subscribes under, when a run has several
+    /// (`c0`, `c1`, ...; `c0` acknowledges).
+    #[serde(default)]
+    pub subscriber: Option<String>,
 }
 
 /// One worker's instructions.
@@ -188,6 +200,7 @@ pub(super) mod tests {
                 // Not UTF-8: passed as bytes.
                 dir: PathBuf::from(OsString::from_vec(b"/dev/shm/\xffx".to_vec())),
                 socket: "/tmp/laminar-bench-7-1.sock".into(),
+                subscriber: Some("c1".into()),
             },
             workload: Workload {
                 payload: PayloadKind::Arrow,
@@ -199,6 +212,7 @@ pub(super) mod tests {
                 verify: true,
                 wait: Wait::Spin,
                 arena: 16 << 20,
+                consumers: 2,
             },
         }
     }

@@ -100,6 +100,13 @@ pub struct BenchArgs {
     /// seven eighths of it.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::units::parse_arena)]
     pub arena: u64,
+    /// Consumer processes on the ring, each under its own name, each
+    /// receiving every message; the figures are the slowest one's, and the
+    /// same workload through a ring with one consumer runs interleaved, to
+    /// compare.
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=32), conflicts_with = "compare")]
+    pub consumers: u32,
     /// Runs of each transport; the figures are medians.
     #[arg(long, value_name = "N", default_value = "3", value_parser = parse_count)]
     pub rounds: u64,
@@ -179,33 +186,60 @@ fn run_once(
         socket: std::env::temp_dir().join(format!("{ring}.sock")),
         ring,
         dir: dir.to_owned(),
+        subscriber: None,
     };
     let mut cleanup = Cleanup(vec![place.socket.clone()]);
     let _ = std::fs::remove_file(&place.socket);
     if transport == TransportKind::Ring {
         Ring::create(&place, w, &mut cleanup.0)?;
     }
-    let job = |side| Job {
+    let job = |side, subscriber| Job {
         side,
         transport,
-        place: place.clone(),
+        place: Place {
+            subscriber,
+            ..place.clone()
+        },
         workload: *w,
     };
-    let mut rx = spawn_worker(&job(Side::Rx))?;
-    let tx = match spawn_worker(&job(Side::Tx)) {
-        Ok(tx) => tx,
-        Err(f) => {
+    let mut rxs = Vec::new();
+    let kill_all = |rxs: &mut Vec<Child>| {
+        for rx in rxs.iter_mut() {
             let _ = rx.kill();
             let _ = rx.wait();
+        }
+    };
+    for i in 0..w.consumers {
+        let subscriber = (w.consumers > 1).then(|| format!("c{i}"));
+        match spawn_worker(&job(Side::Rx, subscriber)) {
+            Ok(rx) => rxs.push(rx),
+            Err(f) => {
+                kill_all(&mut rxs);
+                return Err(f);
+            }
+        }
+    }
+    let tx = match spawn_worker(&job(Side::Tx, None)) {
+        Ok(tx) => tx,
+        Err(f) => {
+            kill_all(&mut rxs);
             return Err(f);
         }
     };
     let sent = collect::<ProducerReport>(tx, "producer");
     if sent.is_err() {
-        let _ = rx.kill();
+        kill_all(&mut rxs);
     }
-    let got = collect::<ConsumerReport>(rx, "consumer");
-    Ok(Figures::new(&sent?, &got?))
+    let mut got: Option<ConsumerReport> = None;
+    for rx in rxs {
+        let r = collect::<ConsumerReport>(rx, "consumer")?;
+        // The slowest consumer's: the producer is done when it is.
+        if got.as_ref().is_none_or(|g| r.end_ns > g.end_ns) {
+            got = Some(r);
+        }
+    }
+    let got = got.ok_or_else(|| bench_error!("no consumer ran"))?;
+    Ok(Figures::new(&sent?, &got))
 }
 
 /// Runs `w` `rounds` times through the ring and, if asked, through a
@@ -221,17 +255,26 @@ fn run_rounds(
     let mut sock = Vec::new();
     let mut moved = (0, 0);
     let mut last = None;
+    // With several consumers the peer is the same ring with one.
+    let single = Workload { consumers: 1, ..*w };
+    let peer = uds || w.consumers > 1;
     for r in 0..rounds {
-        let mut order = vec![TransportKind::Ring];
-        if uds {
-            order.push(TransportKind::Uds);
+        let mut order = vec![(TransportKind::Ring, w)];
+        if peer {
+            order.push(if uds {
+                (TransportKind::Uds, w)
+            } else {
+                (TransportKind::Ring, &single)
+            });
             if r % 2 == 1 {
                 order.reverse();
             }
         }
-        for t in order {
+        for (i, (t, w)) in order.into_iter().enumerate() {
+            let main = i == 0 && r % 2 == 0 || i == 1 && r % 2 == 1 || !peer;
             let label = match t {
-                TransportKind::Ring => "ring",
+                TransportKind::Ring if main => "ring",
+                TransportKind::Ring => "one consumer",
                 TransportKind::Uds => "socket",
             };
             progress.status(&format!(
@@ -243,16 +286,17 @@ fn run_rounds(
                     "; last run {l} {g:.2} GB/s"
                 )),
             ));
-            let f = run_once(t, w, dir, &format!("{r}"))?;
+            let f = run_once(t, w, dir, &format!("{r}-{i}"))?;
             moved = (moved.0 + f.rows, moved.1 + f.bytes);
             last = Some((label, f.gb_per_s()));
-            match t {
-                TransportKind::Ring => ring.push(f),
-                TransportKind::Uds => sock.push(f),
+            if main {
+                ring.push(f);
+            } else {
+                sock.push(f);
             }
         }
     }
-    Ok((medians(&ring), uds.then(|| medians(&sock))))
+    Ok((medians(&ring), peer.then(|| medians(&sock))))
 }
 
 pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
@@ -284,6 +328,7 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         verify: false,
         wait: a.wait,
         arena: a.arena,
+        consumers: a.consumers,
     };
     let load = Load::now();
     load.warn();
@@ -313,6 +358,7 @@ pub fn demo(a: &DemoArgs) -> Result<(), CliError> {
         verify: true,
         wait: Wait::Park,
         arena: DEFAULT_ARENA,
+        consumers: 1,
     };
     let rounds = 3;
     outln!(

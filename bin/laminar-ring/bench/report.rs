@@ -197,9 +197,14 @@ struct BenchJson {
     load_average: Option<f64>,
     cores: usize,
     busy: bool,
+    /// Consumer processes on the ring (`ring` is the slowest one's).
+    consumers: u32,
     ring: FiguresJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     uds: Option<FiguresJson>,
+    /// With several consumers: the same ring with one, interleaved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_consumer: Option<FiguresJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<RatioJson>,
 }
@@ -311,8 +316,10 @@ pub fn print_bench(
             load_average: load.one_minute,
             cores: load.cores,
             busy: load.busy(),
+            consumers: w.consumers,
             ring: ring.json(),
-            uds: sock.map(Figures::json),
+            uds: sock.filter(|_| w.consumers == 1).map(Figures::json),
+            one_consumer: sock.filter(|_| w.consumers > 1).map(Figures::json),
             ratio: sock.map(|s| RatioJson {
                 throughput: ring.gb_per_s() / s.gb_per_s(),
                 rtt_p50: s.p50 as f64 / ring.p50 as f64,
@@ -330,10 +337,13 @@ pub fn print_bench(
         "{} of {payload}, {} ({} per run); {} of one {}; medians of {}",
         fmt_counted(w.messages, "message", "messages"),
         fmt_bytes(ring.bytes),
-        if sock.is_some() {
-            "interleaved with the socket"
-        } else {
-            "ring only"
+        match (sock.is_some(), w.consumers) {
+            (false, _) => "ring only".to_owned(),
+            (true, 1) => "interleaved with the socket".to_owned(),
+            (true, n) => format!(
+                "{n} consumer processes, each receiving all of it (figures: the slowest), \
+                 interleaved with one consumer"
+            ),
         },
         fmt_counted(w.samples, "round trip", "round trips"),
         if w.payload == PayloadKind::U64 {
@@ -346,6 +356,16 @@ pub fn print_bench(
     let rows: Vec<&Figures> = std::iter::once(ring).chain(sock).collect();
     let units = units(&rows, &BENCH_RTT);
     outln!("{}", header(&units));
+    if let (Some(s), n @ 2..) = (sock, w.consumers) {
+        outln!("{}", row(&format!("ring, {n} consumers"), ring, &units));
+        outln!("{}", row("ring, one consumer", s, &units));
+        outln!(
+            "{n} consumers / one: {:.2}x the throughput per consumer, {:.2}x in all",
+            ring.gb_per_s() / s.gb_per_s(),
+            f64::from(n) * ring.gb_per_s() / s.gb_per_s()
+        );
+        return print_load(load);
+    }
     outln!("{}", row("shared-memory ring", ring, &units));
     if let Some(s) = sock {
         outln!("{}", row("unix socket", s, &units));

@@ -122,7 +122,8 @@ pub struct Ring;
 
 impl Transport for Ring {
     type AckRx = ShmConsumer<u64>;
-    type AckTx = ShmProducer<u64>;
+    /// `None` for the consumers of a run with several but the first.
+    type AckTx = Option<ShmProducer<u64>>;
 }
 
 impl AckRx for ShmConsumer<u64> {
@@ -137,6 +138,15 @@ impl AckTx for ShmProducer<u64> {
     }
 }
 
+impl AckTx for Option<ShmProducer<u64>> {
+    fn send(&mut self, v: u64) -> Result<(), BenchError> {
+        match self {
+            Some(acks) => acks.send(v),
+            None => Ok(()),
+        }
+    }
+}
+
 fn seg_options(dir: &Path) -> SegmentOptions {
     SegmentOptions {
         dir: dir.to_owned(),
@@ -144,11 +154,24 @@ fn seg_options(dir: &Path) -> SegmentOptions {
     }
 }
 
-fn arrow_options(dir: &Path, arena: u64) -> ArrowRingOptions {
+/// The data ring's options for a consumer at `at` (its name, when the run
+/// has several) or the producer.
+fn data_options(at: &Place, w: &Workload) -> SegmentOptions {
+    SegmentOptions {
+        subscriber: at
+            .subscriber
+            .clone()
+            .unwrap_or_else(|| shm::DEFAULT_SUBSCRIBER.to_owned()),
+        max_consumers: w.consumers.max(shm::DEFAULT_CONSUMERS),
+        ..seg_options(&at.dir)
+    }
+}
+
+fn arrow_options(at: &Place, w: &Workload) -> ArrowRingOptions {
     ArrowRingOptions {
         slots: 1024,
-        arena_bytes: arena,
-        segment: seg_options(dir),
+        arena_bytes: w.arena,
+        segment: data_options(at, w),
         max_leases: 16,
     }
 }
@@ -164,11 +187,30 @@ impl Ring {
         let seg = seg_options(&at.dir);
         match w.payload {
             PayloadKind::Arrow => {
-                laminar_ring::arrow::create(&at.ring, &arrow_options(&at.dir, w.arena))?;
+                laminar_ring::arrow::create(&at.ring, &arrow_options(at, w))?;
             }
-            PayloadKind::U64 => shm::create::<u64>(&at.ring, 1 << 16, &seg)?,
+            PayloadKind::U64 => shm::create::<u64>(&at.ring, 1 << 16, &data_options(at, w))?,
         }
         made.push(at.dir.join(&at.ring));
+        if w.consumers > 1 {
+            // Every name subscribed from the first message on, whichever
+            // process starts first.
+            for i in 0..w.consumers {
+                let at = Place {
+                    subscriber: Some(format!("c{i}")),
+                    ..at.clone()
+                };
+                match w.payload {
+                    PayloadKind::Arrow => {
+                        drop(BatchConsumer::open(&at.ring, &arrow_options(&at, w))?)
+                    }
+                    PayloadKind::U64 => drop(ShmConsumer::<u64>::open_with(
+                        &at.ring,
+                        &data_options(&at, w),
+                    )?),
+                }
+            }
+        }
         shm::create::<u64>(&ack_name(&at.ring), 1024, &seg)?;
         made.push(at.dir.join(ack_name(&at.ring)));
         Ok(())
@@ -187,6 +229,21 @@ impl Ring {
         let data = open(&at.ring, &at.dir)?;
         ready(&mut acks)?;
         Ok((acks, data))
+    }
+
+    /// A consumer's ends: as [`open_ends`](Self::open_ends) for the one
+    /// that acknowledges; the data alone for the others of a run with
+    /// several consumers.
+    fn open_rx_ends<D>(
+        at: &Place,
+        w: &Workload,
+        open: impl FnOnce(&str, &Path) -> Result<D, BenchError>,
+    ) -> Result<(Option<ShmProducer<u64>>, D), BenchError> {
+        if at.subscriber.as_deref().is_some_and(|s| s != "c0") {
+            return Ok((None, open(&at.ring, &at.dir)?));
+        }
+        let (acks, data) = Self::open_ends(at, w, open, |a: &mut ShmProducer<u64>| a.send(READY))?;
+        Ok((Some(acks), data))
     }
 }
 
@@ -222,8 +279,12 @@ impl Channel<U64> for Ring {
     }
 
     fn open_rx(at: &Place, w: &Workload) -> Result<(Self::AckTx, Self::Rx), BenchError> {
-        let open = |ring: &str, dir: &Path| U64End::open(ring, dir, w);
-        let (acks, end) = Self::open_ends(at, w, open, |a: &mut ShmProducer<u64>| a.send(READY))?;
+        let open = |ring: &str, _: &Path| {
+            let mut end = ShmConsumer::<u64>::open_with(ring, &data_options(at, w))?;
+            end.set_wait_strategy(w.wait.strategy());
+            Ok(end)
+        };
+        let (acks, end) = Self::open_rx_ends(at, w, open)?;
         let buf = vec![0; VALUE_BUFFER];
         Ok((acks, Values { end, buf }))
     }
@@ -303,8 +364,8 @@ impl Channel<Arrow> for Ring {
         w: &Workload,
         _: &Batches,
     ) -> Result<(Self::AckRx, Self::Tx), BenchError> {
-        let open = |ring: &str, dir: &Path| {
-            let mut tx = BatchProducer::open(ring, &arrow_options(dir, w.arena))?;
+        let open = |ring: &str, _: &Path| {
+            let mut tx = BatchProducer::open(ring, &arrow_options(at, w))?;
             tx.set_wait_strategy(w.wait.strategy());
             Ok(tx)
         };
@@ -312,12 +373,12 @@ impl Channel<Arrow> for Ring {
     }
 
     fn open_rx(at: &Place, w: &Workload) -> Result<(Self::AckTx, Self::Rx), BenchError> {
-        let open = |ring: &str, dir: &Path| {
-            let mut rx = BatchConsumer::open(ring, &arrow_options(dir, w.arena))?;
+        let open = |ring: &str, _: &Path| {
+            let mut rx = BatchConsumer::open(ring, &arrow_options(at, w))?;
             rx.set_wait_strategy(w.wait.strategy());
             Ok(rx)
         };
-        Self::open_ends(at, w, open, |a: &mut ShmProducer<u64>| a.send(READY))
+        Self::open_rx_ends(at, w, open)
     }
 }
 
