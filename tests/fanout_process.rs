@@ -104,6 +104,14 @@ fn helper() {
     let code = match role.as_str() {
         "producer" => produce(&ring, count),
         "consumer" => consume(&ring, &std::env::var("SUB").expect("SUB"), count),
+        #[cfg(feature = "arrow")]
+        "batch-producer" => arrow_fan::produce(&ring, count),
+        #[cfg(feature = "arrow")]
+        "batch-consumer" => arrow_fan::consume(
+            &ring,
+            &std::env::var("SUB").expect("SUB"),
+            &std::env::var("OUT").expect("OUT"),
+        ),
         other => panic!("unknown helper role {other}"),
     };
     std::process::exit(code);
@@ -415,5 +423,163 @@ fn a_subscriber_killed_part_way_is_subscribed_afresh() {
     for v in 48..64 {
         assert_eq!(a.pop(), Ok(v));
         assert_eq!(b.pop(), Ok(v));
+    }
+}
+
+/// The same with a stream of Arrow batches: one producer process, three
+/// consumer processes under their own names, SIGKILLed at random and
+/// restarted at least 50 times. Each batch holds its own number; each
+/// consumer appends the numbers it receives to a file of its own, and the
+/// files must hold every batch in order, going back only where a
+/// consumer was restarted (at-least-once), never skipping one.
+#[cfg(feature = "arrow")]
+mod arrow_fan {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use arrow_array::{Array, Int64Array, RecordBatch};
+    use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
+
+    use super::*;
+
+    pub fn opts(sub: &str) -> ArrowRingOptions {
+        ArrowRingOptions {
+            slots: 64,
+            arena_bytes: 1 << 20,
+            segment: as_subscriber(sub, Start::Earliest),
+            max_leases: 16,
+        }
+    }
+
+    fn batch(n: u64) -> RecordBatch {
+        let ids = Int64Array::from(vec![n as i64; 16]);
+        RecordBatch::try_from_iter([("id", Arc::new(ids) as _)]).unwrap()
+    }
+
+    /// Sends batches `0..count`, waiting while a consumer is gone.
+    pub fn produce(ring: &str, count: u64) -> i32 {
+        let mut tx = BatchProducer::open(ring, &opts("unused")).expect("open producer");
+        for n in 0..count {
+            loop {
+                match tx.send_timeout(&batch(n), Duration::from_millis(50)) {
+                    Ok(()) => break,
+                    Err(ArrowRingError::Timeout | ArrowRingError::ConsumerGone) => {}
+                    Err(e) => panic!("send {n}: {e}"),
+                }
+            }
+        }
+        tx.close().expect("close");
+        EXIT_OK
+    }
+
+    /// Appends the number of every batch received to `out` (`N;` a line),
+    /// until the end of the stream. Each batch is leased (zero-copy) and
+    /// released only once its number is written: at-least-once, for the
+    /// file too.
+    pub fn consume(ring: &str, sub: &str, out: &str) -> i32 {
+        let mut rx = BatchConsumer::open(ring, &opts(sub)).expect("open consumer");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .expect("open the output");
+        // Ends a line a killed predecessor left in part.
+        file.write_all(b"\n").expect("write");
+        loop {
+            match rx.recv_zero_copy_timeout(Duration::from_secs(60)) {
+                Ok(Some(b)) => {
+                    let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    assert!(ids.len() == 16 && ids.iter().all(|v| v == Some(ids.value(0))));
+                    writeln!(file, "{};", ids.value(0)).expect("write");
+                    drop(b);
+                }
+                Ok(None) => return EXIT_OK,
+                Err(e) => {
+                    eprintln!("{sub}: {e}");
+                    return EXIT_WRONG;
+                }
+            }
+        }
+    }
+
+    /// The numbers in `path`, from the complete lines (`N;`): a consumer
+    /// killed while writing leaves a part of one.
+    fn numbers(path: &std::path::Path) -> Vec<u64> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_suffix(';'))
+            .map(|n| n.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn three_arrow_consumer_processes_read_every_batch_through_sigkills() {
+        const N: u64 = 20_000;
+        const SUBS: [&str; 3] = ["archiver", "dashboard", "checker"];
+        let dir = std::env::temp_dir().join(format!("lr-fan-arrow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rng = Rng::from_env_or_time();
+        let mut kills = 0;
+        let mut round = 0;
+        while kills < 50 {
+            round += 1;
+            assert!(
+                round <= 20,
+                "only {kills} kills landed mid-stream in 20 rounds"
+            );
+            let ring = Ring::new(&format!("arrow{round}"));
+            laminar_ring::arrow::create(&ring.name, &opts("x")).unwrap();
+            // Every name subscribed before the stream starts.
+            for s in SUBS {
+                drop(BatchConsumer::open(&ring.name, &opts(s)).unwrap());
+            }
+            let out = |s: &str| dir.join(format!("{round}-{s}.txt"));
+            let spawn = |s: &str| {
+                spawn_helper(
+                    "batch-consumer",
+                    &ring.name,
+                    &[("SUB", s.to_owned()), ("OUT", out(s).display().to_string())],
+                )
+            };
+            let mut producer =
+                spawn_helper("batch-producer", &ring.name, &[("COUNT", N.to_string())]);
+            let mut consumers: Vec<Child> = SUBS.iter().map(|s| spawn(s)).collect();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut done = [false; 3];
+            while kills < 50 && !done.iter().all(|&d| d) {
+                std::thread::sleep(Duration::from_millis(rng.below(20)));
+                let i = rng.below(3) as usize;
+                if let Some(status) = consumers[i].try_wait().unwrap() {
+                    assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+                    done[i] = true;
+                    continue;
+                }
+                consumers[i].kill().unwrap();
+                if consumers[i].wait().unwrap().code().is_none() {
+                    kills += 1;
+                }
+                consumers[i] = spawn(SUBS[i]);
+            }
+            for (c, sub) in consumers.iter_mut().zip(SUBS) {
+                assert_eq!(exit_code(c, deadline, sub), EXIT_OK, "{sub}");
+            }
+            assert_eq!(exit_code(&mut producer, deadline, "producer"), EXIT_OK);
+            for sub in SUBS {
+                let got = numbers(&out(sub));
+                assert_eq!(got.first(), Some(&0), "{sub} starts at the first batch");
+                assert_eq!(got.last(), Some(&(N - 1)), "{sub} reads to the last");
+                for w in got.windows(2) {
+                    // On, or back (a restart re-delivers what was not
+                    // released), never a batch skipped.
+                    assert!(w[1] <= w[0] + 1, "{sub}: {} after {}", w[1], w[0]);
+                }
+                let mut seen = got.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                assert_eq!(seen.len() as u64, N, "{sub}: every batch");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

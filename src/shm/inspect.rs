@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::error::{OpenError, Role};
-use super::header::{Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER};
+use super::header::{
+    Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, ROLE_SUBSCRIBING,
+};
 use super::segment::{Segment, SegmentOptions};
 use crate::fanout::CURSOR_SUBSCRIBED;
 use crate::sync::Ordering;
@@ -26,6 +28,10 @@ pub enum RoleState {
     /// Producer only: the last producer gave up with an error
     /// ([`RingInfo::producer_failure`] says why); its stream ends in error.
     Failed,
+    /// Consumers only: a process was subscribing the cursor and has not
+    /// finished (or died doing so: the next consumer to attach subscribes
+    /// it again).
+    Subscribing,
     /// A value no version of the layout writes.
     Unknown(u32),
 }
@@ -37,6 +43,7 @@ impl RoleState {
             ROLE_ATTACHED => Self::Attached,
             ROLE_CLOSED => Self::Closed,
             ROLE_FAILED => Self::Failed,
+            ROLE_SUBSCRIBING => Self::Subscribing,
             other => Self::Unknown(other),
         }
     }
@@ -69,6 +76,7 @@ impl RoleInfo {
             (false, RoleState::Closed) => "closed",
             (false, RoleState::Failed) => "failed",
             (false, RoleState::Never) => "never attached",
+            (false, RoleState::Subscribing) => "being subscribed",
             (false, RoleState::Unknown(_)) => "unknown",
         }
     }
