@@ -61,10 +61,10 @@ pub trait Cursor {
 /// subscribers.
 #[derive(Clone, Copy, Debug)]
 pub struct Words<'a> {
-    /// Stored by the producer only: the bound it last published under the
-    /// pattern (slots below a bound in use may be overwritten). It may
-    /// move back (a new producer's first bound, below its predecessor's
-    /// last), never below a bound in use.
+    /// Stored by the producer only: the largest bound any producer
+    /// published under the pattern (slots below a bound in use may be
+    /// overwritten). It never moves back: a producer publishes the larger
+    /// of its bound and what `tail` holds.
     pub tail: &'a AtomicU64,
     /// Incremented by every subscription (Release), after its cursor is
     /// written.
@@ -134,20 +134,25 @@ pub fn producer_floor<C: Cursor>(
         // provisional start below it is raised by its subscriber).
         return Some((m, checked));
     }
+    // Never publish less than `tail` holds: a predecessor may have used a
+    // bound up to it (its arena reused up to there) without the pattern
+    // reaching a subscriber that started below it; raised to `tail`, that
+    // subscriber starts after what it may have overwritten.
+    let published = m.max(tail);
     // SYNC POINT tail: Release pairs with the subscriber's Acquire load; the
     // SeqCst fence below orders this store before the epoch load (Dekker).
-    words.tail.store(m, Ordering::Release);
+    words.tail.store(published, Ordering::Release);
     fence(Ordering::SeqCst);
     // SYNC POINT epoch (as above).
     if words.epoch.load(Ordering::Acquire) == epoch {
-        return Some((m, m));
+        return Some((m, published));
     }
     // A consumer subscribed meanwhile: it may start below `m`, at the tail it
     // loaded. Bound by it too (its own load of `tail` may have missed `m`).
     match min_read(cursors, write, capacity) {
         Err(()) => None,
-        Ok(None) => Some((m, m)),
-        Ok(Some(m2)) => Some((m.min(m2), m)),
+        Ok(None) => Some((m, published)),
+        Ok(Some(m2)) => Some((m.min(m2), published)),
     }
 }
 
@@ -174,17 +179,22 @@ pub fn provisional_start<C: Cursor>(
     // SYNC POINT tail: Acquire pairs with the Release store in
     // producer_floor.
     let tail = words.tail.load(Ordering::Acquire);
+    // The cursors before write_seq: a consumer that moves on meanwhile is
+    // still at or before the write_seq loaded after.
+    let oldest = cursors
+        .iter()
+        // SYNC POINT subscription, read_seq: Acquire, as in min_read.
+        .filter(|c| c.subscription().load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+        .map(|c| c.read_seq().load(Ordering::Acquire))
+        .min();
     // SYNC POINT write_seq: Acquire, as a consumer's reload.
     let write = write_seq.load(Ordering::Acquire);
     let from = match start {
-        // A position that contradicts `write` counts as none (the pattern
-        // then makes the start safe anyway).
-        Start::Earliest => min_read(cursors, write, u64::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or(tail),
+        Start::Earliest => oldest.unwrap_or(tail),
         Start::Latest => write,
     };
+    // A position that contradicts ours is clamped (the pattern then makes
+    // the start safe anyway).
     from.clamp(tail, write.max(tail))
 }
 

@@ -1682,3 +1682,42 @@ fn an_arrow_subscriber_joining_a_running_session_reads_from_the_next_one() {
             .all(|s| s.read_seq == info.write_seq)
     );
 }
+
+/// A subscriber that joined mid-session and skipped dictionary messages
+/// (nothing it can decode), detached and attached again before the next
+/// session, skips on: its skipped dictionaries are no state it saves.
+#[test]
+fn a_joined_subscriber_that_skipped_dictionaries_resumes_skipping() {
+    use laminar_ring::shm::Start;
+    let ring = Ring::new("fan-join-dict");
+    let mut tx = BatchProducer::create(&ring.name, &opts(64, 1 << 20)).unwrap();
+    let mut first =
+        BatchConsumer::open(&ring.name, &subscribing("first", Start::Earliest)).unwrap();
+    for i in 0..3 {
+        tx.send(&dict_stream_batch(i)).unwrap();
+    }
+    let mut late = BatchConsumer::open(&ring.name, &subscribing("late", Start::Latest)).unwrap();
+    // New dictionaries: dictionary messages the late one skips.
+    for i in 3..7 {
+        tx.send(&dict_stream_batch(i)).unwrap();
+    }
+    assert!(matches!(
+        late.recv_timeout(Duration::from_millis(200)),
+        Err(ArrowRingError::Timeout)
+    ));
+    drop(late);
+    let mut late = BatchConsumer::open(&ring.name, &subscribing("late", Start::Earliest)).unwrap();
+    assert!(matches!(
+        late.recv_timeout(Duration::from_millis(200)),
+        Err(ArrowRingError::Timeout)
+    ));
+    tx.close().unwrap();
+    let mut tx = BatchProducer::open(&ring.name, &opts(64, 1 << 20)).unwrap();
+    tx.send(&dict_stream_batch(7)).unwrap();
+    tx.close().unwrap();
+    assert_eq!(late.recv().unwrap(), None, "the skipped session's end");
+    assert_eq!(late.recv().unwrap().unwrap(), dict_stream_batch(7));
+    for i in 0..7 {
+        assert_eq!(first.recv().unwrap().unwrap(), dict_stream_batch(i));
+    }
+}

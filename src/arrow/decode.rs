@@ -387,7 +387,9 @@ impl BatchConsumer {
         // be leased, and a consumer that resumes decodes them again).
         let change = match desc.kind {
             MSG_SCHEMA => self.schema.clone().map(|s| Change::Schema(buffer, s)),
-            MSG_DICTIONARY => Some(Change::Dictionary(buffer)),
+            // Not one skipped before the first schema (a subscription made
+            // mid-stream): it changes no state this consumer has.
+            MSG_DICTIONARY if self.decoder.is_some() => Some(Change::Dictionary(buffer)),
             _ => None,
         };
         if let Some(u) = self.rel.outstanding.back_mut() {

@@ -30,7 +30,7 @@
 //!
 //! The save area has two halves; each starts with a 64-byte header
 //! (`from_seq`, `len`) followed by the messages. The `saved_state` word
-//! names the half written last (0: none, 1: the first, 2: the second). A new
+//! names the half written last (0: none, 1: the first, 2: the second; 3: none, subscribed mid-stream). A new
 //! state goes into the half the word does not name, then the word is stored
 //! (Release), then `read_seq` (Release). A consumer killed between the word
 //! and `read_seq` leaves a named half whose `from_seq` is past `read_seq`:
@@ -54,6 +54,12 @@ use crate::sync::{AtomicU64, Ordering};
 const HALF_HEADER: u64 = 64;
 /// `len` of a half whose state did not fit.
 const OVERFLOWED: u64 = u64::MAX;
+/// `len` of a half that says "subscribed mid-stream, nothing saved" (the
+/// state [`SAVED_JOINED`] names): written into the other half by the first
+/// save of such a consumer, so that a consumer killed between that save's
+/// naming store and its `read_seq` falls back to it, not to whatever an
+/// earlier subscription of the cursor left there.
+const JOINED_LEN: u64 = u64::MAX - 1;
 
 /// A change of decoder state that a message makes, applied to the released
 /// state when the message is released.
@@ -230,6 +236,16 @@ impl SaveArea {
         // with Acquire); only this consumer stores the word.
         let named = word.load(Ordering::Relaxed);
         let half = if named == 1 { 1 } else { 0 };
+        if named != 1 && named != 2 {
+            // Nothing named yet (a subscription made mid-stream, or none
+            // saved): the other half must say so, for a consumer that falls
+            // back to it (see `restore`). From 0: it holds at any read_seq.
+            let mut header = [0_u8; 16];
+            header[8..].copy_from_slice(&JOINED_LEN.to_ne_bytes());
+            // SAFETY: 16 bytes at the start of half 1 (half_len >=
+            // HALF_HEADER, checked above), which no word names.
+            unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), self.half_ptr(1), 16) };
+        }
         let messages = state.messages();
         let room = self.half_len - HALF_HEADER;
         let len = messages
@@ -310,8 +326,10 @@ impl SaveArea {
         } else {
             (named - 1, from, len)
         };
-        if len == 0 {
-            return Peeked::Nothing; // nothing released before the first schema
+        if len == 0 || len == JOINED_LEN {
+            // Nothing released before the first schema, or subscribed
+            // mid-stream with nothing saved yet.
+            return Peeked::Nothing;
         }
         if from > read_seq {
             return message(Err(format!(
@@ -369,6 +387,9 @@ impl SaveArea {
             // Name it again, so that the next save may overwrite the half
             // that is ahead of read_seq. SYNC POINT saved: as in `save`.
             word.store(half + 1, Ordering::Release);
+        }
+        if len == JOINED_LEN {
+            return Ok(Restored::Joined);
         }
         if len == OVERFLOWED {
             return Ok(Restored::Overflowed {

@@ -278,7 +278,8 @@ pub(crate) struct ConsumerCursor {
     pub(crate) arena_released: AtomicU64,
     /// Arrow rings: which half of this cursor's save area holds its
     /// consumer's last saved decoder state: 0 none, 1 the first, 2 the
-    /// second (see `arrow/resume.rs`).
+    /// second, [`SAVED_JOINED`] none, subscribed mid-stream (see
+    /// `arrow/resume.rs`).
     pub(crate) saved_state: AtomicU64,
     /// Process id of the last consumer to attach (0: none yet); information
     /// only.
