@@ -93,16 +93,14 @@ pub fn stream_schema(
         .map(|(i, _)| i);
     let (share_at, share_len) =
         super::save_share(save_len, layout.max_consumers, slowest.unwrap_or(0) as u32);
-    // SAFETY: that cursor's share of the arena's last save_len bytes, inside
-    // the validated arena of a mapping that outlives `save`; only read
-    // through it, by copies that are checked afterwards (see
+    // That cursor's share of the arena's last save_len bytes, inside the
+    // validated arena of a mapping that outlives `save`; only read through
+    // it, by copies that are checked afterwards (see
     // `SaveArea::peek_schema_message`).
-    let save = unsafe {
-        SaveArea::new(
-            seg.ptr_at(layout.arena_offset + arena_len + share_at),
-            share_len,
-        )
-    };
+    // SAFETY: the offset is within the validated layout (as above).
+    let base = unsafe { seg.ptr_at(layout.arena_offset + arena_len + share_at) };
+    // SAFETY: `base..base + share_len` lies in the mapping (as above).
+    let save = unsafe { SaveArea::new(base, share_len) };
     let word = &cursors[slowest.unwrap_or(0)].saved_state;
     for _ in 0..TRIES {
         let (tail, write_seq) = seg.sequences().map_err(bad_header)?;
