@@ -49,6 +49,40 @@ pub const CURSOR_FREE: u32 = 0;
 /// detached or dead.
 pub const CURSOR_SUBSCRIBED: u32 = 1;
 
+/// A subscription the producer dropped ([`Policy::Lag`]): it no longer
+/// bounds the producer, and keeps its name until its consumer comes back
+/// (told how many items it missed, then reading from the oldest the ring
+/// still holds) or the subscription is removed.
+pub const CURSOR_DROPPED: u32 = 2;
+
+/// What the producer does about a subscribed consumer that holds it back
+/// (the ring is full and that consumer has not released the oldest item).
+/// Chosen when the ring is created and recorded in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// Wait for it, however long: nothing is lost for any subscriber
+    /// (`ShmProducer::push` reports `ConsumerGone` when every subscriber
+    /// holding it back is dead, and keeps the items).
+    #[default]
+    Block,
+    /// Drop it from the producer's bound when it holds the producer back
+    /// and either is `bound` items or more behind (a live consumer too), or
+    /// has had no consumer attached for `grace`. A dropped subscription
+    /// keeps its name; its consumer's next read reports how many items it
+    /// missed (`ShmTryPopError::Lagged`) and it goes on from the oldest item
+    /// the ring still holds.
+    Lag {
+        /// Drop a subscriber this many items behind, alive or not (1 to
+        /// the capacity); `None`: only dead ones are dropped. Typed rings
+        /// only: a live Arrow consumer may hold zero-copy batches in the
+        /// arena, which the producer must not overwrite.
+        bound: Option<u64>,
+        /// Drop a subscriber that holds the producer back with no consumer
+        /// attached for this long.
+        grace: std::time::Duration,
+    },
+}
+
 /// What the protocol needs of one consumer's cursor.
 pub trait Cursor {
     /// [`CURSOR_FREE`] or [`CURSOR_SUBSCRIBED`] (anything else: free).
@@ -71,27 +105,108 @@ pub struct Words<'a> {
     pub epoch: &'a AtomicU64,
 }
 
+/// What the producer found among the cursors.
+struct Found {
+    /// The minimum `read_seq` of the subscribed cursors it waits for.
+    min: Option<u64>,
+    /// Whether a cursor is dropped ([`CURSOR_DROPPED`]).
+    dropped: bool,
+}
+
 /// The minimum `read_seq` of the subscribed cursors, each checked against
-/// the producer's position: `Ok(None)` when no cursor is subscribed,
-/// `Err(())` when one holds a position that contradicts `write` (a peer's
-/// bug or malice: the caller keeps its bound).
-fn min_read<C: Cursor>(cursors: &[C], write: u64, capacity: u64) -> Result<Option<u64>, ()> {
-    let mut min: Option<u64> = None;
+/// the producer's position; with a lag `bound`, a cursor at least `bound`
+/// items behind `write` is dropped first ([`drop_lagging`]). `Err(())`
+/// when one holds a position that contradicts `write` (a peer's bug or
+/// malice: the caller keeps its bound).
+fn min_read<C: Cursor>(
+    cursors: &[C],
+    write: u64,
+    capacity: u64,
+    bound: Option<u64>,
+) -> Result<Found, ()> {
+    let mut found = Found {
+        min: None,
+        dropped: false,
+    };
     for c in cursors {
         // SYNC POINT subscription: Acquire pairs with the Release store in
         // `subscribe`: the cursor's start is stored before it.
-        if c.subscription().load(Ordering::Acquire) != CURSOR_SUBSCRIBED {
-            continue;
+        match c.subscription().load(Ordering::Acquire) {
+            CURSOR_SUBSCRIBED => {}
+            CURSOR_DROPPED => {
+                found.dropped = true;
+                continue;
+            }
+            _ => continue,
         }
         // SYNC POINT read_seq: Acquire pairs with the Release store in
         // ConsumerCore::release: that consumer is done with the slots below.
-        let r = c.read_seq().load(Ordering::Acquire);
+        let mut r = c.read_seq().load(Ordering::Acquire);
         if r > write || write - r > capacity {
             return Err(());
         }
-        min = Some(min.map_or(r, |m| m.min(r)));
+        if let Some(bound) = bound.filter(|&b| write - r >= b) {
+            match drop_lagging(c, write, bound) {
+                None => {
+                    found.dropped = true;
+                    continue;
+                }
+                Some(now) if now > write || write - now > capacity => return Err(()),
+                Some(now) => r = now,
+            }
+        }
+        found.min = Some(found.min.map_or(r, |m| m.min(r)));
     }
-    Ok(min)
+    Ok(found)
+}
+
+/// Drops the subscribed cursor `c`, found at least `bound` items behind
+/// `write`: `None` when it is dropped, or `Some(read_seq)` when it stays
+/// subscribed (it caught up meanwhile, or was unsubscribed and subscribed
+/// again: see below).
+///
+/// The producer is the only process that drops a cursor, and a consumer
+/// holding the cursor may be reading: that consumer finds out when it
+/// checks `tail` after a read (every slot it may have read overwritten lies
+/// below a `tail` published before the overwrite) or sees its cursor
+/// dropped.
+///
+/// Between the load of `read_seq` and the compare-and-swap, the cursor may
+/// have been unsubscribed and subscribed again (another consumer, another
+/// start): so `read_seq` is loaded again after the swap, and a cursor that
+/// is no longer `bound` behind is given back its subscription before the
+/// producer uses a bound without it. A consumer that saw it dropped in
+/// between subscribes it again itself, which is harmless.
+fn drop_lagging<C: Cursor>(c: &C, write: u64, bound: u64) -> Option<u64> {
+    // SYNC POINT subscription: AcqRel; the Release half pairs with the
+    // consumer's Acquire loads (it sees itself dropped), the Acquire half
+    // with the subscriber's Release store (a fresh start is seen below).
+    if c.subscription()
+        .compare_exchange(
+            CURSOR_SUBSCRIBED,
+            CURSOR_DROPPED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        // Unsubscribed, or dropped by an earlier producer: not ours to count.
+        return None;
+    }
+    // SYNC POINT read_seq: Acquire, as in min_read.
+    let r = c.read_seq().load(Ordering::Acquire);
+    if r <= write && write - r < bound {
+        // SYNC POINT subscription: as above. Fails only if its consumer
+        // already subscribed it again, which also bounds the producer.
+        let _ = c.subscription().compare_exchange(
+            CURSOR_DROPPED,
+            CURSOR_SUBSCRIBED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        return Some(r);
+    }
+    None
 }
 
 /// The producer's bound: the sequence below which every subscribed
@@ -115,6 +230,7 @@ pub fn producer_floor<C: Cursor>(
     write: u64,
     capacity: u64,
     checked: u64,
+    bound: Option<u64>,
 ) -> Option<(u64, u64)> {
     // SYNC POINT epoch: Acquire pairs with the Release increment in
     // `subscribe`: a subscription counted here is seen by the loads below.
@@ -122,12 +238,19 @@ pub fn producer_floor<C: Cursor>(
     // SYNC POINT tail: Acquire pairs with the Release store of an earlier
     // producer (this one is the only one storing it now).
     let tail = words.tail.load(Ordering::Acquire);
-    let m = match min_read(cursors, write, capacity) {
+    let m = match min_read(cursors, write, capacity, bound) {
         Err(()) => return None,
-        Ok(None) if tail <= write && write - tail <= capacity => tail,
-        // No cursor, and a tail that contradicts `write`: keep the bound.
-        Ok(None) => return None,
-        Ok(Some(m)) => m,
+        // A tail that contradicts `write`: keep the bound.
+        Ok(Found { min: None, .. }) if tail > write || write - tail > capacity => return None,
+        // Every subscription dropped: nobody to wait for. Half the ring is
+        // kept for them (a dropped consumer coming back, or a new one,
+        // starts at the tail), half is room.
+        Ok(Found {
+            min: None,
+            dropped: true,
+        }) => tail.max(write.saturating_sub(capacity / 2)),
+        Ok(Found { min: None, .. }) => tail,
+        Ok(Found { min: Some(m), .. }) => m,
     };
     if m <= checked {
         // Not past a tail this producer published under the pattern (a
@@ -149,10 +272,10 @@ pub fn producer_floor<C: Cursor>(
     }
     // A consumer subscribed meanwhile: it may start below `m`, at the tail it
     // loaded. Bound by it too (its own load of `tail` may have missed `m`).
-    match min_read(cursors, write, capacity) {
+    match min_read(cursors, write, capacity, bound) {
         Err(()) => None,
-        Ok(None) => Some((m, published)),
-        Ok(Some(m2)) => Some((m.min(m2), published)),
+        Ok(Found { min: None, .. }) => Some((m, published)),
+        Ok(Found { min: Some(m2), .. }) => Some((m.min(m2), published)),
     }
 }
 
@@ -316,6 +439,7 @@ pub mod model {
                 write,
                 self.capacity() as u64,
                 checked,
+                None,
             )?;
             self.checked.store(checked, Ordering::Relaxed);
             Some(floor)

@@ -361,6 +361,17 @@ where
         self.read
     }
 
+    /// Moves this consumer to `seq`, where its cursor was subscribed again
+    /// (a subscription the producer dropped), forgetting what it had seen
+    /// of the producer's position.
+    #[cfg(not(loom))]
+    pub(crate) fn reposition(&mut self, seq: u64) {
+        self.read = seq;
+        self.cached_write = seq;
+        // SYNC POINT read_seq: Release, as in release.
+        self.ring.read_seq_atomic().store(seq, Ordering::Release);
+    }
+
     /// Published, unread items, reloading `write_seq` only when the cache
     /// shows fewer than `wanted`.
     #[inline]

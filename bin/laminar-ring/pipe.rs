@@ -853,6 +853,15 @@ fn consume_ring(
                 drain.flush()
             }
             Err(ArrowRingError::TooManyLeases { .. }) if !drain.held.is_empty() => drain.flush(),
+            // Dropped while away (a ring with --policy lag): said, then on.
+            Err(ArrowRingError::Lagged { missed }) => {
+                progress.note(&format!(
+                    "warning: ring '{name}' dropped this consumer while it was away: {} \
+                     lost; reading on from the next producer session",
+                    fmt_counted(missed, "message", "messages")
+                ));
+                drain.flush()
+            }
             Err(ArrowRingError::PeerGone) if args.follow => {
                 if !told_dead {
                     progress.note(&format!(

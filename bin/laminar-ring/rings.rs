@@ -58,16 +58,42 @@ pub struct Geometry {
     /// Default 8.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..=32))]
     pub consumers: Option<u32>,
+    /// What the producer of a new ring does about a subscriber that holds
+    /// it back: `block` waits for it, however long (nothing is lost);
+    /// `lag` drops a subscriber that has had no consumer attached for
+    /// --lag-grace, so a dead sidecar stalls the others no longer (when it
+    /// comes back it is told how many messages it missed and reads on from
+    /// the next producer session). Default block.
+    #[arg(long, value_name = "POLICY", value_enum)]
+    pub policy: Option<PolicyArg>,
+    /// With --policy lag: how long a subscriber with no consumer attached
+    /// may hold the producer back before it is dropped: 500ms, 10s, 2m.
+    /// Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, requires = "policy")]
+    pub lag_grace: Option<std::time::Duration>,
     /// Make a new ring temporary: a consumer that reaches a clean end of
     /// stream (without --follow) removes it, unless another process has
     /// attached to it by then.
     #[arg(long)]
     pub temporary: bool,
-    /// Exit 1 when the ring exists with another --slots, --arena or
-    /// --temporary than asked for, instead of warning and using it as it is.
+    /// Exit 1 when the ring exists with another --slots, --arena,
+    /// --consumers, --policy or --temporary than asked for, instead of
+    /// warning and using it as it is.
     #[arg(long)]
     pub strict: bool,
 }
+
+/// `--policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// Wait for every subscriber.
+    Block,
+    /// Drop a subscriber dead for --lag-grace.
+    Lag,
+}
+
+/// --lag-grace when it is not given.
+pub const DEFAULT_LAG_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Descriptor slots of a ring when --slots is not given.
 pub const DEFAULT_SLOTS: usize = 1024;
@@ -85,6 +111,16 @@ impl Geometry {
 
     fn consumers(&self) -> u32 {
         self.consumers.unwrap_or(shm::DEFAULT_CONSUMERS)
+    }
+
+    fn policy(&self) -> shm::Policy {
+        match self.policy {
+            None | Some(PolicyArg::Block) => shm::Policy::Block,
+            Some(PolicyArg::Lag) => shm::Policy::Lag {
+                bound: None,
+                grace: self.lag_grace.unwrap_or(DEFAULT_LAG_GRACE),
+            },
+        }
     }
 
     /// What of the flags given differs from the existing ring `i`:
@@ -113,10 +149,48 @@ impl Geometry {
                 i.layout.max_consumers
             ));
         }
+        if self.policy.is_some() && self.policy() != i.layout.policy {
+            d.push(format!(
+                "{} (it has {})",
+                fmt_policy_flags(self.policy()),
+                fmt_policy(i.layout.policy)
+            ));
+        }
         if self.temporary && !i.layout.temporary {
             d.push("--temporary (it is not temporary)".to_owned());
         }
         d
+    }
+}
+
+/// A policy in words: `block`, `lag (drop a dead subscriber after 10s)`.
+pub fn fmt_policy(p: shm::Policy) -> String {
+    match p {
+        shm::Policy::Block => "block".into(),
+        shm::Policy::Lag { bound, grace } => {
+            let mut s = format!(
+                "lag (drop a dead subscriber after {}",
+                crate::units::fmt_duration(grace)
+            );
+            if let Some(b) = bound {
+                s += &format!(
+                    ", any subscriber {} behind",
+                    fmt_counted(b, "item", "items")
+                );
+            }
+            s + ")"
+        }
+    }
+}
+
+/// The flags that ask for `p`.
+fn fmt_policy_flags(p: shm::Policy) -> String {
+    match p {
+        shm::Policy::Block => "--policy block".into(),
+        shm::Policy::Lag { grace, .. } => format!(
+            "--policy lag --lag-grace {}",
+            crate::units::fmt_duration(grace)
+        ),
     }
 }
 
@@ -131,6 +205,7 @@ pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOption
             allow_shared: location.shared,
             temporary: geometry.temporary,
             max_consumers: geometry.consumers(),
+            policy: geometry.policy(),
             ..SegmentOptions::default()
         },
         ..ArrowRingOptions::default()
@@ -234,12 +309,13 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
     let opts = ring_options(geometry, location);
     laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
-        "created {}ring '{name}' in {}: {}, {} arena, room for {}",
+        "created {}ring '{name}' in {}: {}, {} arena, room for {}, policy {}",
         if geometry.temporary { "temporary " } else { "" },
         location.dir.display(),
         fmt_counted(geometry.slots() as u64, "slot", "slots"),
         fmt_bytes(geometry.arena()),
-        fmt_counted(geometry.consumers().into(), "consumer", "consumers")
+        fmt_counted(geometry.consumers().into(), "consumer", "consumers"),
+        fmt_policy(geometry.policy())
     );
     Ok(())
 }

@@ -55,10 +55,22 @@ fn subscribers_json(i: &RingInfo) -> serde_json::Value {
                 v["arena_lag"] = json!(s.arena_lag(i));
                 v["arena_released"] = json!(s.arena_released);
                 v["ends_pending"] = json!(s.ends_pending);
+                v["dropped"] = json!(s.dropped);
                 v
             })
             .collect::<Vec<_>>()
     )
+}
+
+fn policy_json(p: shm::Policy) -> serde_json::Value {
+    match p {
+        shm::Policy::Block => json!({ "kind": "block" }),
+        shm::Policy::Lag { bound, grace } => json!({
+            "kind": "lag",
+            "bound": bound,
+            "grace_s": grace.as_secs_f64(),
+        }),
+    }
 }
 
 fn role_json(r: &RoleInfo) -> serde_json::Value {
@@ -99,6 +111,7 @@ pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
         "producer": producer,
         "consumer": role_json(&i.consumer),
         "max_consumers": l.max_consumers,
+        "policy": policy_json(l.policy),
         "subscribers": subscribers_json(i),
         "created_unix_s": created_unix_s,
         "created": fmt_utc(i.created()),
@@ -282,6 +295,7 @@ fn print_info(
         i.producer_sessions,
         if i.producer_sessions == 1 { "" } else { "s" }
     );
+    outln!("policy     {}", crate::rings::fmt_policy(l.policy));
     if i.subscribers.is_empty() {
         outln!(
             "consumers  none subscribed (of {}): the ring keeps what it holds for the first",
@@ -305,8 +319,13 @@ fn print_info(
         if l.kind == RingKind::Arrow {
             lag.push_str(&format!(", {}", fmt_bytes(s.arena_lag(i))));
         }
+        let dropped = if s.dropped {
+            "dropped (the producer no longer waits for it), "
+        } else {
+            ""
+        };
         outln!(
-            "  {:width$}  {}; at {}, behind by {lag}",
+            "  {:width$}  {dropped}{}; at {}, behind by {lag}",
             s.name,
             describe_role(&s.role, "waiting on an empty ring", None),
             fmt_count(s.read_seq)

@@ -297,6 +297,9 @@ impl BatchConsumer {
                 })),
                 Err(ShmPopError::BadHeader(e)) => return Err(ArrowRingError::BadHeader(e)),
                 Err(ShmPopError::Timeout) => return Err(ArrowRingError::Timeout),
+                Err(ShmPopError::Lagged { missed }) => {
+                    return Err(ArrowRingError::Lagged { missed });
+                }
             };
             if let Some(end) = ended {
                 // Drained up to a session's end. A recorded end comes in the

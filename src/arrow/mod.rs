@@ -280,6 +280,20 @@ pub enum ArrowRingError {
     /// writes: another process damaged the ring.
     #[error("damaged ring: {0}")]
     BadHeader(#[source] crate::shm::HeaderError),
+    /// The producer dropped this consumer's subscription: it had no
+    /// consumer attached for the ring's lag grace
+    /// ([`Policy::Lag`](crate::shm::Policy::Lag)), and the producer
+    /// overwrote `missed` messages it had not read. It is subscribed again
+    /// at the oldest message the ring holds, and reads from the next
+    /// producer session's schema on (the batches of a session under way
+    /// cannot be decoded without the schema and dictionaries it missed).
+    #[error(
+        "this consumer was dropped while it was away: it missed {missed} messages, and reads on          from the next producer session"
+    )]
+    Lagged {
+        /// Messages (schemas, dictionaries and batches) it will never see.
+        missed: u64,
+    },
     /// `recv_zero_copy` with `max_leases` leased batches alive.
     #[error("{max} leased batches are alive; drop some (or copy them out) first")]
     TooManyLeases {

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use crate::chunks::{ReleaseRead, Runs};
 use crate::ring_buffer::Run;
+use crate::sync::{AtomicU64, Ordering, fence};
 
 use super::slot::ShmSlot;
 
@@ -37,6 +38,9 @@ use super::slot::ShmSlot;
 /// ```
 pub struct ShmReadChunk<'a, T> {
     runs: Runs<'a, T, dyn ReleaseRead + 'a>,
+    /// In a ring with a lag bound: the producer's `tail_seq` and the
+    /// chunk's first sequence ([`intact`](Self::intact)).
+    lap: Option<(&'a AtomicU64, u64)>,
     _items: PhantomData<&'a [T]>,
 }
 
@@ -45,17 +49,38 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     ///
     /// Both runs are published, unread slots owned by `consumer` until it
     /// releases them, valid for the chunk's lifetime, and together they are
-    /// the next `first.1 + second.1` sequences.
+    /// the next `first.1 + second.1` sequences. With `lap`, they start at
+    /// its sequence and its atomic is the ring's `tail_seq`.
     pub(crate) unsafe fn new(
         first: Run<T>,
         second: Run<T>,
         consumer: &'a mut dyn ReleaseRead,
+        lap: Option<(&'a AtomicU64, u64)>,
     ) -> Self {
         Self {
             // SAFETY: the caller's promise is Runs::new's.
             runs: unsafe { Runs::new(first, second, consumer) },
+            lap,
             _items: PhantomData,
         }
+    }
+
+    /// Whether every item of the chunk is still what was published: always
+    /// in a ring without a lag bound. In a ring with one
+    /// ([`Policy::Lag`](super::Policy::Lag)), the producer may drop a
+    /// consumer that falls the bound behind and overwrite the items it
+    /// holds, this chunk's among them: check `intact()` after reading the
+    /// items and before acting on them (a seqlock's check). The consumer's
+    /// next call reports such a loss too (`ShmTryPopError::Lagged`).
+    pub fn intact(&self) -> bool {
+        self.lap.is_none_or(|(tail, first)| {
+            // The reads of the items before the load of tail_seq: the
+            // producer publishes a tail past a slot (and fences) before it
+            // overwrites it.
+            fence(Ordering::Acquire);
+            // SYNC POINT tail: see above.
+            tail.load(Ordering::Relaxed) <= first
+        })
     }
 
     /// Number of items in the chunk.

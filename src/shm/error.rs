@@ -272,6 +272,16 @@ pub enum ShmTryPopError {
     /// be known.
     #[error("damaged ring: {0}")]
     BadHeader(HeaderError),
+    /// The producer dropped this consumer's subscription (the ring's policy
+    /// is [`Policy::Lag`](crate::shm::Policy::Lag): it fell the lag bound
+    /// behind, or was dead for the grace period) and overwrote `missed`
+    /// items it had not read. It is subscribed again; the next pop reads
+    /// the oldest item the ring still holds.
+    #[error("this consumer fell behind and was dropped: it missed {missed} items")]
+    Lagged {
+        /// Items it will never see.
+        missed: u64,
+    },
 }
 
 would_block!(ShmTryPopError::Empty);
@@ -285,6 +295,7 @@ impl ShmTryPopError {
             Self::PeerGone => ShmPopError::PeerGone,
             Self::ProducerFailed => ShmPopError::ProducerFailed,
             Self::BadHeader(e) => ShmPopError::BadHeader(e),
+            Self::Lagged { missed } => ShmPopError::Lagged { missed },
         }
     }
 }
@@ -308,6 +319,12 @@ pub enum ShmPopError {
     /// See [`ShmTryPopError::BadHeader`].
     #[error("damaged ring: {0}")]
     BadHeader(HeaderError),
+    /// See [`ShmTryPopError::Lagged`].
+    #[error("this consumer fell behind and was dropped: it missed {missed} items")]
+    Lagged {
+        /// Items it will never see.
+        missed: u64,
+    },
 }
 
 /// Why a push did not happen; the value is handed back.

@@ -14,6 +14,7 @@ use std::mem::{offset_of, size_of};
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::check_capacity;
+use crate::fanout::Policy;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::WaitCell;
 
@@ -80,8 +81,11 @@ impl RingKind {
 /// `flags` bit: the ring is temporary; a consumer that reaches a clean end
 /// of stream removes it when no other process holds a role in it.
 pub(crate) const FLAG_TEMPORARY: u32 = 1;
+/// `flags` bit: the ring's policy is [`Policy::Lag`]; `lag_bound` and
+/// `lag_grace_ms` say with what.
+pub(crate) const FLAG_LAG: u32 = 2;
 /// Every `flags` bit this build knows.
-pub(crate) const FLAGS_KNOWN: u32 = FLAG_TEMPORARY;
+pub(crate) const FLAGS_KNOWN: u32 = FLAG_TEMPORARY | FLAG_LAG;
 
 /// Role states in `producer_state` / `consumer_state`.
 pub(crate) const ROLE_NEVER: u32 = 0;
@@ -167,7 +171,13 @@ pub(crate) struct InfoLine {
     /// `FLAG_*` bits, stored by the creator before `state` is READY and
     /// never after.
     pub(crate) flags: AtomicU32,
-    _reserved: Opaque<[u8; 32]>,
+    /// With [`FLAG_LAG`]: the lag bound in items (0: none); stored by the
+    /// creator before `state` is READY and never after.
+    pub(crate) lag_bound: AtomicU64,
+    /// With [`FLAG_LAG`]: the grace period of a dead subscriber, in
+    /// milliseconds; stored as `lag_bound` is.
+    pub(crate) lag_grace_ms: AtomicU64,
+    _reserved: Opaque<[u8; 16]>,
 }
 
 /// Line 1: written by the producer.
@@ -291,7 +301,11 @@ pub(crate) struct ConsumerCursor {
     /// End records the consumer has read and is done with (it resumes
     /// there); stored by the consumer only, with Release.
     pub(crate) ends_seen: AtomicU64,
-    _reserved: Opaque<[u8; 8]>,
+    /// 1 + the position this subscription held when the producer dropped
+    /// it ([`Policy::Lag`]); 0 when it was not dropped, or its consumer has
+    /// reported the items it missed. Stored by the producer before it
+    /// marks the cursor dropped, cleared by the consumer.
+    pub(crate) dropped_at: AtomicU64,
     /// The subscription's name: UTF-8, padded with NULs (stored before the
     /// subscription, Relaxed, published by its Release).
     pub(crate) name: [AtomicU64; MAX_SUBSCRIBER_NAME / 8],
@@ -464,10 +478,12 @@ const _: () = {
     assert!(HEADER_LEN == 16 * LINE);
     // No padding anywhere: every byte belongs to a field, atomic or opaque.
     assert!(offset_of!(InfoLine, flags) == 92);
-    assert!(offset_of!(InfoLine, _reserved) + 32 == LINE);
+    assert!(offset_of!(InfoLine, lag_bound) == 96);
+    assert!(offset_of!(InfoLine, lag_grace_ms) == 104);
+    assert!(offset_of!(InfoLine, _reserved) + 16 == LINE);
     assert!(offset_of!(ProducerLine, tail_seq) + 8 == offset_of!(ProducerLine, failure));
     assert!(offset_of!(ProducerLine, failure) + FAILURE_REASON_LEN == LINE);
-    assert!(offset_of!(ConsumerCursor, _reserved) + 8 == offset_of!(ConsumerCursor, name));
+    assert!(offset_of!(ConsumerCursor, dropped_at) + 8 == offset_of!(ConsumerCursor, name));
     assert!(offset_of!(SubscriptionLine, _reserved) + 120 == LINE);
     assert!(offset_of!(EndRecord, _pad) + 4 == offset_of!(EndRecord, reason));
     assert!(offset_of!(WaitLine, _reserved) + 120 == LINE);
@@ -501,6 +517,8 @@ pub struct Layout {
     pub temporary: bool,
     /// Consumer cursors: how many subscriptions the ring can hold.
     pub max_consumers: u32,
+    /// What the producer does about a subscriber that holds it back.
+    pub policy: Policy,
 }
 
 impl Layout {
@@ -541,6 +559,7 @@ impl Layout {
             created_unix_ns: 0,
             temporary: false,
             max_consumers,
+            policy: Policy::Block,
         })
     }
 
@@ -770,6 +789,7 @@ pub fn validate(h: &HeaderFields, file_len: u64) -> Result<Layout, HeaderError> 
         created_unix_ns: h.created_unix_ns,
         temporary: false,
         max_consumers: max_consumers as u32,
+        policy: Policy::Block,
     })
 }
 

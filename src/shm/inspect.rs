@@ -10,7 +10,7 @@ use super::header::{
     Layout, ROLE_ATTACHED, ROLE_CLOSED, ROLE_FAILED, ROLE_NEVER, ROLE_SUBSCRIBING,
 };
 use super::segment::{Segment, SegmentOptions};
-use crate::fanout::CURSOR_SUBSCRIBED;
+use crate::fanout::{CURSOR_DROPPED, CURSOR_SUBSCRIBED};
 use crate::sync::Ordering;
 
 /// What the header says of one side of the ring.
@@ -99,6 +99,10 @@ pub struct SubscriberInfo {
     pub arena_released: u64,
     /// Producer sessions whose end it has not read yet.
     pub ends_pending: u64,
+    /// The producer dropped it ([`Policy::Lag`](super::Policy::Lag)): it no
+    /// longer holds the producer back; its consumer, when it comes back,
+    /// is told how many items it missed.
+    pub dropped: bool,
 }
 
 /// A snapshot of a ring's header. The sequences are read one after the
@@ -208,7 +212,12 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
         .cursors()
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+        .filter(|(_, c)| {
+            matches!(
+                c.subscription.load(Ordering::Acquire),
+                CURSOR_SUBSCRIBED | CURSOR_DROPPED
+            )
+        })
         .map(|(i, c)| {
             let alive = seg.cursor_alive(i as u32);
             SubscriberInfo {
@@ -225,12 +234,14 @@ pub fn inspect(name: &str, opts: &SegmentOptions) -> Result<RingInfo, OpenError>
                 read_seq: c.read_seq.load(Ordering::Acquire),
                 arena_released: c.arena_released.load(Ordering::Acquire),
                 ends_pending: ends_head.saturating_sub(c.ends_seen.load(Ordering::Acquire)),
+                dropped: c.subscription.load(Ordering::Acquire) == CURSOR_DROPPED,
             }
         })
         .collect();
     // The slowest subscriber, a live one first among equals.
     let slowest = subscribers
         .iter()
+        .filter(|s| !s.dropped)
         .min_by_key(|s| (s.read_seq, !s.role.alive));
     let read_seq = slowest.map_or(tail, |s| s.read_seq.min(write_seq));
     let producer_state = h.producer.producer_state.load(Ordering::Acquire);

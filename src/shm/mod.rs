@@ -109,7 +109,7 @@ mod slot;
 #[allow(unsafe_code)] // slots in the mapping
 mod typed;
 
-pub use crate::fanout::Start;
+pub use crate::fanout::{Policy, Start};
 pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use header::{DEFAULT_CONSUMERS, HeaderError, Layout, MAX_CONSUMERS, RingKind};

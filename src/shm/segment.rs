@@ -28,13 +28,13 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    ConsumerCursor, DEFAULT_CONSUMERS, END_LOG_LEN, FLAG_TEMPORARY, FLAGS_KNOWN, HEADER_LEN,
-    HeaderError, HeaderFields, InfoLine, Layout, MAGIC, MAX_CONSUMERS, MAX_SUBSCRIBER_NAME,
-    ROLE_NEVER, ROLE_SUBSCRIBING, SAVED_JOINED, STATE_INITIALIZING, STATE_READY, SegmentHeader,
-    snapshot_sequences, validate,
+    ConsumerCursor, DEFAULT_CONSUMERS, END_LOG_LEN, FLAG_LAG, FLAG_TEMPORARY, FLAGS_KNOWN,
+    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, MAX_CONSUMERS,
+    MAX_SUBSCRIBER_NAME, ROLE_NEVER, ROLE_SUBSCRIBING, RingKind, SAVED_JOINED, STATE_INITIALIZING,
+    STATE_READY, SegmentHeader, snapshot_sequences, validate,
 };
-use crate::fanout::{self, CURSOR_FREE, CURSOR_SUBSCRIBED, Start};
-use crate::sync::{AtomicU32, Ordering};
+use crate::fanout::{self, CURSOR_DROPPED, CURSOR_FREE, CURSOR_SUBSCRIBED, Policy, Start};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Default directory of segments.
 pub const DEFAULT_DIR: &str = "/dev/shm";
@@ -101,6 +101,10 @@ pub struct SegmentOptions {
     /// oldest item the ring still holds, so nothing already in the ring is
     /// missed). An existing subscription resumes where it stands.
     pub start: Start,
+    /// What the producer of a new ring does about a subscriber that holds
+    /// it back (default [`Policy::Block`]). Only `create` reads it; an
+    /// existing ring keeps what it was created with ([`Layout::policy`]).
+    pub policy: Policy,
 }
 
 impl Default for SegmentOptions {
@@ -115,7 +119,36 @@ impl Default for SegmentOptions {
             max_consumers: DEFAULT_CONSUMERS,
             subscriber: DEFAULT_SUBSCRIBER.to_owned(),
             start: Start::Earliest,
+            policy: Policy::Block,
         }
+    }
+}
+
+/// Checks a policy for a ring of `kind` with `capacity` slots.
+///
+/// # Errors
+///
+/// [`OpenError::Geometry`] saying what is wrong.
+pub(crate) fn check_policy(policy: Policy, kind: RingKind, capacity: u64) -> Result<(), OpenError> {
+    let Policy::Lag { bound, grace } = policy else {
+        return Ok(());
+    };
+    if grace.as_millis() > u128::from(u64::MAX) {
+        return Err(OpenError::Geometry(format!(
+            "lag grace {grace:?} is too long"
+        )));
+    }
+    match bound {
+        None => Ok(()),
+        Some(_) if kind == RingKind::Arrow => Err(OpenError::Geometry(
+            "an Arrow ring takes a lag grace only, no lag bound: a live consumer's zero-copy \
+             batches lie in the arena, which the producer must not overwrite"
+                .into(),
+        )),
+        Some(b) if (1..=capacity).contains(&b) => Ok(()),
+        Some(b) => Err(OpenError::Geometry(format!(
+            "lag bound {b} is not between 1 and the capacity, {capacity}"
+        ))),
     }
 }
 
@@ -257,6 +290,7 @@ impl Segment {
         opts: &SegmentOptions,
     ) -> Result<Self, OpenError> {
         validate_name(name)?;
+        check_policy(opts.policy, layout.kind, layout.capacity)?;
         let path = opts.dir.join(name);
         let io = |source| OpenError::io(&path, source);
         let file = OpenOptions::new()
@@ -307,6 +341,7 @@ impl Segment {
                 .map_err(io)?;
             let mut layout = layout;
             layout.temporary = opts.temporary;
+            layout.policy = opts.policy;
             layout.created_unix_ns = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
@@ -331,11 +366,17 @@ impl Segment {
                     layout.fields(),
                 );
             }
+            let info = &seg.header().info;
+            let mut flags = if layout.temporary { FLAG_TEMPORARY } else { 0 };
+            if let Policy::Lag { bound, grace } = layout.policy {
+                flags |= FLAG_LAG;
+                // Relaxed (both): published by the READY store below.
+                info.lag_bound.store(bound.unwrap_or(0), Ordering::Relaxed);
+                info.lag_grace_ms
+                    .store(grace.as_millis() as u64, Ordering::Relaxed);
+            }
             // Relaxed: published by the READY store below.
-            seg.header().info.flags.store(
-                if layout.temporary { FLAG_TEMPORARY } else { 0 },
-                Ordering::Relaxed,
-            );
+            info.flags.store(flags, Ordering::Relaxed);
             // SYNC POINT ready: Release publishes every header field; pairs
             // with the Acquire load in wait_ready.
             seg.header()
@@ -510,11 +551,38 @@ impl Segment {
                 source: HeaderError::BadField {
                     field: "flags",
                     value: flags.into(),
-                    why: "0 or 1 (temporary)",
+                    why: "bits 1 (temporary) and 2 (lag) only",
                 },
             });
         }
         layout.temporary = flags & FLAG_TEMPORARY != 0;
+        if flags & FLAG_LAG != 0 {
+            // SAFETY: as for `flags`: in bounds of the header mapping (the
+            // InfoLine is its first line), aligned to 8.
+            let word = |off: usize| unsafe {
+                &*head
+                    .as_ptr()
+                    .add(offset_of!(SegmentHeader, info) + off)
+                    .cast::<AtomicU64>()
+            };
+            // Relaxed (both): as `flags`.
+            let bound = word(offset_of!(InfoLine, lag_bound)).load(Ordering::Relaxed);
+            let grace = word(offset_of!(InfoLine, lag_grace_ms)).load(Ordering::Relaxed);
+            layout.policy = Policy::Lag {
+                bound: (bound != 0).then_some(bound),
+                grace: Duration::from_millis(grace),
+            };
+            if check_policy(layout.policy, layout.kind, layout.capacity).is_err() {
+                return Err(OpenError::BadHeader {
+                    path,
+                    source: HeaderError::BadField {
+                        field: "lag_bound",
+                        value: bound,
+                        why: "0 (none), or 1 to the capacity in a typed ring",
+                    },
+                });
+            }
+        }
         drop(head);
         let map_len = usize::try_from(layout.total_len).map_err(|_| OpenError::TooLarge {
             path: path.clone(),
@@ -802,16 +870,15 @@ impl Segment {
             let found = cursors.iter().position(|c| {
                 // Acquire: pairs with the Release store in fanout::subscribe
                 // (the name is stored before it).
-                c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
+                is_subscription(c.subscription.load(Ordering::Acquire))
                     && c.load_name().as_deref() == Some(name)
             });
             let (i, new) = match found {
                 Some(i) => (i, false),
-                // Anything but a subscription is free (as the producer
-                // sees it).
+                // Anything but a subscription, kept or dropped, is free.
                 None => match cursors
                     .iter()
-                    .position(|c| c.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED)
+                    .position(|c| !is_subscription(c.subscription.load(Ordering::Acquire)))
                 {
                     Some(i) => (i, true),
                     None => {
@@ -828,11 +895,81 @@ impl Segment {
                 path: self.path.clone(),
                 name: name.to_owned(),
             })?;
+            let cursor = &cursors[i as usize];
             if new {
-                self.subscribe(&cursors[i as usize], name, start);
+                // Relaxed: published by the subscription's Release store.
+                cursor.dropped_at.store(0, Ordering::Relaxed);
+                self.subscribe(cursor, name, start, None);
+            } else {
+                self.resubscribe_dropped(cursor, name);
             }
             Ok(i)
         })
+    }
+
+    /// Subscribes again cursor `i`, this process's (it holds its lock),
+    /// if the producer dropped it ([`Policy::Lag`]): see
+    /// [`resubscribe_dropped`](Self::resubscribe_dropped).
+    pub(crate) fn resubscribe(&self, i: u32) -> Result<(), OpenError> {
+        let cursor = &self.cursors()[i as usize];
+        let name = cursor.load_name().unwrap_or_default();
+        self.with_table_lock(|| {
+            self.resubscribe_dropped(cursor, &name);
+            Ok(())
+        })
+    }
+
+    /// Subscribes `cursor` again under `name` if the producer dropped it,
+    /// holding its lock and the table lock: from where it stood, raised to
+    /// the oldest item the ring still holds. Its `dropped_at` keeps where it
+    /// stood (1 + the position) until its consumer reports what it missed
+    /// (`ShmConsumer`), through a kill here too.
+    fn resubscribe_dropped(&self, cursor: &ConsumerCursor, name: &str) {
+        // Acquire: pairs with the producer's Release (AcqRel) store of
+        // CURSOR_DROPPED.
+        if cursor.subscription.load(Ordering::Acquire) != CURSOR_DROPPED {
+            return;
+        }
+        // Relaxed (both): this process is the cursor's only writer now
+        // (the producer no longer stores to a dropped cursor).
+        let mut at = cursor.dropped_at.load(Ordering::Relaxed);
+        if at == 0 {
+            at = cursor.read_seq.load(Ordering::Relaxed).saturating_add(1);
+            // SYNC POINT dropped_at: Release, before the subscription
+            // starts anew; pairs with the consumer's Acquire load.
+            cursor.dropped_at.store(at, Ordering::Release);
+        }
+        self.subscribe(cursor, name, Start::Earliest, Some(at - 1));
+    }
+
+    /// Drops cursor `i`, subscribed with no consumer attached and still at
+    /// `at` (the producer saw it so for the grace period,
+    /// [`Policy::Lag`]): `true` when it did. Holds the table lock and the
+    /// cursor's lock meanwhile, so no consumer attaches to it half-way;
+    /// gives up at once (`false`) if either is held.
+    pub(crate) fn drop_dead_subscriber(&self, i: u32, at: u64) -> bool {
+        if lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_WRLCK).is_err() {
+            return false;
+        }
+        let byte = cursor_byte(i);
+        let dropped = lock_byte(&self.file, byte, libc::F_WRLCK).is_ok() && {
+            let cursor = &self.cursors()[i as usize];
+            // Acquire (all): pair with the subscriber's Release stores.
+            let holds = cursor.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
+                && cursor.consumer_state.load(Ordering::Acquire) != ROLE_SUBSCRIBING
+                && cursor.read_seq.load(Ordering::Acquire) == at;
+            if holds {
+                // SYNC POINT subscription: Release pairs with the Acquire
+                // loads in fanout::min_read and resubscribe_dropped.
+                cursor.subscription.store(CURSOR_DROPPED, Ordering::Release);
+                // A consumer of it killed asleep left its bit set.
+                self.header().not_empty.cell.clear_sleeper(i);
+            }
+            let _ = lock_byte(&self.file, byte, libc::F_UNLCK);
+            holds
+        };
+        let _ = lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_UNLCK);
+        dropped
     }
 
     /// The names of the subscribed cursors, in cursor order (a damaged
@@ -840,7 +977,7 @@ impl Segment {
     pub(crate) fn subscriber_names(&self) -> Vec<String> {
         self.cursors()
             .iter()
-            .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+            .filter(|c| is_subscription(c.subscription.load(Ordering::Acquire)))
             .map(|c| c.load_name().unwrap_or_else(|| "?".into()))
             .collect()
     }
@@ -859,7 +996,11 @@ impl Segment {
     /// [`finish_broken_subscriptions`](Self::finish_broken_subscriptions)):
     /// the pattern with the producer (`fanout`) holds for a fresh start,
     /// whatever the producer did meanwhile.
-    fn subscribe(&self, cursor: &ConsumerCursor, name: &str, start: Start) {
+    ///
+    /// With `at`, it starts there (raised to the producer's tail, at most
+    /// `write_seq`) rather than at `start`: a dropped subscription coming
+    /// back.
+    fn subscribe(&self, cursor: &ConsumerCursor, name: &str, start: Start, at: Option<u64>) {
         let h = self.header();
         // Relaxed (all): published by the subscription's Release store in
         // fanout::subscribe (or, re-run, this process is the cursor's only
@@ -870,7 +1011,7 @@ impl Segment {
         cursor.arena_released.store(0, Ordering::Relaxed);
         // An Arrow subscriber has no decoder state: it reads from the next
         // schema message (arrow/resume.rs).
-        let saved = if self.layout.kind == super::header::RingKind::Arrow {
+        let saved = if self.layout.kind == RingKind::Arrow {
             SAVED_JOINED
         } else {
             0
@@ -883,8 +1024,16 @@ impl Segment {
             tail: &h.producer.tail_seq,
             epoch: &h.subscriptions.epoch,
         };
-        let provisional =
-            fanout::provisional_start(words, &h.producer.write_seq, self.cursors(), start);
+        let provisional = match at {
+            None => fanout::provisional_start(words, &h.producer.write_seq, self.cursors(), start),
+            Some(at) => {
+                // SYNC POINT tail, write_seq: Acquire, as in
+                // fanout::provisional_start.
+                let tail = h.producer.tail_seq.load(Ordering::Acquire);
+                let write = h.producer.write_seq.load(Ordering::Acquire);
+                at.clamp(tail, write.max(tail))
+            }
+        };
         // The ends it reads are those recorded after its start; counted
         // before it subscribes, so that a producer attaching meanwhile
         // never finds this cursor's count ahead of ends_head.
@@ -923,7 +1072,7 @@ impl Segment {
                 continue; // held: not ours to touch
             }
             if let Some(name) = cursor.load_name() {
-                self.subscribe(cursor, &name, Start::Earliest);
+                self.subscribe(cursor, &name, Start::Earliest, None);
             } else {
                 // Killed while storing the name: no one can attach under it.
                 // Release: the producer stops counting it (as unsubscribe).
@@ -967,7 +1116,7 @@ impl Segment {
         self.with_table_lock(|| {
             let Some(i) = self.cursors().iter().position(|c| {
                 // Acquire: as in attach_cursor.
-                c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
+                is_subscription(c.subscription.load(Ordering::Acquire))
                     && c.load_name().as_deref() == Some(name)
             }) else {
                 return Err(OpenError::NotSubscribed {
@@ -1021,6 +1170,12 @@ impl Segment {
         let _ = lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_UNLCK);
         result
     }
+}
+
+/// Whether a cursor's subscription word holds a subscription, kept or
+/// dropped: its name is taken.
+fn is_subscription(word: u32) -> bool {
+    word == CURSOR_SUBSCRIBED || word == CURSOR_DROPPED
 }
 
 /// Whether `path` still names the file open as `file` (same device and
@@ -1219,7 +1374,6 @@ fn flock_for(start: libc::off_t, len: libc::off_t, kind: libc::c_int) -> libc::f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::RingKind;
 
     /// A process that opened a ring, and takes its role only after the
     /// file was unlinked, is told so rather than attached to a ring no one

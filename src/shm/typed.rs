@@ -31,12 +31,12 @@ use crate::chunks::WriteChunkUninit;
 use crate::error::check_capacity;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Ordering, fence};
 use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
 use super::chunk::ShmReadChunk;
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-use crate::fanout::{CURSOR_SUBSCRIBED, Words, producer_floor};
+use crate::fanout::{CURSOR_DROPPED, CURSOR_SUBSCRIBED, Policy, Words, producer_floor};
 
 use super::header::{
     ConsumerCursor, END_CLOSED, END_DIED, END_FAILED, END_LOG_LEN, HeaderError, Layout,
@@ -66,7 +66,29 @@ pub(crate) struct MappedRing<T> {
     /// fan-out pattern (`fanout::producer_floor`). Process-local, as
     /// `ends_reported`.
     checked: std::sync::atomic::AtomicU64,
+    /// The ring's lag bound ([`Policy::Lag`]), `None` for none.
+    lag_bound: Option<u64>,
+    /// The ring's grace for a dead subscriber ([`Policy::Lag`]), `None`
+    /// under [`Policy::Block`].
+    lag_grace: Option<Duration>,
+    /// Producer only: the dead subscribers holding it back, and since when.
+    dead: std::sync::Mutex<DeadWatch>,
+    /// Consumer only: a `Lagged` error is to be reported before anything
+    /// is read (`read_limit` lets nothing through meanwhile). Process-local,
+    /// as `ends_reported`.
+    lag_pending: std::sync::atomic::AtomicBool,
     _slots: PhantomData<T>,
+}
+
+/// Producer only, under [`Policy::Lag`]: which subscribers that hold the
+/// producer back have had no consumer attached, since when.
+#[derive(Debug, Default)]
+struct DeadWatch {
+    /// The last look at the cursors' locks.
+    last: Option<Instant>,
+    /// Per cursor: the position it held the producer at, and when it was
+    /// first seen there with no consumer attached.
+    since: Vec<Option<(u64, Instant)>>,
 }
 
 // SAFETY: `T: ShmSlot` values are plain bytes, and the segment is shared memory
@@ -119,6 +141,10 @@ impl<T: ShmSlot> MappedRing<T> {
         // and the mapping is page-aligned.
         // SAFETY: so the slots region is in bounds and aligned for T.
         let slots = unsafe { seg.ptr_at(l.slots_offset) }.cast::<T>();
+        let (lag_bound, lag_grace) = match l.policy {
+            Policy::Block => (None, None),
+            Policy::Lag { bound, grace } => (bound, Some(grace)),
+        };
         Ok(Self {
             seg,
             slots,
@@ -127,6 +153,10 @@ impl<T: ShmSlot> MappedRing<T> {
             ends_reported: AtomicU64::new(0),
             own: None,
             checked: std::sync::atomic::AtomicU64::new(0),
+            lag_bound,
+            lag_grace,
+            dead: std::sync::Mutex::new(DeadWatch::default()),
+            lag_pending: std::sync::atomic::AtomicBool::new(false),
             _slots: PhantomData,
         })
     }
@@ -142,7 +172,100 @@ impl<T: ShmSlot> MappedRing<T> {
     pub(crate) fn cursor_index(&self) -> Option<u32> {
         self.own
     }
+
+    /// Whether the ring drops subscribers ([`Policy::Lag`]).
+    pub(crate) fn lags(&self) -> bool {
+        self.lag_grace.is_some()
+    }
+
+    /// The producer's bound for a producer at `write` that is held back
+    /// (by the arena, in an Arrow ring, if not by the slots): as
+    /// `read_floor`, dropping the dead subscribers whose grace is over.
+    #[cfg(feature = "arrow")] // used by the Arrow layer only
+    fn floor_held(&self, write: u64) -> Option<u64> {
+        let floor = self.floor_once(write)?;
+        if self.drop_dead() {
+            return self.floor_once(write);
+        }
+        Some(floor)
+    }
+
+    /// The fan-out bound (`fanout::producer_floor`) for a producer at
+    /// `write`, dropping the subscribers at least the lag bound behind.
+    fn floor_once(&self, write: u64) -> Option<u64> {
+        let h = self.seg.header();
+        let words = Words {
+            tail: &h.producer.tail_seq,
+            epoch: &h.subscriptions.epoch,
+        };
+        // Relaxed: process-local, this producer's thread only.
+        let checked = self.checked.load(std::sync::atomic::Ordering::Relaxed);
+        let (floor, checked) = producer_floor(
+            words,
+            self.seg.cursors(),
+            write,
+            self.capacity as u64,
+            checked,
+            self.lag_bound,
+        )?;
+        self.checked
+            .store(checked, std::sync::atomic::Ordering::Relaxed);
+        Some(floor)
+    }
+
+    /// Under [`Policy::Lag`], with the ring full: drops every subscriber
+    /// that has had no consumer attached, and stayed where it is, for the
+    /// grace period while the producer was held back (looking at their
+    /// locks at most once per [`DEAD_LOOK_INTERVAL`]); whether it dropped
+    /// one.
+    #[cold]
+    fn drop_dead(&self) -> bool {
+        let Some(grace) = self.lag_grace else {
+            return false;
+        };
+        let Ok(mut watch) = self.dead.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if watch
+            .last
+            .is_some_and(|t| now.duration_since(t) < DEAD_LOOK_INTERVAL)
+        {
+            return false;
+        }
+        watch.last = Some(now);
+        let cursors = self.seg.cursors();
+        watch.since.resize(cursors.len(), None);
+        let mut dropped = false;
+        for (i, c) in cursors.iter().enumerate() {
+            // SYNC POINT subscription, read_seq: Acquire, as in
+            // fanout::min_read.
+            if c.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED
+                || self.seg.cursor_alive(i as u32)
+            {
+                watch.since[i] = None;
+                continue;
+            }
+            let pos = c.read_seq.load(Ordering::Acquire);
+            match watch.since[i] {
+                Some((at, t)) if at == pos => {
+                    if now.duration_since(t) >= grace
+                        && self.seg.drop_dead_subscriber(i as u32, pos)
+                    {
+                        watch.since[i] = None;
+                        dropped = true;
+                    }
+                }
+                _ => watch.since[i] = Some((pos, now)),
+            }
+        }
+        dropped
+    }
 }
+
+/// How often a producer held back under [`Policy::Lag`] looks at the locks
+/// of the subscribers holding it back (one `fcntl` each).
+const DEAD_LOOK_INTERVAL: Duration = Duration::from_millis(1);
 
 // SAFETY: capacity is a validated power of two; slot_ptr masks the sequence
 // into the validated slots region, contiguous and aligned for T; the atomics
@@ -167,25 +290,14 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     }
 
     /// The minimum of the subscribed consumers' positions, published as
-    /// `tail_seq` under the fan-out pattern (`fanout::producer_floor`).
+    /// `tail_seq` under the fan-out pattern (`fanout::producer_floor`);
+    /// under [`Policy::Lag`], without the subscribers it drops.
     #[inline]
     fn read_floor(&self, write: u64) -> Option<u64> {
-        let h = self.seg.header();
-        let words = Words {
-            tail: &h.producer.tail_seq,
-            epoch: &h.subscriptions.epoch,
-        };
-        // Relaxed: process-local, this producer's thread only.
-        let checked = self.checked.load(std::sync::atomic::Ordering::Relaxed);
-        let (floor, checked) = producer_floor(
-            words,
-            self.seg.cursors(),
-            write,
-            self.capacity as u64,
-            checked,
-        )?;
-        self.checked
-            .store(checked, std::sync::atomic::Ordering::Relaxed);
+        let floor = self.floor_once(write)?;
+        if write.saturating_sub(floor) >= self.capacity as u64 && self.drop_dead() {
+            return self.floor_once(write);
+        }
         Some(floor)
     }
 
@@ -275,6 +387,10 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     /// until it has reported that end (`ShmConsumer::producer_gone`).
     #[inline]
     fn read_limit(&self, write: u64) -> u64 {
+        // Relaxed: process-local, this consumer's thread only.
+        if self.lag_pending.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0; // `Lagged` first (ShmConsumer::look)
+        }
         let h = self.seg.header();
         // SYNC POINT ends_head: Acquire pairs with the Release store in
         // append_end. Loaded after write_seq (Acquire): session N's record
@@ -747,7 +863,9 @@ impl<T: ShmSlot> ShmProducer<T> {
     /// producer's bound had a consumer, and none of them is alive.
     fn consumer_gone(&mut self) -> bool {
         let seg = &self.core.ring().seg;
-        if !self.probe.due() {
+        // Under Policy::Lag a dead subscriber is dropped after its grace:
+        // it holds nothing back for ever.
+        if self.core.ring().lags() || !self.probe.due() {
             return false;
         }
         // SYNC POINT read_seq etc.: Acquire, as in fanout::min_read; and
@@ -831,7 +949,9 @@ impl<T: ShmSlot> ShmProducer<T> {
         // SYNC POINT read_seq: the floor is loaded with Acquire, pairing
         // with the Release store in ConsumerCore::release: every consumer
         // is done with the items below `read` (as for ProducerCore::free).
-        let read = ring.read_floor(write)?;
+        // Asked when the producer is held back: dead subscribers past their
+        // grace are dropped first.
+        let read = ring.floor_held(write)?;
         if read > write || write - read > ring.capacity as u64 {
             return None;
         }
@@ -970,6 +1090,16 @@ pub struct ShmConsumer<T: ShmSlot> {
     /// `at_seq` of each end record reported and not yet counted in
     /// `ends_seen`, oldest first: counted once `read_seq` reaches it.
     unstored: VecDeque<u64>,
+    /// The ring has a lag bound ([`Policy::Lag`]): the producer may drop
+    /// this consumer while it reads, so each read is checked against the
+    /// producer's `tail_seq` after its copy.
+    lap_check: bool,
+    /// Items missed by a dropped subscription, to report (`Lagged`).
+    lagged: Option<u64>,
+    /// With `lap_check`: the first sequence of the last chunk lent out,
+    /// checked at the next call (its items may have been overwritten while
+    /// it was held).
+    unchecked_chunk: Option<u64>,
 }
 
 impl<T: ShmSlot> ShmConsumer<T> {
@@ -1048,7 +1178,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         ring.ends_reported.store(ends_seen, Ordering::Relaxed);
         // Release: pairs with the Acquire load in ShmProducer::consumer_gone.
         line.consumer_state.store(ROLE_ATTACHED, Ordering::Release);
-        Ok(Self {
+        let mut me = Self {
             core,
             wait: WaitStrategy::Park,
             probe: PeerProbe::default(),
@@ -1058,7 +1188,156 @@ impl<T: ShmSlot> ShmConsumer<T> {
             died_reported: None,
             ends_stored: ends_seen,
             unstored: VecDeque::new(),
-        })
+            lap_check: matches!(ring.seg.layout().policy, Policy::Lag { bound: Some(_), .. }),
+            lagged: None,
+            unchecked_chunk: None,
+        };
+        // A subscription dropped while no consumer held it was subscribed
+        // again by attach_cursor; what it missed is reported first.
+        me.note_missed();
+        Ok(me)
+    }
+
+    /// Reads this consumer's `dropped_at` (its subscription was dropped,
+    /// and subscribed again at `read_seq`) into the `Lagged` report to
+    /// make before anything is read.
+    #[cold]
+    fn note_missed(&mut self) {
+        let ring = self.core.ring();
+        // SYNC POINT dropped_at: Acquire pairs with the Release store in
+        // Segment::resubscribe_dropped (by this process or a killed one).
+        let at = ring.cursor().dropped_at.load(Ordering::Acquire);
+        if at == 0 {
+            return;
+        }
+        let missed = self.core.read_pos().saturating_sub(at - 1);
+        if missed == 0 {
+            // Nothing was overwritten: nothing to report.
+            // Release: as a report's clearing, below.
+            ring.cursor().dropped_at.store(0, Ordering::Release);
+            return;
+        }
+        self.lagged = Some(missed);
+        // Relaxed: process-local.
+        ring.lag_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The `Lagged` report, if one is due; clears it from the cursor.
+    #[cold]
+    fn take_lagged(&mut self) -> Option<ShmTryPopError> {
+        let missed = self.lagged.take()?;
+        let ring = self.core.ring();
+        // SYNC POINT dropped_at: Release; reported, so a consumer attaching
+        // after this one has nothing to report.
+        ring.cursor().dropped_at.store(0, Ordering::Release);
+        // Relaxed: process-local.
+        ring.lag_pending
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Some(ShmTryPopError::Lagged { missed })
+    }
+
+    /// Whether nothing this consumer read from `first` on can have been
+    /// overwritten: the producer publishes `tail_seq` past a slot before it
+    /// overwrites it, and `tail_seq` stays at or below every subscribed
+    /// consumer's `read_seq`. Checked after the copy (a seqlock's check).
+    #[inline(always)]
+    fn intact(&self, first: u64) -> bool {
+        // The copy's loads before the load of tail_seq: if the copy saw a
+        // byte the producer wrote after publishing a tail past `first`,
+        // this load sees that tail (the producer's SeqCst fence after its
+        // store pairs with this fence).
+        fence(Ordering::Acquire);
+        // SYNC POINT tail: see above.
+        self.core
+            .ring()
+            .seg
+            .header()
+            .producer
+            .tail_seq
+            .load(Ordering::Relaxed)
+            <= first
+    }
+
+    /// This consumer's subscription was dropped (found overwritten from
+    /// `first` on, or marked dropped): subscribes it again, from `first`
+    /// raised to the oldest item the ring holds, moves there, and notes
+    /// what was missed for the `Lagged` report.
+    #[cold]
+    #[inline(never)]
+    fn rejoin(&mut self, first: u64) {
+        let ring = self.core.handle().clone();
+        let cursor = ring.cursor();
+        let index = ring.own.unwrap_or(0);
+        // Relaxed/Release: this consumer is the cursor's writer; published
+        // for a successor by the Release store (SYNC POINT dropped_at).
+        if cursor.dropped_at.load(Ordering::Relaxed) == 0 {
+            cursor.dropped_at.store(first + 1, Ordering::Release);
+        }
+        if ring.seg.resubscribe(index).is_err() {
+            // The table lock stayed taken: try again at the next look.
+            return;
+        }
+        // Where the subscription starts now. A cursor the producer did not
+        // drop (one breaking the protocol) stays where it is, past its tail.
+        // SYNC POINT read_seq, tail: Acquire, as in fanout.
+        let start = cursor
+            .read_seq
+            .load(Ordering::Acquire)
+            .max(first)
+            .max(ring.seg.header().producer.tail_seq.load(Ordering::Acquire));
+        self.core.reposition(start);
+        // The subscription reset what `attach_as` stored: store it again.
+        // Relaxed: information for `info`.
+        cursor
+            .consumer_pid
+            .store(std::process::id(), Ordering::Relaxed);
+        // SYNC POINT ends_seen: Acquire, as in attach_as.
+        let ends_seen = cursor.ends_seen.load(Ordering::Acquire);
+        ring.ends_reported.store(ends_seen, Ordering::Relaxed);
+        self.ends_stored = ends_seen;
+        self.unstored.clear();
+        self.quiet = None;
+        // Release: as in attach_as.
+        cursor
+            .consumer_state
+            .store(ROLE_ATTACHED, Ordering::Release);
+        self.note_missed();
+    }
+
+    /// With a lag bound: whether the last chunk lent out was overwritten
+    /// while it was held (`Err(Lagged)`).
+    #[inline(always)]
+    fn check_chunk(&mut self) -> Result<(), ShmTryPopError> {
+        match self.unchecked_chunk.take() {
+            Some(first) => self.check_read(first),
+            None => Ok(()),
+        }
+    }
+
+    /// As [`check_chunk`](Self::check_chunk), leaving the report for the
+    /// next call that returns errors: whether the chunk was overwritten.
+    #[cold]
+    fn chunk_lapped(&mut self) -> bool {
+        match self.unchecked_chunk.take() {
+            Some(first) if !self.intact(first) => {
+                self.rejoin(first);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After a read of `n` items from `first` on a ring with a lag bound:
+    /// `Err(Lagged)` (and the items are not to be used) when some of them
+    /// may have been overwritten.
+    #[cold]
+    fn check_read(&mut self, first: u64) -> Result<(), ShmTryPopError> {
+        if self.intact(first) {
+            return Ok(());
+        }
+        self.rejoin(first);
+        Err(self.take_lagged().unwrap_or(ShmTryPopError::Empty))
     }
 
     /// Sets how blocking calls wait (default [`WaitStrategy::Park`]).
@@ -1083,13 +1362,23 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// interval even when each of their polls follows a sleep.
     #[inline(always)]
     fn pop_now(&mut self, skim: bool) -> Result<T, ShmTryPopError> {
+        let first = self.core.read_pos();
         if let Some(v) = self.core.try_pop() {
+            if self.lap_check {
+                self.check_chunk()?;
+                self.check_read(first)?;
+            }
             return Ok(v);
         }
         self.why_empty(skim)?;
         // The full look saw items arrive meanwhile (a write_seq stored in
         // between, or an end record reported and skipped).
-        self.core.try_pop().ok_or(ShmTryPopError::Empty)
+        let first = self.core.read_pos();
+        let v = self.core.try_pop().ok_or(ShmTryPopError::Empty)?;
+        if self.lap_check {
+            self.check_read(first)?;
+        }
+        Ok(v)
     }
 
     /// Called when this consumer found nothing ready: why, or `Ok(())`
@@ -1129,6 +1418,16 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[cold]
     #[inline(never)]
     fn look(&mut self) -> Result<(), ShmTryPopError> {
+        if self.lap_check
+            // Acquire: pairs with the producer's AcqRel swap in
+            // fanout::drop_lagging.
+            && self.core.ring().cursor().subscription.load(Ordering::Acquire) == CURSOR_DROPPED
+        {
+            self.rejoin(self.core.read_pos());
+        }
+        if let Some(lagged) = self.take_lagged() {
+            return Err(lagged);
+        }
         match self.producer_gone(self.core.read_pos()) {
             Some(gone) => Err(gone),
             None if self.core.available(1) > 0 => Ok(()),
@@ -1170,6 +1469,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
             .wait_until(deadline, || {
                 if ready(self) {
                     return Some(Ok(()));
+                }
+                if let Some(lagged) = self.take_lagged() {
+                    return Some(Err(lagged.into_pop_error()));
                 }
                 self.producer_gone(pos)
                     .map(|gone| Err(gone.into_pop_error()))
@@ -1408,13 +1710,47 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 
     /// Copies up to `out.len()` ready items with one release; returns the count.
+    ///
+    /// In a ring with a lag bound ([`Policy::Lag`]), 0 also when the items
+    /// read may have been overwritten (this consumer was dropped): the next
+    /// [`try_pop`](Self::try_pop), [`status`](Self::status) or
+    /// [`read_chunk`](Self::read_chunk) reports `Lagged`.
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
-        self.core.pop_slice(out)
+        if !self.lap_check {
+            return self.core.pop_slice(out);
+        }
+        if self.chunk_lapped() {
+            return 0;
+        }
+        let first = self.core.read_pos();
+        let n = self.core.pop_slice(out);
+        if n > 0 && !self.intact(first) {
+            // Some of them may have been overwritten: none is handed out,
+            // and the next call reports the loss.
+            self.rejoin(first);
+            return 0;
+        }
+        n
     }
 
-    /// Moves up to `max` ready items to the end of `out`; returns the count.
+    /// Moves up to `max` ready items to the end of `out`; returns the count
+    /// (0 also as [`pop_slice`](Self::pop_slice) says).
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        self.core.pop_into(out, max)
+        if !self.lap_check {
+            return self.core.pop_into(out, max);
+        }
+        if self.chunk_lapped() {
+            return 0;
+        }
+        let (first, len) = (self.core.read_pos(), out.len());
+        let n = self.core.pop_into(out, max);
+        if n > 0 && !self.intact(first) {
+            // As in pop_slice.
+            out.truncate(len);
+            self.rejoin(first);
+            return 0;
+        }
+        n
     }
 
     /// Up to `max` ready items, to be read (copied out) and then released by
@@ -1458,6 +1794,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// ```
     #[cfg(not(loom))]
     pub fn read_chunk(&mut self, max: usize) -> Result<ShmReadChunk<'_, T>, ShmTryPopError> {
+        self.check_chunk()?;
         if self.core.available(1) == 0 {
             self.why_empty(true)?;
         }
@@ -1468,10 +1805,24 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// at the producer.
     #[cfg(not(loom))]
     pub(crate) fn chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
+        let from = self.core.read_pos();
+        if self.lap_check {
+            self.unchecked_chunk = Some(from);
+        }
         let (first, second) = self.core.ready_runs(max);
+        let ring: &MappedRing<T> = self.core.handle();
+        // The mapping lives as long as the Arc in `core`, which the chunk
+        // borrows.
+        let lap = self
+            .lap_check
+            .then(|| (&ring.seg.header().producer.tail_seq, from));
+        // SAFETY: lifetime of the tail reference: the segment is kept mapped by
+        // the Arc the chunk's borrow of `core` keeps alive.
+        let lap = lap.map(|(t, f)| (unsafe { &*std::ptr::from_ref(t) }, f));
         // SAFETY: ready_runs returns published, unread items of this consumer,
-        // the next sequences in order; the chunk borrows the consumer mutably.
-        unsafe { ShmReadChunk::new(first, second, &mut self.core) }
+        // the next sequences in order, from `from`; the chunk borrows the
+        // consumer mutably.
+        unsafe { ShmReadChunk::new(first, second, &mut self.core, lap) }
     }
 
     /// Why the ring is empty right now, if it is: `Ok(())` when items are
@@ -1481,6 +1832,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ///
     /// As [`try_pop`](Self::try_pop).
     pub fn status(&mut self) -> Result<(), ShmTryPopError> {
+        if self.lap_check {
+            self.check_chunk()?;
+        }
         if self.core.available(1) > 0 {
             return Ok(());
         }
