@@ -263,7 +263,7 @@ pub(crate) fn wait_until<R>(
     cell: &WaitCell,
     sharing: Sharing,
     deadline: Option<Instant>,
-    bit: Option<u32>,
+    (bit, nap): (Option<u32>, Option<Duration>),
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Option<R> {
     if let Some(r) = attempt() {
@@ -318,7 +318,13 @@ pub(crate) fn wait_until<R>(
                     result = attempt();
                     result.is_some()
                 };
-                if cell.sleep_until(sharing, deadline, bit, &mut ready) {
+                // With a nap, no sleep is longer: the attempt has something
+                // to do at that pace even when nobody wakes it.
+                let wake = match (deadline, nap.map(|n| Instant::now() + n)) {
+                    (Some(d), Some(n)) => Some(d.min(n)),
+                    (d, n) => d.or(n),
+                };
+                if cell.sleep_until(sharing, wake, bit, &mut ready) {
                     return result;
                 }
                 if expired(deadline) {
@@ -400,6 +406,8 @@ pub(crate) struct Waiter<W> {
     /// The bit this half sets in the cell's waiter word while it sleeps,
     /// rather than counting itself.
     bit: Option<u32>,
+    /// The longest sleep ([`napping`](Self::napping)).
+    nap: Option<Duration>,
 }
 
 impl<W> Waiter<W> {
@@ -416,7 +424,18 @@ impl<W> Waiter<W> {
             cell,
             since: None,
             bit: None,
+            nap: None,
         }
+    }
+
+    /// Sleeps (with [`WaitStrategy::Park`]) at most `nap` at a time: for a
+    /// waiter whose attempts have something to do at that pace even when
+    /// nobody wakes it (a producer under `Policy::Lag` watching a dead
+    /// subscriber's grace run out).
+    #[cfg_attr(any(loom, not(target_os = "linux")), allow(dead_code))]
+    pub(crate) fn napping(mut self, nap: Option<Duration>) -> Self {
+        self.nap = nap;
+        self
     }
 
     /// Sleeps as sleeper `bit` (below 32) of the cell: sets that bit of
@@ -454,7 +473,7 @@ impl<W> Waiter<W> {
                 cell,
                 self.sharing,
                 deadline,
-                self.bit,
+                (self.bit, self.nap),
                 attempt,
             );
         };
@@ -476,7 +495,7 @@ impl<W> Waiter<W> {
             cell,
             self.sharing,
             deadline,
-            self.bit,
+            (self.bit, self.nap),
             || {
                 let done = attempt();
                 // Marked once, when the first attempt found it must wait.
@@ -844,10 +863,14 @@ mod tests {
             let cell = WaitCell::new();
             let start = Instant::now();
             let deadline = start + Duration::from_millis(20);
-            let r: Option<()> =
-                wait_until(s, &cell, Sharing::ThisProcess, Some(deadline), None, || {
-                    None
-                });
+            let r: Option<()> = wait_until(
+                s,
+                &cell,
+                Sharing::ThisProcess,
+                Some(deadline),
+                (None, None),
+                || None,
+            );
             assert!(r.is_none(), "{s:?}");
             assert!(
                 Instant::now() >= deadline,
@@ -867,7 +890,7 @@ mod tests {
                 &c2,
                 Sharing::ThisProcess,
                 None,
-                None,
+                (None, None),
                 || f2.load(Ordering::Acquire).then_some(7),
             )
         });

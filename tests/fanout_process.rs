@@ -104,8 +104,26 @@ fn helper() {
     let code = match role.as_str() {
         "producer" => produce(&ring, count),
         "consumer" => consume(&ring, &std::env::var("SUB").expect("SUB"), count),
+        "lag-consumer" => consume_lagging(
+            &ring,
+            &std::env::var("SUB").expect("SUB"),
+            count,
+            std::env::var("P_KILL")
+                .expect("P_KILL")
+                .parse()
+                .expect("P_KILL"),
+        ),
         #[cfg(feature = "arrow")]
         "batch-producer" => arrow_fan::produce(&ring, count),
+        #[cfg(feature = "arrow")]
+        "batch-sessions" => arrow_fan::produce_sessions(&ring, count),
+        #[cfg(feature = "arrow")]
+        "batch-lag-consumer" => arrow_fan::consume_lagging(
+            &ring,
+            &std::env::var("SUB").expect("SUB"),
+            &std::env::var("OUT").expect("OUT"),
+            count,
+        ),
         #[cfg(feature = "arrow")]
         "batch-consumer" => arrow_fan::consume(
             &ring,
@@ -184,11 +202,63 @@ fn consume(ring: &str, sub: &str, count: u64) -> i32 {
     }
 }
 
+/// Reads as subscriber `sub` of a ring under `Policy::Lag`, whose
+/// subscription stood at `p_kill` when its last consumer was killed:
+/// either it resumes there (at-least-once), or it was dropped meanwhile and
+/// its first read reports `Lagged` with exactly the items from `p_kill` to
+/// where it resumes. From there every item in order, and never `Lagged`
+/// again (a live consumer is never dropped without a bound).
+fn consume_lagging(ring: &str, sub: &str, count: u64, p_kill: u64) -> i32 {
+    let mut rx = ShmConsumer::<u64>::open_with(ring, &as_subscriber(sub, Start::Earliest))
+        .expect("open consumer");
+    let mut expected = rx.read_seq();
+    let mut first = true;
+    loop {
+        let popped = rx.pop_timeout(Duration::from_secs(60));
+        if first && expected != p_kill && !matches!(popped, Err(ShmPopError::Lagged { .. })) {
+            eprintln!("{sub}: resumed at {expected}, killed at {p_kill}, no Lagged");
+            return EXIT_WRONG;
+        }
+        match popped {
+            Ok(v) if v == expected => expected += 1,
+            Ok(v) => {
+                eprintln!("{sub}: item {v} at sequence {expected}");
+                return EXIT_WRONG;
+            }
+            Err(ShmPopError::Lagged { missed }) if first => {
+                expected = rx.read_seq();
+                if expected.checked_sub(missed) != Some(p_kill) {
+                    eprintln!("{sub}: resumed at {expected}, missed {missed}, killed at {p_kill}");
+                    return EXIT_WRONG;
+                }
+                // The report comes once, before any item.
+                first = false;
+                continue;
+            }
+            Err(ShmPopError::EndOfStream) if expected == count => return EXIT_OK,
+            Err(e) => {
+                eprintln!("{sub}: {e} at {expected} (of {count})");
+                return EXIT_WRONG;
+            }
+        }
+        first = false;
+    }
+}
+
 /// A ring of `capacity` u64 slots with `subs` subscribed from its first
 /// item.
 fn ring_with_subscribers(test: &str, capacity: usize, subs: &[&str]) -> Ring {
+    ring_with_policy(test, capacity, subs, shm::Policy::Block)
+}
+
+/// [`ring_with_subscribers`] under `policy`.
+fn ring_with_policy(test: &str, capacity: usize, subs: &[&str], policy: shm::Policy) -> Ring {
     let ring = Ring::new(test);
-    shm::create::<u64>(&ring.name, capacity, &SegmentOptions::default()).unwrap();
+    let opts = SegmentOptions {
+        policy,
+        ..SegmentOptions::default()
+    };
+    shm::create::<u64>(&ring.name, capacity, &opts).unwrap();
     for s in subs {
         drop(
             ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber(s, Start::Earliest)).unwrap(),
@@ -254,6 +324,109 @@ fn three_consumer_processes_read_every_item_in_order_through_sigkills() {
         for s in &info.subscribers {
             assert_eq!(s.read_seq, N, "{} read everything", s.name);
         }
+    }
+}
+
+/// The position of subscriber `sub` and whether it is dropped.
+fn subscription(ring: &str, sub: &str) -> (u64, bool) {
+    let info = shm::inspect(ring, &SegmentOptions::default()).expect("inspect");
+    let s = info
+        .subscribers
+        .iter()
+        .find(|s| s.name == sub)
+        .expect("subscribed");
+    (s.read_seq, s.dropped)
+}
+
+/// Under `Policy::Lag` (grace 20 ms), three consumer processes SIGKILLed
+/// at random moments (at least 50 kills) and restarted after a random
+/// pause, often longer than the grace: a dead one holds the producer and
+/// the others back for the grace only, and is dropped; restarted, it either
+/// resumes where it was killed or is told exactly how many items it missed,
+/// and reads every item after in order. Then one is killed and left dead:
+/// the producer and the other two still finish.
+#[test]
+fn under_lag_consumers_killed_at_random_never_stall_the_others() {
+    const N: u64 = 10_000_000;
+    const SUBS: [&str; 3] = ["archiver", "dashboard", "checker"];
+    let policy = shm::Policy::Lag {
+        bound: None,
+        grace: Duration::from_millis(20),
+    };
+    let mut rng = Rng::from_env_or_time();
+    let (mut kills, mut drops, mut round) = (0, 0, 0);
+    let spawn = |ring: &str, sub: &str, count: u64, p_kill: u64| {
+        spawn_helper(
+            "lag-consumer",
+            ring,
+            &[
+                ("COUNT", count.to_string()),
+                ("SUB", sub.to_owned()),
+                ("P_KILL", p_kill.to_string()),
+            ],
+        )
+    };
+    while kills < 50 {
+        round += 1;
+        assert!(
+            round <= 20,
+            "only {kills} kills landed mid-stream in 20 rounds"
+        );
+        let ring = ring_with_policy(&format!("lag{round}"), 1 << 12, &SUBS, policy);
+        let mut producer = spawn_helper("producer", &ring.name, &[("COUNT", N.to_string())]);
+        let mut consumers: Vec<Child> = SUBS.iter().map(|s| spawn(&ring.name, s, N, 0)).collect();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut done = [false; 3];
+        while kills < 50 && !done.iter().all(|&d| d) {
+            std::thread::sleep(Duration::from_millis(rng.below(20)));
+            let i = rng.below(3) as usize;
+            if done[i] {
+                continue;
+            }
+            if let Some(status) = consumers[i].try_wait().unwrap() {
+                assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+                done[i] = true;
+                continue;
+            }
+            consumers[i].kill().unwrap();
+            let status = consumers[i].wait().unwrap();
+            if status.code().is_some() {
+                assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+                done[i] = true;
+                continue;
+            }
+            kills += 1;
+            // Dead for 0 to 60 ms: often past the grace.
+            std::thread::sleep(Duration::from_millis(rng.below(60)));
+            let (p_kill, dropped) = subscription(&ring.name, SUBS[i]);
+            drops += u32::from(dropped);
+            consumers[i] = spawn(&ring.name, SUBS[i], N, p_kill);
+        }
+        for (c, sub) in consumers.iter_mut().zip(SUBS) {
+            assert_eq!(exit_code(c, deadline, sub), EXIT_OK, "{sub}");
+        }
+        assert_eq!(exit_code(&mut producer, deadline, "producer"), EXIT_OK);
+    }
+    eprintln!("under lag: {drops} of {kills} kills led to a drop");
+    assert!(drops >= 5, "only {drops} of {kills} kills led to a drop");
+
+    // One killed and left dead: the others do not wait for it.
+    let ring = ring_with_policy("lag-left", 1 << 12, &SUBS, policy);
+    let mut producer = spawn_helper("producer", &ring.name, &[("COUNT", N.to_string())]);
+    let mut consumers: Vec<Child> = SUBS.iter().map(|s| spawn(&ring.name, s, N, 0)).collect();
+    std::thread::sleep(Duration::from_millis(5));
+    consumers[2].kill().unwrap();
+    let killed = consumers[2].wait().unwrap().code().is_none();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (c, sub) in consumers[..2].iter_mut().zip(SUBS) {
+        assert_eq!(exit_code(c, deadline, sub), EXIT_OK, "{sub}");
+    }
+    assert_eq!(exit_code(&mut producer, deadline, "producer"), EXIT_OK);
+    if killed {
+        let (p_kill, dropped) = subscription(&ring.name, SUBS[2]);
+        assert!(dropped || p_kill + (1 << 12) >= N, "left dead, not dropped");
+        let mut back = spawn(&ring.name, SUBS[2], N, p_kill);
+        assert_eq!(exit_code(&mut back, deadline, SUBS[2]), EXIT_OK);
     }
 }
 
@@ -472,6 +645,80 @@ mod arrow_fan {
         EXIT_OK
     }
 
+    /// Batches a producer session sends in `produce_sessions`.
+    const SESSION: u64 = 250;
+
+    /// Sends batches `0..count` in sessions of [`SESSION`] batches (a
+    /// producer attaches, sends them and closes), under `Policy::Lag`.
+    pub fn produce_sessions(ring: &str, count: u64) -> i32 {
+        for first in (0..count).step_by(SESSION as usize) {
+            let mut tx = BatchProducer::open(ring, &opts("unused")).expect("open producer");
+            for n in first..(first + SESSION).min(count) {
+                loop {
+                    match tx.send_timeout(&batch(n), Duration::from_millis(50)) {
+                        Ok(()) => break,
+                        Err(ArrowRingError::Timeout) => {}
+                        Err(e) => panic!("send {n}: {e}"),
+                    }
+                }
+            }
+            tx.close().expect("close");
+        }
+        EXIT_OK
+    }
+
+    /// As [`consume`], for a ring under `Policy::Lag` fed by
+    /// `produce_sessions`: a `Lagged` report is written as `L;`; ends once
+    /// it has read up to the last batch, `count - 1`, or reached the end of
+    /// the last session.
+    pub fn consume_lagging(ring: &str, sub: &str, out: &str, count: u64) -> i32 {
+        let mut rx = BatchConsumer::open(ring, &opts(sub)).expect("open consumer");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .expect("open the output");
+        file.write_all(b"\n").expect("write");
+        let sessions = count.div_ceil(SESSION);
+        // Every session has run and this consumer is at the end (one that
+        // came back after the last end record has no end to read).
+        let finished = || {
+            let info = shm::inspect(ring, &SegmentOptions::default()).expect("inspect");
+            info.producer_sessions == sessions
+                && !info.producer.alive
+                && info
+                    .subscribers
+                    .iter()
+                    .any(|s| s.name == sub && s.read_seq == info.write_seq)
+        };
+        let mut idle = Duration::ZERO;
+        loop {
+            match rx.recv_zero_copy_timeout(Duration::from_millis(500)) {
+                Ok(Some(b)) => {
+                    idle = Duration::ZERO;
+                    let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    assert!(ids.len() == 16 && ids.iter().all(|v| v == Some(ids.value(0))));
+                    let n = ids.value(0) as u64;
+                    writeln!(file, "{n};").expect("write");
+                    drop(b);
+                    if n == count - 1 {
+                        return EXIT_OK;
+                    }
+                }
+                Ok(None) | Err(ArrowRingError::Timeout) if finished() => return EXIT_OK,
+                Ok(None) => {}
+                Err(ArrowRingError::Timeout) if idle < Duration::from_secs(60) => {
+                    idle += Duration::from_millis(500);
+                }
+                Err(ArrowRingError::Lagged { .. }) => writeln!(file, "L;").expect("write"),
+                Err(e) => {
+                    eprintln!("{sub}: {e}");
+                    return EXIT_WRONG;
+                }
+            }
+        }
+    }
+
     /// Appends the number of every batch received to `out` (`N;` a line),
     /// until the end of the stream. Each batch is leased (zero-copy) and
     /// released only once its number is written: at-least-once, for the
@@ -500,6 +747,115 @@ mod arrow_fan {
                 }
             }
         }
+    }
+
+    /// What `consume_lagging` wrote to `path`: batch numbers, and `None`
+    /// for a `Lagged` report.
+    fn entries(path: &std::path::Path) -> Vec<Option<u64>> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_suffix(';'))
+            .map(|n| (n != "L").then(|| n.parse().unwrap()))
+            .collect()
+    }
+
+    /// Under `Policy::Lag` (grace 20 ms), three Arrow consumer processes
+    /// SIGKILLed at random (at least 50 kills) and restarted after a random
+    /// pause: a dead one is dropped after the grace, and the others and the
+    /// producer go on. Each reads its batches in order, intact; a restarted
+    /// one re-reads what it had not released, and skips batches only after
+    /// a `Lagged` report, to the start of a later producer session (it
+    /// cannot decode the rest of the one it was dropped in).
+    #[test]
+    fn under_lag_arrow_consumers_killed_at_random_never_stall_the_others() {
+        const N: u64 = 10_000;
+        const SUBS: [&str; 3] = ["archiver", "dashboard", "checker"];
+        let dir = std::env::temp_dir().join(format!("lr-fan-arrow-lag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rng = Rng::from_env_or_time();
+        let (mut kills, mut lagged, mut round) = (0, 0, 0);
+        while kills < 50 {
+            round += 1;
+            assert!(
+                round <= 20,
+                "only {kills} kills landed mid-stream in 20 rounds"
+            );
+            let ring = Ring::new(&format!("arrow-lag{round}"));
+            let mut o = opts("x");
+            o.segment.policy = shm::Policy::Lag {
+                bound: None,
+                grace: Duration::from_millis(20),
+            };
+            laminar_ring::arrow::create(&ring.name, &o).unwrap();
+            for s in SUBS {
+                drop(BatchConsumer::open(&ring.name, &opts(s)).unwrap());
+            }
+            let out = |s: &str| dir.join(format!("{round}-{s}.txt"));
+            let spawn = |s: &str| {
+                spawn_helper(
+                    "batch-lag-consumer",
+                    &ring.name,
+                    &[
+                        ("SUB", s.to_owned()),
+                        ("OUT", out(s).display().to_string()),
+                        ("COUNT", N.to_string()),
+                    ],
+                )
+            };
+            let mut producer =
+                spawn_helper("batch-sessions", &ring.name, &[("COUNT", N.to_string())]);
+            let mut consumers: Vec<Child> = SUBS.iter().map(|s| spawn(s)).collect();
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut done = [false; 3];
+            while kills < 50 && !done.iter().all(|&d| d) {
+                std::thread::sleep(Duration::from_millis(rng.below(20)));
+                let i = rng.below(3) as usize;
+                if done[i] {
+                    continue;
+                }
+                if let Some(status) = consumers[i].try_wait().unwrap() {
+                    assert_eq!(status.code(), Some(EXIT_OK), "{} finished badly", SUBS[i]);
+                    done[i] = true;
+                    continue;
+                }
+                consumers[i].kill().unwrap();
+                if consumers[i].wait().unwrap().code().is_none() {
+                    kills += 1;
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(60)));
+                consumers[i] = spawn(SUBS[i]);
+            }
+            for (c, sub) in consumers.iter_mut().zip(SUBS) {
+                assert_eq!(exit_code(c, deadline, sub), EXIT_OK, "{sub}");
+            }
+            assert_eq!(exit_code(&mut producer, deadline, "producer"), EXIT_OK);
+            for sub in SUBS {
+                let got = entries(&out(sub));
+                let mut prev: Option<u64> = None;
+                let mut after_lag = false;
+                for e in &got {
+                    let Some(n) = *e else {
+                        after_lag = true;
+                        lagged += 1;
+                        continue;
+                    };
+                    match prev {
+                        None => assert!(n == 0 || after_lag, "{sub} starts at {n}"),
+                        Some(p) if n <= p + 1 => {}
+                        Some(p) => assert!(
+                            after_lag && n % SESSION == 0,
+                            "{sub}: {n} after {p} without a Lagged report before a session"
+                        ),
+                    }
+                    prev = Some(n);
+                    after_lag = false;
+                }
+            }
+        }
+        eprintln!("under lag: {lagged} Lagged reports in {kills} kills");
+        assert!(lagged >= 5, "only {lagged} Lagged reports in {kills} kills");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The numbers in `path`, from the complete lines (`N;`): a consumer

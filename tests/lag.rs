@@ -209,6 +209,40 @@ fn under_a_bound_a_live_consumer_that_falls_behind_is_dropped() {
     }
 }
 
+/// A consumer reading from what it already knew was published, while the
+/// producer overwrote it: the copies are checked after the fact and never
+/// handed out (`try_pop`, `pop_slice`), and the loss is reported.
+#[test]
+fn a_copy_the_producer_overwrote_is_never_handed_out() {
+    let ring = Ring::new("torn");
+    shm::create::<u64>(&ring.name, 16, &with(lag(Some(8), 3_600_000), "fast")).unwrap();
+    let mut fast = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "fast")).unwrap();
+    let mut slow = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "slow")).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let mut push = |range: std::ops::Range<u64>| {
+        for v in range {
+            tx.try_push(v).unwrap();
+            assert_eq!(fast.try_pop(), Ok(v));
+        }
+    };
+    push(0..10);
+    // Slow learns that 10 are published, and reads one.
+    assert_eq!(slow.try_pop(), Ok(0));
+    push(10..40);
+    // Slots 1.. now hold 17..: the copies are caught.
+    let mut buf = [0u64; 4];
+    assert_eq!(slow.pop_slice(&mut buf), 0, "{buf:?}");
+    let (missed, start) = lagged_then_in_order(&mut slow, 40);
+    assert_eq!(start - missed, 1);
+    // Once more, through try_pop (within the bound, slow is kept).
+    assert_eq!(slow.try_pop(), Err(ShmTryPopError::Empty));
+    push(40..45);
+    assert_eq!(slow.try_pop(), Ok(40));
+    push(45..80);
+    let (missed, start) = lagged_then_in_order(&mut slow, 80);
+    assert_eq!(start - missed, 41);
+}
+
 /// Under a bound, a consumer that keeps up is never dropped, however long
 /// the stream: every item, in order, and no `Lagged`.
 #[test]

@@ -1009,14 +1009,6 @@ impl Segment {
             .consumer_state
             .store(ROLE_SUBSCRIBING, Ordering::Relaxed);
         cursor.arena_released.store(0, Ordering::Relaxed);
-        // An Arrow subscriber has no decoder state: it reads from the next
-        // schema message (arrow/resume.rs).
-        let saved = if self.layout.kind == RingKind::Arrow {
-            SAVED_JOINED
-        } else {
-            0
-        };
-        cursor.saved_state.store(saved, Ordering::Relaxed);
         cursor.consumer_pid.store(0, Ordering::Relaxed);
         cursor.waiting_since_ns.store(0, Ordering::Relaxed);
         cursor.store_name(name);
@@ -1034,14 +1026,30 @@ impl Segment {
                 at.clamp(tail, write.max(tail))
             }
         };
-        // The ends it reads are those recorded after its start; counted
-        // before it subscribes, so that a producer attaching meanwhile
-        // never finds this cursor's count ahead of ends_head.
-        // SYNC POINT ends_seen: Release, as ShmConsumer::store_ends_seen
-        // (a cursor subscribed again is subscribed already).
-        cursor
-            .ends_seen
-            .store(self.first_end_after(provisional), Ordering::Release);
+        // A dropped subscription that comes back where it stood missed
+        // nothing: it keeps its decoder state and the ends it has not read
+        // (unless the end log went round meanwhile).
+        // SYNC POINT ends_head: Acquire pairs with the Release store in
+        // append_end.
+        let head = h.producer.ends_head.load(Ordering::Acquire);
+        // Relaxed: this process is the cursor's only writer.
+        let seen = cursor.ends_seen.load(Ordering::Relaxed);
+        let keep = at == Some(provisional) && seen <= head && head - seen < END_LOG_LEN / 2;
+        let joined = self.layout.kind == RingKind::Arrow;
+        if !keep {
+            // An Arrow subscriber has no decoder state: it reads from the
+            // next schema message (arrow/resume.rs).
+            let saved = if joined { SAVED_JOINED } else { 0 };
+            cursor.saved_state.store(saved, Ordering::Relaxed);
+            // The ends it reads are those recorded after its start; counted
+            // before it subscribes, so that a producer attaching meanwhile
+            // never finds this cursor's count ahead of ends_head.
+            // SYNC POINT ends_seen: Release, as ShmConsumer::store_ends_seen
+            // (a cursor subscribed again is subscribed already).
+            cursor
+                .ends_seen
+                .store(self.first_end_after(provisional), Ordering::Release);
+        }
         let from = fanout::subscribe(words, cursor, provisional);
         if from > provisional {
             // Raised to the producer's tail: ends at or before it are behind
@@ -1050,6 +1058,10 @@ impl Segment {
             let seen = self.first_end_after(from);
             // SYNC POINT ends_seen (as above).
             cursor.ends_seen.fetch_max(seen, Ordering::Release);
+            if joined {
+                // Relaxed: published by the Release store of the state below.
+                cursor.saved_state.store(SAVED_JOINED, Ordering::Relaxed);
+            }
         }
         // Release: the subscription is complete; pairs with the Acquire
         // loads of consumer_state (a consumer attaching, the producer's

@@ -263,6 +263,17 @@ impl<T: ShmSlot> MappedRing<T> {
     }
 }
 
+/// A consumer's `Lagged` report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LagReport {
+    /// None to make.
+    None,
+    /// To make, with the items missed.
+    Due(u64),
+    /// Made; cleared from the cursor at the next call.
+    Told,
+}
+
 /// How often a producer held back under [`Policy::Lag`] looks at the locks
 /// of the subscribers holding it back (one `fcntl` each).
 const DEAD_LOOK_INTERVAL: Duration = Duration::from_millis(1);
@@ -1007,10 +1018,15 @@ impl<T: ShmSlot> Blocking for ShmProducer<T> {
 
     fn waiter(&self) -> Waiter<Arc<MappedRing<T>>> {
         let ring = self.core.handle().clone();
+        // Under Policy::Lag the attempts watch a dead subscriber's grace
+        // run out, which no one announces: a tenth of it at a time (at
+        // least DEAD_LOOK_INTERVAL).
+        let nap = ring.lag_grace.map(|g| (g / 10).max(DEAD_LOOK_INTERVAL));
         Waiter::new(self.wait, Sharing::AcrossProcesses, ring, |r| {
             &r.seg.header().not_full.cell
         })
         .marking(|r| &r.seg.header().producer.blocked_since_ns)
+        .napping(nap)
     }
 }
 
@@ -1094,8 +1110,8 @@ pub struct ShmConsumer<T: ShmSlot> {
     /// this consumer while it reads, so each read is checked against the
     /// producer's `tail_seq` after its copy.
     lap_check: bool,
-    /// Items missed by a dropped subscription, to report (`Lagged`).
-    lagged: Option<u64>,
+    /// The `Lagged` report of a dropped subscription.
+    lagged: LagReport,
     /// With `lap_check`: the first sequence of the last chunk lent out,
     /// checked at the next call (its items may have been overwritten while
     /// it was held).
@@ -1189,7 +1205,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
             ends_stored: ends_seen,
             unstored: VecDeque::new(),
             lap_check: matches!(ring.seg.layout().policy, Policy::Lag { bound: Some(_), .. }),
-            lagged: None,
+            lagged: LagReport::None,
             unchecked_chunk: None,
         };
         // A subscription dropped while no consumer held it was subscribed
@@ -1204,29 +1220,52 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[cold]
     fn note_missed(&mut self) {
         let ring = self.core.ring();
+        let cursor = ring.cursor();
         // SYNC POINT dropped_at: Acquire pairs with the Release store in
         // Segment::resubscribe_dropped (by this process or a killed one).
-        let at = ring.cursor().dropped_at.load(Ordering::Acquire);
+        let at = cursor.dropped_at.load(Ordering::Acquire);
         if at == 0 {
             return;
         }
         let missed = self.core.read_pos().saturating_sub(at - 1);
-        if missed == 0 {
-            // Nothing was overwritten: nothing to report.
-            // Release: as a report's clearing, below.
-            ring.cursor().dropped_at.store(0, Ordering::Release);
+        // An Arrow consumer that lost its decoder state skips to the next
+        // session: a loss to report even when no message was overwritten.
+        let joined = ring.seg.layout().kind == RingKind::Arrow
+            // Relaxed: this consumer's own word.
+            && cursor.saved_state.load(Ordering::Relaxed) == super::header::SAVED_JOINED;
+        if missed == 0 && !joined {
+            // Nothing was lost: nothing to report.
+            // SYNC POINT dropped_at: Release, as in ack_lag.
+            cursor.dropped_at.store(0, Ordering::Release);
             return;
         }
-        self.lagged = Some(missed);
+        self.lagged = LagReport::Due(missed);
         // Relaxed: process-local.
         ring.lag_pending
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The `Lagged` report, if one is due; clears it from the cursor.
+    /// The `Lagged` report, if one is due. Nothing is read meanwhile, and
+    /// until the next call after it ([`ack_lag`](Self::ack_lag)): a
+    /// consumer killed before it has dealt with the report gets it again
+    /// when it restarts.
     #[cold]
     fn take_lagged(&mut self) -> Option<ShmTryPopError> {
-        let missed = self.lagged.take()?;
+        let LagReport::Due(missed) = self.lagged else {
+            return None;
+        };
+        self.lagged = LagReport::Told;
+        Some(ShmTryPopError::Lagged { missed })
+    }
+
+    /// The call after a `Lagged` report: clears it from the cursor, and
+    /// reading goes on.
+    #[cold]
+    fn ack_lag(&mut self) {
+        if self.lagged != LagReport::Told {
+            return;
+        }
+        self.lagged = LagReport::None;
         let ring = self.core.ring();
         // SYNC POINT dropped_at: Release; reported, so a consumer attaching
         // after this one has nothing to report.
@@ -1234,7 +1273,6 @@ impl<T: ShmSlot> ShmConsumer<T> {
         // Relaxed: process-local.
         ring.lag_pending
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        Some(ShmTryPopError::Lagged { missed })
     }
 
     /// Whether nothing this consumer read from `first` on can have been
@@ -1328,6 +1366,19 @@ impl<T: ShmSlot> ShmConsumer<T> {
         }
     }
 
+    /// With a lag bound: subscribes this consumer again if the producer
+    /// dropped it (one the producer lapped sees an "empty" ring: its
+    /// position contradicts `write_seq`).
+    fn rejoin_if_dropped(&mut self) {
+        if self.lap_check
+            // Acquire: pairs with the producer's AcqRel swap in
+            // fanout::drop_lagging.
+            && self.core.ring().cursor().subscription.load(Ordering::Acquire) == CURSOR_DROPPED
+        {
+            self.rejoin(self.core.read_pos());
+        }
+    }
+
     /// After a read of `n` items from `first` on a ring with a lag bound:
     /// `Err(Lagged)` (and the items are not to be used) when some of them
     /// may have been overwritten.
@@ -1406,10 +1457,15 @@ impl<T: ShmSlot> ShmConsumer<T> {
             return false;
         }
         let line = &self.core.ring().seg.header().producer;
-        // Relaxed (both): compared only; a changed value sends this
+        // Relaxed (all): compared only; a changed value sends this
         // consumer to the full look, which loads them again with Acquire.
         line.producer_sessions.load(Ordering::Relaxed) == sessions
             && line.ends_head.load(Ordering::Relaxed) == head
+            // With a lag bound: not dropped (a consumer lapped by the
+            // producer sees an "empty" ring until the look finds it so).
+            && (!self.lap_check
+                || self.core.ring().cursor().subscription.load(Ordering::Relaxed)
+                    == CURSOR_SUBSCRIBED)
     }
 
     /// The full look at the producer ([`producer_gone`](Self::producer_gone))
@@ -1418,13 +1474,8 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[cold]
     #[inline(never)]
     fn look(&mut self) -> Result<(), ShmTryPopError> {
-        if self.lap_check
-            // Acquire: pairs with the producer's AcqRel swap in
-            // fanout::drop_lagging.
-            && self.core.ring().cursor().subscription.load(Ordering::Acquire) == CURSOR_DROPPED
-        {
-            self.rejoin(self.core.read_pos());
-        }
+        self.ack_lag();
+        self.rejoin_if_dropped();
         if let Some(lagged) = self.take_lagged() {
             return Err(lagged);
         }
@@ -1467,6 +1518,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     ) -> Result<(), ShmPopError> {
         self.waiter()
             .wait_until(deadline, || {
+                self.ack_lag();
                 if ready(self) {
                     return Some(Ok(()));
                 }
@@ -1711,11 +1763,15 @@ impl<T: ShmSlot> ShmConsumer<T> {
 
     /// Copies up to `out.len()` ready items with one release; returns the count.
     ///
-    /// In a ring with a lag bound ([`Policy::Lag`]), 0 also when the items
-    /// read may have been overwritten (this consumer was dropped): the next
+    /// In a ring under [`Policy::Lag`], 0 also while a `Lagged` report is
+    /// due (this consumer was dropped; with a lag bound, also when the
+    /// items read may have been overwritten meanwhile): the next
     /// [`try_pop`](Self::try_pop), [`status`](Self::status) or
-    /// [`read_chunk`](Self::read_chunk) reports `Lagged`.
+    /// [`read_chunk`](Self::read_chunk) makes it.
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        if self.lagged != LagReport::None {
+            self.ack_lag();
+        }
         if !self.lap_check {
             return self.core.pop_slice(out);
         }
@@ -1724,7 +1780,11 @@ impl<T: ShmSlot> ShmConsumer<T> {
         }
         let first = self.core.read_pos();
         let n = self.core.pop_slice(out);
-        if n > 0 && !self.intact(first) {
+        if n == 0 {
+            self.rejoin_if_dropped();
+            return 0;
+        }
+        if !self.intact(first) {
             // Some of them may have been overwritten: none is handed out,
             // and the next call reports the loss.
             self.rejoin(first);
@@ -1736,6 +1796,9 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// Moves up to `max` ready items to the end of `out`; returns the count
     /// (0 also as [`pop_slice`](Self::pop_slice) says).
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        if self.lagged != LagReport::None {
+            self.ack_lag();
+        }
         if !self.lap_check {
             return self.core.pop_into(out, max);
         }
@@ -1744,7 +1807,11 @@ impl<T: ShmSlot> ShmConsumer<T> {
         }
         let (first, len) = (self.core.read_pos(), out.len());
         let n = self.core.pop_into(out, max);
-        if n > 0 && !self.intact(first) {
+        if n == 0 {
+            self.rejoin_if_dropped();
+            return 0;
+        }
+        if !self.intact(first) {
             // As in pop_slice.
             out.truncate(len);
             self.rejoin(first);
