@@ -800,6 +800,89 @@ fn two_named_sidecars_on_one_ring_each_write_every_row() {
     assert!(ls.contains("1/4"), "{ls}");
 }
 
+/// Under `--policy lag`, a sidecar killed and left dead holds the producer
+/// and the other sidecar back only for the grace: it is dropped, `info`
+/// says so, and, back, it warns how many messages it lost and writes every
+/// row of the next producer's stream.
+#[test]
+fn under_policy_lag_a_dead_sidecar_is_dropped_and_warns_when_it_comes_back() {
+    let d = Dir::new("lag");
+    let data = batches(33, 50, true);
+    write_stream(&d.path("a.arrows"), &data[..30]);
+    write_stream(&d.path("c.arrows"), &data[30..]);
+    let made = ok(d.run(&[
+        "create",
+        "lagging",
+        "--slots",
+        "8",
+        "--policy",
+        "lag",
+        "--lag-grace",
+        "200ms",
+    ]));
+    let made = String::from_utf8_lossy(&made.stdout).into_owned();
+    assert!(
+        made.contains("policy lag (drop a dead subscriber after 200ms)"),
+        "{made}"
+    );
+    let info = d.info("lagging");
+    assert_eq!(info["policy"]["kind"], "lag");
+    assert_eq!(info["policy"]["grace_s"], 0.2);
+    let consume = |name: &str, out: &str| {
+        d.spawn(&[
+            "consume",
+            "lagging",
+            "--as",
+            name,
+            "-o",
+            &d.s(out),
+            "--follow",
+        ])
+    };
+    let live = consume("live", "live.arrows");
+    let mut away = consume("away", "away-0.arrows");
+    wait_until("both subscribed", Duration::from_secs(10), || {
+        d.info("lagging")["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["alive"] == true))
+    });
+    signal(away.id(), "KILL");
+    let _ = away.wait();
+    // 30 batches through 8 slots: the dead one is dropped on the way.
+    let producer = d.spawn(&["produce", "lagging", "-i", &d.s("a.arrows")]);
+    ok(wait_with_timeout(producer, Duration::from_secs(30)));
+    let info = d.info("lagging");
+    let subs = info["subscribers"].as_array().unwrap();
+    let dropped = |n: &str| subs.iter().find(|s| s["name"] == n).unwrap()["dropped"].clone();
+    assert_eq!(dropped("away"), true, "{info}");
+    assert_eq!(dropped("live"), false, "{info}");
+    let text = String::from_utf8_lossy(&ok(d.run(&["info", "lagging"])).stdout).into_owned();
+    assert!(text.contains("dropped (the producer no longer waits for it)"), "{text}");
+    ok(d.run(&["produce", "lagging", "-i", &d.s("c.arrows")]));
+    let away = consume("away", "away.arrows");
+    wait_until("both read everything", Duration::from_secs(10), || {
+        let i = d.info("lagging");
+        i["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["read_seq"] == i["write_seq"]))
+    });
+    signal(live.id(), "TERM");
+    signal(away.id(), "TERM");
+    ok(wait_with_timeout(live, Duration::from_secs(10)));
+    let away = ok(wait_with_timeout(away, Duration::from_secs(10)));
+    let err = stderr(&away);
+    assert!(
+        err.contains("dropped this consumer while it was away") && err.contains("lost"),
+        "{err}"
+    );
+    assert_eq!(rows(&read_stream(&d.path("live.arrows"))), rows(&data));
+    assert_eq!(
+        rows(&read_stream(&d.path("away.arrows"))),
+        rows(&data[30..]),
+        "the next producer's stream, whole"
+    );
+}
+
 /// A producer with another schema than the stream's is refused with the
 /// first column that differs and its two types, not two whole schemas.
 #[test]
