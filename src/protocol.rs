@@ -440,6 +440,22 @@ where
     where
         <H::Target as SlotRing>::Item: Copy,
     {
+        self.pop_slice_if(out, |_, _| true)
+    }
+
+    /// [`pop_slice`](Self::pop_slice), releasing the items only if `keep`,
+    /// given the sequence of the first, says the copies are good (checked
+    /// after the copy, before the release); otherwise 0, and nothing is
+    /// released.
+    #[inline]
+    pub(crate) fn pop_slice_if(
+        &mut self,
+        out: &mut [<H::Target as SlotRing>::Item],
+        keep: impl FnOnce(&H::Target, u64) -> bool,
+    ) -> usize
+    where
+        <H::Target as SlotRing>::Item: Copy,
+    {
         #[cfg(not(loom))]
         let n = {
             let ((a, a_len), (b, b_len)) = self.ready_runs(out.len());
@@ -462,9 +478,54 @@ where
             }
             n
         };
-        if n > 0 {
-            self.release(n);
+        if n == 0 || !keep(&self.ring, self.read) {
+            return 0;
         }
+        self.release(n);
+        n
+    }
+
+    /// A copy of the oldest item, not released (`release(1)` does), or
+    /// `None` when the ring is empty. Plain data only: the slot keeps its
+    /// value.
+    #[inline]
+    pub(crate) fn read_next(&mut self) -> Option<<H::Target as SlotRing>::Item>
+    where
+        <H::Target as SlotRing>::Item: Copy,
+    {
+        if self.available(1) == 0 {
+            return None;
+        }
+        // SAFETY: as in try_pop; the item is Copy, so the copy owns nothing
+        // the slot still holds.
+        Some(unsafe { self.slots.read(&self.ring, self.read) })
+    }
+
+    /// Moves up to `max` items to the end of `out`, as
+    /// [`pop_into`](Self::pop_into), releasing them only if `keep` (as in
+    /// [`pop_slice_if`](Self::pop_slice_if)); otherwise `out` is left as it
+    /// was and 0 is returned.
+    pub(crate) fn pop_into_if(
+        &mut self,
+        out: &mut Vec<<H::Target as SlotRing>::Item>,
+        max: usize,
+        keep: impl FnOnce(&H::Target, u64) -> bool,
+    ) -> usize
+    where
+        <H::Target as SlotRing>::Item: Copy,
+    {
+        let n = self.available(max).min(max);
+        let len = out.len();
+        out.reserve(n);
+        for i in 0..n as u64 {
+            // SAFETY: as in try_pop, for each of the `n` published slots.
+            out.push(unsafe { self.ring.read_slot(self.read + i) });
+        }
+        if n == 0 || !keep(&self.ring, self.read) {
+            out.truncate(len);
+            return 0;
+        }
+        self.release(n);
         n
     }
 

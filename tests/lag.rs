@@ -243,6 +243,107 @@ fn a_copy_the_producer_overwrote_is_never_handed_out() {
     assert_eq!(start - missed, 41);
 }
 
+/// A consumer never `bound` behind is never told it lagged, whichever way
+/// it reads: the producer may move `tail_seq` up to what it has released,
+/// so each read is checked before its release, never after.
+#[test]
+fn a_consumer_within_the_bound_is_never_told_it_lagged() {
+    let ring = Ring::new("within");
+    shm::create::<u64>(&ring.name, 16, &with(lag(Some(8), 3_600_000), "a")).unwrap();
+    let mut a = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "a")).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let mut next = 0u64;
+    let mut buf = [0u64; 4];
+    let mut out = Vec::new();
+    for round in 0..400u64 {
+        for v in next..next + 4 {
+            tx.try_push(v).unwrap_or_else(|e| panic!("push {v}: {e}"));
+        }
+        match (round / 100) % 4 {
+            0 => {
+                let chunk = a
+                    .read_chunk(4)
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert!(chunk.iter().eq(next..next + 4));
+                assert!(chunk.intact());
+                chunk.commit_all();
+            }
+            1 => {
+                for v in next..next + 4 {
+                    assert_eq!(a.try_pop(), Ok(v), "round {round}");
+                }
+            }
+            2 => {
+                assert_eq!(a.pop_slice(&mut buf), 4, "round {round}");
+                assert!(buf.iter().copied().eq(next..next + 4));
+            }
+            _ => {
+                out.clear();
+                assert_eq!(a.pop_into(&mut out, 4), 4, "round {round}");
+                assert!(out.iter().copied().eq(next..next + 4));
+            }
+        }
+        next += 4;
+    }
+    assert_eq!(a.try_pop(), Err(ShmTryPopError::Empty));
+}
+
+/// The same with the producer in another thread, pushing as fast as the
+/// consumer lets it while never more than 12 of 16 ahead: every item
+/// arrives, in order, and no `Lagged`.
+#[test]
+fn a_consumer_within_the_bound_is_never_told_it_lagged_while_the_producer_runs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const N: u64 = 200_000;
+    let ring = Ring::new("within-threads");
+    shm::create::<u64>(&ring.name, 16, &with(lag(Some(16), 3_600_000), "a")).unwrap();
+    let mut a = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "a")).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let read = Arc::new(AtomicU64::new(0));
+    let seen = read.clone();
+    let producer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for v in 0..N {
+            while v >= seen.load(Ordering::Acquire) + 12 {
+                assert!(Instant::now() < deadline, "the consumer stopped at {v}");
+                std::hint::spin_loop();
+            }
+            tx.try_push(v).unwrap_or_else(|e| panic!("push {v}: {e}"));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u64; 3];
+    let mut next = 0;
+    while next < N {
+        assert!(Instant::now() < deadline, "stuck at {next}");
+        if next % 2 == 0 {
+            match a.try_pop() {
+                Ok(v) => {
+                    assert_eq!(v, next);
+                    next += 1;
+                }
+                Err(ShmTryPopError::Empty) => {}
+                Err(e) => panic!("at {next}: {e}"),
+            }
+        } else {
+            let n = a.pop_slice(&mut buf[..(N - next).min(3) as usize]);
+            for (i, v) in buf[..n].iter().enumerate() {
+                assert_eq!(*v, next + i as u64);
+            }
+            next += n as u64;
+            if n == 0 {
+                assert_eq!(
+                    a.status().err().filter(|e| *e != ShmTryPopError::Empty),
+                    None
+                );
+            }
+        }
+        read.store(next, Ordering::Release);
+    }
+    producer.join().unwrap();
+}
+
 /// Under a bound, a consumer that keeps up is never dropped, however long
 /// the stream: every item, in order, and no `Lagged`.
 #[test]

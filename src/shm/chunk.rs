@@ -9,6 +9,17 @@ use crate::sync::{AtomicU64, Ordering, fence};
 
 use super::slot::ShmSlot;
 
+/// What a chunk of a ring with a lag bound checks at its commit.
+#[derive(Clone, Copy)]
+pub(crate) struct Lap<'a> {
+    /// The producer's `tail_seq`.
+    pub(crate) tail: &'a AtomicU64,
+    /// The chunk's first sequence.
+    pub(crate) first: u64,
+    /// Stored `first` when the commit found the chunk overwritten.
+    pub(crate) lapped_at: &'a AtomicU64,
+}
+
 /// Published items of a shared-memory ring, to be read and then released
 /// with one store by [`commit`](Self::commit); nothing is released until
 /// then, so a consumer killed before it commits gets the same items again
@@ -38,9 +49,10 @@ use super::slot::ShmSlot;
 /// ```
 pub struct ShmReadChunk<'a, T> {
     runs: Runs<'a, T, dyn ReleaseRead + 'a>,
-    /// In a ring with a lag bound: the producer's `tail_seq` and the
-    /// chunk's first sequence ([`intact`](Self::intact)).
-    lap: Option<(&'a AtomicU64, u64)>,
+    /// In a ring with a lag bound: the producer's `tail_seq`, the chunk's
+    /// first sequence ([`intact`](Self::intact)), and where to say that the
+    /// commit found the chunk overwritten (the consumer's word).
+    lap: Option<Lap<'a>>,
     _items: PhantomData<&'a [T]>,
 }
 
@@ -55,7 +67,7 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
         first: Run<T>,
         second: Run<T>,
         consumer: &'a mut dyn ReleaseRead,
-        lap: Option<(&'a AtomicU64, u64)>,
+        lap: Option<Lap<'a>>,
     ) -> Self {
         Self {
             // SAFETY: the caller's promise is Runs::new's.
@@ -70,16 +82,18 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// ([`Policy::Lag`](super::Policy::Lag)), the producer may drop a
     /// consumer that falls the bound behind and overwrite the items it
     /// holds, this chunk's among them: check `intact()` after reading the
-    /// items and before acting on them (a seqlock's check). The consumer's
-    /// next call reports such a loss too (`ShmTryPopError::Lagged`).
+    /// items and before acting on them (a seqlock's check). A commit makes
+    /// the check too: it releases nothing of a chunk found overwritten, and
+    /// the consumer's next call reports the loss
+    /// (`ShmTryPopError::Lagged`).
     pub fn intact(&self) -> bool {
-        self.lap.is_none_or(|(tail, first)| {
+        self.lap.is_none_or(|lap| {
             // The reads of the items before the load of tail_seq: the
             // producer publishes a tail past a slot (and fences) before it
             // overwrites it.
             fence(Ordering::Acquire);
             // SYNC POINT tail: see above.
-            tail.load(Ordering::Relaxed) <= first
+            lap.tail.load(Ordering::Relaxed) <= lap.first
         })
     }
 
@@ -133,7 +147,15 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     ///
     /// If `n > self.len()`.
     pub fn commit(self, n: usize) {
+        let intact = self.intact();
+        let lap = self.lap;
         let (_, _, consumer) = self.runs.commit(n, "item");
+        if let Some(lap) = lap.filter(|_| n > 0 && !intact) {
+            // Relaxed: the consumer's own word, read by it after this
+            // borrow ends.
+            lap.lapped_at.store(lap.first, Ordering::Relaxed);
+            return;
+        }
         if n > 0 {
             // Pod values need no drop: releasing is all there is to do.
             consumer.release_read(n);

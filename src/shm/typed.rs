@@ -34,7 +34,7 @@ use crate::ring_buffer::SlotRing;
 use crate::sync::{Arc, AtomicU64, Ordering, fence};
 use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
-use super::chunk::ShmReadChunk;
+use super::chunk::{Lap, ShmReadChunk};
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 use crate::fanout::{CURSOR_DROPPED, CURSOR_SUBSCRIBED, Policy, Words, producer_floor};
 
@@ -173,6 +173,23 @@ impl<T: ShmSlot> MappedRing<T> {
         self.own
     }
 
+    /// Whether nothing a consumer copied from `first` on can have been
+    /// overwritten: the producer publishes `tail_seq` past a slot before it
+    /// overwrites it, and `tail_seq` stays at or below every subscribed
+    /// consumer's `read_seq`. Checked after the copy and before the release
+    /// (a seqlock's check): once the items are released, the producer may
+    /// move `tail_seq` past them rightly.
+    #[inline(always)]
+    fn intact(&self, first: u64) -> bool {
+        // The copy's loads before the load of tail_seq: if the copy saw a
+        // byte the producer wrote after publishing a tail past `first`,
+        // this load sees that tail (the producer's SeqCst fence after its
+        // store pairs with this fence).
+        fence(Ordering::Acquire);
+        // SYNC POINT tail: see above.
+        self.seg.header().producer.tail_seq.load(Ordering::Relaxed) <= first
+    }
+
     /// Whether the ring drops subscribers ([`Policy::Lag`]).
     pub(crate) fn lags(&self) -> bool {
         self.lag_grace.is_some()
@@ -262,6 +279,9 @@ impl<T: ShmSlot> MappedRing<T> {
         dropped
     }
 }
+
+/// `ShmConsumer::chunk_lapped_at` when no chunk was found overwritten.
+const NO_LAP: u64 = u64::MAX;
 
 /// A consumer's `Lagged` report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1112,10 +1132,10 @@ pub struct ShmConsumer<T: ShmSlot> {
     lap_check: bool,
     /// The `Lagged` report of a dropped subscription.
     lagged: LagReport,
-    /// With `lap_check`: the first sequence of the last chunk lent out,
-    /// checked at the next call (its items may have been overwritten while
-    /// it was held).
-    unchecked_chunk: Option<u64>,
+    /// With `lap_check`: the first sequence of the last chunk lent out when
+    /// its commit found it overwritten (nothing released), else
+    /// [`NO_LAP`]; stored by the chunk, reported at the next call.
+    chunk_lapped_at: AtomicU64,
 }
 
 impl<T: ShmSlot> ShmConsumer<T> {
@@ -1206,7 +1226,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
             unstored: VecDeque::new(),
             lap_check: matches!(ring.seg.layout().policy, Policy::Lag { bound: Some(_), .. }),
             lagged: LagReport::None,
-            unchecked_chunk: None,
+            chunk_lapped_at: AtomicU64::new(NO_LAP),
         };
         // A subscription dropped while no consumer held it was subscribed
         // again by attach_cursor; what it missed is reported first.
@@ -1276,54 +1296,68 @@ impl<T: ShmSlot> ShmConsumer<T> {
     }
 
     /// Whether nothing this consumer read from `first` on can have been
-    /// overwritten: the producer publishes `tail_seq` past a slot before it
-    /// overwrites it, and `tail_seq` stays at or below every subscribed
-    /// consumer's `read_seq`. Checked after the copy (a seqlock's check).
+    /// overwritten ([`MappedRing::intact`]).
     #[inline(always)]
     fn intact(&self, first: u64) -> bool {
-        // The copy's loads before the load of tail_seq: if the copy saw a
-        // byte the producer wrote after publishing a tail past `first`,
-        // this load sees that tail (the producer's SeqCst fence after its
-        // store pairs with this fence).
-        fence(Ordering::Acquire);
-        // SYNC POINT tail: see above.
-        self.core
-            .ring()
-            .seg
-            .header()
-            .producer
-            .tail_seq
-            .load(Ordering::Relaxed)
-            <= first
+        self.core.ring().intact(first)
     }
 
-    /// This consumer's subscription was dropped (found overwritten from
-    /// `first` on, or marked dropped): subscribes it again, from `first`
-    /// raised to the oldest item the ring holds, moves there, and notes
-    /// what was missed for the `Lagged` report.
+    /// This consumer's subscription was dropped (its copies from `first`
+    /// on, not released, found overwritten; or its cursor marked
+    /// dropped): subscribes it again, from `first` raised to the oldest
+    /// item the ring holds, moves to where the subscription starts, and
+    /// notes what was missed for the `Lagged` report. `Err` when the cursor
+    /// was not dropped although its copies were overwritten, or the start
+    /// contradicts the producer's position: a producer breaking the
+    /// protocol.
     #[cold]
     #[inline(never)]
-    fn rejoin(&mut self, first: u64) {
+    fn rejoin(&mut self, first: u64) -> Result<(), ShmTryPopError> {
         let ring = self.core.handle().clone();
         let cursor = ring.cursor();
         let index = ring.own.unwrap_or(0);
+        let h = ring.seg.header();
+        // Acquire: pairs with the producer's AcqRel swap in
+        // fanout::drop_lagging (or Release store in drop_dead_subscriber).
+        if cursor.subscription.load(Ordering::Acquire) != CURSOR_DROPPED {
+            // SYNC POINT tail: Acquire, as in intact.
+            let tail = h.producer.tail_seq.load(Ordering::Acquire);
+            return Err(ShmTryPopError::BadHeader(
+                HeaderError::InconsistentSequences {
+                    read_seq: first,
+                    write_seq: tail,
+                    capacity: ring.capacity as u64,
+                },
+            ));
+        }
         // Relaxed/Release: this consumer is the cursor's writer; published
         // for a successor by the Release store (SYNC POINT dropped_at).
         if cursor.dropped_at.load(Ordering::Relaxed) == 0 {
-            cursor.dropped_at.store(first + 1, Ordering::Release);
+            cursor
+                .dropped_at
+                .store(first.saturating_add(1), Ordering::Release);
         }
         if ring.seg.resubscribe(index).is_err() {
-            // The table lock stayed taken: try again at the next look.
-            return;
+            // The table lock stayed taken: the cursor is still dropped, and
+            // the next look tries again.
+            return Err(ShmTryPopError::Empty);
         }
-        // Where the subscription starts now. A cursor the producer did not
-        // drop (one breaking the protocol) stays where it is, past its tail.
-        // SYNC POINT read_seq, tail: Acquire, as in fanout.
-        let start = cursor
-            .read_seq
-            .load(Ordering::Acquire)
-            .max(first)
-            .max(ring.seg.header().producer.tail_seq.load(Ordering::Acquire));
+        // Where the subscription starts: its `ends_seen` is counted for it.
+        // SYNC POINT read_seq: Acquire, as in fanout (this process stored it).
+        let start = cursor.read_seq.load(Ordering::Acquire);
+        // SYNC POINT write_seq: Acquire, as in ConsumerCore::available.
+        let write = h.producer.write_seq.load(Ordering::Acquire);
+        if start > write {
+            // Only a tail_seq past write_seq (a peer writing nonsense) gives
+            // this.
+            return Err(ShmTryPopError::BadHeader(
+                HeaderError::InconsistentSequences {
+                    read_seq: start,
+                    write_seq: write,
+                    capacity: ring.capacity as u64,
+                },
+            ));
+        }
         self.core.reposition(start);
         // The subscription reset what `attach_as` stored: store it again.
         // Relaxed: information for `info`.
@@ -1341,54 +1375,69 @@ impl<T: ShmSlot> ShmConsumer<T> {
             .consumer_state
             .store(ROLE_ATTACHED, Ordering::Release);
         self.note_missed();
+        Ok(())
     }
 
-    /// With a lag bound: whether the last chunk lent out was overwritten
-    /// while it was held (`Err(Lagged)`).
+    /// With a lag bound: the `Lagged` report when the last chunk lent out
+    /// was found overwritten at its commit (nothing of it was released).
     #[inline(always)]
     fn check_chunk(&mut self) -> Result<(), ShmTryPopError> {
-        match self.unchecked_chunk.take() {
-            Some(first) => self.check_read(first),
-            None => Ok(()),
+        if self.chunk_lapped_at.load(Ordering::Relaxed) == NO_LAP {
+            return Ok(());
         }
+        self.chunk_lapped()?;
+        Err(self.take_lagged().unwrap_or(ShmTryPopError::Empty))
     }
 
-    /// As [`check_chunk`](Self::check_chunk), leaving the report for the
-    /// next call that returns errors: whether the chunk was overwritten.
+    /// Subscribes again after a chunk found overwritten at its commit,
+    /// leaving the report for the next call that returns errors.
     #[cold]
-    fn chunk_lapped(&mut self) -> bool {
-        match self.unchecked_chunk.take() {
-            Some(first) if !self.intact(first) => {
-                self.rejoin(first);
-                true
-            }
-            _ => false,
+    fn chunk_lapped(&mut self) -> Result<(), ShmTryPopError> {
+        // Relaxed (both): this consumer's own word (the chunk that stored
+        // it borrowed this consumer).
+        let first = self.chunk_lapped_at.swap(NO_LAP, Ordering::Relaxed);
+        if first == NO_LAP {
+            return Ok(());
         }
+        self.rejoin(first)
     }
 
     /// With a lag bound: subscribes this consumer again if the producer
     /// dropped it (one the producer lapped sees an "empty" ring: its
     /// position contradicts `write_seq`).
-    fn rejoin_if_dropped(&mut self) {
+    fn rejoin_if_dropped(&mut self) -> Result<(), ShmTryPopError> {
         if self.lap_check
             // Acquire: pairs with the producer's AcqRel swap in
             // fanout::drop_lagging.
             && self.core.ring().cursor().subscription.load(Ordering::Acquire) == CURSOR_DROPPED
         {
-            self.rejoin(self.core.read_pos());
+            self.rejoin(self.core.read_pos())?;
         }
+        Ok(())
     }
 
-    /// After a read of `n` items from `first` on a ring with a lag bound:
-    /// `Err(Lagged)` (and the items are not to be used) when some of them
-    /// may have been overwritten.
+    /// A pop on a ring with a lag bound: the oldest item copied, checked
+    /// ([`intact`](Self::intact)), and only then released; a copy found
+    /// overwritten is dropped, and `Lagged` reported.
     #[cold]
-    fn check_read(&mut self, first: u64) -> Result<(), ShmTryPopError> {
-        if self.intact(first) {
-            return Ok(());
+    #[inline(never)]
+    fn pop_checked(&mut self, skim: bool) -> Result<T, ShmTryPopError> {
+        self.check_chunk()?;
+        let v = match self.core.read_next() {
+            Some(v) => v,
+            None => {
+                self.why_empty(skim)?;
+                // The full look saw items arrive meanwhile.
+                self.core.read_next().ok_or(ShmTryPopError::Empty)?
+            }
+        };
+        let first = self.core.read_pos();
+        if !self.intact(first) {
+            self.rejoin(first)?;
+            return Err(self.take_lagged().unwrap_or(ShmTryPopError::Empty));
         }
-        self.rejoin(first);
-        Err(self.take_lagged().unwrap_or(ShmTryPopError::Empty))
+        self.core.release(1);
+        Ok(v)
     }
 
     /// Sets how blocking calls wait (default [`WaitStrategy::Park`]).
@@ -1413,23 +1462,16 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// interval even when each of their polls follows a sleep.
     #[inline(always)]
     fn pop_now(&mut self, skim: bool) -> Result<T, ShmTryPopError> {
-        let first = self.core.read_pos();
+        if self.lap_check {
+            return self.pop_checked(skim);
+        }
         if let Some(v) = self.core.try_pop() {
-            if self.lap_check {
-                self.check_chunk()?;
-                self.check_read(first)?;
-            }
             return Ok(v);
         }
         self.why_empty(skim)?;
         // The full look saw items arrive meanwhile (a write_seq stored in
         // between, or an end record reported and skipped).
-        let first = self.core.read_pos();
-        let v = self.core.try_pop().ok_or(ShmTryPopError::Empty)?;
-        if self.lap_check {
-            self.check_read(first)?;
-        }
-        Ok(v)
+        self.core.try_pop().ok_or(ShmTryPopError::Empty)
     }
 
     /// Called when this consumer found nothing ready: why, or `Ok(())`
@@ -1475,7 +1517,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[inline(never)]
     fn look(&mut self) -> Result<(), ShmTryPopError> {
         self.ack_lag();
-        self.rejoin_if_dropped();
+        self.rejoin_if_dropped()?;
         if let Some(lagged) = self.take_lagged() {
             return Err(lagged);
         }
@@ -1775,22 +1817,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if !self.lap_check {
             return self.core.pop_slice(out);
         }
-        if self.chunk_lapped() {
-            return 0;
-        }
-        let first = self.core.read_pos();
-        let n = self.core.pop_slice(out);
-        if n == 0 {
-            self.rejoin_if_dropped();
-            return 0;
-        }
-        if !self.intact(first) {
-            // Some of them may have been overwritten: none is handed out,
-            // and the next call reports the loss.
-            self.rejoin(first);
-            return 0;
-        }
-        n
+        self.pop_checked_with(|core| core.pop_slice_if(out, MappedRing::intact))
     }
 
     /// Moves up to `max` ready items to the end of `out`; returns the count
@@ -1802,22 +1829,35 @@ impl<T: ShmSlot> ShmConsumer<T> {
         if !self.lap_check {
             return self.core.pop_into(out, max);
         }
-        if self.chunk_lapped() {
+        self.pop_checked_with(|core| core.pop_into_if(out, max, MappedRing::intact))
+    }
+
+    /// `pop_slice` or `pop_into` on a ring with a lag bound: `pop` copies,
+    /// checks and releases (or not, returning 0); a loss found is left for
+    /// the next call that returns errors to report (an error meanwhile, a
+    /// producer breaking the protocol, too: that call finds it again).
+    #[cold]
+    #[inline(never)]
+    fn pop_checked_with(
+        &mut self,
+        pop: impl FnOnce(&mut ConsumerCore<Arc<MappedRing<T>>>) -> usize,
+    ) -> usize {
+        if self.chunk_lapped_at.load(Ordering::Relaxed) != NO_LAP {
+            let _ = self.chunk_lapped();
             return 0;
         }
-        let (first, len) = (self.core.read_pos(), out.len());
-        let n = self.core.pop_into(out, max);
-        if n == 0 {
-            self.rejoin_if_dropped();
-            return 0;
+        let first = self.core.read_pos();
+        let n = pop(&mut self.core);
+        if n > 0 {
+            return n;
         }
-        if !self.intact(first) {
-            // As in pop_slice.
-            out.truncate(len);
-            self.rejoin(first);
-            return 0;
+        if self.core.available(1) > 0 && !self.intact(first) {
+            // Copied and found overwritten: nothing was released.
+            let _ = self.rejoin(first);
+        } else {
+            let _ = self.rejoin_if_dropped();
         }
-        n
+        0
     }
 
     /// Up to `max` ready items, to be read (copied out) and then released by
@@ -1873,19 +1913,15 @@ impl<T: ShmSlot> ShmConsumer<T> {
     #[cfg(not(loom))]
     pub(crate) fn chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
         let from = self.core.read_pos();
-        if self.lap_check {
-            self.unchecked_chunk = Some(from);
-        }
         let (first, second) = self.core.ready_runs(max);
-        let ring: &MappedRing<T> = self.core.handle();
-        // The mapping lives as long as the Arc in `core`, which the chunk
-        // borrows.
-        let lap = self
-            .lap_check
-            .then(|| (&ring.seg.header().producer.tail_seq, from));
-        // SAFETY: lifetime of the tail reference: the segment is kept mapped by
-        // the Arc the chunk's borrow of `core` keeps alive.
-        let lap = lap.map(|(t, f)| (unsafe { &*std::ptr::from_ref(t) }, f));
+        let tail: *const AtomicU64 = &self.core.ring().seg.header().producer.tail_seq;
+        let lap = self.lap_check.then(|| Lap {
+            // SAFETY: the segment stays mapped while the Arc in `core` lives,
+            // which the chunk's borrow of `core` keeps alive.
+            tail: unsafe { &*tail },
+            first: from,
+            lapped_at: &self.chunk_lapped_at,
+        });
         // SAFETY: ready_runs returns published, unread items of this consumer,
         // the next sequences in order, from `from`; the chunk borrows the
         // consumer mutably.

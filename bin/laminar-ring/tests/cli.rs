@@ -857,7 +857,10 @@ fn under_policy_lag_a_dead_sidecar_is_dropped_and_warns_when_it_comes_back() {
     assert_eq!(dropped("away"), true, "{info}");
     assert_eq!(dropped("live"), false, "{info}");
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "lagging"])).stdout).into_owned();
-    assert!(text.contains("dropped (the producer no longer waits for it)"), "{text}");
+    assert!(
+        text.contains("dropped (the producer no longer waits for it)"),
+        "{text}"
+    );
     ok(d.run(&["produce", "lagging", "-i", &d.s("c.arrows")]));
     let away = consume("away", "away.arrows");
     wait_until("both read everything", Duration::from_secs(10), || {
