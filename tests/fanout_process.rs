@@ -599,6 +599,47 @@ fn a_subscriber_killed_part_way_is_subscribed_afresh() {
     }
 }
 
+/// Under `Policy::Lag`, a subscriber killed part-way that holds the
+/// producer back is dropped after the grace like any dead one, though no
+/// consumer attaches to repair it; back under its name, it is told what it
+/// missed and reads on in order.
+#[test]
+fn under_lag_a_subscriber_killed_part_way_does_not_stall_the_producer() {
+    let policy = shm::Policy::Lag {
+        bound: None,
+        grace: Duration::from_millis(30),
+    };
+    let ring = ring_with_policy("broken-lag", 16, &["a"], policy);
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    let mut a =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("a", Start::Earliest)).unwrap();
+    for v in 0..16 {
+        tx.push(v).unwrap();
+        assert_eq!(a.pop(), Ok(v));
+    }
+    // The broken subscription: cursor 1 at 16, marked "subscribing" (4).
+    write_cursor(&ring.name, 1, 16, 4, "b");
+    for v in 16..100 {
+        tx.push_timeout(v, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("push {v}: {e}"));
+        assert_eq!(a.pop(), Ok(v));
+    }
+    let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    let b = info.subscribers.iter().find(|s| s.name == "b").unwrap();
+    assert!(b.dropped, "{b:?}");
+    let mut b =
+        ShmConsumer::<u64>::open_with(&ring.name, &as_subscriber("b", Start::Earliest)).unwrap();
+    let missed = match b.try_pop() {
+        Err(shm::ShmTryPopError::Lagged { missed }) => missed,
+        other => panic!("expected Lagged, got {other:?}"),
+    };
+    let start = b.read_seq();
+    assert_eq!(start - missed, 16);
+    for v in start..100 {
+        assert_eq!(b.try_pop(), Ok(v));
+    }
+}
+
 /// The same with a stream of Arrow batches: one producer process, three
 /// consumer processes under their own names, SIGKILLed at random and
 /// restarted at least 50 times. Each batch holds its own number; each

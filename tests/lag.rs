@@ -129,6 +129,50 @@ fn a_dead_subscriber_is_dropped_after_the_grace_and_told_what_it_missed() {
     assert_eq!(away.try_pop(), Ok(100));
 }
 
+/// A dead subscriber that holds nothing back (a live one does) is kept:
+/// dropping it would free no room.
+#[test]
+fn a_dead_subscriber_that_holds_nothing_back_is_kept() {
+    let ring = Ring::new("dead-ahead");
+    shm::create::<u64>(&ring.name, 8, &with(lag(None, 30), "slow")).unwrap();
+    let _slow = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "slow")).unwrap();
+    let mut away = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "away")).unwrap();
+    let mut tx = ShmProducer::<u64>::open(&ring.name).unwrap();
+    for v in 0..8 {
+        tx.try_push(v).unwrap();
+        assert_eq!(away.try_pop(), Ok(v));
+    }
+    drop(away);
+    assert!(matches!(
+        tx.push_timeout(8, Duration::from_millis(200)),
+        Err(ShmPushError::Full(8))
+    ));
+    let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    assert!(info.subscribers.iter().all(|s| !s.dropped), "{info:?}");
+}
+
+/// A dead subscriber holding end records back (producers that come and go
+/// without filling the ring) is dropped after its grace too: the next
+/// producer attaches, where under `Block` it would wait for room in the
+/// end log and fail.
+#[test]
+fn a_dead_subscriber_holding_end_records_back_is_dropped() {
+    let ring = Ring::new("dead-ends");
+    shm::create::<u64>(&ring.name, 8, &with(lag(None, 30), "away")).unwrap();
+    drop(ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "away")).unwrap());
+    let opts = SegmentOptions {
+        attach_timeout: Duration::from_secs(10),
+        ..SegmentOptions::default()
+    };
+    for session in 0..20 {
+        let tx = ShmProducer::<u64>::open_with(&ring.name, &opts)
+            .unwrap_or_else(|e| panic!("session {session}: {e}"));
+        tx.close();
+    }
+    let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
+    assert!(info.subscribers[0].dropped, "{info:?}");
+}
+
 /// Under `Block` the same dead subscriber holds the producer back for
 /// ever: its push reports `ConsumerGone` and keeps the items.
 #[test]

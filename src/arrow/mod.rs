@@ -288,7 +288,8 @@ pub enum ArrowRingError {
     /// producer session's schema on (the batches of a session under way
     /// cannot be decoded without the schema and dictionaries it missed).
     #[error(
-        "this consumer was dropped while it was away: it missed {missed} messages, and reads on          from the next producer session"
+        "this consumer was dropped while it was away: it missed {missed} messages, and reads on \
+         from the next producer session"
     )]
     Lagged {
         /// Messages (schemas, dictionaries and batches) it will never see.

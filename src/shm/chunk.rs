@@ -135,6 +135,12 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// segment's permissions let write it) races with reads through the
     /// slices, which is undefined behaviour in Rust's model. Prefer
     /// [`get`](Self::get) and [`iter`](Self::iter), which copy.
+    ///
+    /// In a ring with a lag bound ([`Policy::Lag`](super::Policy::Lag)),
+    /// the producer keeping the protocol may overwrite a consumer's
+    /// unreleased slots once it has dropped that consumer: there the
+    /// caller must also know that this consumer cannot be dropped while the
+    /// slices live (it stays less than the bound behind), or not use them.
     pub unsafe fn as_slices(&self) -> (&[T], &[T]) {
         // SAFETY: published, unread, aligned slots the borrowed consumer
         // keeps unreleased; any bytes are a T; no writer meanwhile: caller.

@@ -301,10 +301,11 @@ pub(crate) struct ConsumerCursor {
     /// End records the consumer has read and is done with (it resumes
     /// there); stored by the consumer only, with Release.
     pub(crate) ends_seen: AtomicU64,
-    /// 1 + the position this subscription held when the producer dropped
-    /// it ([`Policy::Lag`]); 0 when it was not dropped, or its consumer has
-    /// reported the items it missed. Stored by the producer before it
-    /// marks the cursor dropped, cleared by the consumer.
+    /// 1 + the position a subscription the producer dropped
+    /// ([`Policy::Lag`]) stood at when its consumer subscribed it again; 0
+    /// when it was not dropped, or its consumer has reported the items it
+    /// missed. Stored and cleared by the consumer (holding the cursor's
+    /// lock).
     pub(crate) dropped_at: AtomicU64,
     /// The subscription's name: UTF-8, padded with NULs (stored before the
     /// subscription, Relaxed, published by its Release).

@@ -954,14 +954,25 @@ impl Segment {
         let byte = cursor_byte(i);
         let dropped = lock_byte(&self.file, byte, libc::F_WRLCK).is_ok() && {
             let cursor = &self.cursors()[i as usize];
-            // Acquire (all): pair with the subscriber's Release stores.
+            // Acquire (all): pair with the subscriber's Release stores. A
+            // cursor whose subscriber was killed part-way (consumer_state
+            // 4) is dropped too: whoever attaches under its name subscribes
+            // it again from scratch (resubscribe_dropped), as
+            // finish_broken_subscriptions would.
             let holds = cursor.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED
-                && cursor.consumer_state.load(Ordering::Acquire) != ROLE_SUBSCRIBING
                 && cursor.read_seq.load(Ordering::Acquire) == at;
             if holds {
+                // Killed while storing its name: nobody can come back under
+                // it, so the cursor is freed (as finish_broken_subscriptions
+                // does).
+                let word = if cursor.load_name().is_some() {
+                    CURSOR_DROPPED
+                } else {
+                    CURSOR_FREE
+                };
                 // SYNC POINT subscription: Release pairs with the Acquire
                 // loads in fanout::min_read and resubscribe_dropped.
-                cursor.subscription.store(CURSOR_DROPPED, Ordering::Release);
+                cursor.subscription.store(word, Ordering::Release);
                 // A consumer of it killed asleep left its bit set.
                 self.header().not_empty.cell.clear_sleeper(i);
             }
@@ -1002,6 +1013,10 @@ impl Segment {
     /// back.
     fn subscribe(&self, cursor: &ConsumerCursor, name: &str, start: Start, at: Option<u64>) {
         let h = self.header();
+        // A subscriber killed part-way left fields that may not match its
+        // start: none of them is kept (below).
+        // Relaxed: this process is the cursor's only writer now.
+        let broken = cursor.consumer_state.load(Ordering::Relaxed) == ROLE_SUBSCRIBING;
         // Relaxed (all): published by the subscription's Release store in
         // fanout::subscribe (or, re-run, this process is the cursor's only
         // writer: no consumer attaches to it before the marker goes).
@@ -1034,7 +1049,8 @@ impl Segment {
         let head = h.producer.ends_head.load(Ordering::Acquire);
         // Relaxed: this process is the cursor's only writer.
         let seen = cursor.ends_seen.load(Ordering::Relaxed);
-        let keep = at == Some(provisional) && seen <= head && head - seen < END_LOG_LEN / 2;
+        let keep =
+            !broken && at == Some(provisional) && seen <= head && head - seen < END_LOG_LEN / 2;
         let joined = self.layout.kind == RingKind::Arrow;
         if !keep {
             // An Arrow subscriber has no decoder state: it reads from the
@@ -1084,7 +1100,11 @@ impl Segment {
                 continue; // held: not ours to touch
             }
             if let Some(name) = cursor.load_name() {
-                self.subscribe(cursor, &name, Start::Earliest, None);
+                // A dropped subscription being subscribed again starts from
+                // where it stood, as resubscribe_dropped.
+                // Relaxed: this process holds the cursor's lock.
+                let at = cursor.dropped_at.load(Ordering::Relaxed).checked_sub(1);
+                self.subscribe(cursor, &name, Start::Earliest, at);
             } else {
                 // Killed while storing the name: no one can attach under it.
                 // Release: the producer stops counting it (as unsubscribe).

@@ -190,6 +190,14 @@ impl<T: ShmSlot> MappedRing<T> {
         self.seg.header().producer.tail_seq.load(Ordering::Relaxed) <= first
     }
 
+    /// How long a producer waiting for room sleeps at most: under
+    /// [`Policy::Lag`] its attempts watch a dead subscriber's grace run
+    /// out, which no one announces, so a tenth of the grace (at least
+    /// [`DEAD_LOOK_INTERVAL`]); otherwise no limit.
+    fn lag_nap(&self) -> Option<Duration> {
+        self.lag_grace.map(|g| (g / 10).max(DEAD_LOOK_INTERVAL))
+    }
+
     /// Whether the ring drops subscribers ([`Policy::Lag`]).
     pub(crate) fn lags(&self) -> bool {
         self.lag_grace.is_some()
@@ -201,7 +209,8 @@ impl<T: ShmSlot> MappedRing<T> {
     #[cfg(feature = "arrow")] // used by the Arrow layer only
     fn floor_held(&self, write: u64) -> Option<u64> {
         let floor = self.floor_once(write)?;
-        if self.drop_dead() {
+        // SYNC POINT read_seq: Acquire, as in fanout::min_read.
+        if self.drop_dead(|c| c.read_seq.load(Ordering::Acquire) == floor) {
             return self.floor_once(write);
         }
         Some(floor)
@@ -230,13 +239,14 @@ impl<T: ShmSlot> MappedRing<T> {
         Some(floor)
     }
 
-    /// Under [`Policy::Lag`], with the ring full: drops every subscriber
-    /// that has had no consumer attached, and stayed where it is, for the
-    /// grace period while the producer was held back (looking at their
-    /// locks at most once per [`DEAD_LOOK_INTERVAL`]); whether it dropped
-    /// one.
+    /// Under [`Policy::Lag`], with the producer held back: drops every
+    /// subscriber that `holds` it back (at its bound, or holding end
+    /// records back) and has had no consumer attached, and stayed where it
+    /// is, for the grace period (looking at their locks at most once per
+    /// [`DEAD_LOOK_INTERVAL`]); whether it dropped one. A dead subscriber
+    /// that holds nothing back is kept: dropping it would free nothing.
     #[cold]
-    fn drop_dead(&self) -> bool {
+    fn drop_dead(&self, holds: impl Fn(&ConsumerCursor) -> bool) -> bool {
         let Some(grace) = self.lag_grace else {
             return false;
         };
@@ -258,6 +268,7 @@ impl<T: ShmSlot> MappedRing<T> {
             // SYNC POINT subscription, read_seq: Acquire, as in
             // fanout::min_read.
             if c.subscription.load(Ordering::Acquire) != CURSOR_SUBSCRIBED
+                || !holds(c)
                 || self.seg.cursor_alive(i as u32)
             {
                 watch.since[i] = None;
@@ -326,7 +337,10 @@ unsafe impl<T: ShmSlot> SlotRing for MappedRing<T> {
     #[inline]
     fn read_floor(&self, write: u64) -> Option<u64> {
         let floor = self.floor_once(write)?;
-        if write.saturating_sub(floor) >= self.capacity as u64 && self.drop_dead() {
+        if write.saturating_sub(floor) >= self.capacity as u64
+            // SYNC POINT read_seq: Acquire, as in fanout::min_read.
+            && self.drop_dead(|c| c.read_seq.load(Ordering::Acquire) == floor)
+        {
             return self.floor_once(write);
         }
         Some(floor)
@@ -651,8 +665,24 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
         ring.clone(),
         |r| &r.seg.header().not_full.cell,
     )
+    .napping(ring.lag_nap())
     .wait_until(deadline, || match pending() {
-        Ok(n) if n > max_pending => None,
+        Ok(n) if n > max_pending => {
+            // Under Policy::Lag a dead subscriber holding the end log back
+            // is dropped after its grace, as one holding slots back.
+            if ring.lags() {
+                let seen = |c: &ConsumerCursor| c.ends_seen.load(Ordering::Acquire);
+                let slowest = ring
+                    .seg
+                    .cursors()
+                    .iter()
+                    .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
+                    .map(seen)
+                    .min();
+                ring.drop_dead(|c| Some(seen(c)) == slowest);
+            }
+            None
+        }
         done => Some(done),
     });
     match waited {
