@@ -279,6 +279,33 @@ pub fn producer_floor<C: Cursor>(
     }
 }
 
+/// Whether nothing a consumer copied from sequence `first` on can have
+/// been overwritten, checked after the copy and before its release (a
+/// seqlock reader's check), in a ring whose producer may drop a live
+/// consumer ([`Policy::Lag`] with a bound): `tail` is the producer's, and
+/// `subscription` this consumer's cursor's.
+///
+/// The producer overwrites an unreleased slot of this consumer only after
+/// it dropped the cursor (`subscription` 1 to 2, before it computes the
+/// bound without it), then published a `tail` past the slot and ran a
+/// `SeqCst` fence ([`producer_floor`]); only this consumer subscribes its
+/// cursor again. The copy's loads come before these loads (the Acquire
+/// fence): if the copy saw a byte the producer wrote after that fence, they
+/// see the drop and that tail. So the copy is intact when `tail` is at or
+/// before `first`, or the cursor is still subscribed (a `tail` past a
+/// subscribed cursor is possible: a subscriber whose fence came first in
+/// the pattern starts below a `tail` it did not see, and the producer
+/// bounds itself by it). Before the release: once items are released, the
+/// producer may rightly publish a tail past them.
+#[inline(always)]
+pub fn copies_intact(tail: &AtomicU64, subscription: &AtomicU32, first: u64) -> bool {
+    fence(Ordering::Acquire);
+    // SYNC POINT tail, subscription: see above (Relaxed: ordered by the
+    // fence).
+    tail.load(Ordering::Relaxed) <= first
+        || subscription.load(Ordering::Relaxed) == CURSOR_SUBSCRIBED
+}
+
 /// Where a new subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -556,6 +583,199 @@ pub mod model {
         /// The next sequence this consumer reads.
         pub fn position(&self) -> u64 {
             self.0.read_pos()
+        }
+    }
+
+    /// A ring under a lag bound, for the model of a live consumer dropped
+    /// while it reads: its slots are atomics (the producer overwriting a
+    /// slot the dropped consumer copies is a race by design, which the
+    /// check after the copy, [`copies_intact`](super::copies_intact),
+    /// catches), and the producer drops a cursor `bound` behind
+    /// (`producer_floor` with the bound).
+    #[derive(Debug, Clone)]
+    pub struct LagModel {
+        fan: Arc<LagFan>,
+    }
+
+    #[derive(Debug)]
+    struct LagFan {
+        slots: Vec<AtomicU64>,
+        write_seq: AtomicU64,
+        tail: AtomicU64,
+        epoch: AtomicU64,
+        cursors: Vec<ModelCursor>,
+        bound: u64,
+    }
+
+    #[derive(Debug)]
+    struct LagView {
+        fan: Arc<LagFan>,
+        own: Option<usize>,
+        checked: AtomicU64,
+    }
+
+    // SAFETY: the slots are a power-of-two count of atomics, each read and
+    // written whole; the positions are the model's atomics.
+    unsafe impl SlotRing for LagView {
+        type Item = u64;
+        const TRUSTED: bool = false;
+
+        fn capacity(&self) -> usize {
+            self.fan.slots.len()
+        }
+
+        fn write_seq_atomic(&self) -> &AtomicU64 {
+            &self.fan.write_seq
+        }
+
+        fn read_seq_atomic(&self) -> &AtomicU64 {
+            &self.fan.cursors[self.own.unwrap_or(0)].read_seq
+        }
+
+        fn read_floor(&self, write: u64) -> Option<u64> {
+            let f = &self.fan;
+            // Relaxed: this producer's own state.
+            let checked = self.checked.load(Ordering::Relaxed);
+            let words = Words {
+                tail: &f.tail,
+                epoch: &f.epoch,
+            };
+            let (floor, checked) = producer_floor(
+                words,
+                &f.cursors,
+                write,
+                self.capacity() as u64,
+                checked,
+                Some(f.bound),
+            )?;
+            self.checked.store(checked, Ordering::Relaxed);
+            Some(floor)
+        }
+
+        unsafe fn slot_ptr(&self, _seq: u64) -> *mut u64 {
+            unreachable!("the chunk API is compiled out under loom")
+        }
+
+        unsafe fn write_slot(&self, seq: u64, value: u64) {
+            // Relaxed: published by the producer's Release store of
+            // write_seq, as a slot's bytes are.
+            self.slot(seq).store(value, Ordering::Relaxed);
+        }
+
+        unsafe fn read_slot(&self, seq: u64) -> u64 {
+            // Relaxed: as the shared-memory rings' volatile reads; checked
+            // by copies_intact before it is used.
+            self.slot(seq).load(Ordering::Relaxed)
+        }
+    }
+
+    impl LagView {
+        fn slot(&self, seq: u64) -> &AtomicU64 {
+            let slots = &self.fan.slots;
+            &slots[(seq % slots.len() as u64) as usize]
+        }
+    }
+
+    /// The producer of a [`LagModel`].
+    #[allow(missing_debug_implementations)]
+    pub struct LagProducer(ProducerCore<Box<LagView>>);
+
+    /// A consumer of a [`LagModel`].
+    #[allow(missing_debug_implementations)]
+    pub struct LagConsumer(ConsumerCore<Box<LagView>>, Arc<LagFan>, usize);
+
+    /// What a checked pop of a [`LagConsumer`] found.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum LagPop {
+        /// The next item, intact, released.
+        Item(u64),
+        /// Nothing published.
+        Empty,
+        /// The copy may have been overwritten: nothing released.
+        Lapped,
+    }
+
+    impl LagModel {
+        /// An empty ring whose `cursors` cursors are subscribed from 0.
+        pub fn new(capacity: usize, cursors: usize, bound: u64) -> Self {
+            let c: Vec<ModelCursor> = (0..cursors).map(|_| ModelCursor::default()).collect();
+            for cursor in &c {
+                cursor
+                    .subscription
+                    .store(super::CURSOR_SUBSCRIBED, Ordering::Relaxed);
+            }
+            Self {
+                fan: Arc::new(LagFan {
+                    slots: (0..capacity).map(|_| AtomicU64::new(u64::MAX)).collect(),
+                    write_seq: AtomicU64::new(0),
+                    tail: AtomicU64::new(0),
+                    epoch: AtomicU64::new(0),
+                    cursors: c,
+                    bound,
+                }),
+            }
+        }
+
+        fn view(&self, own: Option<usize>) -> Box<LagView> {
+            Box::new(LagView {
+                fan: self.fan.clone(),
+                own,
+                checked: AtomicU64::new(0),
+            })
+        }
+
+        /// The producer.
+        pub fn producer(&self) -> LagProducer {
+            LagProducer(ProducerCore::new(self.view(None)))
+        }
+
+        /// The consumer of `cursor`.
+        pub fn consumer(&self, cursor: usize) -> LagConsumer {
+            LagConsumer(
+                ConsumerCore::new(self.view(Some(cursor))),
+                self.fan.clone(),
+                cursor,
+            )
+        }
+    }
+
+    impl LagProducer {
+        /// Pushes `value`; `false` when the ring is full.
+        pub fn try_push(&mut self, value: u64) -> bool {
+            self.0.try_push(value).is_ok()
+        }
+
+        /// The next sequence written.
+        pub fn position(&self) -> u64 {
+            self.0.write_pos()
+        }
+    }
+
+    impl LagConsumer {
+        /// Copies the next item, checks it, and only then releases it, as
+        /// `ShmConsumer` does in a ring with a lag bound.
+        pub fn pop_checked(&mut self) -> LagPop {
+            let first = self.0.read_pos();
+            let Some(v) = self.0.read_next() else {
+                return LagPop::Empty;
+            };
+            let cursor = &self.1.cursors[self.2];
+            if !super::copies_intact(&self.1.tail, &cursor.subscription, first) {
+                return LagPop::Lapped;
+            }
+            self.0.release(1);
+            LagPop::Item(v)
+        }
+
+        /// The next sequence this consumer reads.
+        pub fn position(&self) -> u64 {
+            self.0.read_pos()
+        }
+
+        /// Whether the producer dropped this consumer's cursor.
+        pub fn dropped(&self) -> bool {
+            // Acquire: pairs with the producer's AcqRel swap.
+            self.1.cursors[self.2].subscription.load(Ordering::Acquire) == super::CURSOR_DROPPED
         }
     }
 }

@@ -505,6 +505,7 @@ where
     /// [`pop_into`](Self::pop_into), releasing them only if `keep` (as in
     /// [`pop_slice_if`](Self::pop_slice_if)); otherwise `out` is left as it
     /// was and 0 is returned.
+    #[cfg(not(loom))]
     pub(crate) fn pop_into_if(
         &mut self,
         out: &mut Vec<<H::Target as SlotRing>::Item>,

@@ -1178,3 +1178,40 @@ fn fanout_a_consumer_restarting_mid_stream_resumes_at_its_first_unreleased_item(
         fan_check(&mut b, 4 + pushed);
     });
 }
+
+/// Under a lag bound (here 1, on 2 slots) the producer drops a live
+/// consumer that falls behind and overwrites what it was reading. The
+/// consumer copies, checks (`fanout::copies_intact`) and only then releases
+/// (`LagModel` runs `producer_floor` with the bound, and the SPSC cores):
+/// every item it accepts is the one published at its position, and it
+/// finds a copy overwritten only when its cursor was dropped.
+#[test]
+fn lag_a_consumer_accepts_no_overwritten_item_and_is_lapped_only_when_dropped() {
+    use laminar_ring::fanout::model::{LagModel, LagPop};
+    model(|| {
+        let ring = LagModel::new(2, 2, 1);
+        let mut p = ring.producer();
+        let mut fast = ring.consumer(1);
+        let mut slow = ring.consumer(0);
+        let reader = thread::spawn(move || {
+            for _ in 0..2 {
+                let at = slow.position();
+                match slow.pop_checked() {
+                    LagPop::Item(v) => assert_eq!(v, at, "an item not published at {at}"),
+                    LagPop::Lapped => {
+                        assert!(slow.dropped(), "lapped at {at} while subscribed");
+                        return;
+                    }
+                    LagPop::Empty => thread::yield_now(),
+                }
+            }
+        });
+        for _ in 0..4 {
+            let v = p.position();
+            if p.try_push(v) {
+                assert_eq!(fast.pop_checked(), LagPop::Item(v));
+            }
+        }
+        reader.join().unwrap();
+    });
+}

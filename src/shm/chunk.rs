@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use crate::chunks::{ReleaseRead, Runs};
 use crate::ring_buffer::Run;
-use crate::sync::{AtomicU64, Ordering, fence};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 use super::slot::ShmSlot;
 
@@ -14,6 +14,8 @@ use super::slot::ShmSlot;
 pub(crate) struct Lap<'a> {
     /// The producer's `tail_seq`.
     pub(crate) tail: &'a AtomicU64,
+    /// The consumer's cursor's subscription word.
+    pub(crate) subscription: &'a AtomicU32,
     /// The chunk's first sequence.
     pub(crate) first: u64,
     /// Stored `first` when the commit found the chunk overwritten.
@@ -87,14 +89,8 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// the consumer's next call reports the loss
     /// (`ShmTryPopError::Lagged`).
     pub fn intact(&self) -> bool {
-        self.lap.is_none_or(|lap| {
-            // The reads of the items before the load of tail_seq: the
-            // producer publishes a tail past a slot (and fences) before it
-            // overwrites it.
-            fence(Ordering::Acquire);
-            // SYNC POINT tail: see above.
-            lap.tail.load(Ordering::Relaxed) <= lap.first
-        })
+        self.lap
+            .is_none_or(|lap| crate::fanout::copies_intact(lap.tail, lap.subscription, lap.first))
     }
 
     /// Number of items in the chunk.

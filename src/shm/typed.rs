@@ -31,12 +31,14 @@ use crate::chunks::WriteChunkUninit;
 use crate::error::check_capacity;
 use crate::protocol::{ConsumerCore, ProducerCore};
 use crate::ring_buffer::SlotRing;
-use crate::sync::{Arc, AtomicU64, Ordering, fence};
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
 use crate::wait::{Blocking, Sharing, WaitStrategy, Waiter, retry_until};
 
 use super::chunk::{Lap, ShmReadChunk};
 use super::error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-use crate::fanout::{CURSOR_DROPPED, CURSOR_SUBSCRIBED, Policy, Words, producer_floor};
+use crate::fanout::{
+    CURSOR_DROPPED, CURSOR_SUBSCRIBED, Policy, Words, copies_intact, producer_floor,
+};
 
 use super::header::{
     ConsumerCursor, END_CLOSED, END_DIED, END_FAILED, END_LOG_LEN, HeaderError, Layout,
@@ -181,13 +183,11 @@ impl<T: ShmSlot> MappedRing<T> {
     /// move `tail_seq` past them rightly.
     #[inline(always)]
     fn intact(&self, first: u64) -> bool {
-        // The copy's loads before the load of tail_seq: if the copy saw a
-        // byte the producer wrote after publishing a tail past `first`,
-        // this load sees that tail (the producer's SeqCst fence after its
-        // store pairs with this fence).
-        fence(Ordering::Acquire);
-        // SYNC POINT tail: see above.
-        self.seg.header().producer.tail_seq.load(Ordering::Relaxed) <= first
+        copies_intact(
+            &self.seg.header().producer.tail_seq,
+            &self.cursor().subscription,
+            first,
+        )
     }
 
     /// How long a producer waiting for room sleeps at most: under
@@ -1945,10 +1945,13 @@ impl<T: ShmSlot> ShmConsumer<T> {
         let from = self.core.read_pos();
         let (first, second) = self.core.ready_runs(max);
         let tail: *const AtomicU64 = &self.core.ring().seg.header().producer.tail_seq;
+        let subscription: *const AtomicU32 = &self.core.ring().cursor().subscription;
         let lap = self.lap_check.then(|| Lap {
             // SAFETY: the segment stays mapped while the Arc in `core` lives,
             // which the chunk's borrow of `core` keeps alive.
             tail: unsafe { &*tail },
+            // SAFETY: as for `tail`.
+            subscription: unsafe { &*subscription },
             first: from,
             lapped_at: &self.chunk_lapped_at,
         });
