@@ -154,14 +154,15 @@ fn a_dead_subscriber_that_holds_nothing_back_is_kept() {
 /// A dead subscriber holding end records back (producers that come and go
 /// without filling the ring) is dropped after its grace too: the next
 /// producer attaches, where under `Block` it would wait for room in the
-/// end log and fail.
+/// end log and fail; it waits for the grace even when that is longer than
+/// its attach timeout.
 #[test]
 fn a_dead_subscriber_holding_end_records_back_is_dropped() {
     let ring = Ring::new("dead-ends");
-    shm::create::<u64>(&ring.name, 8, &with(lag(None, 30), "away")).unwrap();
+    shm::create::<u64>(&ring.name, 8, &with(lag(None, 500), "away")).unwrap();
     drop(ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "away")).unwrap());
     let opts = SegmentOptions {
-        attach_timeout: Duration::from_secs(10),
+        attach_timeout: Duration::from_millis(200),
         ..SegmentOptions::default()
     };
     for session in 0..20 {

@@ -66,10 +66,10 @@ pub struct Geometry {
     /// the next producer session). Default block.
     #[arg(long, value_name = "POLICY", value_enum)]
     pub policy: Option<PolicyArg>,
-    /// With --policy lag: how long a subscriber with no consumer attached
-    /// may hold the producer back before it is dropped: 500ms, 10s, 2m.
-    /// Default 10s.
-    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration, requires = "policy")]
+    /// How long a subscriber with no consumer attached may hold the
+    /// producer back before it is dropped: 500ms, 10s, 2m. Implies --policy
+    /// lag. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_duration)]
     pub lag_grace: Option<std::time::Duration>,
     /// Make a new ring temporary: a consumer that reaches a clean end of
     /// stream (without --follow) removes it, unless another process has
@@ -114,13 +114,18 @@ impl Geometry {
     }
 
     fn policy(&self) -> shm::Policy {
-        match self.policy {
-            None | Some(PolicyArg::Block) => shm::Policy::Block,
-            Some(PolicyArg::Lag) => shm::Policy::Lag {
+        match (self.policy, self.lag_grace) {
+            (Some(PolicyArg::Lag), _) | (None, Some(_)) => shm::Policy::Lag {
                 bound: None,
                 grace: self.lag_grace.unwrap_or(DEFAULT_LAG_GRACE),
             },
+            _ => shm::Policy::Block,
         }
+    }
+
+    /// A policy asked for: given, or implied by --lag-grace.
+    fn asks_policy(&self) -> bool {
+        self.policy.is_some() || self.lag_grace.is_some()
     }
 
     /// What of the flags given differs from the existing ring `i`:
@@ -149,7 +154,7 @@ impl Geometry {
                 i.layout.max_consumers
             ));
         }
-        if self.policy.is_some() && self.policy() != i.layout.policy {
+        if self.asks_policy() && self.policy() != i.layout.policy {
             d.push(format!(
                 "{} (it has {})",
                 fmt_policy_flags(self.policy()),

@@ -135,7 +135,9 @@ pub fn stream_schema(
         // keeps the copies before those loads (a seqlock's read side).
         fence(Ordering::Acquire);
         let still = match &found {
-            None => seg.sequences().map_err(bad_header)?.0 == read_seq,
+            // The slots scanned (from read_seq on) not reused: the producer
+            // overwrites only below the tail it published.
+            None => seg.sequences().map_err(bad_header)?.0 <= read_seq,
             // Not released (so not reused) while read_seq has not passed it.
             Some((Source::Slot(seq), _)) => seg.sequences().map_err(bad_header)?.0 <= *seq,
             // Not rewritten while the word and the half's header are the same

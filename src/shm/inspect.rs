@@ -145,9 +145,14 @@ impl SubscriberInfo {
     /// Items published and not yet released by this consumer (clamped to
     /// the capacity), for a ring whose `write_seq` is `write_seq`.
     pub fn lag(&self, info: &RingInfo) -> u64 {
-        info.write_seq
-            .saturating_sub(self.read_seq)
-            .min(info.layout.capacity)
+        let behind = info.write_seq.saturating_sub(self.read_seq);
+        // A dropped subscriber may be more than a ring behind: its lag is
+        // what it will have missed.
+        if self.dropped {
+            behind
+        } else {
+            behind.min(info.layout.capacity)
+        }
     }
 
     /// Arrow rings: arena bytes this consumer has not released (clamped to

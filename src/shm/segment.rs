@@ -910,13 +910,17 @@ impl Segment {
     /// Subscribes again cursor `i`, this process's (it holds its lock),
     /// if the producer dropped it ([`Policy::Lag`]): see
     /// [`resubscribe_dropped`](Self::resubscribe_dropped).
-    pub(crate) fn resubscribe(&self, i: u32) -> Result<(), OpenError> {
+    /// Gives up at once (`false`) if the table lock is held: an attached
+    /// consumer does not wait inside a pop; it tries again at its next.
+    pub(crate) fn resubscribe(&self, i: u32) -> bool {
         let cursor = &self.cursors()[i as usize];
         let name = cursor.load_name().unwrap_or_default();
-        self.with_table_lock(|| {
-            self.resubscribe_dropped(cursor, &name);
-            Ok(())
-        })
+        if lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_WRLCK).is_err() {
+            return false;
+        }
+        self.resubscribe_dropped(cursor, &name);
+        let _ = lock_byte(&self.file, TABLE_LOCK_BYTE, libc::F_UNLCK);
+        true
     }
 
     /// Subscribes `cursor` again under `name` if the producer dropped it,
@@ -930,9 +934,15 @@ impl Segment {
         if cursor.subscription.load(Ordering::Acquire) != CURSOR_DROPPED {
             return;
         }
-        // Relaxed (both): this process is the cursor's only writer now
+        // Relaxed (all): this process is the cursor's only writer now
         // (the producer no longer stores to a dropped cursor).
         let mut at = cursor.dropped_at.load(Ordering::Relaxed);
+        if at == 0 && cursor.consumer_state.load(Ordering::Relaxed) == ROLE_SUBSCRIBING {
+            // A new subscription killed part-way, then dropped: it never
+            // started, so it starts now, from scratch, and missed nothing.
+            self.subscribe(cursor, name, Start::Earliest, None);
+            return;
+        }
         if at == 0 {
             at = cursor.read_seq.load(Ordering::Relaxed).saturating_add(1);
             // SYNC POINT dropped_at: Release, before the subscription

@@ -658,7 +658,17 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
         Ok(head - seen)
     };
     let started = Instant::now();
-    let deadline = started.checked_add(ring.seg.attach_timeout());
+    // Under Policy::Lag a dead subscriber holding the end log back is
+    // dropped once this producer has seen it so for the grace: wait that
+    // long at least.
+    let patience = match ring.lag_grace {
+        Some(grace) => ring
+            .seg
+            .attach_timeout()
+            .max(grace.saturating_add(Duration::from_secs(1))),
+        None => ring.seg.attach_timeout(),
+    };
+    let deadline = started.checked_add(patience);
     let waited = Waiter::new(
         WaitStrategy::Park,
         Sharing::AcrossProcesses,
@@ -671,15 +681,23 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
             // Under Policy::Lag a dead subscriber holding the end log back
             // is dropped after its grace, as one holding slots back.
             if ring.lags() {
+                // SYNC POINT ends_seen: Acquire, as in pending.
                 let seen = |c: &ConsumerCursor| c.ends_seen.load(Ordering::Acquire);
                 let slowest = ring
                     .seg
                     .cursors()
                     .iter()
+                    // SYNC POINT subscription: Acquire, as in fanout::min_read.
                     .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
                     .map(seen)
                     .min();
-                ring.drop_dead(|c| Some(seen(c)) == slowest);
+                if ring.drop_dead(|c| Some(seen(c)) == slowest) {
+                    // Room now, perhaps: look again at once.
+                    return match pending() {
+                        Ok(n) if n > max_pending => None,
+                        done => Some(done),
+                    };
+                }
             }
             None
         }
@@ -1367,7 +1385,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
                 .dropped_at
                 .store(first.saturating_add(1), Ordering::Release);
         }
-        if ring.seg.resubscribe(index).is_err() {
+        if !ring.seg.resubscribe(index) {
             // The table lock stayed taken: the cursor is still dropped, and
             // the next look tries again.
             return Err(ShmTryPopError::Empty);

@@ -856,6 +856,13 @@ fn under_policy_lag_a_dead_sidecar_is_dropped_and_warns_when_it_comes_back() {
     let dropped = |n: &str| subs.iter().find(|s| s["name"] == n).unwrap()["dropped"].clone();
     assert_eq!(dropped("away"), true, "{info}");
     assert_eq!(dropped("live"), false, "{info}");
+    // Its lag is what it will have missed, more than the ring holds.
+    let away_info = subs.iter().find(|s| s["name"] == "away").unwrap();
+    assert_eq!(
+        away_info["lag"].as_u64().unwrap(),
+        info["write_seq"].as_u64().unwrap() - away_info["read_seq"].as_u64().unwrap()
+    );
+    assert!(away_info["lag"].as_u64().unwrap() > 8, "{info}");
     let text = String::from_utf8_lossy(&ok(d.run(&["info", "lagging"])).stdout).into_owned();
     assert!(
         text.contains("dropped (the producer no longer waits for it)"),
@@ -869,6 +876,8 @@ fn under_policy_lag_a_dead_sidecar_is_dropped_and_warns_when_it_comes_back() {
             .as_array()
             .is_some_and(|s| s.iter().all(|s| s["read_seq"] == i["write_seq"]))
     });
+    let text = String::from_utf8_lossy(&ok(d.run(&["info", "lagging"])).stdout).into_owned();
+    assert!(!text.contains("unreadable"), "{text}");
     signal(live.id(), "TERM");
     signal(away.id(), "TERM");
     ok(wait_with_timeout(live, Duration::from_secs(10)));
