@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use laminar_ring::shm::{ShmConsumer, ShmProducer};
+use laminar_ring::shm::{Policy, SegmentOptions, ShmConsumer, ShmProducer};
 use laminar_ring::{WaitStrategy, spsc};
 
 #[path = "support/runs.rs"]
@@ -168,9 +168,41 @@ fn throughput_in_process(n: u64, mode: Mode) -> f64 {
     ns
 }
 
-fn throughput_cross_process(n: u64, mode: Mode) -> f64 {
+/// ns per item through a shared ring in one thread (push 64, then pop 64
+/// with one `try_pop` each, every value checked): the cost of the ring's
+/// own code with no second core, under `policy`.
+fn one_thread(n: u64, policy: Policy) -> f64 {
+    let name = ring_name("one");
+    let opts = SegmentOptions {
+        policy,
+        ..SegmentOptions::default()
+    };
+    let mut rx = ShmConsumer::<u64>::create_with(&name, CAP, &opts).expect("create ring");
+    let mut tx = ShmProducer::<u64>::open(&name).expect("open producer");
+    let start = Instant::now();
+    let mut next = 0;
+    while next < n {
+        for v in next..next + 64 {
+            tx.try_push(v).expect("room");
+        }
+        for v in next..next + 64 {
+            assert_eq!(rx.try_pop(), Ok(v), "item lost or reordered");
+        }
+        next += 64;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / n as f64;
+    drop((tx, rx));
+    laminar_ring::shm::remove(&name).expect("remove ring");
+    ns
+}
+
+fn throughput_cross_process(n: u64, mode: Mode, policy: Policy) -> f64 {
     let name = ring_name("tp");
-    let mut rx = ShmConsumer::<u64>::create(&name, CAP).expect("create ring");
+    let opts = SegmentOptions {
+        policy,
+        ..SegmentOptions::default()
+    };
+    let mut rx = ShmConsumer::<u64>::create_with(&name, CAP, &opts).expect("create ring");
     rx.set_wait_strategy(wait_strategy(mode));
     let mut child = spawn_child(
         "producer",
@@ -268,6 +300,14 @@ fn main() {
     let mut tp = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     let mut rtt50 = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
     let mut rtt99 = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+    // Busy-spin across processes on a ring whose policy has a lag bound
+    // (every read checked against tail_seq before its release), beside the
+    // same on a `Block` ring.
+    let lag = Policy::Lag {
+        bound: Some(CAP as u64),
+        grace: Duration::from_secs(3600),
+    };
+    let (mut tp_lag, mut tp_block1) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for (m, mode) in [Mode::Spin, Mode::Block].into_iter().enumerate() {
             // Alternate which side goes first, so neither always gets the
@@ -277,9 +317,13 @@ fn main() {
                 let ns = if side == 0 {
                     throughput_in_process(n_tp, mode)
                 } else {
-                    throughput_cross_process(n_tp, mode)
+                    throughput_cross_process(n_tp, mode, Policy::Block)
                 };
                 tp[m][side].push(ns);
+                if side == 1 && mode == Mode::Spin {
+                    tp_block1.push(one_thread(n_tp, Policy::Block));
+                    tp_lag.push(one_thread(n_tp, lag));
+                }
                 let s = if side == 0 {
                     rtt_in_process(n_rtt, mode)
                 } else {
@@ -313,7 +357,13 @@ fn main() {
             b / a
         );
     }
+    let (a, b) = (median(&mut tp_block1), median(&mut tp_lag));
+    println!();
+    println!("| one thread, shared ring, push 64 then pop 64 | ns per item |");
+    println!("|---|---:|");
+    println!("| policy block | {a:.2} |");
+    println!("| policy lag with a bound (each pop checked) | {b:.2} |");
+    println!("| lag / block | {:.2}x |", b / a);
     println!();
     println!("(medians over rounds; throughput ratio is cross-process / in-process rate)");
-    let _ = Duration::ZERO;
 }

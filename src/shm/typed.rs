@@ -1467,8 +1467,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// A pop on a ring with a lag bound: the oldest item copied, checked
     /// ([`intact`](Self::intact)), and only then released; a copy found
     /// overwritten is dropped, and `Lagged` reported.
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn pop_checked(&mut self, skim: bool) -> Result<T, ShmTryPopError> {
         self.check_chunk()?;
         let v = match self.core.read_next() {
