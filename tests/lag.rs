@@ -172,6 +172,14 @@ fn a_dead_subscriber_holding_end_records_back_is_dropped() {
     }
     let info = shm::inspect(&ring.name, &SegmentOptions::default()).unwrap();
     assert!(info.subscribers[0].dropped, "{info:?}");
+    // Back, it has missed no item but the ends of sessions it will not see:
+    // it is told so.
+    let mut away = ShmConsumer::<u64>::open_with(&ring.name, &with(Policy::Block, "away")).unwrap();
+    assert_eq!(away.try_pop(), Err(ShmTryPopError::Lagged { missed: 0 }));
+    assert!(matches!(
+        away.try_pop(),
+        Err(ShmTryPopError::Empty | ShmTryPopError::EndOfStream)
+    ));
 }
 
 /// Under `Block` the same dead subscriber holds the producer back for

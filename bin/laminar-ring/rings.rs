@@ -201,6 +201,9 @@ fn fmt_policy_flags(p: shm::Policy) -> String {
 
 /// The ring options for `geometry` in `location`.
 pub fn ring_options(geometry: &Geometry, location: &Location) -> ArrowRingOptions {
+    if geometry.policy == Some(PolicyArg::Block) && geometry.lag_grace.is_some() {
+        errln!("laminar-ring: warning: --lag-grace is ignored with --policy block");
+    }
     ArrowRingOptions {
         slots: geometry.slots(),
         arena_bytes: geometry.arena(),

@@ -276,7 +276,9 @@ pub enum ShmTryPopError {
     /// is [`Policy::Lag`](crate::shm::Policy::Lag): it fell the lag bound
     /// behind, or was dead for the grace period) and overwrote `missed`
     /// items it had not read. It is subscribed again; the next pop reads
-    /// the oldest item the ring still holds.
+    /// the oldest item the ring still holds. `missed` is 0 when it lost no
+    /// item but the ends of producer sessions it was too far behind to
+    /// read.
     #[error("this consumer fell behind and was dropped: it missed {missed} items")]
     Lagged {
         /// Items it will never see.

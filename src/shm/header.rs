@@ -87,6 +87,10 @@ pub(crate) const FLAG_LAG: u32 = 2;
 /// Every `flags` bit this build knows.
 pub(crate) const FLAGS_KNOWN: u32 = FLAG_TEMPORARY | FLAG_LAG;
 
+/// `dropped_at` bit: the subscription, subscribed again, skips end records
+/// it had not read (it was dropped more than half the end log behind).
+pub(crate) const DROPPED_ENDS: u64 = 1 << 63;
+
 /// Role states in `producer_state` / `consumer_state`.
 pub(crate) const ROLE_NEVER: u32 = 0;
 /// A process attached in this role (it may since have died: see the lock).
@@ -302,8 +306,9 @@ pub(crate) struct ConsumerCursor {
     /// there); stored by the consumer only, with Release.
     pub(crate) ends_seen: AtomicU64,
     /// 1 + the position a subscription the producer dropped
-    /// ([`Policy::Lag`]) stood at when its consumer subscribed it again; 0
-    /// when it was not dropped, or its consumer has reported the items it
+    /// ([`Policy::Lag`]) stood at when its consumer subscribed it again,
+    /// with bit 63 ([`DROPPED_ENDS`]) set when it skips end records too; 0
+    /// when it was not dropped, or its consumer has reported what it
     /// missed. Stored and cleared by the consumer (holding the cursor's
     /// lock).
     pub(crate) dropped_at: AtomicU64,

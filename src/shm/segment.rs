@@ -28,8 +28,8 @@ use nix::fcntl::{FcntlArg, fcntl};
 
 use super::error::{OpenError, Role};
 use super::header::{
-    ConsumerCursor, DEFAULT_CONSUMERS, END_LOG_LEN, FLAG_LAG, FLAG_TEMPORARY, FLAGS_KNOWN,
-    HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, MAX_CONSUMERS,
+    ConsumerCursor, DEFAULT_CONSUMERS, DROPPED_ENDS, END_LOG_LEN, FLAG_LAG, FLAG_TEMPORARY,
+    FLAGS_KNOWN, HEADER_LEN, HeaderError, HeaderFields, InfoLine, Layout, MAGIC, MAX_CONSUMERS,
     MAX_SUBSCRIBER_NAME, ROLE_NEVER, ROLE_SUBSCRIBING, RingKind, SAVED_JOINED, STATE_INITIALIZING,
     STATE_READY, SegmentHeader, snapshot_sequences, validate,
 };
@@ -40,6 +40,10 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub const DEFAULT_DIR: &str = "/dev/shm";
 /// Longest segment name (Linux allows 255; macOS's POSIX shm only 31).
 pub const MAX_NAME_LEN: usize = 255;
+/// How long taking a role's lock looks again before it reports the role
+/// taken (see `Segment::lock_as`).
+const FORK_PATIENCE: Duration = Duration::from_millis(100);
+
 /// The byte whose lock a creator holds from before it sizes the file until
 /// it has marked the segment ready, and a remover while it removes.
 const INIT_LOCK_BYTE: libc::off_t = 2;
@@ -721,7 +725,8 @@ impl Segment {
         // either unlinks the file or lets go: while byte 2 (held after
         // READY by removers only) is taken, wait for it to finish, up to
         // REMOVER_PATIENCE, rather than report the role taken.
-        let deadline = Instant::now() + REMOVER_PATIENCE;
+        let started = Instant::now();
+        let deadline = started + REMOVER_PATIENCE;
         loop {
             match lock_byte(&self.file, byte, libc::F_WRLCK) {
                 Ok(()) => break,
@@ -731,6 +736,14 @@ impl Segment {
                     }
                     if byte_locked(&self.file, INIT_LOCK_BYTE) && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_micros(200));
+                        continue;
+                    }
+                    // A lock a process let go of may still be held for a
+                    // moment: a child that another thread of it forked
+                    // shares its open file description until the child's
+                    // exec closes it (O_CLOEXEC). Look again for a while.
+                    if started.elapsed() < FORK_PATIENCE {
+                        std::thread::sleep(Duration::from_millis(1));
                         continue;
                     }
                     return Err(taken());
@@ -944,12 +957,22 @@ impl Segment {
             return;
         }
         if at == 0 {
-            at = cursor.read_seq.load(Ordering::Relaxed).saturating_add(1);
+            at = cursor.read_seq.load(Ordering::Relaxed).saturating_add(1) & !DROPPED_ENDS;
+            // Its unread end records are kept only while the end log holds
+            // them (subscribe's `keep`); otherwise it skips them: a loss
+            // to report even when no item was overwritten.
+            // SYNC POINT ends_head: Acquire, as in subscribe.
+            let head = self.header().producer.ends_head.load(Ordering::Acquire);
+            let seen = cursor.ends_seen.load(Ordering::Relaxed);
+            if seen > head || head - seen >= END_LOG_LEN / 2 {
+                at |= DROPPED_ENDS;
+            }
             // SYNC POINT dropped_at: Release, before the subscription
             // starts anew; pairs with the consumer's Acquire load.
             cursor.dropped_at.store(at, Ordering::Release);
         }
-        self.subscribe(cursor, name, Start::Earliest, Some(at - 1));
+        let from = (at & !DROPPED_ENDS).saturating_sub(1);
+        self.subscribe(cursor, name, Start::Earliest, Some(from));
     }
 
     /// Drops cursor `i`, subscribed with no consumer attached and still at
@@ -1113,7 +1136,7 @@ impl Segment {
                 // A dropped subscription being subscribed again starts from
                 // where it stood, as resubscribe_dropped.
                 // Relaxed: this process holds the cursor's lock.
-                let at = cursor.dropped_at.load(Ordering::Relaxed).checked_sub(1);
+                let at = (cursor.dropped_at.load(Ordering::Relaxed) & !DROPPED_ENDS).checked_sub(1);
                 self.subscribe(cursor, &name, Start::Earliest, at);
             } else {
                 // Killed while storing the name: no one can attach under it.

@@ -1291,17 +1291,21 @@ impl<T: ShmSlot> ShmConsumer<T> {
         let cursor = ring.cursor();
         // SYNC POINT dropped_at: Acquire pairs with the Release store in
         // Segment::resubscribe_dropped (by this process or a killed one).
-        let at = cursor.dropped_at.load(Ordering::Acquire);
-        if at == 0 {
+        let word = cursor.dropped_at.load(Ordering::Acquire);
+        if word == 0 {
             return;
         }
-        let missed = self.core.read_pos().saturating_sub(at - 1);
+        let at = word & !super::header::DROPPED_ENDS;
+        let missed = self.core.read_pos().saturating_sub(at.saturating_sub(1));
+        // End records skipped: the ends of producer sessions it will not
+        // see, a loss to report even when no item was overwritten.
+        let ends = word & super::header::DROPPED_ENDS != 0;
         // An Arrow consumer that lost its decoder state skips to the next
         // session: a loss to report even when no message was overwritten.
         let joined = ring.seg.layout().kind == RingKind::Arrow
             // Relaxed: this consumer's own word.
             && cursor.saved_state.load(Ordering::Relaxed) == super::header::SAVED_JOINED;
-        if missed == 0 && !joined {
+        if missed == 0 && !joined && !ends {
             // Nothing was lost: nothing to report.
             // SYNC POINT dropped_at: Release, as in ack_lag.
             cursor.dropped_at.store(0, Ordering::Release);
