@@ -253,14 +253,10 @@ impl<T: ShmSlot> MappedRing<T> {
         let Ok(mut watch) = self.dead.lock() else {
             return false;
         };
-        let now = Instant::now();
-        if watch
-            .last
-            .is_some_and(|t| now.duration_since(t) < DEAD_LOOK_INTERVAL)
-        {
+        if !once_per(&mut watch.last, DEAD_LOOK_INTERVAL) {
             return false;
         }
-        watch.last = Some(now);
+        let now = Instant::now();
         let cursors = self.seg.cursors();
         watch.since.resize(cursors.len(), None);
         let mut dropped = false;
@@ -593,16 +589,19 @@ impl PeerProbe {
     /// Whether a probe is due (at most one per [`PROBE_INTERVAL`]); if so,
     /// the next one is an interval away.
     fn due(&mut self) -> bool {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < PROBE_INTERVAL)
-        {
-            return false;
-        }
-        self.last = Some(now);
-        true
+        once_per(&mut self.last, PROBE_INTERVAL)
     }
+}
+
+/// Whether `interval` has passed since `last` (or there is none); if so,
+/// `last` becomes now: a rate limit.
+fn once_per(last: &mut Option<Instant>, interval: Duration) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < interval) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// Run by a producer attaching, with the role held and before it stores
@@ -633,20 +632,23 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
         .map(|i| h.end_log.record(i).session.load(Ordering::Relaxed));
     let predecessor_died = state == ROLE_ATTACHED && sessions > 0 && newest != Some(sessions);
     let max_pending = END_LOG_LEN - 2;
-    let pending = || -> Result<u64, HeaderError> {
-        // SYNC POINT ends_seen: Acquire pairs with the Release store in
-        // ShmConsumer::store_ends_seen: the consumer has read the records
-        // below it, which the appends below may overwrite.
-        // The slowest subscribed consumer's count: every one of them reads
-        // every end. With none subscribed, nothing holds records back.
-        let seen = ring
-            .seg
+    // SYNC POINT ends_seen: Acquire pairs with the Release store in
+    // ShmConsumer::store_ends_seen: the consumer has read the records below
+    // it, which the appends below may overwrite.
+    let seen_by = |c: &ConsumerCursor| c.ends_seen.load(Ordering::Acquire);
+    // The slowest subscribed consumer's count: every one of them reads
+    // every end. With none subscribed, nothing holds records back.
+    let slowest = || {
+        ring.seg
             .cursors()
             .iter()
+            // SYNC POINT subscription: Acquire, as in fanout::min_read.
             .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
-            .map(|c| c.ends_seen.load(Ordering::Acquire))
+            .map(seen_by)
             .min()
-            .unwrap_or(head);
+    };
+    let pending = || -> Result<u64, HeaderError> {
+        let seen = slowest().unwrap_or(head);
         if seen > head {
             return Err(HeaderError::BadEndRecord {
                 record: seen,
@@ -676,32 +678,22 @@ fn make_room<T: ShmSlot>(ring: &Arc<MappedRing<T>>, write: u64) -> Result<(), Op
         |r| &r.seg.header().not_full.cell,
     )
     .napping(ring.lag_nap())
-    .wait_until(deadline, || match pending() {
-        Ok(n) if n > max_pending => {
-            // Under Policy::Lag a dead subscriber holding the end log back
-            // is dropped after its grace, as one holding slots back.
-            if ring.lags() {
-                // SYNC POINT ends_seen: Acquire, as in pending.
-                let seen = |c: &ConsumerCursor| c.ends_seen.load(Ordering::Acquire);
-                let slowest = ring
-                    .seg
-                    .cursors()
-                    .iter()
-                    // SYNC POINT subscription: Acquire, as in fanout::min_read.
-                    .filter(|c| c.subscription.load(Ordering::Acquire) == CURSOR_SUBSCRIBED)
-                    .map(seen)
-                    .min();
-                if ring.drop_dead(|c| Some(seen(c)) == slowest) {
-                    // Room now, perhaps: look again at once.
-                    return match pending() {
-                        Ok(n) if n > max_pending => None,
-                        done => Some(done),
-                    };
-                }
+    .wait_until(deadline, || {
+        let room = || match pending() {
+            Ok(n) if n > max_pending => None,
+            done => Some(done),
+        };
+        let found = room();
+        // Under Policy::Lag a dead subscriber holding the end log back is
+        // dropped after its grace, as one holding slots back; then look
+        // again at once.
+        if found.is_none() && ring.lags() {
+            let holding = slowest();
+            if ring.drop_dead(|c| Some(seen_by(c)) == holding) {
+                return room();
             }
-            None
         }
-        done => Some(done),
+        found
     });
     match waited {
         None => {
