@@ -8,7 +8,11 @@
 //!   sleep in the kernel on a futex word until the other side wakes it; no
 //!   CPU while asleep. The spin catches a peer that answers quickly without
 //!   paying a wake-up, which on a virtual machine costs tens of
-//!   microseconds (BENCHMARKS.md measures both).
+//!   microseconds (BENCHMARKS.md measures both). After the first
+//!   [`PARK_YIELD_AFTER`] (5 µs) of it, the spinner offers its core to
+//!   any other runnable thread (`sched_yield`) between looks: with more
+//!   busy processes than cores (several consumers of one ring on a small
+//!   machine) the peer it waits for may be the one waiting for that core.
 //!
 //! # Waking without a lost wakeup
 //!
@@ -56,8 +60,9 @@ pub enum WaitStrategy {
     /// Spin with exponential backoff, then yield the time slice between attempts.
     #[default]
     SpinYield,
-    /// Spin up to [`PARK_SPIN_TIME`] (50 µs), then sleep on a futex until
-    /// woken (no CPU while asleep).
+    /// Spin up to [`PARK_SPIN_TIME`] (50 µs), yielding the core between
+    /// looks after [`PARK_YIELD_AFTER`], then sleep on a futex until woken
+    /// (no CPU while asleep).
     Park,
 }
 
@@ -76,6 +81,14 @@ const PARK_SPINS: u32 = if cfg!(loom) { 1 } else { 64 };
 /// a futex wake-up on a virtual machine, so that a peer that answers within
 /// it is caught without one, while a long wait costs at most this much CPU.
 pub const PARK_SPIN_TIME: Duration = Duration::from_micros(50);
+
+/// How long a parked waiter spins before it starts offering its core to
+/// other runnable threads between looks (`sched_yield`): longer than a
+/// cross-core round trip (0.1 to 0.5 µs), so a peer answering at once is
+/// caught without a system call. With three busy processes on two cores,
+/// the yield doubled a ring's throughput to each of two consumers
+/// (BENCHMARKS.md, "Several consumers of one ring").
+pub const PARK_YIELD_AFTER: Duration = Duration::from_micros(5);
 
 /// [`PARK_SLICE`], unless a test made it longer ([`set_park_slice`]).
 fn park_slice() -> Duration {
@@ -300,7 +313,7 @@ pub(crate) fn wait_until<R>(
         }
         WaitStrategy::Park => {
             // Under loom time does not pass: one round of spins.
-            let spin_until = (!cfg!(loom)).then(|| Instant::now() + PARK_SPIN_TIME);
+            let start = (!cfg!(loom)).then(Instant::now);
             loop {
                 for _ in 0..PARK_SPINS {
                     spin_hint();
@@ -308,8 +321,19 @@ pub(crate) fn wait_until<R>(
                         return Some(r);
                     }
                 }
-                if spin_until.is_none_or(|t| Instant::now() >= t) || expired(deadline) {
+                let Some(start) = start else { break };
+                let spun = start.elapsed();
+                if spun >= PARK_SPIN_TIME || expired(deadline) {
                     break;
+                }
+                // Scheduling only, no ordering. Past the first few
+                // microseconds, a peer on this core (more processes than
+                // cores: several consumers of one ring on two) runs in the
+                // gaps; with no one else runnable, the call returns at once.
+                // On a busy core a deadline may pass during the yield, as
+                // during any sleep: the next look sees it.
+                if spun >= PARK_YIELD_AFTER {
+                    yield_now();
                 }
             }
             let mut result = None;
