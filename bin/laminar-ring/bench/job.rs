@@ -32,6 +32,8 @@ pub enum Wait {
     Park,
     /// Spin without sleeping: lowest latency, two busy cores.
     Spin,
+    /// Spin, then give the core away (`sched_yield`) between looks.
+    Yield,
 }
 
 impl Wait {
@@ -39,6 +41,7 @@ impl Wait {
         match self {
             Self::Park => WaitStrategy::Park,
             Self::Spin => WaitStrategy::BusySpin,
+            Self::Yield => WaitStrategy::SpinYield,
         }
     }
 }

@@ -85,8 +85,9 @@ pub trait Receiver<P: Payload> {
     fn expect_end(self) -> Result<(), BenchError>;
 }
 
-/// `u64` values through an end of a transport, copied through a buffer of
-/// `u64` (a ring) or of their little-endian bytes (a socket).
+/// `u64` values through an end of a transport: written and read in place
+/// in a ring's slots (its buffer serves the consumer's blocking `pop`), or
+/// copied through a buffer of their little-endian bytes (a socket).
 #[derive(Debug)]
 pub struct Values<E, T> {
     end: E,
@@ -103,7 +104,8 @@ pub trait Transport {
 pub trait Channel<P: Payload>: Transport {
     type Tx: Sender<P>;
     type Rx: Receiver<P>;
-    /// Opens the producer's ends; returns once the consumer is [`READY`].
+    /// Opens the producer's ends; returns once the consumer is [`READY`]
+    /// (with several consumers, once every one is attached).
     fn open_tx(
         at: &Place,
         w: &Workload,
@@ -231,6 +233,31 @@ impl Ring {
         Ok((acks, data))
     }
 
+    /// With several consumers: waits until every one is attached (`c0`'s
+    /// [`READY`] speaks for `c0` alone). A subscriber whose consumer has
+    /// not come yet holds the producer back as one that left, and a
+    /// producer that fills the ring meanwhile is told its consumer is gone.
+    fn await_consumers(at: &Place, w: &Workload) -> Result<(), BenchError> {
+        if w.consumers < 2 {
+            return Ok(());
+        }
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            let info = shm::inspect(&at.ring, &seg_options(&at.dir))?;
+            let alive = info.subscribers.iter().filter(|s| s.role.alive).count();
+            if alive >= w.consumers as usize {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(BenchError::new(format!(
+                    "{alive} of {} consumers attached after {CONNECT_TIMEOUT:?}",
+                    w.consumers
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A consumer's ends: as [`open_ends`](Self::open_ends) for the one
     /// that acknowledges; the data alone for the others of a run with
     /// several consumers.
@@ -275,6 +302,7 @@ impl Channel<U64> for Ring {
     fn open_tx(at: &Place, w: &Workload, _: &()) -> Result<(Self::AckRx, Self::Tx), BenchError> {
         let open = |ring: &str, dir: &Path| U64End::open(ring, dir, w);
         let (acks, end) = Self::open_ends(at, w, open, |a: &mut ShmConsumer<u64>| a.wait(READY))?;
+        Self::await_consumers(at, w)?;
         Ok((acks, Values { end, buf: vec![] }))
     }
 
@@ -291,18 +319,19 @@ impl Channel<U64> for Ring {
 }
 
 impl Sender<U64> for Values<ShmProducer<u64>, u64> {
-    fn send_bulk(&mut self, values: Range<u64>) -> Result<(), BenchError> {
-        self.buf.clear();
-        self.buf.extend(values);
-        let mut off = 0;
-        while off < self.buf.len() {
-            match self.end.push_slice(&self.buf[off..]) {
+    /// Writes the values in place, a chunk of free slots per call.
+    fn send_bulk(&mut self, mut values: Range<u64>) -> Result<(), BenchError> {
+        while !values.is_empty() {
+            let chunk = self
+                .end
+                .write_chunk_uninit((values.end - values.start) as usize);
+            match chunk.fill_from_iter(values.clone()) {
                 // Full: wait for room with the ring's own strategy.
                 0 => {
-                    self.end.push(self.buf[off])?;
-                    off += 1;
+                    self.end.push(values.start)?;
+                    values.start += 1;
                 }
-                p => off += p,
+                n => values.start += n as u64,
             }
         }
         Ok(())
@@ -325,15 +354,24 @@ impl Receiver<U64> for Values<ShmConsumer<u64>, u64> {
         check: impl FnOnce(Option<Received<'_>>) -> Result<R, BenchError>,
     ) -> Result<R, BenchError> {
         let want = max.min(self.buf.len() as u64) as usize;
-        let n = self.end.pop_slice(&mut self.buf[..want]);
-        let got = if n == 0 {
-            // Empty: wait with the ring's own strategy.
-            self.buf[0] = self.end.pop()?;
-            &self.buf[..1]
-        } else {
-            &self.buf[..n]
-        };
-        check(Some(Received::Native(got)))
+        // Checked in place, a chunk of ready slots per call.
+        if let Ok(chunk) = self.end.read_chunk(want) {
+            // The command's one unsafe call: the bench reads its own
+            // producer's items in place, as a program that trusts its
+            // producer would (`ShmReadChunk::as_slices`).
+            #[allow(unsafe_code)]
+            // SAFETY: the producer is this bench's own worker, which keeps
+            // the protocol, and the ring has no lag bound: nothing writes
+            // these published slots until the commit below releases them.
+            let (first, _) = unsafe { chunk.as_slices() };
+            let n = first.len();
+            let got = check(Some(Received::Native(first)));
+            chunk.commit(n);
+            return got;
+        }
+        // Empty (or the end): wait with the ring's own strategy.
+        self.buf[0] = self.end.pop()?;
+        check(Some(Received::Native(&self.buf[..1])))
     }
 
     /// One blocking `pop`, as a latency sample should.
@@ -369,7 +407,9 @@ impl Channel<Arrow> for Ring {
             tx.set_wait_strategy(w.wait.strategy());
             Ok(tx)
         };
-        Self::open_ends(at, w, open, |a: &mut ShmConsumer<u64>| a.wait(READY))
+        let ends = Self::open_ends(at, w, open, |a: &mut ShmConsumer<u64>| a.wait(READY))?;
+        Self::await_consumers(at, w)?;
+        Ok(ends)
     }
 
     fn open_rx(at: &Place, w: &Workload) -> Result<(Self::AckTx, Self::Rx), BenchError> {
