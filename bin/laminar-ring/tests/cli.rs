@@ -1067,6 +1067,43 @@ fn no_progress_output_when_stderr_is_not_a_terminal() {
 }
 
 #[test]
+fn bench_with_several_consumers_has_each_check_every_message() {
+    let d = Dir::new("bench-fan");
+    // More values than the ring holds, so the producer waits for the
+    // slowest consumer. (A producer that started before every consumer had
+    // attached could fail here, but only when one took longer than the
+    // producer's liveness probe to attach: this run rarely shows it.)
+    for (payload, messages, extra) in [
+        ("u64", "400000", vec![]),
+        ("arrow", "40", vec!["--rows", "4096"]),
+    ] {
+        let mut args = vec![
+            "bench",
+            "--payload",
+            payload,
+            "--consumers",
+            "3",
+            "--messages",
+            messages,
+            "--samples",
+            "20",
+            "--rounds",
+            "2",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = ok(d.run(&args));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n: u64 = messages.parse().unwrap();
+        assert_eq!(v["consumers"], 3, "{v}");
+        for t in ["ring", "one_consumer"] {
+            assert_eq!(v[t]["messages"], n, "{t}: {v}");
+            assert!(v[t]["gb_per_s"].as_f64().unwrap() > 0.0, "{t}: {v}");
+        }
+    }
+}
+
+#[test]
 fn bench_and_demo_measure_and_verify() {
     let d = Dir::new("bench");
     let out = ok(d.run(&[
