@@ -184,7 +184,7 @@ where
 
     /// Free slots, reloading `read_seq` only when the cache shows fewer than
     /// `wanted`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free(&mut self, wanted: usize) -> usize {
         let mut free = self.capacity - self.write.wrapping_sub(self.cached_read);
         if free < wanted as u64 {
@@ -217,7 +217,7 @@ where
     }
 
     /// Pushes one value, or hands it back when the ring is full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_push(
         &mut self,
         value: <H::Target as SlotRing>::Item,
@@ -282,7 +282,7 @@ where
     }
 
     /// Makes the next `n` written slots visible to the consumer.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn publish(&mut self, n: usize) {
         debug_assert!(n as u64 <= self.capacity - self.write.wrapping_sub(self.cached_read));
         self.write += n as u64;
@@ -374,7 +374,7 @@ where
 
     /// Published, unread items, reloading `write_seq` only when the cache
     /// shows fewer than `wanted`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn available(&mut self, wanted: usize) -> usize {
         let mut avail = self.cached_write - self.read;
         if avail < wanted as u64 {
@@ -403,7 +403,7 @@ where
     }
 
     /// Pops the oldest item, or `None` when the ring is empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_pop(&mut self) -> Option<<H::Target as SlotRing>::Item> {
         if self.available(1) == 0 {
             return None;
@@ -531,7 +531,7 @@ where
     }
 
     /// Hands the next `n` read slots back to the producer.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&mut self, n: usize) {
         debug_assert!(n as u64 <= self.cached_write - self.read);
         self.read += n as u64;
