@@ -21,7 +21,7 @@
 use std::ops::Deref;
 
 use crate::ring_buffer::SlotRing;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A run of the slots of the ring behind `H`.
 #[cfg(not(loom))]
@@ -37,9 +37,53 @@ pub(crate) struct ProducerCore<H: Deref<Target: SlotRing>> {
     capacity: u64,
     /// The ring's slots, so that writing one is no load through the handle.
     slots: Slots<H>,
+    /// `ring.write_seq_atomic()`, asked once (see [`Own`]).
+    own: Own<H>,
     /// `ring.wakes()`, asked once.
     wakes: bool,
 }
+
+/// The position atomic a core stores to on every call (`write_seq` for
+/// the producer, `read_seq` for the consumer), asked of the ring once: in
+/// a shared-memory ring, reaching a consumer's cursor through the handle
+/// is a chain of loads and a bounds check on every release. Like
+/// [`Slots`], it relies on the atomic lying outside the handle itself: in
+/// an `Arc`'s allocation, a mapping, or behind a reference, which stay
+/// where they are when the core (and its handle) moves. No core runs on a
+/// `Box` of a ring whose atomics are the box's own fields.
+struct Own<H> {
+    seq: std::ptr::NonNull<AtomicU64>,
+    _ring: std::marker::PhantomData<H>,
+}
+
+impl<H: Deref<Target: SlotRing>> Own<H> {
+    fn of(seq: &AtomicU64) -> Self {
+        Self {
+            seq: std::ptr::NonNull::from(seq),
+            _ring: std::marker::PhantomData,
+        }
+    }
+
+    /// The atomic, borrowed from the core that holds the handle.
+    #[inline(always)]
+    fn get<'a>(&self, _ring: &'a H) -> &'a AtomicU64 {
+        // SAFETY: the pointer came from the ring behind the core's handle,
+        // which returns the same atomic for as long as it lives
+        // (SlotRing::write_seq_atomic, read_seq_atomic) and lies outside
+        // the handle (an Arc's allocation, a mapping, a borrowed ring; the
+        // loom views are boxes of an Arc), so moving the core moves nothing
+        // it points to; the handle is borrowed for 'a, so the ring lives
+        // that long.
+        unsafe { self.seq.as_ref() }
+    }
+}
+
+// SAFETY: the pointer is to an atomic in the ring the core's handle keeps
+// alive, used only through `get`, as a shared reference to an atomic; moving
+// or sharing it is as sound as moving or sharing the handle.
+unsafe impl<H: Send> Send for Own<H> {}
+// SAFETY: as for Send.
+unsafe impl<H: Sync> Sync for Own<H> {}
 
 /// A ring's slot 0 and index mask, copied out of the ring when a core is
 /// made: the slot of `seq` is `base + (seq & mask)`, reached without
@@ -153,6 +197,7 @@ where
             write.wrapping_sub(capacity)
         };
         let slots = Slots::<H>::of(&ring);
+        let own = Own::of(ring.write_seq_atomic());
         let wakes = ring.wakes();
         Self {
             ring,
@@ -160,6 +205,7 @@ where
             cached_read,
             capacity,
             slots,
+            own,
             wakes,
         }
     }
@@ -288,8 +334,8 @@ where
         self.write += n as u64;
         // SYNC POINT write_seq: Release publishes the slot writes; pairs with
         // the Acquire load in ConsumerCore::available.
-        self.ring
-            .write_seq_atomic()
+        self.own
+            .get(&self.ring)
             .store(self.write, Ordering::Release);
         if self.wakes {
             self.ring.on_publish();
@@ -315,6 +361,8 @@ pub(crate) struct ConsumerCore<H: Deref<Target: SlotRing>> {
     capacity: u64,
     /// The ring's slots (see [`ProducerCore`]'s).
     slots: Slots<H>,
+    /// `ring.read_seq_atomic()`, asked once (see [`Own`]).
+    own: Own<H>,
     /// `ring.wakes()`, asked once.
     wakes: bool,
 }
@@ -332,6 +380,7 @@ where
         let read = ring.read_seq_atomic().load(Ordering::Acquire);
         let capacity = ring.capacity() as u64;
         let slots = Slots::<H>::of(&ring);
+        let own = Own::of(ring.read_seq_atomic());
         let wakes = ring.wakes();
         Self {
             ring,
@@ -339,6 +388,7 @@ where
             cached_write: read,
             capacity,
             slots,
+            own,
             wakes,
         }
     }
@@ -369,7 +419,7 @@ where
         self.read = seq;
         self.cached_write = seq;
         // SYNC POINT read_seq: Release, as in release.
-        self.ring.read_seq_atomic().store(seq, Ordering::Release);
+        self.own.get(&self.ring).store(seq, Ordering::Release);
     }
 
     /// Published, unread items, reloading `write_seq` only when the cache
@@ -537,9 +587,7 @@ where
         self.read += n as u64;
         // SYNC POINT read_seq: Release tells the producer we are done with the
         // slots below `read`; pairs with the Acquire load in ProducerCore::free.
-        self.ring
-            .read_seq_atomic()
-            .store(self.read, Ordering::Release);
+        self.own.get(&self.ring).store(self.read, Ordering::Release);
         if self.wakes {
             self.ring.on_release();
         }

@@ -379,7 +379,9 @@ pub(crate) type Run<T> = (*mut T, usize);
 /// `seq` (distinct slots for sequences less than `capacity` apart), that slots
 /// are contiguous (`slot_ptr(s + k) == slot_ptr(s).add(k)` while
 /// `(s & mask) + k < capacity`; not relied on under loom), that the two
-/// atomics are the ones every party of this ring uses, and that
+/// atomics are the ones every party of this ring uses and are the same
+/// atomics every time they are asked for as long as the ring lives (a core
+/// keeps pointers to them), and that
 /// [`TRUSTED`](Self::TRUSTED) is `true` only for a ring whose positions
 /// only one producer core and one consumer core store.
 pub(crate) unsafe trait SlotRing {
@@ -401,10 +403,13 @@ pub(crate) unsafe trait SlotRing {
     /// Number of slots, a power of two.
     fn capacity(&self) -> usize;
 
-    /// The producer's published position.
+    /// The producer's published position: the same atomic every time it
+    /// is asked, for as long as the ring lives (a core keeps a pointer to
+    /// it).
     fn write_seq_atomic(&self) -> &AtomicU64;
 
-    /// The consumer's released position.
+    /// The consumer's released position: the same atomic every time it is
+    /// asked, for as long as the ring lives (a core keeps a pointer to it).
     fn read_seq_atomic(&self) -> &AtomicU64;
 
     /// The producer's bound, for a producer at `write`: the slots below it

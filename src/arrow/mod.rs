@@ -292,7 +292,10 @@ pub enum ArrowRingError {
          from the next producer session"
     )]
     Lagged {
-        /// Messages (schemas, dictionaries and batches) it will never see.
+        /// Messages (schemas, dictionaries and batches) the producer
+        /// overwrote before this consumer came back. The rest of the
+        /// session under way, which it skips as it reads on, is not in the
+        /// count: those messages may still be arriving when it is told.
         missed: u64,
     },
     /// `recv_zero_copy` with `max_leases` leased batches alive.
