@@ -197,10 +197,15 @@ impl<'a, T> WriteChunkUninit<'a, T> {
         let mut iter = iter.into_iter();
         let mut n = 0;
         let (a, b) = self.as_mut_slices();
-        for slot in a.iter_mut().chain(b.iter_mut()) {
-            let Some(v) = iter.next() else { break };
-            slot.write(v);
-            n += 1;
+        // One plain loop per run, not a chained iterator: a chain tests
+        // which run it is in on every slot, which keeps the compiler from
+        // turning a loop over a range into wide stores.
+        'runs: for run in [a, b] {
+            for slot in run {
+                let Some(v) = iter.next() else { break 'runs };
+                slot.write(v);
+                n += 1;
+            }
         }
         // SAFETY: exactly the first `n` slots were written above.
         unsafe { self.commit(n) };

@@ -202,3 +202,23 @@ fn drops_on_the_consumer_thread_are_counted_too() {
     t.join().unwrap();
     ledger.assert_each_dropped_once();
 }
+
+/// `fill_from_iter` on a chunk that wraps around the end of the ring
+/// writes the first run, then the second, and stops where the iterator
+/// ends: in the first run, in the second, or not before the chunk does.
+#[test]
+fn fill_from_iter_across_the_wrap_stops_where_the_iterator_ends() {
+    for (given, written) in [(2_u64, 2_usize), (3, 3), (6, 6), (8, 8), (11, 8)] {
+        let (mut tx, mut rx) = spsc::channel::<u64>(8);
+        // Move both positions to 5: the 8 free slots are 5..8 then 0..5.
+        assert_eq!(tx.push_slice(&[0; 5]), 5);
+        assert_eq!(rx.pop_slice(&mut [0; 5]), 5);
+        let chunk = tx.write_chunk_uninit(8);
+        assert_eq!(chunk.len(), 8);
+        assert_eq!(chunk.fill_from_iter(100..100 + given), written);
+        let mut out = [0_u64; 8];
+        assert_eq!(rx.pop_slice(&mut out), written, "given {given}");
+        let want: Vec<u64> = (100..100 + written as u64).collect();
+        assert_eq!(out[..written], want[..], "given {given}");
+    }
+}
