@@ -88,6 +88,7 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// the check too: it releases nothing of a chunk found overwritten, and
     /// the consumer's next call reports the loss
     /// (`ShmTryPopError::Lagged`).
+    #[inline]
     pub fn intact(&self) -> bool {
         self.lap
             .is_none_or(|lap| crate::fanout::copies_intact(lap.tail, lap.subscription, lap.first))
@@ -148,6 +149,7 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     /// # Panics
     ///
     /// If `n > self.len()`.
+    #[inline]
     pub fn commit(self, n: usize) {
         let intact = self.intact();
         let lap = self.lap;
@@ -165,6 +167,7 @@ impl<'a, T: ShmSlot> ShmReadChunk<'a, T> {
     }
 
     /// Releases every item of the chunk.
+    #[inline]
     pub fn commit_all(self) {
         let n = self.len();
         self.commit(n);

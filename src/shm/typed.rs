@@ -1943,6 +1943,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// # Ok(()) }
     /// ```
     #[cfg(not(loom))]
+    #[inline]
     pub fn read_chunk(&mut self, max: usize) -> Result<ShmReadChunk<'_, T>, ShmTryPopError> {
         self.check_chunk()?;
         if self.core.available(1) == 0 {
@@ -1954,6 +1955,7 @@ impl<T: ShmSlot> ShmConsumer<T> {
     /// Up to `max` ready items as a chunk, possibly empty, without looking
     /// at the producer.
     #[cfg(not(loom))]
+    #[inline]
     pub(crate) fn chunk(&mut self, max: usize) -> ShmReadChunk<'_, T> {
         let from = self.core.read_pos();
         let (first, second) = self.core.ready_runs(max);
