@@ -67,13 +67,13 @@ impl<H: Deref<Target: SlotRing>> Own<H> {
     /// The atomic, borrowed from the core that holds the handle.
     #[inline(always)]
     fn get<'a>(&self, _ring: &'a H) -> &'a AtomicU64 {
-        // SAFETY: the pointer came from the ring behind the core's handle,
-        // which returns the same atomic for as long as it lives
-        // (SlotRing::write_seq_atomic, read_seq_atomic) and lies outside
-        // the handle (an Arc's allocation, a mapping, a borrowed ring; the
-        // loom views are boxes of an Arc), so moving the core moves nothing
-        // it points to; the handle is borrowed for 'a, so the ring lives
-        // that long.
+        // The pointer came from the ring behind the core's handle, which
+        // returns the same atomic for as long as it lives
+        // (SlotRing::write_seq_atomic, read_seq_atomic), and the atomic lies
+        // outside the handle (an Arc's allocation, a mapping, a borrowed
+        // ring; the loom views are boxes of an Arc).
+        // SAFETY: so moving the core moves nothing it points to, and the
+        // handle is borrowed for 'a, so the ring lives that long.
         unsafe { self.seq.as_ref() }
     }
 }
@@ -375,12 +375,12 @@ where
     /// Attaches to `ring`, continuing from its current `read_seq`: the first
     /// item not yet released (at-least-once after a consumer restart).
     pub(crate) fn new(ring: H) -> Self {
-        // Acquire (both): pair with the Release stores of the producer and of
-        // a previous consumer.
-        let read = ring.read_seq_atomic().load(Ordering::Acquire);
+        let own = Own::of(ring.read_seq_atomic());
+        // Acquire: pairs with the Release stores of the producer and of a
+        // previous consumer.
+        let read = own.get(&ring).load(Ordering::Acquire);
         let capacity = ring.capacity() as u64;
         let slots = Slots::<H>::of(&ring);
-        let own = Own::of(ring.read_seq_atomic());
         let wakes = ring.wakes();
         Self {
             ring,
