@@ -67,6 +67,9 @@ pub struct BatchConsumer {
     /// Subscribed mid-stream with nothing saved: messages before the next
     /// schema message are skipped (released undecoded), not an error.
     joined: bool,
+    /// Drained to the end of a producer session (reported now or before)
+    /// and waiting for the next session: the ring's stream is over for now.
+    between_sessions: bool,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with it.
@@ -137,6 +140,7 @@ impl BatchConsumer {
             session: SessionWatch::default(),
             unsaved_state: None,
             joined: false,
+            between_sessions: false,
         };
         me.restore_saved_state()?;
         // The session counter first, then the producer's lock and state: a
@@ -180,6 +184,13 @@ impl BatchConsumer {
             }
         }
         Ok(())
+    }
+
+    /// Whether this consumer has drained its ring to the end of a producer
+    /// session (one it reported, or one over before it attached) and has
+    /// read nothing of a later one since: the stream is over for now.
+    pub(crate) fn between_sessions(&self) -> bool {
+        self.between_sessions
     }
 
     /// Requires every stream's schema to equal `schema`: a schema message
@@ -310,6 +321,7 @@ impl BatchConsumer {
                 // already reported (or a death of a session over before it
                 // attached) is not: it waits for the next session.
                 let sessions = self.inner.producer_sessions();
+                self.between_sessions = true;
                 let report = match self.inner.end_source() {
                     EndSource::Record => true,
                     EndSource::Death => self.session.reading || sessions != self.session.baseline,
@@ -381,6 +393,7 @@ impl BatchConsumer {
         }
         // Consumed (decoded or not): this consumer is reading a session.
         self.session.reading = true;
+        self.between_sessions = false;
         if !lease_it {
             self.book.mark_done(seq);
         }

@@ -14,7 +14,9 @@ use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_RECORD_BATCH, align_up,
 };
 use crate::shm::header::{Layout, RingKind, fingerprint};
-use crate::shm::{OpenError, Segment, ShmProducer, ShmPushError};
+use crate::shm::{
+    MAX_LANES, OpenError, Segment, ShmProducer, ShmPushError, join_lane, lane_name, lane_of,
+};
 
 /// Sends `RecordBatch`es through an Arrow ring.
 pub struct BatchProducer {
@@ -95,6 +97,66 @@ impl BatchProducer {
     /// [`ArrowRingError::Open`] (`RoleTaken` when a live producer is attached).
     pub fn open(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
         Self::attach(Segment::open(name, &opts.segment)?)
+    }
+
+    /// Joins the Arrow stream `name` as one of its producers, sending
+    /// batches of `schema` only, so that several processes may produce
+    /// into one stream at once: takes a lane of its own, as
+    /// [`ShmProducer::join`] does (lane 0 made with `opts` if the stream
+    /// does not exist; other lanes made as lane 0 is). Its batches reach a
+    /// [`BatchFanIn`](super::BatchFanIn) in the order sent.
+    ///
+    /// Refused before taking a lane when a lane's stream (what a consumer
+    /// attaching now would decode) has another schema. Two producers with
+    /// different schemas joining at the same instant may both pass this
+    /// check; the consumer then refuses the second schema it meets
+    /// (`SchemaMismatch`, naming the lane).
+    ///
+    /// # Errors
+    ///
+    /// `SchemaMismatch`; [`ArrowRingError::Open`] as for
+    /// [`create`](Self::create) and [`open`](Self::open), with
+    /// `NoFreeLane` when every lane has a producer.
+    pub fn join(
+        name: &str,
+        schema: SchemaRef,
+        opts: &ArrowRingOptions,
+    ) -> Result<Self, ArrowRingError> {
+        for lane in 0..MAX_LANES {
+            match super::stream_schema(&lane_name(name, lane), &opts.segment) {
+                Ok(Some(theirs)) if theirs != schema => {
+                    return Err(ArrowRingError::SchemaMismatch {
+                        expected: theirs,
+                        found: schema,
+                    });
+                }
+                Ok(_) => {}
+                Err(ArrowRingError::Open(OpenError::NotFound { .. })) => break,
+                // Being made, or made half by a creator that died: no
+                // stream to compare with yet.
+                Err(ArrowRingError::Open(OpenError::NotReady { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut producer = join_lane(
+            name,
+            &opts.segment,
+            || arrow_layout(opts),
+            Self::attach,
+            |e| match e {
+                ArrowRingError::Open(o) => Some(o),
+                _ => None,
+            },
+        )?;
+        producer.flat = FlatEncoder::new(&schema);
+        producer.schema = Some(schema);
+        Ok(producer)
+    }
+
+    /// The lane of its stream this producer writes (see
+    /// [`ShmProducer::lane`]).
+    pub fn lane(&self) -> u32 {
+        lane_of(self.inner.segment())
     }
 
     fn attach(seg: Segment) -> Result<Self, ArrowRingError> {

@@ -114,6 +114,7 @@
 mod check;
 mod decode;
 mod encode;
+mod fanin;
 mod flat;
 mod framing;
 mod lease;
@@ -127,6 +128,7 @@ use bytemuck::{Pod, Zeroable};
 
 pub use decode::BatchConsumer;
 pub use encode::BatchProducer;
+pub use fanin::{BatchFanIn, BatchFanInError};
 pub use lease::LeasedBatch;
 pub use mismatch::schema_difference;
 pub use peek::stream_schema;

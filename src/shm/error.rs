@@ -123,6 +123,15 @@ pub enum OpenError {
         /// The subscriptions' names, comma-separated.
         names: String,
     },
+    /// Every lane of a fan-in stream has a live producer
+    /// ([`ShmProducer::join`](super::ShmProducer::join)).
+    #[error("stream {stream:?}: all {max} lanes have a live producer")]
+    NoFreeLane {
+        /// The stream's name.
+        stream: String,
+        /// Lanes a stream may have ([`MAX_LANES`](super::MAX_LANES)).
+        max: u32,
+    },
     /// A subscription name breaks a rule.
     #[error("bad consumer name {name:?}: it {why}")]
     BadSubscriber {

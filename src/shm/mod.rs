@@ -101,6 +101,7 @@ mod arrow_api;
 #[allow(unsafe_code)] // copies out of slots in the mapping
 mod chunk;
 mod error;
+mod fanin;
 pub mod header;
 mod inspect;
 #[allow(unsafe_code)] // the mapping, raw header access, fcntl locks
@@ -112,6 +113,9 @@ mod typed;
 pub use crate::fanout::{Policy, Start};
 pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
+pub use fanin::{DEFAULT_BURST, FanInError, MAX_LANES, ShmFanIn, lane_name, parse_lane_name};
+#[cfg(feature = "arrow")]
+pub(crate) use fanin::{join_lane, lane_of};
 pub use header::{DEFAULT_CONSUMERS, HeaderError, Layout, MAX_CONSUMERS, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, SubscriberInfo, inspect, list_candidates};
 pub(crate) use segment::Segment;

@@ -920,6 +920,52 @@ impl Segment {
         })
     }
 
+    /// Subscribes each of `names` that no cursor holds yet, at the oldest
+    /// item the ring holds, without attaching to it: a fan-in lane just
+    /// made takes over the subscriptions of its stream's first lane, so
+    /// that a subscriber that has not found the lane yet misses none of
+    /// its items (and, under [`Policy::Block`], holds its producer back as
+    /// it would in the first lane). A name that is not a valid subscriber
+    /// name (a damaged one) is skipped; so are the names that find every
+    /// cursor taken.
+    pub(crate) fn subscribe_names(&self, names: &[String]) -> Result<(), OpenError> {
+        self.with_table_lock(|| {
+            self.finish_broken_subscriptions();
+            for name in names {
+                if validate_subscriber(name).is_err() {
+                    continue;
+                }
+                let cursors = self.cursors();
+                // Acquire (both): pair with the Release store in
+                // fanout::subscribe (the name is stored before it).
+                if cursors.iter().any(|c| {
+                    is_subscription(c.subscription.load(Ordering::Acquire))
+                        && c.load_name().as_deref() == Some(name.as_str())
+                }) {
+                    continue;
+                }
+                let Some(i) = cursors
+                    .iter()
+                    .position(|c| !is_subscription(c.subscription.load(Ordering::Acquire)))
+                else {
+                    break;
+                };
+                let byte = cursor_byte(i as u32);
+                // Under the table lock no consumer is attaching; a free
+                // cursor whose lock is held anyway is left alone.
+                if lock_byte(&self.file, byte, libc::F_WRLCK).is_err() {
+                    continue;
+                }
+                let cursor = &cursors[i];
+                // Relaxed: published by the subscription's Release store.
+                cursor.dropped_at.store(0, Ordering::Relaxed);
+                self.subscribe(cursor, name, Start::Earliest, None);
+                let _ = lock_byte(&self.file, byte, libc::F_UNLCK);
+            }
+            Ok(())
+        })
+    }
+
     /// Subscribes again cursor `i`, this process's (it holds its lock),
     /// if the producer dropped it ([`Policy::Lag`]): see
     /// [`resubscribe_dropped`](Self::resubscribe_dropped).

@@ -500,7 +500,10 @@ fn check_slot_align<T>() -> Result<(), OpenError> {
 }
 
 /// Geometry of a new typed ring.
-fn typed_layout<T: ShmSlot>(capacity: usize, consumers: u32) -> Result<Layout, OpenError> {
+pub(crate) fn typed_layout<T: ShmSlot>(
+    capacity: usize,
+    consumers: u32,
+) -> Result<Layout, OpenError> {
     check_consumers(consumers)?;
     check_slot_align::<T>()?;
     check_capacity(capacity as u64, MAX_CAPACITY)?;
@@ -901,7 +904,6 @@ impl<T: ShmSlot> ShmProducer<T> {
         }
     }
 
-    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// The segment this producer is attached to.
     pub(crate) fn segment(&self) -> &Segment {
         &self.core.ring().seg
@@ -1616,7 +1618,6 @@ impl<T: ShmSlot> ShmConsumer<T> {
             .unwrap_or(Err(ShmPopError::Timeout))
     }
 
-    #[cfg(feature = "arrow")] // used by the Arrow layer only
     /// Where the end last reported came from.
     pub(crate) fn end_source(&self) -> EndSource {
         self.end_source
