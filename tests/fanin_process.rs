@@ -400,3 +400,26 @@ fn joining_takes_free_lanes_reuses_closed_ones_and_refuses_another_type() {
     assert!(!stream.dir.join(lane_name(&stream.name, 3)).exists());
     drop((first, third, again));
 }
+
+#[test]
+fn a_lane_past_a_removed_one_is_still_read() {
+    let stream = Stream::new("hole");
+    let opts = SegmentOptions::default();
+    let join = || ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("join");
+    let (first, second, mut third) = (join(), join(), join());
+    assert_eq!(third.lane(), 2);
+    third.push_slice(&[item(2, 0), item(2, 1)]);
+    drop((first, second, third));
+    laminar_ring::shm::remove_unused(&lane_name(&stream.name, 1), &stream.dir).expect("rm lane 1");
+    let mut rx = ShmFanIn::<u64>::open_with(&stream.name, &opts).expect("open");
+    let mut seen = Seen::default();
+    loop {
+        match rx.try_pop_lane() {
+            Ok((lane, v)) => seen.take(lane, v),
+            Err(FanInError::EndOfStream) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(seen.next.get(&2), Some(&2), "lane 2's items, past the hole");
+    assert_eq!(seen.lane_of.get(&2), Some(&2));
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
 use laminar_ring::arrow::{
-    ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer, LeasedBatch,
+    ArrowRingError, ArrowRingOptions, BatchFanIn, BatchFanInError, BatchProducer, LeasedBatch,
 };
 use laminar_ring::shm::{self, OpenError};
 
@@ -154,6 +154,12 @@ pub struct ConsumeArgs {
     /// until SIGINT or SIGTERM (or --idle-exit).
     #[arg(long)]
     pub follow: bool,
+    /// Several producers may feed one ring (each takes a lane of its own):
+    /// the stream ends once every producer that came has closed and no
+    /// new one has come for DURATION (default 0s: at once).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with = "follow")]
+    pub linger: Option<Duration>,
     /// Give up (exit 5) when no batch arrived for DURATION (10s, 500ms,
     /// 2m): no producer attached, or the one attached sent nothing. The
     /// output holds what was written. Without it, wait as long as it takes.
@@ -309,14 +315,14 @@ fn send_input(
             // A consumer waiting for this stream learns that it failed. A
             // ring whose producer role is taken is left alone: the error
             // alone is reported, as the attach's own error would be.
-            if let Ok(tx) = rings::producer(&args.name, opts, &args.geometry) {
+            if let Ok(tx) = rings::first_lane_producer(&args.name, opts, &args.geometry) {
                 tx.fail(&failure_reason(&args.input, &f));
             }
             return Err(f);
         }
     };
     progress.set_extent(std::mem::take(&mut input.extent));
-    let mut tx = rings::producer(&args.name, opts, &args.geometry)?;
+    let mut tx = rings::producer(&args.name, opts, &args.geometry, &input.schema)?;
     let mut patience = Patience {
         name: &args.name,
         opts,
@@ -567,7 +573,7 @@ impl Drain<'_> {
     /// the batches held so far into the output when `flush_now` says so.
     fn write(
         &mut self,
-        rx: &mut BatchConsumer,
+        rx: &mut BatchFanIn,
         batch: LeasedBatch,
         limits: &HoldLimits,
     ) -> Result<(), CliError> {
@@ -642,7 +648,7 @@ impl Drain<'_> {
 /// (`InUse`), or it sent batches that are left unread (`Changed`, checked
 /// under the role locks).
 fn remove_temporary(
-    rx: &mut BatchConsumer,
+    rx: &mut BatchFanIn,
     name: &str,
     opts: &ArrowRingOptions,
 ) -> Result<(), ArrowRingError> {
@@ -793,6 +799,7 @@ fn consume_ring(
     }
     let name = &args.name;
     let mut rx = rings::consumer(name, opts, &args.geometry)?;
+    rx.set_linger(Some(args.linger.unwrap_or_default()));
     // Opened only now that the consumer role is ours, and truncated only
     // when the first batch is accepted: a refused consumer leaves the
     // file that a running one writes as it was.
@@ -817,9 +824,9 @@ fn consume_ring(
         held: Vec::new(),
     };
     let mut told_dead = false;
-    // Whether a live process holds the producer role now.
-    let producer_attached =
-        || laminar_ring::shm::inspect(name, &opts.segment).is_ok_and(|i| i.producer.alive);
+    // A producer of one lane among several died or failed: said at once,
+    // reported (exit code) once every other lane has ended.
+    let mut lane_ending: Option<Ending> = None;
     let mut last_batch = Instant::now();
     // Since when no producer has been attached and no batch came.
     let mut idle_since: Option<Instant> = None;
@@ -827,8 +834,8 @@ fn consume_ring(
         if stop.load(Ordering::Relaxed) {
             break Ok(Ending::Signalled);
         }
-        let step = match rx.recv_zero_copy_timeout(Duration::from_millis(100)) {
-            Ok(Some(batch)) => {
+        let step = match rx.recv_lane_zero_copy(Some(Duration::from_millis(100))) {
+            Ok(Some((_, batch))) => {
                 told_dead = false;
                 last_batch = Instant::now();
                 idle_since = None;
@@ -844,59 +851,82 @@ fn consume_ring(
                 std::thread::sleep(Duration::from_millis(50));
                 drain.flush()
             }
-            Ok(None) => break Ok(Ending::EndOfStream(String::new())),
+            Ok(None) => break Ok(lane_ending.unwrap_or(Ending::EndOfStream(String::new()))),
             // Idle, or out of lease room: pass on the row group held.
-            Err(ArrowRingError::Timeout) => {
-                if !producer_attached() {
+            Err(BatchFanInError::Timeout) => {
+                if !rx.producer_attached() {
                     progress.waiting();
                 }
                 drain.flush()
             }
-            Err(ArrowRingError::TooManyLeases { .. }) if !drain.held.is_empty() => drain.flush(),
-            // Dropped while away (a ring with --policy lag): said, then on.
-            Err(ArrowRingError::Lagged { missed }) => {
-                progress.note(&format!(
-                    "warning: ring '{name}' dropped this consumer while it was away: {} \
-                     lost; reading on from the next producer session",
-                    fmt_counted(missed, "message", "messages")
-                ));
-                drain.flush()
-            }
-            Err(ArrowRingError::PeerGone) if args.follow => {
-                if !told_dead {
-                    progress.note(&format!(
-                        "the producer of ring '{name}' died; every batch it committed is \
-                         written; waiting for the next producer"
-                    ));
-                    told_dead = true;
+            Err(BatchFanInError::Lane { lane, error }) => {
+                // "the producer" of a one-lane stream; "the producer of
+                // lane N" where several producers joined it.
+                let who = if rx.lanes() > 1 {
+                    format!("the producer of lane {lane} of ring '{name}'")
+                } else {
+                    format!("the producer of ring '{name}'")
+                };
+                match error {
+                    ArrowRingError::TooManyLeases { .. } if !drain.held.is_empty() => drain.flush(),
+                    // Dropped while away (a ring with --policy lag): said, then on.
+                    ArrowRingError::Lagged { missed } => {
+                        progress.note(&format!(
+                            "warning: ring '{name}' dropped this consumer while it was away: \
+                             {} lost; reading on from the next producer session",
+                            fmt_counted(missed, "message", "messages")
+                        ));
+                        drain.flush()
+                    }
+                    ArrowRingError::PeerGone if args.follow || rx.lanes() > 1 => {
+                        if !told_dead || rx.lanes() > 1 {
+                            progress.note(&format!(
+                                "{who} died; every batch it committed is written; {}",
+                                if args.follow {
+                                    "waiting for the next producer"
+                                } else {
+                                    "reading on from the other producers"
+                                }
+                            ));
+                            told_dead = true;
+                        }
+                        if !args.follow {
+                            lane_ending.get_or_insert(Ending::ProducerDied);
+                        }
+                        progress.waiting();
+                        drain.flush()
+                    }
+                    ArrowRingError::PeerGone => break Ok(Ending::ProducerDied),
+                    ArrowRingError::ProducerFailed { reason } if args.follow || rx.lanes() > 1 => {
+                        if !told_dead || rx.lanes() > 1 {
+                            progress.note(&format!(
+                                "{who} failed: {reason}; every batch it committed is written; {}",
+                                if args.follow {
+                                    "waiting for the next producer"
+                                } else {
+                                    "reading on from the other producers"
+                                }
+                            ));
+                            told_dead = true;
+                        }
+                        if !args.follow {
+                            lane_ending.get_or_insert(Ending::ProducerFailed(reason));
+                        }
+                        progress.waiting();
+                        drain.flush()
+                    }
+                    ArrowRingError::ProducerFailed { reason } => {
+                        break Ok(Ending::ProducerFailed(reason));
+                    }
+                    e => break Err(CliError::ring(name, e)),
                 }
-                progress.waiting();
-                std::thread::sleep(Duration::from_millis(50));
-                drain.flush()
             }
-            Err(ArrowRingError::PeerGone) => break Ok(Ending::ProducerDied),
-            Err(ArrowRingError::ProducerFailed { reason }) if args.follow => {
-                if !told_dead {
-                    progress.note(&format!(
-                        "the producer of ring '{name}' failed: {reason}; every batch it \
-                         committed is written; waiting for the next producer"
-                    ));
-                    told_dead = true;
-                }
-                progress.waiting();
-                std::thread::sleep(Duration::from_millis(50));
-                drain.flush()
-            }
-            Err(ArrowRingError::ProducerFailed { reason }) => {
-                break Ok(Ending::ProducerFailed(reason));
-            }
-            Err(e) => break Err(CliError::ring(name, e)),
         };
         if let Err(f) = step {
             break Err(f);
         }
         if let Some(t) = args.timeout.filter(|&t| last_batch.elapsed() >= t) {
-            let waited = if producer_attached() {
+            let waited = if rx.producer_attached() {
                 format!(
                     "the producer of ring '{name}' sent no batch within {}",
                     fmt_duration(t)
@@ -910,7 +940,7 @@ fn consume_ring(
             break Ok(Ending::TimedOut(waited));
         }
         if let Some(t) = args.idle_exit {
-            if producer_attached() {
+            if rx.producer_attached() {
                 idle_since = None;
             } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= t {
                 break Ok(Ending::Idle(t));

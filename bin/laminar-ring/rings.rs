@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
+use laminar_ring::arrow::schema::SchemaRef;
+use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchFanIn, BatchProducer};
 use laminar_ring::shm::{self, HeaderError, OpenError, RingInfo, RoleState, SegmentOptions};
 
 use crate::error::CliError;
@@ -267,8 +268,9 @@ pub fn open_or_create<T>(
     }
 }
 
-/// Attaches as the producer of `name`, creating it if needed.
-pub fn producer(
+/// Attaches as the producer of lane 0 of `name` (the ring itself),
+/// creating it if needed: `RoleTaken` when another producer holds it.
+pub fn first_lane_producer(
     name: &str,
     opts: &ArrowRingOptions,
     geometry: &Geometry,
@@ -282,19 +284,32 @@ pub fn producer(
     )
 }
 
-/// Attaches as the consumer of `name`, creating it if needed.
-pub fn consumer(
+/// Joins the stream `name` as one of its producers, sending `schema`: the
+/// ring itself when no other producer holds it, else a lane of its own
+/// (`NAME#n`), created as needed.
+pub fn producer(
     name: &str,
     opts: &ArrowRingOptions,
     geometry: &Geometry,
-) -> Result<BatchConsumer, CliError> {
+    schema: &SchemaRef,
+) -> Result<BatchProducer, CliError> {
     open_or_create(
         name,
         opts,
         geometry,
-        BatchConsumer::open,
-        BatchConsumer::create,
+        |name, opts| BatchProducer::join(name, schema.clone(), opts),
+        |name, opts| BatchProducer::join(name, schema.clone(), opts),
     )
+}
+
+/// Attaches as the consumer of every lane of the stream `name`, creating
+/// its ring if needed.
+pub fn consumer(
+    name: &str,
+    opts: &ArrowRingOptions,
+    geometry: &Geometry,
+) -> Result<BatchFanIn, CliError> {
+    open_or_create(name, opts, geometry, BatchFanIn::open, BatchFanIn::create)
 }
 
 /// Create an Arrow ring.
@@ -404,7 +419,24 @@ pub fn rm(args: &RmArgs) -> Result<(), CliError> {
         force,
         location,
     } = args;
-    for name in names {
+    // A stream's other lanes (NAME#n, one per producer that joined it)
+    // go with it, the last lane first, so that what a refusal leaves is
+    // still numbered from lane 0.
+    let names: Vec<String> = names
+        .iter()
+        .flat_map(|name| {
+            let mut all: Vec<String> = (1..shm::MAX_LANES)
+                .map(|lane| shm::lane_name(name, lane))
+                .filter(|lane| {
+                    shm::parse_lane_name(name).1 == 0 && location.dir.join(lane).is_file()
+                })
+                .collect();
+            all.reverse();
+            all.push(name.clone());
+            all
+        })
+        .collect();
+    for name in &names {
         // Never follow a link or open a FIFO, socket or device: only a
         // regular file can be a ring.
         let path = location.dir.join(name);

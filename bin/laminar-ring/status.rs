@@ -83,6 +83,43 @@ fn role_json(r: &RoleInfo) -> serde_json::Value {
     })
 }
 
+/// The lanes after lane 0 of the stream `name` (rings `NAME#1`, ... made
+/// by producers that joined it while another held the ring), up to the
+/// first missing one; a lane that cannot be inspected is left out.
+fn other_lanes(name: &str, location: &Location) -> Vec<(u32, RingInfo)> {
+    let mut lanes = Vec::new();
+    for lane in 1..shm::MAX_LANES {
+        match inspect(&shm::lane_name(name, lane), location, Duration::ZERO) {
+            Ok(i) => lanes.push((lane, i)),
+            Err(OpenError::NotFound { .. }) => break,
+            Err(_) => {}
+        }
+    }
+    lanes
+}
+
+/// Each lane of a stream (lane 0 is the ring itself) for `info --json`:
+/// its producer and how much it sent.
+fn lanes_json(first: &RingInfo, others: &[(u32, RingInfo)]) -> serde_json::Value {
+    let lane = |n: u32, i: &RingInfo| {
+        let mut producer = role_json(&i.producer);
+        producer["sessions"] = json!(i.producer_sessions);
+        producer["failure"] = json!(i.producer_failure);
+        json!({
+            "lane": n,
+            "path": i.path.display().to_string(),
+            "producer": producer,
+            "sent": i.write_seq,
+            "lag": i.lag(),
+        })
+    };
+    json!(
+        std::iter::once(lane(0, first))
+            .chain(others.iter().map(|(n, i)| lane(*n, i)))
+            .collect::<Vec<_>>()
+    )
+}
+
 /// `info --json`'s object (also each ring of `ls --json`).
 pub fn info_json(name: &str, i: &RingInfo) -> serde_json::Value {
     let l = &i.layout;
@@ -233,8 +270,10 @@ fn print_info(
 ) -> Result<(), CliError> {
     let name = &args.name;
     let schema = (i.layout.kind == RingKind::Arrow).then(|| schema_of(name, &args.location));
+    let lanes = other_lanes(name, &args.location);
     if args.json {
         let mut v = info_json(name, i);
+        v["lanes"] = lanes_json(i, &lanes);
         if let Some(rates) = watch {
             v["rate"] = rates.map_or(serde_json::Value::Null, Rates::json);
         }
@@ -295,6 +334,25 @@ fn print_info(
         i.producer_sessions,
         if i.producer_sessions == 1 { "" } else { "s" }
     );
+    if !lanes.is_empty() {
+        outln!(
+            "lanes      {} (several producers joined this stream, one lane each; \
+             lane 0 is this ring)",
+            lanes.len() + 1
+        );
+        for (n, li) in std::iter::once((0, i)).chain(lanes.iter().map(|(n, li)| (*n, li))) {
+            outln!(
+                "  lane {n:<2}  {}; sent {}, {} unread",
+                describe_role(
+                    &li.producer,
+                    "blocked on a full ring",
+                    li.producer_failure.as_deref()
+                ),
+                fmt_counted(li.write_seq, "item", "items"),
+                fmt_count(li.lag())
+            );
+        }
+    }
     outln!("policy     {}", crate::rings::fmt_policy(l.policy));
     if i.subscribers.is_empty() {
         outln!(
@@ -439,15 +497,41 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
         dir: location.dir.clone(),
         source,
     })?;
+    // A stream's other lanes (NAME#n) are counted on its line, not listed.
+    let streams: std::collections::HashSet<String> = names.iter().cloned().collect();
     let rings: Vec<_> = names
         .into_iter()
+        .filter(|n| {
+            let (stream, lane) = shm::parse_lane_name(n);
+            lane == 0 || !streams.contains(stream)
+        })
         .filter_map(|n| classify(&n, location).map(|e| (n, e)))
         .collect();
+    let lanes: std::collections::HashMap<&str, Vec<(u32, RingInfo)>> = rings
+        .iter()
+        .filter(|(_, e)| matches!(e, Entry::Ok(_)))
+        .map(|(n, _)| (n.as_str(), other_lanes(n, location)))
+        .collect();
+    // "N producers" for a stream of several lanes: the live ones.
+    let producers = |name: &str, i: &RingInfo| -> String {
+        match lanes.get(name) {
+            Some(others) if !others.is_empty() => {
+                let alive = others.iter().filter(|(_, l)| l.producer.alive).count()
+                    + usize::from(i.producer.alive);
+                format!("{alive} producer{}", if alive == 1 { "" } else { "s" })
+            }
+            _ => i.producer.describe().to_owned(),
+        }
+    };
     if *json {
         let list: Vec<_> = rings
             .iter()
             .map(|(name, e)| match e {
-                Entry::Ok(i) => info_json(name, i),
+                Entry::Ok(i) => {
+                    let mut v = info_json(name, i);
+                    v["lanes"] = lanes_json(i, lanes.get(name.as_str()).map_or(&[], |l| l));
+                    v
+                }
                 Entry::OtherVersion { found, supported } => json!({
                     "name": name,
                     "status": "other version",
@@ -494,7 +578,7 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
                 } else {
                     "-".into()
                 },
-                i.producer.describe(),
+                producers(name, i),
                 i.consumer.describe(),
                 i.subscribers.len(),
                 i.layout.max_consumers

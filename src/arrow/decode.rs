@@ -551,6 +551,11 @@ impl BatchConsumer {
         self.rel.release_done(&mut self.inner, &self.book);
     }
 
+    /// Whether a live process holds the producer role now (one `fcntl`).
+    pub(crate) fn producer_attached_now(&self) -> bool {
+        self.inner.producer_alive()
+    }
+
     /// Leased batches (and messages) read but not yet released.
     pub fn outstanding(&self) -> usize {
         self.rel.outstanding.len()

@@ -106,10 +106,14 @@ impl BatchProducer {
     /// does not exist; other lanes made as lane 0 is). Its batches reach a
     /// [`BatchFanIn`](super::BatchFanIn) in the order sent.
     ///
-    /// Refused before taking a lane when a lane's stream (what a consumer
-    /// attaching now would decode) has another schema. Two producers with
-    /// different schemas joining at the same instant may both pass this
-    /// check; the consumer then refuses the second schema it meets
+    /// Refused before taking a lane when a lane with a live producer
+    /// carries another schema (as a consumer attaching now would decode
+    /// it): the stream under way has one schema. A lane whose producer has
+    /// gone does not count, so that a stream may follow one that ended
+    /// with another schema (a consumer that requires one schema, such as
+    /// `laminar-ring consume`, refuses it). Two producers with different
+    /// schemas joining at the same instant may both pass this check; the
+    /// consumer then refuses the second schema it meets
     /// (`SchemaMismatch`, naming the lane).
     ///
     /// # Errors
@@ -123,7 +127,16 @@ impl BatchProducer {
         opts: &ArrowRingOptions,
     ) -> Result<Self, ArrowRingError> {
         for lane in 0..MAX_LANES {
-            match super::stream_schema(&lane_name(name, lane), &opts.segment) {
+            let lane_name = lane_name(name, lane);
+            match crate::shm::inspect(&lane_name, &opts.segment) {
+                // A lane whose producer is gone has no stream to join: a
+                // stream that ended may be followed by one of any schema.
+                Ok(info) if !info.producer.alive => continue,
+                Ok(_) => {}
+                Err(OpenError::NotFound { .. }) => break,
+                Err(_) => continue,
+            }
+            match super::stream_schema(&lane_name, &opts.segment) {
                 Ok(Some(theirs)) if theirs != schema => {
                     return Err(ArrowRingError::SchemaMismatch {
                         expected: theirs,

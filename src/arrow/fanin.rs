@@ -13,9 +13,17 @@ use crate::shm::{DEFAULT_BURST, MAX_LANES, OpenError, lane_name};
 /// How often a [`BatchFanIn`] looks for lanes it does not know yet.
 const SCAN_INTERVAL: Duration = Duration::from_millis(5);
 
-/// Why a [`BatchFanIn`] returned no batch.
+/// How often a scan looks past a missing lane, at every lane number (a
+/// lane may have been removed while later ones live on).
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a [`BatchFanIn`] of one lane waits in it before it looks
+/// for new lanes.
+const LONE_SLICE: Duration = Duration::from_millis(50);
+
+/// Why a [`BatchFanIn`] returned no batch. (Not `non_exhaustive`: what a
+/// lane says is an [`ArrowRingError`], which is.)
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum BatchFanInError {
     /// Nothing came before the deadline.
     #[error("timed out")]
@@ -39,9 +47,17 @@ pub enum BatchFanInError {
 /// consumer is kept inline.
 #[allow(clippy::large_enum_variant)]
 enum Lane {
+    /// Exists, not ready when last looked at.
     Unknown,
-    Open { rx: BatchConsumer, ended: bool },
+    Open {
+        rx: BatchConsumer,
+        ended: bool,
+    },
+    /// Refused when opened (reported once).
     Refused,
+    /// No such lane, while a later one exists: looked for again at each
+    /// scan; holds nothing back.
+    Missing,
 }
 
 /// Receives the batches of every producer of an Arrow stream
@@ -60,7 +76,13 @@ pub struct BatchFanIn {
     linger: Option<Duration>,
     ended_since: Option<Instant>,
     last_scan: Instant,
+    last_full_scan: Instant,
     schema: Option<SchemaRef>,
+    /// A batch or an end has come from some lane since attaching: from
+    /// then on, a lane whose stream was over before this consumer came
+    /// (nothing to read, no producer) counts as ended. Before, such lanes
+    /// wait for a producer, as a [`BatchConsumer`] on an ended ring does.
+    seen_any: bool,
 }
 
 impl std::fmt::Debug for BatchFanIn {
@@ -115,9 +137,11 @@ impl BatchFanIn {
             linger: Some(Duration::ZERO),
             ended_since: None,
             last_scan: Instant::now(),
+            last_full_scan: Instant::now(),
             schema: None,
+            seen_any: false,
         };
-        match fan.scan() {
+        match fan.scan(true) {
             Some(BatchFanInError::Lane { error, .. }) => Err(error),
             _ => Ok(fan),
         }
@@ -147,6 +171,72 @@ impl BatchFanIn {
     /// The stream's schema, once a batch has been received.
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
+    }
+
+    /// Requires every lane's stream to have `schema` (as
+    /// [`BatchConsumer::expect_schema`]); without it, the first batch
+    /// received sets the schema for every lane.
+    pub fn expect_schema(&mut self, schema: SchemaRef) {
+        for l in &mut self.lanes {
+            if let Lane::Open { rx, .. } = l {
+                rx.expect_schema(schema.clone());
+            }
+        }
+        self.schema = Some(schema);
+    }
+
+    /// Messages read and not yet released, over every lane.
+    pub fn outstanding(&self) -> usize {
+        self.open_lanes().map(|rx| rx.outstanding()).sum()
+    }
+
+    /// Whether the stream was created temporary (its lane 0).
+    pub fn is_temporary(&self) -> bool {
+        self.open_lanes().next().is_some_and(|rx| rx.is_temporary())
+    }
+
+    /// Whether a producer is attached to some lane now (a look at each
+    /// lane's producer lock).
+    pub fn producer_attached(&self) -> bool {
+        self.open_lanes()
+            .any(super::BatchConsumer::producer_attached_now)
+    }
+
+    /// Detaches from every lane as [`BatchConsumer::detach`] does: what was
+    /// read and is still leased stays in its lane for the next consumer.
+    pub fn detach(self) {
+        for l in self.lanes {
+            if let Lane::Open { rx, .. } = l {
+                rx.detach();
+            }
+        }
+    }
+
+    /// Removes every lane's file, as [`BatchConsumer::remove_if_unused`]
+    /// does for one, from the last lane down to lane 0; stops at the first
+    /// lane that is in use (or was sent to meanwhile), so that the lanes
+    /// left are still numbered from 0 without a gap.
+    ///
+    /// # Errors
+    ///
+    /// As [`BatchConsumer::remove_if_unused`], for the lane that stopped it.
+    pub fn remove_if_unused(&mut self) -> Result<(), ArrowRingError> {
+        for l in self.lanes.iter_mut().rev() {
+            if let Lane::Open { rx, .. } = l {
+                match rx.remove_if_unused() {
+                    Ok(()) | Err(ArrowRingError::Open(OpenError::NotFound { .. })) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_lanes(&self) -> impl Iterator<Item = &BatchConsumer> {
+        self.lanes.iter().filter_map(|l| match l {
+            Lane::Open { rx, .. } => Some(rx),
+            _ => None,
+        })
     }
 
     /// The next batch, copied out of the ring, and the lane it came from;
@@ -197,11 +287,25 @@ impl BatchFanIn {
         let mut nap = Duration::from_micros(20);
         let mut spins = 0;
         loop {
-            if let Some(got) = self.poll(zero_copy)? {
+            // A stream of one lane waits in that lane (asleep on its futex,
+            // woken by its producer), a slice at a time, so that new lanes
+            // are still found; several lanes are polled in turn.
+            let lone = self.lanes.len() == 1;
+            let wait = if lone {
+                deadline.map_or(LONE_SLICE, |d| {
+                    LONE_SLICE.min(d.saturating_duration_since(Instant::now()))
+                })
+            } else {
+                Duration::ZERO
+            };
+            if let Some(got) = self.poll(zero_copy, wait)? {
                 return Ok(got);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(BatchFanInError::Timeout);
+            }
+            if lone {
+                continue;
             }
             if spins < 100 {
                 spins += 1;
@@ -216,15 +320,17 @@ impl BatchFanIn {
         }
     }
 
-    /// One look at every lane: `Some(Some(batch))`, `Some(None)` at the end
-    /// of the stream, `None` when nothing is ready.
+    /// One look at every lane (waiting up to `wait` in each):
+    /// `Some(Some(batch))`, `Some(None)` at the end of the stream, `None`
+    /// when nothing is ready.
     #[allow(clippy::type_complexity)]
     fn poll(
         &mut self,
         zero_copy: bool,
+        wait: Duration,
     ) -> Result<Option<Option<(u32, LeasedBatch)>>, BatchFanInError> {
         if self.last_scan.elapsed() >= SCAN_INTERVAL
-            && let Some(e) = self.scan()
+            && let Some(e) = self.scan(self.last_full_scan.elapsed() >= FULL_SCAN_INTERVAL)
         {
             return Err(e);
         }
@@ -239,15 +345,16 @@ impl BatchFanIn {
                 continue;
             };
             let got = if zero_copy {
-                rx.recv_zero_copy_timeout(Duration::ZERO)
+                rx.recv_zero_copy_timeout(wait)
             } else {
-                rx.recv_timeout(Duration::ZERO)
+                rx.recv_timeout(wait)
                     .map(|b| b.map(|batch| LeasedBatch { batch }))
             };
             let lane = i as u32;
             match got {
                 Ok(Some(batch)) => {
                     *ended = false;
+                    self.seen_any = true;
                     if self.schema.is_none() {
                         let schema = batch.schema();
                         for l in &mut self.lanes {
@@ -269,13 +376,19 @@ impl BatchFanIn {
                     self.ended_since = None;
                     return Ok(Some(Some((lane, batch))));
                 }
-                Ok(None) => *ended = true,
+                Ok(None) => {
+                    *ended = true;
+                    self.seen_any = true;
+                }
                 Err(ArrowRingError::Timeout) => {
                     *ended = rx.between_sessions();
                     all_ended &= *ended;
                 }
                 Err(error @ (ArrowRingError::PeerGone | ArrowRingError::ProducerFailed { .. })) => {
                     *ended = true;
+                    self.seen_any = true;
+                    self.next = (i + 1) % n;
+                    self.burst = 0;
                     return Err(BatchFanInError::Lane { lane, error });
                 }
                 Err(error @ ArrowRingError::SchemaMismatch { .. }) => {
@@ -285,7 +398,7 @@ impl BatchFanIn {
                 Err(error) => return Err(BatchFanInError::Lane { lane, error }),
             }
         }
-        if !all_ended {
+        if !all_ended || !self.seen_any {
             self.ended_since = None;
             return Ok(None);
         }
@@ -297,10 +410,11 @@ impl BatchFanIn {
         if now.duration_since(since) < linger {
             return Ok(None);
         }
-        if let Some(e) = self.scan() {
+        let found = self.found();
+        if let Some(e) = self.scan(true) {
             return Err(e);
         }
-        if self.lanes.len() > n || self.lanes.iter().any(|l| matches!(l, Lane::Unknown)) {
+        if self.found() > found || self.lanes.iter().any(|l| matches!(l, Lane::Unknown)) {
             return Ok(None);
         }
         Ok(Some(None))
@@ -308,25 +422,36 @@ impl BatchFanIn {
 
     /// Attaches to the lanes not attached yet, up to the first that does
     /// not exist; returns the first one refused (reported once).
-    fn scan(&mut self) -> Option<BatchFanInError> {
+    fn scan(&mut self, full: bool) -> Option<BatchFanInError> {
         self.last_scan = Instant::now();
+        if full {
+            self.last_full_scan = self.last_scan;
+        }
         let mut refused = None;
         for lane in 0..MAX_LANES {
             let i = lane as usize;
-            if i < self.lanes.len() && !matches!(self.lanes[i], Lane::Unknown) {
+            if i < self.lanes.len() && !matches!(self.lanes[i], Lane::Unknown | Lane::Missing) {
                 continue;
             }
-            let state = match BatchConsumer::open(&lane_name(&self.stream, lane), &self.opts) {
+            let name = lane_name(&self.stream, lane);
+            let state = match BatchConsumer::open(&name, &self.opts) {
                 Ok(mut rx) => {
                     if let Some(schema) = &self.schema {
                         rx.expect_schema(schema.clone());
                     }
                     Lane::Open { rx, ended: false }
                 }
-                Err(ArrowRingError::Open(OpenError::NotFound { .. })) => break,
-                Err(ArrowRingError::Open(
-                    OpenError::NotReady { .. } | OpenError::Removed { .. },
-                )) => Lane::Unknown,
+                Err(ArrowRingError::Open(OpenError::NotFound { .. })) if !full => break,
+                Err(ArrowRingError::Open(OpenError::NotFound { .. })) => Lane::Missing,
+                // Being made; or made half by a creator that died, which
+                // nobody can attach to: removed (holding nothing back).
+                Err(ArrowRingError::Open(OpenError::NotReady { .. })) => {
+                    match crate::shm::remove_unused(&name, &self.opts.segment.dir) {
+                        Ok(()) | Err(OpenError::NotFound { .. }) => Lane::Missing,
+                        Err(_) => Lane::Unknown,
+                    }
+                }
+                Err(ArrowRingError::Open(OpenError::Removed { .. })) => Lane::Unknown,
                 Err(error) => {
                     if refused.is_none() {
                         refused = Some(BatchFanInError::Lane { lane, error });
@@ -340,6 +465,17 @@ impl BatchFanIn {
                 self.lanes.push(state);
             }
         }
+        while matches!(self.lanes.last(), Some(Lane::Missing)) {
+            self.lanes.pop();
+        }
         refused
+    }
+
+    /// Lanes found (open, refused, or not ready yet).
+    fn found(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| !matches!(l, Lane::Missing))
+            .count()
     }
 }

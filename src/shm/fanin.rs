@@ -37,6 +37,10 @@ pub const DEFAULT_BURST: u32 = 64;
 /// How often a [`ShmFanIn`] looks for lanes it does not know yet.
 const SCAN_INTERVAL: Duration = Duration::from_millis(5);
 
+/// How often a scan looks past a missing lane, at every lane number (a
+/// lane may have been removed while later ones live on).
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Polls between two looks at the clock (for [`SCAN_INTERVAL`]).
 const POLLS_PER_CLOCK: u32 = 1024;
 
@@ -289,6 +293,9 @@ enum LaneState<T: ShmSlot> {
     },
     /// Refused when opened (reported once).
     Refused,
+    /// No such lane, while a later one exists (a lane removed, and not
+    /// made again yet): looked for again at each scan; holds nothing back.
+    Missing,
 }
 
 /// The consuming end of a stream that several producers
@@ -315,6 +322,7 @@ pub struct ShmFanIn<T: ShmSlot> {
     ended_since: Option<Instant>,
     polls: u32,
     last_scan: Instant,
+    last_full_scan: Instant,
     failure: Option<String>,
     wait: WaitStrategy,
 }
@@ -383,10 +391,11 @@ impl<T: ShmSlot> ShmFanIn<T> {
             ended_since: None,
             polls: 0,
             last_scan: Instant::now(),
+            last_full_scan: Instant::now(),
             failure: None,
             wait: WaitStrategy::Park,
         };
-        match fan.scan() {
+        match fan.scan(true) {
             Some(FanInError::Open { error, .. }) => Err(error),
             _ => Ok(fan),
         }
@@ -452,7 +461,7 @@ impl<T: ShmSlot> ShmFanIn<T> {
         self.polls = self.polls.wrapping_add(1);
         if self.polls.is_multiple_of(POLLS_PER_CLOCK)
             && self.last_scan.elapsed() >= SCAN_INTERVAL
-            && let Some(e) = self.scan()
+            && let Some(e) = self.scan(self.last_full_scan.elapsed() >= FULL_SCAN_INTERVAL)
         {
             return Err(e);
         }
@@ -527,10 +536,11 @@ impl<T: ShmSlot> ShmFanIn<T> {
             return Err(FanInError::Empty);
         }
         // A producer that joined a new lane meanwhile keeps the stream open.
-        if let Some(e) = self.scan() {
+        let found = self.found();
+        if let Some(e) = self.scan(true) {
             return Err(e);
         }
-        if self.lanes.len() > n || self.lanes.iter().any(|l| matches!(l, LaneState::Unknown)) {
+        if self.found() > found || self.lanes.iter().any(|l| matches!(l, LaneState::Unknown)) {
             return Err(FanInError::Empty);
         }
         Err(FanInError::EndOfStream)
@@ -592,12 +602,17 @@ impl<T: ShmSlot> ShmFanIn<T> {
 
     /// Attaches to the lanes not attached yet, up to the first that does
     /// not exist. Returns the first lane refused (reported once).
-    fn scan(&mut self) -> Option<FanInError> {
+    fn scan(&mut self, full: bool) -> Option<FanInError> {
         self.last_scan = Instant::now();
+        if full {
+            self.last_full_scan = self.last_scan;
+        }
         let mut refused = None;
         for lane in 0..MAX_LANES {
             let i = lane as usize;
-            if i < self.lanes.len() && !matches!(self.lanes[i], LaneState::Unknown) {
+            if i < self.lanes.len()
+                && !matches!(self.lanes[i], LaneState::Unknown | LaneState::Missing)
+            {
                 continue;
             }
             let name = lane_name(&self.stream, lane);
@@ -606,8 +621,17 @@ impl<T: ShmSlot> ShmFanIn<T> {
                     rx.set_wait_strategy(WaitStrategy::BusySpin);
                     LaneState::Open { rx, ended: false }
                 }
-                Err(OpenError::NotFound { .. }) => break,
-                Err(OpenError::NotReady { .. } | OpenError::Removed { .. }) => LaneState::Unknown,
+                Err(OpenError::NotFound { .. }) if !full => break,
+                Err(OpenError::NotFound { .. }) => LaneState::Missing,
+                // Being made; or made half by a creator that died, which
+                // nobody can attach to: removed (holding nothing back).
+                Err(OpenError::NotReady { .. }) => {
+                    match super::remove_unused(&name, &self.opts.dir) {
+                        Ok(()) | Err(OpenError::NotFound { .. }) => LaneState::Missing,
+                        Err(_) => LaneState::Unknown,
+                    }
+                }
+                Err(OpenError::Removed { .. }) => LaneState::Unknown,
                 Err(error) => {
                     if refused.is_none() {
                         refused = Some(FanInError::Open { lane, error });
@@ -621,7 +645,18 @@ impl<T: ShmSlot> ShmFanIn<T> {
                 self.lanes.push(state);
             }
         }
+        while matches!(self.lanes.last(), Some(LaneState::Missing)) {
+            self.lanes.pop();
+        }
         refused
+    }
+
+    /// Lanes found (open, refused, or not ready yet).
+    fn found(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| !matches!(l, LaneState::Missing))
+            .count()
     }
 }
 

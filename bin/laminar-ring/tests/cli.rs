@@ -659,6 +659,66 @@ fn a_bad_csv_row_is_reported_with_its_line_and_ends_the_stream_in_error() {
     assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 8);
 }
 
+/// Several `produce` of different files into one ring at once: each takes
+/// a lane of its own, and one `consume` writes every row of every input
+/// exactly once, each input's rows in their order.
+#[test]
+fn several_producers_feed_one_consume() {
+    let d = Dir::new("fan-in");
+    // A small ring, so that every producer is still sending (blocked on
+    // its full lane) when the consumer starts.
+    ok(d.run(&["create", "fan", "--slots", "8", "--arena", "256KiB"]));
+    let inputs: Vec<Vec<RecordBatch>> = (0..3)
+        .map(|k| {
+            (0..40)
+                .map(|j| batch(k * 1_000_000 + j * 300, 300, k == 1))
+                .collect()
+        })
+        .collect();
+    let producers: Vec<Child> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, bs)| {
+            let file = format!("in{k}.arrows");
+            write_stream(&d.path(&file), bs);
+            d.spawn(&["produce", "fan", "-i", &d.s(&file), "--batch-rows", "300"])
+        })
+        .collect();
+    wait_until("three lanes", Duration::from_secs(10), || {
+        d.path("fan#2").exists()
+    });
+    let t = text(d.run(&["info", "fan"]));
+    assert!(t.contains("lanes      3"), "{t}");
+    let ls = text(d.run(&["ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("fan ") && l.contains("3 producers")),
+        "{ls}"
+    );
+    assert!(!ls.lines().any(|l| l.starts_with("fan#")), "{ls}");
+    let out = ok(d.run(&["consume", "fan", "-o", &d.s("out.arrows"), "--linger", "1s"]));
+    assert!(stderr(&out).contains("end of stream"), "{}", stderr(&out));
+    for p in producers {
+        ok(wait_with_timeout(p, Duration::from_secs(20)));
+    }
+    let got = rows(&read_stream(&d.path("out.arrows")));
+    for (k, bs) in inputs.iter().enumerate() {
+        let lo = k as i64 * 1_000_000;
+        let mine: Vec<Row> = got
+            .iter()
+            .filter(|r| (lo..lo + 1_000_000).contains(&r.0))
+            .cloned()
+            .collect();
+        assert_eq!(mine, rows(bs), "input {k}: every row once, in order");
+    }
+    assert_eq!(got.len(), 3 * 40 * 300);
+    // `rm` takes the stream's lanes with it.
+    ok(d.run(&["rm", "fan"]));
+    for lane in ["fan", "fan#1", "fan#2"] {
+        assert!(!d.path(lane).exists(), "{lane} left behind");
+    }
+}
+
 /// `--follow` keeps the sidecar up across producers that finish, crash and
 /// come back, until SIGTERM; a producer with another schema is refused.
 #[test]
