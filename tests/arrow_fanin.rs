@@ -7,17 +7,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use common::Rng;
+use common::process::{Stream, spawn_helper, wait_exit};
 use laminar_ring::arrow::{
     ArrowRingError, ArrowRingOptions, BatchFanIn, BatchFanInError, BatchProducer,
 };
-use laminar_ring::shm::{MAX_LANES, lane_name};
+use laminar_ring::shm::lane_name;
 
 const ROWS: usize = 1_000;
 
@@ -50,43 +51,15 @@ fn opts() -> ArrowRingOptions {
     }
 }
 
-struct Stream(String);
-impl Stream {
-    fn new(test: &str) -> Self {
-        let s = Self(format!("lr-afanin-{}-{test}", std::process::id()));
-        s.remove();
-        s
-    }
-    fn remove(&self) {
-        let dir = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR);
-        for lane in 0..MAX_LANES {
-            let _ = std::fs::remove_file(dir.join(lane_name(&self.0, lane)));
-        }
-    }
-}
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 fn spawn_producer(stream: &str, id: i64, batches: i64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-            "-q",
-        ])
-        .env("LAMINAR_HELPER", "arrow-fanin-producer")
-        .env("LAMINAR_RING", stream)
-        .env("PRODUCER_ID", id.to_string())
-        .env("BATCHES", batches.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_helper(
+        "arrow-fanin-producer",
+        stream,
+        &[
+            ("PRODUCER_ID", id.to_string()),
+            ("BATCHES", batches.to_string()),
+        ],
+    )
 }
 
 #[test]
@@ -136,25 +109,14 @@ impl Seen {
     }
 }
 
-fn wait_exit(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "a producer hung");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn three_producer_processes_arrive_whole_and_in_order_copy_and_zero_copy() {
     for zero_copy in [false, true] {
-        let stream = Stream::new(if zero_copy { "zc" } else { "copy" });
-        let mut rx = BatchFanIn::create(&stream.0, &opts()).unwrap();
+        let stream = Stream::new("lr-afanin", if zero_copy { "zc" } else { "copy" });
+        let mut rx = BatchFanIn::create(&stream.name, &opts()).unwrap();
         rx.set_linger(Some(Duration::from_secs(2)));
         let mut kids: Vec<Child> = (0..3)
-            .map(|id| spawn_producer(&stream.0, id, 300))
+            .map(|id| spawn_producer(&stream.name, id, 300))
             .collect();
         let mut seen = Seen::default();
         loop {
@@ -171,7 +133,7 @@ fn three_producer_processes_arrive_whole_and_in_order_copy_and_zero_copy() {
             }
         }
         for k in &mut kids {
-            assert_eq!(wait_exit(k), 0);
+            assert_eq!(wait_exit(k, Duration::from_secs(60)), 0);
         }
         for id in 0..3 {
             assert_eq!(seen.next.get(&id), Some(&300), "producer {id}");
@@ -185,15 +147,15 @@ fn three_producer_processes_arrive_whole_and_in_order_copy_and_zero_copy() {
 
 #[test]
 fn a_killed_arrow_producer_loses_no_committed_batch_and_is_named() {
-    let stream = Stream::new("kill");
+    let stream = Stream::new("lr-afanin", "kill");
     let mut rng = Rng::from_env_or_time();
-    let mut rx = BatchFanIn::create(&stream.0, &opts()).unwrap();
+    let mut rx = BatchFanIn::create(&stream.name, &opts()).unwrap();
     rx.set_linger(Some(Duration::from_millis(300)));
     let mut seen = Seen::default();
     for trial in 0..10_i64 {
         let (victim_id, steady_id) = (2 * trial, 2 * trial + 1);
-        let mut victim = spawn_producer(&stream.0, victim_id, 0);
-        let mut steady = spawn_producer(&stream.0, steady_id, 100);
+        let mut victim = spawn_producer(&stream.name, victim_id, 0);
+        let mut steady = spawn_producer(&stream.name, steady_id, 100);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !seen.next.contains_key(&victim_id) {
             assert!(
@@ -229,7 +191,7 @@ fn a_killed_arrow_producer_loses_no_committed_batch_and_is_named() {
                 Err(e) => panic!("trial {trial}: {e}"),
             }
         }
-        assert_eq!(wait_exit(&mut steady), 0);
+        assert_eq!(wait_exit(&mut steady, Duration::from_secs(60)), 0);
         assert_eq!(seen.next[&steady_id], 100, "trial {trial}: steady");
         assert_eq!(
             seen.lane_of.get(&victim_id).copied(),
@@ -241,20 +203,20 @@ fn a_killed_arrow_producer_loses_no_committed_batch_and_is_named() {
 
 #[test]
 fn a_producer_of_another_schema_is_refused_when_it_joins() {
-    let stream = Stream::new("schema");
-    let mut first = BatchProducer::join(&stream.0, schema(), &opts()).unwrap();
+    let stream = Stream::new("lr-afanin", "schema");
+    let mut first = BatchProducer::join(&stream.name, schema(), &opts()).unwrap();
     first.send(&batch(0, 0)).unwrap();
     let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, true)]));
-    match BatchProducer::join(&stream.0, other, &opts()) {
+    match BatchProducer::join(&stream.name, other, &opts()) {
         Err(ArrowRingError::SchemaMismatch { expected, .. }) => assert_eq!(expected, schema()),
         Err(e) => panic!("expected SchemaMismatch, got {e}"),
         Ok(p) => panic!("joined lane {}", p.lane()),
     }
     // Nothing was made for it, and one of the same schema joins lane 1.
-    let second = BatchProducer::join(&stream.0, schema(), &opts()).unwrap();
+    let second = BatchProducer::join(&stream.name, schema(), &opts()).unwrap();
     assert_eq!((first.lane(), second.lane()), (0, 1));
     let dir = std::path::Path::new(laminar_ring::shm::DEFAULT_DIR);
-    assert!(!dir.join(lane_name(&stream.0, 2)).exists());
+    assert!(!dir.join(lane_name(&stream.name, 2)).exists());
     // A batch of another schema than the one joined with is refused too.
     let mut second = second;
     let stray =

@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use common::process::helper_command;
 use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
 
 const WORDS: [&str; 8] = [
@@ -54,20 +55,9 @@ impl Drop for Ring {
 }
 
 fn spawn_helper(ring: &str, batches: u64, rows: usize) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-            "-q",
-        ])
-        .env("LAMINAR_HELPER", "arrow-producer")
-        .env("LAMINAR_RING", ring)
+    helper_command("arrow-producer", ring)
         .env("BATCHES", batches.to_string())
         .env("ROWS", rows.to_string())
-        .stdout(Stdio::null())
         .spawn()
         .unwrap()
 }
@@ -268,17 +258,7 @@ fn killed_consumers_resume_at_least_once_with_their_dictionaries() {
     let mut rng = common::Rng::from_env_or_time();
     for session in 0..10 {
         let out = dir.join(format!("{session:02}"));
-        let mut c = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "helper",
-                "--exact",
-                "--nocapture",
-                "--test-threads",
-                "1",
-                "-q",
-            ])
-            .env("LAMINAR_HELPER", "arrow-consumer")
-            .env("LAMINAR_RING", &ring.0)
+        let mut c = helper_command("arrow-consumer", &ring.0)
             .env("OUT", &out)
             .spawn()
             .unwrap();
@@ -368,23 +348,12 @@ fn run_arrow_session(ring: &str, start: u64, batches: u64, end: &str) {
     let before = laminar_ring::shm::inspect(ring, &Default::default())
         .unwrap()
         .write_seq;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-            "-q",
-        ])
-        .env("LAMINAR_HELPER", "arrow-session")
-        .env("LAMINAR_RING", ring)
+    let mut child = helper_command("arrow-session", ring)
         .env("START", start.to_string())
         .env("BATCHES", batches.to_string())
         .env("ROWS", "100")
         .env("END", if end == "kill" { "hang" } else { end })
         .env("REASON", A_REASON)
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,14 +9,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::process::{Stream, env_u64, spawn_helper, wait_exit};
 use common::{Rng, fnv};
 use laminar_ring::shm::{
-    FanInError, MAX_LANES, OpenError, SegmentOptions, ShmConsumer, ShmFanIn, ShmProducer,
-    ShmPushError, ShmTryPopError, lane_name,
+    FanInError, OpenError, SegmentOptions, ShmConsumer, ShmFanIn, ShmProducer, ShmPushError,
+    ShmTryPopError, lane_name,
 };
 
 const SEQ_BITS: u32 = 40;
@@ -29,61 +29,15 @@ fn split(v: u64) -> (u64, u64) {
     (v >> SEQ_BITS, v & ((1 << SEQ_BITS) - 1))
 }
 
-/// A stream name unique to this process and test; its lanes are unlinked
-/// on drop.
-struct Stream {
-    name: String,
-    dir: PathBuf,
-}
-
-impl Stream {
-    fn new(test: &str) -> Self {
-        let s = Self {
-            name: format!("lr-fanin-{}-{test}", std::process::id()),
-            dir: PathBuf::from(laminar_ring::shm::DEFAULT_DIR),
-        };
-        s.remove();
-        s
-    }
-
-    fn remove(&self) {
-        for lane in 0..MAX_LANES {
-            let _ = std::fs::remove_file(self.dir.join(lane_name(&self.name, lane)));
-        }
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 fn spawn_producer(stream: &str, id: u64, count: u64) -> Child {
-    Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "helper",
-            "--exact",
-            "--nocapture",
-            "--test-threads",
-            "1",
-            "-q",
-        ])
-        .env("LAMINAR_HELPER", "fanin-producer")
-        .env("LAMINAR_RING", stream)
-        .env("PRODUCER_ID", id.to_string())
-        .env("COUNT", count.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn helper process")
-}
-
-fn env_u64(key: &str) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    spawn_helper(
+        "fanin-producer",
+        stream,
+        &[
+            ("PRODUCER_ID", id.to_string()),
+            ("COUNT", count.to_string()),
+        ],
+    )
 }
 
 #[test]
@@ -94,6 +48,7 @@ fn helper() {
     let stream = std::env::var("LAMINAR_RING").expect("LAMINAR_RING");
     let code = match role.as_str() {
         "fanin-producer" => fanin_producer(&stream),
+        "lane-maker" => lane_maker(&stream),
         other => panic!("unknown helper role {other}"),
     };
     std::process::exit(code);
@@ -132,18 +87,16 @@ fn fanin_producer(stream: &str) -> i32 {
     0
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let start = Instant::now();
+/// Makes lane 1 of the stream and removes it again, for ever (lane 0 is
+/// held by the test): to be killed at a random moment, mid-way through
+/// making a lane as likely as anywhere.
+fn lane_maker(stream: &str) -> i32 {
+    let opts = SegmentOptions::default();
     loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code().unwrap_or(-1);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("helper did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        let tx = ShmProducer::<u64>::join(stream, 64, &opts).expect("join");
+        assert_eq!(tx.lane(), 1);
+        drop(tx);
+        let _ = laminar_ring::shm::remove_unused(&lane_name(stream, 1), &opts.dir);
     }
 }
 
@@ -186,7 +139,7 @@ fn expected_sum(id: u64, count: u64) -> u64 {
 fn four_producer_processes_each_arrive_whole_and_in_order() {
     const PRODUCERS: u64 = 4;
     const COUNT: u64 = 2_500_000;
-    let stream = Stream::new("four");
+    let stream = Stream::new("lr-fanin", "four");
     let mut rx = ShmFanIn::<u64>::create_with(&stream.name, 1 << 12, &SegmentOptions::default())
         .expect("create the stream");
     // Producers start together; one that finishes before another has
@@ -232,7 +185,7 @@ fn four_producer_processes_each_arrive_whole_and_in_order() {
 #[test]
 fn a_killed_producer_loses_nothing_it_committed_and_the_others_finish() {
     const STEADY: u64 = 20_000;
-    let stream = Stream::new("kill");
+    let stream = Stream::new("lr-fanin", "kill");
     let mut rng = Rng::from_env_or_time();
     let mut rx = ShmFanIn::<u64>::create_with(&stream.name, 1 << 10, &SegmentOptions::default())
         .expect("create the stream");
@@ -309,7 +262,7 @@ fn a_killed_producer_loses_nothing_it_committed_and_the_others_finish() {
 #[test]
 fn a_lane_with_items_waiting_gets_its_turn_after_at_most_one_burst_of_another() {
     const COUNT: u64 = 20_000;
-    let stream = Stream::new("fair");
+    let stream = Stream::new("lr-fanin", "fair");
     let opts = SegmentOptions::default();
     // Three producers fill their lanes (each holds all it sends), then the
     // consumer reads: runs of one lane are at most a burst long while
@@ -359,7 +312,7 @@ fn a_lane_with_items_waiting_gets_its_turn_after_at_most_one_burst_of_another() 
 
 #[test]
 fn joining_takes_free_lanes_reuses_closed_ones_and_refuses_another_type() {
-    let stream = Stream::new("join");
+    let stream = Stream::new("lr-fanin", "join");
     let opts = SegmentOptions {
         max_consumers: 3,
         ..SegmentOptions::default()
@@ -403,7 +356,7 @@ fn joining_takes_free_lanes_reuses_closed_ones_and_refuses_another_type() {
 
 #[test]
 fn a_lane_past_a_removed_one_is_still_read() {
-    let stream = Stream::new("hole");
+    let stream = Stream::new("lr-fanin", "hole");
     let opts = SegmentOptions::default();
     let join = || ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("join");
     let (first, second, mut third) = (join(), join(), join());
@@ -422,4 +375,65 @@ fn a_lane_past_a_removed_one_is_still_read() {
     }
     assert_eq!(seen.next.get(&2), Some(&2), "lane 2's items, past the hole");
     assert_eq!(seen.lane_of.get(&2), Some(&2));
+}
+
+#[test]
+fn a_lane_is_never_seen_without_its_streams_subscriptions_whenever_its_maker_dies() {
+    let stream = Stream::new("lr-fanin", "made");
+    let opts = SegmentOptions::default();
+    let first = ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("lane 0");
+    let mut archiver = opts.clone();
+    archiver.subscriber = "archiver".into();
+    drop(ShmConsumer::<u64>::open_with(&stream.name, &archiver).expect("subscribe"));
+    let lane1 = lane_name(&stream.name, 1);
+    let mut rng = Rng::from_env_or_time();
+    let (mut checked, mut unready) = (0, 0);
+    for _ in 0..40 {
+        let mut maker = spawn_helper("lane-maker", &stream.name, &[]);
+        // Once it is making lanes, a random moment: a sleep on purpose.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !stream.dir.join(&lane1).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the lane maker never made lane 1"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(3_000)));
+        maker.kill().expect("SIGKILL");
+        maker.wait().expect("reap");
+        match laminar_ring::shm::inspect(&lane1, &opts) {
+            Ok(info) => {
+                let names: Vec<_> = info.subscribers.iter().map(|s| s.name.as_str()).collect();
+                assert!(
+                    names.contains(&"archiver"),
+                    "lane 1 open without lane 0's subscription: {names:?}"
+                );
+                checked += 1;
+            }
+            Err(OpenError::NotFound { .. }) => {}
+            Err(OpenError::NotReady { .. }) => unready += 1,
+            Err(e) => panic!("lane 1: {e}"),
+        }
+        // Whatever the kill left, the next maker starts from no lane 1 (a
+        // lane never made ready is removed by the next joiner anyway).
+        let _ = laminar_ring::shm::remove_unused(&lane1, &opts.dir);
+    }
+    assert!(
+        checked > 0,
+        "no trial found lane 1 made (unready {unready})"
+    );
+    // And a joiner after a kill mid-making gets a whole lane 1.
+    let mut maker = spawn_helper("lane-maker", &stream.name, &[]);
+    while !stream.dir.join(&lane1).exists() {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    std::thread::sleep(Duration::from_micros(rng.below(3_000)));
+    maker.kill().expect("SIGKILL");
+    maker.wait().expect("reap");
+    let again = ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("lane 1 again");
+    assert_eq!(again.lane(), 1);
+    let info = laminar_ring::shm::inspect(&lane1, &opts).expect("inspect");
+    assert!(info.subscribers.iter().any(|s| s.name == "archiver"));
+    drop((first, again));
 }

@@ -12,10 +12,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::Rng;
+use common::process::spawn_helper;
 use laminar_ring::shm::{
     self, OpenError, SegmentOptions, ShmConsumer, ShmPopError, ShmProducer, ShmPushError, Start,
 };
@@ -53,26 +54,6 @@ fn as_subscriber(name: &str, start: Start) -> SegmentOptions {
         start,
         ..SegmentOptions::default()
     }
-}
-
-fn spawn_helper(role: &str, ring: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
-    cmd.args([
-        "helper",
-        "--exact",
-        "--nocapture",
-        "--test-threads",
-        "1",
-        "-q",
-    ])
-    .env("LAMINAR_HELPER", role)
-    .env("LAMINAR_RING", ring)
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn helper process")
 }
 
 /// The exit code of `child`, waiting at most until `deadline` (then it is

@@ -9,10 +9,11 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
+use common::process::{env_u64, spawn_helper, wait_exit};
 use common::{Rng, ofd_lock};
 use laminar_ring::CapacityError;
 use laminar_ring::shm::{
@@ -79,50 +80,6 @@ impl Drop for Ring {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.path());
     }
-}
-
-/// Starts this test binary as a helper process in `role`.
-fn spawn_helper(role: &str, ring: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
-    cmd.args([
-        "helper",
-        "--exact",
-        "--nocapture",
-        "--test-threads",
-        "1",
-        "-q",
-    ])
-    .env("LAMINAR_HELPER", role)
-    .env("LAMINAR_RING", ring)
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn helper process")
-}
-
-/// Waits for a child with a timeout; kills it if it overruns.
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status.code().unwrap_or(-1);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("helper did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn env_u64(key: &str) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Exit codes of helpers.

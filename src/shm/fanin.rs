@@ -151,7 +151,7 @@ pub(crate) fn join_lane<P, E: From<OpenError>>(
 
 /// Makes lane `lane` of `stream`: lane 0 as `plan` says; another as lane 0
 /// is (geometry, policy, temporariness), subscribed under every name lane 0
-/// has, before any producer can attach to it.
+/// has before any process can open it.
 fn make_lane(
     stream: &str,
     lane: u32,
@@ -172,9 +172,10 @@ fn make_lane(
     like_first.temporary = layout.temporary;
     like_first.policy = layout.policy;
     like_first.max_consumers = layout.max_consumers;
-    let seg = Segment::create(&name, layout, &like_first)?;
-    seg.subscribe_names(&names)?;
-    Ok(seg)
+    // Subscribed before it is ready: a producer killed making it leaves
+    // no lane without its subscriptions (openers remove a lane never made
+    // ready).
+    Segment::create_subscribed(&name, layout, &like_first, &names)
 }
 
 impl<T: ShmSlot> ShmProducer<T> {

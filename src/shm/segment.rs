@@ -293,6 +293,20 @@ impl Segment {
         layout: Layout,
         opts: &SegmentOptions,
     ) -> Result<Self, OpenError> {
+        Self::create_subscribed(name, layout, opts, &[])
+    }
+
+    /// Creates a new segment as [`create`](Self::create) does, subscribed
+    /// under each of `names` (as [`subscribe_names`](Self::subscribe_names)
+    /// does) before it is marked ready: no process ever opens it without
+    /// those subscriptions, and a creator killed before READY leaves a file
+    /// that openers find not ready and remove.
+    pub(crate) fn create_subscribed(
+        name: &str,
+        layout: Layout,
+        opts: &SegmentOptions,
+        names: &[String],
+    ) -> Result<Self, OpenError> {
         validate_name(name)?;
         check_policy(opts.policy, layout.kind, layout.capacity)?;
         let path = opts.dir.join(name);
@@ -381,6 +395,11 @@ impl Segment {
             }
             // Relaxed: published by the READY store below.
             info.flags.store(flags, Ordering::Relaxed);
+            if !names.is_empty() {
+                // Before READY: the subscriptions' stores are published by
+                // the READY store below too.
+                seg.subscribe_names(names)?;
+            }
             // SYNC POINT ready: Release publishes every header field; pairs
             // with the Acquire load in wait_ready.
             seg.header()

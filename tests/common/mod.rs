@@ -103,3 +103,6 @@ pub fn ofd_lock(file: &std::fs::File, byte: i64) {
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
     assert_eq!(rc, 0, "F_OFD_SETLK: {}", std::io::Error::last_os_error());
 }
+
+#[cfg(all(target_os = "linux", not(loom)))]
+pub mod process;
