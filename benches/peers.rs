@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Groups (`--only`): `uncontended`, `spsc`, `xproc`, `pingpong`,
-//! `pingpong-xproc`, `mpsc`. Without `--bench` (as under
+//! `pingpong-xproc`, `mpsc`, `fanin1`, `fanin2`, `fanin4` (`fanin`: all
+//! three). Without `--bench` (as under
 //! `cargo test --benches`) it runs one tiny round as a smoke test. Child
 //! processes are this binary re-executed with `LAMINAR_BENCH_CHILD` set.
 
@@ -28,7 +29,9 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::{Backoff, CachePadded};
-use laminar_ring::shm::{SegmentOptions, ShmConsumer, ShmProducer, ShmTryPopError};
+use laminar_ring::shm::{
+    FanInError, SegmentOptions, ShmConsumer, ShmFanIn, ShmProducer, ShmTryPopError,
+};
 use laminar_ring::{mpsc, spsc};
 
 /// Slots of every ring (the peer harness's capacity).
@@ -436,23 +439,24 @@ fn pingpong_floor(trips: u64) -> f64 {
     median(&mut samples)
 }
 
-/// Two producers (each with its own tag) and a consumer, three unpinned
-/// threads (the peer table's MPSC row: 2 cores, spin then yield);
-/// the consumer checks each producer's order and the count; M items/s.
-fn mpsc_run<Q: Mpsc>(n: u64) -> f64 {
-    // The other groups pinned this thread; here the scheduler places all three.
+/// `producers` producers (each with its own tag) and a consumer, unpinned
+/// threads (the peer table's MPSC row is 2 producers on 2 cores, spin then
+/// yield); the consumer checks each producer's order and the count; M
+/// items/s in all.
+fn mpsc_run<Q: Mpsc>(n: u64, producers: u64) -> f64 {
+    // The other groups pinned this thread; here the scheduler places all.
     unpin();
     let (tx, mut rx) = Q::make(CAP);
-    let per = n / 2;
-    let ready = Arc::new(Barrier::new(3));
-    let producers: Vec<_> = (0..2u64)
+    let per = n / producers;
+    let ready = Arc::new(Barrier::new(producers as usize + 1));
+    let threads: Vec<_> = (0..producers)
         .map(|p| {
             let mut tx = Q::clone_tx(&tx);
             let ready = ready.clone();
             thread::spawn(move || {
                 ready.wait();
                 for i in 0..per {
-                    let v = (p << 62) | i;
+                    let v = (p << TAG_SHIFT) | i;
                     let backoff = Backoff::new();
                     while !Q::try_push(&mut tx, v) {
                         backoff.snooze();
@@ -464,8 +468,8 @@ fn mpsc_run<Q: Mpsc>(n: u64) -> f64 {
     drop(tx);
     ready.wait();
     let start = Instant::now();
-    let mut next = [0u64; 2];
-    for _ in 0..2 * per {
+    let mut next = vec![0u64; producers as usize];
+    for _ in 0..producers * per {
         let backoff = Backoff::new();
         let v = loop {
             if let Some(v) = Q::try_pop(&mut rx) {
@@ -473,16 +477,84 @@ fn mpsc_run<Q: Mpsc>(n: u64) -> f64 {
             }
             backoff.snooze();
         };
-        let p = (v >> 62) as usize;
-        assert_eq!(v & ((1 << 62) - 1), next[p], "producer {p} out of order");
-        next[p] += 1;
+        take_tagged(&mut next, v);
     }
     let secs = start.elapsed().as_secs_f64();
-    for t in producers {
+    for t in threads {
         t.join().expect("producer thread");
     }
-    assert_eq!(next, [per, per]);
-    (2 * per) as f64 / secs / 1e6
+    assert!(next.iter().all(|&k| k == per), "lost items: {next:?}");
+    (producers * per) as f64 / secs / 1e6
+}
+
+/// Where a producer's tag sits in its values.
+const TAG_SHIFT: u32 = 56;
+
+/// Checks `v` (tag and sequence number) against what its producer sent
+/// before.
+fn take_tagged(next: &mut [u64], v: u64) {
+    let p = (v >> TAG_SHIFT) as usize;
+    assert!(p < next.len(), "no producer {p}");
+    assert_eq!(
+        v & ((1 << TAG_SHIFT) - 1),
+        next[p],
+        "producer {p} out of order"
+    );
+    next[p] += 1;
+}
+
+/// `producers` producer processes joined to one stream (a lane each), the
+/// consumer (`ShmFanIn`) here; unpinned, spin then yield, one item per
+/// call, every value checked; M items/s in all, from the moment every
+/// producer has joined and is told to start.
+fn fanin_xproc(n: u64, producers: u64) -> f64 {
+    unpin();
+    let dir = RunDir::new();
+    let mut rx = ShmFanIn::<u64>::create_with("fan", CAP, &dir.opts()).expect("create stream");
+    let per = n / producers;
+    let children: Vec<_> = (0..producers)
+        .map(|p| {
+            spawn_child(
+                "fanin-producer",
+                &[
+                    ("N", per.to_string()),
+                    ("ID", p.to_string()),
+                    ("DIR", dir.0.display().to_string()),
+                ],
+            )
+        })
+        .collect();
+    // Every producer joined (and the consumer found its lane) before the
+    // start, as the threads' barrier does.
+    while rx.lanes() < producers as usize {
+        match rx.try_pop() {
+            Err(FanInError::Empty) => thread::sleep(std::time::Duration::from_micros(200)),
+            other => panic!("before the start: {other:?}"),
+        }
+    }
+    std::fs::write(dir.0.join("go"), b"").expect("start flag");
+    let start = Instant::now();
+    let mut next = vec![0u64; producers as usize];
+    for _ in 0..producers * per {
+        let backoff = Backoff::new();
+        let v = loop {
+            match rx.try_pop() {
+                Ok(v) => break v,
+                Err(FanInError::Empty) => backoff.snooze(),
+                Err(e) => panic!("fan-in: {e}"),
+            }
+        };
+        take_tagged(&mut next, v);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    for mut c in children {
+        assert!(
+            c.wait().expect("child").success(),
+            "a fan-in producer failed"
+        );
+    }
+    assert!(next.iter().all(|&k| k == per), "lost items: {next:?}");
+    (producers * per) as f64 / secs / 1e6
 }
 
 /// A multi-producer queue as the MPSC row drives it.
@@ -599,6 +671,23 @@ fn child(role: &str) {
         "naive-producer" => {
             let mut tx = naive::producer(naive_map(&dir.join("naive"), false), CAP);
             produce::<Naive>(&mut tx, n);
+        }
+        "fanin-producer" => {
+            let id: u64 = arg("ID").parse().expect("ID");
+            let mut tx = ShmProducer::<u64>::join("fan", CAP, &opts).expect("join");
+            // Not pinned: the scheduler places every producer, as for the
+            // threads it is compared with.
+            unpin();
+            while !dir.join("go").exists() {
+                thread::sleep(std::time::Duration::from_micros(50));
+            }
+            for i in 0..n {
+                let backoff = Backoff::new();
+                while tx.try_push((id << TAG_SHIFT) | i).is_err() {
+                    backoff.snooze();
+                }
+            }
+            tx.close();
         }
         "shm-echo" => {
             let mut rx = ShmConsumer::<u64>::open_with("ping", &opts).expect("open ping");
@@ -763,12 +852,53 @@ fn groups() -> Vec<Group> {
             higher_is_better: true,
             rows: vec![
                 row("crossbeam ArrayQueue", |s| {
-                    mpsc_run::<CrossbeamArrayQueue>(s.items)
+                    mpsc_run::<CrossbeamArrayQueue>(s.items, 2)
                 }),
-                row("laminar mpsc", |s| mpsc_run::<LaminarMpsc>(s.items)),
+                row("laminar mpsc", |s| mpsc_run::<LaminarMpsc>(s.items, 2)),
             ],
         },
+        fanin_group("fanin1", 1),
+        fanin_group("fanin2", 2),
+        fanin_group("fanin4", 4),
     ]
+}
+
+/// Fan-in with `p` producers: the in-process queues with `p` producer
+/// threads, the shared-memory stream with `p` producer processes, and (for
+/// `p` > 1) one producer process through one ring, the same total; all
+/// unpinned, spin then yield, one item per call.
+fn fanin_group(key: &'static str, p: u64) -> Group {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut rows = vec![
+        row("crossbeam ArrayQueue, threads", move |s| {
+            mpsc_run::<CrossbeamArrayQueue>(s.items, p)
+        }),
+        row("laminar mpsc, threads", move |s| {
+            mpsc_run::<LaminarMpsc>(s.items, p)
+        }),
+        row(
+            leak(format!(
+                "laminar fan-in, {p} producer process{}",
+                if p == 1 { "" } else { "es" }
+            )),
+            move |s| fanin_xproc(s.items, p),
+        ),
+    ];
+    if p > 1 {
+        rows.push(row("laminar shm ring, 1 producer process", |s| {
+            fanin_xproc(s.items, 1)
+        }));
+    }
+    Group {
+        key,
+        title: leak(format!(
+            "fan-in, {p} producer{} + 1 consumer, unpinned, spin then yield",
+            if p == 1 { "" } else { "s" }
+        )),
+        unit: "M items/s in all",
+        higher_is_better: true,
+        rows,
+    }
 }
 
 fn main() {
@@ -811,7 +941,11 @@ fn main() {
     };
     let mut groups: Vec<Group> = groups()
         .into_iter()
-        .filter(|g| only.as_ref().is_none_or(|o| o.contains(&g.key)))
+        .filter(|g| {
+            only.as_ref().is_none_or(|o| {
+                o.contains(&g.key) || o.contains(&"fanin") && g.key.starts_with("fanin")
+            })
+        })
         .collect();
     println!(
         "laminar-ring peers bench: {rounds} rounds; {} items per throughput run, {} pairs, {} round trips; producer CPU 0, consumer CPU 1",
