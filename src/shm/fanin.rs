@@ -17,6 +17,8 @@
 //! `docs/FORMAT.md` ("Fan-in") says why lanes rather than one ring with
 //! claims.
 
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::{OpenError, ShmTryPopError};
@@ -34,14 +36,16 @@ pub const MAX_LANES: u32 = 64;
 /// has items waiting (the default of [`ShmFanIn::set_burst`]).
 pub const DEFAULT_BURST: u32 = 64;
 
-/// How often a [`ShmFanIn`] looks for lanes it does not know yet.
+/// How often a fan-in ([`ShmFanIn`], `BatchFanIn`) looks for lanes it
+/// does not know yet.
 const SCAN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How often a scan looks past a missing lane, at every lane number (a
 /// lane may have been removed while later ones live on).
 const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Polls between two looks at the clock (for [`SCAN_INTERVAL`]).
+/// Polls between two looks at the clock (for [`SCAN_INTERVAL`]); the
+/// first poll after a blocking call slept looks at once.
 const POLLS_PER_CLOCK: u32 = 1024;
 
 /// The ring name of lane `lane` of stream `stream`: the stream's own name
@@ -75,6 +79,12 @@ fn validate_stream(stream: &str) -> Result<(), OpenError> {
         return Err(OpenError::BadName {
             name: stream.to_owned(),
             why: "leaves no room for a lane suffix (at most 252 bytes for a stream)",
+        });
+    }
+    if parse_lane_name(stream).1 != 0 {
+        return Err(OpenError::BadName {
+            name: stream.to_owned(),
+            why: "names a lane of another stream (NAME#n); a stream's name cannot end in #1 to #63",
         });
     }
     Ok(())
@@ -279,24 +289,494 @@ pub enum FanInError {
     },
 }
 
-/// One lane a [`ShmFanIn`] knows of. At most [`MAX_LANES`] of them: the
-/// consumer is kept inline, one pointer less on the way to each item.
-#[allow(clippy::large_enum_variant)]
-enum LaneState<T: ShmSlot> {
+// The lane set: what every fan-in consumer does, whatever its rings hold.
+// A consumer says how to open a lane and take one item from it
+// (`LaneReader`); the set finds the lanes, takes turns among them and
+// decides when the stream has ended.
+
+/// How a fan-in reads the lanes of one kind of ring.
+pub(crate) trait LaneReader {
+    /// The consumer of one lane.
+    type Rx;
+    /// What a lane gives.
+    type Item;
+    /// What the fan-in reports.
+    type Error;
+    /// Why a lane could not be opened.
+    type OpenFailure;
+    /// How items are taken (the same for every lane within one call).
+    type Mode: Copy;
+
+    /// The longest a blocking call waits in the only lane of a stream
+    /// (asleep on that lane's futex, woken by its producer) before it
+    /// looks for new lanes; zero: it polls and naps as with several.
+    const LONE_WAIT: Duration = Duration::ZERO;
+
+    /// Attaches to the ring `name`, a lane found by a scan.
+    fn open(&mut self, name: &str) -> Result<Self::Rx, Self::OpenFailure>;
+
+    /// The ring layer's answer in a failed [`open`](Self::open), if that
+    /// is what it is (a lane not found, not ready or removed is looked for
+    /// again; any other failure refuses the lane).
+    fn ring_error(error: &Self::OpenFailure) -> Option<&OpenError>;
+
+    /// The error that reports lane `lane` refused when opened.
+    fn refused(lane: u32, error: Self::OpenFailure) -> Self::Error;
+
+    /// Takes one item from lane `lane`, waiting at most `wait` (zero but
+    /// for the only lane of a stream, see [`LONE_WAIT`](Self::LONE_WAIT)).
+    fn take(
+        &mut self,
+        lane: u32,
+        rx: &mut Self::Rx,
+        mode: Self::Mode,
+        wait: Duration,
+    ) -> Take<Self::Item, Self::Error>;
+
+    /// Whether the stream may end now that every lane has ended (the
+    /// linger time still applies).
+    fn may_end(&self) -> bool {
+        true
+    }
+}
+
+/// What a lane gave to one [`LaneReader::take`].
+pub(crate) enum Take<I, E> {
+    /// An item.
+    Item(I),
+    /// Nothing now; its producer may still send.
+    Empty,
+    /// Drained to the end of a producer session. `Some`: an end to report,
+    /// now, once (a death or a failure); the next pop starts at the next
+    /// lane. `None`: a clean end, which only the end of the whole stream
+    /// reports, or an end reported before.
+    Ended(Option<E>),
+    /// An error to report; the lane is read on as before.
+    Failed(E),
+    /// An error to report, after which the lane is left alone.
+    #[cfg_attr(not(feature = "arrow"), allow(dead_code))] // the Arrow fan-in's only
+    Refused(E),
+}
+
+/// What a round over the lanes gave.
+pub(crate) enum Round<I, E> {
+    /// An item, and the lane it came from.
+    Item(u32, I),
+    /// Nothing now (from a blocking call: nothing before the deadline).
+    Empty,
+    /// Every lane has ended, and no producer came for the linger time.
+    End,
+    /// A lane's error, or a lane refused when a scan opened it.
+    Error(E),
+}
+
+/// How a blocking pop waits between two rounds over several lanes.
+#[derive(Clone, Copy)]
+pub(crate) enum Pause {
+    /// A spin-loop hint each time.
+    Spin,
+    /// A `sched_yield` each time.
+    Yield,
+    /// That many spin-loop hints, then naps that grow from 20 µs to 1 ms
+    /// (lanes have no common wake-up word).
+    SpinThenNap(u32),
+    /// That many yields, then naps as [`SpinThenNap`](Self::SpinThenNap).
+    #[cfg_attr(not(feature = "arrow"), allow(dead_code))] // the Arrow fan-in's only
+    YieldThenNap(u32),
+}
+
+/// One lane a fan-in knows of. At most [`MAX_LANES`] of them: the consumer
+/// is kept inline, one pointer less on the way to each item.
+enum Lane<R> {
     /// Not found yet (or not ready when last looked at).
     Unknown,
     /// Attached.
-    Open {
-        rx: ShmConsumer<T>,
-        /// Its last pop reported an end (the lane is drained and its
-        /// producer gone) and no item came since.
-        ended: bool,
-    },
-    /// Refused when opened (reported once).
+    Open(R),
+    /// Refused, when opened or by what it holds (reported once).
     Refused,
     /// No such lane, while a later one exists (a lane removed, and not
-    /// made again yet): looked for again at each scan; holds nothing back.
+    /// made again yet): looked for again at each full scan; holds nothing
+    /// back.
     Missing,
+}
+
+/// The lanes of one stream as its fan-in consumer reads them: found by
+/// scans, read round robin with a bounded burst, ended together.
+pub(crate) struct LaneSet<R: LaneReader> {
+    stream: String,
+    dir: PathBuf,
+    reader: R,
+    lanes: Vec<Lane<R::Rx>>,
+    /// The lane read first by the next pop, and the items taken from it in
+    /// a row.
+    next: usize,
+    burst: u32,
+    max_burst: u32,
+    linger: Option<Duration>,
+    /// Since when every lane has been ended.
+    ended_since: Option<Instant>,
+    /// Polls left before the next look at the clock.
+    polls_left: u32,
+    last_scan: Instant,
+    last_full_scan: Instant,
+}
+
+impl<R: LaneReader> LaneSet<R> {
+    /// The lanes of stream `stream` (in `dir`), lane 0 read by `first`,
+    /// and every other lane a full scan finds now.
+    ///
+    /// # Errors
+    ///
+    /// The first lane that `reader` refused to open.
+    pub(crate) fn new(
+        stream: &str,
+        dir: &Path,
+        reader: R,
+        first: R::Rx,
+    ) -> Result<Self, R::OpenFailure> {
+        let now = Instant::now();
+        let mut set = Self {
+            stream: stream.to_owned(),
+            dir: dir.to_owned(),
+            reader,
+            lanes: vec![Lane::Open(first)],
+            next: 0,
+            burst: 0,
+            max_burst: DEFAULT_BURST,
+            linger: Some(Duration::ZERO),
+            ended_since: None,
+            polls_left: POLLS_PER_CLOCK - 1,
+            last_scan: now,
+            last_full_scan: now,
+        };
+        match set.scan(true) {
+            Some((_, error)) => Err(error),
+            None => Ok(set),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.stream
+    }
+
+    pub(crate) fn reader(&self) -> &R {
+        &self.reader
+    }
+
+    #[cfg(feature = "arrow")] // used by the Arrow fan-in only
+    pub(crate) fn reader_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    /// Items taken from one lane in a row while others have some (at
+    /// least 1).
+    pub(crate) fn set_burst(&mut self, burst: u32) {
+        self.max_burst = burst.max(1);
+    }
+
+    /// How long the stream stays open once every lane has ended; `None`:
+    /// it never ends.
+    pub(crate) fn set_linger(&mut self, linger: Option<Duration>) {
+        self.linger = linger;
+    }
+
+    /// Lanes attached to so far.
+    pub(crate) fn open_count(&self) -> usize {
+        self.open_lanes().count()
+    }
+
+    /// The consumers of the lanes attached to, from lane 0 up.
+    pub(crate) fn open_lanes(&self) -> impl DoubleEndedIterator<Item = &R::Rx> {
+        self.lanes.iter().filter_map(|l| match l {
+            Lane::Open(rx) => Some(rx),
+            _ => None,
+        })
+    }
+
+    /// [`open_lanes`](Self::open_lanes), to change.
+    #[cfg(feature = "arrow")] // used by the Arrow fan-in only
+    pub(crate) fn open_lanes_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut R::Rx> {
+        self.lanes.iter_mut().filter_map(|l| match l {
+            Lane::Open(rx) => Some(rx),
+            _ => None,
+        })
+    }
+
+    /// [`open_lanes`](Self::open_lanes), handed over.
+    #[cfg(feature = "arrow")] // used by the Arrow fan-in only
+    pub(crate) fn into_open_lanes(self) -> impl Iterator<Item = R::Rx> {
+        self.lanes.into_iter().filter_map(|l| match l {
+            Lane::Open(rx) => Some(rx),
+            _ => None,
+        })
+    }
+
+    /// One round over the lanes, from the one whose turn it is: the first
+    /// item found, or why there is none. Every [`POLLS_PER_CLOCK`]th round
+    /// (and the first after a sleep) looks at the clock, and scans for new
+    /// lanes every [`SCAN_INTERVAL`].
+    #[inline]
+    pub(crate) fn poll(&mut self, mode: R::Mode, wait: Duration) -> Round<R::Item, R::Error> {
+        if self.polls_left > 0 {
+            self.polls_left -= 1;
+        } else {
+            self.polls_left = POLLS_PER_CLOCK - 1;
+            if self.last_scan.elapsed() >= SCAN_INTERVAL
+                && let Some((lane, error)) =
+                    self.scan(self.last_full_scan.elapsed() >= FULL_SCAN_INTERVAL)
+            {
+                return Round::Error(R::refused(lane, error));
+            }
+        }
+        let n = self.lanes.len();
+        // Lanes only go at the end, and only ones never read: `next` is at
+        // most `n`, and `n` stands for lane 0.
+        let start = if self.next < n { self.next } else { 0 };
+        let mut all_ended = true;
+        for k in 0..n {
+            let i = if start + k < n {
+                start + k
+            } else {
+                start + k - n
+            };
+            let Lane::Open(rx) = &mut self.lanes[i] else {
+                if matches!(self.lanes[i], Lane::Unknown) {
+                    all_ended = false;
+                }
+                continue;
+            };
+            let lane = i as u32;
+            match self.reader.take(lane, rx, mode, wait) {
+                Take::Item(v) => {
+                    if k != 0 {
+                        self.next = i;
+                        self.burst = 0;
+                    }
+                    self.burst += 1;
+                    if self.burst >= self.max_burst {
+                        self.next = if i + 1 == n { 0 } else { i + 1 };
+                        self.burst = 0;
+                    }
+                    self.ended_since = None;
+                    return Round::Item(lane, v);
+                }
+                Take::Empty => all_ended = false,
+                Take::Ended(None) => {}
+                Take::Ended(Some(error)) => {
+                    // Its end was its turn.
+                    self.next = if i + 1 == n { 0 } else { i + 1 };
+                    self.burst = 0;
+                    return Round::Error(error);
+                }
+                Take::Failed(error) => return Round::Error(error),
+                Take::Refused(error) => {
+                    self.lanes[i] = Lane::Refused;
+                    return Round::Error(error);
+                }
+            }
+        }
+        self.end(all_ended)
+    }
+
+    /// Rounds over the lanes until one gives something or `deadline`
+    /// passes (`Empty` then), pausing between rounds as `pause` says; a
+    /// stream of one lane waits in that lane, if the reader can
+    /// ([`LaneReader::LONE_WAIT`]).
+    pub(crate) fn pop(
+        &mut self,
+        mode: R::Mode,
+        deadline: Option<Instant>,
+        pause: Pause,
+    ) -> Round<R::Item, R::Error> {
+        let mut spins = 0u32;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let lone = !R::LONE_WAIT.is_zero() && matches!(self.lanes[..], [Lane::Open(_)]);
+            let wait = match deadline {
+                _ if !lone => Duration::ZERO,
+                Some(d) => R::LONE_WAIT.min(d.saturating_duration_since(Instant::now())),
+                None => R::LONE_WAIT,
+            };
+            match self.poll(mode, wait) {
+                Round::Empty => {}
+                other => return other,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Round::Empty;
+            }
+            match pause {
+                // It waited in its lane; whether a lane came meanwhile is
+                // worth a look at the clock.
+                _ if lone => self.polls_left = 0,
+                Pause::Spin => std::hint::spin_loop(),
+                Pause::Yield => std::thread::yield_now(),
+                Pause::SpinThenNap(n) if spins < n => {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
+                Pause::YieldThenNap(n) if spins < n => {
+                    spins += 1;
+                    std::thread::yield_now();
+                }
+                Pause::SpinThenNap(_) | Pause::YieldThenNap(_) => {
+                    let nap_for = deadline.map_or(nap, |d| {
+                        nap.min(d.saturating_duration_since(Instant::now()))
+                    });
+                    std::thread::sleep(nap_for);
+                    nap = (nap * 2).min(Duration::from_millis(1));
+                    self.polls_left = 0;
+                }
+            }
+        }
+    }
+
+    /// The end of a round that found no item: `End` once every lane has
+    /// ended for the linger time and a full scan finds no new one.
+    fn end(&mut self, all_ended: bool) -> Round<R::Item, R::Error> {
+        if !all_ended || !self.reader.may_end() {
+            self.ended_since = None;
+            return Round::Empty;
+        }
+        let Some(linger) = self.linger else {
+            return Round::Empty;
+        };
+        let now = Instant::now();
+        let since = *self.ended_since.get_or_insert(now);
+        if now.duration_since(since) < linger {
+            return Round::Empty;
+        }
+        // A producer that joined a new lane meanwhile keeps the stream open.
+        let found = self.found();
+        if let Some((lane, error)) = self.scan(true) {
+            return Round::Error(R::refused(lane, error));
+        }
+        if self.found() > found || self.lanes.iter().any(|l| matches!(l, Lane::Unknown)) {
+            return Round::Empty;
+        }
+        Round::End
+    }
+
+    /// Attaches to the lanes not attached yet, up to the first that does
+    /// not exist (`full`: every lane number). Returns the first lane
+    /// refused (reported once).
+    fn scan(&mut self, full: bool) -> Option<(u32, R::OpenFailure)> {
+        self.last_scan = Instant::now();
+        if full {
+            self.last_full_scan = self.last_scan;
+        }
+        let mut refused = None;
+        for lane in 0..MAX_LANES {
+            let i = lane as usize;
+            if i < self.lanes.len() && !matches!(self.lanes[i], Lane::Unknown | Lane::Missing) {
+                continue;
+            }
+            let name = lane_name(&self.stream, lane);
+            let state = match self.reader.open(&name) {
+                Ok(rx) => Lane::Open(rx),
+                Err(error) => match R::ring_error(&error) {
+                    Some(OpenError::NotFound { .. }) if !full => break,
+                    Some(OpenError::NotFound { .. }) => Lane::Missing,
+                    // Being made; or made half by a creator that died, which
+                    // nobody can attach to: removed (holding nothing back).
+                    Some(OpenError::NotReady { .. }) => {
+                        match super::remove_unused(&name, &self.dir) {
+                            Ok(()) | Err(OpenError::NotFound { .. }) => Lane::Missing,
+                            Err(_) => Lane::Unknown,
+                        }
+                    }
+                    Some(OpenError::Removed { .. }) => Lane::Unknown,
+                    _ => {
+                        if refused.is_none() {
+                            refused = Some((lane, error));
+                        }
+                        Lane::Refused
+                    }
+                },
+            };
+            if i < self.lanes.len() {
+                self.lanes[i] = state;
+            } else {
+                self.lanes.push(state);
+            }
+        }
+        while matches!(self.lanes.last(), Some(Lane::Missing)) {
+            self.lanes.pop();
+        }
+        refused
+    }
+
+    /// Lanes found (open, refused, or not ready yet).
+    fn found(&self) -> usize {
+        self.lanes
+            .iter()
+            .filter(|l| !matches!(l, Lane::Missing))
+            .count()
+    }
+}
+
+/// How a [`ShmFanIn`] reads its lanes: a typed consumer each, polled.
+struct TypedLanes<T> {
+    opts: SegmentOptions,
+    /// Why the producer of the lane last reported as `ProducerFailed`
+    /// failed.
+    failure: Option<String>,
+    slot: PhantomData<fn() -> T>,
+}
+
+impl<T: ShmSlot> LaneReader for TypedLanes<T> {
+    type Rx = ShmConsumer<T>;
+    type Item = T;
+    type Error = FanInError;
+    type OpenFailure = OpenError;
+    type Mode = ();
+
+    fn open(&mut self, name: &str) -> Result<ShmConsumer<T>, OpenError> {
+        let mut rx = ShmConsumer::open_with(name, &self.opts)?;
+        rx.set_wait_strategy(WaitStrategy::BusySpin);
+        Ok(rx)
+    }
+
+    fn ring_error(error: &OpenError) -> Option<&OpenError> {
+        Some(error)
+    }
+
+    fn refused(lane: u32, error: OpenError) -> FanInError {
+        FanInError::Open { lane, error }
+    }
+
+    /// Never waits: a typed fan-in naps between rounds even with one lane
+    /// (`LONE_WAIT` is zero).
+    #[inline]
+    fn take(
+        &mut self,
+        lane: u32,
+        rx: &mut ShmConsumer<T>,
+        (): (),
+        _wait: Duration,
+    ) -> Take<T, FanInError> {
+        match rx.try_pop() {
+            Ok(v) => Take::Item(v),
+            Err(ShmTryPopError::Empty) => Take::Empty,
+            Err(
+                error @ (ShmTryPopError::EndOfStream
+                | ShmTryPopError::PeerGone
+                | ShmTryPopError::ProducerFailed),
+            ) => {
+                // A clean end is the stream's to report, once every lane
+                // has one; a death or a failure is reported the first time.
+                if matches!(error, ShmTryPopError::EndOfStream)
+                    || rx.end_source() == EndSource::Repeat
+                {
+                    return Take::Ended(None);
+                }
+                if matches!(error, ShmTryPopError::ProducerFailed) {
+                    self.failure = rx.producer_failure();
+                }
+                Take::Ended(Some(FanInError::Lane { lane, error }))
+            }
+            Err(error) => Take::Failed(FanInError::Lane { lane, error }),
+        }
+    }
 }
 
 /// The consuming end of a stream that several producers
@@ -310,30 +790,16 @@ enum LaneState<T: ShmSlot> {
 /// that each lane keeps this consumer's position (fan-out works per lane
 /// as in one ring).
 pub struct ShmFanIn<T: ShmSlot> {
-    stream: String,
-    opts: SegmentOptions,
-    lanes: Vec<LaneState<T>>,
-    /// The lane read first by the next pop, and the items taken from it in
-    /// a row.
-    next: usize,
-    burst: u32,
-    max_burst: u32,
-    linger: Option<Duration>,
-    /// Since when every lane has been ended.
-    ended_since: Option<Instant>,
-    polls: u32,
-    last_scan: Instant,
-    last_full_scan: Instant,
-    failure: Option<String>,
+    lanes: LaneSet<TypedLanes<T>>,
     wait: WaitStrategy,
 }
 
 impl<T: ShmSlot> std::fmt::Debug for ShmFanIn<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShmFanIn")
-            .field("stream", &self.stream)
+            .field("stream", &self.name())
             .field("lanes", &self.lanes())
-            .field("next", &self.next)
+            .field("next", &self.lanes.next)
             .finish_non_exhaustive()
     }
 }
@@ -378,34 +844,21 @@ impl<T: ShmSlot> ShmFanIn<T> {
         // A lane being made is looked at again at the next scan, not
         // waited for.
         scan_opts.ready_timeout = Duration::ZERO;
-        let mut fan = Self {
-            stream: name.to_owned(),
+        let reader = TypedLanes {
             opts: scan_opts,
-            lanes: vec![LaneState::Open {
-                rx: first,
-                ended: false,
-            }],
-            next: 0,
-            burst: 0,
-            max_burst: DEFAULT_BURST,
-            linger: Some(Duration::ZERO),
-            ended_since: None,
-            polls: 0,
-            last_scan: Instant::now(),
-            last_full_scan: Instant::now(),
             failure: None,
-            wait: WaitStrategy::Park,
+            slot: PhantomData,
         };
-        match fan.scan(true) {
-            Some(FanInError::Open { error, .. }) => Err(error),
-            _ => Ok(fan),
-        }
+        Ok(Self {
+            lanes: LaneSet::new(name, &opts.dir, reader, first)?,
+            wait: WaitStrategy::Park,
+        })
     }
 
     /// Items taken from one lane in a row while others have items
     /// (default [`DEFAULT_BURST`]; at least 1).
     pub fn set_burst(&mut self, burst: u32) {
-        self.max_burst = burst.max(1);
+        self.lanes.set_burst(burst);
     }
 
     /// How long the stream stays open once every lane has ended, for a
@@ -413,7 +866,7 @@ impl<T: ShmSlot> ShmFanIn<T> {
     /// producer that came has closed and its items are read); `None`: it
     /// never ends (follow the stream).
     pub fn set_linger(&mut self, linger: Option<Duration>) {
-        self.linger = linger;
+        self.lanes.set_linger(linger);
     }
 
     /// Sets how blocking calls wait (default [`WaitStrategy::Park`]: spin a
@@ -426,21 +879,18 @@ impl<T: ShmSlot> ShmFanIn<T> {
 
     /// The stream's name.
     pub fn name(&self) -> &str {
-        &self.stream
+        self.lanes.name()
     }
 
     /// Lanes attached to so far.
     pub fn lanes(&self) -> usize {
-        self.lanes
-            .iter()
-            .filter(|l| matches!(l, LaneState::Open { .. }))
-            .count()
+        self.lanes.open_count()
     }
 
     /// Why the producer of the lane last reported as `ProducerFailed`
     /// failed.
     pub fn producer_failure(&self) -> Option<String> {
-        self.failure.clone()
+        self.lanes.reader().failure.clone()
     }
 
     /// Pops the next item.
@@ -459,92 +909,7 @@ impl<T: ShmSlot> ShmFanIn<T> {
     ///
     /// As [`try_pop`](Self::try_pop).
     pub fn try_pop_lane(&mut self) -> Result<(u32, T), FanInError> {
-        self.polls = self.polls.wrapping_add(1);
-        if self.polls.is_multiple_of(POLLS_PER_CLOCK)
-            && self.last_scan.elapsed() >= SCAN_INTERVAL
-            && let Some(e) = self.scan(self.last_full_scan.elapsed() >= FULL_SCAN_INTERVAL)
-        {
-            return Err(e);
-        }
-        let n = self.lanes.len();
-        let mut all_ended = true;
-        for k in 0..n {
-            let i = if self.next + k < n {
-                self.next + k
-            } else {
-                self.next + k - n
-            };
-            let LaneState::Open { rx, ended } = &mut self.lanes[i] else {
-                if matches!(self.lanes[i], LaneState::Unknown) {
-                    all_ended = false;
-                }
-                continue;
-            };
-            match rx.try_pop() {
-                Ok(v) => {
-                    *ended = false;
-                    if k != 0 {
-                        self.next = i;
-                        self.burst = 0;
-                    }
-                    self.burst += 1;
-                    if self.burst >= self.max_burst {
-                        self.next = if i + 1 == n { 0 } else { i + 1 };
-                        self.burst = 0;
-                    }
-                    self.ended_since = None;
-                    return Ok((i as u32, v));
-                }
-                Err(ShmTryPopError::Empty) => {
-                    *ended = false;
-                    all_ended = false;
-                }
-                Err(
-                    e @ (ShmTryPopError::EndOfStream
-                    | ShmTryPopError::PeerGone
-                    | ShmTryPopError::ProducerFailed),
-                ) => {
-                    let fresh = rx.end_source() != EndSource::Repeat;
-                    *ended = true;
-                    if fresh && !matches!(e, ShmTryPopError::EndOfStream) {
-                        if matches!(e, ShmTryPopError::ProducerFailed) {
-                            self.failure = rx.producer_failure();
-                        }
-                        return Err(FanInError::Lane {
-                            lane: i as u32,
-                            error: e,
-                        });
-                    }
-                }
-                Err(e) => {
-                    return Err(FanInError::Lane {
-                        lane: i as u32,
-                        error: e,
-                    });
-                }
-            }
-        }
-        if !all_ended {
-            self.ended_since = None;
-            return Err(FanInError::Empty);
-        }
-        let Some(linger) = self.linger else {
-            return Err(FanInError::Empty);
-        };
-        let now = Instant::now();
-        let since = *self.ended_since.get_or_insert(now);
-        if now.duration_since(since) < linger {
-            return Err(FanInError::Empty);
-        }
-        // A producer that joined a new lane meanwhile keeps the stream open.
-        let found = self.found();
-        if let Some(e) = self.scan(true) {
-            return Err(e);
-        }
-        if self.found() > found || self.lanes.iter().any(|l| matches!(l, LaneState::Unknown)) {
-            return Err(FanInError::Empty);
-        }
-        Err(FanInError::EndOfStream)
+        into_result(self.lanes.poll((), Duration::ZERO), FanInError::Empty)
     }
 
     /// Pops the next item, waiting while every lane is empty.
@@ -573,91 +938,23 @@ impl<T: ShmSlot> ShmFanIn<T> {
     /// As [`pop_timeout`](Self::pop_timeout).
     pub fn pop_lane_timeout(&mut self, timeout: Option<Duration>) -> Result<(u32, T), FanInError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut spins = 0u32;
-        let mut nap = Duration::from_micros(20);
-        loop {
-            match self.try_pop_lane() {
-                Err(FanInError::Empty) => {}
-                other => return other,
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(FanInError::Timeout);
-            }
-            match self.wait {
-                WaitStrategy::BusySpin => std::hint::spin_loop(),
-                WaitStrategy::SpinYield => std::thread::yield_now(),
-                _ if spins < 1000 => {
-                    spins += 1;
-                    std::hint::spin_loop();
-                }
-                _ => {
-                    let nap_for = deadline.map_or(nap, |d| {
-                        nap.min(d.saturating_duration_since(Instant::now()))
-                    });
-                    std::thread::sleep(nap_for);
-                    nap = (nap * 2).min(Duration::from_millis(1));
-                }
-            }
-        }
+        let pause = match self.wait {
+            WaitStrategy::BusySpin => Pause::Spin,
+            WaitStrategy::SpinYield => Pause::Yield,
+            WaitStrategy::Park => Pause::SpinThenNap(1000),
+        };
+        into_result(self.lanes.pop((), deadline, pause), FanInError::Timeout)
     }
+}
 
-    /// Attaches to the lanes not attached yet, up to the first that does
-    /// not exist. Returns the first lane refused (reported once).
-    fn scan(&mut self, full: bool) -> Option<FanInError> {
-        self.last_scan = Instant::now();
-        if full {
-            self.last_full_scan = self.last_scan;
-        }
-        let mut refused = None;
-        for lane in 0..MAX_LANES {
-            let i = lane as usize;
-            if i < self.lanes.len()
-                && !matches!(self.lanes[i], LaneState::Unknown | LaneState::Missing)
-            {
-                continue;
-            }
-            let name = lane_name(&self.stream, lane);
-            let state = match ShmConsumer::<T>::open_with(&name, &self.opts) {
-                Ok(mut rx) => {
-                    rx.set_wait_strategy(WaitStrategy::BusySpin);
-                    LaneState::Open { rx, ended: false }
-                }
-                Err(OpenError::NotFound { .. }) if !full => break,
-                Err(OpenError::NotFound { .. }) => LaneState::Missing,
-                // Being made; or made half by a creator that died, which
-                // nobody can attach to: removed (holding nothing back).
-                Err(OpenError::NotReady { .. }) => {
-                    match super::remove_unused(&name, &self.opts.dir) {
-                        Ok(()) | Err(OpenError::NotFound { .. }) => LaneState::Missing,
-                        Err(_) => LaneState::Unknown,
-                    }
-                }
-                Err(OpenError::Removed { .. }) => LaneState::Unknown,
-                Err(error) => {
-                    if refused.is_none() {
-                        refused = Some(FanInError::Open { lane, error });
-                    }
-                    LaneState::Refused
-                }
-            };
-            if i < self.lanes.len() {
-                self.lanes[i] = state;
-            } else {
-                self.lanes.push(state);
-            }
-        }
-        while matches!(self.lanes.last(), Some(LaneState::Missing)) {
-            self.lanes.pop();
-        }
-        refused
-    }
-
-    /// Lanes found (open, refused, or not ready yet).
-    fn found(&self) -> usize {
-        self.lanes
-            .iter()
-            .filter(|l| !matches!(l, LaneState::Missing))
-            .count()
+/// A typed fan-in's answer, with `empty` for no item.
+#[inline]
+fn into_result<T>(round: Round<T, FanInError>, empty: FanInError) -> Result<(u32, T), FanInError> {
+    match round {
+        Round::Item(lane, v) => Ok((lane, v)),
+        Round::Empty => Err(empty),
+        Round::End => Err(FanInError::EndOfStream),
+        Round::Error(e) => Err(e),
     }
 }
 
@@ -678,5 +975,20 @@ mod tests {
         assert_eq!(parse_lane_name("a#07"), ("a#07", 0));
         assert_eq!(parse_lane_name("#3"), ("#3", 0));
         assert_eq!(parse_lane_name("a#1#2"), ("a#1", 2));
+    }
+
+    #[test]
+    fn a_stream_named_as_another_streams_lane_is_refused() {
+        for bad in ["events#1", "events#63", "a#1#2"] {
+            let e = validate_stream(bad).unwrap_err();
+            assert!(matches!(e, OpenError::BadName { .. }), "{bad}: {e}");
+            assert!(e.to_string().contains("lane"), "{bad}: {e}");
+        }
+        for good in ["events", "events#64", "a#b", "a#0", "a#07"] {
+            assert!(validate_stream(good).is_ok(), "{good}");
+        }
+        let long = "x".repeat(253);
+        assert!(validate_stream(&long).is_err());
+        assert!(validate_stream(&long[..252]).is_ok());
     }
 }

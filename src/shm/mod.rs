@@ -115,7 +115,7 @@ pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
 pub use fanin::{DEFAULT_BURST, FanInError, MAX_LANES, ShmFanIn, lane_name, parse_lane_name};
 #[cfg(feature = "arrow")]
-pub(crate) use fanin::{join_lane, lane_of};
+pub(crate) use fanin::{LaneReader, LaneSet, Pause, Round, Take, join_lane, lane_of};
 pub use header::{DEFAULT_CONSUMERS, HeaderError, Layout, MAX_CONSUMERS, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, SubscriberInfo, inspect, list_candidates};
 pub(crate) use segment::Segment;
