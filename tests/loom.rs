@@ -1156,7 +1156,7 @@ fn fanout_a_consumer_restarting_mid_stream_resumes_at_its_first_unreleased_item(
         let restarter = thread::spawn(move || {
             fan_check(&mut a, 4);
             drop(a);
-            let mut a = again.attach(0);
+            let a = again.attach(0);
             assert_eq!(a.position(), 4, "resumes after what it released");
         });
         let reader = thread::spawn(move || {
@@ -1214,4 +1214,220 @@ fn lag_a_consumer_accepts_no_overwritten_item_and_is_lapped_only_when_dropped() 
         }
         reader.join().unwrap();
     });
+}
+
+// ------------------------------------------------------------------ fan-in
+
+/// A lane's file, as the fan-in protocol sees it: `made` is the `O_EXCL`
+/// create (NONE to MAKING: one creator wins) and the READY store that
+/// publishes the header and the subscriptions made before it
+/// (`Segment::create_subscribed`); `geometry` a header field written before
+/// READY; `role` the producer's role lock (the kernel frees it when its
+/// holder dies; a lock and its probe are system calls, modelled as Release
+/// and Acquire); `attached` the producer state a producer stores once it
+/// holds the lock; `closed` its end record. The slots and positions are a
+/// [`Model`] ring (the SPSC cores the shared-memory rings run), its cursor
+/// 0 subscribed by the lane's creator before READY.
+struct Lane {
+    made: AtomicU64,
+    geometry: UnsafeCell<u64>,
+    role: AtomicU64,
+    attached: AtomicU64,
+    closed: AtomicU64,
+    ring: Model,
+}
+
+const LANE_NONE: u64 = 0;
+const LANE_MAKING: u64 = 1;
+const LANE_READY: u64 = 2;
+/// The header field a lane's creator writes before READY.
+const GEOMETRY: u64 = 2;
+
+impl Lane {
+    fn new() -> Self {
+        Self {
+            made: AtomicU64::new(LANE_NONE),
+            geometry: UnsafeCell::new(0),
+            role: AtomicU64::new(0),
+            attached: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            ring: Model::new(2, 1),
+        }
+    }
+}
+
+/// `join_lane`: the first lane whose role lock this producer takes, making
+/// a lane that does not exist (waiting for a lane another process is
+/// making, as `Segment::open` waits for READY). Returns the lane and the
+/// lane's producer.
+fn fanin_join(lanes: &[Lane]) -> (usize, ModelProducer) {
+    for (i, lane) in lanes.iter().enumerate() {
+        let won = lane
+            .made
+            .compare_exchange(LANE_NONE, LANE_MAKING, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if won {
+            // SAFETY (model cell): written before READY, read after it.
+            lane.geometry.with_mut(|g| unsafe { *g = GEOMETRY });
+            lane.ring.subscribe_from(0, 0);
+            lane.made.store(LANE_READY, Ordering::Release);
+        } else {
+            while lane.made.load(Ordering::Acquire) != LANE_READY {
+                thread::yield_now();
+            }
+        }
+        if lane
+            .role
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            lane.attached.store(1, Ordering::Release);
+            return (i, lane.ring.producer());
+        }
+    }
+    panic!("no free lane");
+}
+
+/// How a lane ended, as the consumer saw it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LaneEnd {
+    Closed,
+    Died,
+}
+
+/// The fan-in consumer's scan: attaches to every lane made READY that it
+/// has not attached to, and finds the header written.
+fn fanin_scan(lanes: &[Lane], rx: &mut [Option<ModelConsumer>]) {
+    for (i, lane) in lanes.iter().enumerate() {
+        if rx[i].is_none() && lane.made.load(Ordering::Acquire) == LANE_READY {
+            // SAFETY (model cell): READY (Acquire) was seen.
+            let g = lane.geometry.with(|g| unsafe { *g });
+            assert_eq!(g, GEOMETRY, "lane {i} open before its header");
+            rx[i] = Some(lane.ring.attach(0));
+        }
+    }
+}
+
+/// The fan-in consumer: scans for lanes, reads them round robin, and ends
+/// a lane once it is drained and its producer closed it or died (the lock
+/// probed first, then the end record: a producer that closes stores its
+/// end before it lets the lock go). Ends when `producers` lanes have ended
+/// (the linger time, which a model cannot have, stands for "until every
+/// producer has come").
+fn fanin_consume(
+    lanes: &[Lane],
+    mut rx: Vec<Option<ModelConsumer>>,
+    producers: usize,
+) -> (Vec<Vec<u64>>, Vec<Option<LaneEnd>>) {
+    let n = lanes.len();
+    let mut got = vec![Vec::new(); n];
+    let mut ended = vec![None; n];
+    while ended.iter().flatten().count() < producers {
+        fanin_scan(lanes, &mut rx);
+        let mut moved = false;
+        for (i, lane) in lanes.iter().enumerate() {
+            let Some(r) = rx[i].as_mut() else { continue };
+            if ended[i].is_some() {
+                continue;
+            }
+            if let Some(v) = r.try_pop() {
+                got[i].push(v);
+                moved = true;
+                continue;
+            }
+            if lane.attached.load(Ordering::Acquire) == 0 || lane.role.load(Ordering::Acquire) != 0
+            {
+                continue;
+            }
+            let end = if lane.closed.load(Ordering::Acquire) == 1 {
+                LaneEnd::Closed
+            } else {
+                LaneEnd::Died
+            };
+            // Everything published before the end is visible now.
+            match r.try_pop() {
+                Some(v) => {
+                    got[i].push(v);
+                    moved = true;
+                }
+                None => ended[i] = Some(end),
+            }
+        }
+        if !moved {
+            thread::yield_now();
+        }
+    }
+    (got, ended)
+}
+
+/// Two producers join one stream at once (racing for lane 0, one making
+/// lane 1) while the consumer scans for lanes; then the first sends
+/// `dies_after` items and dies (its next publish never happens), the
+/// other sends 2 and closes, while the consumer reads.
+/// Whichever lanes they take, the consumer reads every committed item
+/// exactly once, each producer's in order and from one lane, never a lane
+/// before its header and subscription, and is told which lane died.
+///
+/// The two phases keep the model small enough to check every
+/// interleaving of each: both producers hold their lanes before either
+/// ends (a lane let go of before the other producer looks would be taken
+/// again, a second session of one lane: the single-producer protocol's
+/// sessions, modelled above), and the consumer's scan races the joins in
+/// the first phase as its reads race the sends in the second. That a
+/// lane is subscribed before any producer can publish in it is checked by
+/// `tests/fanin_process.rs`, which kills lane makers: here every send
+/// follows the joins.
+fn fanin_model(dies_after: u64) {
+    model_bounded(2, move || {
+        let lanes = Arc::new([Lane::new(), Lane::new()]);
+        let join = || {
+            let lanes = lanes.clone();
+            thread::spawn(move || fanin_join(&lanes[..]))
+        };
+        let (a, b) = (join(), join());
+        let mut rx: Vec<Option<ModelConsumer>> = vec![None, None];
+        fanin_scan(&lanes[..], &mut rx);
+        let (victim, steady) = (a.join().unwrap(), b.join().unwrap());
+        assert_ne!(victim.0, steady.0, "two producers in one lane");
+        let send = |id: u64, (lane, mut tx): (usize, ModelProducer), dies: Option<u64>| {
+            let lanes = lanes.clone();
+            thread::spawn(move || {
+                for k in 0..dies.unwrap_or(2) {
+                    let v = id << 8 | k;
+                    while !tx.try_push(v) {
+                        thread::yield_now();
+                    }
+                }
+                if dies.is_none() {
+                    lanes[lane].closed.store(1, Ordering::Release);
+                }
+                // Closing lets the lock go after the end record; dying lets
+                // it go (the kernel) with no record.
+                lanes[lane].role.store(0, Ordering::Release);
+            })
+        };
+        let (v, s) = (victim.0, steady.0);
+        let senders = [send(1, victim, Some(dies_after)), send(2, steady, None)];
+        let (got, ended) = fanin_consume(&lanes[..], rx, 2);
+        for t in senders {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            got[v],
+            (0..dies_after).map(|k| 1 << 8 | k).collect::<Vec<_>>()
+        );
+        assert_eq!(got[s], vec![2 << 8, 2 << 8 | 1]);
+        assert_eq!(ended[v], Some(LaneEnd::Died));
+        assert_eq!(ended[s], Some(LaneEnd::Closed));
+    });
+}
+
+#[test]
+fn fanin_a_producer_dying_before_its_first_commit_harms_no_other_lane() {
+    fanin_model(0);
+}
+
+#[test]
+fn fanin_a_producer_dying_between_two_commits_loses_only_the_uncommitted() {
+    fanin_model(1);
 }
