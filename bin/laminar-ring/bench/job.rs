@@ -62,6 +62,9 @@ pub enum Side {
     Rx,
 }
 
+/// Most producer processes of a run (`bench --producers`).
+pub const MAX_PRODUCERS: u32 = 16;
+
 /// Most rows a worker builds: four distinct batches of the bench's largest
 /// (10,000,000 rows), twice the demo's 20,000,000.
 const MAX_TOTAL_ROWS: u64 = 40_000_000;
@@ -91,6 +94,16 @@ pub struct Workload {
     /// message (a ring only).
     #[serde(default = "one")]
     pub consumers: u32,
+    /// Producer processes, each joining the ring's stream (a lane of its
+    /// own) and sending `messages` messages; one consumer reads every lane.
+    #[serde(default = "one")]
+    pub producers: u32,
+    /// Through the fan-in ends (each producer joins the stream, the
+    /// consumer reads every lane), even with one producer: set for every
+    /// run of `bench --producers`, so that one producer is measured as
+    /// several are.
+    #[serde(default)]
+    pub fan_in: bool,
 }
 
 fn one() -> u32 {
@@ -106,7 +119,7 @@ impl Workload {
 
     /// Checks that every distinct batch has rows and that they fit in
     /// memory: a job comes from the command line.
-    fn validate(&self) -> Result<(), BenchError> {
+    pub fn validate(&self) -> Result<(), BenchError> {
         let full = self.distinct.checked_mul(self.rows);
         let spans = self.distinct >= 1
             && self.rows >= 1
@@ -121,7 +134,22 @@ impl Workload {
                 fmt_counted(self.total_rows, "row", "rows")
             )));
         }
+        // The consumer of a run of several producers keeps a count per lane
+        // and expects `messages` from each.
+        if !(1..=MAX_PRODUCERS).contains(&self.producers) || self.all_messages().is_none() {
+            return Err(BenchError::new(format!(
+                "{} of {} each: 1 to {MAX_PRODUCERS} producers, \
+                 at most 2^64 - 1 messages in all",
+                fmt_counted(self.producers.into(), "producer", "producers"),
+                fmt_counted(self.messages, "message", "messages")
+            )));
+        }
         Ok(())
+    }
+
+    /// Messages of all producers together; `None` past `u64::MAX`.
+    pub fn all_messages(&self) -> Option<u64> {
+        self.messages.checked_mul(self.producers.into())
     }
 }
 
@@ -162,6 +190,12 @@ impl Job {
         let job: Self = serde_json::from_str(arg)
             .map_err(|e| BenchError::new(format!("--job is not a bench job: {e}")))?;
         job.workload.validate()?;
+        if job.workload.producers > 1 && !job.workload.fan_in {
+            return Err(BenchError::new("several producers need the fan-in ends"));
+        }
+        if job.workload.fan_in && job.transport != TransportKind::Ring {
+            return Err(BenchError::new("several producers need a ring"));
+        }
         Ok(job)
     }
 
@@ -216,6 +250,8 @@ pub(super) mod tests {
                 wait: Wait::Spin,
                 arena: 16 << 20,
                 consumers: 2,
+                producers: 1,
+                fan_in: false,
             },
         }
     }
@@ -230,6 +266,30 @@ pub(super) mod tests {
         assert!(Job::from_arg(&j.to_arg().unwrap()).is_err());
         j.workload.distinct = u64::MAX;
         assert!(Job::from_arg(&j.to_arg().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_job_with_producers_out_of_range_or_too_many_messages_is_refused() {
+        let mut j = job();
+        j.transport = TransportKind::Ring;
+        j.workload.fan_in = true;
+        j.workload.producers = 3;
+        assert!(Job::from_arg(&j.to_arg().unwrap()).is_ok());
+        for (producers, messages) in [(0, 30), (MAX_PRODUCERS + 1, 30), (2, u64::MAX)] {
+            j.workload.producers = producers;
+            j.workload.messages = messages;
+            let e = Job::from_arg(&j.to_arg().unwrap()).unwrap_err();
+            assert!(e.to_string().contains("producers"), "{e}");
+        }
+        j.workload.producers = 2;
+        j.workload.messages = 30;
+        j.transport = TransportKind::Uds;
+        let e = Job::from_arg(&j.to_arg().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("need a ring"), "{e}");
+        j.transport = TransportKind::Ring;
+        j.workload.fan_in = false;
+        let e = Job::from_arg(&j.to_arg().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("fan-in"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`report`]: what the workers send back, the figures, the printing.
 
 mod job;
+mod lanes;
 mod payload;
 mod report;
 mod transport;
@@ -107,6 +108,15 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value = "1",
           value_parser = clap::value_parser!(u32).range(1..=32), conflicts_with = "compare")]
     pub consumers: u32,
+    /// Producer processes, each joining the ring's stream (a lane of its
+    /// own) and sending --messages messages; one consumer checks every
+    /// message of every lane. Throughput only (no round trips); one
+    /// producer sending all their messages through the same fan-in
+    /// consumer runs interleaved, to compare.
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(job::MAX_PRODUCERS)),
+          conflicts_with_all = ["compare", "consumers"])]
+    pub producers: u32,
     /// Runs of each transport; the figures are medians.
     #[arg(long, value_name = "N", default_value = "3", value_parser = parse_count)]
     pub rounds: u64,
@@ -255,9 +265,16 @@ fn run_rounds(
     let mut sock = Vec::new();
     let mut moved = (0, 0);
     let mut last = None;
-    // With several consumers the peer is the same ring with one.
-    let single = Workload { consumers: 1, ..*w };
-    let peer = uds || w.consumers > 1;
+    // With several consumers the peer is the same ring with one; with
+    // several producers, one producer through the same fan-in consumer,
+    // sending every producer's messages.
+    let single = Workload {
+        consumers: 1,
+        producers: 1,
+        messages: w.all_messages().unwrap_or(w.messages),
+        ..*w
+    };
+    let peer = uds || w.consumers > 1 || w.producers > 1;
     for r in 0..rounds {
         let mut order = vec![(TransportKind::Ring, w)];
         if peer {
@@ -270,10 +287,11 @@ fn run_rounds(
                 order.reverse();
             }
         }
-        for (i, (t, w)) in order.into_iter().enumerate() {
+        for (i, (t, run)) in order.into_iter().enumerate() {
             let main = i == 0 && r % 2 == 0 || i == 1 && r % 2 == 1 || !peer;
             let label = match t {
                 TransportKind::Ring if main => "ring",
+                TransportKind::Ring if w.fan_in => "one producer",
                 TransportKind::Ring => "one consumer",
                 TransportKind::Uds => "socket",
             };
@@ -286,7 +304,12 @@ fn run_rounds(
                     "; last run {l} {g:.2} GB/s"
                 )),
             ));
-            let f = run_once(t, w, dir, &format!("{r}-{i}"))?;
+            let tag = format!("{r}-{i}");
+            let f = if w.fan_in {
+                lanes::run_once(run, dir, &tag)?
+            } else {
+                run_once(t, run, dir, &tag)?
+            };
             moved = (moved.0 + f.rows, moved.1 + f.bytes);
             last = Some((label, f.gb_per_s()));
             if main {
@@ -324,12 +347,16 @@ pub fn bench(a: &BenchArgs) -> Result<(), CliError> {
         rows,
         distinct,
         total_rows: distinct * rows,
-        samples,
+        // No round trips with several producers: one is one producer's.
+        samples: if a.producers > 1 { 0 } else { samples },
         verify: false,
         wait: a.wait,
         arena: a.arena,
         consumers: a.consumers,
+        producers: a.producers,
+        fan_in: a.producers > 1,
     };
+    w.validate()?;
     let load = Load::now();
     load.warn();
     let mut progress = Progress::new("bench");
@@ -359,6 +386,8 @@ pub fn demo(a: &DemoArgs) -> Result<(), CliError> {
         wait: Wait::Park,
         arena: DEFAULT_ARENA,
         consumers: 1,
+        producers: 1,
+        fan_in: false,
     };
     let rounds = 3;
     outln!(

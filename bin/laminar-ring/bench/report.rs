@@ -205,6 +205,13 @@ struct BenchJson {
     /// With several consumers: the same ring with one, interleaved.
     #[serde(skip_serializing_if = "Option::is_none")]
     one_consumer: Option<FiguresJson>,
+    /// Producer processes, each on a lane of its own and sending
+    /// `messages` (`ring` counts them all).
+    producers: u32,
+    /// With several producers: every producer's messages from one
+    /// producer through one ring, interleaved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    one_producer: Option<FiguresJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<RatioJson>,
 }
@@ -232,7 +239,9 @@ struct RttJson {
 #[derive(Serialize)]
 struct RatioJson {
     throughput: f64,
-    rtt_p50: f64,
+    /// None with several producers, which measure no round trips.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_p50: Option<f64>,
 }
 
 fn value_name(v: impl ValueEnum) -> String {
@@ -318,11 +327,15 @@ pub fn print_bench(
             busy: load.busy(),
             consumers: w.consumers,
             ring: ring.json(),
-            uds: sock.filter(|_| w.consumers == 1).map(Figures::json),
+            uds: sock
+                .filter(|_| w.consumers == 1 && w.producers == 1)
+                .map(Figures::json),
             one_consumer: sock.filter(|_| w.consumers > 1).map(Figures::json),
+            producers: w.producers,
+            one_producer: sock.filter(|_| w.producers > 1).map(Figures::json),
             ratio: sock.map(|s| RatioJson {
                 throughput: ring.gb_per_s() / s.gb_per_s(),
-                rtt_p50: s.p50 as f64 / ring.p50 as f64,
+                rtt_p50: (w.producers == 1).then(|| s.p50 as f64 / ring.p50 as f64),
             }),
         };
         let v = serde_json::to_value(v).map_err(|e| bench_error!("bench --json: {e}"))?;
@@ -333,6 +346,9 @@ pub fn print_bench(
         PayloadKind::U64 => "u64".to_owned(),
         PayloadKind::Arrow => format!("arrow batches of {} rows ({COLUMNS})", fmt_count(w.rows)),
     };
+    if w.producers > 1 {
+        return print_fan_in(a, w, &payload, ring, sock, load);
+    }
     outln!(
         "{} of {payload}, {} ({} per run); {} of one {}; medians of {}",
         fmt_counted(w.messages, "message", "messages"),
@@ -373,6 +389,38 @@ pub fn print_bench(
             "ring / socket: {:.2}x the throughput, {} p50 round trip",
             ring.gb_per_s() / s.gb_per_s(),
             compare_latency(ring.p50, s.p50)
+        );
+    }
+    print_load(load)
+}
+
+/// `bench --producers N` (N > 1): throughput only, next to one producer
+/// sending every message through one ring.
+fn print_fan_in(
+    a: &BenchArgs,
+    w: &Workload,
+    payload: &str,
+    ring: &Figures,
+    one: Option<&Figures>,
+    load: &Load,
+) -> Result<(), CliError> {
+    let n = w.producers;
+    outln!(
+        "{n} producer processes of {} each of {payload} ({} in all, {} per run), \
+         one fan-in consumer; interleaved with one producer sending all of it to the same; medians of {}",
+        fmt_counted(w.messages, "message", "messages"),
+        fmt_count(ring.messages),
+        fmt_bytes(ring.bytes),
+        fmt_counted(a.rounds, "round", "rounds"),
+    );
+    // No round trips: a round trip is one producer's.
+    outln!("{}", header(&[]));
+    outln!("{}", row(&format!("ring, {n} producers"), ring, &[]));
+    if let Some(s) = one {
+        outln!("{}", row("ring, one producer", s, &[]));
+        outln!(
+            "{n} producers / one: {:.2}x the throughput",
+            ring.gb_per_s() / s.gb_per_s()
         );
     }
     print_load(load)

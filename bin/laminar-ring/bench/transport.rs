@@ -31,6 +31,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SOCKET_BUFFER: usize = 1 << 20;
 /// Most `u64` values a consumer takes at once.
 const VALUE_BUFFER: usize = 4096;
+/// Slots of a `u64` data ring (of each lane, with several producers).
+pub const U64_SLOTS: usize = 1 << 16;
 
 /// The producer's end of the acknowledgements.
 pub trait AckRx {
@@ -94,6 +96,16 @@ pub struct Values<E, T> {
     buf: Vec<T>,
 }
 
+impl<E, T> Values<E, T> {
+    /// A producer's end (which needs no buffer).
+    pub fn new(end: E) -> Self {
+        Self {
+            end,
+            buf: Vec::new(),
+        }
+    }
+}
+
 /// A way between the two processes.
 pub trait Transport {
     type AckRx: AckRx;
@@ -149,7 +161,7 @@ impl AckTx for Option<ShmProducer<u64>> {
     }
 }
 
-fn seg_options(dir: &Path) -> SegmentOptions {
+pub(super) fn seg_options(dir: &Path) -> SegmentOptions {
     SegmentOptions {
         dir: dir.to_owned(),
         ..SegmentOptions::default()
@@ -158,7 +170,7 @@ fn seg_options(dir: &Path) -> SegmentOptions {
 
 /// The data ring's options for a consumer at `at` (its name, when the run
 /// has several) or the producer.
-fn data_options(at: &Place, w: &Workload) -> SegmentOptions {
+pub(super) fn data_options(at: &Place, w: &Workload) -> SegmentOptions {
     SegmentOptions {
         subscriber: at
             .subscriber
@@ -169,7 +181,7 @@ fn data_options(at: &Place, w: &Workload) -> SegmentOptions {
     }
 }
 
-fn arrow_options(at: &Place, w: &Workload) -> ArrowRingOptions {
+pub(super) fn arrow_options(at: &Place, w: &Workload) -> ArrowRingOptions {
     ArrowRingOptions {
         slots: 1024,
         arena_bytes: w.arena,
@@ -178,7 +190,7 @@ fn arrow_options(at: &Place, w: &Workload) -> ArrowRingOptions {
     }
 }
 
-fn ack_name(ring: &str) -> String {
+pub(super) fn ack_name(ring: &str) -> String {
     format!("{ring}-ack")
 }
 
@@ -191,7 +203,7 @@ impl Ring {
             PayloadKind::Arrow => {
                 laminar_ring::arrow::create(&at.ring, &arrow_options(at, w))?;
             }
-            PayloadKind::U64 => shm::create::<u64>(&at.ring, 1 << 16, &data_options(at, w))?,
+            PayloadKind::U64 => shm::create::<u64>(&at.ring, U64_SLOTS, &data_options(at, w))?,
         }
         made.push(at.dir.join(&at.ring));
         if w.consumers > 1 {
@@ -221,7 +233,7 @@ impl Ring {
     /// Opens a run's ends: the acknowledgements, then the data (`open`),
     /// then the handshake (`ready`: the producer waits for [`READY`], the
     /// consumer sends it).
-    fn open_ends<A: U64End, D>(
+    pub(super) fn open_ends<A: U64End, D>(
         at: &Place,
         w: &Workload,
         open: impl FnOnce(&str, &Path) -> Result<D, BenchError>,
@@ -275,7 +287,7 @@ impl Ring {
 }
 
 /// An end of a `u64` ring, waiting with the workload's strategy.
-trait U64End: Sized {
+pub(super) trait U64End: Sized {
     fn open(name: &str, dir: &Path, w: &Workload) -> Result<Self, BenchError>;
 }
 
@@ -303,7 +315,7 @@ impl Channel<U64> for Ring {
         let open = |ring: &str, dir: &Path| U64End::open(ring, dir, w);
         let (acks, end) = Self::open_ends(at, w, open, |a: &mut ShmConsumer<u64>| a.wait(READY))?;
         Self::await_consumers(at, w)?;
-        Ok((acks, Values { end, buf: vec![] }))
+        Ok((acks, Values::new(end)))
     }
 
     fn open_rx(at: &Place, w: &Workload) -> Result<(Self::AckTx, Self::Rx), BenchError> {

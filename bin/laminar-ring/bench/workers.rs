@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 
 use super::BenchError;
 use super::job::{Job, PayloadKind, Side, TransportKind};
+use super::lanes::{self, FanIn};
 use super::payload::{Arrow, Payload, Tally, U64};
 use super::report::{ConsumerReport, ProducerReport};
 use super::transport::{AckRx, AckTx, Channel, DRAINED, Receiver, Ring, Sender, Socket};
@@ -32,6 +33,9 @@ pub struct WorkerArgs {
 pub fn worker(a: &WorkerArgs) -> Result<(), CliError> {
     let job = Job::from_arg(&a.job)?;
     let report = match (job.transport, job.workload.payload) {
+        // Fan-in: validated to be through a ring.
+        (_, PayloadKind::U64) if job.workload.fan_in => run_lanes::<U64>(&job),
+        (_, PayloadKind::Arrow) if job.workload.fan_in => run_lanes::<Arrow>(&job),
         (TransportKind::Ring, PayloadKind::U64) => run::<Ring, U64>(&job),
         (TransportKind::Ring, PayloadKind::Arrow) => run::<Ring, Arrow>(&job),
         (TransportKind::Uds, PayloadKind::U64) => run::<Socket, U64>(&job),
@@ -47,6 +51,17 @@ fn run<T: Channel<P>, P: Payload>(job: &Job) -> Result<String, BenchError> {
     Ok(match job.side {
         Side::Tx => serde_json::to_string(&produce::<T, P>(job)?)?,
         Side::Rx => serde_json::to_string(&consume::<T, P>(job)?)?,
+    })
+}
+
+/// Runs `job`'s end of a run of several producers.
+fn run_lanes<P: Payload>(job: &Job) -> Result<String, BenchError>
+where
+    Ring: FanIn<P>,
+{
+    Ok(match job.side {
+        Side::Tx => serde_json::to_string(&lanes::produce::<P>(job)?)?,
+        Side::Rx => serde_json::to_string(&lanes::consume::<P>(job)?)?,
     })
 }
 
@@ -107,7 +122,7 @@ fn consume<T: Channel<P>, P: Payload>(job: &Job) -> Result<ConsumerReport, Bench
     })
 }
 
-fn now_ns() -> Result<u64, BenchError> {
+pub(super) fn now_ns() -> Result<u64, BenchError> {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_err(|e| BenchError::new(format!("clock_gettime: {e}")))?;
     Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)

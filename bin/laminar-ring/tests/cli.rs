@@ -1164,6 +1164,63 @@ fn bench_with_several_consumers_has_each_check_every_message() {
 }
 
 #[test]
+fn bench_with_several_producers_checks_every_lane_against_one_producer() {
+    let d = Dir::new("bench-fanin");
+    // Each producer sends more values than its lane holds, so it waits
+    // for the consumer; the consumer checks every lane's values in order.
+    for (payload, messages, extra) in [
+        ("u64", 100_000u64, vec![]),
+        ("arrow", 8, vec!["--rows", "1024"]),
+    ] {
+        let m = messages.to_string();
+        let mut args = vec![
+            "bench",
+            "--payload",
+            payload,
+            "--producers",
+            "3",
+            "--messages",
+            &m,
+            "--rounds",
+            "2",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = ok(d.run(&args));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["producers"], 3, "{v}");
+        assert_eq!(v["messages"], messages, "{v}");
+        for t in ["ring", "one_producer"] {
+            assert_eq!(v[t]["messages"], 3 * messages, "{t}: {v}");
+            assert!(v[t]["gb_per_s"].as_f64().unwrap() > 0.0, "{t}: {v}");
+        }
+        assert!(v["ratio"]["throughput"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(
+            v.get("uds").is_none() && v.get("one_consumer").is_none(),
+            "{v}"
+        );
+    }
+    // Several producers are compared with one, not with a socket, and
+    // make no sense with several consumers.
+    for other in [["--compare", "uds"], ["--consumers", "2"]] {
+        let out = d.run(&["bench", "--producers", "2", other[0], other[1]]);
+        assert!(!out.status.success(), "{other:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot be used"),
+            "{other:?}"
+        );
+    }
+    // No ring, no lane left behind.
+    let left: Vec<_> = std::fs::read_dir(d.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("laminar-bench"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn bench_and_demo_measure_and_verify() {
     let d = Dir::new("bench");
     let out = ok(d.run(&[
