@@ -354,6 +354,42 @@ fn joining_takes_free_lanes_reuses_closed_ones_and_refuses_another_type() {
     drop((first, third, again));
 }
 
+/// What a lane maker killed after sizing the file and before READY leaves:
+/// a sized file whose header never became ready, its init lock free.
+fn half_made_lane(stream: &Stream, lane: u32) -> std::path::PathBuf {
+    let path = stream.dir.join(lane_name(&stream.name, lane));
+    std::fs::write(&path, vec![0u8; 1 << 16]).expect("write a half-made lane");
+    path
+}
+
+#[test]
+fn a_lane_whose_maker_died_after_sizing_it_is_removed_and_made_again() {
+    let stream = Stream::new("lr-fanin", "sized");
+    let opts = SegmentOptions::default();
+    let first = ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("lane 0");
+    // The consumer's scan removes it, and reports nothing.
+    let lane1 = half_made_lane(&stream, 1);
+    let mut rx = ShmFanIn::<u64>::open_with(&stream.name, &opts).expect("open");
+    assert!(!lane1.exists(), "the consumer left the half-made lane");
+    // A joiner removes it and makes it again, and its items arrive.
+    half_made_lane(&stream, 1);
+    let mut second = ShmProducer::<u64>::join(&stream.name, 64, &opts).expect("join");
+    assert_eq!(second.lane(), 1);
+    second.try_push(item(1, 0)).expect("room");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.try_pop_lane() {
+            Ok(got) => {
+                assert_eq!(got, (1, item(1, 0)));
+                break;
+            }
+            Err(FanInError::Empty) if Instant::now() < deadline => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    drop((first, second));
+}
+
 #[test]
 fn a_lane_past_a_removed_one_is_still_read() {
     let stream = Stream::new("lr-fanin", "hole");

@@ -147,8 +147,11 @@ impl BatchFanIn {
     ///
     /// # Errors
     ///
-    /// As [`BatchConsumer::open`] for lane 0 or another lane found now.
+    /// As [`BatchConsumer::open`] for lane 0 or another lane found now;
+    /// `BadName` for a name that is another stream's lane
+    /// ([`check_stream_name`](crate::shm::check_stream_name)).
     pub fn open(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        crate::shm::validate_stream(name)?;
         let first = BatchConsumer::open(name, opts)?;
         Self::with_first(name, opts, first)
     }
@@ -158,8 +161,10 @@ impl BatchFanIn {
     ///
     /// # Errors
     ///
-    /// As [`BatchConsumer::create`].
+    /// As [`BatchConsumer::create`]; `BadName` as for
+    /// [`open`](Self::open).
     pub fn create(name: &str, opts: &ArrowRingOptions) -> Result<Self, ArrowRingError> {
+        crate::shm::validate_stream(name)?;
         let first = BatchConsumer::create(name, opts)?;
         Self::with_first(name, opts, first)
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::{OpenError, ShmTryPopError};
-use super::header::{Layout, RingKind};
+use super::header::{HeaderError, Layout, RingKind};
 use super::segment::{Segment, SegmentOptions, validate_name};
 use super::slot::ShmSlot;
 use super::typed::{EndSource, ShmConsumer, ShmProducer, typed_layout};
@@ -72,8 +72,18 @@ pub fn parse_lane_name(name: &str) -> (&str, u32) {
     (name, 0)
 }
 
-/// Checks that `stream` names a stream whose every lane name is valid.
-fn validate_stream(stream: &str) -> Result<(), OpenError> {
+/// Checks that `stream` can name a stream: a valid ring name with room
+/// for a lane suffix, and not itself another stream's lane (`NAME#n`).
+///
+/// # Errors
+///
+/// [`OpenError::BadName`], saying which rule `stream` breaks.
+pub fn check_stream_name(stream: &str) -> Result<(), OpenError> {
+    validate_stream(stream)
+}
+
+/// [`check_stream_name`].
+pub(crate) fn validate_stream(stream: &str) -> Result<(), OpenError> {
     validate_name(stream)?;
     if stream.len() + 3 > MAX_NAME_LEN {
         return Err(OpenError::BadName {
@@ -88,6 +98,21 @@ fn validate_stream(stream: &str) -> Result<(), OpenError> {
         });
     }
     Ok(())
+}
+
+/// Whether `e` says a lane is not made yet: still being made
+/// (`NotReady`), or never to be, its creator having died before READY
+/// (`NeverReady`, once the file is sized). Such a lane is removed unless
+/// a process holds it, and made again.
+fn never_ready(e: &OpenError) -> bool {
+    matches!(
+        e,
+        OpenError::NotReady { .. }
+            | OpenError::BadHeader {
+                source: HeaderError::NeverReady,
+                ..
+            }
+    )
 }
 
 /// How many times one lane is tried again after a race with another
@@ -125,7 +150,7 @@ pub(crate) fn join_lane<P, E: From<OpenError>>(
                 }
                 Err(e) => return Err(e.into()),
             },
-            Err(OpenError::NotReady { .. }) => {
+            Err(e) if never_ready(&e) => {
                 // Its creator died making it (or is slow): remove it unless
                 // someone holds it, and make it again; else the next lane.
                 match super::remove_unused(&name, &opts.dir) {
@@ -568,7 +593,13 @@ impl<R: LaneReader> LaneSet<R> {
                     self.burst = 0;
                     return Round::Error(error);
                 }
-                Take::Failed(error) => return Round::Error(error),
+                Take::Failed(error) => {
+                    // The turn moves on: a lane that fails again at once
+                    // (a damaged header) must not hide the others.
+                    self.next = if i + 1 == n { 0 } else { i + 1 };
+                    self.burst = 0;
+                    return Round::Error(error);
+                }
                 Take::Refused(error) => {
                     self.lanes[i] = Lane::Refused;
                     return Round::Error(error);
@@ -678,12 +709,10 @@ impl<R: LaneReader> LaneSet<R> {
                     Some(OpenError::NotFound { .. }) => Lane::Missing,
                     // Being made; or made half by a creator that died, which
                     // nobody can attach to: removed (holding nothing back).
-                    Some(OpenError::NotReady { .. }) => {
-                        match super::remove_unused(&name, &self.dir) {
-                            Ok(()) | Err(OpenError::NotFound { .. }) => Lane::Missing,
-                            Err(_) => Lane::Unknown,
-                        }
-                    }
+                    Some(e) if never_ready(e) => match super::remove_unused(&name, &self.dir) {
+                        Ok(()) | Err(OpenError::NotFound { .. }) => Lane::Missing,
+                        Err(_) => Lane::Unknown,
+                    },
                     Some(OpenError::Removed { .. }) => Lane::Unknown,
                     _ => {
                         if refused.is_none() {

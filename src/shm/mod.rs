@@ -113,9 +113,13 @@ mod typed;
 pub use crate::fanout::{Policy, Start};
 pub use chunk::ShmReadChunk;
 pub use error::{OpenError, Role, ShmPopError, ShmPushError, ShmTryPopError};
-pub use fanin::{DEFAULT_BURST, FanInError, MAX_LANES, ShmFanIn, lane_name, parse_lane_name};
+pub use fanin::{
+    DEFAULT_BURST, FanInError, MAX_LANES, ShmFanIn, check_stream_name, lane_name, parse_lane_name,
+};
 #[cfg(feature = "arrow")]
-pub(crate) use fanin::{LaneReader, LaneSet, Pause, Round, Take, join_lane, lane_of};
+pub(crate) use fanin::{
+    LaneReader, LaneSet, Pause, Round, Take, join_lane, lane_of, validate_stream,
+};
 pub use header::{DEFAULT_CONSUMERS, HeaderError, Layout, MAX_CONSUMERS, RingKind};
 pub use inspect::{RingInfo, RoleInfo, RoleState, SubscriberInfo, inspect, list_candidates};
 pub(crate) use segment::Segment;
