@@ -330,6 +330,8 @@ pub fn create(args: &CreateArgs) -> Result<(), CliError> {
         location,
     } = args;
     let opts = ring_options(geometry, location);
+    // A ring named as another stream's lane could never be produced into.
+    laminar_ring::shm::check_stream_name(name)?;
     laminar_ring::arrow::create(name, &opts).map_err(|e| CliError::ring(name, e))?;
     outln!(
         "created {}ring '{name}' in {}: {}, {} arena, room for {}, policy {}",

@@ -512,12 +512,26 @@ pub fn ls(args: &LsArgs) -> Result<(), CliError> {
         .filter(|(_, e)| matches!(e, Entry::Ok(_)))
         .map(|(n, _)| (n.as_str(), other_lanes(n, location)))
         .collect();
-    // "N producers" for a stream of several lanes: the live ones.
+    // "N producers" for a stream of several lanes: the live ones; with
+    // none live, how many lanes there are and what lane 0's producer did.
     let producers = |name: &str, i: &RingInfo| -> String {
         match lanes.get(name) {
             Some(others) if !others.is_empty() => {
                 let alive = others.iter().filter(|(_, l)| l.producer.alive).count()
                     + usize::from(i.producer.alive);
+                if alive == 0 {
+                    // Each lane's last producer closed, failed or died.
+                    let n = others.len() + 1;
+                    let dead = others
+                        .iter()
+                        .filter(|(_, l)| l.producer.describe() == "dead")
+                        .count()
+                        + usize::from(i.producer.describe() == "dead");
+                    return match dead {
+                        0 => format!("no producer, {n} lanes"),
+                        d => format!("no producer, {n} lanes, {d} dead"),
+                    };
+                }
                 format!("{alive} producer{}", if alive == 1 { "" } else { "s" })
             }
             _ => i.producer.describe().to_owned(),

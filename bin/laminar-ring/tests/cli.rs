@@ -712,6 +712,13 @@ fn several_producers_feed_one_consume() {
         assert_eq!(mine, rows(bs), "input {k}: every row once, in order");
     }
     assert_eq!(got.len(), 3 * 40 * 300);
+    // Every producer closed: `ls` says so, not "0 producers".
+    let ls = String::from_utf8(ok(d.run(&["ls"])).stdout).unwrap();
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("fan ") && l.contains("no producer, 3 lanes")),
+        "{ls}"
+    );
     // `rm` takes the stream's lanes with it.
     ok(d.run(&["rm", "fan"]));
     for lane in ["fan", "fan#1", "fan#2"] {
@@ -1009,6 +1016,22 @@ fn errors_are_one_clear_line_with_exit_codes() {
     ok(d.run(&["create", "dup"]));
     fails(d.run(&["create", "dup"]), 1, "already exists");
     fails(d.run(&["create", "a/b"]), 1, "bad ring name");
+    // A name that is another stream's lane: refused by the commands that
+    // would make a stream under it (`produce` joins, which refuses it too),
+    // before anything is made.
+    fails(
+        d.run(&["create", "s#1"]),
+        1,
+        "names a lane of another stream",
+    );
+    fails(
+        d.run(&["consume", "s#2", "-o", "-"]),
+        1,
+        "names a lane of another stream",
+    );
+    for lane in ["s#1", "s#2"] {
+        assert!(!d.path(lane).exists(), "{lane} made");
+    }
 
     // Disk full on output.
     write_stream(&d.path("in.arrows"), &batches(3, 1000, true));
