@@ -18,13 +18,13 @@ use laminar_ring::shm::{FanInError, MAX_LANES, ShmConsumer, ShmFanIn, ShmProduce
 
 use super::job::{Job, Place, Side, TransportKind, Wait, Workload};
 use super::payload::{Arrow, Batches, Payload, Received, Tally, U64};
-use super::report::{ConsumerReport, Figures, ProducerReport, parse_report};
+use super::report::{ConsumerReport, Figures, ProducerReport};
 use super::transport::{
     AckTx, READY, Ring, Sender, U64_SLOTS, Values, ack_name, arrow_options, data_options,
     seg_options,
 };
-use super::workers::now_ns;
-use super::{BenchError, Cleanup, spawn_worker, worker_command};
+use super::workers::{now_ns, send_all};
+use super::{BenchError, Cleanup, finish, spawn_worker, worker_command};
 use crate::error::{CliError, bench_error};
 
 /// What a producer prints once it has joined the stream; it then waits for
@@ -230,22 +230,9 @@ where
         return Err(BenchError::new("no go from the parent"));
     }
     let start_ns = now_ns()?;
-    let mut k = 0;
-    while k < w.messages {
-        let (bulk, n) = P::bulk(&src, w, k);
-        tx.send_bulk(bulk)?;
-        k += n;
-    }
-    tx.flush()?;
+    send_all::<P>(&src, w, &mut tx)?;
     tx.close()?;
-    // No latency phase: a round trip is one producer's.
-    Ok(ProducerReport {
-        start_ns,
-        p50: 0,
-        p99: 0,
-        p999: 0,
-        max: 0,
-    })
+    Ok(ProducerReport::throughput_only(start_ns))
 }
 
 /// The consumer of a run of several producers: says [`READY`], then checks
@@ -312,25 +299,6 @@ impl Drop for Workers {
             let _ = c.wait();
         }
     }
-}
-
-/// Reads what is left of a worker's standard output, waits for it, and
-/// parses its report.
-fn finish<R: serde::de::DeserializeOwned>(
-    child: &mut Child,
-    mut out: impl Read,
-    what: &str,
-) -> Result<R, CliError> {
-    let mut text = Vec::new();
-    out.read_to_end(&mut text)
-        .map_err(|e| bench_error!("reading the {what}: {e}"))?;
-    let status = child
-        .wait()
-        .map_err(|e| bench_error!("waiting for the {what}: {e}"))?;
-    if !status.success() {
-        return Err(bench_error!("the {what} process failed ({status})"));
-    }
-    parse_report(what, &text)
 }
 
 /// One run of several producers: the parent creates the stream, starts
@@ -403,13 +371,7 @@ pub fn run_once(w: &Workload, dir: &Path, tag: &str) -> Result<Figures, CliError
         .ok_or_else(|| bench_error!("the consumer without its output"))?;
     let got: ConsumerReport = finish(rx, out, "consumer")?;
     Ok(Figures::new(
-        &ProducerReport {
-            start_ns,
-            p50: 0,
-            p99: 0,
-            p999: 0,
-            max: 0,
-        },
+        &ProducerReport::throughput_only(start_ns),
         &got,
     ))
 }

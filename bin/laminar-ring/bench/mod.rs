@@ -19,6 +19,7 @@ mod transport;
 mod workers;
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -174,14 +175,31 @@ fn spawn_worker(job: &Job) -> Result<Child, CliError> {
 }
 
 /// Waits for the `what` process and reads its report.
-fn collect<R: serde::de::DeserializeOwned>(child: Child, what: &str) -> Result<R, CliError> {
+fn collect<R: serde::de::DeserializeOwned>(mut child: Child, what: &str) -> Result<R, CliError> {
     let out = child
-        .wait_with_output()
+        .stdout
+        .take()
+        .ok_or_else(|| bench_error!("the {what} without its output"))?;
+    finish(&mut child, out, what)
+}
+
+/// Reads what is left of a worker's standard output (`out`: what a
+/// caller has not read of it yet), waits for it, and parses its report.
+fn finish<R: serde::de::DeserializeOwned>(
+    child: &mut Child,
+    mut out: impl Read,
+    what: &str,
+) -> Result<R, CliError> {
+    let mut text = Vec::new();
+    out.read_to_end(&mut text)
+        .map_err(|e| bench_error!("reading the {what}: {e}"))?;
+    let status = child
+        .wait()
         .map_err(|e| bench_error!("waiting for the {what}: {e}"))?;
-    if !out.status.success() {
-        return Err(bench_error!("the {what} process failed ({})", out.status));
+    if !status.success() {
+        return Err(bench_error!("the {what} process failed ({status})"));
     }
-    parse_report(what, &out.stdout)
+    parse_report(what, &text)
 }
 
 /// One run of `w` through `transport`: two processes, their figures.

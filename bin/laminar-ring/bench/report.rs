@@ -25,6 +25,20 @@ pub struct ProducerReport {
     pub max: u64,
 }
 
+impl ProducerReport {
+    /// A run with no latency phase (several producers: a round trip is
+    /// one producer's), its clock started at `start_ns`.
+    pub fn throughput_only(start_ns: u64) -> Self {
+        Self {
+            start_ns,
+            p50: 0,
+            p99: 0,
+            p999: 0,
+            max: 0,
+        }
+    }
+}
+
 /// What the consumer sends back: when it received the last message of the
 /// throughput phase, and what it counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

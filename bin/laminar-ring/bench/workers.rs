@@ -15,7 +15,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use super::BenchError;
-use super::job::{Job, PayloadKind, Side, TransportKind};
+use super::job::{Job, PayloadKind, Side, TransportKind, Workload};
 use super::lanes::{self, FanIn};
 use super::payload::{Arrow, Payload, Tally, U64};
 use super::report::{ConsumerReport, ProducerReport};
@@ -70,13 +70,7 @@ fn produce<T: Channel<P>, P: Payload>(job: &Job) -> Result<ProducerReport, Bench
     let src = P::source(w);
     let (mut acks, mut tx) = T::open_tx(&job.place, w, &src)?;
     let start_ns = now_ns()?;
-    let mut k = 0;
-    while k < w.messages {
-        let (bulk, n) = P::bulk(&src, w, k);
-        tx.send_bulk(bulk)?;
-        k += n;
-    }
-    tx.flush()?;
+    send_all::<P>(&src, w, &mut tx)?;
     acks.wait(DRAINED)?;
     let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     for i in 0..w.samples {
@@ -120,6 +114,21 @@ fn consume<T: Channel<P>, P: Payload>(job: &Job) -> Result<ConsumerReport, Bench
         rows: got.rows,
         bytes: got.bytes,
     })
+}
+
+/// Sends the throughput phase's `messages` messages, in bulk, and flushes.
+pub(super) fn send_all<P: Payload>(
+    src: &P::Source,
+    w: &Workload,
+    tx: &mut impl Sender<P>,
+) -> Result<(), BenchError> {
+    let mut k = 0;
+    while k < w.messages {
+        let (bulk, n) = P::bulk(src, w, k);
+        tx.send_bulk(bulk)?;
+        k += n;
+    }
+    tx.flush()
 }
 
 pub(super) fn now_ns() -> Result<u64, BenchError> {
