@@ -1149,6 +1149,14 @@ fn no_progress_output_when_stderr_is_not_a_terminal() {
     }
 }
 
+/// `bench --payload PAYLOAD --rounds 2 --json ARGS`, which must succeed:
+/// what it printed.
+fn bench_json(d: &Dir, payload: &str, args: &[&str]) -> Value {
+    let mut all = vec!["bench", "--payload", payload, "--rounds", "2", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_slice(&ok(d.run(&all)).stdout).unwrap()
+}
+
 #[test]
 fn bench_with_several_consumers_has_each_check_every_message() {
     let d = Dir::new("bench-fan");
@@ -1161,22 +1169,15 @@ fn bench_with_several_consumers_has_each_check_every_message() {
         ("arrow", "40", vec!["--rows", "4096"]),
     ] {
         let mut args = vec![
-            "bench",
-            "--payload",
-            payload,
             "--consumers",
             "3",
             "--messages",
             messages,
             "--samples",
             "20",
-            "--rounds",
-            "2",
-            "--json",
         ];
         args.extend(extra);
-        let out = ok(d.run(&args));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = bench_json(&d, payload, &args);
         let n: u64 = messages.parse().unwrap();
         assert_eq!(v["consumers"], 3, "{v}");
         for t in ["ring", "one_consumer"] {
@@ -1196,21 +1197,9 @@ fn bench_with_several_producers_checks_every_lane_against_one_producer() {
         ("arrow", 8, vec!["--rows", "1024"]),
     ] {
         let m = messages.to_string();
-        let mut args = vec![
-            "bench",
-            "--payload",
-            payload,
-            "--producers",
-            "3",
-            "--messages",
-            &m,
-            "--rounds",
-            "2",
-            "--json",
-        ];
+        let mut args = vec!["--producers", "3", "--messages", &m];
         args.extend(extra);
-        let out = ok(d.run(&args));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = bench_json(&d, payload, &args);
         assert_eq!(v["producers"], 3, "{v}");
         assert_eq!(v["messages"], messages, "{v}");
         for t in ["ring", "one_producer"] {
