@@ -1,7 +1,13 @@
 //! Arrow batches between two processes: the shared ring (copy and zero-copy
-//! receive) against Arrow IPC over a Unix domain socket (arrow-ipc
-//! StreamWriter/StreamReader), with memcpy bandwidth as the floor, in
-//! interleaved rounds; medians and ratios.
+//! receive; a batch sent by copy, or built in the arena by a loan) against
+//! Arrow IPC over a Unix domain socket (arrow-ipc StreamWriter/StreamReader),
+//! with memcpy bandwidth as the floor, in interleaved rounds; medians and
+//! ratios.
+//!
+//! The sends: `send` of one batch built once (what the harness measures),
+//! `build + send` of a batch built for each send (a producer whose data is
+//! new each time, as a real one's is), and `loan` (`BatchProducer::loan`),
+//! which builds each batch's values where the consumer reads them.
 //!
 //! ```text
 //! cargo bench --bench arrow                 # 5 rounds
@@ -17,6 +23,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
@@ -26,13 +33,15 @@ use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
 mod runs;
 use runs::{median, spawn_child};
 
+const TAGS: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
+
 fn batch(rows: usize) -> RecordBatch {
     let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
     let px: ArrayRef = Arc::new(Float64Array::from_iter_values(
         (0..rows).map(|j| j as f64 * 0.25),
     ));
     let tag: ArrayRef = Arc::new(StringArray::from_iter_values(
-        (0..rows).map(|j| ["alpha", "beta", "gamma", "delta"][j % 4]),
+        (0..rows).map(|j| TAGS[j % 4]),
     ));
     RecordBatch::try_from_iter([("id", ids), ("px", px), ("tag", tag)]).unwrap()
 }
@@ -65,6 +74,36 @@ fn child(role: &str) {
             }
             tx.close().unwrap();
         }
+        "ring-build" => {
+            let mut tx = BatchProducer::open(&var("RING"), &ring_opts()).unwrap();
+            for _ in 0..n {
+                tx.send(&batch(rows)).unwrap();
+            }
+            tx.close().unwrap();
+        }
+        "ring-loan" => {
+            let mut tx = BatchProducer::open(&var("RING"), &ring_opts()).unwrap();
+            tx.set_schema(b.schema()).unwrap();
+            let text: usize = (0..rows).map(|j| TAGS[j % 4].len()).sum();
+            for _ in 0..n {
+                let mut loan = tx.loan(rows, &[text]).unwrap();
+                for (j, v) in loan
+                    .values_mut::<Int64Type>(0)
+                    .unwrap()
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *v = j as i64;
+                }
+                let px = loan.values_mut::<Float64Type>(1).unwrap();
+                for (j, v) in px.iter_mut().enumerate() {
+                    *v = j as f64 * 0.25;
+                }
+                loan.fill_bytes(2, (0..rows).map(|j| TAGS[j % 4])).unwrap();
+                loan.commit().unwrap();
+            }
+            tx.close().unwrap();
+        }
         "uds" => {
             let stream = UnixStream::connect(var("SOCK")).unwrap();
             let mut w =
@@ -81,12 +120,12 @@ fn child(role: &str) {
 
 /// Seconds from the first batch received to the last; checks the first
 /// batch and every row count.
-fn ring_run(rows: usize, n: u64, zero_copy: bool) -> f64 {
+fn ring_run(rows: usize, n: u64, zero_copy: bool, send: &str) -> f64 {
     let name = format!("lr-bench-arrow-{}", std::process::id());
     let _ = laminar_ring::shm::remove(&name);
     let mut rx = BatchConsumer::create(&name, &ring_opts()).unwrap();
     let mut c = spawn_child(
-        "ring",
+        send,
         &[
             ("RING", name.clone()),
             ("ROWS", rows.to_string()),
@@ -208,18 +247,29 @@ fn main() {
         } else {
             400
         };
-        let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        const PATHS: [&str; 6] = [
+            "ring, send, zero-copy recv",
+            "ring, send, copy recv",
+            "ring, build + send, zero-copy recv",
+            "ring, loan, zero-copy recv",
+            "Unix socket (arrow-ipc)",
+            "memcpy",
+        ];
+        const SOCKET: usize = 4;
+        const MEMCPY: usize = 5;
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); PATHS.len()];
         for r in 0..rounds {
-            let order: [usize; 4] = if r % 2 == 0 {
-                [0, 1, 2, 3]
-            } else {
-                [3, 2, 1, 0]
-            };
+            let mut order: Vec<usize> = (0..PATHS.len()).collect();
+            if r % 2 == 1 {
+                order.reverse();
+            }
             for k in order {
                 let secs = match k {
-                    0 => ring_run(rows, n, true),
-                    1 => ring_run(rows, n, false),
-                    2 => uds_run(rows, n),
+                    0 => ring_run(rows, n, true, "ring"),
+                    1 => ring_run(rows, n, false, "ring"),
+                    2 => ring_run(rows, n, true, "ring-build"),
+                    3 => ring_run(rows, n, true, "ring-loan"),
+                    SOCKET => uds_run(rows, n),
                     _ => memcpy_run(bytes as usize, n),
                 };
                 t[k].push(secs);
@@ -227,21 +277,13 @@ fn main() {
         }
         let secs: Vec<f64> = t.iter_mut().map(|v| median(v)).collect();
         let gbps = |s: f64| bytes as f64 * n as f64 / s / 1e9;
-        for (k, name) in [
-            "ring, zero-copy recv",
-            "ring, copy recv",
-            "Unix socket (arrow-ipc)",
-            "memcpy",
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (k, name) in PATHS.into_iter().enumerate() {
             println!(
                 "| {rows} | {name} | {:.2} | {:.0} | {:.2}x | {:.2}x |",
                 gbps(secs[k]),
                 n as f64 / secs[k],
-                secs[2] / secs[k],
-                secs[3] / secs[k],
+                secs[SOCKET] / secs[k],
+                secs[MEMCPY] / secs[k],
             );
         }
     }

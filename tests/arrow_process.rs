@@ -8,6 +8,7 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use common::process::helper_command;
 use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
@@ -55,7 +56,13 @@ impl Drop for Ring {
 }
 
 fn spawn_helper(ring: &str, batches: u64, rows: usize) -> Child {
-    helper_command("arrow-producer", ring)
+    spawn_producer("arrow-producer", ring, batches, rows)
+}
+
+/// A producer process in `role`: `arrow-producer` sends each batch by copy,
+/// `arrow-loan-producer` builds it in the arena (`BatchProducer::loan`).
+fn spawn_producer(role: &str, ring: &str, batches: u64, rows: usize) -> Child {
+    helper_command(role, ring)
         .env("BATCHES", batches.to_string())
         .env("ROWS", rows.to_string())
         .spawn()
@@ -105,7 +112,7 @@ fn arrow_consumer(ring: &str) {
 #[test]
 fn helper() {
     match std::env::var("LAMINAR_HELPER").as_deref() {
-        Ok("arrow-producer") => {}
+        Ok("arrow-producer" | "arrow-loan-producer") => {}
         Ok("arrow-consumer") => arrow_consumer(&std::env::var("LAMINAR_RING").unwrap()),
         Ok("arrow-session") => arrow_session(&std::env::var("LAMINAR_RING").unwrap()),
         _ => return, // an ordinary test run: nothing to do
@@ -113,12 +120,39 @@ fn helper() {
     let ring = std::env::var("LAMINAR_RING").unwrap();
     let batches: u64 = std::env::var("BATCHES").unwrap().parse().unwrap();
     let rows: usize = std::env::var("ROWS").unwrap().parse().unwrap();
+    let loan = std::env::var("LAMINAR_HELPER").as_deref() == Ok("arrow-loan-producer");
     let mut tx = BatchProducer::open(&ring, &ring_opts()).expect("open producer");
+    if loan {
+        tx.set_schema(batch(0, 0).schema()).expect("schema");
+    }
     for i in 0..batches {
-        tx.send(&batch(i, rows)).expect("send");
+        if loan {
+            loan_batch(&mut tx, i, rows);
+        } else {
+            tx.send(&batch(i, rows)).expect("send");
+        }
     }
     tx.close().expect("close");
     std::process::exit(0);
+}
+
+/// Builds `batch(i, rows)` in the arena and sends it: the values are
+/// written where the consumer reads them.
+fn loan_batch(tx: &mut BatchProducer, i: u64, rows: usize) {
+    let longest = WORDS.iter().map(|w| w.len()).max().unwrap();
+    let mut loan = tx.loan(rows, &[rows * longest]).expect("loan");
+    let base = i as i64 * rows as i64;
+    let ids = loan.values_mut::<Int64Type>(0).expect("ids");
+    for (j, v) in ids.iter_mut().enumerate() {
+        *v = base + j as i64;
+    }
+    let px = loan.values_mut::<Float64Type>(1).expect("px");
+    for (j, v) in px.iter_mut().enumerate() {
+        *v = (base + j as i64) as f64 * 0.5;
+    }
+    loan.fill_bytes(2, (0..rows).map(|j| WORDS[(i as usize + j) % 8]))
+        .expect("tags");
+    loan.commit().expect("commit");
 }
 
 /// Receives until the end of the stream, checking every batch; returns
@@ -178,14 +212,40 @@ fn a_gigabyte_of_batches_through_a_16_mib_arena_copy_and_zero_copy() {
 }
 
 #[test]
+fn batches_built_in_the_arena_arrive_whole_copy_and_zero_copy() {
+    let rows = 65_536;
+    let batches = if cfg!(debug_assertions) { 20 } else { 300 };
+    for zero_copy in [false, true] {
+        let ring = Ring::new(if zero_copy { "loan-zc" } else { "loan-copy" });
+        let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
+        let mut child = spawn_producer("arrow-loan-producer", &ring.0, batches, rows);
+        let (n, _) = receive_all(&mut rx, rows, zero_copy);
+        assert!(child.wait().unwrap().success());
+        assert_eq!(n, batches);
+    }
+}
+
+#[test]
 fn a_killed_producer_leaves_only_whole_batches() {
     let rows = 4096;
-    for (trial, zero_copy) in [false, true, false, true].into_iter().enumerate() {
+    let trials = [
+        ("arrow-producer", false),
+        ("arrow-producer", true),
+        ("arrow-producer", false),
+        ("arrow-producer", true),
+        // Killed while it builds a batch in the arena, most likely: a loan
+        // not committed is never seen.
+        ("arrow-loan-producer", false),
+        ("arrow-loan-producer", true),
+        ("arrow-loan-producer", false),
+        ("arrow-loan-producer", true),
+    ];
+    for (trial, (role, zero_copy)) in trials.into_iter().enumerate() {
         let ring = Ring::new(&format!("kill{trial}"));
         let mut rx = BatchConsumer::create(&ring.0, &ring_opts()).unwrap();
         #[allow(clippy::zombie_processes)] // killed and reaped inside the loop, before PeerGone
-        let mut child = spawn_helper(&ring.0, u64::MAX, rows);
-        let kill_at = Instant::now() + Duration::from_millis(30 + 20 * trial as u64);
+        let mut child = spawn_producer(role, &ring.0, u64::MAX, rows);
+        let kill_at = Instant::now() + Duration::from_millis(30 + 20 * (trial % 4) as u64);
         let mut i = 0_u64;
         let mut killed = false;
         loop {
@@ -216,7 +276,7 @@ fn a_killed_producer_leaves_only_whole_batches() {
             i > 0,
             "trial {trial}: nothing was committed before the kill"
         );
-        eprintln!("trial {trial}: {i} whole batches, then PeerGone");
+        eprintln!("trial {trial} ({role}): {i} whole batches, then PeerGone");
     }
 }
 

@@ -1,5 +1,6 @@
 //! Zero allocation after construction (spec dependency F071): a counting
-//! global allocator sees no allocation during 1,000,000 push/pop pairs.
+//! global allocator sees no allocation during 1,000,000 push/pop pairs, nor
+//! while an Arrow producer builds and sends batches in the arena (a loan).
 
 #![allow(unsafe_code)] // a global allocator is an unsafe trait impl
 
@@ -100,4 +101,56 @@ fn push_pop_pairs_allocate_nothing_after_construction() {
             "mpsc ({wait:?}) allocated {mpsc_allocs} times"
         );
     }
+
+    #[cfg(feature = "arrow")]
+    loans_allocate_nothing_after_the_first();
+}
+
+/// An Arrow producer's loans (`BatchProducer::loan`, filling, `commit`)
+/// allocate nothing once the first has sized the producer's reused lists.
+/// Only the producer's calls are counted: receiving builds arrays, which
+/// allocates by design.
+#[cfg(feature = "arrow")]
+fn loans_allocate_nothing_after_the_first() {
+    use std::sync::Arc;
+
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_schema::{DataType, Field, Schema};
+    use laminar_ring::arrow::{ArrowRingOptions, BatchConsumer, BatchProducer};
+
+    let name = format!("lr-zero-alloc-{}", std::process::id());
+    let _ = laminar_ring::shm::remove(&name);
+    let opts = ArrowRingOptions {
+        slots: 64,
+        arena_bytes: 4 << 20,
+        ..ArrowRingOptions::default()
+    };
+    let mut tx = BatchProducer::create(&name, &opts).unwrap();
+    let mut rx = BatchConsumer::open(&name, &opts).unwrap();
+    tx.set_schema(Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("px", DataType::Float64, true),
+        Field::new("tag", DataType::Utf8, true),
+    ])))
+    .unwrap();
+    let mut counted = 0;
+    for k in 0..2_000_i64 {
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let mut loan = tx.loan(100, &[500]).unwrap();
+        loan.values_mut::<Int64Type>(0).unwrap().fill(k);
+        loan.values_mut::<Float64Type>(1).unwrap().fill(0.5);
+        loan.validity_mut(1).unwrap()[0] = 0xfe;
+        loan.fill_bytes(2, (0..100).map(|j| ["a", "bb", "ccc"][j % 3]))
+            .unwrap();
+        loan.commit().unwrap();
+        if k > 0 {
+            counted += ALLOCATIONS.load(Ordering::SeqCst) - before;
+        }
+        let b = rx.recv().unwrap().unwrap();
+        assert_eq!(b.num_rows(), 100);
+        assert_eq!(b.column(1).null_count(), 1);
+    }
+    assert_eq!(counted, 0, "loans allocated {counted} times");
+    drop((tx, rx));
+    let _ = laminar_ring::shm::remove(&name);
 }

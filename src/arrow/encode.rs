@@ -14,6 +14,9 @@ use super::{
     ARENA_ALIGN, ArrowRingError, ArrowRingOptions, Descriptor, MSG_RECORD_BATCH, align_up,
 };
 use crate::shm::header::{Layout, RingKind, fingerprint};
+mod loan;
+pub use loan::BatchLoan;
+
 use crate::shm::{
     MAX_LANES, OpenError, Segment, ShmProducer, ShmPushError, join_lane, lane_name, lane_of,
 };
@@ -42,6 +45,8 @@ pub struct BatchProducer {
     /// The next arena position at which to look whether everything is
     /// released (see `drained_past`).
     next_rewind_check: u64,
+    /// The columns of the last loan (loan.rs), kept to reuse.
+    loan_slots: Vec<loan::Slot>,
 }
 
 // SAFETY: `arena` points into the mapping owned by `inner`, which moves with
@@ -194,6 +199,7 @@ impl BatchProducer {
             flat: None,
             flat_started: false,
             next_rewind_check: 0,
+            loan_slots: Vec::new(),
         })
     }
 
@@ -268,7 +274,19 @@ impl BatchProducer {
         }
     }
 
-    /// The schema of the stream, once the first batch has been sent.
+    /// Sets the stream's schema before its first batch, as sending that
+    /// batch would; a [`loan`](Self::loan) needs it. Its schema message
+    /// goes with the first batch.
+    ///
+    /// # Errors
+    ///
+    /// `SchemaMismatch` when the stream already has another schema.
+    pub fn set_schema(&mut self, schema: SchemaRef) -> Result<(), ArrowRingError> {
+        self.check_schema_of(schema)
+    }
+
+    /// The schema of the stream, once the first batch has been sent (or
+    /// [`set_schema`](Self::set_schema) set it).
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
     }
@@ -299,14 +317,17 @@ impl BatchProducer {
     /// Checks that `batch` has the stream's schema; the first batch sets it
     /// (and, for a flat schema, the encoder that writes into the arena).
     fn check_schema(&mut self, batch: &RecordBatch) -> Result<(), ArrowRingError> {
+        self.check_schema_of(batch.schema())
+    }
+
+    fn check_schema_of(&mut self, schema: SchemaRef) -> Result<(), ArrowRingError> {
         match &self.schema {
-            Some(s) if s != &batch.schema() => Err(ArrowRingError::SchemaMismatch {
+            Some(s) if s != &schema => Err(ArrowRingError::SchemaMismatch {
                 expected: s.clone(),
-                found: batch.schema(),
+                found: schema,
             }),
             Some(_) => Ok(()),
             None => {
-                let schema = batch.schema();
                 self.flat = FlatEncoder::new(&schema);
                 self.schema = Some(schema);
                 Ok(())

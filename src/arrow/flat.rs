@@ -42,7 +42,7 @@ const ALIGN: usize = ARENA_ALIGN as usize;
 
 /// How a flat column's buffers after its validity bitmap are written.
 #[derive(Clone, Copy, Debug)]
-enum Column {
+pub(super) enum Column {
     /// One buffer of values `width` bytes each.
     Fixed { width: usize },
     /// One buffer of bits (booleans).
@@ -215,27 +215,74 @@ impl FlatEncoder {
                 }
             }
         }
-        // The metadata, built as arrow-ipc's writer builds it.
+        let header = self.metadata(batch.num_rows(), offset);
+        Ok(Planned {
+            len: (header + offset) as u64,
+        })
+    }
+
+    /// The kinds of the schema's columns, in order.
+    pub(super) fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The nodes and buffers of the metadata [`metadata`](Self::metadata)
+    /// builds, cleared, for a caller that lists them itself (a loan).
+    pub(super) fn lists(&mut self) -> (&mut Vec<FieldNode>, &mut Vec<arrow_ipc::Buffer>) {
+        self.nodes.clear();
+        self.buffers.clear();
+        (&mut self.nodes, &mut self.buffers)
+    }
+
+    /// Builds a record batch message's metadata of `rows` rows, the listed
+    /// nodes and buffers and a body of `body` bytes, as arrow-ipc's writer
+    /// builds it; returns the bytes of the prefix, metadata and padding
+    /// before the body (a multiple of 64). The metadata's size depends on
+    /// the number of nodes and buffers and on whether `rows` and `body` are
+    /// zero, never on the other values: nodes and buffers are flatbuffer
+    /// structs, stored whole.
+    pub(super) fn metadata(&mut self, rows: usize, body: usize) -> usize {
         let fbb = &mut self.fbb;
         fbb.reset();
         let buffers = fbb.create_vector(&self.buffers);
         let nodes = fbb.create_vector(&self.nodes);
         let mut rb = RecordBatchBuilder::new(fbb);
-        rb.add_length(batch.num_rows() as i64);
+        rb.add_length(rows as i64);
         rb.add_nodes(nodes);
         rb.add_buffers(buffers);
         let rb = rb.finish();
         let mut message = MessageBuilder::new(fbb);
         message.add_version(MetadataVersion::V5);
         message.add_header_type(MessageHeader::RecordBatch);
-        message.add_bodyLength(offset as i64);
+        message.add_bodyLength(body as i64);
         message.add_header(rb.as_union_value());
         let root = message.finish();
         fbb.finish(root, None);
-        let header = padded_header(self.fbb.finished_data().len());
-        Ok(Planned {
-            len: (header + offset) as u64,
-        })
+        padded_header(self.fbb.finished_data().len())
+    }
+
+    /// Writes the prefix, the metadata [`metadata`](Self::metadata) built
+    /// last and zero padding to `header` bytes at `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `header` bytes, and `header` is at least
+    /// what `metadata` returned.
+    pub(super) unsafe fn write_header(&self, dst: *mut u8, header: usize) {
+        let meta = self.fbb.finished_data();
+        debug_assert!(padded_header(meta.len()) <= header);
+        let mut prefix = [0xffu8; PREFIX_LEN];
+        prefix[4..].copy_from_slice(&((header - PREFIX_LEN) as i32).to_le_bytes());
+        // SAFETY: the prefix, the metadata and the padding make `header`
+        // bytes, which the caller gives.
+        unsafe {
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), dst, PREFIX_LEN);
+            std::ptr::copy_nonoverlapping(meta.as_ptr(), dst.add(PREFIX_LEN), meta.len());
+            zero(
+                dst.add(PREFIX_LEN + meta.len()),
+                header - PREFIX_LEN - meta.len(),
+            );
+        }
     }
 
     /// Writes the planned message to `dst`; `true` if it used streaming
@@ -246,21 +293,13 @@ impl FlatEncoder {
     /// `dst` is valid for writes of the planned `len` bytes, which overlap no
     /// buffer of the planned batch.
     pub(super) unsafe fn write(&mut self, dst: *mut u8) -> bool {
-        let meta = self.fbb.finished_data();
-        let header = padded_header(meta.len());
-        let mut prefix = [0xffu8; PREFIX_LEN];
-        prefix[4..].copy_from_slice(&((header - PREFIX_LEN) as i32).to_le_bytes());
+        let header = padded_header(self.fbb.finished_data().len());
         let mut streamed = false;
         // SAFETY: every write below lies within dst..dst+len: the prefix,
         // metadata and its padding make `header` bytes, then each part and
         // its padding as plan() counted them (the offsets in `buffers`).
         unsafe {
-            std::ptr::copy_nonoverlapping(prefix.as_ptr(), dst, PREFIX_LEN);
-            std::ptr::copy_nonoverlapping(meta.as_ptr(), dst.add(PREFIX_LEN), meta.len());
-            zero(
-                dst.add(PREFIX_LEN + meta.len()),
-                header - PREFIX_LEN - meta.len(),
-            );
+            self.write_header(dst, header);
             let body = dst.add(header);
             for (part, at) in self.parts.iter().zip(&self.buffers) {
                 let at = body.add(at.offset() as usize);

@@ -127,7 +127,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 use bytemuck::{Pod, Zeroable};
 
 pub use decode::BatchConsumer;
-pub use encode::BatchProducer;
+pub use encode::{BatchLoan, BatchProducer};
 pub use fanin::{BatchFanIn, BatchFanInError};
 pub use lease::LeasedBatch;
 pub use mismatch::schema_difference;
