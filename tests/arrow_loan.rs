@@ -625,3 +625,89 @@ proptest! {
         prop_assert_eq!(&*rx.recv_zero_copy().unwrap().unwrap(), &b);
     }
 }
+
+fn ints(schema: &SchemaRef, rows: usize, base: i64) -> RecordBatch {
+    let a = Int64Array::from_iter_values((0..rows as i64).map(|j| base + j));
+    RecordBatch::try_new(schema.clone(), vec![Arc::new(a)]).unwrap()
+}
+
+/// A drained ring places a loan that does not fit the rest of the lap at
+/// the next lap; given up, it must not leave the producer believing the
+/// bytes before it free, or the next message to wrap writes over one the
+/// consumer has not read.
+#[test]
+fn a_loan_given_up_at_the_end_of_a_lap_leaves_unread_messages_alone() {
+    let ring = Ring::new("lap");
+    let (mut tx, mut rx) = pair(&ring);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+    tx.set_schema(schema.clone()).unwrap();
+    let b0 = ints(&schema, 1000, 0);
+    tx.send(&b0).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), b0);
+    assert!(nothing_waiting(&mut rx));
+    // 3.5 MB of the 3.5 MiB message area: it starts the next lap.
+    tx.loan(458_000, &[]).unwrap().abort();
+    let b1 = ints(&schema, 1000, 1_000_000);
+    tx.send(&b1).unwrap();
+    // Needs the bytes b1 lies in: it must wait for b1's release.
+    let b2 = ints(&schema, 457_000, -7);
+    tx.try_send(&b2).unwrap();
+    assert_eq!(tx.pending(), 1, "b2 went over the unread b1");
+    assert_eq!(rx.recv().unwrap().unwrap(), b1);
+    tx.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), b2);
+}
+
+/// Bytes reserved past a Utf8 column's last offset are not its text: what
+/// an earlier message left there does not fail the commit.
+#[test]
+fn leftover_reserved_bytes_do_not_fail_a_utf8_commit() {
+    let ring = Ring::new("leftover");
+    let (mut tx, mut rx) = pair(&ring);
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+    tx.set_schema(schema.clone()).unwrap();
+    let mut loan = tx.loan(2, &[64]).unwrap();
+    loan.bytes_mut(0).unwrap().fill(0x80); // continuation bytes
+    loan.abort();
+    let mut loan = tx.loan(2, &[64]).unwrap();
+    loan.fill_bytes(0, ["é", "x"]).unwrap();
+    loan.commit().unwrap();
+    let want =
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["é", "x"]))]).unwrap();
+    assert_eq!(rx.recv().unwrap().unwrap(), want);
+}
+
+/// A loan that gets no room takes nothing: the schema message of a stream
+/// not begun is not left pending (which would make the producer's drop
+/// wait, then end the stream abandoned).
+#[test]
+fn a_first_loan_that_times_out_leaves_nothing_pending() {
+    let ring = Ring::new("pending");
+    let small = ArrowRingOptions { slots: 4, ..opts() };
+    let mut tx = BatchProducer::create(&ring.0, &small).unwrap();
+    let mut rx = BatchConsumer::open(&ring.0, &small).unwrap();
+    tx.set_schema(text_schema()).unwrap();
+    let mut sent = 0;
+    while let Ok(mut loan) = tx.try_loan(1, &[1]) {
+        loan.values_mut::<Int64Type>(0).unwrap()[0] = sent;
+        loan.fill_bytes(1, ["a"]).unwrap();
+        loan.commit().unwrap();
+        sent += 1;
+    }
+    // A new stream state: its next batch starts with the schema again.
+    tx.set_dictionary_deltas(true);
+    match tx.try_loan(1, &[1]) {
+        Err(ArrowRingError::Timeout) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(tx.pending(), 0);
+    drop(tx);
+    for k in 0..sent {
+        let b = rx.recv().unwrap().unwrap();
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), k);
+    }
+    assert!(
+        rx.recv().unwrap().is_none(),
+        "the stream did not end cleanly"
+    );
+}

@@ -276,7 +276,7 @@ impl BatchProducer {
 
     /// Sets the stream's schema before its first batch, as sending that
     /// batch would; a [`loan`](Self::loan) needs it. Its schema message
-    /// goes with the first batch.
+    /// goes with the first batch (for a loan: when the loan is taken).
     ///
     /// # Errors
     ///

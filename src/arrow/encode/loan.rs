@@ -80,7 +80,9 @@ impl BatchProducer {
     /// or a batch sent before) and flat: booleans, fixed-width primitives,
     /// Utf8/Binary and their Large forms. The loan's buffers hold whatever
     /// the arena held before (except bitmaps, which start all valid): write
-    /// every value. Dropping the loan without `commit` sends nothing.
+    /// every value (a byte column's first offset starts at 0). Dropping the
+    /// loan without `commit` sends no batch; a stream's first loan has sent
+    /// its schema message by then.
     ///
     /// # Examples
     ///
@@ -242,21 +244,48 @@ impl BatchProducer {
             }
             self.pending.push_back(message);
             self.flat_started = true;
-            if !self.flush_until(deadline)? {
+            let flushed = self.flush_until(deadline);
+            if !matches!(flushed, Ok(true)) {
+                // The loan takes nothing: a stream not begun stays so, its
+                // schema going with the first batch that does (as in
+                // send_flat). Nothing else was pending, so the schema
+                // message is the one left.
+                if self.pending.pop_back().is_some() {
+                    self.flat_started = false;
+                }
+                flushed?;
                 return Err(ArrowRingError::Timeout);
             }
         }
         let Some(pos) = self.reserve(size, deadline)? else {
             return Err(ArrowRingError::Timeout);
         };
+        // reserve() may have raised the release floor to `pos` (a drained
+        // ring whose next message starts the next lap). That holds only
+        // once a message at `pos` is published, which a loan may never do
+        // (aborted, dropped, forgotten, or its commit refused): every
+        // message until then goes at `head`, and a floor above it would
+        // count their bytes free. `head` is a floor: everything before it
+        // is released (the ring was drained up to `pos >= head`), or the
+        // floor was already lower.
+        self.floor = self.floor.min(self.head);
         let start = (pos % arena) as usize;
         // SAFETY: reserve() made pos..pos+size free (the consumer released
         // it) and contiguous (start + size <= arena_len), inside the arena.
         let base = unsafe { self.arena.add(start) };
-        for v in self.loan_slots.iter().filter_map(|s| s.validity) {
-            // SAFETY: the bitmap lies in the body (planned above), inside
-            // the `size` free bytes at `base`.
-            unsafe { std::ptr::write_bytes(base.add(header + v.at), 0xff, v.len) };
+        for s in &self.loan_slots {
+            if let Some(v) = s.validity {
+                // SAFETY: the bitmap lies in the body (planned above),
+                // inside the `size` free bytes at `base`.
+                unsafe { std::ptr::write_bytes(base.add(header + v.at), 0xff, v.len) };
+            }
+            if let Some(o) = s.offsets {
+                // The first offset, always 0.
+                let width = if s.large { 8 } else { 4 };
+                // SAFETY: as above; the part holds rows + 1 >= 1 offsets of
+                // `width` bytes.
+                unsafe { std::ptr::write_bytes(base.add(header + o.at), 0, width) };
+            }
         }
         Ok(BatchLoan {
             producer: self,
@@ -661,18 +690,21 @@ fn span<O: OffsetSizeTrait + bytemuck::Pod>(
     bad |= last > values.len();
     // ASCII text (the common case) is UTF-8 cut at character boundaries
     // wherever it is cut: one fast look at the bytes settles it.
-    let text = utf8 && !bad && !values[..last].is_ascii();
-    if text {
+    let checked = utf8 && !bad && !values[..last].is_ascii();
+    if checked {
         // A UTF-8 continuation byte is 0b10xx_xxxx: no character starts
-        // there. (An offset at the end starts nothing.)
+        // there. Only the bytes the offsets span count: an offset at their
+        // end starts nothing, whatever the unused reserved bytes after it
+        // hold.
+        let text = &values[..last];
         for &o in offsets {
-            bad |= values.get(o.as_usize()).is_some_and(|&b| (b as i8) < -0x40);
+            bad |= text.get(o.as_usize()).is_some_and(|&b| (b as i8) < -0x40);
         }
     }
     if bad {
         return Err(why_not(offsets, values, utf8));
     }
-    if text {
+    if checked {
         std::str::from_utf8(&values[..last]).map_err(|e| format!("values not UTF-8: {e}"))?;
     }
     Ok(last)
@@ -680,6 +712,10 @@ fn span<O: OffsetSizeTrait + bytemuck::Pod>(
 
 /// Which check of [`span`] `offsets` fail, in words.
 fn why_not<O: OffsetSizeTrait>(offsets: &[O], values: &[u8], utf8: bool) -> String {
+    // The bytes the offsets span, as `span` looks at them (reached only
+    // when every offset is in order and in bounds).
+    let last = offsets.last().and_then(|o| o.to_usize()).unwrap_or(0);
+    let text = &values[..last.min(values.len())];
     let mut prev = 0usize;
     for (j, o) in offsets.iter().enumerate() {
         let Ok(o) = usize::try_from(o.to_i64().unwrap_or(-1)) else {
@@ -697,7 +733,7 @@ fn why_not<O: OffsetSizeTrait>(offsets: &[O], values: &[u8], utf8: bool) -> Stri
                 values.len()
             );
         }
-        if utf8 && values.get(o).is_some_and(|&b| (b as i8) < -0x40) {
+        if utf8 && text.get(o).is_some_and(|&b| (b as i8) < -0x40) {
             return format!("offset {j} ({o}) cuts a character");
         }
         prev = o;
