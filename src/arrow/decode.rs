@@ -562,6 +562,15 @@ impl BatchConsumer {
     }
 
     /// Releases every message read whose lease is already dropped (oldest
+    /// first, up to the first one still leased, as the next receive would),
+    /// and returns [`outstanding`](Self::outstanding): 0 when no leased
+    /// batch is alive.
+    pub fn release_dropped(&mut self) -> usize {
+        self.release_done();
+        self.outstanding()
+    }
+
+    /// Releases every message read whose lease is already dropped (oldest
     /// first, up to the first one still leased), then detaches without
     /// releasing anything more: every live lease's message, and every
     /// message read after the oldest of them, stays in the ring for the

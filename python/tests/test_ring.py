@@ -1,0 +1,396 @@
+"""The Python ends of a ring: round trips from pyarrow, polars and DuckDB,
+zero-copy receive and its lease, pipelines mixing Python and the
+`laminar-ring` command, SIGKILL of either Python end, and bad input."""
+
+import datetime
+import decimal
+import gc
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+import pytest
+
+import laminar_ring as lr
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def command():
+    """The `laminar-ring` command built from this repository (release)."""
+    path = pathlib.Path(os.environ.get("LAMINAR_RING_BIN", ROOT / "target/release/laminar-ring"))
+    if not path.exists():
+        pytest.fail(f"{path} is not built: run `cargo build --release` first")
+    return str(path)
+
+
+@pytest.fixture
+def ring(tmp_path):
+    """A ring name and the directory to keep it in (removed with it)."""
+    return "r", tmp_path
+
+
+def every_type(rows, seed=0):
+    """A batch of every type the Rust tests round-trip, nulls included."""
+    r = range(seed, seed + rows)
+    return pa.record_batch(
+        {
+            "i8": pa.array([None if i % 3 == 2 else i % 100 for i in r], pa.int8()),
+            "i64": pa.array([i * 1_000_003 for i in r], pa.int64()),
+            "u16": pa.array([i % 60000 for i in r], pa.uint16()),
+            "f32": pa.array([i / 4 for i in r], pa.float32()),
+            "f64": pa.array([None if i % 9 == 8 else i * 0.5 for i in r], pa.float64()),
+            "bool": pa.array([None if i % 4 == 3 else i % 3 == 0 for i in r], pa.bool_()),
+            "utf8": pa.array([None if i % 5 == 4 else ["", "a", "ñu", "日本語"][i % 4] for i in r], pa.string()),
+            "large_utf8": pa.array([f"row {i}" for i in r], pa.large_string()),
+            "binary": pa.array([None if i % 6 == 5 else bytes([i % 256]) * (i % 4) for i in r], pa.binary()),
+            "large_binary": pa.array([b"x" * (i % 3) for i in r], pa.large_binary()),
+            "decimal": pa.array([decimal.Decimal(i * 12345) / 1000 for i in r], pa.decimal128(20, 3)),
+            "ts": pa.array([i << 20 for i in r], pa.timestamp("us", tz="+01:00")),
+            "date": pa.array([datetime.date(2020, 1, 1) + datetime.timedelta(days=i % 1000) for i in r], pa.date32()),
+            "list": pa.array([None if i % 7 == 6 else list(range(i % 4)) for i in r], pa.list_(pa.int32())),
+            "struct": pa.array([{"a": i, "b": str(i)} for i in r], pa.struct([("a", pa.int64()), ("b", pa.string())])),
+            "dict": pa.array([["red", "green", "blue"][i % 3] for i in r], pa.string()).dictionary_encode(),
+            "view": pa.array([f"v{i}" for i in r], pa.string_view()),
+        }
+    )
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_every_type_round_trips_from_pyarrow(ring, copy):
+    name, d = ring
+    sent = [every_type(n, seed=n) for n in (0, 1, 7, 1000)]
+    with lr.Consumer(name, dir=d, copy=copy) as rx, lr.Producer(name, dir=d) as tx:
+        for b in sent:
+            assert tx.send(b) == 1
+        got = [rx.recv(timeout=10) for _ in sent]
+        assert rx.schema.equals(sent[0].schema)
+    for g, b in zip(got, sent):
+        assert g.equals(b), f"{g.num_rows} rows differ"
+
+
+def test_a_table_a_reader_and_iteration(ring):
+    name, d = ring
+    table = pa.Table.from_batches([every_type(100, s) for s in (0, 100, 200)])
+    with lr.Producer(name, dir=d) as tx:
+        assert tx.send(table) == 3
+        assert tx.send_stream(pa.RecordBatchReader.from_batches(table.schema, table.to_batches())) == 3
+    with lr.Consumer(name, dir=d) as rx:
+        got = list(rx)
+    assert pa.Table.from_batches(got).equals(pa.concat_tables([table, table]))
+
+
+def test_polars_frames_round_trip(ring):
+    name, d = ring
+    df = pl.DataFrame(
+        {
+            "id": list(range(5000)),
+            "px": [i * 0.25 if i % 7 else None for i in range(5000)],
+            "tag": [["alpha", "beta", None, "delta"][i % 4] for i in range(5000)],
+            "flag": [i % 2 == 0 for i in range(5000)],
+            "day": [datetime.date(2024, 1, 1) + datetime.timedelta(days=i % 30) for i in range(5000)],
+        }
+    )
+    with lr.Producer(name, dir=d) as tx:
+        assert tx.send(df) >= 1
+    with lr.Consumer(name, dir=d) as rx:
+        back = pl.from_arrow(pa.Table.from_batches(list(rx)))
+    assert back.equals(df)
+
+
+def test_duckdb_results_round_trip(ring):
+    name, d = ring
+    query = """
+        select i as id, i * 0.5 as half, 'row ' || i::varchar as label,
+               case when i % 3 = 0 then null else i % 10 end as maybe,
+               date '2024-01-01' + i::integer as day
+        from range(20000) t(i)
+    """
+    with lr.Producer(name, dir=d) as tx:
+        assert tx.send(duckdb.connect().sql(query)) >= 1
+    with lr.Consumer(name, dir=d) as rx:
+        got = pa.Table.from_batches(list(rx))
+    rel = duckdb.connect().sql(query)
+    want = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
+    assert got.equals(want)
+    # And DuckDB reads what came through the ring.
+    assert duckdb.connect().sql("select sum(id) as s from got").fetchall()[0][0] == sum(range(20000))
+
+
+def addresses(batch):
+    for col in batch.columns:
+        for buf in col.buffers():
+            if buf is not None and buf.size > 0:
+                yield buf.address
+
+
+def test_zero_copy_buffers_lie_in_the_mapping_and_hold_the_lease_until_dropped(ring):
+    name, d = ring
+    b = every_type(4096).select(["i64", "f64", "utf8", "bool"])
+    with lr.Consumer(name, dir=d) as rx, lr.Producer(name, dir=d) as tx:
+        tx.send(b)
+        tx.send(b)
+        got = rx.recv(timeout=10)
+        lo, hi = rx.mapped_range()
+        addrs = list(addresses(got))
+        assert len(addrs) >= 6
+        assert all(lo <= a < hi for a in addrs), "a zero-copy buffer outside the mapping"
+        assert rx.outstanding() >= 1
+        # An array taken from the batch keeps the lease on its own.
+        column = got.column(0)
+        del got
+        gc.collect()
+        assert rx.outstanding() >= 1, "released while an array of the batch lives"
+        before = lr.info(name, dir=d)["subscribers"][0]["position"]
+        del column
+        gc.collect()
+        assert rx.outstanding() == 0, "not released after the last reference died"
+        assert lr.info(name, dir=d)["subscribers"][0]["position"] > before
+        # A copy lies in process memory and holds nothing.
+        rx.close()
+    with lr.Consumer(name, dir=d, copy=True) as rx:
+        got = rx.recv(timeout=10)
+        lo, hi = rx.mapped_range()
+        assert got.equals(b)
+        assert not any(lo <= a < hi for a in addresses(got))
+        assert rx.outstanding() == 0
+
+
+def test_recv_times_out_and_releases_the_gil(ring):
+    name, d = ring
+    with lr.Consumer(name, dir=d) as rx:
+        ticks = []
+
+        def count():
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                ticks.append(1)
+
+        t = threading.Thread(target=count)
+        t.start()
+        with pytest.raises(TimeoutError):
+            rx.recv(timeout=0.3)
+        t.join()
+        # The other thread ran while recv waited (it would not hold the GIL
+        # for 0.3 s otherwise).
+        assert len(ticks) > 1000
+
+
+def run_python(code, *args, **kw):
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], **kw)
+
+
+def test_ctrl_c_interrupts_a_blocking_recv(ring):
+    name, d = ring
+    lr.create(name, dir=d)
+    p = run_python(
+        """
+        import sys, laminar_ring as lr
+        rx = lr.Consumer(sys.argv[1], dir=sys.argv[2])
+        print("waiting", flush=True)
+        try:
+            rx.recv()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """,
+        name,
+        d,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout.readline().strip() == "waiting"
+    time.sleep(0.2)
+    sent = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=10)
+    took = time.monotonic() - sent
+    assert out.strip() == "interrupted"
+    assert took < 2, f"took {took:.2f} s to notice Ctrl-C"
+
+
+def test_a_python_producer_feeds_the_consume_sidecar(ring, tmp_path):
+    name, d = ring
+    out = tmp_path / "out.arrow"
+    sidecar = subprocess.Popen([command(), "consume", name, "--dir", str(d), "-o", str(out), "--quiet"])
+    batches = [every_type(500, s).select(["i64", "utf8", "f64", "list"]) for s in range(0, 5000, 500)]
+    with lr.Producer(name, dir=d) as tx:
+        for b in batches:
+            tx.send(b)
+    assert sidecar.wait(timeout=60) == 0
+    with pa.OSFile(str(out)) as f:
+        got = pa.ipc.open_file(f).read_all()
+    assert got.equals(pa.Table.from_batches(batches))
+
+
+def test_the_produce_command_feeds_a_python_consumer(ring, tmp_path):
+    name, d = ring
+    table = pa.Table.from_batches([every_type(700, s).select(["i64", "utf8", "bool"]) for s in range(0, 7000, 700)])
+    src = tmp_path / "in.arrow"
+    with pa.OSFile(str(src), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+        w.write_table(table)
+    with lr.Consumer(name, dir=d) as rx:
+        producer = subprocess.Popen([command(), "produce", name, "--dir", str(d), "-i", str(src), "--quiet"])
+        got = pa.Table.from_batches(list(rx))
+        assert producer.wait(timeout=60) == 0
+    assert got.equals(table)
+
+
+PRODUCER = """
+import sys, pyarrow as pa, laminar_ring as lr
+tx = lr.Producer(sys.argv[1], dir=sys.argv[2])
+print("attached", flush=True)
+i = 0
+while True:
+    tx.send(pa.record_batch({"seq": pa.array(range(i * 100, i * 100 + 100), pa.int64())}))
+    i += 1
+"""
+
+
+def check_sequence(batches, start=0):
+    seq = [v for b in batches for v in b.column(0).to_pylist()]
+    assert seq == list(range(start, start + len(seq))), "a gap or a repeat in the sequence"
+    return len(seq)
+
+
+def test_a_killed_python_producer_leaves_whole_batches_then_peer_gone(ring):
+    name, d = ring
+    for trial in range(5):
+        lr.create(f"{name}{trial}", dir=d)
+        # copy: the test keeps every batch, more than the leases a ring
+        # lends at once.
+        with lr.Consumer(f"{name}{trial}", dir=d, copy=True) as rx:
+            p = run_python(PRODUCER, f"{name}{trial}", d, stdout=subprocess.PIPE, text=True)
+            assert p.stdout.readline().strip() == "attached"
+            time.sleep(0.05 + 0.03 * trial)
+            p.kill()
+            p.wait()
+            got = []
+            with pytest.raises(lr.PeerGone):
+                while True:
+                    b = rx.recv(timeout=10)
+                    assert b is not None, "a clean end after a kill"
+                    got.append(b)
+            n = check_sequence(got)
+            assert n > 0 and n % 100 == 0
+
+
+# Reads until the end of the stream, or 3 s without a batch (a consumer
+# that attaches after an earlier one read the end waits for the next
+# producer, as the ring promises).
+CONSUMER = """
+import sys, laminar_ring as lr
+rx = lr.Consumer(sys.argv[1], dir=sys.argv[2])
+out = open(sys.argv[3], "a")
+while True:
+    try:
+        b = rx.recv(timeout=3)
+    except TimeoutError:
+        break
+    if b is None:
+        break
+    out.write(" ".join(map(str, b.column(0).to_pylist())) + "\\n")
+    out.flush()
+    del b
+"""
+
+
+def test_a_killed_python_consumer_resumes_at_least_once(ring, tmp_path):
+    name, d = ring
+    total = 200_000
+    lr.create(name, dir=d, slots=64, arena_bytes=1 << 20)
+    log = tmp_path / "seen.txt"
+    feeder = run_python(
+        """
+        import sys, pyarrow as pa, laminar_ring as lr
+        with lr.Producer(sys.argv[1], dir=sys.argv[2]) as tx:
+            for i in range(0, int(sys.argv[3]), 100):
+                tx.send(pa.record_batch({"seq": pa.array(range(i, i + 100), pa.int64())}))
+        """,
+        name,
+        d,
+        total,
+    )
+    for trial in range(6):
+        c = run_python(CONSUMER, name, d, log)
+        time.sleep(0.1 + 0.05 * trial)
+        c.kill()
+        c.wait()
+    last = run_python(CONSUMER, name, d, log)
+    assert feeder.wait(timeout=120) == 0
+    assert last.wait(timeout=120) == 0
+    lines = [list(map(int, l.split())) for l in log.read_text().splitlines() if l.strip()]
+    seen = [v for l in lines for v in l]
+    # Every value at least once; in order apart from a restart's repeats.
+    assert set(seen) == set(range(total))
+    first = {}
+    for v in seen:
+        first.setdefault(v, True)
+    assert sorted(first) == list(first), "values out of order"
+
+
+def test_bad_input_raises_and_never_crashes(ring):
+    name, d = ring
+    with pytest.raises(lr.RingError):
+        lr.Consumer("no/such name", dir=d)
+    with pytest.raises(ValueError):
+        lr.Consumer(name, dir=d, from_="middle")
+    tx = lr.Producer(name, dir=d)
+    with pytest.raises(TypeError, match="Arrow data"):
+        tx.send(42)
+    with pytest.raises(TypeError, match="Arrow stream"):
+        tx.send_stream([1, 2, 3])
+    tx.send(pa.record_batch({"a": pa.array([1])}))
+    with pytest.raises(lr.SchemaMismatch):
+        tx.send(pa.record_batch({"b": pa.array(["x"])}))
+    tx.close()
+    with pytest.raises(lr.Closed):
+        tx.send(pa.record_batch({"a": pa.array([1])}))
+    rx = lr.Consumer(name, dir=d)
+    assert rx.recv(timeout=5).num_rows == 1
+    assert rx.recv(timeout=5) is None
+    rx.close()
+    with pytest.raises(lr.Closed):
+        rx.recv()
+    with pytest.raises(ValueError):
+        lr.Consumer(name, dir=d).recv(timeout=-1)
+
+
+def test_a_failed_with_block_ends_the_stream_with_its_reason(ring):
+    name, d = ring
+    with pytest.raises(RuntimeError):
+        with lr.Producer(name, dir=d) as tx:
+            tx.send(pa.record_batch({"a": pa.array([1, 2])}))
+            raise RuntimeError("the source went away")
+    with lr.Consumer(name, dir=d) as rx:
+        assert rx.recv(timeout=5).num_rows == 2
+        with pytest.raises(lr.ProducerFailed, match="the source went away"):
+            rx.recv(timeout=5)
+
+
+def test_create_ls_info_rm(ring):
+    name, d = ring
+    lr.create(name, dir=d, slots=128, consumers=4)
+    with pytest.raises(lr.RingError):
+        lr.create(name, dir=d)
+    assert lr.ls(dir=d) == [name]
+    with lr.Producer(name, dir=d) as tx, lr.Consumer(name, dir=d, as_="dash") as rx:
+        tx.send(pa.record_batch({"a": pa.array([1, 2, 3])}))
+        i = lr.info(name, dir=d)
+        assert i["kind"] == "arrow" and i["slots"] == 128
+        assert i["producer"]["alive"] and i["producer"]["pid"] == os.getpid()
+        sub = [s for s in i["subscribers"] if s["name"] == "dash"][0]
+        assert sub["alive"] and sub["lag"] == 2  # the schema and the batch
+        rx.recv(timeout=5)
+    lr.rm(name, dir=d)
+    assert lr.ls(dir=d) == []
+    with pytest.raises(lr.RingError):
+        lr.info(name, dir=d)
