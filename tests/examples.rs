@@ -39,6 +39,7 @@ fn help_prints_usage_and_creates_no_ring() {
     let dir = temp_dir("help");
     for name in [
         "arrow_pipe",
+        "arrow_source",
         "sidecar",
         "shm_pipe",
         "spsc_threads",
@@ -67,6 +68,8 @@ fn an_unknown_option_or_extra_argument_is_refused_with_the_usage() {
     for (name, args) in [
         ("arrow_pipe", &["--bogus"][..]),
         ("arrow_pipe", &["a", "b"][..]),
+        ("arrow_source", &["q", "many"][..]),
+        ("arrow_source", &["q", "1", "2", "3"][..]),
         ("sidecar", &["--follow"][..]),
         ("shm_pipe", &["produce"][..]),
         ("spsc_threads", &["x"][..]),
@@ -122,5 +125,34 @@ fn arrow_pipe_honours_dir() {
     assert_eq!(next, 1_000_000);
     assert!(child.wait().unwrap().success());
     drop(rx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `arrow_source DIR RING BATCHES ROWS` sends that many batches of that many
+/// rows, then ends the stream.
+#[test]
+fn arrow_source_sends_its_batches_then_ends() {
+    let dir = temp_dir("source");
+    let opts = ArrowRingOptions {
+        segment: SegmentOptions {
+            dir: dir.clone(),
+            ..SegmentOptions::default()
+        },
+        ..ArrowRingOptions::default()
+    };
+    let mut rx = laminar_ring::arrow::BatchConsumer::create("src", &opts).unwrap();
+    let mut child = Command::new(example("arrow_source"))
+        .args(["--dir", dir.to_str().unwrap(), "src", "7", "1000"])
+        .spawn()
+        .unwrap();
+    let mut got = 0;
+    while let Some(b) = rx.recv_timeout(Duration::from_secs(30)).unwrap() {
+        assert_eq!(b.num_rows(), 1000);
+        let id = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(id.value(999), 999);
+        got += 1;
+    }
+    assert_eq!(got, 7);
+    assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }

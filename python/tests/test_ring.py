@@ -261,6 +261,27 @@ def check_sequence(batches, start=0):
     return len(seq)
 
 
+def test_a_killed_python_producer_leaves_whole_batches_for_the_consume_sidecar(ring, tmp_path):
+    name, d = ring
+    for trial in range(3):
+        out = tmp_path / f"out{trial}.arrows"
+        lr.create(f"{name}{trial}", dir=d)
+        sidecar = subprocess.Popen(
+            [command(), "consume", f"{name}{trial}", "--dir", str(d), "-o", str(out), "--quiet"]
+        )
+        p = run_python(PRODUCER, f"{name}{trial}", d, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "attached"
+        time.sleep(0.05 + 0.05 * trial)
+        p.kill()
+        p.wait()
+        # 3: the producer died; everything it committed was written.
+        assert sidecar.wait(timeout=60) == 3
+        with pa.OSFile(str(out)) as f:
+            got = pa.ipc.open_stream(f).read_all()
+        n = check_sequence(got.to_batches())
+        assert n > 0 and n % 100 == 0
+
+
 def test_a_killed_python_producer_leaves_whole_batches_then_peer_gone(ring):
     name, d = ring
     for trial in range(5):
@@ -308,17 +329,13 @@ def test_a_killed_python_consumer_resumes_at_least_once(ring, tmp_path):
     total = 200_000
     lr.create(name, dir=d, slots=64, arena_bytes=1 << 20)
     log = tmp_path / "seen.txt"
-    feeder = run_python(
-        """
-        import sys, pyarrow as pa, laminar_ring as lr
-        with lr.Producer(sys.argv[1], dir=sys.argv[2]) as tx:
-            for i in range(0, int(sys.argv[3]), 100):
-                tx.send(pa.record_batch({"seq": pa.array(range(i, i + 100), pa.int64())}))
-        """,
-        name,
-        d,
-        total,
-    )
+    # The producer is the `laminar-ring produce` command (Rust).
+    src = tmp_path / "seq.arrows"
+    schema = pa.schema([("seq", pa.int64())])
+    with pa.OSFile(str(src), "wb") as f, pa.ipc.new_stream(f, schema) as w:
+        for i in range(0, total, 100):
+            w.write_batch(pa.record_batch({"seq": pa.array(range(i, i + 100), pa.int64())}))
+    feeder = subprocess.Popen([command(), "produce", name, "--dir", str(d), "-i", str(src), "--quiet"])
     for trial in range(6):
         c = run_python(CONSUMER, name, d, log)
         time.sleep(0.1 + 0.05 * trial)
