@@ -20,7 +20,9 @@ use arrow_array::RecordBatch;
 use arrow_array::ffi_stream::RecordBatchStreamReader;
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
-use laminar_ring::shm::{self, OpenError, RoleInfo, SegmentOptions, Start};
+use laminar_ring::shm::{
+    self, OpenError, Policy, RingKind, RoleInfo, RoleState, SegmentOptions, Start,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -551,43 +553,93 @@ fn rm(name: &str, dir: Option<PathBuf>) -> PyResult<()> {
     shm::remove_in(name, &dir_or_default(dir)).map_err(open_err)
 }
 
+/// A side's state, as `laminar-ring info --json` names it: `attached`
+/// while a live process holds it, `dead` when its holder died attached.
+fn state_name(r: &RoleInfo) -> String {
+    match (r.alive, r.state) {
+        (true, _) => "attached".into(),
+        (false, RoleState::Attached) => "dead".into(),
+        (false, RoleState::Unknown(v)) => format!("unknown ({v})"),
+        (false, other) => format!("{other:?}").to_lowercase(),
+    }
+}
+
 fn role<'py>(py: Python<'py>, r: &RoleInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("state", r.describe())?;
+    d.set_item("state", state_name(r))?;
     d.set_item("alive", r.alive)?;
-    d.set_item("pid", r.pid)?;
+    d.set_item(
+        "pid",
+        r.pid.filter(|_| r.alive || r.state == RoleState::Attached),
+    )?;
+    d.set_item("waiting", r.waiting_since.is_some())?;
     Ok(d)
 }
 
-/// What `laminar-ring info` tells of ring `name`, as a dict: its kind,
-/// slots, positions, producer and subscribers.
+/// What `laminar-ring info --json` tells of ring `name`, as a dict with the
+/// same keys (less the times, `waiting_s` and `created`, and a stream's
+/// `lanes`): its layout, positions, producer, consumer and subscribers.
 #[pyfunction]
 #[pyo3(signature = (name, *, dir=None))]
 fn info<'py>(py: Python<'py>, name: &str, dir: Option<PathBuf>) -> PyResult<Bound<'py, PyDict>> {
     let opts = options(dir, None, None)?;
     let i = shm::inspect(name, &opts.segment).map_err(open_err)?;
+    let l = &i.layout;
     let d = PyDict::new(py);
     d.set_item("name", name)?;
+    d.set_item("status", "ok")?;
     d.set_item("path", i.path.display().to_string())?;
-    d.set_item("kind", format!("{:?}", i.layout.kind).to_lowercase())?;
-    d.set_item("slots", i.layout.capacity)?;
+    d.set_item("layout_version", shm::header::LAYOUT_VERSION)?;
+    d.set_item(
+        "kind",
+        match l.kind {
+            RingKind::Typed => "typed",
+            RingKind::Arrow => "arrow",
+        },
+    )?;
+    d.set_item("temporary", l.temporary)?;
+    d.set_item("capacity", l.capacity)?;
+    d.set_item("slot_size", l.slot_size)?;
+    d.set_item("slots_used", i.lag())?;
+    d.set_item("arena_bytes", l.arena_len)?;
+    d.set_item("arena_used", i.arena_used())?;
+    d.set_item("arena_head", i.arena_head)?;
+    d.set_item("arena_released", i.arena_released)?;
     d.set_item("write_seq", i.write_seq)?;
     d.set_item("read_seq", i.read_seq)?;
-    d.set_item("items", i.write_seq - i.read_seq.min(i.write_seq))?;
-    d.set_item("producer", role(py, &i.producer)?)?;
-    d.set_item("producer_sessions", i.producer_sessions)?;
-    d.set_item("producer_failure", i.producer_failure.clone())?;
+    d.set_item("lag", i.lag())?;
+    d.set_item("ends_pending", i.ends_pending)?;
+    let producer = role(py, &i.producer)?;
+    producer.set_item("sessions", i.producer_sessions)?;
+    producer.set_item("failure", i.producer_failure.clone())?;
+    d.set_item("producer", producer)?;
+    d.set_item("consumer", role(py, &i.consumer)?)?;
+    d.set_item("max_consumers", l.max_consumers)?;
+    let policy = PyDict::new(py);
+    match l.policy {
+        Policy::Block => policy.set_item("kind", "block")?,
+        Policy::Lag { bound, grace } => {
+            policy.set_item("kind", "lag")?;
+            policy.set_item("bound", bound)?;
+            policy.set_item("grace_s", grace.as_secs_f64())?;
+        }
+    }
+    d.set_item("policy", policy)?;
     let subs = PyList::empty(py);
     for s in &i.subscribers {
         let sd = role(py, &s.role)?;
         sd.set_item("name", &s.name)?;
-        sd.set_item("position", s.read_seq)?;
+        sd.set_item("cursor", s.cursor)?;
+        sd.set_item("read_seq", s.read_seq)?;
         sd.set_item("lag", s.lag(&i))?;
-        sd.set_item("lag_bytes", s.arena_lag(&i))?;
+        sd.set_item("arena_lag", s.arena_lag(&i))?;
+        sd.set_item("arena_released", s.arena_released)?;
+        sd.set_item("ends_pending", s.ends_pending)?;
         sd.set_item("dropped", s.dropped)?;
         subs.append(sd)?;
     }
     d.set_item("subscribers", subs)?;
+    d.set_item("total_bytes", l.total_len)?;
     Ok(d)
 }
 

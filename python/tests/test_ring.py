@@ -5,6 +5,7 @@ zero-copy receive and its lease, pipelines mixing Python and the
 import datetime
 import decimal
 import gc
+import json
 import os
 import pathlib
 import signal
@@ -150,11 +151,11 @@ def test_zero_copy_buffers_lie_in_the_mapping_and_hold_the_lease_until_dropped(r
         del got
         gc.collect()
         assert rx.outstanding() >= 1, "released while an array of the batch lives"
-        before = lr.info(name, dir=d)["subscribers"][0]["position"]
+        before = lr.info(name, dir=d)["subscribers"][0]["read_seq"]
         del column
         gc.collect()
         assert rx.outstanding() == 0, "not released after the last reference died"
-        assert lr.info(name, dir=d)["subscribers"][0]["position"] > before
+        assert lr.info(name, dir=d)["subscribers"][0]["read_seq"] > before
         # A copy lies in process memory and holds nothing.
         rx.close()
     with lr.Consumer(name, dir=d, copy=True) as rx:
@@ -402,10 +403,29 @@ def test_create_ls_info_rm(ring):
     with lr.Producer(name, dir=d) as tx, lr.Consumer(name, dir=d, as_="dash") as rx:
         tx.send(pa.record_batch({"a": pa.array([1, 2, 3])}))
         i = lr.info(name, dir=d)
-        assert i["kind"] == "arrow" and i["slots"] == 128
+        assert i["kind"] == "arrow" and i["capacity"] == 128 and i["max_consumers"] == 4
         assert i["producer"]["alive"] and i["producer"]["pid"] == os.getpid()
         sub = [s for s in i["subscribers"] if s["name"] == "dash"][0]
         assert sub["alive"] and sub["lag"] == 2  # the schema and the batch
+        # The same keys and values as `laminar-ring info --json`, less times.
+        out = subprocess.run(
+            [command(), "info", name, "--dir", str(d), "--json"], capture_output=True, text=True, check=True
+        )
+        cli = json.loads(out.stdout)
+
+        def untimed(v):
+            if isinstance(v, dict):
+                return {k: untimed(x) for k, x in v.items() if k not in ("waiting_s", "created", "created_unix_s")}
+            if isinstance(v, list):
+                return [untimed(x) for x in v]
+            return v
+
+        cli = untimed(cli)
+        for k, v in i.items():
+            assert cli[k] == v, f"{k}: {v!r} here, {cli[k]!r} from the command"
+        # `schema` is JSON there; Consumer.schema gives it as pyarrow's.
+        missing = set(cli) - set(i) - {"lanes", "schema"}
+        assert not missing, f"info lacks {missing}"
         rx.recv(timeout=5)
     lr.rm(name, dir=d)
     assert lr.ls(dir=d) == []
