@@ -3,25 +3,35 @@
 //! A [`Consumer`] receives `pyarrow.RecordBatch`es; by default their buffers
 //! point into the ring's shared mapping, and the ring's lease on them is
 //! released when Python drops the last reference (the Arrow C data
-//! interface's release callback drops the Rust buffers that hold it). A
-//! [`Producer`] sends any object that implements the Arrow PyCapsule
-//! interface (`__arrow_c_array__` or `__arrow_c_stream__`: pyarrow, polars,
-//! DuckDB, nanoarrow, ...). The bridge is arrow-rs's own `arrow-pyarrow`,
-//! the version of the arrow crates the ring is built on.
+//! interface's release callback drops the Rust buffers that hold it). It
+//! reads every lane of a stream several producers write, as `laminar-ring
+//! consume` does. A [`Producer`] sends any object that implements the Arrow
+//! PyCapsule interface (`__arrow_c_array__` or `__arrow_c_stream__`:
+//! pyarrow, polars, DuckDB, nanoarrow, ...), joining the stream on a lane of
+//! its own when another producer holds the ring, as `laminar-ring produce`
+//! does. The bridge is arrow-rs's own `arrow-pyarrow`, the version of the
+//! arrow crates the ring is built on.
 //!
 //! Blocking calls release the GIL and wait in steps of at most 100 ms,
-//! checking for signals between steps, so Ctrl-C interrupts them.
+//! checking for signals (and for `close()` from another thread) between
+//! steps, so Ctrl-C interrupts them. Both classes may be shared between
+//! threads: calls on one object take turns. A forked child cannot use the
+//! objects it inherited, and leaves the parent's ring alone when it drops
+//! them.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
-use arrow_array::ffi_stream::RecordBatchStreamReader;
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
-use laminar_ring::arrow::{ArrowRingError, ArrowRingOptions, BatchConsumer, BatchProducer};
+use arrow_schema::SchemaRef;
+use laminar_ring::arrow::{
+    ArrowRingError, ArrowRingOptions, BatchFanIn, BatchFanInError, BatchProducer,
+};
 use laminar_ring::shm::{
-    self, OpenError, Policy, RingKind, RoleInfo, RoleState, SegmentOptions, Start,
+    self, HeaderError, OpenError, Policy, RingKind, RoleInfo, RoleState, SegmentOptions, Start,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
@@ -76,7 +86,28 @@ fn ring_err(e: ArrowRingError) -> PyErr {
         ArrowRingError::ProducerFailed { .. } => ProducerFailed::new_err(m),
         ArrowRingError::ConsumerGone => ConsumerGone::new_err(m),
         ArrowRingError::SchemaMismatch { .. } => SchemaMismatch::new_err(m),
+        ArrowRingError::TooManyLeases { .. } => RingError::new_err(format!(
+            "{m} (a Consumer with copy=True keeps nothing in the ring)"
+        )),
         _ => RingError::new_err(m),
+    }
+}
+
+/// A fan-in error: a lane's end or failure as the same exception a lone
+/// ring's would be, its message naming the lane.
+fn fan_in_err(e: BatchFanInError) -> PyErr {
+    match e {
+        BatchFanInError::Timeout => ring_err(ArrowRingError::Timeout),
+        BatchFanInError::Lane { lane: 0, error } => ring_err(error),
+        BatchFanInError::Lane { lane, error } => {
+            let m = format!("producer of lane {lane}: {error}");
+            match error {
+                ArrowRingError::PeerGone => PeerGone::new_err(m),
+                ArrowRingError::ProducerFailed { .. } => ProducerFailed::new_err(m),
+                ArrowRingError::SchemaMismatch { .. } => SchemaMismatch::new_err(m),
+                _ => RingError::new_err(m),
+            }
+        }
     }
 }
 
@@ -86,6 +117,13 @@ fn open_err(e: OpenError) -> PyErr {
 
 fn closed(what: &str) -> PyErr {
     Closed::new_err(format!("the {what} is closed"))
+}
+
+fn forked(what: &str) -> PyErr {
+    RingError::new_err(format!(
+        "this {what} was opened by the parent process: a forked child cannot use it \
+         (open a new one in the child)"
+    ))
 }
 
 /// Ring options from the keyword arguments shared by every call.
@@ -113,33 +151,21 @@ fn options(
     Ok(opts)
 }
 
-/// Opens ring `name` with `open`, or creates it with `create` when it does
-/// not exist yet (and opens it after all if another process created it in
-/// between).
-fn open_or_create<T>(
-    name: &str,
-    opts: &ArrowRingOptions,
-    open: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
-    create: impl Fn(&str, &ArrowRingOptions) -> Result<T, ArrowRingError>,
-) -> Result<T, ArrowRingError> {
-    match open(name, opts) {
-        Err(ArrowRingError::Open(OpenError::NotFound { .. })) => match create(name, opts) {
-            Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => open(name, opts),
-            other => other,
-        },
-        other => other,
-    }
+/// A ring name the command would take: a stream's name, not a lane's.
+fn check_name(name: &str) -> PyResult<()> {
+    shm::check_stream_name(name).map_err(open_err)
 }
 
-/// The deadline `timeout` seconds from now (`None`: no deadline).
+/// The deadline `timeout` seconds from now (`None`, infinity, or a time
+/// too far to count: no deadline).
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => {
-            Ok(Instant::now().checked_add(Duration::from_secs_f64(t)))
-        }
+        Some(t) if t >= 0.0 => Ok(Duration::try_from_secs_f64(t)
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d))),
         Some(t) => Err(PyValueError::new_err(format!(
-            "timeout must be a non-negative number of seconds, not {t}"
+            "timeout must be a non-negative number of seconds or None, not {t}"
         ))),
     }
 }
@@ -152,6 +178,90 @@ fn step(deadline: Option<Instant>) -> Duration {
     }
 }
 
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+/// One object's state behind its lock, shared by both classes: the
+/// library's handle, the pid of the process that opened it, and whether
+/// `close()` was asked (so that a wait in another thread gives up).
+struct Shared<T> {
+    inner: Mutex<Option<T>>,
+    closing: AtomicBool,
+    pid: u32,
+    what: &'static str,
+}
+
+impl<T> Shared<T> {
+    fn new(inner: T, what: &'static str) -> Self {
+        Self {
+            inner: Mutex::new(Some(inner)),
+            closing: AtomicBool::new(false),
+            pid: std::process::id(),
+            what,
+        }
+    }
+
+    /// The lock, waited for with the GIL released (another thread's call
+    /// on this object may hold it while it waits on the ring).
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Option<T>>> {
+        if std::process::id() != self.pid {
+            return Err(forked(self.what));
+        }
+        loop {
+            match self.inner.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) => {
+                    py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+                    py.check_signals()?;
+                }
+            }
+        }
+    }
+
+    /// The handle, for a call that is not closing it.
+    fn with<R>(&self, py: Python<'_>, f: impl FnOnce(&mut T) -> PyResult<R>) -> PyResult<R> {
+        let mut g = self.lock(py)?;
+        match g.as_mut() {
+            Some(inner) if !self.closing.load(Ordering::Relaxed) => f(inner),
+            _ => Err(closed(self.what)),
+        }
+    }
+
+    /// Whether a waiting call should give up: `close()` was asked.
+    fn closing(&self) -> PyResult<()> {
+        match self.closing.load(Ordering::Relaxed) {
+            true => Err(closed(self.what)),
+            false => Ok(()),
+        }
+    }
+
+    /// Takes the handle out, once any call in another thread noticed
+    /// `closing` and returned.
+    fn take(&self, py: Python<'_>) -> PyResult<Option<T>> {
+        self.closing.store(true, Ordering::Relaxed);
+        Ok(self.lock(py)?.take())
+    }
+
+    /// Drops the handle as the object dies: in a forked child, without
+    /// touching the ring (the parent's handle is the one that counts).
+    fn drop_with(&mut self, f: impl FnOnce(T)) {
+        let inner = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(inner) = inner {
+            if std::process::id() == self.pid {
+                f(inner);
+            } else {
+                std::mem::forget(inner);
+            }
+        }
+    }
+}
+
 /// Receives `pyarrow.RecordBatch`es from an Arrow ring.
 ///
 /// `Consumer(name, *, dir=None, from_="earliest", as_=None, copy=False)`
@@ -159,24 +269,55 @@ fn step(deadline: Option<Instant>) -> Duration {
 /// subscriber `as_` (default: the ring's default subscriber). A new
 /// subscription starts at the oldest batch the ring holds (`from_="earliest"`)
 /// or at the next one published (`"latest"`); an existing one resumes at its
-/// first unreleased batch.
+/// first unreleased batch. It reads every producer's lane of the stream.
 ///
 /// By default a received batch's buffers lie in the shared mapping, and the
 /// ring holds its space until Python drops the batch (and every array
-/// taken from it); leases are released in order, so a batch kept long holds
-/// back the ring. `copy=True` copies each batch into process memory instead.
-#[pyclass(module = "laminar_ring")]
+/// taken from it): a batch is released once it is dropped, so a consumer
+/// killed before that gets it again (at-least-once). Releases go in order,
+/// so a batch kept long holds back the ring, and a batch held while the
+/// next is received keeps its space meanwhile: with batches larger than
+/// half the ring's message area, drop each (`del batch`) before the next.
+/// `copy=True` copies each batch into process memory instead and releases
+/// it as `recv` returns it.
+#[pyclass(module = "laminar_ring", frozen)]
 struct Consumer {
-    /// In a mutex only to make the class `Sync`, as Python classes must be:
-    /// every method takes `&mut self` and reaches it with `get_mut`.
-    inner: Mutex<Option<BatchConsumer>>,
+    shared: Shared<BatchFanIn>,
     copy: bool,
+    /// Iteration has met the end of the stream: `next()` says so again.
+    ended: AtomicBool,
 }
 
 impl Consumer {
-    fn inner(&mut self) -> PyResult<&mut BatchConsumer> {
-        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        inner.as_mut().ok_or_else(|| closed("consumer"))
+    fn recv_until(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<Option<Py<PyAny>>> {
+        let copy = self.copy;
+        let shared = &self.shared;
+        shared.with(py, |inner| {
+            loop {
+                let wait = step(deadline);
+                let got = py.detach(|| {
+                    if copy {
+                        inner.recv_lane(Some(wait))
+                    } else {
+                        inner
+                            .recv_lane_zero_copy(Some(wait))
+                            .map(|b| b.map(|(lane, leased)| (lane, leased.into_inner())))
+                    }
+                });
+                match got {
+                    Ok(Some((_, batch))) => return Ok(Some(batch.to_pyarrow(py)?.unbind())),
+                    Ok(None) => return Ok(None),
+                    Err(BatchFanInError::Timeout) => {
+                        py.check_signals()?;
+                        shared.closing()?;
+                        if past(deadline) {
+                            return Err(ring_err(ArrowRingError::Timeout));
+                        }
+                    }
+                    Err(e) => return Err(fan_in_err(e)),
+                }
+            }
+        })
     }
 }
 
@@ -185,69 +326,69 @@ impl Consumer {
     #[new]
     #[pyo3(signature = (name, *, dir=None, from_=None, as_=None, copy=false))]
     fn new(
+        py: Python<'_>,
         name: &str,
         dir: Option<PathBuf>,
         from_: Option<&str>,
         as_: Option<String>,
         copy: bool,
     ) -> PyResult<Self> {
+        check_name(name)?;
         let opts = options(dir, as_, from_)?;
-        let inner = open_or_create(name, &opts, BatchConsumer::open, BatchConsumer::create)
+        // Opening may wait for a ring being created (up to 2 s).
+        let inner = py
+            .detach(|| match BatchFanIn::open(name, &opts) {
+                Err(ArrowRingError::Open(OpenError::NotFound { .. })) => {
+                    match BatchFanIn::create(name, &opts) {
+                        Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => {
+                            BatchFanIn::open(name, &opts)
+                        }
+                        other => other,
+                    }
+                }
+                other => other,
+            })
             .map_err(ring_err)?;
         Ok(Self {
-            inner: Mutex::new(Some(inner)),
+            shared: Shared::new(inner, "consumer"),
             copy,
+            ended: AtomicBool::new(false),
         })
     }
 
     /// The next batch, waiting at most `timeout` seconds (`None`: as long
-    /// as it takes); `None` at the end of the stream. Raises `TimeoutError`
-    /// at the deadline, `PeerGone` after the last batch of a producer that
-    /// died, `ProducerFailed` after one that gave up.
+    /// as it takes); `None` at the end of the stream (a later call waits
+    /// for the next producer). Raises `TimeoutError` at the deadline,
+    /// `PeerGone` after the last batch of a producer that died,
+    /// `ProducerFailed` after one that gave up, `Closed` when `close()` is
+    /// called meanwhile.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
         let deadline = deadline(timeout)?;
-        let copy = self.copy;
-        let inner = self.inner()?;
-        loop {
-            let wait = step(deadline);
-            let got = py.detach(|| {
-                if copy {
-                    inner.recv_timeout(wait)
-                } else {
-                    inner
-                        .recv_zero_copy_timeout(wait)
-                        .map(|b| b.map(|leased| leased.into_inner()))
-                }
-            });
-            match got {
-                Ok(Some(batch)) => return Ok(Some(batch.to_pyarrow(py)?.unbind())),
-                Ok(None) => return Ok(None),
-                Err(ArrowRingError::Timeout) => {
-                    py.check_signals()?;
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(ring_err(ArrowRingError::Timeout));
-                    }
-                }
-                Err(e) => return Err(ring_err(e)),
-            }
-        }
+        self.recv_until(py, deadline)
     }
 
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        self.recv(py, None)
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if self.ended.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let got = self.recv_until(py, None)?;
+        if got.is_none() {
+            self.ended.store(true, Ordering::Relaxed);
+        }
+        Ok(got)
     }
 
     /// The stream's schema (`pyarrow.Schema`), once known.
     #[getter]
-    fn schema(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let inner = self.inner()?;
-        inner
-            .schema()
+    fn schema(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let schema: Option<SchemaRef> =
+            self.shared.with(py, |inner| Ok(inner.schema().cloned()))?;
+        schema
             .map(|s| Ok(s.as_ref().to_pyarrow(py)?.unbind()))
             .transpose()
     }
@@ -255,23 +396,30 @@ impl Consumer {
     /// Releases the batches Python no longer holds (oldest first, up to the
     /// first one still held) and returns how many received batches stay
     /// unreleased: 0 when Python holds none.
-    fn outstanding(&mut self) -> PyResult<usize> {
-        Ok(self.inner()?.release_dropped())
+    fn outstanding(&self, py: Python<'_>) -> PyResult<usize> {
+        self.shared.with(py, |inner| Ok(inner.release_dropped()))
     }
 
-    /// The addresses `(start, end)` of the ring's mapping in this process:
-    /// zero-copy buffers lie inside it.
-    fn mapped_range(&mut self) -> PyResult<(usize, usize)> {
-        let inner = self.inner()?;
-        let r = inner.mapped_range();
-        Ok((r.start, r.end))
+    /// The addresses `(start, end)` of the mappings of the stream's lanes in
+    /// this process: a zero-copy batch's buffers lie inside one of them.
+    fn mapped_ranges(&self, py: Python<'_>) -> PyResult<Vec<(usize, usize)>> {
+        self.shared.with(py, |inner| {
+            Ok(inner
+                .mapped_ranges()
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect())
+        })
     }
 
-    /// Detaches from the ring. Batches still held keep the mapping alive
-    /// until they are dropped; what was not released is received again by
-    /// the next consumer of this name.
-    fn close(&mut self) {
-        *self.inner.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+    /// Detaches from the ring (a `recv` waiting in another thread raises
+    /// `Closed`). Batches Python still holds keep the mapping alive until
+    /// they are dropped, and they and everything received after the oldest
+    /// of them stay unreleased: the next consumer of this name receives
+    /// them again.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        drop(self.shared.take(py)?);
+        Ok(())
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -279,84 +427,120 @@ impl Consumer {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&mut self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close();
-        false
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared.drop_with(drop);
+    }
+}
+
+/// A producer's handle: attached, or (another producer holds the ring) to
+/// join the stream on a lane of its own once the first batch gives the
+/// schema.
+enum Sender {
+    Attached(Box<BatchProducer>),
+    Joining {
+        name: String,
+        opts: ArrowRingOptions,
+    },
+}
+
+impl Sender {
+    /// The producer, joining with `schema` if not attached yet.
+    fn producer(&mut self, py: Python<'_>, schema: &SchemaRef) -> PyResult<&mut BatchProducer> {
+        if let Sender::Joining { name, opts } = self {
+            let tx = py
+                .detach(|| BatchProducer::join(name, schema.clone(), opts))
+                .map_err(ring_err)?;
+            *self = Sender::Attached(Box::new(tx));
+        }
+        match self {
+            Sender::Attached(tx) => Ok(tx),
+            Sender::Joining { .. } => unreachable!("joined above"),
+        }
     }
 }
 
 /// Sends Arrow data into a ring.
 ///
 /// `Producer(name, *, dir=None)` attaches to ring `name` as its producer,
-/// creating it if it does not exist (one producer at a time). `send` takes any object that
-/// implements the Arrow PyCapsule interface. `close()` (or leaving a `with`
-/// block normally) ends the stream cleanly; leaving it by an exception ends
-/// it failed, with the exception as the reason, which consumers receive as
-/// `ProducerFailed`.
-#[pyclass(module = "laminar_ring")]
+/// creating it if it does not exist; when another producer holds it, this
+/// one joins the stream on a lane of its own at its first batch (a stream's
+/// producers send one schema). `send` takes any object that implements the
+/// Arrow PyCapsule interface and returns once its batches are in the ring.
+/// `close()` (or leaving a `with` block normally) ends the stream cleanly;
+/// leaving it by an exception, or dropping the producer unclosed, ends it
+/// failed or abandoned: consumers receive every batch sent, then
+/// `ProducerFailed` (with the exception as the reason) or `PeerGone`.
+#[pyclass(module = "laminar_ring", frozen)]
 struct Producer {
-    /// As `Consumer::inner`.
-    inner: Mutex<Option<BatchProducer>>,
+    shared: Shared<Sender>,
 }
 
 impl Producer {
-    fn inner(&mut self) -> PyResult<&mut BatchProducer> {
-        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        inner.as_mut().ok_or_else(|| closed("producer"))
-    }
-
-    fn is_closed(&mut self) -> bool {
-        self.inner
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
-    }
-
-    fn take(&mut self) -> Option<BatchProducer> {
-        self.inner
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-
-    /// Sends one batch, waiting for room (and, while the consumer is gone
-    /// and its unreleased batches leave none, for a new consumer, as
-    /// `laminar-ring produce` does) in steps, with the GIL released, until
-    /// `deadline`.
+    /// Sends one batch and waits until it is in the ring: for room, and
+    /// while the consumer is gone and its unreleased batches leave none,
+    /// for a new consumer (as `laminar-ring produce` does), in steps with
+    /// the GIL released, until `deadline`. A batch larger than the ring's
+    /// message area goes in halves, as `produce` sends it.
     fn send_batch(
-        &mut self,
+        &self,
         py: Python<'_>,
+        tx: &mut BatchProducer,
         batch: &RecordBatch,
         deadline: Option<Instant>,
     ) -> PyResult<()> {
-        let inner = self.inner()?;
         loop {
             let wait = step(deadline);
-            match py.detach(|| inner.send_timeout(batch, wait)) {
-                Ok(()) => return Ok(()),
+            match py.detach(|| tx.send_timeout(batch, wait)) {
+                Ok(()) => return self.flush(py, tx, deadline),
+                Err(ArrowRingError::BatchTooLarge { .. }) if batch.num_rows() > 1 => {
+                    let half = batch.num_rows() / 2;
+                    self.send_batch(py, tx, &batch.slice(0, half), deadline)?;
+                    let rest = batch.slice(half, batch.num_rows() - half);
+                    return self.send_batch(py, tx, &rest, deadline);
+                }
                 Err(ArrowRingError::Timeout) => {}
                 Err(ArrowRingError::ConsumerGone) => py.detach(|| std::thread::sleep(wait)),
                 Err(e) => return Err(ring_err(e)),
             }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(ring_err(ArrowRingError::Timeout));
-            }
+            self.wait_on(py, deadline)?;
         }
     }
 
-    /// Delivers what is pending, waiting as `send_batch` does.
-    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
-        let inner = self.inner()?;
+    /// Waits until what is pending is in the ring, as `send_batch` does.
+    fn flush(
+        &self,
+        py: Python<'_>,
+        tx: &mut BatchProducer,
+        deadline: Option<Instant>,
+    ) -> PyResult<()> {
         loop {
-            match py.detach(|| inner.flush(STEP)) {
+            let wait = step(deadline);
+            match py.detach(|| tx.flush(wait)) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(ArrowRingError::ConsumerGone) => py.detach(|| std::thread::sleep(STEP)),
+                Err(ArrowRingError::ConsumerGone) => py.detach(|| std::thread::sleep(wait)),
                 Err(e) => return Err(ring_err(e)),
             }
-            py.check_signals()?;
+            self.wait_on(py, deadline)?;
         }
+    }
+
+    /// Between two steps of a wait: signals, `close()` from another thread,
+    /// the deadline.
+    fn wait_on(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<()> {
+        py.check_signals()?;
+        self.shared.closing()?;
+        if past(deadline) {
+            return Err(ring_err(ArrowRingError::Timeout));
+        }
+        Ok(())
     }
 }
 
@@ -364,9 +548,10 @@ impl Producer {
 impl Producer {
     #[new]
     #[pyo3(signature = (name, *, dir=None))]
-    fn new(name: &str, dir: Option<PathBuf>) -> PyResult<Self> {
+    fn new(py: Python<'_>, name: &str, dir: Option<PathBuf>) -> PyResult<Self> {
+        check_name(name)?;
         let opts = options(dir, None, None)?;
-        let inner = match BatchProducer::open(name, &opts) {
+        let attached = py.detach(|| match BatchProducer::open(name, &opts) {
             Err(ArrowRingError::Open(OpenError::NotFound { .. })) => {
                 match BatchProducer::create(name, &opts) {
                     Err(ArrowRingError::Open(OpenError::AlreadyExists { .. })) => {
@@ -376,17 +561,17 @@ impl Producer {
                 }
             }
             other => other,
-        };
-        let inner = match inner {
-            Err(ArrowRingError::Open(OpenError::RoleTaken { .. })) => {
-                return Err(RingError::new_err(format!(
-                    "another producer holds ring {name}"
-                )));
-            }
-            other => other.map_err(ring_err)?,
+        });
+        let sender = match attached {
+            Ok(tx) => Sender::Attached(Box::new(tx)),
+            Err(ArrowRingError::Open(OpenError::RoleTaken { .. })) => Sender::Joining {
+                name: name.to_owned(),
+                opts,
+            },
+            Err(e) => return Err(ring_err(e)),
         };
         Ok(Self {
-            inner: Mutex::new(Some(inner)),
+            shared: Shared::new(sender, "producer"),
         })
     }
 
@@ -394,25 +579,25 @@ impl Producer {
     /// `pyarrow.RecordBatch`, a nanoarrow array of a struct) or a stream of
     /// them (`__arrow_c_stream__`: a `pyarrow.Table` or `RecordBatchReader`,
     /// a polars `DataFrame`, a DuckDB result). Returns the number of batches
-    /// sent.
+    /// sent, once they are in the ring.
     ///
     /// Waits while the ring is full, and while its consumer is gone and
     /// what it left unreleased leaves no room (a new consumer of the same
-    /// name resumes there), at most `timeout` seconds per batch (`None`: as
-    /// long as it takes); raises `TimeoutError` then, the batch not sent.
+    /// name resumes there), at most `timeout` seconds in all (`None`: as
+    /// long as it takes); then raises `TimeoutError`. A batch that could
+    /// not go in whole by then is not in the ring; the ones before it are.
     #[pyo3(signature = (data, timeout=None))]
-    fn send(
-        &mut self,
-        py: Python<'_>,
-        data: &Bound<'_, PyAny>,
-        timeout: Option<f64>,
-    ) -> PyResult<u64> {
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<u64> {
+        let deadline = deadline(timeout)?;
         if data.hasattr("__arrow_c_array__")? {
             let batch = RecordBatch::from_pyarrow_bound(data)?;
-            self.send_batch(py, &batch, deadline(timeout)?)?;
+            self.shared.with(py, |sender| {
+                let tx = sender.producer(py, &batch.schema())?;
+                self.send_batch(py, tx, &batch, deadline)
+            })?;
             Ok(1)
         } else if data.hasattr("__arrow_c_stream__")? {
-            self.send_stream(py, data, timeout)
+            self.send_stream_until(py, data, deadline)
         } else {
             Err(PyTypeError::new_err(format!(
                 "send takes Arrow data (an object with __arrow_c_array__ or \
@@ -424,61 +609,66 @@ impl Producer {
 
     /// Sends every batch of `reader` (any object with
     /// `__arrow_c_stream__`); returns how many. `timeout` as for `send`.
+    /// An exception the stream raises (a generator's, Ctrl-C) comes through
+    /// as it is, after the batches before it were sent.
     #[pyo3(signature = (reader, timeout=None))]
     fn send_stream(
-        &mut self,
+        &self,
         py: Python<'_>,
         reader: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<u64> {
-        deadline(timeout)?;
+        let deadline = deadline(timeout)?;
         if !reader.hasattr("__arrow_c_stream__")? {
             return Err(PyTypeError::new_err(format!(
                 "send_stream takes an Arrow stream (an object with __arrow_c_stream__), not {}",
                 reader.get_type().name()?
             )));
         }
-        // Calls `__arrow_c_stream__` once (a DuckDB result streams once).
-        let stream = RecordBatchStreamReader::from_pyarrow_bound(reader)?;
-        let mut sent = 0;
-        for batch in stream {
-            let batch =
-                batch.map_err(|e| RingError::new_err(format!("reading the stream: {e}")))?;
-            self.send_batch(py, &batch, deadline(timeout)?)?;
-            sent += 1;
-        }
-        Ok(sent)
+        self.send_stream_until(py, reader, deadline)
     }
 
     /// The stream's schema (`pyarrow.Schema`), once the first batch went.
     #[getter]
-    fn schema(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
-        let inner = self.inner()?;
-        inner
-            .schema()
+    fn schema(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let schema: Option<SchemaRef> = self.shared.with(py, |sender| {
+            Ok(match sender {
+                Sender::Attached(tx) => tx.schema().cloned(),
+                Sender::Joining { .. } => None,
+            })
+        })?;
+        schema
             .map(|s| Ok(s.as_ref().to_pyarrow(py)?.unbind()))
             .transpose()
     }
 
-    /// Ends the stream cleanly: consumers receive everything, then the end
-    /// (waiting, as `send` does, until what is pending is delivered).
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if self.is_closed() {
-            return Ok(());
+    /// Ends the stream cleanly: consumers receive everything, then the end.
+    /// Waits, as `send` does, at most `timeout` seconds for what is pending
+    /// to go in; at the deadline raises `TimeoutError` and stays open.
+    #[pyo3(signature = (timeout=None))]
+    fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let deadline = deadline(timeout)?;
+        let done = self.shared.with(py, |sender| match sender {
+            Sender::Attached(tx) => self.flush(py, tx, deadline),
+            Sender::Joining { .. } => Ok(()),
+        });
+        match done {
+            Err(e) if e.is_instance_of::<Closed>(py) => return Ok(()),
+            r => r?,
         }
-        self.flush(py)?;
-        match self.take() {
-            Some(inner) => py.detach(|| inner.close()).map_err(ring_err),
-            None => Ok(()),
+        if let Some(Sender::Attached(tx)) = self.shared.take(py)? {
+            py.detach(|| tx.close()).map_err(ring_err)?;
         }
+        Ok(())
     }
 
     /// Ends the stream failed, with `reason`: consumers receive everything
     /// sent, then `ProducerFailed` with the reason.
-    fn fail(&mut self, reason: &str) {
-        if let Some(inner) = self.take() {
-            inner.fail(reason);
+    fn fail(&self, py: Python<'_>, reason: &str) -> PyResult<()> {
+        if let Some(Sender::Attached(tx)) = self.shared.take(py)? {
+            py.detach(|| tx.fail(reason));
         }
+        Ok(())
     }
 
     fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -487,19 +677,77 @@ impl Producer {
 
     #[pyo3(signature = (exc_type, exc, _tb))]
     fn __exit__(
-        &mut self,
+        &self,
         py: Python<'_>,
         exc_type: &Bound<'_, PyAny>,
         exc: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         if exc_type.is_none() {
-            self.close(py)?;
+            self.close(py, None)?;
         } else {
+            let kind = exc_type
+                .getattr("__qualname__")
+                .and_then(|q| q.extract::<String>())
+                .unwrap_or_else(|_| "exception".into());
             let reason = exc.str().map(|s| s.to_string()).unwrap_or_default();
-            self.fail(&format!("{}: {reason}", exc_type.str()?));
+            self.fail(py, &format!("{kind}: {reason}"))?;
         }
         Ok(false)
+    }
+}
+
+impl Producer {
+    /// Sends each batch of `stream` (read through pyarrow, so that what the
+    /// stream raises reaches the caller as it is).
+    fn send_stream_until(
+        &self,
+        py: Python<'_>,
+        stream: &Bound<'_, PyAny>,
+        deadline: Option<Instant>,
+    ) -> PyResult<u64> {
+        let reader = py
+            .import("pyarrow")?
+            .getattr("RecordBatchReader")?
+            .call_method1("from_stream", (stream,))?;
+        let schema = SchemaRef::new(arrow_schema::Schema::from_pyarrow_bound(
+            &reader.getattr("schema")?,
+        )?);
+        // The stream's schema is checked (and, for a producer that joins,
+        // given) before its first batch, even if it has none.
+        self.shared.with(py, |sender| {
+            sender
+                .producer(py, &schema)?
+                .set_schema(schema.clone())
+                .map_err(ring_err)
+        })?;
+        let mut sent = 0;
+        loop {
+            let batch = match reader.call_method0("read_next_batch") {
+                Ok(b) => b,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) => break,
+                Err(e) => return Err(e),
+            };
+            let batch = RecordBatch::from_pyarrow_bound(&batch)?;
+            self.shared.with(py, |sender| {
+                let tx = sender.producer(py, &schema)?;
+                self.send_batch(py, tx, &batch, deadline)
+            })?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // Unclosed: the stream ends abandoned (consumers get `PeerGone`),
+        // never cleanly; a clean end says the producer finished.
+        self.shared.drop_with(|sender| {
+            if let Sender::Attached(tx) = sender {
+                tx.abandon();
+            }
+        });
     }
 }
 
@@ -515,6 +763,7 @@ fn create(
     arena_bytes: Option<u64>,
     consumers: Option<u32>,
 ) -> PyResult<()> {
+    check_name(name)?;
     let mut opts = options(dir, None, None)?;
     if let Some(s) = slots {
         opts.slots = s;
@@ -533,24 +782,79 @@ fn dir_or_default(dir: Option<PathBuf>) -> PathBuf {
     dir.unwrap_or_else(|| SegmentOptions::default().dir)
 }
 
-/// The names of the rings in `dir`.
+fn segment_in(dir: &std::path::Path) -> SegmentOptions {
+    SegmentOptions {
+        dir: dir.to_owned(),
+        ready_timeout: Duration::ZERO,
+        ..SegmentOptions::default()
+    }
+}
+
+/// The names of the rings in `dir` (a stream's lanes under its name, files
+/// that are not rings left out), sorted.
 #[pyfunction]
 #[pyo3(signature = (*, dir=None))]
 fn ls(dir: Option<PathBuf>) -> PyResult<Vec<String>> {
     let dir = dir_or_default(dir);
     let mut names = shm::list_candidates(&dir)
         .map_err(|e| RingError::new_err(format!("listing {}: {e}", dir.display())))?;
-    // A stream's lanes beside lane 0 (`NAME#n`) are listed under its name.
-    names.retain(|n| shm::parse_lane_name(n).1 == 0);
+    let opts = segment_in(&dir);
+    names.retain(|n| {
+        shm::parse_lane_name(n).1 == 0
+            && !matches!(
+                shm::inspect(n, &opts),
+                Err(OpenError::BadHeader {
+                    source: HeaderError::BadMagic { .. } | HeaderError::TooShort { .. },
+                    ..
+                })
+            )
+    });
     names.sort();
     Ok(names)
 }
 
-/// Removes ring `name` (every lane of its stream).
+/// Removes ring `name` and its stream's other lanes. A ring a live process
+/// holds is refused unless `force=True` (processes attached keep their
+/// mapping); a file that is not a ring is always refused.
 #[pyfunction]
-#[pyo3(signature = (name, *, dir=None))]
-fn rm(name: &str, dir: Option<PathBuf>) -> PyResult<()> {
-    shm::remove_in(name, &dir_or_default(dir)).map_err(open_err)
+#[pyo3(signature = (name, *, dir=None, force=false))]
+fn rm(name: &str, dir: Option<PathBuf>, force: bool) -> PyResult<()> {
+    check_name(name)?;
+    let dir = dir_or_default(dir);
+    let opts = segment_in(&dir);
+    let mut all: Vec<String> = (1..shm::MAX_LANES)
+        .map(|lane| shm::lane_name(name, lane))
+        .filter(|lane| dir.join(lane).is_file())
+        .collect();
+    all.reverse();
+    all.push(name.to_owned());
+    for ring in &all {
+        match shm::inspect(ring, &opts) {
+            Ok(_) => {}
+            Err(
+                e @ OpenError::BadHeader {
+                    source: HeaderError::BadMagic { .. } | HeaderError::TooShort { .. },
+                    ..
+                },
+            ) => return Err(RingError::new_err(format!("not a ring: {e}"))),
+            Err(e @ OpenError::NotFound { .. }) => return Err(open_err(e)),
+            Err(e) if !force => {
+                return Err(RingError::new_err(format!("{e} (force=True removes it)")));
+            }
+            Err(_) => {}
+        }
+        let removed = match force {
+            true => shm::remove_in(ring, &dir),
+            false => shm::remove_unused(ring, &dir),
+        };
+        removed.map_err(|e| match e {
+            OpenError::InUse { .. } => {
+                RingError::new_err(format!("{e} (force=True removes it anyway)"))
+            }
+            e => open_err(e),
+        })?;
+    }
+    Ok(())
 }
 
 /// A side's state, as `laminar-ring info --json` names it: `attached`

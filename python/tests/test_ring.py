@@ -18,6 +18,7 @@ import time
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.ipc
 import pytest
 
@@ -141,10 +142,10 @@ def test_zero_copy_buffers_lie_in_the_mapping_and_hold_the_lease_until_dropped(r
         tx.send(b)
         tx.send(b)
         got = rx.recv(timeout=10)
-        lo, hi = rx.mapped_range()
+        maps = rx.mapped_ranges()
         addrs = list(addresses(got))
         assert len(addrs) >= 6
-        assert all(lo <= a < hi for a in addrs), "a zero-copy buffer outside the mapping"
+        assert all(any(lo <= a < hi for lo, hi in maps) for a in addrs), "a zero-copy buffer outside the mapping"
         assert rx.outstanding() >= 1
         # An array taken from the batch keeps the lease on its own.
         column = got.column(0)
@@ -160,9 +161,9 @@ def test_zero_copy_buffers_lie_in_the_mapping_and_hold_the_lease_until_dropped(r
         rx.close()
     with lr.Consumer(name, dir=d, copy=True) as rx:
         got = rx.recv(timeout=10)
-        lo, hi = rx.mapped_range()
+        maps = rx.mapped_ranges()
         assert got.equals(b)
-        assert not any(lo <= a < hi for a in addresses(got))
+        assert not any(lo <= a < hi for a in addresses(got) for lo, hi in maps)
         assert rx.outstanding() == 0
 
 
@@ -170,20 +171,27 @@ def test_recv_times_out_and_releases_the_gil(ring):
     name, d = ring
     with lr.Consumer(name, dir=d) as rx:
         ticks = []
+        go = threading.Event()
 
         def count():
-            end = time.monotonic() + 0.3
+            go.wait()
+            end = time.monotonic() + 2
             while time.monotonic() < end:
-                ticks.append(1)
+                ticks.append(time.monotonic())
 
         t = threading.Thread(target=count)
         t.start()
+        go.set()
+        start = time.monotonic()
         with pytest.raises(TimeoutError):
-            rx.recv(timeout=0.3)
+            rx.recv(timeout=0.5)
+        stop = time.monotonic()
         t.join()
-        # The other thread ran while recv waited (it would not hold the GIL
-        # for 0.3 s otherwise).
-        assert len(ticks) > 1000
+        # The other thread ran all through recv's wait: Rust code that held
+        # the GIL would give it no turn at all until it returned.
+        inside = [x for x in ticks if start + 0.05 < x < stop - 0.05]
+        assert len(inside) > 1000
+        assert max(b - a for a, b in zip(inside, inside[1:])) < 0.05
 
 
 def run_python(code, *args, **kw):
@@ -248,11 +256,12 @@ def test_the_produce_command_feeds_a_python_consumer(ring, tmp_path):
 PRODUCER = """
 import sys, pyarrow as pa, laminar_ring as lr
 tx = lr.Producer(sys.argv[1], dir=sys.argv[2])
-print("attached", flush=True)
 i = 0
 while True:
     tx.send(pa.record_batch({"seq": pa.array(range(i * 100, i * 100 + 100), pa.int64())}))
     i += 1
+    if i == 1:
+        print("attached", flush=True)
 """
 
 
@@ -270,13 +279,16 @@ def test_a_killed_python_producer_leaves_whole_batches_for_the_consume_sidecar(r
         sidecar = subprocess.Popen(
             [command(), "consume", f"{name}{trial}", "--dir", str(d), "-o", str(out), "--quiet"]
         )
-        p = run_python(PRODUCER, f"{name}{trial}", d, stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "attached"
-        time.sleep(0.05 + 0.05 * trial)
-        p.kill()
-        p.wait()
-        # 3: the producer died; everything it committed was written.
-        assert sidecar.wait(timeout=60) == 3
+        try:
+            p = run_python(PRODUCER, f"{name}{trial}", d, stdout=subprocess.PIPE, text=True)
+            assert p.stdout.readline().strip() == "attached"
+            time.sleep(0.05 + 0.05 * trial)
+            p.kill()
+            p.wait()
+            # 3: the producer died; everything it committed was written.
+            assert sidecar.wait(timeout=60) == 3
+        finally:
+            sidecar.kill()
         with pa.OSFile(str(out)) as f:
             got = pa.ipc.open_stream(f).read_all()
         n = check_sequence(got.to_batches())
@@ -338,8 +350,14 @@ def test_a_killed_python_consumer_resumes_at_least_once(ring, tmp_path):
             w.write_batch(pa.record_batch({"seq": pa.array(range(i, i + 100), pa.int64())}))
     feeder = subprocess.Popen([command(), "produce", name, "--dir", str(d), "-i", str(src), "--quiet"])
     for trial in range(6):
+        before = log.stat().st_size if log.exists() else 0
         c = run_python(CONSUMER, name, d, log)
-        time.sleep(0.1 + 0.05 * trial)
+        # Killed once it has read something, at a random moment after.
+        limit = time.monotonic() + 30
+        while (log.stat().st_size if log.exists() else 0) == before:
+            assert time.monotonic() < limit, f"consumer {trial} read nothing"
+            time.sleep(0.005)
+        time.sleep(0.01 * trial)
         c.kill()
         c.wait()
     last = run_python(CONSUMER, name, d, log)
@@ -431,3 +449,175 @@ def test_create_ls_info_rm(ring):
     assert lr.ls(dir=d) == []
     with pytest.raises(lr.RingError):
         lr.info(name, dir=d)
+
+
+def test_send_returns_only_once_the_batch_is_in_the_ring(ring):
+    name, d = ring
+    lr.create(name, dir=d, slots=4, arena_bytes=1 << 20)
+    with lr.Consumer(name, dir=d, copy=True) as rx:  # attached, reading nothing yet
+        p = run_python(
+            """
+            import sys, time, pyarrow as pa, laminar_ring as lr
+            tx = lr.Producer(sys.argv[1], dir=sys.argv[2])
+            sent = 0
+            while True:
+                try:
+                    tx.send(pa.record_batch({"seq": pa.array(range(sent * 10000, sent * 10000 + 10000))}), timeout=0.3)
+                except TimeoutError:
+                    break
+                sent += 1
+            print(sent, flush=True)
+            time.sleep(60)
+            """,
+            name,
+            d,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        sent = int(p.stdout.readline())
+        p.kill()
+        p.wait()
+        assert sent >= 1
+        got = []
+        with pytest.raises(lr.PeerGone):
+            while True:
+                got.append(rx.recv(timeout=10))
+        # Every batch send returned for, and none it timed out on.
+        assert check_sequence(got) == sent * 10000
+
+
+def test_a_producer_dropped_unclosed_ends_the_stream_abandoned(ring):
+    name, d = ring
+    with lr.Consumer(name, dir=d) as rx:
+        tx = lr.Producer(name, dir=d)
+        tx.send(pa.record_batch({"a": pa.array([1, 2])}))
+        del tx
+        gc.collect()
+        assert rx.recv(timeout=5).num_rows == 2
+        with pytest.raises(lr.PeerGone):
+            rx.recv(timeout=5)
+
+
+def test_a_forked_child_leaves_the_parents_ring_alone(ring):
+    name, d = ring
+    with lr.Consumer(name, dir=d) as rx, lr.Producer(name, dir=d) as tx:
+        tx.send(pa.record_batch({"a": pa.array(range(1000), pa.int64())}))
+        held = rx.recv(timeout=5)
+        before = lr.info(name, dir=d)["subscribers"][0]["read_seq"]
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                rx.outstanding()
+                code = 10  # the child must not use the parent's consumer
+            except lr.RingError:
+                pass
+            try:
+                tx.send(pa.record_batch({"a": pa.array([1], pa.int64())}))
+                code = 11
+            except lr.RingError:
+                pass
+            del held
+            gc.collect()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        # The child dropped its copies: nothing was released or closed.
+        assert lr.info(name, dir=d)["subscribers"][0]["read_seq"] == before
+        assert lr.info(name, dir=d)["producer"]["state"] == "attached"
+        tx.send(pa.record_batch({"a": pa.array([7], pa.int64())}))
+        assert held.column(0).to_pylist() == list(range(1000))
+        assert rx.recv(timeout=5).column(0).to_pylist() == [7]
+
+
+def test_close_from_another_thread_ends_a_waiting_recv(ring):
+    name, d = ring
+    rx = lr.Consumer(name, dir=d)
+    caught = []
+
+    def wait():
+        try:
+            rx.recv()
+        except lr.Closed as e:
+            caught.append(e)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.2)
+    rx.close()
+    t.join(timeout=5)
+    assert not t.is_alive() and caught
+
+
+def test_two_python_producers_and_the_command_feed_one_consumer(ring, tmp_path):
+    name, d = ring
+    src = tmp_path / "c.arrows"
+    schema = pa.schema([("who", pa.string()), ("seq", pa.int64())])
+
+    def rows(who, n):
+        return pa.record_batch({"who": pa.array([who] * n), "seq": pa.array(range(n), pa.int64())}, schema=schema)
+
+    with pa.OSFile(str(src), "wb") as f, pa.ipc.new_stream(f, schema) as w:
+        w.write_batch(rows("cmd", 300))
+    with lr.Consumer(name, dir=d) as rx:
+        a = lr.Producer(name, dir=d)
+        b = lr.Producer(name, dir=d)  # joins on a lane of its own
+        a.send(rows("a", 100))
+        b.send(rows("b", 200))
+        cmd = subprocess.Popen([command(), "produce", name, "--dir", str(d), "-i", str(src), "--quiet"])
+        assert cmd.wait(timeout=60) == 0
+        a.close()
+        b.close()
+        got = pa.Table.from_batches(list(rx))
+    counts = {w: got.filter(pa.compute.equal(got["who"], w)).num_rows for w in ("a", "b", "cmd")}
+    assert counts == {"a": 100, "b": 200, "cmd": 300}
+    assert lr.ls(dir=d) == [name]
+    # The batches held keep their lanes' mappings (and consumer roles).
+    del got
+    gc.collect()
+    lr.rm(name, dir=d)
+    assert [f for f in os.listdir(d) if f.startswith(name)] == []
+
+
+def test_ls_and_rm_know_rings_from_other_files(ring):
+    name, d = ring
+    (d / "notes.txt").write_text("not a ring")
+    lr.create(name, dir=d)
+    assert lr.ls(dir=d) == [name]
+    with pytest.raises(lr.RingError, match="not a ring"):
+        lr.rm("notes.txt", dir=d)
+    assert (d / "notes.txt").exists()
+    with lr.Consumer(name, dir=d):
+        with pytest.raises(lr.RingError, match="force=True"):
+            lr.rm(name, dir=d)
+        lr.rm(name, dir=d, force=True)
+    assert lr.ls(dir=d) == []
+
+
+def test_a_stream_that_raises_comes_through_as_it_is(ring):
+    name, d = ring
+    schema = pa.schema([("a", pa.int64())])
+
+    def gen():
+        yield pa.record_batch({"a": pa.array([1, 2])}, schema=schema)
+        raise ValueError("the source broke")
+
+    with lr.Consumer(name, dir=d) as rx, lr.Producer(name, dir=d) as tx:
+        with pytest.raises(ValueError, match="the source broke"):
+            tx.send(pa.RecordBatchReader.from_batches(schema, gen()))
+        assert rx.recv(timeout=5).num_rows == 2
+
+
+def test_a_batch_larger_than_the_ring_goes_in_parts_and_far_timeouts_mean_none(ring):
+    name, d = ring
+    lr.create(name, dir=d, arena_bytes=1 << 20)
+    big = pa.record_batch({"a": pa.array(range(400_000), pa.int64())})  # 3.2 MB
+    with lr.Consumer(name, dir=d, copy=True) as rx, lr.Producer(name, dir=d) as tx:
+        t = threading.Thread(target=lambda: (tx.send(big, timeout=1e300), tx.close(timeout=float("inf"))))
+        t.start()
+        got = []
+        while (b := rx.recv(timeout=1e300)) is not None:
+            got.append(b)
+        t.join()
+    assert pa.Table.from_batches(got).column(0).to_pylist() == list(range(400_000))
+    assert len(got) > 1

@@ -224,6 +224,25 @@ impl BatchFanIn {
         self.lanes.open_lanes().map(|rx| rx.outstanding()).sum()
     }
 
+    /// [`BatchConsumer::release_dropped`] on every lane: releases what
+    /// was dropped, and returns what stays outstanding (0 when no leased
+    /// batch is alive).
+    pub fn release_dropped(&mut self) -> usize {
+        self.lanes
+            .open_lanes_mut()
+            .map(BatchConsumer::release_dropped)
+            .sum()
+    }
+
+    /// The mappings of the lanes open now ([`BatchConsumer::mapped_range`]):
+    /// a zero-copy batch's buffers lie in one of them.
+    pub fn mapped_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        self.lanes
+            .open_lanes()
+            .map(BatchConsumer::mapped_range)
+            .collect()
+    }
+
     /// Whether the stream was created temporary (its lane 0).
     pub fn is_temporary(&self) -> bool {
         self.lanes
