@@ -403,14 +403,17 @@ impl BatchLoan<'_> {
         if !(ptr as usize).is_multiple_of(align_of::<T>()) {
             return Err(invalid("a loaned buffer is not aligned".into()));
         }
-        // SAFETY: the part holds `n` values of `T` (planned for them),
-        // aligned (checked); its bytes are initialised (a mapping's bytes
-        // are), and every bit pattern is a value of the primitive native
-        // types and bytes this is called with. The bytes are this loan's
-        // alone: no consumer reads unpublished bytes, no other message is
-        // written there while the loan lives (it borrows the producer),
-        // and the `&mut self` borrow lends one buffer at a time.
-        Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<T>(), n) })
+        // The part holds `n` values of `T` (planned for them), aligned
+        // (checked); its bytes are initialised (a mapping's bytes are), and
+        // every bit pattern is a value of the primitive native types and
+        // bytes this is called with. The bytes are this loan's alone: no
+        // consumer reads unpublished bytes, no other message is written
+        // there while the loan lives (it borrows the producer), and the
+        // `&mut self` borrow lends one buffer at a time.
+        let values = ptr.cast::<T>();
+        // SAFETY: as said just above: `n` aligned, initialised values of
+        // `T` that nothing else reads or writes while the slice lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(values, n) })
     }
 
     /// The values of fixed-width primitive column `col`, `rows()` of them.
