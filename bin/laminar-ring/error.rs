@@ -169,6 +169,10 @@ pub enum CliError {
     /// [`bench_error!`]).
     #[error("{0}")]
     Bench(String),
+    /// `flight`: a server that cannot start, a connection, a call the
+    /// server refused (the message says which).
+    #[error("{0}")]
+    Flight(String),
 }
 
 /// What was being done to a file.

@@ -12,6 +12,7 @@ mod bench;
 mod csv_input;
 mod csv_lines;
 mod error;
+mod flight;
 mod formats;
 mod generate;
 mod guard;
@@ -48,6 +49,7 @@ Common subcommands:
   produce   send a data file (or standard input) into a ring
   consume   write what a ring receives to a file (Arrow, Parquet, CSV) or standard output
   info, ls  show a ring, list the rings
+  flight    serve rings over Arrow Flight; pull or push a stream across hosts
   demo      move millions of rows between two processes and compare with a Unix socket
 
 Example:
@@ -91,6 +93,7 @@ enum Cmd {
     /// socket; prints rows, batches, GB/s and round-trip latency.
     Demo(bench::DemoArgs),
     Sample(sample::SampleArgs),
+    Flight(flight::FlightArgs),
     /// A process of `bench` or `demo` (internal).
     #[command(name = "__worker", hide = true)]
     Worker(bench::WorkerArgs),
@@ -111,6 +114,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Bench(args) => bench::bench(&args),
         Cmd::Demo(args) => bench::demo(&args),
         Cmd::Sample(args) => sample::sample(&args),
+        Cmd::Flight(args) => flight::flight(&args),
         Cmd::Worker(args) => bench::worker(&args),
         Cmd::Completions(args) => generate::completions(&args, Cli::command()),
         Cmd::Man(args) => generate::man(&args, Cli::command()),
