@@ -279,8 +279,10 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
             Ok(())
         }
         Ok(Some(Ending::Died)) => {
-            // Dropped unclosed: the local stream ends as a dead producer's.
-            drop(local);
+            // The local stream ends as a dead producer's.
+            if let Some(tx) = local {
+                tx.abandon();
+            }
             Err(CliError::ProducerDied {
                 name: args.ring.clone(),
                 summary,

@@ -191,7 +191,7 @@ enum Session {
 type Sessions = Arc<Mutex<HashMap<String, Session>>>;
 
 /// Ends the streams of parked sessions whose client did not come back in
-/// time: their producers are dropped unclosed (a dead producer's ending).
+/// time: their producers are abandoned (a dead producer's ending).
 async fn expire_sessions(sessions: Sessions, grace: Duration) {
     let mut tick =
         tokio::time::interval(Duration::from_secs(1).min(grace.max(Duration::from_millis(50))));
@@ -208,8 +208,12 @@ async fn expire_sessions(sessions: Sessions, grace: Duration) {
                 .collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
-        // Dropped outside the lock: a drop detaches from the ring.
-        drop(expired);
+        // Outside the lock: detaching from the ring takes a moment.
+        for s in expired {
+            if let Session::Parked { tx, .. } = s {
+                tx.abandon();
+            }
+        }
     }
 }
 
@@ -641,6 +645,10 @@ impl Put {
     /// forgets the session.
     fn leave(&self, park: Option<(BatchProducer, u64)>) {
         let Some(key) = self.session_key() else {
+            // No session to come back to: ends as a dead producer's.
+            if let Some((tx, _)) = park {
+                tx.abandon();
+            }
             return;
         };
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -739,10 +747,7 @@ impl Put {
                     // The connection broke: a session's producer waits for
                     // its client; any other ends as a dead producer's.
                     let tx = tx.take().map(|t| (t, last_seq));
-                    if self.target.session.is_some() {
-                        return self.leave(tx);
-                    }
-                    return drop(tx);
+                    return self.leave(tx);
                 }
                 Some(Err(e)) => {
                     self.leave(None);
@@ -760,7 +765,7 @@ impl Put {
             return;
         };
         match ended.as_deref() {
-            Some(DIED) => drop(tx),
+            Some(DIED) => tx.abandon(),
             Some(m) if m.starts_with(FAILED) => {
                 tx.fail(&String::from_utf8_lossy(&m[FAILED.len()..]));
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
-use arrow_flight::{FlightData, FlightDescriptor, SchemaAsIpc};
+use arrow_flight::{FlightData, FlightDescriptor};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_schema::Schema;
 use bytes::Bytes;
@@ -68,7 +68,13 @@ impl Encoder {
 
     /// The schema message, naming `descriptor` if given.
     pub fn schema(&mut self, schema: &Schema, descriptor: Option<FlightDescriptor>) -> FlightData {
-        let mut data = FlightData::from(SchemaAsIpc::new(schema, &self.options));
+        // Through the tracker, which numbers the dictionary fields.
+        let encoded = self.generator.schema_to_bytes_with_dictionary_tracker(
+            schema,
+            &mut self.tracker,
+            &self.options,
+        );
+        let mut data = FlightData::from(encoded);
         data.flight_descriptor = descriptor;
         data
     }

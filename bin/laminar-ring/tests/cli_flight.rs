@@ -1,0 +1,388 @@
+//! `flight serve`, `flight push`, `flight pull`: streams between "hosts"
+//! (separate directories of rings, each end its own process) over Flight
+//! on loopback, with the server killed and restarted under a puller.
+
+mod cli_support;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use cli_support::{Dir, ipc_stream, rich_batches, rows, run_limited};
+
+/// A `flight serve` process, killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts `flight serve` on `listen` (port 0: a free one) over the
+    /// rings of `d`, and waits for its `listening on` line.
+    fn start(d: &Dir, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["flight", "serve", "--listen", listen];
+        args.extend_from_slice(extra);
+        let mut child = d
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(d: &Dir, args: &[&str]) -> Child {
+    d.cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` (killing it after `limit`): its exit code and stderr.
+fn finish(child: Child, limit: Duration) -> (Option<i32>, String) {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("process {pid} did not exit within {limit:?}");
+        }
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_stream(path: &std::path::Path) -> Vec<RecordBatch> {
+    arrow_ipc::reader::StreamReader::try_new(File::open(path).unwrap(), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Messages published into `ring` so far (0 while it does not exist).
+fn write_seq(d: &Dir, ring: &str) -> u64 {
+    let r = d.run(&["info", ring, "--json"]);
+    if r.code != Some(0) {
+        return 0;
+    }
+    serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["write_seq"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Batches of an `id` column counting from 0 and a text column made from
+/// it, `rows` each.
+fn counted(batches: usize, rows: usize) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, false),
+    ]));
+    (0..batches)
+        .map(|b| {
+            let ids: Vec<i64> = ((b * rows) as i64..((b + 1) * rows) as i64).collect();
+            let text: Vec<String> = ids.iter().map(|i| format!("row {i}")).collect();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringArray::from(text)),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Every id and its text, in the order received.
+fn ids_of(batches: &[RecordBatch]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let text = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            assert_eq!(
+                text.value(i),
+                format!("row {}", ids.value(i)),
+                "a row corrupted"
+            );
+            out.push(ids.value(i));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_file_crosses_hosts_through_push_serve_and_pull_unchanged() {
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-sender"),
+        Dir::new("flight-server"),
+        Dir::new("flight-receiver"),
+    );
+    // Every type the command carries, dictionaries and unions included.
+    let input = rich_batches(12, 300, true);
+    std::fs::write(sender.path("in.arrows"), ipc_stream(&input)).unwrap();
+    let server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &server.url, "--into", "mid"],
+    );
+    sender
+        .run(&[
+            "produce",
+            "src",
+            "-i",
+            &sender.s("in.arrows"),
+            "--batch-rows",
+            "100",
+        ])
+        .assert_ok();
+    // The server makes `mid` at the first DoPut; pull reads it from there.
+    wait_until("the pushed ring", Duration::from_secs(30), || {
+        server_host.path("mid").exists()
+    });
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", &server.url, "mid", "--into", "dst"],
+    );
+    for (what, child) in [("push", push), ("pull", pull), ("consume", consume)] {
+        let (code, err) = finish(child, Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+    let out = read_stream(&receiver.path("out.arrows"));
+    assert_eq!(rows(&out), rows(&input));
+}
+
+#[test]
+fn the_puller_resumes_when_the_server_is_killed_and_restarted() {
+    let (server_host, receiver) = (Dir::new("flight-kill-server"), Dir::new("flight-kill-recv"));
+    let n_batches = 400;
+    let input = counted(n_batches, 500);
+    std::fs::write(server_host.path("in.arrows"), ipc_stream(&input)).unwrap();
+    // A small ring: the producer waits for the server's reads, so the
+    // stream is under way when the server dies.
+    let produce = spawn(
+        &server_host,
+        &[
+            "produce",
+            "feed",
+            "-i",
+            &server_host.s("in.arrows"),
+            "--batch-rows",
+            "500",
+            "--slots",
+            "8",
+            "--arena",
+            "1MiB",
+        ],
+    );
+    wait_until("the ring fed", Duration::from_secs(30), || {
+        server_host.path("feed").exists()
+    });
+    let mut server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    let port = server.port().to_owned();
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    let pull = spawn(
+        &receiver,
+        &[
+            "flight",
+            "pull",
+            &server.url,
+            "feed",
+            "--into",
+            "dst",
+            "--retry",
+        ],
+    );
+    for kill in 1..=3u64 {
+        wait_until(
+            "batches through the server",
+            Duration::from_secs(60),
+            || write_seq(&receiver, "dst") >= kill * 40,
+        );
+        server.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        server = Server::start(&server_host, &format!("127.0.0.1:{port}"), &[]);
+    }
+    let (code, err) = finish(pull, Duration::from_secs(120));
+    assert_eq!(code, Some(0), "pull: {err}");
+    assert!(err.contains("again in"), "the puller reconnected: {err}");
+    let (code, err) = finish(consume, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "consume: {err}");
+    let (code, err) = finish(produce, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "produce: {err}");
+    // At-least-once: every row, in order; after a restart the rows the
+    // dead server had sent but not released may come again.
+    let ids = ids_of(&read_stream(&receiver.path("out.arrows")));
+    let expected = (n_batches * 500) as i64;
+    let mut next = 0i64;
+    for (k, &id) in ids.iter().enumerate() {
+        assert!(
+            id <= next,
+            "row {id} skipped ahead of {next} at {k}: a row was lost"
+        );
+        next = next.max(id + 1);
+    }
+    assert_eq!(next, expected, "every row arrived");
+    assert!(
+        ids.len() as i64 - expected <= 3 * 64 * 500,
+        "repeats bounded by what was unacknowledged: {} rows for {expected}",
+        ids.len()
+    );
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_a_missing_ring_is_not_found() {
+    let (server_host, client) = (
+        Dir::new("flight-auth-server"),
+        Dir::new("flight-auth-client"),
+    );
+    std::fs::write(server_host.path("token"), "s3cret\n").unwrap();
+    std::fs::write(client.path("wrong"), "guess").unwrap();
+    std::fs::write(client.path("right"), "s3cret").unwrap();
+    let server = Server::start(
+        &server_host,
+        "127.0.0.1:0",
+        &["--token-file", &server_host.s("token")],
+    );
+    let pull = |extra: &[&str]| {
+        let mut args = vec!["flight", "pull", &server.url, "feed"];
+        args.extend_from_slice(extra);
+        run_limited(client.cmd(&args), None, Duration::from_secs(30))
+    };
+    pull(&[]).assert_fails(1, "needs `authorization: Bearer TOKEN`");
+    pull(&["--token-file", &client.s("wrong")]).assert_fails(1, "wrong bearer token");
+    pull(&["--token-file", &client.s("right")]).assert_fails(1, "no ring 'feed' on this server");
+    // A refused call is not retried: --retry is for lost connections.
+    pull(&["--token-file", &client.s("wrong"), "--retry"]).assert_fails(1, "wrong bearer token");
+    // Nothing listens: one line, and no local ring made.
+    let r = run_limited(
+        client.cmd(&["flight", "pull", "grpc://127.0.0.1:1", "feed"]),
+        None,
+        Duration::from_secs(30),
+    );
+    r.assert_fails(1, "cannot connect");
+    assert!(!client.path("feed").exists());
+    run_limited(
+        client.cmd(&["flight", "pull", "http://x:1", "feed"]),
+        None,
+        Duration::from_secs(30),
+    )
+    .assert_fails(1, "not a Flight location");
+}
+
+#[test]
+fn a_dead_producer_ends_the_remote_stream_as_dead() {
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-dead-sender"),
+        Dir::new("flight-dead-server"),
+        Dir::new("flight-dead-recv"),
+    );
+    let server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    // A producer fed through a pipe, killed after its first batches.
+    let mut produce = sender
+        .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bytes = ipc_stream(&counted(10, 100));
+    // Everything but the stream's end marker: the producer waits for more.
+    {
+        use std::io::Write;
+        let mut stdin = produce.stdin.take().unwrap();
+        stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
+        stdin.flush().unwrap();
+        std::mem::forget(stdin);
+    }
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &server.url, "--into", "mid"],
+    );
+    wait_until("the pushed ring", Duration::from_secs(30), || {
+        server_host.path("mid").exists()
+    });
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", &server.url, "mid", "--into", "dst"],
+    );
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    // The schema message and the ten batches.
+    wait_until("rows at the receiver", Duration::from_secs(30), || {
+        write_seq(&receiver, "dst") >= 11
+    });
+    produce.kill().unwrap();
+    produce.wait().unwrap();
+    for (what, child) in [("push", push), ("pull", pull), ("consume", consume)] {
+        let (code, err) = finish(child, Duration::from_secs(60));
+        assert_eq!(code, Some(3), "{what} exits 3 for a dead producer: {err}");
+        assert!(err.contains("died"), "{what}: {err}");
+    }
+    assert_eq!(
+        ids_of(&read_stream(&receiver.path("out.arrows"))),
+        (0..1000).collect::<Vec<i64>>()
+    );
+}
