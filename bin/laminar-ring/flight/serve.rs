@@ -111,7 +111,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
         let local = listener
             .local_addr()
             .map_err(|e| CliError::Flight(format!("cannot listen on {}: {e}", args.listen)))?;
-        let mut builder = Server::builder();
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            .initial_stream_window_size(wire::STREAM_WINDOW)
+            .initial_connection_window_size(wire::CONNECTION_WINDOW)
+            .max_frame_size(wire::FRAME);
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)

@@ -21,6 +21,13 @@ use crate::error::{CliError, one_line};
 /// message, and a ring's batch may be as large as its arena.
 pub const MAX_MESSAGE: usize = 1 << 30;
 
+/// HTTP/2 flow-control windows: gRPC's default of 64 KiB per stream makes
+/// a megabyte batch wait for a dozen window updates, each a round trip.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
+/// HTTP/2 frames of up to 1 MiB (the default is 16 KiB).
+pub const FRAME: u32 = (1 << 20) - 1;
+
 /// The metadata key of a status that ends a stream for its producer.
 pub const ENDING_KEY: &str = "x-laminar-ending";
 /// `push` → server: the local producer died.
@@ -241,7 +248,10 @@ pub fn endpoint(url: &str, ca: Option<&Path>) -> Result<Endpoint, CliError> {
     let mut ep = Endpoint::from_shared(format!("{scheme}://{rest}"))
         .map_err(|e| bad(&e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME);
     if tls {
         let mut config = ClientTlsConfig::new();
         config = match ca {

@@ -386,3 +386,146 @@ fn a_dead_producer_ends_the_remote_stream_as_dead() {
         (0..1000).collect::<Vec<i64>>()
     );
 }
+
+/// A TCP proxy on loopback to `target` whose connections can be cut while
+/// it keeps accepting new ones: a network that drops, with both ends alive.
+struct Proxy {
+    port: u16,
+    live: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = target.trim_start_matches("grpc://").to_owned();
+        let live: Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let conns = live.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                {
+                    let mut l = conns.lock().unwrap();
+                    l.push(client.try_clone().unwrap());
+                    l.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, live }
+    }
+
+    fn url(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection made so far.
+    fn cut(&self) {
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn dropped_connections_resume_a_push_without_loss_or_repeats_and_a_pull_without_loss() {
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-drop-sender"),
+        Dir::new("flight-drop-server"),
+        Dir::new("flight-drop-recv"),
+    );
+    let n_batches = 300;
+    let input = counted(n_batches, 500);
+    std::fs::write(sender.path("in.arrows"), ipc_stream(&input)).unwrap();
+    let server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    let proxy = Proxy::start(&server.url);
+    let url = proxy.url();
+    // Small rings all along: each end waits for the next, so the stream is
+    // under way at every cut.
+    let small = ["--slots", "8", "--arena", "1MiB"];
+    for (d, ring) in [(&sender, "src"), (&server_host, "mid"), (&receiver, "dst")] {
+        let mut args = vec!["create", ring];
+        args.extend_from_slice(&small);
+        d.run(&args).assert_ok();
+    }
+    // On the server's host, a sidecar of the pushed ring (exactly once).
+    let direct = spawn(
+        &server_host,
+        &[
+            "consume",
+            "mid",
+            "--as",
+            "direct",
+            "-o",
+            &server_host.s("direct.arrows"),
+        ],
+    );
+    // And a puller through the same flaky network (at least once).
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", &url, "mid", "--into", "dst", "--retry"],
+    );
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &url, "--into", "mid", "--retry"],
+    );
+    let produce = spawn(
+        &sender,
+        &[
+            "produce",
+            "src",
+            "-i",
+            &sender.s("in.arrows"),
+            "--batch-rows",
+            "500",
+        ],
+    );
+    for cut in 1..=3u64 {
+        wait_until("batches through the proxy", Duration::from_secs(60), || {
+            write_seq(&receiver, "dst") >= cut * 60
+        });
+        proxy.cut();
+    }
+    for (what, child) in [
+        ("produce", produce),
+        ("push", push),
+        ("pull", pull),
+        ("consume", consume),
+        ("direct consume", direct),
+    ] {
+        let (code, err) = finish(child, Duration::from_secs(120));
+        assert_eq!(code, Some(0), "{what}: {err}");
+        if what == "push" || what == "pull" {
+            assert!(err.contains("again in"), "{what} reconnected: {err}");
+        }
+    }
+    let expected: Vec<i64> = (0..(n_batches * 500) as i64).collect();
+    // The pushed stream is one stream, as sent: nothing lost, nothing twice.
+    assert_eq!(
+        ids_of(&read_stream(&server_host.path("direct.arrows"))),
+        expected
+    );
+    // The pulled one: everything, in order; cut batches may come twice.
+    let ids = ids_of(&read_stream(&receiver.path("out.arrows")));
+    let mut next = 0i64;
+    for &id in &ids {
+        assert!(id <= next, "row {next} lost");
+        next = next.max(id + 1);
+    }
+    assert_eq!(next, expected.len() as i64);
+}
