@@ -5,9 +5,11 @@ Arrow IPC over TCP loopback, interleaved:
 - local ring: a Rust producer (`examples/arrow_source.rs`, one batch built
   once and sent again and again) into a ring, read by
   `laminar_ring.Consumer` (zero-copy);
-- ring -> Flight -> ring: the same producer into ring `src`, `laminar-ring
-  flight push` to a `flight serve` (ring `mid`), `laminar-ring flight pull`
-  into ring `dst`, read by `laminar_ring.Consumer`;
+- ring -> Flight -> ring, one hop over loopback, both ways: the same
+  producer into ring `src` of the directory `flight serve` serves,
+  `laminar-ring flight pull` into ring `dst` of another directory; or into
+  ring `src` of a directory `laminar-ring flight push` sends from, to ring
+  `dst` of the served directory; `dst` read by `laminar_ring.Consumer`;
 - TCP: a pyarrow writer process (`pyarrow.ipc.new_stream` over a TCP
   socket on 127.0.0.1, 4 MiB socket buffers), read with
   `pyarrow.ipc.open_stream` in this process.
@@ -40,29 +42,34 @@ from receive import batch
 
 
 class Chain:
-    """`flight serve` over `mid`, `flight push src` into it, `flight pull
-    mid` into `dst`: a stream from ring `src` in directory `a` to ring
-    `dst` in directory `b`."""
+    """One hop through Flight, from ring `src` in directory `write_dir` to
+    ring `dst` in directory `read_dir`: with `pull`, `flight serve` over
+    `src` and `flight pull src` into `dst` on the reading side; with `push`,
+    `flight push src` to a `flight serve` over `dst`."""
 
-    def __init__(self, binary, root):
-        self.a, self.s, self.b = (os.path.join(root, n) for n in ["a", "s", "b"])
-        for d in [self.a, self.s, self.b]:
+    def __init__(self, binary, root, how):
+        a, s, b = (os.path.join(root, n) for n in ["a", "s", "b"])
+        for d in [a, s, b]:
             os.makedirs(d, exist_ok=True)
-        for ring, d in [("src", self.a), ("mid", self.s), ("dst", self.b)]:
+        served = s
+        self.write_dir, self.read_dir = (s, b) if how == "pull" else (a, s)
+        for ring, d in [("src", self.write_dir), ("dst", self.read_dir)]:
             subprocess.run([binary, "rm", ring, "--dir", d, "--force"], capture_output=True)
             subprocess.run([binary, "create", ring, "--dir", d], check=True, capture_output=True)
         self.server = subprocess.Popen(
-            [binary, "flight", "serve", "--listen", "127.0.0.1:0", "--dir", self.s],
+            [binary, "flight", "serve", "--listen", "127.0.0.1:0", "--dir", served],
             stdout=subprocess.PIPE, text=True,
         )
         url = self.server.stdout.readline().strip().removeprefix("listening on ")
         quiet = dict(stderr=subprocess.DEVNULL)
-        self.pull = subprocess.Popen([binary, "flight", "pull", url, "mid", "--into", "dst", "--dir", self.b], **quiet)
-        self.push = subprocess.Popen([binary, "flight", "push", "src", url, "--into", "mid", "--dir", self.a], **quiet)
+        if how == "pull":
+            cmd = [binary, "flight", "pull", url, "src", "--into", "dst", "--dir", self.read_dir]
+        else:
+            cmd = [binary, "flight", "push", "src", url, "--into", "dst", "--dir", self.write_dir]
+        self.bridge = subprocess.Popen(cmd, **quiet)
 
     def close(self):
-        assert self.push.wait(timeout=120) == 0
-        assert self.pull.wait(timeout=120) == 0
+        assert self.bridge.wait(timeout=120) == 0
         self.server.terminate()
         self.server.wait(timeout=30)
 
@@ -99,10 +106,10 @@ def ring_run(source, rows, root, n):
     return secs
 
 
-def flight_run(binary, source, rows, root, n):
-    chain = Chain(binary, os.path.join(root, "flight"))
-    rx = lr.Consumer("dst", dir=chain.b)
-    p = subprocess.Popen([source, "--dir", chain.a, "src", str(n), str(rows)])
+def flight_run(binary, source, rows, root, n, how):
+    chain = Chain(binary, os.path.join(root, "flight-" + how), how)
+    rx = lr.Consumer("dst", dir=chain.read_dir)
+    p = subprocess.Popen([source, "--dir", chain.write_dir, "src", str(n), str(rows)])
     secs = receive(rx, n)
     assert p.wait(timeout=60) == 0
     rx.close()
@@ -198,8 +205,8 @@ def latency_run(path, binary, root, n):
                 pass
             write_dir, read_dir, write_ring, read_ring, chain = d, d, "lat", "lat", None
         else:
-            chain = Chain(binary, os.path.join(root, "lat-flight"))
-            write_dir, read_dir, write_ring, read_ring = chain.a, chain.b, "src", "dst"
+            chain = Chain(binary, os.path.join(root, "lat-" + path), path)
+            write_dir, read_dir, write_ring, read_ring = chain.write_dir, chain.read_dir, "src", "dst"
         rx = lr.Consumer(read_ring, dir=read_dir)
         p = subprocess.Popen([sys.executable, "-c", RING_WRITER, write_ring, write_dir, str(n)])
         lat = latencies(ring_batches(rx))
@@ -232,10 +239,11 @@ def main():
                 w.write_batch(b)
         paths = {
             "local ring": lambda: ring_run(source, a.rows, root, a.batches),
-            "ring -> Flight (loopback) -> ring": lambda: flight_run(binary, source, a.rows, root, a.batches),
+            "ring -> flight serve -> flight pull -> ring": lambda: flight_run(binary, source, a.rows, root, a.batches, "pull"),
+            "ring -> flight push -> flight serve -> ring": lambda: flight_run(binary, source, a.rows, root, a.batches, "push"),
             "Arrow IPC over TCP (pyarrow)": lambda: tcp_run(src, a.batches),
         }
-        lat_paths = {"local ring": "local", "ring -> Flight (loopback) -> ring": "flight", "Arrow IPC over TCP (pyarrow)": "tcp"}
+        lat_paths = dict(zip(paths, ["local", "pull", "push", "tcp"]))
         times = {k: [] for k in paths}
         lats = {k: [] for k in paths}
         for r in range(a.rounds):

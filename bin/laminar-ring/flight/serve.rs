@@ -112,7 +112,6 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::Flight(format!("cannot listen on {}: {e}", args.listen)))?;
         let mut builder = Server::builder()
-            .tcp_nodelay(true)
             .initial_stream_window_size(wire::STREAM_WINDOW)
             .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .max_frame_size(wire::FRAME);
@@ -129,7 +128,16 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
         );
         tokio::spawn(expire_sessions(sessions, grace));
         outln!("listening on {scheme}://{local}");
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Our own listener (for port 0's address): the builder's
+        // `tcp_nodelay` applies only to listeners it makes, so each
+        // connection turns Nagle's algorithm off here (a small batch would
+        // otherwise wait for the peer's delayed acknowledgement).
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            s.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        });
         builder
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped())
