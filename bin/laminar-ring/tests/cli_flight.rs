@@ -63,17 +63,32 @@ impl Drop for Server {
     }
 }
 
-fn spawn(d: &Dir, args: &[&str]) -> Child {
-    d.cmd(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A child process, killed if a failed assertion leaves it running.
+struct Kid(Option<Child>);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
-/// Waits for `child` (killing it after `limit`): its exit code and stderr.
-fn finish(child: Child, limit: Duration) -> (Option<i32>, String) {
+fn spawn(d: &Dir, args: &[&str]) -> Kid {
+    Kid(Some(
+        d.cmd(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+/// Waits for `kid` (killing it after `limit`): its exit code and stderr.
+fn finish(mut kid: Kid, limit: Duration) -> (Option<i32>, String) {
+    let child = kid.0.take().expect("not finished yet");
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -339,18 +354,20 @@ fn a_dead_producer_ends_the_remote_stream_as_dead() {
     );
     let server = Server::start(&server_host, "127.0.0.1:0", &[]);
     // A producer fed through a pipe, killed after its first batches.
-    let mut produce = sender
-        .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut produce = Kid(Some(
+        sender
+            .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
     let bytes = ipc_stream(&counted(10, 100));
     // Everything but the stream's end marker: the producer waits for more.
     {
         use std::io::Write;
-        let mut stdin = produce.stdin.take().unwrap();
+        let mut stdin = produce.0.as_mut().unwrap().stdin.take().unwrap();
         stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
         stdin.flush().unwrap();
         std::mem::forget(stdin);
@@ -374,8 +391,7 @@ fn a_dead_producer_ends_the_remote_stream_as_dead() {
     wait_until("rows at the receiver", Duration::from_secs(30), || {
         write_seq(&receiver, "dst") >= 11
     });
-    produce.kill().unwrap();
-    produce.wait().unwrap();
+    drop(produce);
     for (what, child) in [("push", push), ("pull", pull), ("consume", consume)] {
         let (code, err) = finish(child, Duration::from_secs(60));
         assert_eq!(code, Some(3), "{what} exits 3 for a dead producer: {err}");
