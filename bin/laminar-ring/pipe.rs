@@ -681,7 +681,7 @@ pub enum From {
 }
 
 /// A `--as` name, checked as the ring will check it.
-fn parse_subscriber(s: &str) -> Result<String, String> {
+pub fn parse_subscriber(s: &str) -> Result<String, String> {
     shm::validate_subscriber(s)
         .map(|()| s.to_owned())
         .map_err(|e| e.to_string())

@@ -5,6 +5,8 @@ loopback, with a bearer token and with TLS."""
 import json
 import shutil
 import subprocess
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -187,3 +189,41 @@ def test_tls(tmp_path):
         assert consume(other, "pulled").equals(table(80, seed=3))
     finally:
         s.stop()
+
+
+def test_a_client_metadata_on_its_batches_is_its_own(server):
+    # Plain DoPut clients may put anything in app_metadata: every batch lands.
+    s, dir = server
+    t = table(500, seed=2)
+    client = flight.connect(s.url)
+    writer, _ = client.do_put(flight.FlightDescriptor.for_path("tagged"), t.schema)
+    for b in t.to_batches(max_chunksize=50):
+        writer.write_with_metadata(b, pa.py_buffer(b"\x01" * 8))
+    writer.close()
+    assert consume(dir, "tagged").equals(t)
+
+
+def test_the_server_stops_on_sigterm_with_a_reader_waiting(tmp_path):
+    s = Server(tmp_path)
+    subprocess.run([command(), "create", "waiting", "--dir", str(tmp_path)], check=True, timeout=30)
+    client = flight.connect(s.url)
+    # A reader of a ring whose stream has not begun waits in the server
+    # (pyarrow's do_get waits for the schema).
+    failed = []
+
+    def read():
+        try:
+            client.do_get(flight.Ticket(b"waiting")).read_all()
+        except flight.FlightError as e:
+            failed.append(e)
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()
+    start = time.monotonic()
+    s.proc.terminate()
+    assert s.proc.wait(timeout=15) == 0
+    assert time.monotonic() - start < 10
+    t.join(timeout=30)
+    assert not t.is_alive() and len(failed) == 1, failed

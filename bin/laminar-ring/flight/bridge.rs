@@ -45,6 +45,7 @@ pub struct Remote {
 
 /// Read a ring of a Flight server (`flight serve`) into a local ring.
 ///
+/// With --retry, a ring the server does not have yet is waited for.
 /// Reads the remote ring as a consumer (under --as), puts each batch into
 /// the local ring (created as `produce` does) and only then acknowledges
 /// it, so that the server releases it: a dropped connection or a killed
@@ -55,6 +56,7 @@ pub struct Remote {
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
     /// The server: grpc://HOST:PORT or grpc+tls://HOST:PORT.
+    #[arg(value_parser = wire::parse_location)]
     pub url: String,
     /// The remote ring.
     pub ring: String,
@@ -62,7 +64,8 @@ pub struct PullArgs {
     #[arg(long, value_name = "NAME")]
     pub into: Option<String>,
     /// The name to read the remote ring under (see `consume --as`).
-    #[arg(long = "as", value_name = "NAME", default_value = shm::DEFAULT_SUBSCRIBER)]
+    #[arg(long = "as", value_name = "NAME", default_value = shm::DEFAULT_SUBSCRIBER,
+          value_parser = crate::pipe::parse_subscriber)]
     pub subscriber: String,
     #[command(flatten)]
     pub remote: Remote,
@@ -86,12 +89,14 @@ pub struct PushArgs {
     /// The local ring.
     pub ring: String,
     /// The server: grpc://HOST:PORT or grpc+tls://HOST:PORT.
+    #[arg(value_parser = wire::parse_location)]
     pub url: String,
     /// The remote ring (default: the local ring's name).
     #[arg(long, value_name = "NAME")]
     pub into: Option<String>,
     /// The name to read the local ring under (see `consume --as`).
-    #[arg(long = "as", value_name = "NAME", default_value = shm::DEFAULT_SUBSCRIBER)]
+    #[arg(long = "as", value_name = "NAME", default_value = shm::DEFAULT_SUBSCRIBER,
+          value_parser = crate::pipe::parse_subscriber)]
     pub subscriber: String,
     #[command(flatten)]
     pub remote: Remote,
@@ -208,7 +213,13 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                 response.map(|r| r.map_err(|s| FlightError::Tonic(Box::new(s)))),
             );
             loop {
-                match rt.block_on(decoder.next()) {
+                // A decoder that panics on bytes nobody foresaw ends the
+                // pull with an error, not a crash.
+                let next = crate::guard::guarded("a Flight message from the server", || {
+                    Ok(rt.block_on(decoder.next()))
+                })
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                match next {
                     Some(Ok(d)) => match d.payload {
                         DecodedPayload::Schema(schema) => {
                             if local.is_none() {
@@ -224,8 +235,8 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                                     "the server sent a batch before its schema",
                                 )
                             })?;
-                            put(tx, &batch, &local_name, &|| false).map_err(|s| {
-                                Broke::Local(CliError::Flight(s.message().to_owned()))
+                            put(tx, &batch, &local_name, &|| false).map_err(|p| {
+                                Broke::Local(CliError::Flight(p.status.message().to_owned()))
                             })?;
                             moved.add(&batch);
                             if let Some(seq) = seq_of(&d.inner.app_metadata) {
@@ -254,7 +265,11 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
         })();
         match turn {
             Ok(ending) => break Ok(ending),
-            Err(Broke::Remote(s)) if args.remote.retry && retriable(&s) => {
+            // With --retry, a ring not made yet is waited for, as a local
+            // consumer waits for its producer.
+            Err(Broke::Remote(s))
+                if args.remote.retry && (retriable(&s) || s.code() == tonic::Code::NotFound) =>
+            {
                 if moved.batches > before {
                     backoff = Backoff::new();
                 }

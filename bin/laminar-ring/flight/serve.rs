@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,12 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    if !args.location.dir.is_dir() {
+        return Err(CliError::Flight(format!(
+            "{} is not a directory: nothing to serve",
+            args.location.dir.display()
+        )));
+    }
     let token = args
         .token_file
         .as_deref()
@@ -112,6 +118,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
             .local_addr()
             .map_err(|e| CliError::Flight(format!("cannot listen on {}: {e}", args.listen)))?;
         let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(wire::KEEPALIVE))
+            .http2_keepalive_timeout(Some(wire::KEEPALIVE_TIMEOUT))
             .initial_stream_window_size(wire::STREAM_WINDOW)
             .initial_connection_window_size(wire::CONNECTION_WINDOW)
             .max_frame_size(wire::FRAME);
@@ -146,8 +154,31 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
     })
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Set once the server stops: streams out of rings end (their readers
+/// detach, so what a client did not acknowledge stays in the ring).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// How long calls still open may take to end once the server stops.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGINT or SIGTERM, telling the calls to end; exits the
+/// process if some have not ended within [`STOP_GRACE`] (a `DoPut` waiting
+/// for its client, say: its producer then ends as a dead one's).
 async fn stopped() {
+    signalled().await;
+    STOPPING.store(true, Ordering::Relaxed);
+    tokio::spawn(async {
+        tokio::time::sleep(STOP_GRACE).await;
+        errln!(
+            "laminar-ring: flight serve: calls still open {} s after the signal; stopping anyway",
+            STOP_GRACE.as_secs()
+        );
+        std::process::exit(0);
+    });
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),
@@ -189,18 +220,39 @@ impl tonic::service::Interceptor for Gate {
     }
 }
 
-/// A `push` session's producer: busy with a call, or waiting for its
-/// client to reconnect since `since`.
+/// A `push` session's producer: busy with the call of one generation, or
+/// waiting for its client to reconnect since `since`.
 enum Session {
-    Busy,
+    Busy(u64),
     Parked {
         tx: Box<BatchProducer>,
-        last_seq: u64,
+        last: Taken,
         since: Instant,
     },
+    /// Its client did not come back within the grace time: its stream was
+    /// ended, and a call that resumes it is refused.
+    Expired,
 }
 
-type Sessions = Arc<Mutex<HashMap<String, Session>>>;
+/// How far a session's stream got: the last batch wholly taken, and how
+/// many rows of the next one (a batch halved to fit the arena, cut off
+/// half-way).
+#[derive(Clone, Copy, Default)]
+struct Taken {
+    seq: u64,
+    rows_of_next: usize,
+}
+
+#[derive(Default)]
+struct SessionMap {
+    map: HashMap<String, Session>,
+    generation: u64,
+}
+
+type Sessions = Arc<Mutex<SessionMap>>;
+
+/// Expired sessions remembered (the oldest are forgotten past this).
+const EXPIRED_KEPT: usize = 10_000;
 
 /// Ends the streams of parked sessions whose client did not come back in
 /// time: their producers are abandoned (a dead producer's ending).
@@ -210,22 +262,30 @@ async fn expire_sessions(sessions: Sessions, grace: Duration) {
     loop {
         tick.tick().await;
         let expired: Vec<Session> = {
-            let mut map = sessions.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<String> = map
+            let mut s = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> = s
+                .map
                 .iter()
                 .filter(
-                    |(_, s)| matches!(s, Session::Parked { since, .. } if since.elapsed() >= grace),
+                    |(_, v)| matches!(v, Session::Parked { since, .. } if since.elapsed() >= grace),
                 )
                 .map(|(k, _)| k.clone())
                 .collect();
-            keys.iter().filter_map(|k| map.remove(k)).collect()
-        };
-        // Outside the lock: detaching from the ring takes a moment.
-        for s in expired {
-            if let Session::Parked { tx, .. } = s {
-                tx.abandon();
+            if s.map.len() > EXPIRED_KEPT {
+                s.map.retain(|_, v| !matches!(v, Session::Expired));
             }
-        }
+            keys.into_iter()
+                .filter_map(|k| s.map.insert(k, Session::Expired))
+                .collect()
+        };
+        // Outside the lock, off the async workers: detaching takes a moment.
+        tokio::task::spawn_blocking(move || {
+            for s in expired {
+                if let Session::Parked { tx, .. } = s {
+                    tx.abandon();
+                }
+            }
+        });
     }
 }
 
@@ -239,13 +299,26 @@ struct Rings {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// An open error as the status a client can act on.
-fn open_status(ring: &str, e: &ArrowRingError) -> Status {
-    let text = format!("ring '{ring}': {}", one_line(e));
+/// `text` without the server's directory: a client has no business with
+/// where the rings lie.
+fn hide(dir: &std::path::Path, text: &str) -> String {
+    text.replace(&format!("{}/", dir.display()), "")
+}
+
+fn open_status(ring: &str, dir: &std::path::Path, e: &ArrowRingError) -> Status {
+    let text = hide(dir, &one_line(e));
     match e {
         ArrowRingError::Open(OpenError::NotFound { .. }) => {
             Status::not_found(format!("no ring '{ring}' on this server"))
         }
-        ArrowRingError::Open(OpenError::RoleTaken { .. }) => Status::already_exists(text),
+        // Retriable: a reader whose client just went is still detaching.
+        ArrowRingError::Open(
+            OpenError::RoleTaken { .. } | OpenError::SubscriberAttached { .. },
+        ) => Status::unavailable(format!(
+            "{text}: another reader of this server reads ring '{ring}' under that name; \
+                 read under another (a ticket of the name, a newline and a subscriber; \
+                 `flight pull --as`)"
+        )),
         ArrowRingError::Open(OpenError::PermissionDenied { .. } | OpenError::Untrusted { .. }) => {
             Status::permission_denied(text)
         }
@@ -278,7 +351,7 @@ impl Rings {
             OpenError::NotFound { .. } => {
                 Status::not_found(format!("no ring '{name}' on this server"))
             }
-            e => Status::failed_precondition(format!("ring '{name}': {}", one_line(&e))),
+            e => Status::failed_precondition(hide(&segment.dir, &one_line(&e))),
         })?;
         if info.layout.kind != RingKind::Arrow {
             return Err(Status::failed_precondition(format!(
@@ -286,7 +359,7 @@ impl Rings {
             )));
         }
         let schema = laminar_ring::arrow::stream_schema(name, segment)
-            .map_err(|e| Status::failed_precondition(format!("ring '{name}': {}", one_line(&e))))?
+            .map_err(|e| Status::failed_precondition(hide(&segment.dir, &one_line(&e))))?
             .unwrap_or_else(|| Arc::new(Schema::empty()));
         let meta = crate::status::info_json(name, &info).to_string();
         FlightInfo::new()
@@ -309,7 +382,22 @@ impl Rings {
             opts.segment.subscriber = s.clone();
         }
         let ring = target.ring.clone();
-        blocking(move || BatchFanIn::open(&ring, &opts).map_err(|e| open_status(&ring, &e))).await
+        blocking(move || {
+            // A client that reconnects may be quicker than the reader of
+            // its old call is to see it gone and detach: wait for that.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match BatchFanIn::open(&ring, &opts) {
+                    Err(ArrowRingError::Open(
+                        OpenError::RoleTaken { .. } | OpenError::SubscriberAttached { .. },
+                    )) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    r => return r.map_err(|e| open_status(&ring, &opts.segment.dir, &e)),
+                }
+            }
+        })
+        .await
     }
 }
 
@@ -383,12 +471,10 @@ impl FlightService for Rings {
                 OpenError::NotFound { .. } => {
                     Status::not_found(format!("no ring '{ring}' on this server"))
                 }
-                e => Status::failed_precondition(format!("ring '{ring}': {}", one_line(&e))),
+                e => Status::failed_precondition(hide(&segment.dir, &one_line(&e))),
             })?;
             laminar_ring::arrow::stream_schema(&ring, &segment)
-                .map_err(|e| {
-                    Status::failed_precondition(format!("ring '{ring}': {}", one_line(&e)))
-                })?
+                .map_err(|e| Status::failed_precondition(hide(&segment.dir, &one_line(&e))))?
                 .ok_or_else(|| {
                     Status::failed_precondition(format!(
                         "ring '{ring}' has no schema yet: no producer has sent one"
@@ -420,16 +506,17 @@ impl FlightService for Rings {
             .ok_or_else(|| Status::invalid_argument("DoExchange: no first message"))?;
         let target = Target::from_descriptor(first.flight_descriptor.as_ref())?;
         let rx = self.reader(&target).await?;
-        let (acks_tx, acks) = std::sync::mpsc::channel();
+        let acks = Arc::new(Acks::default());
+        let seen = acks.clone();
         tokio::spawn(async move {
-            // Ends (dropping `acks_tx`) when the client's side ends or breaks.
+            // Cumulative: the highest number is all there is to keep.
             while let Ok(Some(m)) = incoming.message().await {
-                if let Some(seq) = seq_of(&m.app_metadata)
-                    && acks_tx.send(seq).is_err()
-                {
-                    break;
+                if let Some(seq) = seq_of(&m.app_metadata) {
+                    seen.highest.fetch_max(seq, Ordering::Relaxed);
                 }
             }
+            // The client's side ended or broke.
+            seen.closed.store(true, Ordering::Relaxed);
         });
         let (out, stream) = mpsc::channel(2);
         std::thread::spawn(move || send_ring(rx, &target.ring, &out, Some(&acks)));
@@ -495,16 +582,26 @@ impl FlightService for Rings {
     }
 }
 
-/// Streams the ring `rx` reads to `out` until its stream ends or the
-/// client goes. With `acks`, a batch is kept (leased, so in the ring)
-/// until the client acknowledges it, and a client that goes leaves what
-/// it did not acknowledge to the subscription's next reader; without, a
-/// batch is released once its messages are handed to the connection.
+/// What a puller acknowledged: the highest sequence number, and whether
+/// its side of the call ended. (Atomics, not a queue: a client that floods
+/// acknowledgements costs nothing.)
+#[derive(Default)]
+struct Acks {
+    highest: AtomicU64,
+    closed: AtomicBool,
+}
+
+/// Streams the ring `rx` reads to `out` until its stream ends, the client
+/// goes or the server stops. With `acks`, a batch is kept (leased, so in
+/// the ring) until the client acknowledges it, and a client that goes
+/// leaves what it did not acknowledge to the subscription's next reader;
+/// without, a batch is released once its messages are handed to the
+/// connection.
 fn send_ring(
     mut rx: BatchFanIn,
     ring: &str,
     out: &mpsc::Sender<Result<FlightData, Status>>,
-    acks: Option<&std::sync::mpsc::Receiver<u64>>,
+    acks: Option<&Acks>,
 ) {
     let mut enc = Encoder::new();
     let mut schema_sent = false;
@@ -513,40 +610,37 @@ fn send_ring(
     // A lane among several whose producer died or failed: reported at the
     // end, after every other lane's batches.
     let mut lane_ending: Option<Ending> = None;
-    // Takes the acknowledgements that came (waiting up to `wait` for one);
-    // false once the client is gone.
-    let take_acks = |held: &mut VecDeque<(u64, RecordBatch)>, wait: Option<Duration>| -> bool {
+    // Drops the acknowledged batches, waiting up to `wait` for one when
+    // some are held; false once the client is gone.
+    let take_acks = |held: &mut VecDeque<(u64, RecordBatch)>, seq: u64, wait: Duration| -> bool {
         let Some(acks) = acks else {
             return !out.is_closed();
         };
-        let mut next = match wait {
-            Some(w) => acks
-                .recv_timeout(w)
-                .map_err(|e| matches!(e, RecvTimeoutError::Disconnected)),
-            None => acks
-                .try_recv()
-                .map_err(|e| matches!(e, TryRecvError::Disconnected)),
-        };
+        let deadline = Instant::now() + wait;
         loop {
-            match next {
-                Ok(a) => {
-                    while held.front().is_some_and(|(s, _)| *s <= a) {
-                        held.pop_front();
-                    }
-                }
-                Err(gone) => return !gone && !out.is_closed(),
+            // An acknowledgement past what was sent counts up to it.
+            let acked = acks.highest.load(Ordering::Relaxed).min(seq);
+            let before = held.len();
+            while held.front().is_some_and(|(s, _)| *s <= acked) {
+                held.pop_front();
             }
-            next = acks
-                .try_recv()
-                .map_err(|e| matches!(e, TryRecvError::Disconnected));
+            if acks.closed.load(Ordering::Relaxed) || out.is_closed() {
+                return false;
+            }
+            if held.len() < before || held.is_empty() || Instant::now() >= deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     };
+    // What the client did not acknowledge stays leased through the detach,
+    // so the subscription's next reader receives it.
     let ending: Result<Option<Ending>, Status> = loop {
-        if !take_acks(&mut held, None) {
-            // Gone: what it did not acknowledge stays leased through the
-            // detach, so the subscription's next reader receives it.
-            rx.detach();
-            return;
+        if !take_acks(&mut held, seq, Duration::ZERO) {
+            return rx.detach();
+        }
+        if STOPPING.load(Ordering::Relaxed) {
+            break Err(Status::unavailable("the server is stopping"));
         }
         match rx.recv_lane_zero_copy(Some(STEP)) {
             Ok(Some((_, batch))) => {
@@ -565,8 +659,7 @@ fn send_ring(
                 }
                 for m in messages {
                     if out.blocking_send(Ok(m)).is_err() {
-                        rx.detach();
-                        return;
+                        return rx.detach();
                     }
                 }
             }
@@ -574,9 +667,8 @@ fn send_ring(
             Err(BatchFanInError::Timeout) => {}
             Err(BatchFanInError::Lane { error, .. }) => match error {
                 ArrowRingError::TooManyLeases { .. } => {
-                    if !take_acks(&mut held, Some(STEP)) {
-                        rx.detach();
-                        return;
+                    if !take_acks(&mut held, seq, STEP) {
+                        return rx.detach();
                     }
                 }
                 ArrowRingError::Lagged { .. } => {}
@@ -594,17 +686,20 @@ fn send_ring(
             },
         }
     };
+    if let Err(s) = ending {
+        // Stopping, or a ring that cannot be read on: what was not
+        // acknowledged goes to the next reader.
+        drop(out.blocking_send(Err(s)));
+        return rx.detach();
+    }
     // The client acknowledges the last batches before the stream ends.
     while !held.is_empty() {
-        if !take_acks(&mut held, Some(STEP)) {
-            rx.detach();
-            return;
+        if !take_acks(&mut held, seq, STEP) || STOPPING.load(Ordering::Relaxed) {
+            return rx.detach();
         }
     }
-    match ending {
-        Ok(None) => {}
-        Ok(Some(e)) => drop(out.blocking_send(Err(ending_status(ring, &e)))),
-        Err(s) => drop(out.blocking_send(Err(s))),
+    if let Ok(Some(e)) = ending {
+        drop(out.blocking_send(Err(ending_status(ring, &e))));
     }
 }
 
@@ -618,6 +713,14 @@ struct Put {
     handle: tokio::runtime::Handle,
 }
 
+/// Where a `DoPut` call stands with its session: none (a plain client), or
+/// the generation of the call that holds it.
+#[derive(Clone, Copy)]
+enum Held {
+    NoSession,
+    Generation(u64),
+}
+
 impl Put {
     fn session_key(&self) -> Option<String> {
         self.target
@@ -626,26 +729,43 @@ impl Put {
             .map(|s| format!("{}\n{s}", self.target.ring))
     }
 
-    /// The producer and the last sequence number of a session that lost its
-    /// connection, once its previous call has let go of it (waiting up to
-    /// the grace time for that); marks the session busy.
-    fn resume(&self) -> Option<(BatchProducer, u64)> {
-        let key = self.session_key()?;
+    /// Takes the session: the producer and progress of one whose connection
+    /// dropped, once its previous call has let go of it (waiting up to the
+    /// grace time for that). Refuses a session that expired, or one that
+    /// another call still holds after the grace time.
+    fn resume(&self) -> Result<(Held, Option<(BatchProducer, Taken)>), Status> {
+        let Some(key) = self.session_key() else {
+            return Ok((Held::NoSession, None));
+        };
         let deadline = Instant::now() + self.grace;
         loop {
             {
-                let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-                match map.remove(&key) {
-                    Some(Session::Parked { tx, last_seq, .. }) => {
-                        map.insert(key, Session::Busy);
-                        return Some((*tx, last_seq));
+                let mut guard = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                let s = &mut *guard;
+                match s.map.get(&key) {
+                    Some(Session::Busy(_)) if Instant::now() < deadline => {}
+                    Some(Session::Busy(_)) => {
+                        return Err(Status::unavailable(
+                            "another call still holds this push's stream; try again",
+                        ));
                     }
-                    Some(Session::Busy) if Instant::now() < deadline => {
-                        map.insert(key.clone(), Session::Busy);
+                    Some(Session::Expired) => {
+                        return Err(Status::failed_precondition(format!(
+                            "this push's stream into ring '{}' was ended: its connection stayed \
+                             lost longer than the server's --resume-grace ({} s); start the \
+                             push again",
+                            self.target.ring,
+                            self.grace.as_secs_f64()
+                        )));
                     }
                     _ => {
-                        map.insert(key, Session::Busy);
-                        return None;
+                        s.generation += 1;
+                        let generation = s.generation;
+                        let parked = match s.map.insert(key, Session::Busy(generation)) {
+                            Some(Session::Parked { tx, last, .. }) => Some((*tx, last)),
+                            _ => None,
+                        };
+                        return Ok((Held::Generation(generation), parked));
                     }
                 }
             }
@@ -653,30 +773,38 @@ impl Put {
         }
     }
 
-    /// Leaves the session: parks the producer for the client's return, or
-    /// forgets the session.
-    fn leave(&self, park: Option<(BatchProducer, u64)>) {
-        let Some(key) = self.session_key() else {
-            // No session to come back to: ends as a dead producer's.
+    /// Lets go of the session: parks the producer for the client's return,
+    /// or forgets the session. A call that lost its session to a newer one
+    /// (or a plain client's call) ends its producer as a dead one's.
+    fn leave(&self, held: Held, park: Option<(BatchProducer, Taken)>) {
+        let (Some(key), Held::Generation(generation)) = (self.session_key(), held) else {
             if let Some((tx, _)) = park {
                 tx.abandon();
             }
             return;
         };
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
+        if !matches!(s.map.get(&key), Some(Session::Busy(g)) if *g == generation) {
+            drop(guard);
+            if let Some((tx, _)) = park {
+                tx.abandon();
+            }
+            return;
+        }
         match park {
-            Some((tx, last_seq)) => {
-                map.insert(
+            Some((tx, last)) => {
+                s.map.insert(
                     key,
                     Session::Parked {
                         tx: Box::new(tx),
-                        last_seq,
+                        last,
                         since: Instant::now(),
                     },
                 );
             }
             None => {
-                map.remove(&key);
+                s.map.remove(&key);
             }
         }
     }
@@ -687,107 +815,141 @@ impl Put {
         control: &Mutex<Option<Vec<u8>>>,
         out: &mpsc::Sender<Result<PutResult, Status>>,
     ) {
-        let ring = self.target.ring.clone();
-        let (mut tx, mut last_seq) = match self.resume() {
-            Some((tx, s)) => (Some(tx), s),
-            None => (None, 0),
+        let (held, parked) = match self.resume() {
+            Ok(r) => r,
+            Err(status) => return drop(out.blocking_send(Err(status))),
         };
-        let mut count = 0u64;
-        let gone = || out.is_closed();
-        let refuse = |tx: Option<BatchProducer>, status: Status| {
-            if let Some(tx) = tx {
-                tx.fail(&status.message().chars().take(200).collect::<String>());
+        let (mut tx, mut last) = match parked {
+            Some((tx, last)) => (Some(tx), last),
+            None => (None, Taken::default()),
+        };
+        match self.stream(&mut decoder, &mut tx, &mut last, out) {
+            // The connection broke or the client went: a session's producer
+            // waits for its client, any other ends as a dead one's.
+            Err(None) => self.leave(held, tx.map(|t| (t, last))),
+            Err(Some(status)) => {
+                self.leave(held, None);
+                if let Some(tx) = tx {
+                    tx.fail(&status.message().chars().take(200).collect::<String>());
+                }
+                drop(out.blocking_send(Err(status)));
             }
-            drop(out.blocking_send(Err(status)));
-        };
-        loop {
-            let next = self.handle.block_on(decoder.next());
-            match next {
-                Some(Ok(d)) => {
-                    let seq = seq_of(&d.inner.app_metadata);
-                    match d.payload {
-                        DecodedPayload::Schema(schema) => {
-                            if tx.is_none() {
-                                match rings::producer(&ring, &self.opts, &self.geometry, &schema) {
-                                    Ok(p) => tx = Some(p),
-                                    Err(e) => {
-                                        self.leave(None);
-                                        return refuse(
-                                            None,
-                                            Status::failed_precondition(one_line(&e)),
-                                        );
-                                    }
-                                }
-                            }
+            Ok(()) => {
+                self.leave(held, None);
+                let ended = control.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let Some(tx) = tx else {
+                    return;
+                };
+                match ended.as_deref() {
+                    Some(DIED) => tx.abandon(),
+                    Some(m) if m.starts_with(FAILED) => {
+                        tx.fail(&String::from_utf8_lossy(&m[FAILED.len()..]));
+                    }
+                    _ => {
+                        if let Err(e) = tx.close() {
+                            let ring = &self.target.ring;
+                            errln!(
+                                "laminar-ring: ring '{ring}': cannot close the stream: {}",
+                                one_line(&e)
+                            );
                         }
-                        DecodedPayload::RecordBatch(batch) => {
-                            count += 1;
-                            let seq = seq.unwrap_or(count);
-                            let Some(p) = tx.as_mut() else {
-                                self.leave(None);
-                                return refuse(
-                                    None,
-                                    Status::invalid_argument("a batch before the schema"),
-                                );
-                            };
-                            if seq > last_seq {
-                                match put(p, &batch, &ring, &gone) {
-                                    Ok(()) => last_seq = seq,
-                                    Err(status) if gone() => {
-                                        drop(status);
-                                        let tx = tx.take().map(|t| (t, last_seq));
-                                        return self.leave(tx);
-                                    }
-                                    Err(status) => {
-                                        self.leave(None);
-                                        return refuse(tx, status);
-                                    }
-                                }
-                            }
-                            let ack = PutResult {
-                                app_metadata: seq_bytes(seq),
-                            };
-                            if out.blocking_send(Ok(ack)).is_err() {
-                                let tx = tx.take().map(|t| (t, last_seq));
-                                return self.leave(tx);
-                            }
-                        }
-                        DecodedPayload::None => {}
                     }
                 }
-                Some(Err(FlightError::Tonic(_))) => {
-                    // The connection broke: a session's producer waits for
-                    // its client; any other ends as a dead producer's.
-                    let tx = tx.take().map(|t| (t, last_seq));
-                    return self.leave(tx);
-                }
-                Some(Err(e)) => {
-                    self.leave(None);
-                    return refuse(
-                        tx,
-                        Status::invalid_argument(format!("bad Flight data: {e}")),
-                    );
-                }
-                None => break,
             }
         }
-        self.leave(None);
-        let ended = control.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(tx) = tx else {
-            return;
-        };
-        match ended.as_deref() {
-            Some(DIED) => tx.abandon(),
-            Some(m) if m.starts_with(FAILED) => {
-                tx.fail(&String::from_utf8_lossy(&m[FAILED.len()..]));
-            }
-            _ => {
-                if let Err(e) = tx.close() {
-                    errln!(
-                        "laminar-ring: ring '{ring}': cannot close the stream: {}",
-                        one_line(&e)
-                    );
+    }
+
+    /// Puts the client's batches into the ring until its stream ends
+    /// (`Ok`), its connection goes (`Err(None)`), or it must be refused.
+    fn stream(
+        &self,
+        decoder: &mut FlightDataDecoder,
+        tx: &mut Option<BatchProducer>,
+        last: &mut Taken,
+        out: &mpsc::Sender<Result<PutResult, Status>>,
+    ) -> Result<(), Option<Status>> {
+        let ring = &self.target.ring;
+        let gone = || out.is_closed();
+        let mut count = 0u64;
+        loop {
+            // A decoder that panics on bytes nobody foresaw refuses the
+            // call instead of taking the thread down.
+            let next = crate::guard::guarded("a Flight message", || {
+                Ok(self.handle.block_on(decoder.next()))
+            })
+            .map_err(|e| Some(Status::invalid_argument(e.to_string())))?;
+            let d = match next {
+                None => return Ok(()),
+                Some(Ok(d)) => d,
+                Some(Err(FlightError::Tonic(_))) => return Err(None),
+                Some(Err(e)) => {
+                    return Err(Some(Status::invalid_argument(format!(
+                        "bad Flight data: {e}"
+                    ))));
                 }
+            };
+            match d.payload {
+                DecodedPayload::Schema(schema) => {
+                    if tx.is_none() {
+                        let p = rings::producer(ring, &self.opts, &self.geometry, &schema)
+                            .map_err(|e| Some(Status::failed_precondition(one_line(&e))))?;
+                        *tx = Some(p);
+                    }
+                }
+                DecodedPayload::RecordBatch(batch) => {
+                    count += 1;
+                    // Only a session's numbers are ours; a plain client's
+                    // app_metadata is its own business.
+                    let seq = match self.target.session {
+                        Some(_) => seq_of(&d.inner.app_metadata).ok_or_else(|| {
+                            Some(Status::invalid_argument(
+                                "a session's batch without its number",
+                            ))
+                        })?,
+                        None => count,
+                    };
+                    let p = tx.as_mut().ok_or_else(|| {
+                        Some(Status::invalid_argument("a batch before the schema"))
+                    })?;
+                    if seq > last.seq {
+                        // Rows of it taken before the connection dropped.
+                        let skip = if seq == last.seq + 1 {
+                            last.rows_of_next
+                        } else {
+                            0
+                        };
+                        let rest = batch.slice(
+                            skip.min(batch.num_rows()),
+                            batch.num_rows() - skip.min(batch.num_rows()),
+                        );
+                        match put(p, &rest, ring, &gone) {
+                            Ok(()) => {
+                                *last = Taken {
+                                    seq,
+                                    rows_of_next: 0,
+                                }
+                            }
+                            Err(partial) => {
+                                if skip + partial.taken >= batch.num_rows() {
+                                    *last = Taken {
+                                        seq,
+                                        rows_of_next: 0,
+                                    };
+                                } else {
+                                    last.rows_of_next = skip + partial.taken;
+                                }
+                                return Err(if gone() { None } else { Some(partial.status) });
+                            }
+                        }
+                    }
+                    let ack = PutResult {
+                        app_metadata: seq_bytes(seq),
+                    };
+                    if out.blocking_send(Ok(ack)).is_err() {
+                        return Err(None);
+                    }
+                }
+                DecodedPayload::None => {}
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_flight::{FlightData, FlightDescriptor};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
-use arrow_schema::Schema;
+use arrow_schema::{DataType, Schema};
 use bytes::Bytes;
 use laminar_ring::arrow::{ArrowRingError, BatchProducer};
 use tonic::metadata::MetadataValue;
@@ -27,6 +27,12 @@ pub const STREAM_WINDOW: u32 = 16 << 20;
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
 /// HTTP/2 frames of up to 1 MiB (the default is 16 KiB).
 pub const FRAME: u32 = (1 << 20) - 1;
+
+/// HTTP/2 pings: a connection whose peer vanished without a word (a host
+/// gone, a network cut without a reset) is found dead within
+/// `KEEPALIVE + KEEPALIVE_TIMEOUT`, rather than waited on for ever.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The metadata key of a status that ends a stream for its producer.
 pub const ENDING_KEY: &str = "x-laminar-ending";
@@ -61,6 +67,25 @@ pub struct Encoder {
     tracker: DictionaryTracker,
     options: IpcWriteOptions,
     context: IpcWriteContext,
+    /// The stream's schema, once it holds a dictionary anywhere.
+    dictionaries: Option<Schema>,
+}
+
+/// Whether `t` is, or holds, a dictionary.
+fn has_dictionary(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_dictionary(f.data_type()),
+        DataType::Struct(fs) => fs.iter().any(|f| has_dictionary(f.data_type())),
+        DataType::Union(fs, _) => fs.iter().any(|(_, f)| has_dictionary(f.data_type())),
+        DataType::RunEndEncoded(_, v) => has_dictionary(v.data_type()),
+        _ => false,
+    }
 }
 
 impl Encoder {
@@ -70,6 +95,7 @@ impl Encoder {
             tracker: DictionaryTracker::new(false),
             options: IpcWriteOptions::default(),
             context: IpcWriteContext::default(),
+            dictionaries: None,
         }
     }
 
@@ -81,6 +107,13 @@ impl Encoder {
             &mut self.tracker,
             &self.options,
         );
+        if schema
+            .fields()
+            .iter()
+            .any(|f| has_dictionary(f.data_type()))
+        {
+            self.dictionaries = Some(schema.clone());
+        }
         let mut data = FlightData::from(encoded);
         data.flight_descriptor = descriptor;
         data
@@ -89,6 +122,20 @@ impl Encoder {
     /// The messages of `batch`: its dictionaries, then the batch itself,
     /// carrying `seq`.
     pub fn batch(&mut self, batch: &RecordBatch, seq: u64) -> Result<Vec<FlightData>, Status> {
+        if let Some(schema) = &self.dictionaries {
+            // The tracker keeps the last dictionary column it wrote, keys
+            // and all: a zero-copy batch's keys are a lease on the ring,
+            // and leases are released in order, so one kept lease would
+            // hold back every later batch. A tracker per batch keeps
+            // nothing (each batch brings its dictionaries again); the
+            // schema passes through it first to number them.
+            self.tracker = DictionaryTracker::new(false);
+            self.generator.schema_to_bytes_with_dictionary_tracker(
+                schema,
+                &mut self.tracker,
+                &self.options,
+            );
+        }
         let (dicts, encoded) = self
             .generator
             .encode(batch, &mut self.tracker, &self.options, &mut self.context)
@@ -133,7 +180,8 @@ impl Target {
         };
         let (Some(ring), true) = (d.path.first(), d.path.len() <= 2) else {
             return Err(Status::invalid_argument(
-                "a path descriptor of one element, the ring's name, is expected",
+                "a path descriptor of one or two elements is expected: the ring's name, \
+                 then a subscriber's name or session=ID",
             ));
         };
         match d.path.get(1).map(String::as_str) {
@@ -251,7 +299,10 @@ pub fn endpoint(url: &str, ca: Option<&Path>) -> Result<Endpoint, CliError> {
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(FRAME);
+        .max_frame_size(FRAME)
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     if tls {
         let mut config = ClientTlsConfig::new();
         config = match ca {
@@ -321,6 +372,8 @@ pub async fn connect(endpoint: &Endpoint, bearer: &Bearer) -> Result<Client, Sta
 /// Whether a call that failed with `status` may succeed if made again (the
 /// connection or the server went away), rather than being refused.
 pub fn retriable(status: &Status) -> bool {
+    // A certificate that is not trusted stays so.
+    let permanent = status.message().contains("certificate");
     matches!(
         status.code(),
         Code::Unavailable
@@ -329,53 +382,81 @@ pub fn retriable(status: &Status) -> bool {
             | Code::Internal
             | Code::DeadlineExceeded
     ) && ending_of(status).is_none()
+        && !permanent
+}
+
+/// A Flight location, checked as [`endpoint`] reads it (for clap).
+pub fn parse_location(url: &str) -> Result<String, String> {
+    let rest = ["grpc://", "grpc+tcp://", "grpc+tls://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+        .ok_or_else(|| {
+            "not a Flight location: grpc://HOST:PORT, grpc+tcp://HOST:PORT or \
+             grpc+tls://HOST:PORT is expected"
+                .to_owned()
+        })?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err("HOST:PORT is expected after the scheme".into());
+    }
+    Ok(url.to_owned())
 }
 
 /// How long a wait for the ring, for an acknowledgement or for room lasts
 /// before looking again whether the other end is still there.
 pub const STEP: Duration = Duration::from_millis(100);
 
+/// A [`put`] that stopped short: how many of the batch's first rows the
+/// producer took (in the ring, or pending in the producer, which sends them
+/// first on its next send), and why it stopped.
+pub struct Partial {
+    pub taken: usize,
+    pub status: Status,
+}
+
 /// Sends `batch` into the ring and waits until it is there (halving it
 /// while one message would not fit the arena); waits for room and for a
-/// consumer as long as the client is there.
+/// consumer as long as `gone` says the other end is there.
 pub fn put(
     tx: &mut BatchProducer,
     batch: &RecordBatch,
     ring: &str,
     gone: &dyn Fn() -> bool,
-) -> Result<(), Status> {
-    let lost = || Status::cancelled("the client went away");
+) -> Result<(), Partial> {
+    let lost = |taken| Partial {
+        taken,
+        status: Status::cancelled("the client went away"),
+    };
+    let failed = |taken, e: ArrowRingError| Partial {
+        taken,
+        status: Status::failed_precondition(format!("ring '{ring}': {}", one_line(&e))),
+    };
+    let rows = batch.num_rows();
     loop {
         match tx.send_timeout(batch, STEP) {
             Ok(()) => break,
-            Err(ArrowRingError::BatchTooLarge { .. }) if batch.num_rows() > 1 => {
-                let half = batch.num_rows() / 2;
+            Err(ArrowRingError::BatchTooLarge { .. }) if rows > 1 => {
+                let half = rows / 2;
                 put(tx, &batch.slice(0, half), ring, gone)?;
-                return put(tx, &batch.slice(half, batch.num_rows() - half), ring, gone);
+                return put(tx, &batch.slice(half, rows - half), ring, gone).map_err(|p| Partial {
+                    taken: half + p.taken,
+                    status: p.status,
+                });
             }
+            // Not taken (`send_timeout`'s contract).
             Err(ArrowRingError::Timeout | ArrowRingError::ConsumerGone) if !gone() => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(ArrowRingError::Timeout | ArrowRingError::ConsumerGone) => return Err(lost()),
-            Err(e) => {
-                return Err(Status::failed_precondition(format!(
-                    "ring '{ring}': {}",
-                    one_line(&e)
-                )));
-            }
+            Err(ArrowRingError::Timeout | ArrowRingError::ConsumerGone) => return Err(lost(0)),
+            Err(e) => return Err(failed(0, e)),
         }
     }
+    // Taken: the rows count as sent from here on, whatever the flush says.
     loop {
         match tx.flush(STEP) {
             Ok(true) => return Ok(()),
             Ok(false) | Err(ArrowRingError::ConsumerGone) if !gone() => {}
-            Ok(false) | Err(ArrowRingError::ConsumerGone) => return Err(lost()),
-            Err(e) => {
-                return Err(Status::failed_precondition(format!(
-                    "ring '{ring}': {}",
-                    one_line(&e)
-                )));
-            }
+            Ok(false) | Err(ArrowRingError::ConsumerGone) => return Err(lost(rows)),
+            Err(e) => return Err(failed(rows, e)),
         }
     }
 }

@@ -186,7 +186,7 @@ fn a_file_crosses_hosts_through_push_serve_and_pull_unchanged() {
         Dir::new("flight-receiver"),
     );
     // Every type the command carries, dictionaries and unions included.
-    let input = rich_batches(12, 300, true);
+    let input = rich_batches(40, 300, true);
     std::fs::write(sender.path("in.arrows"), ipc_stream(&input)).unwrap();
     let server = Server::start(&server_host, "127.0.0.1:0", &[]);
     let consume = spawn(
@@ -337,12 +337,43 @@ fn a_wrong_token_is_refused_and_a_missing_ring_is_not_found() {
     );
     r.assert_fails(1, "cannot connect");
     assert!(!client.path("feed").exists());
-    run_limited(
+    // A usage error (exit 2) before anything is reached.
+    let r = run_limited(
         client.cmd(&["flight", "pull", "http://x:1", "feed"]),
         None,
         Duration::from_secs(30),
-    )
-    .assert_fails(1, "not a Flight location");
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("not a Flight location"), "{}", r.stderr);
+    // With --retry either side may start first: the ring is waited for.
+    let pull = spawn(
+        &client,
+        &[
+            "flight",
+            "pull",
+            &server.url,
+            "later",
+            "--retry",
+            "--token-file",
+            &client.s("right"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let input = counted(3, 10);
+    std::fs::write(server_host.path("in.arrows"), ipc_stream(&input)).unwrap();
+    server_host
+        .run(&["produce", "later", "-i", &server_host.s("in.arrows")])
+        .assert_ok();
+    let (code, err) = finish(pull, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("no ring 'later' on this server"), "{err}");
+    client
+        .run(&["consume", "later", "-o", &client.s("later.arrows")])
+        .assert_ok();
+    assert_eq!(
+        ids_of(&read_stream(&client.path("later.arrows"))),
+        (0..30).collect::<Vec<i64>>()
+    );
 }
 
 #[test]
