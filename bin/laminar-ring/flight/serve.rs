@@ -109,8 +109,9 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let sessions = rings.sessions.clone();
     let grace = args.resume_grace;
     let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
+    let sessions_left = sessions.clone();
     let rt = wire::runtime()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| CliError::Flight(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -151,7 +152,13 @@ pub fn serve(args: &ServeArgs) -> Result<(), CliError> {
             .serve_with_incoming_shutdown(incoming, stopped())
             .await
             .map_err(|e| CliError::Flight(format!("the server failed: {}", one_line(&e))))
-    })
+    });
+    // Streams whose pushers were away end as dead producers' (dropped
+    // parked producers abandon).
+    drop(std::mem::take(
+        &mut sessions_left.lock().unwrap_or_else(|e| e.into_inner()).map,
+    ));
+    served
 }
 
 /// Set once the server stops: streams out of rings end (their readers
@@ -220,12 +227,32 @@ impl tonic::service::Interceptor for Gate {
     }
 }
 
+/// A parked session's producer: however it is dropped (expired, the
+/// server stopping, the map dropped), its stream ends as a dead producer's,
+/// never as a closed one (a plain drop would close it, and its consumers
+/// would take a cut stream for a whole one).
+struct ParkedProducer(Option<Box<BatchProducer>>);
+
+impl ParkedProducer {
+    fn take(mut self) -> BatchProducer {
+        *self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for ParkedProducer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            tx.abandon();
+        }
+    }
+}
+
 /// A `push` session's producer: busy with the call of one generation, or
 /// waiting for its client to reconnect since `since`.
 enum Session {
     Busy(u64),
     Parked {
-        tx: Box<BatchProducer>,
+        tx: ParkedProducer,
         last: Taken,
         since: Instant,
     },
@@ -251,7 +278,8 @@ struct SessionMap {
 
 type Sessions = Arc<Mutex<SessionMap>>;
 
-/// Expired sessions remembered (the oldest are forgotten past this).
+/// Expired sessions remembered (past this many entries, every expired one
+/// is forgotten).
 const EXPIRED_KEPT: usize = 10_000;
 
 /// Ends the streams of parked sessions whose client did not come back in
@@ -278,14 +306,8 @@ async fn expire_sessions(sessions: Sessions, grace: Duration) {
                 .filter_map(|k| s.map.insert(k, Session::Expired))
                 .collect()
         };
-        // Outside the lock, off the async workers: detaching takes a moment.
-        tokio::task::spawn_blocking(move || {
-            for s in expired {
-                if let Session::Parked { tx, .. } = s {
-                    tx.abandon();
-                }
-            }
-        });
+        // Outside the lock: each parked producer, dropped, abandons.
+        drop(expired);
     }
 }
 
@@ -512,7 +534,8 @@ impl FlightService for Rings {
             // Cumulative: the highest number is all there is to keep.
             while let Ok(Some(m)) = incoming.message().await {
                 if let Some(seq) = seq_of(&m.app_metadata) {
-                    seen.highest.fetch_max(seq, Ordering::Relaxed);
+                    let sent = seen.sent.load(Ordering::Relaxed);
+                    seen.highest.fetch_max(seq.min(sent), Ordering::Relaxed);
                 }
             }
             // The client's side ended or broke.
@@ -588,6 +611,9 @@ impl FlightService for Rings {
 #[derive(Default)]
 struct Acks {
     highest: AtomicU64,
+    /// The last sequence number sent: an acknowledgement past it counts up
+    /// to it only.
+    sent: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -654,8 +680,9 @@ fn send_ring(
                     Ok(m) => messages.extend(m),
                     Err(s) => break Err(s),
                 }
-                if acks.is_some() {
+                if let Some(a) = acks {
                     held.push_back((seq, batch.into_inner()));
+                    a.sent.store(seq, Ordering::Relaxed);
                 }
                 for m in messages {
                     if out.blocking_send(Ok(m)).is_err() {
@@ -694,7 +721,12 @@ fn send_ring(
     }
     // The client acknowledges the last batches before the stream ends.
     while !held.is_empty() {
-        if !take_acks(&mut held, seq, STEP) || STOPPING.load(Ordering::Relaxed) {
+        if !take_acks(&mut held, seq, STEP) {
+            return rx.detach();
+        }
+        if STOPPING.load(Ordering::Relaxed) {
+            // Not an end: the puller reconnects to the next server.
+            drop(out.blocking_send(Err(Status::unavailable("the server is stopping"))));
             return rx.detach();
         }
     }
@@ -762,7 +794,7 @@ impl Put {
                         s.generation += 1;
                         let generation = s.generation;
                         let parked = match s.map.insert(key, Session::Busy(generation)) {
-                            Some(Session::Parked { tx, last, .. }) => Some((*tx, last)),
+                            Some(Session::Parked { tx, last, .. }) => Some((tx.take(), last)),
                             _ => None,
                         };
                         return Ok((Held::Generation(generation), parked));
@@ -797,7 +829,7 @@ impl Put {
                 s.map.insert(
                     key,
                     Session::Parked {
-                        tx: Box::new(tx),
+                        tx: ParkedProducer(Some(Box::new(tx))),
                         last,
                         since: Instant::now(),
                     },
@@ -848,10 +880,10 @@ impl Put {
                     _ => {
                         if let Err(e) = tx.close() {
                             let ring = &self.target.ring;
-                            errln!(
-                                "laminar-ring: ring '{ring}': cannot close the stream: {}",
+                            drop(out.blocking_send(Err(Status::internal(format!(
+                                "ring '{ring}': cannot close the stream: {}",
                                 one_line(&e)
-                            );
+                            )))));
                         }
                     }
                 }
@@ -871,6 +903,18 @@ impl Put {
         let ring = &self.target.ring;
         let gone = || out.is_closed();
         let mut count = 0u64;
+        if let Some(p) = tx.as_mut() {
+            // A resumed producer may hold batches taken but not yet in the
+            // ring: they go in before anything is acknowledged.
+            loop {
+                match p.flush(STEP) {
+                    Ok(true) => break,
+                    Ok(false) | Err(ArrowRingError::ConsumerGone) if !gone() => {}
+                    Ok(false) | Err(ArrowRingError::ConsumerGone) => return Err(None),
+                    Err(e) => return Err(Some(Status::failed_precondition(one_line(&e)))),
+                }
+            }
+        }
         loop {
             // A decoder that panics on bytes nobody foresaw refuses the
             // call instead of taking the thread down.
@@ -911,6 +955,14 @@ impl Put {
                     let p = tx.as_mut().ok_or_else(|| {
                         Some(Status::invalid_argument("a batch before the schema"))
                     })?;
+                    if seq > last.seq + 1 {
+                        // A session this server does not know (it
+                        // restarted): its stream starts here.
+                        *last = Taken {
+                            seq: seq - 1,
+                            rows_of_next: 0,
+                        };
+                    }
                     if seq > last.seq {
                         // Rows of it taken before the connection dropped.
                         let skip = if seq == last.seq + 1 {

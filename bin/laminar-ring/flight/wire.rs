@@ -126,9 +126,12 @@ impl Encoder {
             // The tracker keeps the last dictionary column it wrote, keys
             // and all: a zero-copy batch's keys are a lease on the ring,
             // and leases are released in order, so one kept lease would
-            // hold back every later batch. A tracker per batch keeps
-            // nothing (each batch brings its dictionaries again); the
-            // schema passes through it first to number them.
+            // hold back every later batch (and the batch itself, until
+            // the next one comes, which may need its room). A tracker per
+            // batch, dropped once the batch is encoded, keeps nothing
+            // (each batch brings its dictionaries again); the schema
+            // passes through it first to number them as the schema
+            // message did (the numbering depends on the schema alone).
             self.tracker = DictionaryTracker::new(false);
             self.generator.schema_to_bytes_with_dictionary_tracker(
                 schema,
@@ -140,6 +143,10 @@ impl Encoder {
             .generator
             .encode(batch, &mut self.tracker, &self.options, &mut self.context)
             .map_err(|e| Status::internal(format!("cannot encode a batch: {e}")))?;
+        if self.dictionaries.is_some() {
+            // Let go of the column it just kept, this batch's lease.
+            self.tracker = DictionaryTracker::new(false);
+        }
         let mut out: Vec<FlightData> = dicts.into_iter().map(FlightData::from).collect();
         out.push(FlightData::from(encoded).with_app_metadata(seq_bytes(seq)));
         Ok(out)

@@ -576,3 +576,124 @@ fn dropped_connections_resume_a_push_without_loss_or_repeats_and_a_pull_without_
     }
     assert_eq!(next, expected.len() as i64);
 }
+
+#[test]
+fn dictionary_batches_near_the_arena_size_flow_through_pull_and_push() {
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-dict-sender"),
+        Dir::new("flight-dict-server"),
+        Dir::new("flight-dict-recv"),
+    );
+    // 280 KB of Int64 keys a batch, in rings of a 512 KiB arena: a batch
+    // still held by the encoder leaves no room for the next.
+    let values = Arc::new(StringArray::from(vec!["a", "b", "c", "d", "e", "f", "g"]));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "sym",
+        DataType::Dictionary(Box::new(DataType::Int64), Box::new(DataType::Utf8)),
+        false,
+    )]));
+    let input: Vec<RecordBatch> = (0..12)
+        .map(|b| {
+            let keys = Int64Array::from_iter_values((0..35_000).map(|i| (i + b) % 7));
+            let dict = arrow_array::DictionaryArray::new(keys, values.clone());
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(dict)]).unwrap()
+        })
+        .collect();
+    std::fs::write(sender.path("in.arrows"), ipc_stream(&input)).unwrap();
+    let small = ["--arena", "512KiB"];
+    for (d, ring) in [(&sender, "src"), (&server_host, "mid"), (&receiver, "dst")] {
+        let mut args = vec!["create", ring];
+        args.extend_from_slice(&small);
+        d.run(&args).assert_ok();
+    }
+    let server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", &server.url, "mid", "--into", "dst"],
+    );
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &server.url, "--into", "mid"],
+    );
+    let produce = spawn(
+        &sender,
+        &[
+            "produce",
+            "src",
+            "-i",
+            &sender.s("in.arrows"),
+            "--timeout",
+            "30s",
+        ],
+    );
+    for (what, child) in [
+        ("produce", produce),
+        ("push", push),
+        ("pull", pull),
+        ("consume", consume),
+    ] {
+        let (code, err) = finish(child, Duration::from_secs(90));
+        assert_eq!(code, Some(0), "{what}: {err}");
+    }
+    assert_eq!(read_stream(&receiver.path("out.arrows")), input);
+}
+
+#[test]
+fn a_server_stopped_with_a_pusher_away_ends_that_stream_as_dead() {
+    let (sender, server_host) = (
+        Dir::new("flight-park-sender"),
+        Dir::new("flight-park-server"),
+    );
+    let mut server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    let mut produce = Kid(Some(
+        sender
+            .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let bytes = ipc_stream(&counted(5, 100));
+    {
+        use std::io::Write;
+        let mut stdin = produce.0.as_mut().unwrap().stdin.take().unwrap();
+        stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
+        stdin.flush().unwrap();
+        std::mem::forget(stdin);
+    }
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &server.url, "--into", "mid"],
+    );
+    wait_until("the pushed batches", Duration::from_secs(30), || {
+        write_seq(&server_host, "mid") >= 6
+    });
+    let consume = spawn(
+        &server_host,
+        &["consume", "mid", "-o", &server_host.s("out.arrows")],
+    );
+    // The pusher vanishes: its session waits for it (30 s by default)...
+    drop(push);
+    std::thread::sleep(Duration::from_millis(500));
+    // ...until the server stops: the stream ends as a dead producer's, not
+    // as a whole one.
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let (code, err) = finish(consume, Duration::from_secs(30));
+    assert_eq!(code, Some(3), "consume sees a dead producer: {err}");
+    assert_eq!(
+        ids_of(&read_stream(&server_host.path("out.arrows"))),
+        (0..500).collect::<Vec<i64>>()
+    );
+    drop(produce);
+}
