@@ -339,7 +339,7 @@ while True:
 
 def test_a_killed_python_consumer_resumes_at_least_once(ring, tmp_path):
     name, d = ring
-    total = 200_000
+    total = 400_000
     lr.create(name, dir=d, slots=64, arena_bytes=1 << 20)
     log = tmp_path / "seen.txt"
     # The producer is the `laminar-ring produce` command (Rust).
@@ -349,17 +349,25 @@ def test_a_killed_python_consumer_resumes_at_least_once(ring, tmp_path):
         for i in range(0, total, 100):
             w.write_batch(pa.record_batch({"seq": pa.array(range(i, i + 100), pa.int64())}))
     feeder = subprocess.Popen([command(), "produce", name, "--dir", str(d), "-i", str(src), "--quiet"])
+    kills = 0
     for trial in range(6):
         before = log.stat().st_size if log.exists() else 0
         c = run_python(CONSUMER, name, d, log)
         # Killed once it has read something, at a random moment after.
         limit = time.monotonic() + 30
-        while (log.stat().st_size if log.exists() else 0) == before:
+        while (log.stat().st_size if log.exists() else 0) == before and c.poll() is None:
             assert time.monotonic() < limit, f"consumer {trial} read nothing"
             time.sleep(0.005)
         time.sleep(0.01 * trial)
+        if c.poll() is not None:
+            # It read to the end of the stream before the kill came: the
+            # later trials have nothing left to interrupt.
+            assert c.returncode == 0, f"consumer {trial} failed"
+            break
         c.kill()
         c.wait()
+        kills += 1
+    assert kills >= 3, f"only {kills} consumers were killed mid-stream"
     last = run_python(CONSUMER, name, d, log)
     assert feeder.wait(timeout=120) == 0
     assert last.wait(timeout=120) == 0
