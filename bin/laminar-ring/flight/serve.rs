@@ -17,7 +17,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
 use arrow_ipc::writer::IpcWriteOptions;
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
 use futures::{Stream, StreamExt};
 use laminar_ring::arrow::{
     ArrowRingError, ArrowRingOptions, BatchFanIn, BatchFanInError, BatchProducer,
@@ -367,8 +367,12 @@ impl Rings {
         }
     }
 
-    /// The Flight description of the ring `name`.
-    fn describe(segment: &shm::SegmentOptions, name: &str) -> Result<FlightInfo, Status> {
+    /// What `GetFlightInfo` and `GetSchema` read of the Arrow ring `name`:
+    /// its header and the schema a consumer attaching now would read.
+    fn peek(
+        segment: &shm::SegmentOptions,
+        name: &str,
+    ) -> Result<(shm::RingInfo, Option<SchemaRef>), Status> {
         let info = shm::inspect(name, segment).map_err(|e| match e {
             OpenError::NotFound { .. } => {
                 Status::not_found(format!("no ring '{name}' on this server"))
@@ -381,8 +385,14 @@ impl Rings {
             )));
         }
         let schema = laminar_ring::arrow::stream_schema(name, segment)
-            .map_err(|e| Status::failed_precondition(hide(&segment.dir, &one_line(&e))))?
-            .unwrap_or_else(|| Arc::new(Schema::empty()));
+            .map_err(|e| Status::failed_precondition(hide(&segment.dir, &one_line(&e))))?;
+        Ok((info, schema))
+    }
+
+    /// The Flight description of the ring `name`.
+    fn describe(segment: &shm::SegmentOptions, name: &str) -> Result<FlightInfo, Status> {
+        let (info, schema) = Self::peek(segment, name)?;
+        let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
         let meta = crate::status::info_json(name, &info).to_string();
         FlightInfo::new()
             .try_with_schema(&schema)
@@ -489,19 +499,11 @@ impl FlightService for Rings {
         let segment = self.segment();
         let ring = target.ring.clone();
         let schema = blocking(move || {
-            shm::inspect(&ring, &segment).map_err(|e| match e {
-                OpenError::NotFound { .. } => {
-                    Status::not_found(format!("no ring '{ring}' on this server"))
-                }
-                e => Status::failed_precondition(hide(&segment.dir, &one_line(&e))),
-            })?;
-            laminar_ring::arrow::stream_schema(&ring, &segment)
-                .map_err(|e| Status::failed_precondition(hide(&segment.dir, &one_line(&e))))?
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "ring '{ring}' has no schema yet: no producer has sent one"
-                    ))
-                })
+            Self::peek(&segment, &ring)?.1.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "ring '{ring}' has no schema yet: no producer has sent one"
+                ))
+            })
         })
         .await?;
         SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))

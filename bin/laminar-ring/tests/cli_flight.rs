@@ -126,6 +126,27 @@ fn read_stream(path: &std::path::Path) -> Vec<RecordBatch> {
         .unwrap()
 }
 
+/// `produce RING -i -` in `d`, fed `batches` and then left waiting for
+/// more (the stream's end marker is never written): a producer attached
+/// with its batches committed, to be killed.
+fn open_producer(d: &Dir, ring: &str, batches: &[RecordBatch]) -> Kid {
+    use std::io::Write;
+    let mut child = d
+        .cmd(&["produce", ring, "-i", "-", "--batch-rows", "100"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bytes = ipc_stream(batches);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
+    stdin.flush().unwrap();
+    // Kept open for the child's life: end of input would end the stream.
+    std::mem::forget(stdin);
+    Kid(Some(child))
+}
+
 /// Messages published into `ring` so far (0 while it does not exist).
 fn write_seq(d: &Dir, ring: &str) -> u64 {
     let r = d.run(&["info", ring, "--json"]);
@@ -385,24 +406,7 @@ fn a_dead_producer_ends_the_remote_stream_as_dead() {
     );
     let server = Server::start(&server_host, "127.0.0.1:0", &[]);
     // A producer fed through a pipe, killed after its first batches.
-    let mut produce = Kid(Some(
-        sender
-            .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let bytes = ipc_stream(&counted(10, 100));
-    // Everything but the stream's end marker: the producer waits for more.
-    {
-        use std::io::Write;
-        let mut stdin = produce.0.as_mut().unwrap().stdin.take().unwrap();
-        stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
-        stdin.flush().unwrap();
-        std::mem::forget(stdin);
-    }
+    let produce = open_producer(&sender, "src", &counted(10, 100));
     let push = spawn(
         &sender,
         &["flight", "push", "src", &server.url, "--into", "mid"],
@@ -649,23 +653,7 @@ fn a_server_stopped_with_a_pusher_away_ends_that_stream_as_dead() {
         Dir::new("flight-park-server"),
     );
     let mut server = Server::start(&server_host, "127.0.0.1:0", &[]);
-    let mut produce = Kid(Some(
-        sender
-            .cmd(&["produce", "src", "-i", "-", "--batch-rows", "100"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let bytes = ipc_stream(&counted(5, 100));
-    {
-        use std::io::Write;
-        let mut stdin = produce.0.as_mut().unwrap().stdin.take().unwrap();
-        stdin.write_all(&bytes[..bytes.len() - 8]).unwrap();
-        stdin.flush().unwrap();
-        std::mem::forget(stdin);
-    }
+    let produce = open_producer(&sender, "src", &counted(5, 100));
     let push = spawn(
         &sender,
         &["flight", "push", "src", &server.url, "--into", "mid"],
