@@ -867,6 +867,86 @@ fn two_named_sidecars_on_one_ring_each_write_every_row() {
     assert!(ls.contains("1/4"), "{ls}");
 }
 
+/// `consume --as NAME --from latest` started while a producer is sending
+/// (no `--follow`): it cannot decode the stream under way (its schema came
+/// before), so it passes over the rest of it, end included, and writes
+/// exactly the next producer's stream, then exits 0. The subscriber that
+/// was there from the start has both streams.
+#[test]
+fn a_sidecar_from_latest_mid_stream_writes_the_next_stream_whole() {
+    let d = Dir::new("from-latest");
+    let data = batches(9, 100, true);
+    write_stream(&d.path("c.arrows"), &data[6..]);
+    ok(d.run(&["create", "late"]));
+    let early = d.spawn(&[
+        "consume",
+        "late",
+        "--as",
+        "early",
+        "-o",
+        &d.s("early.arrows"),
+        "--follow",
+    ]);
+    wait_until("early subscribed", Duration::from_secs(10), || {
+        d.info("late")["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1 && s[0]["alive"] == true)
+    });
+    let mut feeder = Feeder::start(&d, "late");
+    for b in &data[..3] {
+        feeder.send(b);
+    }
+    wait_until("three batches published", Duration::from_secs(10), || {
+        d.seq("late", "write_seq") >= 4
+    });
+    let latest = d.spawn(&[
+        "consume",
+        "late",
+        "--as",
+        "latest",
+        "--from",
+        "latest",
+        "-o",
+        &d.s("latest.arrows"),
+    ]);
+    wait_until("latest subscribed", Duration::from_secs(10), || {
+        d.info("late")["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["alive"] == true))
+    });
+    for b in &data[3..6] {
+        feeder.send(b);
+    }
+    ok(feeder.end());
+    // The end of the stream it joined does not end it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut latest = latest;
+    assert!(
+        latest.try_wait().unwrap().is_none(),
+        "consume --from latest ended at the end of a stream it read nothing of"
+    );
+    ok(d.run(&["produce", "late", "-i", &d.s("c.arrows")]));
+    let out = ok(wait_with_timeout(latest, Duration::from_secs(10)));
+    assert!(
+        stderr(&out).contains("wrote 300 rows in 3 batches"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        rows(&read_stream(&d.path("latest.arrows"))),
+        rows(&data[6..])
+    );
+    wait_until("early read everything", Duration::from_secs(10), || {
+        let i = d.info("late");
+        i["subscribers"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["read_seq"] == i["write_seq"]))
+    });
+    signal(early.id(), "TERM");
+    ok(wait_with_timeout(early, Duration::from_secs(10)));
+    assert_eq!(rows(&read_stream(&d.path("early.arrows"))), rows(&data));
+}
+
 /// Under `--policy lag`, a sidecar killed and left dead holds the producer
 /// and the other sidecar back only for the grace: it is dropped, `info`
 /// says so, and, back, it warns how many messages it lost and writes every
