@@ -106,6 +106,34 @@ def test_a_client_writes_a_ring_that_consume_reads(server):
     assert consume(dir, "uploads").equals(t)
 
 
+def test_a_session_stream_that_ends_without_saying_how_is_not_a_clean_end(tmp_path):
+    """A `DoPut` under a session (the path `flight push` uses) whose stream
+    ends without its closing message is a pusher that went away mid-call:
+    its producer waits out the resume grace, then the ring's stream ends as
+    a dead producer's (consume exits 3), never as a whole one."""
+    s = Server(tmp_path, "--resume-grace", "1s")
+    try:
+        t = table(300, seed=9)
+        client = flight.connect(s.url)
+        path = flight.FlightDescriptor.for_path("sessioned", "session=test-1")
+        writer, _ = client.do_put(path, t.schema)
+        # A session's batches carry their numbers, as `push` sends them.
+        for seq, b in enumerate(t.to_batches(max_chunksize=100), start=1):
+            writer.write_with_metadata(b, pa.py_buffer(seq.to_bytes(8, "little")))
+        writer.close()
+        out = tmp_path / "sessioned.out.arrows"
+        r = subprocess.run(
+            [command(), "consume", "sessioned", "-o", str(out), "--dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 3, r.stderr
+        assert pa.ipc.open_stream(str(out)).read_all().equals(t)
+    finally:
+        s.stop()
+
+
 def test_each_subscriber_of_a_ticket_reads_every_batch(server):
     s, dir = server
     t = table(300, seed=9)

@@ -1,8 +1,11 @@
 //! `flight pull` (a remote ring into a local one) and `flight push` (a
 //! local ring into a remote one).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -17,13 +20,14 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::Status;
 
 use super::wire::{
-    self, Bearer, DIED, Encoder, Ending, FAILED, STEP, ending_of, put, retriable, seq_bytes, seq_of,
+    self, Bearer, CLOSED, DIED, Encoder, Ending, FAILED, STEP, ending_of, put, retriable,
+    seq_bytes, seq_of,
 };
 use crate::error::{CliError, one_line};
 use crate::pipe::data_bytes;
 use crate::print::errln;
 use crate::rings::{self, Geometry, Location};
-use crate::units::{fmt_bytes, fmt_counted};
+use crate::units::{fmt_bytes, fmt_counted, fmt_duration, parse_duration};
 
 /// What both ends of a bridge take to reach the server.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +45,13 @@ pub struct Remote {
     /// stream stood, without losing a batch. Without it, exit 1.
     #[arg(long)]
     pub retry: bool,
+    /// Give up (exit 5) when no batch moved for DURATION (10s, 500ms, 2m):
+    /// the server could not be reached (with --retry), its ring or its
+    /// producer sent nothing, or nothing was acknowledged. What was not
+    /// acknowledged stays where it was. Without it, wait as long as it
+    /// takes.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// Read a ring of a Flight server (`flight serve`) into a local ring.
@@ -140,15 +151,142 @@ impl Backoff {
         Self(Duration::from_millis(100))
     }
 
-    fn wait(&mut self, what: &str, status: &Status) {
+    fn wait(&mut self, what: &str, status: &Status, patience: &Patience) {
+        let wait = patience.left().map_or(self.0, |left| left.min(self.0));
         errln!(
             "laminar-ring: {what}: {}; again in {:.1} s",
             status.message(),
-            self.0.as_secs_f64()
+            wait.as_secs_f64()
         );
-        std::thread::sleep(self.0);
+        patience.sleep(wait);
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
+}
+
+/// `--timeout`, and SIGINT or SIGTERM: when a bridge stops waiting.
+struct Patience {
+    limit: Option<Duration>,
+    /// When a batch last moved.
+    since: Cell<Instant>,
+    /// Set by SIGINT or SIGTERM.
+    stop: Arc<AtomicBool>,
+    /// The signal that set `stop`.
+    signal: Arc<AtomicUsize>,
+}
+
+impl Patience {
+    /// Catches SIGINT and SIGTERM (a second one exits at once, code 1).
+    fn new(limit: Option<Duration>) -> Result<Self, CliError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+                .and_then(|_| signal_hook::flag::register_usize(sig, signal.clone(), sig as usize))
+                .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+                .map_err(CliError::Signals)?;
+        }
+        Ok(Self {
+            limit,
+            since: Cell::new(Instant::now()),
+            stop,
+            signal,
+        })
+    }
+
+    fn moved(&self) {
+        self.since.set(Instant::now());
+    }
+
+    /// What is left of `--timeout`.
+    fn left(&self) -> Option<Duration> {
+        self.limit
+            .map(|l| l.saturating_sub(self.since.get().elapsed()))
+    }
+
+    /// `--timeout` ran out, or a signal came.
+    fn over(&self) -> bool {
+        self.stopped().is_some() || self.left() == Some(Duration::ZERO)
+    }
+
+    /// The signal that came, if one did.
+    fn stopped(&self) -> Option<i32> {
+        // Relaxed: a flag; set by the handler, polled here.
+        self.stop
+            .load(Ordering::Relaxed)
+            .then(|| i32::try_from(self.signal.load(Ordering::Relaxed)).unwrap_or(0))
+    }
+
+    /// Why it is over: `Broke::Stopped`, or `Broke::TimedOut` waiting for
+    /// `side`.
+    fn broke(&self, side: Side) -> Broke {
+        match self.stopped() {
+            Some(sig) => Broke::Stopped(sig),
+            None => Broke::TimedOut(side),
+        }
+    }
+
+    /// Sleeps `d`, waking early for a signal.
+    fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while self.stopped().is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Runs `f` to its end, or until `--timeout` runs out or a signal
+    /// comes (`None`; `f` is dropped: only cancel-safe futures are given).
+    fn within<F: std::future::Future>(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        f: F,
+    ) -> Option<F::Output> {
+        rt.block_on(async {
+            tokio::pin!(f);
+            loop {
+                if self.over() {
+                    return None;
+                }
+                let step = self.left().map_or(STEP, |l| l.min(STEP));
+                if let Ok(out) = tokio::time::timeout(step, &mut f).await {
+                    return Some(out);
+                }
+            }
+        })
+    }
+
+    /// The error for `--timeout` running out, with how far the bridge got.
+    fn timed_out(&self, what: String, summary: &str) -> CliError {
+        CliError::TimedOut {
+            waited: format!(
+                "{what} within {}; {summary}",
+                fmt_duration(self.limit.unwrap_or_default())
+            ),
+        }
+    }
+}
+
+/// Says how far a bridge got, and ends the process by `sig` as it would
+/// have ended without a handler (exit 128 + sig if that cannot be done).
+fn die_by(sig: i32, summary: &str, then: &str) -> ! {
+    let name = if sig == signal_hook::consts::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    };
+    errln!("laminar-ring: {summary}; stopped by {name}: {then}");
+    let _ = signal_hook::low_level::emulate_default_handler(sig);
+    std::process::exit(128 + sig);
+}
+
+/// The end of a bridge that `--timeout` ran out waiting for.
+#[derive(Clone, Copy)]
+enum Side {
+    Local,
+    Remote,
 }
 
 /// Why a connection's turn ended early.
@@ -157,6 +295,10 @@ enum Broke {
     Remote(Status),
     /// The local ring.
     Local(CliError),
+    /// `--timeout` ran out, waiting for that side.
+    TimedOut(Side),
+    /// SIGINT or SIGTERM (the signal).
+    Stopped(i32),
 }
 
 impl From<Status> for Broke {
@@ -193,10 +335,11 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
     let mut local: Option<BatchProducer> = None;
     let mut moved = Moved::default();
     let mut backoff = Backoff::new();
+    let patience = Patience::new(args.remote.timeout)?;
     let ended = loop {
         let before = moved.batches;
         let turn = (|| -> Result<Option<Ending>, Broke> {
-            let (acks, response) = rt.block_on(async {
+            let connected = patience.within(&rt, async {
                 let mut client = wire::connect(&endpoint, &bearer).await?;
                 let (acks, outgoing) = mpsc::unbounded_channel();
                 let first =
@@ -208,7 +351,8 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                     .await?
                     .into_inner();
                 Ok::<_, Status>((acks, response))
-            })?;
+            });
+            let (acks, response) = connected.ok_or_else(|| patience.broke(Side::Remote))??;
             let mut decoder = FlightDataDecoder::new(
                 response.map(|r| r.map_err(|s| FlightError::Tonic(Box::new(s)))),
             );
@@ -216,9 +360,10 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                 // A decoder that panics on bytes nobody foresaw ends the
                 // pull with an error, not a crash.
                 let next = crate::guard::guarded("a Flight message from the server", || {
-                    Ok(rt.block_on(decoder.next()))
+                    Ok(patience.within(&rt, decoder.next()))
                 })
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .ok_or_else(|| patience.broke(Side::Remote))?;
                 match next {
                     Some(Ok(d)) => match d.payload {
                         DecodedPayload::Schema(schema) => {
@@ -235,10 +380,15 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                                     "the server sent a batch before its schema",
                                 )
                             })?;
-                            put(tx, &batch, &local_name, &|| false).map_err(|p| {
-                                Broke::Local(CliError::Flight(p.status.message().to_owned()))
+                            put(tx, &batch, &local_name, &|| patience.over()).map_err(|p| {
+                                if patience.over() {
+                                    patience.broke(Side::Local)
+                                } else {
+                                    Broke::Local(CliError::Flight(p.status.message().to_owned()))
+                                }
                             })?;
                             moved.add(&batch);
+                            patience.moved();
                             if let Some(seq) = seq_of(&d.inner.app_metadata) {
                                 // The server is gone if this fails: the
                                 // next message says so.
@@ -268,15 +418,22 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
             // With --retry, a ring not made yet is waited for, as a local
             // consumer waits for its producer.
             Err(Broke::Remote(s))
-                if args.remote.retry && (retriable(&s) || s.code() == tonic::Code::NotFound) =>
+                if args.remote.retry
+                    && (retriable(&s) || s.code() == tonic::Code::NotFound)
+                    && !patience.over() =>
             {
                 if moved.batches > before {
                     backoff = Backoff::new();
                 }
-                backoff.wait(&format!("{}, ring '{}'", args.url, args.ring), &s);
+                backoff.wait(
+                    &format!("{}, ring '{}'", args.url, args.ring),
+                    &s,
+                    &patience,
+                );
             }
-            Err(Broke::Remote(s)) => break Err(remote_error(&args.url, &args.ring, &s)),
-            Err(Broke::Local(e)) => break Err(e),
+            Err(Broke::Remote(_)) if patience.over() => break Err(patience.broke(Side::Remote)),
+            Err(Broke::Remote(s)) => break Err(Broke::Remote(s)),
+            Err(b) => break Err(b),
         }
     };
     let summary = format!(
@@ -285,6 +442,30 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
         args.ring,
         args.url
     );
+    let ended = match ended {
+        Ok(e) => Ok(e),
+        Err(Broke::Stopped(sig)) => {
+            if let Some(tx) = local {
+                tx.abandon();
+            }
+            die_by(
+                sig,
+                &summary,
+                "the local stream is not closed, so its consumer gets what was pulled and learns \
+                 that the producer died; what was not acknowledged stays in the remote ring",
+            );
+        }
+        Err(Broke::TimedOut(Side::Remote)) => Err(patience.timed_out(
+            format!("ring '{}' at {} sent no batch", args.ring, args.url),
+            &summary,
+        )),
+        Err(Broke::TimedOut(Side::Local)) => Err(patience.timed_out(
+            format!("ring '{local_name}' took no batch (its consumer is gone or reads nothing)"),
+            &summary,
+        )),
+        Err(Broke::Remote(s)) => Err(remote_error(&args.url, &args.ring, &s)),
+        Err(Broke::Local(e)) => Err(e),
+    };
     match ended {
         Ok(None) => {
             if let Some(tx) = local {
@@ -356,20 +537,26 @@ pub fn push(args: &PushArgs) -> Result<(), CliError> {
         next_seq: 1,
         moved: Moved::default(),
         first: None,
+        stopped: None,
     };
     let mut backoff = Backoff::new();
+    let patience = Patience::new(args.remote.timeout)?;
     let ended = loop {
         let before = pusher.moved.batches;
-        match pusher.turn(&rt, &endpoint, &bearer, &descriptor, &mut rx) {
+        match pusher.turn(&rt, &endpoint, &bearer, &descriptor, &mut rx, &patience) {
             Ok(ending) => break Ok(ending),
-            Err(Broke::Remote(s)) if args.remote.retry && retriable(&s) => {
+            Err(Broke::Remote(s)) if args.remote.retry && retriable(&s) && !patience.over() => {
                 if pusher.moved.batches > before {
                     backoff = Backoff::new();
                 }
-                backoff.wait(&format!("{}, ring '{remote_name}'", args.url), &s);
+                backoff.wait(
+                    &format!("{}, ring '{remote_name}'", args.url),
+                    &s,
+                    &patience,
+                );
             }
-            Err(Broke::Remote(s)) => break Err(remote_error(&args.url, &remote_name, &s)),
-            Err(Broke::Local(e)) => break Err(e),
+            Err(Broke::Remote(_)) if patience.over() => break Err(patience.broke(Side::Remote)),
+            Err(b) => break Err(b),
         }
     };
     let summary = format!(
@@ -378,6 +565,40 @@ pub fn push(args: &PushArgs) -> Result<(), CliError> {
         args.ring,
         args.url
     );
+    let ended = match ended {
+        Ok(Some(Ending::Died)) if pusher.stopped.is_some() => {
+            let sig = pusher.stopped.unwrap_or_default();
+            drop(pusher);
+            drop(rx);
+            die_by(
+                sig,
+                &summary,
+                "the remote stream ends as a dead producer's; what was not read stays in the \
+                 local ring",
+            );
+        }
+        Ok(e) => Ok(e),
+        Err(Broke::Stopped(sig)) => {
+            rx.detach();
+            die_by(
+                sig,
+                &summary,
+                "what the server did not acknowledge stays in the local ring",
+            );
+        }
+        Err(Broke::TimedOut(Side::Local)) => {
+            Err(patience.timed_out(format!("ring '{}' sent no batch", args.ring), &summary))
+        }
+        Err(Broke::TimedOut(Side::Remote)) => Err(patience.timed_out(
+            format!(
+                "the server at {} took no batch for ring '{remote_name}'",
+                args.url
+            ),
+            &summary,
+        )),
+        Err(Broke::Remote(s)) => Err(remote_error(&args.url, &remote_name, &s)),
+        Err(Broke::Local(e)) => Err(e),
+    };
     match ended {
         Ok(None) => {
             drop(pusher);
@@ -411,6 +632,8 @@ struct Pusher {
     /// The first batch, read before the first connection (the schema is
     /// known only with it).
     first: Option<RecordBatch>,
+    /// The signal that ended the local stream for the server, if one did.
+    stopped: Option<i32>,
 }
 
 impl Pusher {
@@ -423,6 +646,7 @@ impl Pusher {
         bearer: &Bearer,
         descriptor: &FlightDescriptor,
         rx: &mut BatchFanIn,
+        patience: &Patience,
     ) -> Result<Option<Ending>, Broke> {
         // The schema is known with the first batch; an ending before any
         // batch is passed on with an empty stream.
@@ -435,6 +659,7 @@ impl Pusher {
                     early_end = Some(e);
                     break;
                 }
+                Err(None) if patience.over() => return Err(patience.broke(Side::Local)),
                 Err(None) => {}
             }
         }
@@ -450,7 +675,7 @@ impl Pusher {
         data.try_send(enc.schema(&schema, Some(descriptor.clone())))
             .map_err(|_| Status::internal("the message queue is full"))?;
         let (answers_tx, answers) = std::sync::mpsc::channel();
-        rt.block_on(async {
+        let connected = patience.within(rt, async {
             let mut client = wire::connect(endpoint, bearer).await?;
             let mut response = client
                 .do_put(ReceiverStream::new(outgoing))
@@ -471,10 +696,13 @@ impl Pusher {
                 let _ = answers_tx.send(Answer::Ended(end));
             });
             Ok::<_, Status>(())
-        })?;
-        let send = |msgs: Vec<FlightData>| -> Result<(), Status> {
+        });
+        connected.ok_or_else(|| patience.broke(Side::Remote))??;
+        let send = |msgs: Vec<FlightData>| -> Result<(), Broke> {
             for m in msgs {
-                data.blocking_send(m)
+                patience
+                    .within(rt, data.send(m))
+                    .ok_or_else(|| patience.broke(Side::Remote))?
                     .map_err(|_| Status::unavailable("the connection closed"))?;
             }
             Ok(())
@@ -490,11 +718,35 @@ impl Pusher {
             if let Some(e) = early_end.take() {
                 break e;
             }
-            self.take_answers(&answers, None)?;
+            if self.take_answers(&answers, None)? {
+                return Err(Broke::Remote(Status::unavailable(
+                    "the server ended the call before the stream's end",
+                )));
+            }
+            if let Some(sig) = patience.stopped() {
+                // The remote stream ends as a dead producer's, as a local
+                // consumer learns of a `produce` stopped by a signal.
+                self.stopped = Some(sig);
+                break Some(Ending::Died);
+            }
             match recv(rx) {
-                Ok(Some(b)) => self.send_new(b, &mut enc, &send)?,
+                Ok(Some(b)) => {
+                    self.send_new(b, &mut enc, &send)?;
+                    patience.moved();
+                }
                 Ok(None) => break None,
                 Err(Some(e)) => break e,
+                // A signal: the stream's end is sent first (above).
+                Err(None) if patience.stopped().is_some() => {}
+                Err(None) if patience.over() => {
+                    // Batches sent and not acknowledged since: the server's.
+                    let side = if self.held.is_empty() {
+                        Side::Local
+                    } else {
+                        Side::Remote
+                    };
+                    return Err(Broke::TimedOut(side));
+                }
                 Err(None) => {
                     // Out of leases, or nothing yet: wait for answers a little.
                     if rx.outstanding() > 0 {
@@ -503,18 +755,31 @@ impl Pusher {
                 }
             }
         };
+        // How the stream ended: without it, the server takes the end of the
+        // call for a dropped connection. Sent even after a signal.
         let control = match &ending {
-            None => None,
-            Some(Ending::Died) => Some(DIED.to_vec()),
-            Some(Ending::Failed(reason)) => Some([FAILED, reason.as_bytes()].concat()),
+            None => CLOSED.to_vec(),
+            Some(Ending::Died) => DIED.to_vec(),
+            Some(Ending::Failed(reason)) => [FAILED, reason.as_bytes()].concat(),
         };
-        if let Some(c) = control {
-            send(vec![FlightData::new().with_app_metadata(c)])?;
+        let said = FlightData::new().with_app_metadata(control);
+        match rt.block_on(data.send_timeout(said, Duration::from_secs(5))) {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                return Err(Broke::Remote(Status::unavailable(
+                    "the server took no message for 5 s",
+                )));
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                return Err(Broke::Remote(Status::unavailable("the connection closed")));
+            }
         }
         drop(data);
-        // The server answers every batch, then ends the call.
-        let deadline = Instant::now() + Duration::from_secs(3600);
-        while Instant::now() < deadline {
+        // The server answers every batch, then ends the call. Stopped by a
+        // signal, it gets 5 s for that.
+        let since = Instant::now();
+        loop {
+            let held = self.held.len();
             if self.take_answers(&answers, Some(STEP))? {
                 if self.held.is_empty() {
                     return Ok(ending);
@@ -523,17 +788,27 @@ impl Pusher {
                     "the server ended the call before acknowledging every batch",
                 )));
             }
+            if self.held.len() < held {
+                patience.moved();
+            }
+            match self.stopped {
+                Some(sig) if since.elapsed() >= Duration::from_secs(5) => {
+                    return Err(Broke::Stopped(sig));
+                }
+                None if patience.over() => return Err(patience.broke(Side::Remote)),
+                _ => {}
+            }
+            if patience.left() == Some(Duration::ZERO) {
+                return Err(Broke::TimedOut(Side::Remote));
+            }
         }
-        Err(Broke::Remote(Status::deadline_exceeded(
-            "the server acknowledged nothing for an hour",
-        )))
     }
 
     fn send_new(
         &mut self,
         b: RecordBatch,
         enc: &mut Encoder,
-        send: &dyn Fn(Vec<FlightData>) -> Result<(), Status>,
+        send: &dyn Fn(Vec<FlightData>) -> Result<(), Broke>,
     ) -> Result<(), Broke> {
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -19,9 +19,13 @@
 //!   element, `session=ID`) so that the server continues the same producer
 //!   and skips batches it already has;
 //! - how a stream ended travels as a message of `app_metadata` only
-//!   (`push` → server: `laminar-ring:died`, `laminar-ring:failed:REASON`)
-//!   or as the gRPC status of the server's stream (an `x-laminar-ending`
-//!   of `died` or `failed` in its metadata).
+//!   (`push` → server: `laminar-ring:closed`, `laminar-ring:died`,
+//!   `laminar-ring:failed:REASON`) or as the gRPC status of the server's
+//!   stream (an `x-laminar-ending` of `died` or `failed` in its metadata).
+//!   A session's `DoPut` whose request stream ends without one of the
+//!   three (a pusher that gave up, timed out or was stopped mid-call) is
+//!   taken as a dropped connection, never as a clean end: its producer
+//!   waits for the session's return, and is abandoned after the grace.
 
 mod bridge;
 mod serve;

@@ -857,7 +857,19 @@ impl Put {
             Some((tx, last)) => (Some(tx), last),
             None => (None, Taken::default()),
         };
-        match self.stream(&mut decoder, &mut tx, &mut last, out) {
+        let streamed = match self.stream(&mut decoder, &mut tx, &mut last, out) {
+            // A session's stream that ends without saying how is a pusher
+            // that went away mid-call (gave up, timed out, was stopped):
+            // not a clean end.
+            Ok(())
+                if self.session_key().is_some()
+                    && control.lock().unwrap_or_else(|e| e.into_inner()).is_none() =>
+            {
+                Err(None)
+            }
+            r => r,
+        };
+        match streamed {
             // The connection broke or the client went: a session's producer
             // waits for its client, any other ends as a dead one's.
             Err(None) => self.leave(held, tx.map(|t| (t, last))),

@@ -36,6 +36,8 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The metadata key of a status that ends a stream for its producer.
 pub const ENDING_KEY: &str = "x-laminar-ending";
+/// `push` → server: the local stream ended cleanly.
+pub const CLOSED: &[u8] = b"laminar-ring:closed";
 /// `push` → server: the local producer died.
 pub const DIED: &[u8] = b"laminar-ring:died";
 /// `push` → server: the local producer failed; the reason follows.

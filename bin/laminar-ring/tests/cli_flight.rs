@@ -685,3 +685,256 @@ fn a_server_stopped_with_a_pusher_away_ends_that_stream_as_dead() {
     );
     drop(produce);
 }
+
+/// Messages the subscriber `sub` of `ring` has released (0 while the ring
+/// or the name does not exist).
+fn read_seq(d: &Dir, ring: &str, sub: &str) -> u64 {
+    let r = d.run(&["info", ring, "--json"]);
+    if r.code != Some(0) {
+        return 0;
+    }
+    let info: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    info["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == sub)
+        .map_or(0, |s| s["read_seq"].as_u64().unwrap())
+}
+
+fn signal(kid: &Kid, sig: &str) {
+    let pid = kid.0.as_ref().unwrap().id().to_string();
+    std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap();
+}
+
+/// `--timeout`: `pull` and `push` give up with exit 5 when no batch moved
+/// for that long (nothing listening, under --retry; a remote ring with no
+/// producer; a local ring whose producer sends nothing more), saying what
+/// they waited for; what was not acknowledged stays where it was.
+#[test]
+fn pull_and_push_give_up_after_timeout_keeping_what_was_not_acknowledged() {
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-timeout-sender"),
+        Dir::new("flight-timeout-server"),
+        Dir::new("flight-timeout-recv"),
+    );
+    let nowhere = "grpc://127.0.0.1:9";
+    let started = Instant::now();
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", nowhere, "r", "--retry", "--timeout", "1s"],
+    );
+    let (code, err) = finish(pull, Duration::from_secs(20));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("sent no batch within 1s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let server = Server::start(&server_host, "127.0.0.1:0", &["--resume-grace", "1s"]);
+    assert_eq!(server_host.run(&["create", "quiet"]).code, Some(0));
+    let pull = spawn(
+        &receiver,
+        &["flight", "pull", &server.url, "quiet", "--timeout", "1s"],
+    );
+    let (code, err) = finish(pull, Duration::from_secs(20));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains(&format!(
+            "ring 'quiet' at {} sent no batch within 1s",
+            server.url
+        )),
+        "{err}"
+    );
+
+    let produce = open_producer(&sender, "src", &counted(3, 100));
+    wait_until("the local batches", Duration::from_secs(30), || {
+        write_seq(&sender, "src") >= 4
+    });
+    let push = spawn(
+        &sender,
+        &[
+            "flight",
+            "push",
+            "src",
+            nowhere,
+            "--retry",
+            "--timeout",
+            "1s",
+        ],
+    );
+    let (code, err) = finish(push, Duration::from_secs(20));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the server at {nowhere} took no batch for ring 'src' within 1s"
+        )),
+        "{err}"
+    );
+    // The schema message only: no batch was acknowledged, none released.
+    assert_eq!(read_seq(&sender, "src", "default"), 1);
+
+    // Against the server: the three batches go, then nothing more comes.
+    // The push gives up mid-call, which the server must not take for the
+    // stream's end: after the grace its stream ends as a dead producer's.
+    assert_eq!(server_host.run(&["create", "mid"]).code, Some(0));
+    let watcher = spawn(
+        &server_host,
+        &[
+            "consume",
+            "mid",
+            "--as",
+            "watcher",
+            "-o",
+            &server_host.s("watched.arrows"),
+        ],
+    );
+    wait_until("the watcher", Duration::from_secs(10), || {
+        server_host
+            .run(&["info", "mid"])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"watcher")
+    });
+    let push = spawn(
+        &sender,
+        &[
+            "flight",
+            "push",
+            "src",
+            &server.url,
+            "--into",
+            "mid",
+            "--timeout",
+            "1s",
+        ],
+    );
+    let (code, err) = finish(push, Duration::from_secs(20));
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains("ring 'src' sent no batch within 1s"), "{err}");
+    assert!(err.contains("pushed 300 rows in 3 batches"), "{err}");
+    assert_eq!(
+        read_seq(&sender, "src", "default"),
+        4,
+        "every batch acknowledged and released"
+    );
+    assert!(write_seq(&server_host, "mid") >= 4);
+    let (code, err) = finish(watcher, Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(3),
+        "a push that gave up is not a clean end: {err}"
+    );
+    assert_eq!(
+        ids_of(&read_stream(&server_host.path("watched.arrows"))),
+        (0..300).collect::<Vec<i64>>()
+    );
+    drop(produce);
+}
+
+/// SIGTERM: `pull` says how far it got and dies by the signal, so the
+/// local stream ends as a dead producer's (its consumer exits 3); `push`
+/// ends the remote stream as a dead producer's first, then dies by the
+/// signal. Every row sent before arrives.
+#[test]
+fn sigterm_ends_pull_and_push_with_a_summary_and_dead_streams() {
+    use std::os::unix::process::ExitStatusExt;
+    let (sender, server_host, receiver) = (
+        Dir::new("flight-term-sender"),
+        Dir::new("flight-term-server"),
+        Dir::new("flight-term-recv"),
+    );
+    let server = Server::start(&server_host, "127.0.0.1:0", &[]);
+    // A second reader of the remote ring, there from the start.
+    assert_eq!(server_host.run(&["create", "mid"]).code, Some(0));
+    let watcher = spawn(
+        &server_host,
+        &[
+            "consume",
+            "mid",
+            "--as",
+            "watcher",
+            "-o",
+            &server_host.s("watched.arrows"),
+        ],
+    );
+    wait_until("the watcher", Duration::from_secs(10), || {
+        read_seq(&server_host, "mid", "watcher") == 0
+            && server_host
+                .run(&["info", "mid"])
+                .stdout
+                .windows(7)
+                .any(|w| w == b"watcher")
+    });
+    let produce = open_producer(&sender, "src", &counted(10, 100));
+    let push = spawn(
+        &sender,
+        &["flight", "push", "src", &server.url, "--into", "mid"],
+    );
+    let pull = spawn(
+        &receiver,
+        &[
+            "flight",
+            "pull",
+            &server.url,
+            "mid",
+            "--into",
+            "dst",
+            "--retry",
+        ],
+    );
+    let consume = spawn(
+        &receiver,
+        &["consume", "dst", "-o", &receiver.s("out.arrows")],
+    );
+    wait_until("rows at the receiver", Duration::from_secs(30), || {
+        write_seq(&receiver, "dst") >= 11
+    });
+    let finish_signalled = |kid: Kid| {
+        let child = kid.0.as_ref().unwrap().id();
+        let mut kid = kid;
+        let mut c = kid.0.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "process {child} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(c.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (status.signal(), err)
+    };
+    signal(&pull, "TERM");
+    let (sig, err) = finish_signalled(pull);
+    assert_eq!(sig, Some(15), "{err}");
+    assert!(err.contains("pulled 1,000 rows in 10 batches"), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    let (code, err) = finish(consume, Duration::from_secs(30));
+    assert_eq!(
+        code,
+        Some(3),
+        "the local stream ends as a dead producer's: {err}"
+    );
+    assert_eq!(
+        ids_of(&read_stream(&receiver.path("out.arrows"))),
+        (0..1000).collect::<Vec<i64>>()
+    );
+
+    signal(&push, "TERM");
+    let (sig, err) = finish_signalled(push);
+    assert_eq!(sig, Some(15), "{err}");
+    assert!(err.contains("pushed 1,000 rows in 10 batches"), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    // The remote stream ended as a dead producer's at once: the watcher
+    // has every row, then exits 3.
+    let (code, err) = finish(watcher, Duration::from_secs(30));
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        ids_of(&read_stream(&server_host.path("watched.arrows"))),
+        (0..1000).collect::<Vec<i64>>()
+    );
+    drop(produce);
+}
