@@ -67,10 +67,6 @@ pub struct BatchConsumer {
     /// Subscribed mid-stream with nothing saved: messages before the next
     /// schema message are skipped (released undecoded), not an error.
     joined: bool,
-    /// Joined while a producer session was under way (or skipped a message
-    /// of one since): that session's end, reached before any schema, is not
-    /// this consumer's to report. It reads on from the next session.
-    skipping_session: bool,
     /// Drained to the end of a producer session (reported now or before)
     /// and waiting for the next session: the ring's stream is over for now.
     between_sessions: bool,
@@ -144,7 +140,6 @@ impl BatchConsumer {
             session: SessionWatch::default(),
             unsaved_state: None,
             joined: false,
-            skipping_session: false,
             between_sessions: false,
         };
         me.restore_saved_state()?;
@@ -155,7 +150,6 @@ impl BatchConsumer {
         // session ended, which is not this consumer's to report.
         me.session.baseline = me.inner.producer_sessions();
         me.session.reading = me.inner.producer_alive() && me.inner.producer_attached();
-        me.skipping_session = me.joined && me.session.reading;
         Ok(me)
     }
 
@@ -328,23 +322,19 @@ impl BatchConsumer {
                 // attached) is not: it waits for the next session.
                 let sessions = self.inner.producer_sessions();
                 self.between_sessions = true;
-                // The end of a session this consumer joined part-way and
-                // read nothing of (no schema since): passed over, as the
-                // rest of that session was; it reads from the next one.
-                let skipped = self.skipping_session && self.decoder.is_none();
-                self.skipping_session = false;
                 let report = match self.inner.end_source() {
-                    EndSource::Record => !skipped,
-                    EndSource::Death => {
-                        !skipped && (self.session.reading || sessions != self.session.baseline)
+                    EndSource::Record => true,
+                    EndSource::Death => self.session.reading || sessions != self.session.baseline,
+                    EndSource::Repeat => {
+                        self.session.baseline = sessions;
+                        false
                     }
-                    EndSource::Repeat => false,
-                };
-                self.session = SessionWatch {
-                    baseline: sessions,
-                    reading: false,
                 };
                 if report {
+                    self.session = SessionWatch {
+                        baseline: sessions,
+                        reading: false,
+                    };
                     return end;
                 }
                 if !self.wait_for_next_session(deadline) {
@@ -502,9 +492,7 @@ impl BatchConsumer {
         let Some(decoder) = &mut self.decoder else {
             if self.joined {
                 // A subscription made mid-stream: this session's schema came
-                // before its start; it reads from the next session on, and
-                // this one's end is not reported.
-                self.skipping_session = true;
+                // before its start; it reads from the next session on.
                 return Ok(None);
             }
             let why = match self.unsaved_state {

@@ -86,13 +86,6 @@
 //! producer was alive when the consumer attached, it began later, or it
 //! sent a message the consumer received), once.
 //!
-//! A subscription made while a session is under way (a new name, or one
-//! the `Lag` policy dropped) cannot decode that session: its schema came
-//! before the subscription's start. It passes over the rest of that
-//! session, end included (a clean end, `PeerGone` or `ProducerFailed` of a
-//! stream it read nothing of is not its to report), and receives the next
-//! session from its schema on.
-//!
 //! # Crash and restart
 //!
 //! A consumer that goes away (dropped, or killed) leaves every message it
