@@ -20,20 +20,13 @@ pub struct Location {
     // The variable is read here rather than by clap's `env`: clap counts
     // a value from the environment as given, and its usage line then
     // shows `--dir <DIR>` as if it were required.
-    #[arg(long, value_name = "DIR", default_value_os_t = default_dir())]
+    #[arg(long, value_name = "DIR", default_value_os_t = shm::ring_dir())]
     pub dir: std::path::PathBuf,
     /// Trust rings that their group may write (such as those made with
     /// `create --mode 660`), and other users' rings of a group you are in.
     /// Without it a ring must be yours and writable by no one else.
     #[arg(long)]
     pub shared: bool,
-}
-
-/// `$LAMINAR_RING_DIR` if set and not empty, else `/dev/shm`.
-fn default_dir() -> std::path::PathBuf {
-    std::env::var_os("LAMINAR_RING_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| "/dev/shm".into(), Into::into)
 }
 
 /// The shape of a new ring. Used only when the ring is created; an existing

@@ -133,9 +133,7 @@ fn options(
     from: Option<&str>,
 ) -> PyResult<ArrowRingOptions> {
     let mut opts = ArrowRingOptions::default();
-    if let Some(dir) = dir {
-        opts.segment.dir = dir;
-    }
+    opts.segment.dir = dir_or_default(dir);
     if let Some(s) = subscriber {
         opts.segment.subscriber = s;
     }
@@ -778,8 +776,10 @@ fn create(
         .map_err(ring_err)
 }
 
+/// `dir`, else `$LAMINAR_RING_DIR` when set, else `/dev/shm`, as the
+/// command chooses.
 fn dir_or_default(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| SegmentOptions::default().dir)
+    dir.unwrap_or_else(shm::ring_dir)
 }
 
 fn segment_in(dir: &std::path::Path) -> SegmentOptions {

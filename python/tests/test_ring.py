@@ -635,3 +635,26 @@ def test_a_batch_larger_than_the_ring_goes_in_parts_and_far_timeouts_mean_none(r
         t.join()
     assert pa.Table.from_batches(got).column(0).to_pylist() == list(range(400_000))
     assert len(got) > 1
+
+
+def test_the_ring_directory_comes_from_laminar_ring_dir_as_for_the_command(ring, monkeypatch):
+    """Without `dir`, Python looks where the command does: in
+    `$LAMINAR_RING_DIR` when it is set."""
+    d, _ = ring
+    name = f"envdir-{os.getpid()}"
+    monkeypatch.setenv("LAMINAR_RING_DIR", str(d))
+    with lr.Producer(name) as tx:
+        tx.send(every_type(5))
+    # The command, told nothing but the variable, sees the ring there.
+    env = dict(os.environ, LAMINAR_RING_DIR=str(d))
+    info = subprocess.run(
+        [command(), "info", name, "--json"], capture_output=True, text=True, check=True, env=env
+    )
+    assert json.loads(info.stdout)["name"] == name
+    assert name in lr.ls()
+    with lr.Consumer(name) as rx:
+        assert rx.recv(timeout=10).equals(every_type(5))
+    lr.rm(name)
+    assert not (d / name).exists()
+    monkeypatch.delenv("LAMINAR_RING_DIR")
+    assert name not in lr.ls()

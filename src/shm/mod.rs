@@ -148,6 +148,16 @@ pub fn unsubscribe(name: &str, subscriber: &str, opts: &SegmentOptions) -> Resul
     Segment::open(name, opts)?.unsubscribe(subscriber)
 }
 
+/// The directory of rings for programs that take it from their
+/// environment, as the `laminar-ring` command and the Python package do:
+/// `$LAMINAR_RING_DIR` when it is set and not empty, else `/dev/shm`.
+/// ([`SegmentOptions::default`] does not read the environment.)
+pub fn ring_dir() -> std::path::PathBuf {
+    std::env::var_os("LAMINAR_RING_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| DEFAULT_DIR.into(), Into::into)
+}
+
 /// Removes the segment `name` from `/dev/shm`. Processes attached to it keep
 /// their mapping until they detach.
 ///

@@ -375,6 +375,8 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                             }
                         }
                         DecodedPayload::RecordBatch(batch) => {
+                            // A batch came: the wait for local room starts now.
+                            patience.moved();
                             let tx = local.as_mut().ok_or_else(|| {
                                 Status::invalid_argument(
                                     "the server sent a batch before its schema",
@@ -731,8 +733,9 @@ impl Pusher {
             }
             match recv(rx) {
                 Ok(Some(b)) => {
-                    self.send_new(b, &mut enc, &send)?;
+                    // A batch came: the wait for the server starts now.
                     patience.moved();
+                    self.send_new(b, &mut enc, &send)?;
                 }
                 Ok(None) => break None,
                 Err(Some(e)) => break e,
@@ -763,16 +766,19 @@ impl Pusher {
             Some(Ending::Failed(reason)) => [FAILED, reason.as_bytes()].concat(),
         };
         let said = FlightData::new().with_app_metadata(control);
-        match rt.block_on(data.send_timeout(said, Duration::from_secs(5))) {
-            Ok(()) => {}
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                return Err(Broke::Remote(Status::unavailable(
-                    "the server took no message for 5 s",
-                )));
+        if self.stopped.is_some() {
+            // Stopped by a signal: the server gets 5 s to take it.
+            match rt.block_on(data.send_timeout(said, Duration::from_secs(5))) {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                    return Err(patience.broke(Side::Remote));
+                }
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                    return Err(Broke::Remote(Status::unavailable("the connection closed")));
+                }
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                return Err(Broke::Remote(Status::unavailable("the connection closed")));
-            }
+        } else {
+            send(vec![said])?;
         }
         drop(data);
         // The server answers every batch, then ends the call. Stopped by a
@@ -798,7 +804,7 @@ impl Pusher {
                 None if patience.over() => return Err(patience.broke(Side::Remote)),
                 _ => {}
             }
-            if patience.left() == Some(Duration::ZERO) {
+            if self.stopped.is_none() && patience.left() == Some(Duration::ZERO) {
                 return Err(Broke::TimedOut(Side::Remote));
             }
         }

@@ -50,12 +50,31 @@ use crate::units::parse_duration;
 /// DoExchange, acknowledging each batch, so that the server releases only
 /// what reached the puller's ring. Prints `listening on grpc://ADDR` once
 /// it accepts calls; stops on SIGINT or SIGTERM.
+/// `--listen`: an IP address and port, or a host name and port (its first
+/// address, IPv4 first).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("not an address to listen on (HOST:PORT or IP:PORT): {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text} has no address"))
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on. The default takes calls from this host only;
     /// give 0.0.0.0:PORT (with --token-file, and --tls-cert over networks
     /// you do not trust) to take them from others. Port 0 picks a free one.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    /// A host name (localhost:50051) listens on its first address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051",
+          value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Require `authorization: Bearer TOKEN` on every call, TOKEN being
     /// this file's content (white space around it removed).

@@ -335,10 +335,27 @@ fn a_wrong_token_is_refused_and_a_missing_ring_is_not_found() {
     std::fs::write(server_host.path("token"), "s3cret\n").unwrap();
     std::fs::write(client.path("wrong"), "guess").unwrap();
     std::fs::write(client.path("right"), "s3cret").unwrap();
+    // A host name listens on its address.
     let server = Server::start(
         &server_host,
-        "127.0.0.1:0",
+        "localhost:0",
         &["--token-file", &server_host.s("token")],
+    );
+    assert!(
+        server.url.starts_with("grpc://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let r = run_limited(
+        server_host.cmd(&["flight", "serve", "--listen", "localhost"]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not an address to listen on"),
+        "{}",
+        r.stderr
     );
     let pull = |extra: &[&str]| {
         let mut args = vec!["flight", "pull", &server.url, "feed"];
