@@ -6,7 +6,9 @@
 //! file and what is wrong); 2 a usage error; 3 `consume` saw its producer
 //! die (its output holds every batch the producer committed); 4 `consume`
 //! saw its producer fail (end its stream in error, saying why); 5
-//! `--timeout` ran out.
+//! `--timeout` ran out (`flight pull` and `flight push`: 3, 4 and 5 alike).
+//! `produce`, `flight pull` and `flight push` stopped by SIGINT or SIGTERM
+//! end by the signal.
 
 mod bench;
 mod csv_input;
@@ -62,7 +64,9 @@ Example:
 #[command(name = "laminar-ring", version, about = ABOUT, long_about = LONG_ABOUT)]
 #[command(after_help = "Exit codes: 0 success, 1 error, 2 usage error, \
 3 consume: the producer died (the output holds every batch it committed), \
-4 consume: the producer failed (ended its stream in error), 5 --timeout ran out.")]
+4 consume: the producer failed (ended its stream in error), 5 --timeout ran out \
+(flight pull and push: 3, 4 and 5 alike); produce, flight pull and flight push \
+stopped by SIGINT or SIGTERM end by the signal (130, 143).")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

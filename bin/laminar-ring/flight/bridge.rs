@@ -336,8 +336,13 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
     let mut moved = Moved::default();
     let mut backoff = Backoff::new();
     let patience = Patience::new(args.remote.timeout)?;
+    // Why the last connection failed, for --timeout's message, and
+    // whether the last turn reached the server's stream.
+    let mut last_error: Option<String> = None;
+    let reached = Cell::new(false);
     let ended = loop {
         let before = moved.batches;
+        reached.set(false);
         let turn = (|| -> Result<Option<Ending>, Broke> {
             let connected = patience.within(&rt, async {
                 let mut client = wire::connect(&endpoint, &bearer).await?;
@@ -353,6 +358,7 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                 Ok::<_, Status>((acks, response))
             });
             let (acks, response) = connected.ok_or_else(|| patience.broke(Side::Remote))??;
+            reached.set(true);
             let mut decoder = FlightDataDecoder::new(
                 response.map(|r| r.map_err(|s| FlightError::Tonic(Box::new(s)))),
             );
@@ -427,6 +433,7 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
                 if moved.batches > before {
                     backoff = Backoff::new();
                 }
+                last_error = Some(s.message().to_owned());
                 backoff.wait(
                     &format!("{}, ring '{}'", args.url, args.ring),
                     &s,
@@ -447,18 +454,22 @@ pub fn pull(args: &PullArgs) -> Result<(), CliError> {
     let ended = match ended {
         Ok(e) => Ok(e),
         Err(Broke::Stopped(sig)) => {
+            let then = if local.is_some() {
+                "the local stream is not closed, so its consumer gets what was pulled and learns \
+                 that the producer died; what was not acknowledged stays in the remote ring"
+            } else {
+                "nothing had come, so no local stream was started"
+            };
             if let Some(tx) = local {
                 tx.abandon();
             }
-            die_by(
-                sig,
-                &summary,
-                "the local stream is not closed, so its consumer gets what was pulled and learns \
-                 that the producer died; what was not acknowledged stays in the remote ring",
-            );
+            die_by(sig, &summary, then);
         }
         Err(Broke::TimedOut(Side::Remote)) => Err(patience.timed_out(
-            format!("ring '{}' at {} sent no batch", args.ring, args.url),
+            match last_error.as_ref().filter(|_| !reached.get()) {
+                Some(e) => format!("could not read ring '{}' at {} ({e})", args.ring, args.url),
+                None => format!("ring '{}' at {} sent no batch", args.ring, args.url),
+            },
             &summary,
         )),
         Err(Broke::TimedOut(Side::Local)) => Err(patience.timed_out(
@@ -585,7 +596,8 @@ pub fn push(args: &PushArgs) -> Result<(), CliError> {
             die_by(
                 sig,
                 &summary,
-                "what the server did not acknowledge stays in the local ring",
+                "what the server did not acknowledge stays in the local ring; a stream the \
+                 server had started for it ends as a dead producer's after its --resume-grace",
             );
         }
         Err(Broke::TimedOut(Side::Local)) => {

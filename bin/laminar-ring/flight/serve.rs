@@ -37,19 +37,6 @@ use crate::print::{errln, outln};
 use crate::rings::{self, Geometry, Location};
 use crate::units::parse_duration;
 
-/// Serve the rings of --dir over Arrow Flight.
-///
-/// ListFlights lists the rings (a path descriptor naming each);
-/// GetFlightInfo and GetSchema describe one (its `info --json` is the
-/// info's app_metadata); DoGet with a ring's name as ticket streams its
-/// batches as one more consumer (a ticket of NAME, a newline and a
-/// subscriber name reads under that name, `default` otherwise), each
-/// released once handed to the connection; DoPut with a path descriptor
-/// naming a ring sends the client's stream into it as one more producer
-/// (creating the ring as `produce` does). `flight pull` reads through
-/// DoExchange, acknowledging each batch, so that the server releases only
-/// what reached the puller's ring. Prints `listening on grpc://ADDR` once
-/// it accepts calls; stops on SIGINT or SIGTERM.
 /// `--listen`: an IP address and port, or a host name and port (its first
 /// address, IPv4 first).
 fn parse_listen(text: &str) -> Result<SocketAddr, String> {
@@ -67,6 +54,19 @@ fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text} has no address"))
 }
 
+/// Serve the rings of --dir over Arrow Flight.
+///
+/// ListFlights lists the rings (a path descriptor naming each);
+/// GetFlightInfo and GetSchema describe one (its `info --json` is the
+/// info's app_metadata); DoGet with a ring's name as ticket streams its
+/// batches as one more consumer (a ticket of NAME, a newline and a
+/// subscriber name reads under that name, `default` otherwise), each
+/// released once handed to the connection; DoPut with a path descriptor
+/// naming a ring sends the client's stream into it as one more producer
+/// (creating the ring as `produce` does). `flight pull` reads through
+/// DoExchange, acknowledging each batch, so that the server releases only
+/// what reached the puller's ring. Prints `listening on grpc://ADDR` once
+/// it accepts calls; stops on SIGINT or SIGTERM.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on. The default takes calls from this host only;
