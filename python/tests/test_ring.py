@@ -640,7 +640,7 @@ def test_a_batch_larger_than_the_ring_goes_in_parts_and_far_timeouts_mean_none(r
 def test_the_ring_directory_comes_from_laminar_ring_dir_as_for_the_command(ring, monkeypatch):
     """Without `dir`, Python looks where the command does: in
     `$LAMINAR_RING_DIR` when it is set."""
-    d, _ = ring
+    _, d = ring
     name = f"envdir-{os.getpid()}"
     monkeypatch.setenv("LAMINAR_RING_DIR", str(d))
     with lr.Producer(name) as tx:
