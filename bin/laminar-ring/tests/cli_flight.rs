@@ -738,6 +738,31 @@ fn signal(kid: &Kid, sig: &str) {
         .unwrap();
 }
 
+/// Makes `ring` in `d` and starts `consume RING --as watcher` into
+/// `watched.arrows` there: a reader subscribed before any stream; returns
+/// once `info` lists it.
+fn watch(d: &Dir, ring: &str) -> Kid {
+    assert_eq!(d.run(&["create", ring]).code, Some(0));
+    let watcher = spawn(
+        d,
+        &[
+            "consume",
+            ring,
+            "--as",
+            "watcher",
+            "-o",
+            &d.s("watched.arrows"),
+        ],
+    );
+    wait_until("the watcher", Duration::from_secs(10), || {
+        d.run(&["info", ring])
+            .stdout
+            .windows(7)
+            .any(|w| w == b"watcher")
+    });
+    watcher
+}
+
 /// `--timeout`: `pull` and `push` give up with exit 5 when no batch moved
 /// for that long (nothing listening, under --retry; a remote ring with no
 /// producer; a local ring whose producer sends nothing more), saying what
@@ -812,25 +837,7 @@ fn pull_and_push_give_up_after_timeout_keeping_what_was_not_acknowledged() {
     // Against the server: the three batches go, then nothing more comes.
     // The push gives up mid-call, which the server must not take for the
     // stream's end: after the grace its stream ends as a dead producer's.
-    assert_eq!(server_host.run(&["create", "mid"]).code, Some(0));
-    let watcher = spawn(
-        &server_host,
-        &[
-            "consume",
-            "mid",
-            "--as",
-            "watcher",
-            "-o",
-            &server_host.s("watched.arrows"),
-        ],
-    );
-    wait_until("the watcher", Duration::from_secs(10), || {
-        server_host
-            .run(&["info", "mid"])
-            .stdout
-            .windows(7)
-            .any(|w| w == b"watcher")
-    });
+    let watcher = watch(&server_host, "mid");
     let push = spawn(
         &sender,
         &[
@@ -881,26 +888,7 @@ fn sigterm_ends_pull_and_push_with_a_summary_and_dead_streams() {
     );
     let server = Server::start(&server_host, "127.0.0.1:0", &[]);
     // A second reader of the remote ring, there from the start.
-    assert_eq!(server_host.run(&["create", "mid"]).code, Some(0));
-    let watcher = spawn(
-        &server_host,
-        &[
-            "consume",
-            "mid",
-            "--as",
-            "watcher",
-            "-o",
-            &server_host.s("watched.arrows"),
-        ],
-    );
-    wait_until("the watcher", Duration::from_secs(10), || {
-        read_seq(&server_host, "mid", "watcher") == 0
-            && server_host
-                .run(&["info", "mid"])
-                .stdout
-                .windows(7)
-                .any(|w| w == b"watcher")
-    });
+    let watcher = watch(&server_host, "mid");
     let produce = open_producer(&sender, "src", &counted(10, 100));
     let push = spawn(
         &sender,
