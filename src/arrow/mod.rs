@@ -132,6 +132,7 @@ pub use fanin::{BatchFanIn, BatchFanInError};
 pub use lease::LeasedBatch;
 pub use mismatch::schema_difference;
 pub use peek::stream_schema;
+pub use resume::has_dictionary;
 
 // The arrow-rs crates whose types this API takes and returns (arrow 60), so
 // that a caller passes batches of the very same arrow version without

@@ -417,8 +417,10 @@ impl SaveArea {
     }
 }
 
-/// Whether `t` holds a dictionary anywhere.
-fn has_dictionary(t: &DataType) -> bool {
+/// Whether `t` holds a dictionary anywhere (nested in lists, maps,
+/// structs, unions or run-end encoded values): a stream of it carries
+/// dictionary messages.
+pub fn has_dictionary(t: &DataType) -> bool {
     match t {
         DataType::Dictionary(..) => true,
         DataType::List(f)

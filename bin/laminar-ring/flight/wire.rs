@@ -8,7 +8,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_flight::{FlightData, FlightDescriptor};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
-use arrow_schema::{DataType, Schema};
+use arrow_schema::Schema;
 use bytes::Bytes;
 use laminar_ring::arrow::{ArrowRingError, BatchProducer};
 use tonic::metadata::MetadataValue;
@@ -73,23 +73,6 @@ pub struct Encoder {
     dictionaries: Option<Schema>,
 }
 
-/// Whether `t` is, or holds, a dictionary.
-fn has_dictionary(t: &DataType) -> bool {
-    match t {
-        DataType::Dictionary(..) => true,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _)
-        | DataType::Map(f, _) => has_dictionary(f.data_type()),
-        DataType::Struct(fs) => fs.iter().any(|f| has_dictionary(f.data_type())),
-        DataType::Union(fs, _) => fs.iter().any(|(_, f)| has_dictionary(f.data_type())),
-        DataType::RunEndEncoded(_, v) => has_dictionary(v.data_type()),
-        _ => false,
-    }
-}
-
 impl Encoder {
     pub fn new() -> Self {
         Self {
@@ -112,7 +95,7 @@ impl Encoder {
         if schema
             .fields()
             .iter()
-            .any(|f| has_dictionary(f.data_type()))
+            .any(|f| laminar_ring::arrow::has_dictionary(f.data_type()))
         {
             self.dictionaries = Some(schema.clone());
         }
